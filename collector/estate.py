@@ -1,0 +1,151 @@
+"""The estate: the latest good frames of every source, with each source's health.
+
+Data flows one way: sources -> (frames) -> Estate -> History -> analyses (headroom, forecasts)
+-> exporters. The Estate is the one place that knows whether a source's data is fresh: a failed poll
+keeps the last good frames but marks them stale, so nothing downstream mistakes old data for new.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from collector.schema import STRING, TIMESTAMP, BOOL, FLOAT, Column, FrameSchema, FrameSet, concat, register
+
+SOURCES = register(
+    FrameSchema(
+        name="sources",
+        doc="Health of each configured source (derived by the daemon, not read from a remote system).",
+        key=("source",),
+        columns=(
+            Column("source", STRING, "Source name."),
+            Column("kind", STRING, "libvirt | openstack | kubernetes"),
+            Column("up", BOOL, "The last poll succeeded."),
+            Column("stale", BOOL, "The frames served for this source are older than its last poll attempt."),
+            Column("last_success", TIMESTAMP, "Time of the last successful poll.", nullable=True),
+            Column("last_attempt", TIMESTAMP, "Time of the last poll attempt.", nullable=True),
+            Column("last_error", STRING, "Message of the last failure (free of secrets).", nullable=True),
+            Column("poll_duration_seconds", FLOAT, "Duration of the last poll.", nullable=True),
+        ),
+    )
+)
+
+
+@dataclass
+class SourceStatus:
+    """Everything the daemon knows about one source's polling, exported as self-metrics."""
+
+    name: str
+    kind: str
+    interval: timedelta
+    frames: FrameSet = field(default_factory=dict)
+    up: bool = False
+    last_attempt: datetime | None = None
+    last_success: datetime | None = None
+    last_error: str | None = None
+    poll_duration_seconds: float | None = None
+    errors_total: Counter[str] = field(default_factory=Counter)
+    skipped_total: Counter[str] = field(default_factory=Counter)
+    polls_total: int = 0
+    api_calls: int | None = None
+
+    @property
+    def stale(self) -> bool:
+        """Frames are stale when the latest attempt failed, or no poll succeeded within 2 intervals."""
+        if self.last_success is None:
+            return bool(self.frames)
+        if not self.up:
+            return True
+        return self.last_attempt is not None and self.last_attempt - self.last_success > 2 * self.interval
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable view handed to analyses and exporters: merged frames plus source health."""
+
+    taken_at: datetime
+    frames: FrameSet
+    statuses: tuple[SourceStatus, ...]
+
+    def frame(self, name: str) -> pd.DataFrame:
+        return self.frames[name]
+
+
+class Estate:
+    """Thread-safe holder of per-source state; sources write, analyses and exporters read snapshots."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._status: dict[str, SourceStatus] = {}
+
+    def add_source(self, name: str, kind: str, interval: timedelta) -> None:
+        with self._lock:
+            if name not in self._status:
+                self._status[name] = SourceStatus(name=name, kind=kind, interval=interval)
+            else:
+                self._status[name].interval = interval
+
+    def remove_source(self, name: str) -> None:
+        with self._lock:
+            self._status.pop(name, None)
+
+    def record_success(
+        self,
+        name: str,
+        frames: FrameSet,
+        when: datetime,
+        duration: float,
+        skipped: Counter[str] | None = None,
+        api_calls: int | None = None,
+    ) -> None:
+        with self._lock:
+            status = self._status[name]
+            status.frames = frames
+            status.up = True
+            status.last_attempt = status.last_success = when
+            status.last_error = None
+            status.poll_duration_seconds = duration
+            status.polls_total += 1
+            status.api_calls = api_calls
+            if skipped:
+                status.skipped_total.update(skipped)
+
+    def record_failure(self, name: str, reason: str, message: str, when: datetime, duration: float) -> None:
+        with self._lock:
+            status = self._status[name]
+            status.up = False
+            status.last_attempt = when
+            status.last_error = message
+            status.poll_duration_seconds = duration
+            status.polls_total += 1
+            status.errors_total[reason] += 1
+
+    def snapshot(self, now: datetime | None = None) -> Snapshot:
+        with self._lock:
+            statuses = tuple(_copy_status(s) for s in self._status.values())
+        frames = concat(s.frames for s in statuses)
+        frames["sources"] = SOURCES.build(
+            {
+                "source": [s.name for s in statuses],
+                "kind": [s.kind for s in statuses],
+                "up": [s.up for s in statuses],
+                "stale": [s.stale for s in statuses],
+                "last_success": [s.last_success for s in statuses],
+                "last_attempt": [s.last_attempt for s in statuses],
+                "last_error": [s.last_error for s in statuses],
+                "poll_duration_seconds": [s.poll_duration_seconds for s in statuses],
+            }
+        )
+        return Snapshot(taken_at=now or datetime.now(UTC), frames=frames, statuses=statuses)
+
+
+def _copy_status(status: SourceStatus) -> SourceStatus:
+    copy = SourceStatus(**{k: v for k, v in status.__dict__.items()})
+    copy.errors_total = Counter(status.errors_total)
+    copy.skipped_total = Counter(status.skipped_total)
+    copy.frames = dict(status.frames)
+    return copy

@@ -1,0 +1,1 @@
+"""capacityd's output side: Prometheus exposition, the weekly report and its email."""
