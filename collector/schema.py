@@ -52,6 +52,8 @@ class Column:
     choices: tuple[str, ...] | None = None
     non_negative: bool = False
     pattern: str | None = None
+    allow_inf: bool = False
+    """FLOAT columns only: +/-inf is a legitimate value (e.g. "not within the horizon" seconds)."""
 
 
 @dataclass(frozen=True)
@@ -275,7 +277,7 @@ def validate_frame(name: str, frame: pd.DataFrame) -> None:
         if column.dtype == FLOAT:
             values = series.to_numpy(dtype=float, na_value=np.nan)
             infinite = np.isinf(values)
-            if infinite.any():
+            if infinite.any() and not column.allow_inf:
                 raise SchemaError(name, column.name, _row(frame, infinite), "infinite value")
             if column.non_negative:
                 negative = values < 0
