@@ -87,7 +87,7 @@ def run_analyses(context: AnalysisContext, *, expensive: bool | None = None) -> 
             for name, frame in produced.items():
                 validate_frame(name, frame)
             frames.update(produced)
-        except Exception as error:  # noqa: BLE001 - isolate analyses from each other
+        except Exception as error:
             log.exception("analysis %s failed", registered.name)
             errors[registered.name] = f"{type(error).__name__}: {error}"
     return frames, errors

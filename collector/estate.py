@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from collector.schema import STRING, TIMESTAMP, BOOL, FLOAT, Column, FrameSchema, FrameSet, concat, register
+from collector.schema import BOOL, FLOAT, STRING, TIMESTAMP, Column, FrameSchema, FrameSet, concat, register
 
 SOURCES = register(
     FrameSchema(

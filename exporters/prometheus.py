@@ -45,7 +45,8 @@ RESOURCE_LABELS = ["layer", "cloud", "pool", "host", "resource"]
 CAPACITY_FAMILIES = {
     "capacity": ("capacity_resource_capacity", "Total amount of a resource a host or pool-level provider has "
                  "(cores, bytes or count)."),
-    "allocatable": ("capacity_resource_allocatable", "What may be handed out: (capacity - reserved) x allocation ratio."),
+    "allocatable": ("capacity_resource_allocatable",
+                    "What may be handed out: (capacity - reserved) x allocation ratio."),
     "allocated": ("capacity_resource_allocated", "What consumers (VMs, pods) were given."),
     "used": ("capacity_resource_used", "What is measured in use (absent where it cannot be measured)."),
 }
@@ -164,7 +165,7 @@ class SnapshotCollector(Collector):
         for builder in FAMILY_BUILDERS:
             try:
                 yield from builder(self.snapshot)
-            except Exception:  # noqa: BLE001 - one broken family must not blank /metrics
+            except Exception:
                 log.exception("metric family builder %s failed", getattr(builder, "__name__", builder))
 
 

@@ -1,0 +1,115 @@
+"""`capacityd demo`: the real daemon on the embedded demo estate.
+
+Starts each demo part (libvirt test-driver hosts, the OpenStack and Kubernetes API stand-ins),
+writes the config they describe, backfills eight weeks of history from the estate model, then runs
+the same `Daemon` as `capacityd run`. Nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from collector.config import parse_config
+from collector.demo import DEMO_PARTS, DemoPart
+from collector.demo.model import build_estate
+
+log = logging.getLogger(__name__)
+
+
+def _say(message: str) -> None:
+    print(f"capacityd demo: {message}", file=sys.stderr, flush=True)
+
+
+def start_parts(workdir: Path) -> tuple[list[DemoPart], dict[str, Any]]:
+    """Start every available demo part; returns the parts and the merged config dict."""
+    context: dict[str, Any] = {"estate": build_estate()}
+    parts: list[DemoPart] = []
+    config: dict[str, Any] = {"sources": []}
+    for name in DEMO_PARTS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise
+            continue
+        started = time.monotonic()
+        part = module.start(workdir, context)
+        parts.append(part)
+        config["sources"].extend(part.sources)
+        config.update(part.extra_config)
+        _say(f"started {name.rsplit('.', 1)[-1]}: {part.description or len(part.sources)} "
+             f"({time.monotonic() - started:.1f}s)")
+    return parts, config
+
+
+def backfill_history(history: Any, estate: Any) -> None:
+    """Give the demo eight weeks of past, once (a kept --state-dir is not backfilled twice)."""
+    from collector.demo.backfill import backfill_rows
+
+    if history is None or history.last_timestamp("demo-cloud") is not None:
+        return
+    started = time.monotonic()
+    history.backfill(backfill_rows(estate))
+    _say(f"backfilled 8 weeks of history ({time.monotonic() - started:.1f}s)")
+
+
+def run_demo(listen: str, state_dir: Path | None, duration: float | None) -> int:
+    from collector.daemon import Daemon
+
+    temporary = state_dir is None
+    workdir = Path(tempfile.mkdtemp(prefix="capacityd-demo-")) if temporary else state_dir
+    workdir.mkdir(parents=True, exist_ok=True)
+    parts: list[DemoPart] = []
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        parts, config_dict = start_parts(workdir)
+        config_dict.update({"listen": listen, "state_dir": str(workdir / "state")})
+        (workdir / "capacityd.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
+        config = parse_config(config_dict, str(workdir / "capacityd.yaml"))
+        daemon = Daemon(config, config_path=workdir / "capacityd.yaml")
+        backfill_history(daemon.history, build_estate())
+        daemon.start()
+        host, _ = config.listen_host_port
+        _say(f"serving http://{host}:{daemon.server.port}/metrics  (config: {workdir / 'capacityd.yaml'})")
+        threading.Thread(target=_write_report_when_ready, args=(daemon, workdir), daemon=True).start()
+        deadline = time.monotonic() + duration if duration else None
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            stop.wait(0.5)
+        daemon.stop()
+        return 0
+    finally:
+        for part in reversed(parts):
+            try:
+                part.stop()
+            except Exception:
+                log.exception("demo part failed to stop")
+        if temporary:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _write_report_when_ready(daemon: Any, workdir: Path) -> None:
+    """Once the first forecasts are in, write the demo's weekly report next to its config."""
+    try:
+        from exporters.report import write_report
+    except ImportError:
+        return
+    if not daemon.first_forecast_done.wait(timeout=600):
+        return
+    try:
+        path = write_report(daemon.pipeline.snapshot, daemon.history, workdir / "report")
+        _say(f"wrote the weekly report of the demo estate: {path}")
+    except Exception:
+        log.exception("demo report failed")
