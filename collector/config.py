@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -180,6 +181,122 @@ class HistoryConfig(StrictModel):
     )
 
 
+# -- weekly report by email (exporters/report/, docs/report.md) ------------------------------------
+
+_EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
+
+
+def _check_email(address: str) -> str:
+    if not _EMAIL_RE.match(address.strip()):
+        raise ValueError(f"not an email address: {address!r}")
+    return address.strip()
+
+
+class SmtpConfig(StrictModel):
+    """The mail relay reports are sent through; the password comes from the environment, never the file."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535,
+                             description="Default: 587 for starttls, 465 for tls, 25 for none.")
+    security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="starttls: upgrade a plain connection; tls: implicit TLS (SMTPS)."
+    )
+    username: str | None = None
+    password_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the password (e.g. set by systemd's EnvironmentFile).",
+    )
+    password: SecretStr | None = Field(default=None, description="Inline password; prefer password_env.")
+    from_address: str = Field(alias="from", description="Envelope and header sender.")
+    timeout: Duration = Field(default=timedelta(seconds=30), description="Socket timeout per SMTP operation.")
+    ca_file: Path | None = Field(default=None, description="CA bundle to verify the relay (default: system CAs).")
+    verify_tls: bool = Field(default=True, description="Verify the relay's certificate and host name.")
+    attempts: int = Field(default=4, ge=1, le=20, description="Delivery attempts per send on transient failures.")
+    backoff: Duration = Field(default=timedelta(seconds=5), description="First retry delay; doubles per attempt.")
+
+    @field_validator("from_address")
+    @classmethod
+    def _from_is_address(cls, address: str) -> str:
+        return _check_email(address)
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> SmtpConfig:
+        if self.password_env and self.password is not None:
+            raise ValueError("set either password_env or password, not both")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"starttls": 587, "tls": 465, "none": 25}[self.security]
+
+
+class ReportScope(StrictModel):
+    """Which part of the estate a report covers; an empty list means all."""
+
+    clouds: list[str] = Field(default_factory=list, description="`cloud` values of hypervisor/OpenStack rows.")
+    clusters: list[str] = Field(default_factory=list, description="`cloud` values of Kubernetes rows.")
+    layers: list[Literal["hypervisor", "openstack", "kubernetes"]] = Field(default_factory=list)
+    pools: list[str] = Field(default_factory=list)
+
+
+class ReportConfig(StrictModel):
+    """One scheduled report: who gets it, when, and what it covers."""
+
+    name: SourceName = Field(description="Unique; the `report` label and the key of the send record.")
+    recipients: list[str] = Field(min_length=1)
+    schedule: str = Field(default="0 7 * * 1", description="Cron expression (5 fields) in `timezone`.")
+    timezone: str = Field(default="UTC", description="IANA zone the schedule and dates are in.")
+    title: str = Field(default="Weekly capacity report", max_length=200)
+    scope: ReportScope = Field(default_factory=ReportScope)
+    top_n: int = Field(default=10, ge=1, le=500, description="Rows per table and charts in the mail (CSV: all).")
+    charts: int = Field(default=6, ge=0, le=50, description="Growth charts in the mail (most urgent pools).")
+    red_days: float = Field(default=30, gt=0, description="Red when a pool runs out within this many days.")
+    amber_days: float = Field(default=90, gt=0, description="Amber when it may run out within this many days.")
+    max_bytes: int = Field(default=5_000_000, ge=100_000, description="Size bound of the whole email.")
+    misfire_grace_time: Duration = Field(
+        default=timedelta(hours=12), description="A send missed (daemon down) is still made this long after."
+    )
+    retry_interval: Duration = Field(default=timedelta(minutes=15), description="Retry a failed send after.")
+    retry_for: Duration = Field(default=timedelta(hours=24), description="Give up retrying a period after.")
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients_are_addresses(cls, recipients: list[str]) -> list[str]:
+        return [_check_email(address) for address in recipients]
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, schedule: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        if len(schedule.split()) != 5:
+            raise ValueError("a cron expression has 5 fields: minute hour day-of-month month day-of-week")
+        try:
+            CronTrigger.from_crontab(schedule, timezone="UTC")
+        except ValueError as error:
+            raise ValueError(f"invalid cron expression: {error}") from None
+        return schedule
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, zone: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {zone!r} (use an IANA name such as Europe/Berlin)") from None
+        return zone
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> ReportConfig:
+        if self.amber_days < self.red_days:
+            raise ValueError("amber_days must be at least red_days")
+        return self
+
+
 class Config(StrictModel):
     """The whole file."""
 
@@ -191,6 +308,8 @@ class Config(StrictModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
+    smtp: SmtpConfig | None = Field(default=None, description="Mail relay for reports.")
+    reports: list[ReportConfig] = Field(default_factory=list, description="Scheduled email reports.")
 
     @field_validator("listen")
     @classmethod
@@ -209,6 +328,16 @@ class Config(StrictModel):
                 raise ValueError(f"source name {source.name!r} is used twice; names must be unique")
             seen.add(source.name)
         return sources
+
+    @model_validator(mode="after")
+    def _reports_need_smtp(self) -> Config:
+        names = [report.name for report in self.reports]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate:
+            raise ValueError(f"report name {duplicate!r} is used twice; names must be unique")
+        if self.reports and self.smtp is None:
+            raise ValueError("reports are configured but there is no smtp section to send them through")
+        return self
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
@@ -249,9 +378,30 @@ def validation_messages(error: ValidationError) -> list[str]:
     lines = []
     for item in error.errors(include_input=False, include_url=False):
         message = item["msg"]
+        location = format_location(tuple(item["loc"]))
         if item["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"{format_location(tuple(item['loc']))}: {message}")
+        elif item["type"] == "union_tag_invalid":
+            location += ".kind"
+            message = f"unknown kind {item['ctx']['tag']!r}; expected one of {item['ctx']['expected_tags']}"
+        elif item["type"] == "union_tag_not_found":
+            location += ".kind"
+            message = "missing; every source needs a kind (libvirt, openstack or kubernetes)"
+        lines.append(f"{location}: {message}")
+    return lines
+
+
+def _duplicate_names(data: dict[str, Any]) -> list[str]:
+    """Duplicate source names in raw input, so they are reported even when other errors stop validation."""
+    seen: dict[str, int] = {}
+    lines = []
+    sources = data.get("sources")
+    for index, source in enumerate(sources if isinstance(sources, list) else []):
+        name = source.get("name") if isinstance(source, dict) else None
+        if isinstance(name, str):
+            if name in seen:
+                lines.append(f"sources[{index}].name: {name!r} is already used by sources[{seen[name]}]")
+            seen.setdefault(name, index)
     return lines
 
 
@@ -263,7 +413,9 @@ def parse_config(data: Any, path: str = "<config>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(path, validation_messages(error)) from None
+        messages = validation_messages(error)
+        messages += [line for line in _duplicate_names(data) if line not in messages]
+        raise ConfigError(path, messages) from None
 
 
 def load_config(path: str | Path) -> Config:
