@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 FORECAST_INTERVAL = timedelta(minutes=15)
 COMPACT_INTERVAL = timedelta(hours=1)
+REFRESH_MIN_INTERVAL = 1.0
+"""Seconds between two recomputations of derived frames + exposition, however many polls arrive."""
 
 
 def open_history(config: Config) -> Any | None:
@@ -59,6 +61,7 @@ class Pipeline:
         self.analysis_errors: dict[str, str] = {}
         self._lock = threading.Lock()
         self._pending = threading.Event()
+        self._requested = threading.Event()
         self.snapshot: Snapshot = estate.snapshot()
 
     def refresh(self, *, expensive: bool = False) -> Snapshot:
@@ -75,6 +78,28 @@ class Pipeline:
             finally:
                 self._lock.release()
         return self.snapshot
+
+    def run_refresher(self, stop: threading.Event, min_interval: float = REFRESH_MIN_INTERVAL) -> None:
+        """Background loop: refresh when polls asked for it, at most once per `min_interval` seconds.
+
+        Polls only call `request_refresh` (cheap); with hundreds of sources the derived frames and the
+        exposition are still recomputed a bounded number of times per second.
+        """
+        while not stop.is_set():
+            if not self._requested.wait(timeout=0.5):
+                continue
+            self._requested.clear()
+            started = time.monotonic()
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("refresh failed")
+            took = time.monotonic() - started
+            # Big estates render slowly: keep refreshing to at most ~20 % of one core.
+            stop.wait(max(min_interval, 5 * took) - took)
+
+    def request_refresh(self) -> None:
+        self._requested.set()
 
     def _compute(self, *, expensive: bool) -> Snapshot:
         base = self.estate.snapshot()
@@ -170,7 +195,7 @@ class Daemon:
                 self.history.append(name, result.frames, when)
             except Exception:
                 log.exception("history: could not store the poll of %s", name)
-        self.pipeline.refresh()
+        self.pipeline.request_refresh()
 
     def _start_source(self, source_config: Any) -> None:
         self.estate.add_source(source_config.name, source_config.kind, source_config.interval)
@@ -236,6 +261,8 @@ class Daemon:
         host, port = self.config.listen_host_port
         self.server = start_server(self.cache, host, port, self.config.web_config_file)
         self.scheduler.start()
+        threading.Thread(target=self.pipeline.run_refresher, args=(self._stop,), name="refresher",
+                         daemon=True).start()
         threading.Thread(target=self._first_forecast_after_polls, name="first-forecast", daemon=True).start()
         log.info("capacityd serving /metrics on %s:%s with %d sources", host, self.server.port,
                  len(self.config.sources))
