@@ -179,6 +179,9 @@ class HistoryConfig(StrictModel):
     host_raw_retention: Duration = Field(
         default=timedelta(days=2), description="Per-host rows at full resolution (pool sums are kept longer)."
     )
+    consumer_retention: Duration = Field(
+        default=timedelta(days=15), description="Hourly per-VM/pod usage (reclaimable analysis) is kept this long."
+    )
 
 
 # -- weekly report by email (exporters/report/, docs/report.md) ------------------------------------
