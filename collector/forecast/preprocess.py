@@ -1,0 +1,212 @@
+"""Turning raw pool series into the regular matrices the models work on.
+
+Everything here is vectorized across series: a forecast run holds one float matrix of shape
+(series, time) on a regular grid, NaN where nothing was observed. Pool-level series are sums of
+allocations or of usage, so they are gauges; the one cumulative input a user may bring (through
+`capacityd backtest --counter`) has its resets undone first, as Prometheus' increase() does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+HOUR = 3600.0
+DAY = 86400.0
+WEEK = 7 * DAY
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular time grid: column i of a matrix is the bucket starting at start + i * step."""
+
+    start: pd.Timestamp
+    step: float
+    """Seconds between columns."""
+    length: int
+
+    def times(self) -> pd.DatetimeIndex:
+        return pd.date_range(self.start, periods=self.length, freq=pd.Timedelta(seconds=self.step))
+
+    @property
+    def end(self) -> pd.Timestamp:
+        """Start of the bucket after the last column."""
+        return self.start + pd.Timedelta(seconds=self.step * self.length)
+
+    def steps_per(self, period: float) -> int:
+        """Whole columns in a period (a day, a week); 0 when the period is not a multiple of the step."""
+        ratio = period / self.step
+        return round(ratio) if abs(ratio - round(ratio)) < 1e-9 and ratio >= 1 else 0
+
+
+def to_utc(values: pd.Series | pd.Index) -> pd.Series:
+    """Timestamps as UTC, accepting naive (taken as UTC) and aware values."""
+    stamps = pd.to_datetime(values, utc=True)
+    return pd.Series(stamps)
+
+
+def long_to_matrix(
+    frame: pd.DataFrame, keys: list[str], *, step: float, end: pd.Timestamp | None = None
+) -> tuple[pd.DataFrame, np.ndarray, Grid]:
+    """Pivot a long frame (keys..., timestamp, value) onto a regular grid of `step` seconds.
+
+    Values in one bucket are averaged; buckets without a value are NaN. Buckets are aligned to
+    multiples of `step` since the epoch, so hourly buckets start on the hour. Returns the key rows
+    (one per series, in matrix order), the matrix and its grid.
+    """
+    if frame.empty:
+        return pd.DataFrame(columns=keys), np.empty((0, 0)), Grid(pd.Timestamp(0, tz="UTC"), step, 0)
+    stamps = pd.to_datetime(frame["timestamp"], utc=True)
+    seconds = stamps.astype("int64").to_numpy() // 10**9
+    bucket = (seconds // int(step)).astype(np.int64)
+    first = int(bucket.min())
+    last = int(bucket.max()) if end is None else max(int(bucket.max()), int(end.timestamp() // step) - 1)
+    codes, uniques = pd.MultiIndex.from_frame(frame[keys].astype(str)).factorize()
+    values = pd.to_numeric(frame["value"], errors="coerce").to_numpy(dtype=float)
+    length = last - first + 1
+    matrix_sum = np.zeros((len(uniques), length))
+    matrix_count = np.zeros((len(uniques), length))
+    ok = np.isfinite(values)
+    np.add.at(matrix_sum, (codes[ok], bucket[ok] - first), values[ok])
+    np.add.at(matrix_count, (codes[ok], bucket[ok] - first), 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = np.where(matrix_count > 0, matrix_sum / np.maximum(matrix_count, 1), np.nan)
+    key_rows = pd.DataFrame(list(uniques), columns=keys)
+    grid = Grid(pd.Timestamp(first * int(step), unit="s", tz="UTC"), float(step), length)
+    return key_rows, matrix, grid
+
+
+def block_mean(matrix: np.ndarray, grid: Grid, step: float) -> tuple[np.ndarray, Grid]:
+    """Aggregate a fine grid to a coarser one (e.g. 5-minute to hourly) by averaging each block.
+
+    Blocks are aligned to multiples of `step` since the epoch; a block with no observation is NaN.
+    """
+    factor = step / grid.step
+    if factor <= 1:
+        return matrix, grid
+    if abs(factor - round(factor)) > 1e-9:
+        raise ValueError(f"cannot aggregate a {grid.step:g} s grid to {step:g} s: not a multiple")
+    factor = round(factor)
+    start_seconds = grid.start.timestamp()
+    aligned = np.floor(start_seconds / step) * step
+    pad_front = round((start_seconds - aligned) / grid.step)
+    total = pad_front + grid.length
+    pad_back = (-total) % factor
+    padded = np.pad(matrix, ((0, 0), (pad_front, pad_back)), constant_values=np.nan)
+    blocks = padded.reshape(matrix.shape[0], -1, factor)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        coarse = np.nanmean(blocks, axis=2)
+    return coarse, Grid(pd.Timestamp(aligned, unit="s", tz="UTC"), float(step), coarse.shape[1])
+
+
+def forward_fill(matrix: np.ndarray) -> np.ndarray:
+    """Carry the last observation forward along time; leading NaNs stay NaN."""
+    observed = ~np.isnan(matrix)
+    index = np.where(observed, np.arange(matrix.shape[1]), 0)
+    np.maximum.accumulate(index, axis=1, out=index)
+    filled = matrix[np.arange(matrix.shape[0])[:, None], index]
+    filled[~observed & (index == 0) & ~observed[:, :1]] = np.nan
+    return filled
+
+
+def fill_gaps(matrix: np.ndarray, seasons: tuple[int, ...] = ()) -> np.ndarray:
+    """Fill gaps for the models that need a complete series.
+
+    A gap is filled from the same time one season earlier (the longest season first, so a missing
+    Monday morning becomes last Monday morning's shape), shifted to the level just before the gap,
+    and what is left by carrying the last observation forward. Leading NaNs (a series that started
+    later than the grid) stay NaN.
+    """
+    filled = matrix.copy()
+    level = forward_fill(matrix)
+    for season in sorted(seasons, reverse=True):
+        if 0 < season < filled.shape[1]:
+            missing = np.isnan(filled[:, season:])
+            if not missing.any():
+                continue
+            earlier = filled[:, :-season]
+            # level-correct the copied season: the series may have grown since then
+            offset = level[:, season:] - forward_fill(earlier)
+            candidate = earlier + np.nan_to_num(offset)
+            target = filled[:, season:]
+            target[missing] = candidate[missing]
+    remaining = np.isnan(filled)
+    if remaining.any():
+        filled = np.where(remaining, forward_fill(filled), filled)
+    return filled
+
+
+def first_valid(matrix: np.ndarray) -> np.ndarray:
+    """Index of the first observed column per series (the grid length for an all-NaN row)."""
+    observed = ~np.isnan(matrix)
+    first = observed.argmax(axis=1)
+    first[~observed.any(axis=1)] = matrix.shape[1]
+    return first
+
+
+def undo_counter_resets(values: np.ndarray) -> np.ndarray:
+    """A cumulative counter with its resets (negative jumps) undone, along the last axis.
+
+    As Prometheus' increase(): after a drop the counter restarted from zero, so the value after the
+    drop is all that was added since. NaNs are kept in place and skipped.
+    """
+    values = np.asarray(values, dtype=float)
+    flat = values.reshape(-1, values.shape[-1])
+    out = np.full_like(flat, np.nan)
+    for row in range(flat.shape[0]):
+        series = flat[row]
+        ok = ~np.isnan(series)
+        observed = series[ok]
+        if observed.size == 0:
+            continue
+        steps = np.diff(observed)
+        increments = np.where(steps < 0, observed[1:], steps)
+        out[row, ok] = observed[0] + np.concatenate(([0.0], np.cumsum(increments)))
+    return out.reshape(values.shape)
+
+
+def detect_level_shift(filled: np.ndarray, steps_per_day: int, *, threshold: float = 6.0) -> np.ndarray:
+    """Column index of the latest level shift per series, or -1 where there is none.
+
+    A level shift is a jump between consecutive daily means that stands out from the series' usual
+    day-to-day movement (robust z-score above `threshold` *and* three times the mean absolute daily
+    change), e.g. a project onboarded at once or a host pool merged. The exact hour is where the
+    24-hour means before and after differ most within the two days around the jump.
+    """
+    n, length = filled.shape
+    result = np.full(n, -1, dtype=np.int64)
+    day = max(int(steps_per_day), 1)
+    days = length // day
+    if days < 4 or n == 0:
+        return result
+    tail = filled[:, length - days * day:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(tail.reshape(n, days, day), axis=2)
+        changes = np.diff(means, axis=1)
+        centre = np.nanmedian(changes, axis=1, keepdims=True)
+        spread = 1.4826 * np.nanmedian(np.abs(changes - centre), axis=1, keepdims=True)
+        typical = np.nanmean(np.abs(changes), axis=1, keepdims=True)
+    deviation = np.abs(changes - centre)
+    level = np.nanmax(np.abs(means), axis=1, keepdims=True)
+    floor = np.maximum(np.maximum(threshold * spread, 3.0 * typical), 1e-6 * level)
+    jumps = np.nan_to_num(deviation) > np.nan_to_num(floor, nan=np.inf)
+    has = jumps.any(axis=1)
+    if not has.any():
+        return result
+    last_jump = days - 2 - np.argmax(jumps[:, ::-1], axis=1)  # index j: jump between day j and j+1
+    offset = length - days * day
+    cumulative = np.concatenate((np.zeros((n, 1)), np.cumsum(np.nan_to_num(filled), axis=1)), axis=1)
+    rows = np.flatnonzero(has)
+    centres = offset + (last_jump[rows] + 1) * day
+    candidates = np.clip(centres[:, None] + np.arange(-day, day + 1)[None, :], day, max(length - day, day))
+    picked = cumulative[rows[:, None], candidates]
+    before = (picked - cumulative[rows[:, None], candidates - day]) / day
+    ends = np.minimum(candidates + day, length)
+    after = (cumulative[rows[:, None], ends] - picked) / np.maximum(ends - candidates, 1)
+    result[rows] = candidates[np.arange(rows.size), np.argmax(np.abs(after - before), axis=1)]
+    return result
