@@ -1,0 +1,186 @@
+"""The headroom engine: frames in, `headroom` and `headroom_hosts` frames out (docs/headroom.md).
+
+One pass per (layer, cloud): build the HostTable once, count slots for every shape on every host,
+sum them per pool (AZ, each non-AZ aggregate, the cloud; node pool, the cluster) counting each host
+once per pool, then run N+1 per pool. The Kubernetes-on-OpenStack rows (new worker VMs and the pod
+slots they add) reuse the OpenStack tables. `what-if` calls the same function on changed frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from collector.headroom.failure import n_plus_one
+from collector.headroom.frames import HEADROOM, HEADROOM_HOSTS
+from collector.headroom.model import (
+    HostTable,
+    SlotResult,
+    build_host_tables,
+    dominant_limit,
+    pool_totals,
+    slot_matrix,
+    widen,
+)
+from collector.headroom.pods import common_shapes, configured_shapes, pod_classes, pod_shapes
+from collector.headroom.shapes import ConsumerClasses, ShapeSet
+from collector.headroom.vm import (
+    Flavor,
+    Isolation,
+    build_isolation,
+    flavor_shapes,
+    read_aggregates,
+    read_flavors,
+    vm_classes,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LayerState:
+    """Everything computed for one (layer, cloud), kept for cross-layer rows and what-if."""
+
+    table: HostTable
+    shapes: ShapeSet
+    result: SlotResult
+    classes: ConsumerClasses | None
+    flavors: list[Flavor] = field(default_factory=list)
+    isolation: Isolation | None = None
+
+
+@dataclass
+class HeadroomReport:
+    headroom: pd.DataFrame
+    hosts: pd.DataFrame
+    states: dict[tuple[str, str], LayerState]
+
+
+@dataclass
+class _Rows:
+    columns: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in HEADROOM.column_names})
+
+    def add(self, **values: Any) -> None:
+        for name, column in self.columns.items():
+            column.append(values.get(name))
+
+
+def _settings(config: Any) -> Any:
+    from collector.config import HeadroomConfig
+
+    return getattr(config, "headroom", None) or HeadroomConfig()
+
+
+def compute_headroom(frames: Mapping[str, pd.DataFrame], config: Any, now: datetime) -> HeadroomReport:
+    """Headroom of every OpenStack cloud and Kubernetes cluster in `frames`."""
+    settings = _settings(config)
+    rows = _Rows()
+    host_parts: list[pd.DataFrame] = []
+    states: dict[tuple[str, str], LayerState] = {}
+    consumers = frames.get("consumers")
+    for cloud, table in build_host_tables(frames, "openstack").items():
+        flavors = read_flavors(frames, cloud)
+        aggregates = read_aggregates(frames, cloud)
+        isolation = build_isolation(table, aggregates, settings.tenant_isolation)
+        shapes = flavor_shapes(table, flavors, isolation)
+        classes = vm_classes(table, consumers, flavors, isolation) if settings.n_plus_one else None
+        shapes.requests = widen(shapes.requests, len(table.resources))
+        result = slot_matrix(shapes.requests, table, shapes.eligible)
+        state = LayerState(table, shapes, result, classes, flavors, isolation)
+        states[("openstack", cloud)] = state
+        pools: list[tuple[str, str, np.ndarray, bool]] = [
+            ("az", str(pool), table.pools == pool, True) for pool in np.unique(table.pools)
+        ]
+        zone_names = {str(p) for p in np.unique(table.pools)} | {z for z in table.zones if z}
+        for uuid in sorted({a for memberships in table.aggregates for a in memberships}):
+            aggregate = aggregates.get(uuid)
+            if aggregate is not None and (aggregate.zone or aggregate.name in zone_names):
+                continue  # an AZ's own aggregate: already reported as the AZ
+            mask = np.array([uuid in memberships for memberships in table.aggregates], dtype=bool)
+            pools.append(("aggregate", aggregate.name if aggregate else uuid, mask, False))
+        pools.append(("cloud", cloud, np.ones(table.size, dtype=bool), True))
+        _pool_rows(rows, state, pools, settings, now)
+        host_parts.append(_host_rows(state, now))
+    for cloud, table in build_host_tables(frames, "kubernetes").items():
+        specs = configured_shapes(config)
+        names = {s.name for s in specs}
+        specs += [s for s in common_shapes(table, consumers, settings.common_shapes) if s.name not in names]
+        shapes = pod_shapes(table, specs)
+        classes = pod_classes(table, consumers) if settings.n_plus_one else None
+        shapes.requests = widen(shapes.requests, len(table.resources))
+        result = slot_matrix(shapes.requests, table, shapes.eligible)
+        state = LayerState(table, shapes, result, classes)
+        states[("kubernetes", cloud)] = state
+        pools = [("node_pool", str(pool), table.pools == pool, True) for pool in np.unique(table.pools)]
+        pools.append(("cluster", cloud, np.ones(table.size, dtype=bool), True))
+        _pool_rows(rows, state, pools, settings, now)
+        host_parts.append(_host_rows(state, now))
+    from collector.headroom.cross_layer import worker_rows
+
+    for values in worker_rows(frames, states, config, now):
+        rows.add(**values)
+    headroom = HEADROOM.build(rows.columns) if rows.columns["layer"] else HEADROOM.empty()
+    host_parts = [p for p in host_parts if len(p)]
+    hosts = HEADROOM_HOSTS.coerce(pd.concat(host_parts, ignore_index=True)) if host_parts else HEADROOM_HOSTS.empty()
+    return HeadroomReport(headroom, hosts, states)
+
+
+def _pool_rows(
+    rows: _Rows, state: LayerState, pools: list[tuple[str, str, np.ndarray, bool]], settings: Any, now: datetime
+) -> None:
+    table, shapes, result = state.table, state.shapes, state.result
+    if not len(shapes):
+        return
+    eligible = shapes.eligible & table.active[None, :]
+    for kind, name, mask, failure in pools:
+        totals, binds = pool_totals(result, shapes.requests, table, mask)
+        limits = dominant_limit(result, mask, eligible, table.resources)
+        for s in np.flatnonzero(binds):
+            limits[s] = _shared_resource(table, shapes.requests[s], mask) or limits[s]
+        host_counts = (eligible & mask[None, :]).sum(axis=1)
+        after: Any = None
+        if failure and state.classes is not None:
+            after = n_plus_one(table, shapes, result, state.classes, mask, settings.failure_domain)
+        for s, shape in enumerate(shapes.names):
+            rows.add(
+                timestamp=now, layer=table.layer, cloud=table.cloud, pool=name, pool_kind=kind, shape=shape,
+                shape_kind=shapes.kind, slots=float(totals[s]),
+                slots_after_failure=float(after.slots_after[s]) if after is not None else math.nan,
+                failure_domain=after.domain[s] if after is not None else None,
+                shortfall=float(after.shortfall[s]) if after is not None else math.nan,
+                limiting_resource=limits[s], hosts=float(host_counts[s]),
+            )
+
+
+def _shared_resource(table: HostTable, request: np.ndarray, mask: np.ndarray) -> str | None:
+    for r, amount in enumerate(request):
+        if amount > 0 and table.shared[mask, r].any():
+            return table.resources[r]
+    return None
+
+
+def _host_rows(state: LayerState, now: datetime) -> pd.DataFrame:
+    table, shapes, result = state.table, state.shapes, state.result
+    if not len(shapes) or not table.size:
+        return pd.DataFrame()
+    keep = shapes.eligible & table.active[None, :] & np.isfinite(result.slots)
+    s_index, h_index = np.nonzero(keep)
+    limiting = result.limiting[s_index, h_index]
+    resources = np.array([*table.resources, None], dtype=object)
+    return pd.DataFrame({
+        "timestamp": pd.Timestamp(now).as_unit("ns"),
+        "layer": table.layer,
+        "cloud": table.cloud,
+        "pool": table.pools[h_index],
+        "host": table.names[h_index],
+        "shape": np.array(shapes.names, dtype=object)[s_index],
+        "slots": result.slots[s_index, h_index],
+        "limiting_resource": resources[np.where(limiting >= 0, limiting, len(table.resources))],
+    })

@@ -1,0 +1,281 @@
+"""N+1: what is left after losing the host (or zone) whose loss hurts most, with its load re-placed.
+
+Subtracting a host's free capacity is not N+1: its VMs or pods must go somewhere, and where they
+land, they take room the headroom counted. So for every failure candidate in a pool we:
+
+1. take the candidate's hosts away,
+2. re-place the consumers they held on the surviving, schedulable hosts of the pool, first-fit
+   decreasing (largest consumers first, each on the first host in name order where it fits and its
+   constraints - traits, aggregates, tenant isolation, taints - allow it), as an evacuation would,
+3. count what could not be placed (shortfall) and the slots left per shape on the survivors.
+
+The candidate that hurts a shape most is the one with the largest shortfall, then the fewest slots
+left; it is reported as that shape's `failure_domain`.
+
+Consumers are grouped into classes of identical request and constraints (collector.headroom.shapes):
+first-fit of n identical items fills hosts in order, which is one cumulative sum. Slot totals are
+updated incrementally from the hosts that changed, so a candidate costs O(classes x hosts) and a
+2,000-host pool is evaluated host by host in well under a second.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from collector.headroom.model import EPSILON, HostTable, SlotResult, slot_matrix, widen
+from collector.headroom.shapes import ConsumerClasses, ShapeSet
+
+
+@dataclass
+class FailureResult:
+    slots_after: np.ndarray
+    """(S,) slots left after the worst failure for each shape."""
+    domain: list[str | None]
+    """(S,) name of the host or zone whose loss hurts the shape most."""
+    shortfall: np.ndarray
+    """(S,) consumers of that domain left without a home."""
+
+
+@dataclass
+class Replacement:
+    """The outcome of re-placing displaced consumers: per class and host, how many landed where."""
+
+    placed: np.ndarray
+    """(K, H)"""
+    unplaced: np.ndarray
+    """(K,)"""
+    free: np.ndarray
+    """(H, R) free capacity after the re-placement."""
+    shared_free: dict[tuple[str, str], float]
+
+
+def class_order(table: HostTable, requests: np.ndarray) -> np.ndarray:
+    """Largest first: by the dominant share of the average active host's allocatable (as binpackers do)."""
+    active = table.active if table.active.any() else np.ones(table.size, dtype=bool)
+    scale = table.allocatable[active].mean(axis=0) if table.size else np.ones(requests.shape[1])
+    scale = np.where(scale > 0, scale, np.inf)
+    share = (requests / scale[None, :]).max(axis=1) if requests.size else np.zeros(len(requests))
+    return np.argsort(-share, kind="stable")
+
+
+def replace_consumers(
+    table: HostTable,
+    classes: ConsumerClasses,
+    displaced: np.ndarray,
+    targets: np.ndarray,
+    free: np.ndarray | None = None,
+    order: np.ndarray | None = None,
+) -> Replacement:
+    """First-fit decreasing of `displaced[k]` consumers of each class onto the `targets` hosts.
+
+    A resource a target host draws from a pool-level provider is not re-checked when the consumer
+    stays in its pool (its allocation there moves with it); moving to another pool charges that
+    pool's provider. Never puts more on a host than its free capacity and max_unit allow.
+    """
+    requests = widen(classes.requests, len(table.resources))
+    free = (table.free if free is None else free).copy()
+    shared_free = {key: provider.free for key, provider in table.shared_providers.items()}
+    placed = np.zeros((len(classes), table.size), dtype=np.int64)
+    unplaced = np.zeros(len(classes), dtype=np.int64)
+    order = class_order(table, requests) if order is None else order
+    for k in order:
+        wanted = int(displaced[k])
+        if wanted <= 0:
+            continue
+        q = requests[k]
+        allowed = classes.eligible[k] & targets & table.active
+        while wanted > 0 and allowed.any():
+            fit = _fit(table, q, free, allowed)
+            fit = np.minimum(fit, wanted)
+            before = np.cumsum(fit) - fit
+            take = np.clip(wanted - before, 0, fit).astype(np.int64)
+            capped_pool = _charge_other_pools(table, q, take, classes.pools[k], shared_free)
+            placed[k] += take
+            wanted -= int(take.sum())
+            local = ~table.shared
+            free -= take[:, None] * np.where(local, q[None, :], 0.0)
+            if capped_pool is None:
+                break
+            allowed &= table.pools != capped_pool
+        unplaced[k] = wanted
+    return Replacement(placed, unplaced, free, shared_free)
+
+
+def _fit(table: HostTable, q: np.ndarray, free: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """How many consumers of request `q` fit on each host (inf where only pool providers bound it)."""
+    result = np.where(allowed, np.inf, 0.0)
+    for r in np.flatnonzero(q > 0):
+        amount = q[r]
+        admissible = (amount <= table.max_unit[:, r] * (1 + EPSILON)) & (amount >= table.min_unit[:, r] - EPSILON)
+        count = np.where(table.present[:, r] & admissible, np.floor(free[:, r] / amount + EPSILON), 0.0)
+        count = np.where(table.shared[:, r], np.inf, count)
+        result = np.minimum(result, count)
+    return np.where(np.isinf(result), np.iinfo(np.int32).max, result)
+
+
+def _charge_other_pools(
+    table: HostTable, q: np.ndarray, take: np.ndarray, home_pool: str, shared_free: dict[tuple[str, str], float]
+) -> str | None:
+    """Charge pool-level providers of pools other than home; trim `take` where one runs out.
+
+    Returns the pool that ran out (its hosts are then skipped), or None.
+    """
+    for r in np.flatnonzero(q > 0):
+        movers = table.shared[:, r] & (table.pools != home_pool) & (take > 0)
+        if not movers.any():
+            continue
+        for pool in np.unique(table.pools[movers]):
+            key = (str(pool), table.resources[r])
+            in_pool = movers & (table.pools == pool)
+            capacity = math.floor(shared_free.get(key, 0.0) / q[r] + EPSILON)
+            wanted = int(take[in_pool].sum())
+            if wanted > capacity:
+                excess = wanted - capacity
+                for h in np.flatnonzero(in_pool)[::-1]:
+                    cut = min(excess, int(take[h]))
+                    take[h] -= cut
+                    excess -= cut
+                    if not excess:
+                        break
+                shared_free[key] = shared_free.get(key, 0.0) - capacity * q[r]
+                return str(pool)
+            shared_free[key] = shared_free.get(key, 0.0) - wanted * q[r]
+    return None
+
+
+class _PoolSums:
+    """Per-pool sums of slots (local and via pool providers) for incremental totals under a mask."""
+
+    def __init__(self, table: HostTable, shapes: ShapeSet, result: SlotResult, mask: np.ndarray):
+        self.table = table
+        self.requests = widen(shapes.requests, len(table.resources))
+        self.pool_names, self.pool_of = np.unique(table.pools, return_inverse=True)
+        self.mask = mask
+        p = len(self.pool_names)
+        s = len(shapes)
+        slots = np.where(mask[None, :], result.slots, 0.0)
+        shared = result.uses_shared
+        self.shared = shared
+        self.local = np.zeros((s, p))
+        self.via = np.zeros((s, p))
+        np.add.at(self.local.T, self.pool_of, np.where(shared, 0.0, slots).T)
+        finite = np.where(np.isinf(slots), 0.0, slots)
+        np.add.at(self.via.T, self.pool_of, np.where(shared, finite, 0.0).T)
+        self.bounds = np.full((s, p), np.inf)
+        for j, pool in enumerate(self.pool_names):
+            if shared[:, self.pool_of == j].any():
+                for k in range(s):
+                    self.bounds[k, j] = table.shared_bound(str(pool), self.requests[k])
+
+    def totals(self, local: np.ndarray, via: np.ndarray, bounds: np.ndarray | None = None) -> np.ndarray:
+        bounds = self.bounds if bounds is None else bounds
+        return (local + np.minimum(via, bounds)).sum(axis=1)
+
+    def delta(self, hosts: np.ndarray, old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pool sums after slots on `hosts` change from old (S, n) to new (S, n)."""
+        local, via = self.local.copy(), self.via.copy()
+        if len(hosts):
+            change = np.where(np.isinf(new), 0.0, new) - np.where(np.isinf(old), 0.0, old)
+            shared = self.shared[:, hosts]
+            pools = self.pool_of[hosts]
+            np.add.at(local.T, pools, np.where(shared, 0.0, change).T)
+            np.add.at(via.T, pools, np.where(shared, change, 0.0).T)
+        return local, via
+
+
+def n_plus_one(
+    table: HostTable,
+    shapes: ShapeSet,
+    result: SlotResult,
+    classes: ConsumerClasses,
+    mask: np.ndarray,
+    domain: str = "host",
+) -> FailureResult:
+    """Slots left per shape in the pool `mask` after the failure that hurts each shape most."""
+    s_count = len(shapes)
+    sums = _PoolSums(table, shapes, result, mask)
+    before = sums.totals(sums.local, sums.via)
+    slots_after = before.copy()
+    worst_domain: list[str | None] = [None] * s_count
+    worst_shortfall = np.zeros(s_count)
+    if not mask.any():
+        return FailureResult(slots_after, worst_domain, worst_shortfall)
+    requests = sums.requests
+    class_requests = widen(classes.requests, len(table.resources))
+    order = class_order(table, class_requests)
+    free = table.free
+    shape_slots = np.where(mask[None, :], result.slots, 0.0)
+    for name, dead in _candidates(table, shapes, result, classes, mask, domain):
+        displaced = classes.counts[:, dead].sum(axis=1) if len(classes) else np.zeros(0, dtype=np.int64)
+        targets = mask.copy()
+        targets[dead] = False
+        if displaced.sum():
+            outcome = replace_consumers(table, classes, displaced, targets, free=free, order=order)
+            changed = np.flatnonzero(outcome.placed.sum(axis=0) > 0)
+            shortfall = int(outcome.unplaced.sum())
+        else:
+            outcome, changed, shortfall = None, np.zeros(0, dtype=np.int64), 0
+        hosts = np.concatenate([dead, changed])
+        old = shape_slots[:, hosts]
+        new = np.zeros_like(old)
+        if len(changed) and outcome is not None:
+            sub = _subtable(table, changed)
+            fresh = slot_matrix(requests, sub, shapes.eligible[:, changed], free=outcome.free[changed])
+            new[:, len(dead):] = np.where(mask[None, changed], fresh.slots, 0.0)
+        local, via = sums.delta(hosts, old, new)
+        bounds = sums.bounds
+        if outcome is not None and any(
+            outcome.shared_free[k] != p.free for k, p in table.shared_providers.items()
+        ):
+            bounds = _bounds_with(table, sums, outcome.shared_free)
+        after = sums.totals(local, via, bounds)
+        worse = (shortfall > worst_shortfall) | ((shortfall == worst_shortfall) & (after < slots_after))
+        first = np.array([d is None for d in worst_domain])
+        worse |= first
+        slots_after = np.where(worse, after, slots_after)
+        worst_shortfall = np.where(worse, shortfall, worst_shortfall)
+        worst_domain = [name if w else d for w, d in zip(worse, worst_domain, strict=True)]
+    return FailureResult(np.maximum(slots_after, 0.0), worst_domain, worst_shortfall)
+
+
+def _candidates(
+    table: HostTable, shapes: ShapeSet, result: SlotResult, classes: ConsumerClasses, mask: np.ndarray,
+    domain: str,
+) -> list[tuple[str, np.ndarray]]:
+    """Failure candidates of the pool: hosts with consumers or slots, or zones when the pool spans two."""
+    zones = {z for z in table.zones[mask] if z}
+    if domain == "zone" and len(zones) >= 2:
+        return [(zone, np.flatnonzero(mask & (table.zones == zone))) for zone in sorted(zones)]
+    loaded = classes.counts.sum(axis=0) > 0 if len(classes) else np.zeros(table.size, dtype=bool)
+    useful = (result.slots > 0).any(axis=0) if len(shapes) else np.zeros(table.size, dtype=bool)
+    hosts = np.flatnonzero(mask & (loaded | useful))
+    return [(str(table.names[h]), np.array([h])) for h in hosts]
+
+
+def _subtable(table: HostTable, hosts: np.ndarray) -> HostTable:
+    """The rows `hosts` of a table (views where numpy allows), for recomputing a few hosts' slots."""
+    return HostTable(
+        layer=table.layer, cloud=table.cloud, names=table.names[hosts], pools=table.pools[hosts],
+        zones=table.zones[hosts], active=table.active[hosts], resources=table.resources,
+        allocatable=table.allocatable[hosts], allocated=table.allocated[hosts], present=table.present[hosts],
+        shared=table.shared[hosts], max_unit=table.max_unit[hosts], min_unit=table.min_unit[hosts],
+        step_size=table.step_size[hosts], traits=[table.traits[h] for h in hosts],
+        aggregates=[table.aggregates[h] for h in hosts], taints=[table.taints[h] for h in hosts],
+        shared_providers=table.shared_providers,
+    )
+
+
+def _bounds_with(table: HostTable, sums: _PoolSums, shared_free: dict[tuple[str, str], float]) -> np.ndarray:
+    changed = table.copy()
+    for key, value in shared_free.items():
+        changed.shared_providers[key].free = max(value, 0.0)
+    bounds = sums.bounds.copy()
+    for j, pool in enumerate(sums.pool_names):
+        if np.isfinite(bounds[:, j]).any():
+            for k in range(bounds.shape[0]):
+                if np.isfinite(bounds[k, j]):
+                    bounds[k, j] = changed.shared_bound(str(pool), sums.requests[k])
+    return bounds
