@@ -101,7 +101,7 @@ def run_backtest(
         )
     caps = None if capacity is None else np.broadcast_to(np.asarray(capacity, dtype=float), (n,))
     results: list[list[OriginResult]] = [[] for _ in range(n)]
-    for origin in starts:
+    for origin in sorted(starts):
         history = values[:, :origin]
         sub_grid = Grid(grid.start, grid.step, origin)
         lookahead = horizon * (EXHAUSTION_LOOKAHEAD if caps is not None else 1)
