@@ -94,7 +94,7 @@ def _jsonable_column(series: pd.Series) -> list[Any]:
     if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(series):
         return [None if pd.isna(v) else v.isoformat().replace("+00:00", "Z") for v in series]
     if pd.api.types.is_float_dtype(series):
-        return [None if (math.isnan(v) or math.isinf(v)) else v for v in series.to_numpy(dtype=float)]
+        return [None if (math.isnan(v) or math.isinf(v)) else v for v in series.to_numpy(dtype=float).tolist()]
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_integer_dtype(series):
         return series.tolist()
     return [_plain(v) for v in series.tolist()]
@@ -120,7 +120,7 @@ def frames_to_json(frames: dict[str, pd.DataFrame]) -> bytes:
     for name, frame in frames.items():
         columns = {column: _jsonable_column(frame[column]) for column in frame.columns}
         document[name] = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-    return orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
 
 def frames_to_table(frames: dict[str, pd.DataFrame]) -> str:
