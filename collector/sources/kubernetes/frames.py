@@ -1,0 +1,247 @@
+"""Frames of one Kubernetes poll: `capacity` (node x resource), `consumers` (pods), `hosts` (nodes).
+
+Pure functions of the decoded tables and the kubelet usage, so they are tested without a cluster.
+Conventions (docs/schema.md): base units; `reserved` = capacity - allocatable (what the kubelet keeps
+for the system and eviction thresholds), allocation ratio 1; `allocated` = the effective requests of
+the pods holding capacity on the node; `used` = kubelet usage (cpu, memory) or NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from fractions import Fraction
+
+import pandas as pd
+
+from collector.config import NodeLabelKeys
+from collector.schema import CAPACITY, CONSUMERS, HOSTS, FrameSet
+from collector.sources.kubernetes.listing import NodeTable, PodTable, parse_provider_id
+
+__all__ = ["FrameContext", "build_frames", "holds_capacity", "node_pool"]
+
+NAN = math.nan
+DEFAULT_POOL = "default"
+FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
+# Older clusters (and some cloud providers) still set only the beta labels.
+_LEGACY_LABELS = {
+    "topology.kubernetes.io/zone": "failure-domain.beta.kubernetes.io/zone",
+    "node.kubernetes.io/instance-type": "beta.kubernetes.io/instance-type",
+}
+
+
+@dataclass(frozen=True)
+class FrameContext:
+    now: datetime
+    source: str
+    cluster: str
+    labels: NodeLabelKeys
+
+
+def holds_capacity(phase: str, node: str | None) -> bool:
+    """Finished pods hold nothing; a pod not bound to a node is demand, not allocation."""
+    return node is not None and phase not in FINISHED_PHASES
+
+
+def node_pool(labels: Mapping[str, str], keys: Sequence[str]) -> str:
+    """The first configured pool label present on the node, else "default"."""
+    for key in keys:
+        value = labels.get(key)
+        if value:
+            return value
+    return DEFAULT_POOL
+
+
+def _label(labels: Mapping[str, str], key: str) -> str | None:
+    value = labels.get(key)
+    if value is None and key in _LEGACY_LABELS:
+        value = labels.get(_LEGACY_LABELS[key])
+    return value or None
+
+
+def _float(value: Fraction | int | None) -> float:
+    return NAN if value is None else float(value)
+
+
+def build_frames(
+    ctx: FrameContext,
+    nodes: NodeTable,
+    pods: PodTable,
+    node_usage: Mapping[str, tuple[float, float]],
+    pod_usage: Mapping[str, tuple[float, float, float]],
+) -> FrameSet:
+    """node_usage: node -> (cpu cores, memory bytes); pod_usage: pod uid -> (cores, bytes, cpu seconds).
+
+    Missing usage is NaN. Returns validated `capacity`, `consumers` and `hosts` frames.
+    """
+    pool_keys = ctx.labels.pool
+    pools = [node_pool(labels, pool_keys) for labels in nodes.labels]
+    node_index = {name: i for i, name in enumerate(nodes.name)}
+
+    # allocated: exact sums of the effective requests of the pods holding capacity on each node
+    allocated: list[dict[str, Fraction | int]] = [{} for _ in nodes.name]
+    pod_count = [0] * len(nodes.name)
+    for phase, node, requests in zip(pods.phase, pods.node, pods.requests, strict=True):
+        if not holds_capacity(phase, node):
+            continue
+        index = node_index.get(node)  # type: ignore[arg-type]
+        if index is None:
+            continue  # bound to a node that is gone (or was skipped): counted on no node
+        pod_count[index] += 1
+        sums = allocated[index]
+        for resource, amount in requests.items():
+            sums[resource] = sums.get(resource, 0) + amount
+
+    capacity_columns = _capacity_columns(ctx, nodes, pools, allocated, pod_count, node_usage)
+    frames: FrameSet = {
+        "capacity": CAPACITY.build(capacity_columns),
+        "hosts": _hosts(ctx, nodes, pools),
+        "consumers": _consumers(ctx, nodes, pods, pools, node_index, pod_usage),
+    }
+    return frames
+
+
+def _capacity_columns(
+    ctx: FrameContext,
+    nodes: NodeTable,
+    pools: list[str],
+    allocated: list[dict[str, Fraction | int]],
+    pod_count: list[int],
+    node_usage: Mapping[str, tuple[float, float]],
+) -> dict[str, list]:
+    host, pool, resource, capacity, reserved, allocatable, alloc, used = ([] for _ in range(8))
+    for i, name in enumerate(nodes.name):
+        node_capacity, node_allocatable = nodes.capacity[i], nodes.allocatable[i]
+        usage = node_usage.get(name)
+        for res in sorted(node_capacity.keys() | node_allocatable.keys()):
+            cap = node_capacity.get(res)
+            free = node_allocatable.get(res, cap)
+            cap = free if cap is None or cap < free else cap  # allocatable never exceeds capacity
+            host.append(name)
+            pool.append(pools[i])
+            resource.append(res)
+            capacity.append(float(cap))
+            reserved.append(float(cap - free))
+            allocatable.append(float(free))
+            alloc.append(float(pod_count[i]) if res == "pods" else float(allocated[i].get(res, 0)))
+            if usage is not None and res == "cpu":
+                used.append(usage[0])
+            elif usage is not None and res == "memory":
+                used.append(usage[1])
+            else:
+                used.append(NAN)
+    n = len(host)
+    return {
+        "timestamp": [ctx.now] * n,
+        "source": [ctx.source] * n,
+        "layer": ["kubernetes"] * n,
+        "cloud": [ctx.cluster] * n,
+        "pool": pool,
+        "host": host,
+        "scope": ["host"] * n,
+        "resource": resource,
+        "capacity": capacity,
+        "reserved": reserved,
+        "allocation_ratio": [1.0] * n,
+        "allocatable": allocatable,
+        "allocated": alloc,
+        "used": used,
+        "min_unit": [NAN] * n,
+        "max_unit": [NAN] * n,
+        "step_size": [NAN] * n,
+    }
+
+
+def _hosts(ctx: FrameContext, nodes: NodeTable, pools: list[str]) -> pd.DataFrame:
+    n = len(nodes)
+    keys = ctx.labels
+    return HOSTS.build(
+        {
+            "timestamp": [ctx.now] * n,
+            "source": [ctx.source] * n,
+            "layer": ["kubernetes"] * n,
+            "cloud": [ctx.cluster] * n,
+            "pool": pools,
+            "host": nodes.name,
+            "host_id": nodes.uid,
+            "schedulable": [not flag for flag in nodes.unschedulable],
+            "ready": nodes.ready,
+            "zone": [_label(labels, keys.zone) for labels in nodes.labels],
+            "aggregates": [None] * n,
+            "traits": [sorted(f"{k}={v}" for k, v in labels.items()) for labels in nodes.labels],
+            "taints": nodes.taints,
+            "instance_type": [_label(labels, keys.instance_type) for labels in nodes.labels],
+            "nova_server_id": [parse_provider_id(pid) for pid in nodes.provider_id],
+            "hypervisor": [None] * n,
+        }
+    )
+
+
+def _consumers(
+    ctx: FrameContext,
+    nodes: NodeTable,
+    pods: PodTable,
+    pools: list[str],
+    node_index: Mapping[str, int],
+    pod_usage: Mapping[str, tuple[float, float, float]],
+) -> pd.DataFrame:
+    n = len(pods)
+    pool_keys = ctx.labels.pool
+    pool: list[str] = []
+    provider: list[str | None] = []
+    holds: list[bool] = []
+    cpu, memory, cpu_limit, memory_limit, resources = [], [], [], [], []
+    cpu_used, memory_used, cpu_seconds = [], [], []
+    nan_usage = (NAN, NAN, NAN)
+    for i in range(n):
+        node = pods.node[i]
+        index = node_index.get(node) if node is not None else None
+        if index is not None:
+            pool.append(pools[index])
+            provider.append(nodes.provider_id[index])
+        else:
+            # Unscheduled: the pool its nodeSelector asks for, if any (that is where the demand is).
+            pool.append(node_pool(pods.node_selector[i] or {}, pool_keys))
+            provider.append(None)
+        holds.append(holds_capacity(pods.phase[i], node))
+        requests, limits = pods.requests[i], pods.limits[i]
+        cpu.append(float(requests.get("cpu", 0)))
+        memory.append(float(requests.get("memory", 0)))
+        cpu_limit.append(_float(limits.get("cpu")))
+        memory_limit.append(_float(limits.get("memory")))
+        resources.append({name: float(amount) for name, amount in requests.items()})
+        usage = pod_usage.get(pods.uid[i], nan_usage)
+        cpu_used.append(usage[0])
+        memory_used.append(usage[1])
+        cpu_seconds.append(usage[2])
+    names = [f"{ns}/{name}" for ns, name in zip(pods.namespace, pods.name, strict=True)]
+    return CONSUMERS.build(
+        {
+            "timestamp": [ctx.now] * n,
+            "source": [ctx.source] * n,
+            "layer": ["kubernetes"] * n,
+            "cloud": [ctx.cluster] * n,
+            "pool": pool,
+            "host": pods.node,
+            "id": pods.uid,
+            "name": names,
+            "state": [phase.lower() for phase in pods.phase],
+            "holds_capacity": holds,
+            "project": pods.namespace,
+            "flavor": pods.shape,
+            "cpu": cpu,
+            "memory": memory,
+            "disk": [NAN] * n,
+            "resources": resources,
+            "cpu_limit": cpu_limit,
+            "memory_limit": memory_limit,
+            "cpu_used": cpu_used,
+            "memory_used": memory_used,
+            "cpu_time_seconds": cpu_seconds,
+            "nova_instance_uuid": [None] * n,
+            "libvirt_domain_uuid": [None] * n,
+            "k8s_provider_id": provider,
+        }
+    )

@@ -1,0 +1,133 @@
+"""What a pod holds on its node: effective requests and limits exactly as the scheduler counts them.
+
+Mirrors `PodRequests` / `PodLimits` in k8s.io/component-helpers/resource/helpers.go (Kubernetes 1.29+):
+
+* app containers are summed;
+* init containers run one at a time, so the pod needs the largest of them, except that a
+  *restartable* init container (`restartPolicy: Always`, a sidecar) keeps running: every later init
+  step needs its own request plus all sidecars started before it, and the app phase needs the app
+  containers plus all sidecars;
+* the pod needs the max of the init phase and the app phase, per resource;
+* pod-level `spec.resources` (PodLevelResources, 1.32+) replaces the container aggregate for the
+  resources it sets (cpu, memory);
+* `spec.overhead` (RuntimeClass) is added to requests, and to limits only where a limit exists.
+
+Values are exact (`Fraction`/`int`) and keyed by capacity-frame resource names (`ephemeral_storage`,
+`nvidia_com_gpu`). Bad quantities raise `SpecError` naming the pod and the offending field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from fractions import Fraction
+from typing import Any
+
+from collector.sources.kubernetes.quantity import QuantityError, parse_quantity, resource_name
+
+__all__ = ["Amounts", "SpecError", "effective_resources", "parse_resource_list"]
+
+Amounts = dict[str, Fraction | int]
+_POD_LEVEL_RESOURCES = ("cpu", "memory")
+
+
+class SpecError(ValueError):
+    """A pod or node whose resources cannot be read; the message names the object and the field."""
+
+
+def parse_resource_list(values: Mapping[str, Any] | None, where: str) -> Amounts:
+    """{"cpu": "100m", "nvidia.com/gpu": "1"} -> {"cpu": Fraction(1, 10), "nvidia_com_gpu": 1}."""
+    if not values:
+        return {}
+    if not isinstance(values, Mapping):
+        raise SpecError(f"{where}: expected a map of resource quantities")
+    out: Amounts = {}
+    for key, raw in values.items():
+        name = resource_name(key)
+        if name is None:
+            continue
+        try:
+            amount = parse_quantity(raw)
+        except QuantityError as error:
+            raise SpecError(f"{where}.{key}: {error}") from None
+        if amount < 0:
+            raise SpecError(f"{where}.{key}: negative quantity {raw!r}")
+        out[name] = amount
+    return out
+
+
+def _add(into: Amounts, other: Amounts) -> None:
+    for key, value in other.items():
+        into[key] = into.get(key, 0) + value
+
+
+def _max(into: Amounts, other: Amounts) -> None:
+    for key, value in other.items():
+        if value > into.get(key, 0) or key not in into:
+            into[key] = value
+
+
+def _aggregate(app: Iterable[Amounts], init: Iterable[tuple[Amounts, bool]]) -> Amounts:
+    """The scheduler's max(init phase, app phase + sidecars) over parsed container amounts."""
+    total: Amounts = {}
+    for amounts in app:
+        _add(total, amounts)
+    sidecars: Amounts = {}
+    init_peak: Amounts = {}
+    for amounts, restartable in init:
+        if restartable:
+            _add(total, amounts)
+            _add(sidecars, amounts)
+            step = dict(sidecars)
+        else:
+            step = dict(amounts)
+            _add(step, sidecars)
+        _max(init_peak, step)
+    _max(total, init_peak)
+    return total
+
+
+def effective_resources(spec: Mapping[str, Any], pod: str) -> tuple[Amounts, Amounts]:
+    """(requests, limits) of a pod spec as the scheduler and kubelet count them.
+
+    `pod` ("namespace/name") only names the pod in error messages.
+    """
+    containers = spec.get("containers") or ()
+    init_containers = spec.get("initContainers") or ()
+    app_requests: list[Amounts] = []
+    app_limits: list[Amounts] = []
+    for index, container in enumerate(containers):
+        resources = container.get("resources") or {}
+        where = f"pod {pod}: containers[{container.get('name', index)}].resources"
+        app_requests.append(parse_resource_list(resources.get("requests"), f"{where}.requests"))
+        app_limits.append(parse_resource_list(resources.get("limits"), f"{where}.limits"))
+
+    if not init_containers and len(app_requests) == 1:
+        # The common case (one container, no init): no aggregation work at all.
+        requests, limits = dict(app_requests[0]), dict(app_limits[0])
+    else:
+        init_requests: list[tuple[Amounts, bool]] = []
+        init_limits: list[tuple[Amounts, bool]] = []
+        for index, container in enumerate(init_containers):
+            resources = container.get("resources") or {}
+            where = f"pod {pod}: initContainers[{container.get('name', index)}].resources"
+            restartable = container.get("restartPolicy") == "Always"
+            init_requests.append((parse_resource_list(resources.get("requests"), f"{where}.requests"), restartable))
+            init_limits.append((parse_resource_list(resources.get("limits"), f"{where}.limits"), restartable))
+        requests = _aggregate(app_requests, init_requests)
+        limits = _aggregate(app_limits, init_limits)
+
+    pod_level = spec.get("resources") or {}
+    if pod_level:
+        for field, target in (("requests", requests), ("limits", limits)):
+            values = parse_resource_list(pod_level.get(field), f"pod {pod}: resources.{field}")
+            for name in _POD_LEVEL_RESOURCES:
+                if name in values:
+                    target[name] = values[name]
+
+    overhead = parse_resource_list(spec.get("overhead"), f"pod {pod}: overhead")
+    if overhead:
+        _add(requests, overhead)
+        for key, value in overhead.items():
+            if key in limits:
+                limits[key] += value
+    return requests, limits

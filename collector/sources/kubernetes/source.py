@@ -1,0 +1,314 @@
+"""`kind: kubernetes`: one cluster's nodes, pods and kubelet usage per poll (README.md in this folder).
+
+One `KubernetesSource` per configured cluster, each with its own `ApiClient` (never the client's global
+default configuration), so several clusters are polled side by side. A poll is:
+
+1. LIST nodes and LIST pods (all namespaces), paginated, raw JSON -> compact tables (listing.py);
+2. `/metrics/resource` of every node's kubelet, in parallel (kubelet.py), unless `kubelet.mode: off`;
+3. frames (frames.py).
+
+A failure of the lists fails the poll (`SourceError`: unreachable, unauthorized, forbidden, ...);
+trouble with single nodes, pods or kubelets only leaves those out and is counted in `skipped`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import urllib3
+from kubernetes import client as k8s
+from kubernetes.config import ConfigException, kube_config, load_incluster_config
+
+from collector.config import KubernetesSourceConfig
+from collector.sources.base import PollResult, Source, SourceError
+from collector.sources.kubernetes.frames import FrameContext, build_frames
+from collector.sources.kubernetes.kubelet import (
+    CpuRates,
+    KubeletAddressError,
+    KubeletScraper,
+    ScrapeTarget,
+    read_limited,
+)
+from collector.sources.kubernetes.listing import (
+    InvalidResponse,
+    ListExpired,
+    ListStats,
+    NodeTable,
+    PodTable,
+    list_paged,
+)
+
+__all__ = ["KubernetesSource"]
+
+log = logging.getLogger(__name__)
+
+_CONNECT_TIMEOUT = 10.0
+_METRICS_PATH = "metrics/resource"
+Fetch = Callable[[ScrapeTarget, float], bytes]
+
+
+class KubernetesSource(Source):
+    kind = "kubernetes"
+    config: KubernetesSourceConfig
+
+    def __init__(self, config: KubernetesSourceConfig):
+        super().__init__(config)
+        self._api_client: k8s.ApiClient | None = None
+        self._cluster: str | None = config.cluster
+        self._node_rates = CpuRates()
+        self._pod_rates = CpuRates()
+        self._direct_pool: urllib3.PoolManager | None = None
+
+    # --- connection ---------------------------------------------------------------------------
+
+    @property
+    def cluster(self) -> str:
+        """The `cloud` label: `cluster` if configured, else the kubeconfig context (or the source name)."""
+        if self._cluster is None:
+            self._connect()
+        return self._cluster or self.name
+
+    def _connect(self) -> k8s.ApiClient:
+        if self._api_client is not None:
+            return self._api_client
+        cfg = k8s.Configuration()
+        try:
+            if self.config.in_cluster:
+                load_incluster_config(client_configuration=cfg)
+                context = None
+            else:
+                path = self._kubeconfig_path()
+                _contexts, current = kube_config.list_kube_config_contexts(path)
+                context = self.config.context or (current or {}).get("name")
+                kube_config.load_kube_config(
+                    config_file=path, context=context, client_configuration=cfg, persist_config=False
+                )
+        except ConfigException as error:
+            raise SourceError("config", f"kubernetes source {self.name}: {error}") from None
+        except (OSError, ValueError, TypeError) as error:
+            raise SourceError("config", f"kubernetes source {self.name}: cannot load kubeconfig: {error}") from None
+        if self._cluster is None:
+            self._cluster = context or self.name
+        kubelet = self.config.kubelet
+        cfg.connection_pool_maxsize = kubelet.concurrency + 4
+        # Connection errors are retried (a restarting API server), reads are not: a kubelet that does not
+        # answer in time must fail fast, not three times over.
+        cfg.retries = urllib3.Retry(total=3, connect=3, read=0, status=0, redirect=2, backoff_factor=0.2)
+        self._api_client = k8s.ApiClient(cfg)
+        return self._api_client
+
+    def _kubeconfig_path(self) -> str:
+        if self.config.kubeconfig is not None:
+            return str(self.config.kubeconfig)
+        # Standard resolution; the first file of a $KUBECONFIG list is what the client merges from.
+        return os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
+
+    def close(self) -> None:
+        if self._api_client is not None:
+            with contextlib.suppress(Exception):
+                self._api_client.close()
+            self._api_client = None
+        if self._direct_pool is not None:
+            self._direct_pool.clear()
+            self._direct_pool = None
+
+    # --- poll ---------------------------------------------------------------------------------
+
+    def poll(self, now: datetime) -> PollResult:
+        api = k8s.CoreV1Api(self._connect())
+        timeout = self.config.effective_timeout.total_seconds()
+        stats = ListStats()
+        page_size = self.config.page_size
+        with self._api_errors():
+            nodes = list_paged(api.list_node, NodeTable, page_size=page_size, timeout=timeout,
+                               what="node", stats=stats)
+            pods = list_paged(api.list_pod_for_all_namespaces, PodTable, page_size=page_size, timeout=timeout,
+                              what="pod", stats=stats)
+
+        skipped: Counter[str] = Counter()
+        notes: list[str] = [*nodes.notes, *pods.notes]
+        if nodes.skipped:
+            skipped["invalid_node"] = nodes.skipped
+        if pods.skipped:
+            skipped["invalid_pod"] = pods.skipped
+        if stats.restarts:
+            notes.append(f"list restarted {stats.restarts}x after its continue token expired (410)")
+
+        node_usage: dict[str, tuple[float, float]] = {}
+        pod_usage: dict[str, tuple[float, float, float]] = {}
+        scrapes = 0
+        if self.config.kubelet.mode != "off" and len(nodes):
+            scrapes = len(nodes)
+            node_usage, pod_usage = self._usage(api, nodes, pods, now, skipped, notes)
+
+        ctx = FrameContext(now=now, source=self.name, cluster=self.cluster, labels=self.config.node_labels)
+        frames = build_frames(ctx, nodes, pods, node_usage, pod_usage)
+        return PollResult(frames=frames, skipped=skipped, api_calls=stats.pages + scrapes, notes=notes)
+
+    def _usage(
+        self,
+        api: k8s.CoreV1Api,
+        nodes: NodeTable,
+        pods: PodTable,
+        now: datetime,
+        skipped: Counter[str],
+        notes: list[str],
+    ) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float, float]]]:
+        kubelet = self.config.kubelet
+        fetch = self._proxy_fetch(api) if kubelet.mode == "proxy" else self._direct_fetch()
+        scraper = KubeletScraper(fetch, concurrency=kubelet.concurrency, timeout=kubelet.timeout.total_seconds(),
+                                 mode=kubelet.mode)
+        targets = [ScrapeTarget(name, address, port) for name, address, port
+                   in zip(nodes.name, nodes.address, nodes.kubelet_port, strict=True)]
+        result = scraper.scrape(targets)
+        skipped.update(result.failures)
+        notes.extend(result.notes)
+
+        poll_time = now.timestamp()
+        node_uid = dict(zip(nodes.name, nodes.uid, strict=True))
+        node_rates = self._node_rates.update(
+            ((node_uid.get(name) or name, u.node_cpu[0], u.node_cpu[1] or poll_time)
+             for name, u in result.usage.items() if u.node_cpu is not None),
+            poll_time,
+        )
+        node_usage = {
+            name: (node_rates.get(node_uid.get(name) or name, float("nan")), u.node_memory or float("nan"))
+            for name, u in result.usage.items()
+        }
+        uid_by_name = {
+            (ns, name): uid
+            for ns, name, uid, node in zip(pods.namespace, pods.name, pods.uid, pods.node, strict=True)
+            if node is not None
+        }
+        counters: dict[str, tuple[float, float]] = {}
+        memory: dict[str, float] = {}
+        for u in result.usage.values():
+            for key, (value, when) in u.pod_cpu.items():
+                uid = uid_by_name.get(key)
+                if uid is not None:
+                    counters[uid] = (value, when or poll_time)
+            for key, value in u.pod_memory.items():
+                uid = uid_by_name.get(key)
+                if uid is not None:
+                    memory[uid] = value
+        pod_rates = self._pod_rates.update(((uid, v, t) for uid, (v, t) in counters.items()), poll_time)
+        nan = float("nan")
+        pod_usage = {
+            uid: (pod_rates.get(uid, nan), memory.get(uid, nan), counters[uid][0] if uid in counters else nan)
+            for uid in counters.keys() | memory.keys()
+        }
+        return node_usage, pod_usage
+
+    def _proxy_fetch(self, api: k8s.CoreV1Api) -> Fetch:
+        def fetch(target: ScrapeTarget, timeout: float) -> bytes:
+            response = api.connect_get_node_proxy_with_path(
+                target.node, _METRICS_PATH, _preload_content=False, _request_timeout=timeout
+            )
+            return read_limited(response)
+
+        return fetch
+
+    def _direct_fetch(self) -> Fetch:
+        """Straight to https://<InternalIP>:<port>/metrics/resource with the kubeconfig's credentials."""
+        cfg = self._connect().configuration
+        kubelet = self.config.kubelet
+        if self._direct_pool is None:
+            verify = not kubelet.insecure_skip_tls_verify
+            self._direct_pool = urllib3.PoolManager(
+                num_pools=max(64, kubelet.concurrency * 2),
+                maxsize=1,
+                cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
+                ca_certs=cfg.ssl_ca_cert if verify else None,
+                cert_file=cfg.cert_file,
+                key_file=cfg.key_file,
+                retries=urllib3.Retry(total=1, connect=1, read=0, status=0, redirect=0),
+            )
+        pool = self._direct_pool
+        port_fixed = "port" in kubelet.model_fields_set
+
+        def fetch(target: ScrapeTarget, timeout: float) -> bytes:
+            if not target.address:
+                raise KubeletAddressError("the node reports no InternalIP address")
+            port = kubelet.port if port_fixed or not target.port else target.port
+            host = f"[{target.address}]" if ":" in target.address else target.address
+            if cfg.refresh_api_key_hook is not None:
+                cfg.refresh_api_key_hook(cfg)
+            headers = {"Accept": "text/plain"}
+            for setting in cfg.auth_settings().values():
+                if setting.get("in") == "header" and setting.get("value"):
+                    headers[setting["key"]] = setting["value"]
+            response = pool.request(
+                "GET", f"https://{host}:{port}/{_METRICS_PATH}", headers=headers,
+                timeout=urllib3.Timeout(total=timeout), preload_content=False,
+            )
+            body = read_limited(response)
+            if response.status != 200:
+                raise _api_exception(response.status, response.reason, body)
+            return body
+
+        return fetch
+
+    @contextlib.contextmanager
+    def _api_errors(self) -> Iterator[None]:
+        """Turn client and transport errors of the lists into `SourceError`s with clear messages."""
+        host = self._api_client.configuration.host if self._api_client is not None else "?"
+        where = f"kubernetes source {self.name} ({host})"
+        try:
+            yield
+        except k8s.ApiException as error:
+            message = _status_message(error)
+            if error.status == 401:
+                self.close()  # re-read the kubeconfig next poll: credentials may have been rotated
+                raise SourceError("unauthorized", f"{where}: 401 Unauthorized: the credentials were refused") from None
+            if error.status == 403:
+                raise SourceError("forbidden", f"{where}: 403 Forbidden: {message} (RBAC needs list nodes, "
+                                               f"list pods)") from None
+            raise SourceError("api_error", f"{where}: HTTP {error.status}: {message}") from None
+        except ListExpired as error:
+            raise SourceError("list_expired", f"{where}: {error}") from None
+        except InvalidResponse as error:
+            raise SourceError("invalid_response", f"{where}: {error}") from None
+        except urllib3.exceptions.MaxRetryError as error:
+            cause = error.reason
+            if isinstance(cause, urllib3.exceptions.TimeoutError):
+                raise SourceError("timeout", f"{where}: no answer in time ({type(cause).__name__})") from None
+            raise SourceError("unreachable", f"{where}: cannot connect: {_transport_message(cause)}") from None
+        except urllib3.exceptions.TimeoutError as error:
+            raise SourceError("timeout", f"{where}: no answer in time ({type(error).__name__})") from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise SourceError("unreachable", f"{where}: {_transport_message(error)}") from None
+
+
+def _api_exception(status: int, reason: str | None, body: bytes) -> k8s.ApiException:
+    error = k8s.ApiException(status=status, reason=reason or "")
+    error.body = body.decode("utf-8", "replace")
+    return error
+
+
+def _status_message(error: k8s.ApiException) -> str:
+    """The `message` of the API server's Status body, else the HTTP reason."""
+    body: Any = error.body
+    if body:
+        with contextlib.suppress(orjson.JSONDecodeError, TypeError):
+            status = orjson.loads(body)
+            if isinstance(status, dict) and status.get("message"):
+                return str(status["message"])[:300]
+    return str(error.reason or "")
+
+
+def _transport_message(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown error"
+    text = str(error)
+    if isinstance(error, socket.gaierror | urllib3.exceptions.NameResolutionError):
+        return f"name resolution failed ({text[:200]})"
+    return text[:300]
