@@ -41,6 +41,8 @@ class ConsumerClasses:
     pools: np.ndarray
     """(K,) pool the class's consumers live in (pool-level providers are per pool)."""
     labels: list[str]
+    members: list[list[tuple[Any, int]]] | None = None
+    """Per class: (consumers-frame index label, host index) of each member, for moving them (what-if)."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -70,7 +72,8 @@ def consumer_classes(
     representatives: list[Mapping[str, Any]] = []
     requests: list[dict[str, float]] = []
     hosts_of: list[list[int]] = []
-    for record in frame.to_dict("records"):
+    members: list[list[tuple[Any, int]]] = []
+    for label, record in zip(frame.index, frame.to_dict("records"), strict=True):
         h = position.get(str(record["host"]))
         if h is None or not movable(record):
             continue
@@ -84,7 +87,9 @@ def consumer_classes(
             representatives.append(record)
             requests.append(request)
             hosts_of.append([])
+            members.append([])
         hosts_of[k].append(h)
+        members[k].append((label, h))
     if not representatives:
         return empty
     matrix = table.request_matrix(requests)
@@ -93,4 +98,4 @@ def consumer_classes(
         np.add.at(counts[k], np.array(hosts, dtype=np.int64), 1)
     pools = np.array([key[2] for key in keys], dtype=object)
     labels = [str(representatives[k].get("flavor") or "?") for k in range(len(representatives))]
-    return ConsumerClasses(matrix, eligibility(representatives), counts, pools, labels)
+    return ConsumerClasses(matrix, eligibility(representatives), counts, pools, labels, members)
