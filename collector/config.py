@@ -110,6 +110,13 @@ class OpenStackSourceConfig(SourceBase):
     region: str | None = None
     label: str | None = Field(default=None, description="`cloud` label value (default: the cloud name).")
     page_size: int = Field(default=1000, ge=1, le=10000, description="Servers per page (marker/limit).")
+    clouds_yaml: Path | None = Field(
+        default=None, description="Read this clouds.yaml only (default: OS_CLIENT_CONFIG_FILE, then the standard path)."
+    )
+    default_zone: str = Field(
+        default="nova", description="AZ of hosts in no AZ aggregate (Nova's default_availability_zone)."
+    )
+    quotas: bool = Field(default=True, description="Read per-project quota usage (one call per project with servers).")
 
     @model_validator(mode="before")
     @classmethod
@@ -263,6 +270,10 @@ class ReportConfig(StrictModel):
     )
     retry_interval: Duration = Field(default=timedelta(minutes=15), description="Retry a failed send after.")
     retry_for: Duration = Field(default=timedelta(hours=24), description="Give up retrying a period after.")
+    accuracy_backtest: bool = Field(
+        default=True, description="Also re-run the forecast from the history of 30 days ago to check accuracy "
+        "(up to ~30 s of CPU per send; the check from forecasts stored with earlier sends is always made).",
+    )
 
     @field_validator("recipients")
     @classmethod

@@ -1,0 +1,42 @@
+"""The weekly capacity report by email (docs/report.md).
+
+    content.py   frames + history -> ReportContent (what the report says)
+    accuracy.py  how last month's forecasts fared
+    charts.py    matplotlib PNGs (Agg canvas)
+    render.py    jinja2 HTML/text, CSV attachments, the MIME message under a size bound
+    delivery.py  SMTP (STARTTLS / implicit TLS, auth, retries)
+    store.py     the record of sends (SQLite): once per period
+    service.py   build/send/schedule (APScheduler, persistent job store)
+    metrics.py   capacityd_report_* families for /metrics
+
+This module stays import-light (the daemon and /metrics import it); the heavy parts load on use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from collector.config import Config, ReportConfig
+    from collector.estate import Snapshot
+
+
+def schedule_reports(scheduler: Any, config: Config, snapshot_provider: Callable[[], Snapshot],
+                     history: Any) -> None:
+    """(Re)schedule every configured report on the daemon's APScheduler; call at start and on reload."""
+    from exporters.report.service import schedule_reports as schedule
+
+    schedule(scheduler, config, snapshot_provider, history)
+
+
+def write_report(snapshot: Snapshot, history: Any, out_dir: Path, *, report: ReportConfig | None = None) -> Path:
+    """Write report.html (images inlined) and its CSVs into out_dir; returns the HTML path."""
+    from exporters.report.service import write_report as write
+
+    return write(snapshot, history, out_dir, report=report)
+
+
+__all__ = ["schedule_reports", "write_report"]
