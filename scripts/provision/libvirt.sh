@@ -15,7 +15,7 @@
 set -euo pipefail
 
 CACHE=${CAPACITYD_LIBVIRT_CACHE:-/var/cache/capacityd-ci/libvirt}
-STAMP_VERSION="libvirt guest: debian cloud kernel + busybox balloon initramfs; recipe 2"
+STAMP_VERSION="libvirt guest: debian cloud kernel + busybox balloon initramfs; recipe 3"
 FORCE=${1:-}
 # Other provisioning scripts may run apt at the same time: wait for the dpkg lock instead of failing.
 APT_GET=(apt-get -o DPkg::Lock::Timeout=900)
@@ -52,7 +52,7 @@ fi
 rm -f "$CACHE/READY"
 
 WORK=$(mktemp -d "$CACHE/build.XXXXXX")
-chmod 755 "$WORK"   # apt-get download drops privileges to _apt
+chmod 755 "$WORK"; id _apt >/dev/null 2>&1 && chown _apt "$WORK"   # apt-get download runs as _apt
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
 
@@ -70,15 +70,26 @@ kver=$(ls kroot/lib/modules | head -1)
 mods=kroot/lib/modules/$kver/kernel/drivers/virtio
 mkdir -p init/bin init/modules init/proc init/sys init/dev
 cp broot/bin/busybox init/bin/busybox
-# Modules the guest needs that the cloud kernel builds as modules (virtio core is built in).
-for m in virtio_balloon; do
+# Modules the guest needs, in load order (the cloud kernel builds virtio itself as modules). Each
+# module's own `depends=` must be loaded before it: checked, so a kernel update cannot break it silently.
+MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_balloon)
+loaded=" "
+i=0
+for m in "${MODULES[@]}"; do
     f=$(find "$mods" -name "$m.ko*" | head -1)
     [[ -n "$f" ]] || { echo "libvirt: module $m not found under $mods" >&2; exit 1; }
+    i=$((i + 1))
+    out=$(printf 'init/modules/%02d-%s.ko' "$i" "$m")
     case "$f" in
-        *.xz) xz -dc "$f" > "init/modules/$m.ko" ;;
-        *.zst) zstd -qdc "$f" > "init/modules/$m.ko" ;;
-        *) cp "$f" "init/modules/$m.ko" ;;
+        *.xz) xz -dc "$f" > "$out" ;;
+        *.zst) zstd -qdc "$f" > "$out" ;;
+        *) cp "$f" "$out" ;;
     esac
+    deps=$(grep -a -o 'depends=[^[:cntrl:]]*' "$out" | head -1 | cut -d= -f2 | tr ',' ' ')
+    for d in $deps; do
+        [[ "$loaded" == *" $d "* ]] || { echo "libvirt: $m needs $d loaded first; update MODULES" >&2; exit 1; }
+    done
+    loaded+="$m "
 done
 cat > init/init <<'EOF'
 #!/bin/busybox sh
