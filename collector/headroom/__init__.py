@@ -8,6 +8,7 @@ Method and worked example: docs/headroom.md; frames: docs/schema.md ("Derived fr
 from __future__ import annotations
 
 from collector.analysis import AnalysisContext, analysis
+from collector.headroom import frames as _frames
 from collector.headroom.engine import HeadroomReport, compute_headroom
 from collector.headroom.frames import HEADROOM, HEADROOM_HOSTS, RECLAIMABLE
 from collector.headroom.reclaimable import reclaimable_frame
@@ -23,6 +24,7 @@ def headroom_analysis(context: AnalysisContext) -> FrameSet:
     settings = getattr(context.config, "headroom", None)
     frames: FrameSet = {"headroom": report.headroom, "headroom_hosts": report.hosts}
     if settings is not None:
+        _frames.HOST_METRICS_LIMIT = settings.host_metrics_limit
         frames["reclaimable"] = reclaimable_frame(context.frames, context.history, settings, context.now)
     else:
         frames["reclaimable"] = RECLAIMABLE.empty()

@@ -203,8 +203,9 @@ def _add_hosts(frames: FrameSet, scenario: AddHosts, effect: Effect) -> FrameSet
 
 
 def _concat(parts: list[pd.DataFrame], like: pd.DataFrame) -> pd.DataFrame:
-    frame = pd.concat([p for p in parts if len(p)] or [like], ignore_index=True)
-    return frame.astype(like.dtypes.to_dict())
+    dtypes = like.dtypes.to_dict()
+    parts = [p[list(like.columns)].astype(dtypes) for p in parts if len(p)] or [like]
+    return pd.concat(parts, ignore_index=True).astype(dtypes)
 
 
 def _signature(capacity: pd.DataFrame, layer: str, host: str) -> tuple:
@@ -313,8 +314,8 @@ def _shift_allocated(capacity: pd.DataFrame, table: HostTable, delta: Mapping[tu
     if not delta:
         return
     scope = (capacity["layer"] == table.layer) & (capacity["cloud"] == table.cloud) & (capacity["scope"] == "host")
-    keys = capacity["host"].astype(str) + "\x00" + capacity["resource"].astype(str)
-    change = keys.map({f"{h}\x00{r}": v for (h, r), v in delta.items()}).fillna(0.0)
+    keys = capacity["host"].astype(str) + "\x1f" + capacity["resource"].astype(str)
+    change = keys.map({f"{h}\x1f{r}": v for (h, r), v in delta.items()}).fillna(0.0)
     change = change.where(scope, 0.0)
     capacity["allocated"] = (capacity["allocated"] + change).clip(lower=0.0)
 
@@ -415,16 +416,16 @@ def shift_series(series: pd.DataFrame, effects: list[Effect]) -> pd.DataFrame:
     if series.empty:
         return series
     out = series.copy()
-    key = (out["layer"].astype(str) + "\x00" + out["cloud"].astype(str) + "\x00" + out["pool"].astype(str)
-           + "\x00" + out["resource"].astype(str))
+    key = (out["layer"].astype(str) + "\x1f" + out["cloud"].astype(str) + "\x1f" + out["pool"].astype(str)
+           + "\x1f" + out["resource"].astype(str))
     capacity: dict[str, float] = defaultdict(float)
     demand: dict[str, float] = defaultdict(float)
     factor = 1.0
     for effect in effects:
         for k, v in effect.capacity_delta.items():
-            capacity["\x00".join(k)] += v
+            capacity["\x1f".join(k)] += v
         for k, v in effect.demand_delta.items():
-            demand["\x00".join(k)] += v
+            demand["\x1f".join(k)] += v
         factor *= effect.demand_factor
     out["limit"] = (out["limit"] + key.map(capacity).fillna(0.0)).clip(lower=0.0)
     added = key.map(demand).fillna(0.0)
