@@ -176,15 +176,15 @@ def _fingerprints(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     return pd.util.hash_pandas_object(normalized, index=False).to_numpy().view(np.int64)
 
 
-def _py(array: np.ndarray | pd.Series) -> list:
-    """Column -> list of Python scalars for sqlite3 (NaN and <NA> become None, i.e. NULL)."""
-    series = pd.Series(array)
+def _py(column: np.ndarray | pd.Series) -> list:
+    """Column -> list of Python scalars for sqlite3. SQLite itself stores a NaN float as NULL."""
+    if isinstance(column, np.ndarray) and column.dtype.kind in "fiub":
+        return column.tolist()
+    series = pd.Series(column)
     if series.dtype.kind == "f":
-        values = series.to_numpy()
-        out = values.tolist()
-        if np.isnan(values).any():
-            out = [None if v != v else v for v in out]
-        return out
+        return series.to_numpy(dtype=float, na_value=np.nan).tolist()
+    if series.dtype.kind in "iub":
+        return series.to_numpy().tolist()
     return series.astype(object).where(series.notna(), None).tolist()
 
 
@@ -207,6 +207,19 @@ class _ConsumerAccumulator:
     hour: int
     stats: pd.DataFrame  # index fp; cpu_sum, cpu_n, cpu_max, mem_max, samples
     labels: pd.DataFrame  # index fp; CONSUMER_KEY columns
+    fps: np.ndarray | None = None
+    """The fingerprint array `stats` is aligned with, row for row (None once polls differed)."""
+
+
+@dataclass
+class _Layout:
+    """What a source's last frame resolved to, reused while its label columns stay the same."""
+
+    labels: pd.DataFrame
+    keys: np.ndarray  # host keys (capacity) or fingerprints (consumers), row for row
+    group_ids: np.ndarray | None = None  # capacity: row -> pool group
+    group_keys: np.ndarray | None = None  # capacity: pool group -> pool key
+    hosts: np.ndarray | None = None  # capacity: host-scope rows per pool group
 
 
 class History:
@@ -224,6 +237,7 @@ class History:
         self._readers_lock = threading.Lock()
         self._key_cache: dict[str, dict[int, int]] = {table: {} for table in _KEY_TABLES}
         self._ckey_hour: dict[int, int] = {}
+        self._layouts: dict[tuple[str, str], _Layout] = {}
         self._accumulators: dict[str, _ConsumerAccumulator] = {}
         self._last_flush = time.monotonic()
         self._closed = False
@@ -311,6 +325,7 @@ class History:
                 # Keys interned in the rolled-back transaction are gone: forget every cached key.
                 for cache in self._key_cache.values():
                     cache.clear()
+                self._layouts.clear()
                 self._ckey_hour.clear()
                 raise
 
@@ -410,28 +425,50 @@ class History:
             self.flush()
 
     def _append_capacity(self, con: sqlite3.Connection, source: str, capacity: pd.DataFrame, ts: int) -> None:
-        frame = capacity.assign(source=source)
-        groups = frame.groupby(list(POOL_KEY), sort=False, dropna=False, observed=True)
-        pools = groups.agg(
-            capacity=("capacity", "sum"),
-            reserved=("reserved", "sum"),
-            allocatable=("allocatable", "sum"),
-            allocated=("allocated", lambda s: s.sum(min_count=1)),
-            used=("used", lambda s: s.sum(min_count=1)),
-            rows=("capacity", "size"),
-        ).reset_index()
-        pools["hosts"] = np.where(pools["scope"] == "host", pools["rows"], 0)
-        pkeys = self._intern(con, "pool_keys", pools)
+        layout = self._capacity_layout(con, source, capacity)
+        values = {c: capacity[c].to_numpy(dtype=float, na_value=np.nan) for c in
+                  ("capacity", "reserved", "allocatable", "allocated", "used")}  # fmt: skip
+        groups, count = layout.group_ids, len(layout.group_keys)
+        pool_columns = []
+        for series in values.values():
+            known = ~np.isnan(series)
+            total = np.bincount(groups, weights=np.where(known, series, 0.0), minlength=count)
+            # A pool sum is unknown only when no host knows it (docs/history.md, "Unknown values").
+            pool_columns.append(np.where(np.bincount(groups, weights=known, minlength=count) > 0, total, np.nan))
         con.executemany(
             "INSERT OR REPLACE INTO pool_raw VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            _rows(pkeys, [ts] * len(pools), *(pools[c] for c in
-                  ("capacity", "reserved", "allocatable", "allocated", "used", "hosts"))),
-        )  # fmt: skip
-        hkeys = self._intern(con, "host_keys", frame)
+            _rows(layout.group_keys, [ts] * count, *pool_columns, layout.hosts),
+        )
         con.executemany(
             "INSERT OR REPLACE INTO host_raw VALUES (?, ?, ?, ?, ?, ?)",
-            _rows([ts] * len(frame), hkeys, *(frame[c] for c in ("capacity", "allocatable", "allocated", "used"))),
+            _rows([ts] * len(capacity), layout.keys,
+                  *(values[c] for c in ("capacity", "allocatable", "allocated", "used"))),
+        )  # fmt: skip
+
+    def _capacity_layout(self, con: sqlite3.Connection, source: str, capacity: pd.DataFrame) -> _Layout:
+        """Keys and pool grouping of a capacity frame, reused while a source's rows keep their labels.
+
+        A source usually reports the same hosts in the same order every poll; comparing the label
+        columns is far cheaper than hashing and grouping them again.
+        """
+        labels = capacity[["layer", "cloud", "pool", "host", "scope", "resource"]].reset_index(drop=True)
+        cached = self._layouts.get(("capacity", source))
+        if cached is not None and cached.labels.equals(labels):
+            return cached
+        frame = labels.assign(source=source)
+        grouper = frame.groupby(list(POOL_KEY), sort=False, dropna=False, observed=True)
+        group_ids = grouper.ngroup().to_numpy(dtype=np.int64)
+        pools = grouper.size().rename("rows").reset_index()
+        hosts = np.where(pools["scope"] == "host", pools["rows"], 0)
+        layout = _Layout(
+            labels=labels,
+            keys=self._intern(con, "host_keys", frame),
+            group_ids=group_ids,
+            group_keys=self._intern(con, "pool_keys", pools),
+            hosts=hosts,
         )
+        self._layouts[("capacity", source)] = layout
+        return layout
 
     def _append_counts(self, con: sqlite3.Connection, source: str, consumers: pd.DataFrame, ts: int) -> None:
         frame = consumers.assign(source=source)
@@ -450,14 +487,29 @@ class History:
             if current is not None and current.hour != hour:
                 self._flush_source(source)
                 current = None
-            labels = consumers.assign(source=source)[list(CONSUMER_KEY)]
-            fps = _fingerprints(labels, CONSUMER_KEY)
+            labels = consumers.assign(source=source)[list(CONSUMER_KEY)].reset_index(drop=True)
+            cached = self._layouts.get(("consumers", source))
+            if cached is not None and cached.labels.equals(labels):
+                fps = cached.keys
+            else:
+                fps = _fingerprints(labels, CONSUMER_KEY)
+                self._layouts[("consumers", source)] = _Layout(labels=labels, keys=fps)
             cpu = consumers["cpu_used"].to_numpy(dtype=float, na_value=np.nan)
             memory = consumers["memory_used"].to_numpy(dtype=float, na_value=np.nan)
+            known_cpu = ~np.isnan(cpu)
+            if current is not None and current.fps is fps:
+                # Same consumers as the last poll (the usual case): update the arrays in place.
+                stats = current.stats
+                stats["cpu_sum"] += np.where(known_cpu, cpu, 0.0)
+                stats["cpu_n"] += known_cpu
+                stats["cpu_max"] = np.fmax(stats["cpu_max"].to_numpy(), cpu)
+                stats["mem_max"] = np.fmax(stats["mem_max"].to_numpy(), memory)
+                stats["samples"] += 1
+                return
             stats = pd.DataFrame(
                 {
-                    "cpu_sum": np.nan_to_num(cpu),
-                    "cpu_n": (~np.isnan(cpu)).astype(np.int64),
+                    "cpu_sum": np.where(known_cpu, cpu, 0.0),
+                    "cpu_n": known_cpu.astype(np.int64),
                     "cpu_max": cpu,
                     "mem_max": memory,
                     "samples": np.ones(len(cpu), dtype=np.int64),
@@ -468,8 +520,10 @@ class History:
             labels = labels.set_axis(pd.Index(fps, name="fp"))
             labels = labels[~labels.index.duplicated()]
             if current is None:
-                self._accumulators[source] = _ConsumerAccumulator(hour, stats, labels)
+                unique = not stats.index.has_duplicates
+                self._accumulators[source] = _ConsumerAccumulator(hour, stats, labels, fps if unique else None)
                 return
+            current.fps = None
             merged = pd.concat([current.stats, stats]).groupby(level=0, sort=False)
             current.stats = merged.agg(
                 {"cpu_sum": "sum", "cpu_n": "sum", "cpu_max": "max", "mem_max": "max", "samples": "sum"}
