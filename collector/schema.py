@@ -339,3 +339,43 @@ def concat(frame_sets: Iterable[Mapping[str, pd.DataFrame]]) -> FrameSet:
             frame = pd.concat(pieces, ignore_index=True)
             merged[name] = frame.astype({c.name: c.dtype for c in schema.columns})
     return merged
+
+
+# --- OpenStack source frames (collector/sources/openstack; documented in docs/schema.md) ---------------
+
+OPENSTACK_AGGREGATES = register(
+    FrameSchema(
+        name="openstack_aggregates",
+        doc="One row per Nova host aggregate: zone, hosts and the metadata scheduling filters read.",
+        key=("source", "uuid"),
+        columns=(
+            C("timestamp", TIMESTAMP, "When read (UTC)."),
+            C("source", STRING, "Source name."),
+            C("cloud", STRING, "Cloud."),
+            C("aggregate", STRING, "Aggregate name."),
+            C("uuid", STRING, "Aggregate uuid (= the Placement aggregate uuid; Nova >= 2.41)."),
+            C("zone", STRING, "Availability zone the aggregate defines, if any.", nullable=True),
+            C("hosts", OBJECT, "Host names (capacity-frame `host`) in the aggregate."),
+            C("metadata", OBJECT, "All metadata as {key: value}."),
+            C("projects", OBJECT, "Project ids from filter_tenant_id* metadata (empty: no tenant isolation)."),
+        ),
+    )
+)
+
+OPENSTACK_QUOTAS = register(
+    FrameSchema(
+        name="openstack_quotas",
+        doc="Nova quota per project with servers: limit, in use, reserved (cpu cores, memory bytes, instances).",
+        key=("source", "project", "resource"),
+        columns=(
+            C("timestamp", TIMESTAMP, "When read (UTC)."),
+            C("source", STRING, "Source name."),
+            C("cloud", STRING, "Cloud."),
+            C("project", STRING, "Project id."),
+            C("resource", STRING, "cpu | memory | instances", pattern=RESOURCE_PATTERN),
+            C("limit", FLOAT, "Quota limit in base units (NaN: unlimited).", nullable=True, non_negative=True),
+            C("in_use", FLOAT, "In use, base units.", non_negative=True),
+            C("reserved", FLOAT, "Reserved by in-flight operations, base units.", non_negative=True),
+        ),
+    )
+)
