@@ -869,16 +869,20 @@ class History:
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             label = tuple(series_of.loc[int(pkey[s])])
             groups.setdefault(label, []).append((s, e))
+        # The grid spans [start, end) when given (capped where the data can still be carried), else the
+        # buckets holding data: every series of one call shares the same grid when start/end are given.
         lo_bucket = _floor(start_ts, step) if start_ts is not None else None
-        hi_bucket = _floor(end_ts - 1, step) if end_ts is not None else None
+        hi_bucket = None
+        if end_ts is not None:
+            hi_bucket = min(_floor(end_ts - 1, step), _floor(int(np.nanmax(valid_until)), step))
         out = []
         for label, spans in groups.items():
             first_b = min(int(b[s]) for s, _ in spans)
             last_b = max(int(b[e - 1]) for _, e in spans)
             if lo_bucket is not None:
-                first_b = max(first_b, lo_bucket)
+                first_b = lo_bucket
             if hi_bucket is not None:
-                last_b = min(last_b, hi_bucket)
+                last_b = hi_bucket
             grid = np.arange(first_b, last_b + step, step, dtype=np.int64)
             total = np.zeros((len(grid), matrix.shape[1]))
             present = np.zeros((len(grid), matrix.shape[1]), dtype=np.int64)

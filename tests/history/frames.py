@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,27 @@ def capacity_frame(
     used: float | np.ndarray = 0.25,
     host_prefix: str = "h",
 ) -> pd.DataFrame:
-    """One row per (pool, host, resource); allocated/used are fractions of capacity (scalar or per row, NaN ok)."""
+    """One row per (pool, host, resource); allocated/used are fractions of capacity (scalar or per row, NaN ok).
+
+    The labels are built and validated once per shape; each call only sets the time and the values.
+    """
+    template = _capacity_template(source, layer, cloud, tuple(pools), hosts_per_pool, tuple(resources), host_prefix)
+    capacity = template["capacity"].to_numpy()
+    n = len(template)
+    return template.assign(
+        timestamp=pd.Timestamp(when).as_unit("ns"),
+        allocated=capacity * np.broadcast_to(allocated, n),
+        used=capacity * np.broadcast_to(used, n),
+    )
+
+
+@lru_cache(maxsize=64)
+def _capacity_template(
+    source: str, layer: str, cloud: str, pools: tuple[str, ...], hosts_per_pool: int, resources: tuple[str, ...],
+    host_prefix: str,
+) -> pd.DataFrame:  # fmt: skip
+    when = datetime(2026, 1, 1)
+    allocated, used = 0.5, 0.25
     pool_col, host_col, res_col, cap = [], [], [], []
     for pool in pools:
         for h in range(hosts_per_pool):
@@ -72,6 +93,19 @@ def consumers_frame(
     projects: int = 3,
 ) -> pd.DataFrame:
     """`count` running VMs/pods spread over hosts and projects, with the given usage (scalar or per row)."""
+    template = _consumers_template(source, layer, cloud, pool, count, hosts, projects)
+    return template.assign(
+        timestamp=pd.Timestamp(when).as_unit("ns"),
+        cpu_used=np.broadcast_to(cpu_used, count).astype(float),
+        memory_used=np.broadcast_to(memory_used, count).astype(float),
+    )
+
+
+@lru_cache(maxsize=64)
+def _consumers_template(
+    source: str, layer: str, cloud: str, pool: str, count: int, hosts: int, projects: int
+) -> pd.DataFrame:
+    when, cpu_used, memory_used = datetime(2026, 1, 1), 0.5, 2.0**30
     i = np.arange(count)
     frame = pd.DataFrame(
         {
