@@ -127,3 +127,22 @@ def test_backoff_does_not_hammer_a_dead_host(tmp_path: Path) -> None:
         assert not socket_path.exists()
     finally:
         source.close()
+
+
+def test_a_poll_stuck_in_libvirt_does_not_queue_the_next(
+    node_5: tuple[Path, dict], make_source: Callable[..., LibvirtSource]
+) -> None:
+    """If the scheduler gave up on a hung poll, the next one fails clearly instead of waiting forever."""
+    path, _ = node_5
+    source = make_source(f"test://{path}", timeout="1s")
+    source.poll(datetime.now(UTC))
+    assert source._lock.acquire()  # stands for a poll stuck inside a libvirt call
+    try:
+        started = time.monotonic()
+        with pytest.raises(SourceError) as caught:
+            source.poll(datetime.now(UTC))
+        assert caught.value.reason == "poll_overlap"
+        assert time.monotonic() - started < 3
+    finally:
+        source._lock.release()
+    assert len(source.poll(datetime.now(UTC)).frames["consumers"]) == 5

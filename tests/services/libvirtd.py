@@ -83,8 +83,10 @@ class GuestSpec:
 class Libvirtd:
     """One private libvirtd. Not thread-safe; one per test session is plenty."""
 
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, guest_images: bool = True):
         self.state = Path(state_dir).resolve()
+        self.guest_images = guest_images
+        """Copy the guest kernel + initramfs in (not needed to serve test-driver nodes only)."""
         self.process: subprocess.Popen[bytes] | None = None
         self._admin: Any = None
 
@@ -136,7 +138,7 @@ class Libvirtd:
         (s / "etc" / "libvirt" / "libvirtd.conf").write_text(LIBVIRTD_CONF)
         (s / "etc" / "libvirt" / "qemu.conf").write_text(QEMU_CONF)
         # /var is replaced inside the namespace: the guest kernel must live under the state folder.
-        for name in ("vmlinuz", "initrd.img"):
+        for name in ("vmlinuz", "initrd.img") if self.guest_images else ():
             source = GUEST_CACHE / name
             if not source.is_file():
                 raise LibvirtdError(f"guest {name} missing at {source}: {PROVISION_HINT}")
