@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +19,7 @@ import pandas as pd
 
 from collector.forecast.engine import Bands, ForecastOptions, choose_candidates, first_crossing, fit_and_forecast
 from collector.forecast.frames import FORECAST, FORECAST_POINTS
-from collector.forecast.preprocess import DAY, long_to_matrix
+from collector.forecast.preprocess import DAY, Grid, block_mean, long_to_matrix
 
 log = logging.getLogger(__name__)
 
@@ -67,63 +69,91 @@ def forecast_series(
         data.dropna(subset=["limit"]).groupby(SERIES_KEY, sort=False)["limit"].last()
         .reindex(pd.MultiIndex.from_frame(keys.astype(str))).to_numpy(dtype=float)
     )
+    return forecast_matrix(keys, matrix, grid, limits, now=now_ts, horizon=horizon, options=options)
+
+
+def forecast_matrix(
+    keys: pd.DataFrame,
+    matrix: np.ndarray,
+    grid: Grid,
+    limits: np.ndarray,
+    *,
+    now: datetime,
+    horizon: timedelta = timedelta(days=180),
+    options: ForecastOptions | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """forecast_series on series already on a regular grid (row i of `matrix` is series keys.iloc[i]).
+
+    A grid finer than the working step (hourly) is averaged to it first. Series are processed in
+    blocks of `options.chunk`, so memory stays bounded whatever the number of series and horizon.
+    """
+    options = options or ForecastOptions()
+    now_ts = _utc(now)
+    if grid.step < options.working_step:
+        matrix, grid = block_mean(matrix, grid, options.working_step)
+    limits = np.asarray(limits, dtype=float)
     steps = max(1, math.ceil(horizon.total_seconds() / grid.step))
     horizon_end = now_ts + horizon
     candidates = choose_candidates(len(keys), options)
+    keys = keys.reset_index(drop=True)
 
-    rows: list[dict[str, Any]] = []
-    points: list[pd.DataFrame] = []
-    for start in range(0, len(keys), options.chunk):
+    def run(start: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
         block = slice(start, start + options.chunk)
         values = matrix[block]
         bands = fit_and_forecast(values, grid, steps, options, candidates)
         chunk_keys = keys.iloc[block].reset_index(drop=True)
-        rows.extend(_forecast_rows(chunk_keys, values, limits[block], bands, now_ts, horizon_end))
-        points.append(_daily_points(chunk_keys, bands, horizon_end))
-    forecast = FORECAST.build(rows)
-    forecast_points = (
-        FORECAST_POINTS.coerce(pd.concat(points, ignore_index=True)) if points else FORECAST_POINTS.empty()
-    )
-    return forecast, forecast_points
+        return (_forecast_rows(chunk_keys, values, limits[block], bands, now_ts, horizon_end),
+                _daily_points(start, bands, horizon_end))
+
+    starts = range(0, len(keys), options.chunk)
+    workers = min(options.threads or os.cpu_count() or 1, len(starts))
+    if workers > 1:  # numpy releases the GIL in the heavy loops: blocks run in parallel
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="forecast") as pool:
+            results = list(pool.map(run, starts))
+    else:
+        results = [run(start) for start in starts]
+    if not results:
+        return FORECAST.empty(), FORECAST_POINTS.empty()
+    forecast = FORECAST.coerce(pd.concat([r[0] for r in results], ignore_index=True))
+    return forecast, _points_frame(keys, [r[1] for r in results])
 
 
 def _forecast_rows(keys: pd.DataFrame, values: np.ndarray, limits: np.ndarray, bands: Bands,
-                   now: pd.Timestamp, horizon_end: pd.Timestamp) -> list[dict[str, Any]]:
+                   now: pd.Timestamp, horizon_end: pd.Timestamp) -> pd.DataFrame:
+    """The `forecast` rows of one block of series, built column by column (vectorized)."""
+    n = values.shape[0]
     observed = ~np.isnan(values)
     counts = observed.sum(axis=1)
     last_index = values.shape[1] - 1 - np.argmax(observed[:, ::-1], axis=1)
-    current = np.where(counts > 0, values[np.arange(values.shape[0]), last_index], np.nan)
-    crossing = {
+    current = np.where(counts > 0, values[np.arange(n), last_index], np.nan)
+    enough = counts >= 2
+    columns: dict[str, Any] = {"timestamp": np.full(n, now), **{k: keys[k].to_numpy() for k in SERIES_KEY}}
+    columns["current"] = current
+    columns["limit"] = limits
+    with np.errstate(invalid="ignore"):
+        exhausted_now = current >= limits  # False where either is NaN
+    valid_limit = ~np.isnan(limits)
+    now_ns = now.value
+    end_ns = horizon_end.value
+    grid_end_ns = bands.grid.end.value
+    step_ns = round(bands.grid.step * 1e9)
+    crossings = {
         "p10": first_crossing(bands.p90, limits),  # the upper demand band reaches the limit first
         "p50": first_crossing(bands.p50, limits),
         "p90": first_crossing(bands.p10, limits),
     }
-    growth = _slope_per_day(bands)
-    rows = []
-    for i in range(len(keys)):
-        enough = counts[i] >= 2
-        limit = limits[i]
-        row: dict[str, Any] = {
-            "timestamp": now, **keys.iloc[i].to_dict(),
-            "current": current[i], "limit": limit,
-            "growth_per_day": growth[i] if enough else np.nan,
-            "model": str(bands.model[i]) if enough else INSUFFICIENT,
-            "mase": bands.mase[i] if enough else np.nan,
-            "history_points": int(counts[i]),
-        }
-        exhausted_now = not np.isnan(limit) and not np.isnan(current[i]) and current[i] >= limit
-        for quantile, index in crossing.items():
-            when: pd.Timestamp | None = None
-            if exhausted_now:
-                when = now
-            elif enough and not np.isnan(limit) and index[i] >= 0:
-                when = max(bands.grid.end + pd.Timedelta(seconds=bands.grid.step * int(index[i])), now)
-                if when > horizon_end:
-                    when = None
-            row[f"exhaustion_{quantile}"] = when if when is not None else pd.NaT
-            row[f"seconds_{quantile}"] = (when - now).total_seconds() if when is not None else math.inf
-        rows.append(row)
-    return rows
+    for quantile, index in crossings.items():
+        when = np.maximum(grid_end_ns + index.astype(np.int64) * step_ns, now_ns)
+        found = enough & valid_limit & (index >= 0) & (when <= end_ns)
+        when = np.where(exhausted_now, now_ns, when)
+        found |= exhausted_now
+        columns[f"exhaustion_{quantile}"] = pd.to_datetime(np.where(found, when, np.iinfo(np.int64).min), utc=True)
+        columns[f"seconds_{quantile}"] = np.where(found, (when - now_ns) / 1e9, np.inf)
+    columns["growth_per_day"] = np.where(enough, _slope_per_day(bands), np.nan)
+    columns["model"] = np.where(enough, bands.model.astype(object), INSUFFICIENT)
+    columns["mase"] = np.where(enough, bands.mase, np.nan)
+    columns["history_points"] = counts.astype(np.int64)
+    return pd.DataFrame(columns)
 
 
 def _slope_per_day(bands: Bands) -> np.ndarray:
@@ -138,24 +168,36 @@ def _slope_per_day(bands: Bands) -> np.ndarray:
     return slope * DAY / bands.grid.step
 
 
-def _daily_points(keys: pd.DataFrame, bands: Bands, horizon_end: pd.Timestamp) -> pd.DataFrame:
-    """Daily maxima of the hourly bands (a pool runs out at its daily peak)."""
+def _daily_points(offset: int, bands: Bands, horizon_end: pd.Timestamp) -> dict[str, np.ndarray]:
+    """Daily maxima of the hourly bands (a pool runs out at its daily peak), as column arrays."""
     times = bands.times()
     keep = times < horizon_end
-    times = times[keep]
-    if len(times) == 0 or len(keys) == 0:
-        return FORECAST_POINTS.empty()
-    days = times.floor("D")
+    days = times[keep].floor("D")
+    n = bands.p50.shape[0]
+    if len(days) == 0 or n == 0:
+        return {"series": np.empty(0, dtype=np.int64), "timestamp": np.empty(0, dtype="datetime64[ns]"),
+                "p10": np.empty(0), "p50": np.empty(0), "p90": np.empty(0)}
     starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]])
-    columns = {}
+    columns = {"series": np.repeat(np.arange(offset, offset + n), len(starts)),
+               "timestamp": np.tile(days[starts].tz_localize(None).to_numpy(), n)}
     for name, band in (("p10", bands.p10), ("p50", bands.p50), ("p90", bands.p90)):
         columns[name] = np.maximum.reduceat(band[:, keep], starts, axis=1).ravel()
-    count = len(starts)
-    frame = keys.loc[keys.index.repeat(count)].reset_index(drop=True)
-    frame["timestamp"] = np.tile(days[starts].to_numpy(), len(keys))
-    for name, column in columns.items():
-        frame[name] = column
-    return frame.dropna(subset=["p10", "p50", "p90"])
+    return columns
+
+
+def _points_frame(keys: pd.DataFrame, parts: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    """One `forecast_points` frame from every block's columns, built once with the contract's dtypes."""
+    merged = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    keep = ~(np.isnan(merged["p10"]) | np.isnan(merged["p50"]) | np.isnan(merged["p90"]))
+    series = merged["series"][keep]
+    columns: dict[str, Any] = {}
+    for column in SERIES_KEY:
+        categories = keys[column].astype(str).to_numpy()
+        columns[column] = pd.array(categories[series], dtype="string")
+    columns["timestamp"] = pd.DatetimeIndex(merged["timestamp"][keep]).tz_localize("UTC")
+    for name in ("p10", "p50", "p90"):
+        columns[name] = merged[name][keep]
+    return pd.DataFrame(columns)[FORECAST_POINTS.column_names]
 
 
 def pool_series_for_forecast(history: Any, now: datetime, lookback: timedelta = timedelta(days=56)) -> pd.DataFrame:

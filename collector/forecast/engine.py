@@ -9,8 +9,8 @@ The flow for a matrix of series on the hourly working grid:
    must beat the best cheap one by `expensive_gain` (accuracy per compute second).
 3. The 80 % interval is conformal: the 10th and 90th percentiles of the chosen model's own
    backtest errors, per day of lead time (widths never shrink with lead time), scaled by a
-   calibration factor measured on the benchmark; past the backtest horizon the widths grow with
-   the square root of the lead time.
+   calibration factor measured on the benchmark; before the middle of the first day and past the
+   backtest horizon the widths follow the square root of the lead time.
 4. Exhaustion: the first hour each band reaches the limit. The upper band gives the earliest
    plausible date (p10 of the time), the median the p50, the lower band the latest (p90).
 """
@@ -45,10 +45,13 @@ class ForecastOptions:
     expensive_gain: float = 0.10
     compute_budget_seconds: float = 30.0
     """Expensive models (MSTL) are tried only when their estimated cost fits in this budget."""
-    expensive_seconds_per_fit: float = 0.2
+    expensive_seconds_per_fit: float = 1.2
+    """Measured here: MSTL(24, 168) + AutoETS on eight weeks of hourly points, 2 cores."""
     interval_scale: float = INTERVAL_SCALE
     working_step: float = HOUR
-    chunk: int = 1000
+    chunk: int = 500
+    threads: int | None = None
+    """Blocks forecast in parallel (default: one thread per CPU)."""
     """Series per block, bounding memory (a 180-day hourly horizon is 4,320 columns a series)."""
 
 
@@ -209,8 +212,9 @@ def _interval_widths(
             warnings.simplefilter("ignore", RuntimeWarning)
             for b in range(buckets):
                 block = chosen_errors[:, :, b * bucket:(b + 1) * bucket].reshape(n, -1)
-                low[:, b] = -np.nanquantile(block, alpha, axis=1)
-                high[:, b] = np.nanquantile(block, 1 - alpha, axis=1)
+                lower_q, upper_q = row_quantiles(block, (alpha, 1 - alpha))
+                low[:, b] = -lower_q
+                high[:, b] = upper_q
     else:
         # No room for a backtest: in-sample spread of the series around its mean, growing with lead.
         with warnings.catch_warnings():
@@ -220,10 +224,41 @@ def _interval_widths(
         high[:] = spread[:, None]
     low = np.maximum.accumulate(np.clip(np.nan_to_num(low), 0, None), axis=1) * options.interval_scale
     high = np.maximum.accumulate(np.clip(np.nan_to_num(high), 0, None), axis=1) * options.interval_scale
-    lead = np.arange(1, steps + 1)
-    index = np.minimum((lead - 1) // bucket, buckets - 1)
-    growth = np.sqrt(np.maximum(lead / horizon, 1.0))
-    return low[:, index] * growth, high[:, index] * growth
+    # Each bucket's quantile is the width at the bucket's middle lead time; in between, linear; before
+    # the first and after the last middle, growing with the square root of the lead (random-walk-like).
+    lead = np.arange(1, steps + 1, dtype=float)
+    centres = (np.arange(buckets) + 0.5) * bucket
+    position = np.interp(lead, centres, np.arange(buckets, dtype=float))
+    below = np.floor(position).astype(int)
+    above = np.minimum(below + 1, buckets - 1)
+    fraction = position - below
+    growth = np.where(lead < centres[0], np.sqrt(lead / centres[0]), 1.0)
+    growth = np.where(lead > centres[-1], np.sqrt(lead / centres[-1]), growth)
+    # (buckets x steps) interpolation matrix: one matrix product per band instead of fancy indexing
+    weights = np.zeros((buckets, steps))
+    columns = np.arange(steps)
+    np.add.at(weights, (below, columns), (1 - fraction) * growth)
+    np.add.at(weights, (above, columns), fraction * growth)
+    return low @ weights, high @ weights
+
+
+def row_quantiles(matrix: np.ndarray, quantiles: tuple[float, ...]) -> list[np.ndarray]:
+    """NaN-ignoring quantiles of every row (linear interpolation, as numpy's default), vectorized.
+
+    np.nanquantile falls back to a Python loop over rows when NaNs are present; this sorts once.
+    """
+    ordered = np.sort(matrix, axis=1)  # NaNs sort last
+    count = (~np.isnan(matrix)).sum(axis=1)
+    rows = np.arange(matrix.shape[0])
+    result = []
+    for q in quantiles:
+        position = np.maximum(count - 1, 0) * q
+        below = np.floor(position).astype(int)
+        above = np.minimum(below + 1, np.maximum(count - 1, 0))
+        fraction = position - below
+        value = ordered[rows, below] * (1 - fraction) + ordered[rows, above] * fraction
+        result.append(np.where(count > 0, value, np.nan))
+    return result
 
 
 def first_crossing(band: np.ndarray, limit: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ thousand pools cost milliseconds. The family:
   recent jump without a detected shift.
 * `combination` - the mean of trend_day, trend_dow, anchored_week and snaive_week.
 * `mstl` - statsforecast's MSTL (daily and weekly seasons) with an AutoETS trend, one series at a
-  time; about 0.1-0.2 s a series on hourly data, so it is only tried where the compute budget allows.
+  time; about 1 s a fit on eight weeks of hourly data, so it is only tried where the compute budget allows.
 
 The level-shift-aware trend regresses on [1, t, step at the last detected shift]: a pool that jumped
 once (a project onboarded) keeps its new level without the jump inflating the slope.
@@ -97,99 +97,166 @@ class FitInput:
         return day if self.length >= 2 * day else 0
 
     @cached_property
-    def _profiles(self) -> dict[str, tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-        return {}
+    def _decomposed(self) -> _Decomposition:
+        return _Decomposition(self)
 
-    def decomposition(self, kind: str) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(profile over the last season-length slots, (a, b, c) of the trend fitted on y - profile).
+    def decomposition(self, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(profile, level, slope) of the shift-aware trend fitted on the series minus `kind`'s profile.
 
-        kind: 'day', 'week' or 'dow'. The profile is indexed by (t - length) mod season.
+        kind: 'day', 'week' or 'dow'. The profile is indexed by (column - length) mod season; level
+        is the fitted trend at the last column (after any level shift), slope per column.
         """
-        cached = self._profiles.get(kind)
+        return self._decomposed.get(kind)
+
+
+class _Decomposition:
+    """Trend + seasonal profiles of a FitInput from per-slot sums: O(series x season) per variant.
+
+    The fit window is the last whole weeks (whole days below two weeks of history), so the history
+    reshapes into (series, periods, slots) views without copying. One pass builds the per-slot sums
+    of the observations, of the observation mask, of t and of the shift step; every profile and every
+    refit on a deseasonalized series is then arithmetic on those sums, not another pass over history.
+    """
+
+    def __init__(self, data: FitInput):
+        self.data = data
+        n, length = data.n, data.length
+        day = data.steps_per_day
+        week = 7 * day
+        self.big = week if day >= 2 and length >= 2 * week else (day if day >= 2 and length >= 2 * day else 0)
+        start = length - (length // self.big) * self.big if self.big else 0
+        self.start = start
+        observed = data.observed[:, start:]
+        y0 = np.where(observed, data.values[:, start:], 0.0)
+        shift = np.where(data.shift >= start, data.shift - start, -1)
+        self.has_step = shift >= 0
+        self.design = Design(observed, shift)
+        self.rhs = self.design.rhs(y0)
+        self.raw = self.design.coefficients(self.rhs)
+        self.cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.slot_sums: dict[int, tuple[np.ndarray, ...]] = {}
+        if self.big:
+            periods = y0.shape[1] // self.big
+            shape = (n, periods, self.big)
+            obs = observed.astype(float).reshape(shape)
+            t = self.design.t.reshape(periods, self.big)
+            sums = [y0.reshape(shape).sum(axis=1), obs.sum(axis=1), np.einsum("npm,pm->nm", obs, t)]
+            if self.design.step is not None:
+                sums.append(np.einsum("npm,npm->nm", obs, self.design.step.reshape(shape)))
+            else:
+                sums.append(np.zeros((n, self.big)))
+            self.slot_sums[self.big] = tuple(sums)
+            if self.big == week:  # daily sums from the weekly ones: a week is seven whole days
+                self.slot_sums[day] = tuple(s.reshape(n, 7, day).sum(axis=1) for s in sums)
+
+    def profile(self, season: int) -> np.ndarray:
+        """Mean residual of the raw trend per slot, centred to mean zero (0 for slots never observed)."""
+        y, count, t, step = self.slot_sums[season]
+        a, b, c = self.raw
+        fitted = a[:, None] * count + b[:, None] * t + c[:, None] * step
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(count > 0, (y - fitted) / count, np.nan)
+            centred = mean - np.nanmean(np.where(np.isnan(mean), np.nan, mean), axis=1, keepdims=True)
+        return np.nan_to_num(centred)
+
+    def get(self, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cached = self.cache.get(kind)
         if cached is not None:
             return cached
-        t = np.arange(self.length, dtype=float) - (self.length - 1)
-        weights = self.observed.astype(float)
-        y = np.where(self.observed, self.values, 0.0)
-        coefs = shifted_ols(y, weights, t, self.shift)
-        season = self.season_for("week" if kind in ("week", "dow") else "day")
-        if season:
-            residual = np.where(self.observed, self.values - trend_values(coefs, t, self.shift, self.length), np.nan)
-            profile = seasonal_profile(residual, season)
-            if kind == "dow" and season == self.steps_per_week:
-                day = self.steps_per_day
-                daily = seasonal_profile(residual, day)
-                offsets = profile.reshape(self.n, 7, day).mean(axis=2)
-                profile = (offsets[:, :, None] + daily[:, None, :]).reshape(self.n, season)
-            deseasonalized = self.values - tile_profile(profile, -self.length, self.length)
-            y = np.where(self.observed, deseasonalized, 0.0)
-            coefs = shifted_ols(y, weights, t, self.shift)
+        n = self.data.n
+        day = self.data.steps_per_day
+        season = self.data.season_for("week" if kind in ("week", "dow") else "day")
+        if season and season in self.slot_sums:
+            profile = self.profile(season)
+            if kind == "dow" and season == 7 * day:
+                offsets = profile.reshape(n, 7, day).mean(axis=2)
+                profile = (offsets[:, :, None] + self.profile(day)[:, None, :]).reshape(n, season)
+            _, count, t, step = self.slot_sums[season]
+            adjust = np.stack(((profile * count).sum(axis=1), (profile * t).sum(axis=1),
+                               (profile * step).sum(axis=1)), axis=1)
+            a, b, c = self.design.coefficients(self.rhs - adjust)
         else:
-            profile = np.zeros((self.n, 1))
-        self._profiles[kind] = (profile, coefs)
-        return profile, coefs
+            profile = np.zeros((n, 1))
+            a, b, c = self.raw
+        level = a + np.where(self.has_step, c, 0.0)
+        self.cache[kind] = (profile, level, b)
+        return profile, level, b
 
 
-def shifted_ols(
-    y: np.ndarray, w: np.ndarray, t: np.ndarray, shift: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted least squares of y on [1, t, 1{column >= shift}] for every row at once.
-
-    t is relative to the last column (so `a` is the fitted level there, before the step term);
-    rows without a shift (-1) get c = 0. Rows with fewer than two points get slope 0.
-    """
-    n, length = y.shape
-    columns = np.arange(length)
-    step = (shift[:, None] >= 0) & (columns[None, :] >= shift[:, None])
-    d = step.astype(float) * w
-    s0 = w.sum(axis=1)
-    s_t = w @ t
-    s_tt = w @ (t * t)
-    s_d = d.sum(axis=1)
-    s_td = d @ t
-    s_y = (w * y).sum(axis=1)
-    s_ty = (w * y) @ t
-    s_dy = (d * y).sum(axis=1)
-    matrix = np.empty((n, 3, 3))
-    matrix[:, 0] = np.stack((s0, s_t, s_d), axis=1)
-    matrix[:, 1] = np.stack((s_t, s_tt, s_td), axis=1)
-    matrix[:, 2] = np.stack((s_d, s_td, s_d), axis=1)
-    rhs = np.stack((s_y, s_ty, s_dy), axis=1)
-    # Regularize the degenerate cases: no shift (or nothing after it), a single point, no points.
-    no_step = (s_d <= 0) | (s_d >= s0)
-    matrix[no_step, 2, :] = 0.0
-    matrix[no_step, :, 2] = 0.0
-    matrix[no_step, 2, 2] = 1.0
-    rhs[no_step, 2] = 0.0
-    matrix[:, 1, 1] += 1e-9 * (1.0 + s_tt)
-    empty = s0 <= 0
-    matrix[empty] = np.eye(3)
-    rhs[empty] = np.nan
+def _inverse3(m: np.ndarray) -> np.ndarray:
+    """Inverse of a stack of 3x3 matrices by cofactors (np.linalg.inv costs ~20 us a matrix here)."""
+    a, b, c = m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]
+    d, e, f = m[:, 1, 0], m[:, 1, 1], m[:, 1, 2]
+    g, h, i = m[:, 2, 0], m[:, 2, 1], m[:, 2, 2]
+    cofactors = np.empty_like(m)
+    cofactors[:, 0, 0] = e * i - f * h
+    cofactors[:, 0, 1] = -(b * i - c * h)
+    cofactors[:, 0, 2] = b * f - c * e
+    cofactors[:, 1, 0] = -(d * i - f * g)
+    cofactors[:, 1, 1] = a * i - c * g
+    cofactors[:, 1, 2] = -(a * f - c * d)
+    cofactors[:, 2, 0] = d * h - e * g
+    cofactors[:, 2, 1] = -(a * h - b * g)
+    cofactors[:, 2, 2] = a * e - b * d
+    determinant = a * cofactors[:, 0, 0] + b * cofactors[:, 1, 0] + c * cofactors[:, 2, 0]
     with np.errstate(all="ignore"):
-        solution = np.linalg.solve(matrix, rhs[:, :, None])[:, :, 0]
-    return solution[:, 0], solution[:, 1], solution[:, 2]
+        return cofactors / determinant[:, None, None]
 
 
-def trend_values(
-    coefs: tuple[np.ndarray, np.ndarray, np.ndarray], t: np.ndarray, shift: np.ndarray, length: int
-) -> np.ndarray:
-    """The fitted trend at times t (relative to the last column) for every row."""
-    a, b, c = coefs
-    columns = t + (length - 1)
-    step = (shift[:, None] >= 0) & (columns[None, :] >= shift[:, None])
-    return a[:, None] + b[:, None] * t[None, :] + c[:, None] * step
+class Design:
+    """Least squares on [1, t, 1{column >= shift}] for every row at once, set up once per window.
 
+    Weights are the observation mask, t is relative to the last column (so the intercept is the
+    fitted level there); rows without a shift (-1) get no step term; rows with fewer than two points
+    get slope 0 (a tiny ridge on the slope), rows with none get NaN.
+    """
 
-def seasonal_profile(residual: np.ndarray, season: int) -> np.ndarray:
-    """Mean residual per slot, slots counted back from the end; centred to mean zero; NaN slots -> 0."""
-    n, length = residual.shape
-    periods = -(-length // season)
-    padded = np.pad(residual, ((0, 0), (periods * season - length, 0)), constant_values=np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        profile = np.nanmean(padded.reshape(n, periods, season), axis=1)
-        profile = np.nan_to_num(profile - np.nanmean(profile, axis=1, keepdims=True))
-    return profile
+    def __init__(self, observed: np.ndarray, shift: np.ndarray):
+        n, length = observed.shape
+        self.t = np.arange(length, dtype=float) - (length - 1)
+        w = observed.astype(float)
+        has_shift = shift >= 0
+        self.step: np.ndarray | None = None
+        s0 = w.sum(axis=1)
+        s_t = w @ self.t
+        s_tt = w @ (self.t * self.t)
+        s_d = np.zeros(n)
+        s_td = np.zeros(n)
+        if has_shift.any():
+            self.step = ((np.arange(length)[None, :] >= shift[:, None]) & has_shift[:, None]).astype(float)
+            s_d = np.einsum("ij,ij->i", self.step, w)
+            s_td = (self.step * w) @ self.t
+        matrix = np.empty((n, 3, 3))
+        matrix[:, 0] = np.stack((s0, s_t, s_d), axis=1)
+        matrix[:, 1] = np.stack((s_t, s_tt, s_td), axis=1)
+        matrix[:, 2] = np.stack((s_d, s_td, s_d), axis=1)
+        self.no_step = (s_d <= 0) | (s_d >= s0)
+        matrix[self.no_step, 2, :] = 0.0
+        matrix[self.no_step, :, 2] = 0.0
+        matrix[self.no_step, 2, 2] = 1.0
+        matrix[:, 1, 1] += 1e-9 * (1.0 + s_tt)
+        self.empty = s0 <= 0
+        matrix[self.empty] = np.eye(3)
+        self.inverse = _inverse3(matrix)
+
+    def rhs(self, y0: np.ndarray) -> np.ndarray:
+        """Right-hand side of the normal equations for y (zeros where unobserved)."""
+        rhs = np.empty((y0.shape[0], 3))
+        rhs[:, 0] = y0.sum(axis=1)
+        rhs[:, 1] = y0 @ self.t
+        rhs[:, 2] = np.einsum("ij,ij->i", y0, self.step) if self.step is not None else 0.0
+        return rhs
+
+    def coefficients(self, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rhs = rhs.copy()
+        rhs[self.no_step, 2] = 0.0
+        solution = np.einsum("nij,nj->ni", self.inverse, rhs)
+        solution[self.empty] = np.nan
+        return solution[:, 0], solution[:, 1], solution[:, 2]
+
+    def solve(self, y0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Coefficients (a, b, c) for y with zeros where unobserved."""
+        return self.coefficients(self.rhs(y0))
 
 
 def tile_profile(profile: np.ndarray, start: int, count: int) -> np.ndarray:
@@ -226,10 +293,8 @@ def _future(data: FitInput, h: int) -> np.ndarray:
 
 def trend(data: FitInput, h: int) -> np.ndarray:
     """predict_linear: least squares over every observed point, no shift, no season."""
-    t = np.arange(data.length, dtype=float) - (data.length - 1)
-    weights = data.observed.astype(float)
     y = np.where(data.observed, data.values, 0.0)
-    a, b, _ = shifted_ols(y, weights, t, np.full(data.n, -1))
+    a, b, _ = Design(data.observed, np.full(data.n, -1)).solve(y)
     return a[:, None] + b[:, None] * _future(data, h)[None, :]
 
 
@@ -246,31 +311,29 @@ def _seasonal_naive(period_days: int) -> ModelFunc:
 
 def _trend_with_profile(kind: str) -> ModelFunc:
     def forecast(data: FitInput, h: int) -> np.ndarray:
-        profile, (a, b, c) = data.decomposition(kind)
-        level = a + np.where(data.shift >= 0, c, 0.0)
-        return level[:, None] + b[:, None] * _future(data, h)[None, :] + tile_profile(profile, 0, h)
+        profile, level, slope = data.decomposition(kind)
+        return level[:, None] + slope[:, None] * _future(data, h)[None, :] + tile_profile(profile, 0, h)
 
     return forecast
 
 
 def local_week(data: FitInput, h: int) -> np.ndarray:
     """Weekly profile from all history, trend from the last two weeks of the deseasonalized series."""
-    profile, _ = data.decomposition("week")
+    profile, _, _ = data.decomposition("week")
     window = min(data.length, LOCAL_WINDOW_DAYS * max(data.steps_per_day, 1))
     start = data.length - window
     recent = data.values[:, start:]
     observed = data.observed[:, start:]
     deseasonalized = np.where(observed, recent - tile_profile(profile, -window, window), 0.0)
-    t = np.arange(window, dtype=float) - (window - 1)
     shift = np.where(data.shift >= start, data.shift - start, -1)
-    a, b, c = shifted_ols(deseasonalized, observed.astype(float), t, shift)
+    a, b, c = Design(observed, shift).solve(deseasonalized)
     level = a + np.where(shift >= 0, c, 0.0)
     return level[:, None] + b[:, None] * _future(data, h)[None, :] + tile_profile(profile, 0, h)
 
 
 def anchored_week(data: FitInput, h: int) -> np.ndarray:
     """Long-window slope restarted from the mean deseasonalized level of the last day."""
-    profile, (_, b, _) = data.decomposition("week")
+    profile, _, b = data.decomposition("week")
     window = min(data.length, max(data.steps_per_day, 1))
     start = data.length - window
     observed = data.observed[:, start:]
