@@ -235,7 +235,8 @@ class KubeletScraper:
             return "kubelet_malformed", f"{where}: malformed /metrics/resource answer: {error}"
         except (urllib3.exceptions.HTTPError, OSError) as error:
             cause = error.reason if isinstance(error, urllib3.exceptions.MaxRetryError) else error
-            if isinstance(cause, urllib3.exceptions.TimeoutError | TimeoutError):
+            slow = isinstance(cause, urllib3.exceptions.TimeoutError | TimeoutError)
+            if slow and not isinstance(cause, urllib3.exceptions.NewConnectionError):
                 return "kubelet_timeout", f"{where}: no answer within {self._timeout:g}s"
             return "kubelet_unreachable", f"{where}: {type(error).__name__}: {_short(error)}"
         except KubeletAddressError as error:

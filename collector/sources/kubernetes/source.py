@@ -223,6 +223,11 @@ class KubernetesSource(Source):
         kubelet = self.config.kubelet
         if self._direct_pool is None:
             verify = not kubelet.insecure_skip_tls_verify
+            if not verify:
+                # Chosen in the config (self-signed kubelet certificates): say it once, not per request.
+                log.warning("kubernetes source %s: kubelet TLS certificates are not verified "
+                            "(kubelet.insecure_skip_tls_verify)", self.name)
+                urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             self._direct_pool = urllib3.PoolManager(
                 num_pools=max(64, kubelet.concurrency * 2),
                 maxsize=1,
@@ -279,7 +284,10 @@ class KubernetesSource(Source):
             raise SourceError("invalid_response", f"{where}: {error}") from None
         except urllib3.exceptions.MaxRetryError as error:
             cause = error.reason
-            if isinstance(cause, urllib3.exceptions.TimeoutError):
+            # (NewConnectionError subclasses ConnectTimeoutError in urllib3: refused is not slow)
+            if isinstance(cause, urllib3.exceptions.TimeoutError) and not isinstance(
+                cause, urllib3.exceptions.NewConnectionError
+            ):
                 raise SourceError("timeout", f"{where}: no answer in time ({type(cause).__name__})") from None
             raise SourceError("unreachable", f"{where}: cannot connect: {_transport_message(cause)}") from None
         except urllib3.exceptions.TimeoutError as error:
