@@ -202,6 +202,50 @@ def _check_email(address: str) -> str:
     return address.strip()
 
 
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _cron_day_of_week(field: str) -> str:
+    """Standard cron day-of-week (0 or 7 = Sunday, 1 = Monday) as APScheduler day names.
+
+    APScheduler 3 numbers weekdays from Monday = 0, and `CronTrigger.from_crontab` passes numbers
+    through unchanged, so `0 7 * * 1` would fire on Tuesdays. Names mean the same to both.
+    """
+    days: set[str] = set()
+    for part in field.lower().split(","):
+        expression, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if expression == "*":
+            low, high = 0, 6
+        elif "-" in expression and expression.replace("-", "").isdigit():
+            low_text, high_text = expression.split("-", 1)
+            low, high = int(low_text), int(high_text)
+        elif expression.isdigit():
+            low = high = int(expression)
+        else:
+            return field  # names (mon-fri): APScheduler reads them as cron does
+        if not 0 <= low <= high <= 7 or step < 1:
+            raise ValueError(f"day of week {part!r} is out of range 0-7")
+        days.update(_DAY_NAMES[day % 7] for day in range(low, high + 1, step))
+    if len(days) == 7:
+        return "*"
+    return ",".join(name for name in (*_DAY_NAMES[1:], _DAY_NAMES[0]) if name in days)
+
+
+def report_cron_trigger(schedule: str, timezone: str) -> Any:
+    """The APScheduler CronTrigger of a report's 5-field cron expression, with cron's weekday numbers."""
+    from zoneinfo import ZoneInfo
+
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = schedule.split()
+    if len(fields) != 5:
+        raise ValueError("a cron expression has 5 fields: minute hour day-of-month month day-of-week")
+    minute, hour, day, month, day_of_week = fields
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_cron_day_of_week(day_of_week),
+                       timezone=ZoneInfo(timezone))
+
+
 class SmtpConfig(StrictModel):
     """The mail relay reports are sent through; the password comes from the environment, never the file."""
 
@@ -283,12 +327,8 @@ class ReportConfig(StrictModel):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, schedule: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
-
-        if len(schedule.split()) != 5:
-            raise ValueError("a cron expression has 5 fields: minute hour day-of-month month day-of-week")
         try:
-            CronTrigger.from_crontab(schedule, timezone="UTC")
+            report_cron_trigger(schedule, "UTC")
         except ValueError as error:
             raise ValueError(f"invalid cron expression: {error}") from None
         return schedule

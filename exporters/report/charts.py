@@ -137,11 +137,7 @@ def _growth(content: ReportContent, status: PoolStatus) -> Chart | None:
     resource, basis = str(status.resource), str(status.basis)
     key = (status.layer, status.cloud, status.pool, resource, basis)
     history = content.series.get(key)
-    points = content.forecast_points
-    if points is not None and not points.empty:
-        points = points[(points["layer"] == status.layer) & (points["cloud"] == status.cloud)
-                        & (points["pool"] == status.pool) & (points["resource"] == resource)
-                        & (points["basis"] == basis)].sort_values("timestamp")
+    points = content.chart_points.get(key)
     has_history = history is not None and not history.empty and basis in history.columns
     has_points = points is not None and not points.empty
     if not has_history and not has_points:

@@ -253,6 +253,8 @@ class ReportContent:
     forecast_points: pd.DataFrame | None = None
     series: dict[tuple[str, str, str, str, str], pd.DataFrame] = field(default_factory=dict)
     """History used by the charts, per (layer, cloud, pool, resource, basis)."""
+    chart_points: dict[tuple[str, str, str, str, str], pd.DataFrame] = field(default_factory=dict)
+    """Forecast bands of the charted series."""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -390,12 +392,12 @@ def build_content(config: ReportConfig, inputs: BuildInputs) -> ReportContent:
 
     if capacity.empty:
         notes.append("No capacity data is in scope: every source of this report is down or not configured.")
-    if frames.get("forecast") is None:
+    if frames.get("forecast") is None or frames["forecast"].empty:
         notes.append("Forecasts have not been computed yet (the daemon computes them after its first polls); "
                      "pool colours are by utilization until they are.")
 
     history = _SafeHistory(inputs.history, notes)
-    week = history.pool_series(start=now - WEEK - timedelta(hours=6), end=now)
+    week = history.pool_series(start=now - WEEK - timedelta(hours=6), end=now, step=timedelta(hours=1))
     has_history = not week.empty
     history_note = _history_note(week, now, zone, inputs.history is not None)
 
@@ -440,6 +442,8 @@ def build_content(config: ReportConfig, inputs: BuildInputs) -> ReportContent:
         backtest=inputs.backtest,
     )
     content.series = _chart_series(history, statuses, config.charts, now)
+    keys = [(s.layer, s.cloud, s.pool, str(s.resource), str(s.basis)) for s in statuses if s.resource and s.basis]
+    content.chart_points = _chart_points(points, keys[: config.charts])
     return content
 
 
@@ -563,8 +567,15 @@ def _pool_statuses(config: ReportConfig, totals: pd.DataFrame, forecast: pd.Data
     if forecast is not None and not forecast.empty:
         pools = sorted(set(pools) | {(str(a), str(b), str(c)) for a, b, c in
                                      forecast[["layer", "cloud", "pool"]].drop_duplicates().itertuples(index=False)})
-    by_pool_forecast = {key: group for key, group in forecast.groupby(["layer", "cloud", "pool"], observed=True)} \
-        if forecast is not None and not forecast.empty else {}
+    first_forecast: dict[tuple[str, str, str], pd.Series] = {}
+    if forecast is not None and not forecast.empty:
+        # The series that runs out first per pool (median, then earliest bound): one sort for all pools.
+        ordered = forecast.assign(
+            _p50=forecast["seconds_p50"].astype(float).fillna(math.inf),
+            _p10=forecast["seconds_p10"].astype(float).fillna(math.inf),
+        ).sort_values(["layer", "cloud", "pool", "_p50", "_p10", "resource", "basis"])
+        for _, row in ordered.drop_duplicates(["layer", "cloud", "pool"]).iterrows():
+            first_forecast[(str(row["layer"]), str(row["cloud"]), str(row["pool"]))] = row
     by_pool_totals = {key: group for key, group in totals.groupby(["layer", "cloud", "pool"], observed=True)} \
         if not totals.empty else {}
     partition = headroom[headroom["pool_kind"].isin(PARTITION_POOL_KINDS)] if not headroom.empty else headroom
@@ -580,13 +591,8 @@ def _pool_statuses(config: ReportConfig, totals: pd.DataFrame, forecast: pd.Data
         pool_totals_frame = by_pool_totals.get(key)
         if pool_totals_frame is not None:
             status.hosts = float(pool_totals_frame["hosts"].max())
-        group = by_pool_forecast.get(key)
-        if group is not None and not group.empty:
-            ordered = group.assign(
-                _p50=group["seconds_p50"].astype(float).fillna(math.inf),
-                _p10=group["seconds_p10"].astype(float).fillna(math.inf),
-            ).sort_values(["_p50", "_p10", "resource", "basis"])
-            top = ordered.iloc[0]
+        top = first_forecast.get(key)
+        if top is not None:
             fields = _forecast_fields(top)
             status.resource, status.basis = str(top["resource"]), str(top["basis"])
             status.days_p50, status.days_low, status.days_high = (
@@ -723,25 +729,35 @@ def _clouds(statuses: list[PoolStatus], top_n: int) -> list[CloudSummary]:
         for pool in pools:
             counts[pool.status] += 1
         summaries.append(CloudSummary(
-            kind=kind, name=name, layers=sorted({p.layer for p in pools}), pools=pools[:top_n], counts=counts,
+            kind=kind, name=name, layers=sorted({p.layer for p in pools}), pools=pools, counts=counts,
             hidden=max(0, len(pools) - top_n),
         ))
     summaries.sort(key=lambda s: (min(STATUS_RANK[p.status] for p in s.pools), s.kind, s.name))
     return summaries
 
 
-def _free_after(days: int, fields: dict[str, Any] | None, points: pd.DataFrame | None, now: datetime) -> float:
+def _p50_at_horizons(points: pd.DataFrame, now: datetime) -> dict[tuple[str, ...], float]:
+    """(layer, cloud, pool, resource, basis, days) -> the median forecast on the day `days` ahead."""
+    if points is None or points.empty:
+        return {}
+    days_of = {(_to_utc(now) + pd.Timedelta(days=d)).floor("D"): d for d in HORIZONS_DAYS}
+    selected = points[points["timestamp"].isin(list(days_of))]
+    out: dict[tuple[str, ...], float] = {}
+    for record in selected.itertuples(index=False):
+        key = (str(record.layer), str(record.cloud), str(record.pool), str(record.resource), str(record.basis))
+        out[(*key, days_of[record.timestamp])] = float(record.p50)  # type: ignore[index]
+    return out
+
+
+def _free_after(days: int, fields: dict[str, Any] | None, p50: float | None) -> float:
     """Free amount of a series `days` ahead: limit minus the median forecast then (NaN when unknown)."""
     if fields is None:
         return math.nan
     limit, current = fields["limit"], fields["current"]
     if math.isnan(limit) or math.isnan(current):
         return math.nan
-    target = _to_utc(now + timedelta(days=days))
-    if points is not None and not points.empty:
-        ahead = points[points["timestamp"] <= target]
-        if not ahead.empty and (target - ahead["timestamp"].max()) <= pd.Timedelta(days=2):
-            return limit - float(ahead.sort_values("timestamp").iloc[-1]["p50"])
+    if p50 is not None and not math.isnan(p50):
+        return limit - p50
     growth = fields["growth_per_day"]
     if math.isnan(growth):
         return math.nan
@@ -759,8 +775,7 @@ def _headroom_rows(headroom: pd.DataFrame, forecast: pd.DataFrame, points: pd.Da
     if headroom is None or headroom.empty:
         return []
     index = _forecast_index(forecast)
-    point_groups = {key: group for key, group in points.groupby(["layer", "cloud", "pool", "resource", "basis"],
-                                                                observed=True)} if not points.empty else {}
+    ahead = _p50_at_horizons(points, now)
     rows = []
     for _, record in headroom.iterrows():
         slots = _float(record["slots"])
@@ -772,7 +787,7 @@ def _headroom_rows(headroom: pd.DataFrame, forecast: pd.DataFrame, points: pd.Da
             if fields is not None:
                 free_now = fields["limit"] - fields["current"]
                 for days in HORIZONS_DAYS:
-                    free = _free_after(days, fields, point_groups.get(key), now)
+                    free = _free_after(days, fields, ahead.get((*key, days)))
                     if math.isnan(free) or math.isnan(slots):
                         continue
                     if free_now > 0:
@@ -924,9 +939,22 @@ def _chart_series(history: _SafeHistory, statuses: list[PoolStatus], charts: int
     series = {}
     for status in [s for s in statuses if s.resource and s.basis][:charts]:
         frame = history.pool_series(layer=status.layer, cloud=status.cloud, pool=status.pool,
-                                    resource=status.resource, start=now - timedelta(days=42), end=now)
+                                    resource=status.resource, start=now - timedelta(days=42), end=now,
+                                    step=timedelta(hours=1))
         series[(status.layer, status.cloud, status.pool, str(status.resource), str(status.basis))] = frame
     return series
+
+
+def _chart_points(points: pd.DataFrame, keys: list[tuple[str, str, str, str, str]]) -> dict[
+        tuple[str, str, str, str, str], pd.DataFrame]:
+    """The forecast bands of the charted series, split once (the points frame can be large)."""
+    if points is None or points.empty or not keys:
+        return {}
+    columns = ["layer", "cloud", "pool", "resource", "basis"]
+    wanted = pd.MultiIndex.from_tuples(keys, names=columns)
+    mask = pd.MultiIndex.from_frame(points[columns].astype(str)).isin(wanted)
+    return {tuple(map(str, key)): group.sort_values("timestamp")  # type: ignore[misc]
+            for key, group in points[mask].groupby(columns, observed=True)}
 
 
 def summary_record(content: ReportContent) -> dict[str, Any]:

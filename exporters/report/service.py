@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from collector.config import Config, ReportConfig, SmtpConfig
+from collector.config import Config, ReportConfig, SmtpConfig, report_cron_trigger
 from collector.estate import Snapshot
 from exporters.report import metrics
 from exporters.report.content import BuildInputs, Chart, ReportContent, build_content, summary_record
@@ -139,9 +139,7 @@ def _failed(report: ReportConfig, store: SendStore, period: datetime, error: str
 
 
 def _trigger(report: ReportConfig) -> Any:
-    from apscheduler.triggers.cron import CronTrigger
-
-    return CronTrigger.from_crontab(report.schedule, timezone=ZoneInfo(report.timezone))
+    return report_cron_trigger(report.schedule, report.timezone)
 
 
 def latest_period(report: ReportConfig, now: datetime) -> datetime | None:

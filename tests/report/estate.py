@@ -265,13 +265,13 @@ class SyntheticEstate:
             "reclaimable": RECLAIMABLE.build(reclaim) if reclaim else RECLAIMABLE.empty(),
         }
 
-    def snapshot(self, *, derived: bool = True) -> Snapshot:
+    def snapshot(self, *, derived: bool = True, horizon_days: float = 180.0) -> Snapshot:
         from collector.schema import concat
 
         frames = concat(self.source_frames(self.now).values())
         frames["sources"] = self.sources_frame()
         if derived:
-            frames.update(self.derived_frames())
+            frames.update(self.derived_frames(horizon_days))
         return Snapshot(taken_at=self.now, frames=frames, statuses=())
 
     # -- history ----------------------------------------------------------------------------------------
