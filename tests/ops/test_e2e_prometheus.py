@@ -1,0 +1,280 @@
+"""End to end, without Grafana: a real Prometheus scrapes `capacityd demo`, and every query of every panel
+of every dashboard (variables substituted with real values from their label_values queries) must return
+data carrying the labels its legend shows. The same Prometheus loads capacityd.rules.yml, so every
+recording and alerting rule is also evaluated against real data (rule health must be "ok").
+
+Both processes are started here on loopback with free ports and killed by PID at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import REPO, free_port, require_binary
+from .dashlint import panels
+
+DASHBOARDS = REPO / "dashboards"
+RULES = DASHBOARDS / "prometheus" / "capacityd.rules.yml"
+SCRAPE_INTERVAL = 5
+DEMO_READY_TIMEOUT = 300  # the demo starts its estate, backfills 8 weeks of history, polls, forecasts
+SAMPLES_TIMEOUT = 120
+BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m", "__range_s": "300"}
+_LEGEND_LABEL_RE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+_REGEX_SPECIALS = re.compile(r"([\\^$*+?.()|\[\]{}])")
+
+
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return 0, b""
+
+
+def stop(process: subprocess.Popen[bytes], name: str) -> None:
+    """SIGTERM by PID, then SIGKILL by PID if it does not exit in time."""
+    if process.poll() is not None:
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        print(f"{name} (pid {process.pid}) needed SIGKILL")
+
+
+@dataclass
+class Prometheus:
+    base: str
+
+    def api(self, path: str, **params: Any) -> Any:
+        query = urllib.parse.urlencode(params, doseq=True)
+        status, body = http_get(f"{self.base}/api/v1/{path}?{query}", timeout=30)
+        assert status == 200, f"Prometheus {path} {params}: HTTP {status}: {body[:500]!r}"
+        answer = json.loads(body)
+        assert answer["status"] == "success", answer
+        return answer["data"]
+
+    def instant(self, expr: str) -> list[dict[str, Any]]:
+        return self.api("query", query=expr)["result"]
+
+    def range(self, expr: str, seconds: int = 120) -> list[dict[str, Any]]:
+        end = time.time()
+        return self.api("query_range", query=expr, start=end - seconds, end=end, step=SCRAPE_INTERVAL)["result"]
+
+    def label_values(self, query: str) -> list[str]:
+        """Grafana's `label_values(selector, label)` / `label_values(label)` through the label values API."""
+        match = re.fullmatch(r"\s*label_values\((.*)\)\s*", query, flags=re.DOTALL)
+        assert match, f"not a label_values query: {query}"
+        inner = match.group(1)
+        selector, _, label = inner.rpartition(",")
+        params: dict[str, Any] = {"start": time.time() - 600, "end": time.time()}
+        if selector.strip():
+            params["match[]"] = selector.strip()
+        return sorted(self.api(f"label/{label.strip()}/values", **params))
+
+
+def substitute(text: str, values: dict[str, str], multi: dict[str, bool]) -> str:
+    """Grafana's interpolation for Prometheus: multi-value variables are regex-escaped, others verbatim."""
+    def replace(match: re.Match[str]) -> str:
+        name = next(group for group in match.groups() if group)
+        if name in BUILTINS:
+            return BUILTINS[name]
+        if name not in values:
+            return match.group(0)
+        value = values[name]
+        return _REGEX_SPECIALS.sub(r"\\\\\1", value) if multi.get(name) and value != ".*" else value
+
+    return re.sub(r"\$\{(\w+)(?::[\w-]+)?\}|\$(\w+)|\[\[(\w+)\]\]", replace, text)
+
+
+@dataclass
+class Target:
+    panel: str
+    ref_id: str
+    expr: str
+    legend: str
+    instant: bool
+
+
+def targets_of(board: dict[str, Any]) -> list[Target]:
+    found = []
+    for panel in panels(board):
+        for target in panel.get("targets", []):
+            found.append(Target(panel["title"], target["refId"], target["expr"], target.get("legendFormat", ""),
+                                bool(target.get("instant")) and not target.get("range")))
+    return found
+
+
+def run(prometheus: Prometheus, target: Target, values: dict[str, str], multi: dict[str, bool]
+        ) -> tuple[str, list[dict[str, Any]]]:
+    expr = substitute(target.expr, values, multi)
+    result = prometheus.instant(expr) if target.instant else prometheus.range(expr)
+    return expr, result
+
+
+def legend_labels(legend: str, values: dict[str, str], multi: dict[str, bool]) -> list[str]:
+    return _LEGEND_LABEL_RE.findall(substitute(legend, values, multi))
+
+
+def has_data(result: list[dict[str, Any]], labels: list[str]) -> bool:
+    return bool(result) and all(all(series["metric"].get(label) for label in labels) for series in result)
+
+
+def uses(target: Target, variable: str) -> bool:
+    return any(f"{form}" in target.expr for form in (f"${variable}", f"${{{variable}}}", f"[[{variable}]]"))
+
+
+def choose_variables(prometheus: Prometheus, board: dict[str, Any]) -> tuple[dict[str, str], dict[str, bool]]:
+    """Fill each variable, in order, with the real value from its query that lets the most targets return data."""
+    variables = [v for v in board["templating"]["list"] if v["type"] in ("query", "custom")]
+    multi = {v["name"]: bool(v.get("multi")) for v in variables}
+    chosen: dict[str, str] = {}
+    targets = targets_of(board)
+    for position, variable in enumerate(variables):
+        name = variable["name"]
+        if variable["type"] == "custom":
+            candidates = [value.strip() for value in variable["query"].split(",") if value.strip()]
+        else:
+            candidates = prometheus.label_values(substitute(variable["query"], chosen, multi))
+        assert candidates, f"{board['uid']}: variable ${name} has no values (query {variable['query']!r})"
+        # Later multi-value variables match everything (Grafana's "All"); targets that need a later
+        # single-value variable cannot be tried yet and do not count.
+        later = {v["name"]: ".*" for v in variables[position + 1:] if multi[v["name"]]}
+        unresolved = [v["name"] for v in variables[position + 1:] if not multi[v["name"]]]
+        relevant = [t for t in targets if uses(t, name) and not any(uses(t, other) for other in unresolved)]
+        best, best_score = candidates[0], -1
+        for candidate in candidates:
+            trial = {**chosen, name: candidate, **later}
+            score = sum(has_data(run(prometheus, t, trial, multi)[1], legend_labels(t.legend, trial, multi))
+                        for t in relevant)
+            if score > best_score:
+                best, best_score = candidate, score
+        chosen[name] = best
+    return chosen, multi
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus, str]]:
+    prometheus_bin = require_binary("prometheus", "prometheus")
+    workdir = tmp_path_factory.mktemp("e2e")
+    demo_port, prometheus_port = free_port(), free_port()
+    demo_log = (workdir / "demo.log").open("wb")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "collector.cli", "demo", "--listen", f"127.0.0.1:{demo_port}",
+         "--state-dir", str(workdir / "demo"), "--duration", "1200"],
+        cwd=REPO, stdout=demo_log, stderr=subprocess.STDOUT,
+    )
+    prometheus_process: subprocess.Popen[bytes] | None = None
+    try:
+        metrics_url = f"http://127.0.0.1:{demo_port}/metrics"
+        deadline = time.monotonic() + DEMO_READY_TIMEOUT
+        body = b""
+        while time.monotonic() < deadline:
+            assert demo.poll() is None, f"capacityd demo exited ({demo.returncode}):\n" + (
+                workdir / "demo.log").read_text()[-4000:]
+            status, body = http_get(metrics_url)
+            if status == 200 and b"\ncapacity_exhaustion_seconds{" in body:
+                break
+            time.sleep(2)
+        else:
+            pytest.fail(f"capacityd demo did not serve forecasts within {DEMO_READY_TIMEOUT}s; log:\n"
+                        + (workdir / "demo.log").read_text()[-4000:])
+        (workdir / "capacityd.rules.yml").write_text(RULES.read_text())
+        config = {
+            "global": {"scrape_interval": f"{SCRAPE_INTERVAL}s", "evaluation_interval": f"{SCRAPE_INTERVAL}s"},
+            "rule_files": [str(workdir / "capacityd.rules.yml")],
+            "scrape_configs": [{"job_name": "capacityd", "static_configs": [
+                {"targets": [f"127.0.0.1:{demo_port}"]}]}],
+        }
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        prometheus_log = (workdir / "prometheus.log").open("wb")
+        prometheus_process = subprocess.Popen(
+            [prometheus_bin, f"--config.file={workdir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prometheus_port}",
+             "--storage.tsdb.retention.time=1d", "--log.level=warn"],
+            stdout=prometheus_log, stderr=subprocess.STDOUT,
+        )
+        prometheus = Prometheus(f"http://127.0.0.1:{prometheus_port}")
+        deadline = time.monotonic() + SAMPLES_TIMEOUT
+        while time.monotonic() < deadline:
+            assert prometheus_process.poll() is None, "prometheus exited:\n" + (
+                workdir / "prometheus.log").read_text()[-4000:]
+            if http_get(f"{prometheus.base}/-/ready")[0] == 200:
+                scrapes = prometheus.instant('count_over_time(up{job="capacityd"}[5m])')
+                up = prometheus.instant('up{job="capacityd"}')
+                if scrapes and float(scrapes[0]["value"][1]) >= 5 and up and up[0]["value"][1] == "1":
+                    break
+            time.sleep(1)
+        else:
+            pytest.fail("Prometheus did not collect 5 scrapes of capacityd in time; log:\n"
+                        + (workdir / "prometheus.log").read_text()[-4000:])
+        time.sleep(2 * SCRAPE_INTERVAL)  # one more rule evaluation over real data
+        yield prometheus, body.decode()
+    finally:
+        if prometheus_process is not None:
+            stop(prometheus_process, "prometheus")
+        stop(demo, "capacityd demo")
+        demo_log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_promtool_check_metrics_on_the_demo_exposition(stack: tuple[Prometheus, str]) -> None:
+    _, exposition = stack
+    result = subprocess.run([require_binary("promtool", "prometheus"), "check", "metrics"], input=exposition,
+                            capture_output=True, text=True, timeout=60)
+    problems = sorted(set((result.stdout + result.stderr).splitlines()))
+    assert result.returncode == 0 and not problems, "promtool check metrics:\n" + "\n".join(problems)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_rules_evaluate_cleanly_on_real_data(stack: tuple[Prometheus, str]) -> None:
+    prometheus, _ = stack
+    groups = prometheus.api("rules")["groups"]
+    assert {g["name"] for g in groups} == {"capacityd.recording", "capacityd.capacity", "capacityd.collector"}
+    for group in groups:
+        for rule in group["rules"]:
+            assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
+    recorded = prometheus.instant("layer_cloud_pool_resource:capacity_resource_allocatable:sum")
+    assert recorded and all({"layer", "cloud", "pool", "resource"} <= set(s["metric"]) for s in recorded)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("dashboard", sorted(p.stem for p in DASHBOARDS.glob("*.json")))
+def test_every_panel_query_returns_data(stack: tuple[Prometheus, str], dashboard: str) -> None:
+    prometheus, _ = stack
+    board = json.loads((DASHBOARDS / f"{dashboard}.json").read_text())
+    values, multi = choose_variables(prometheus, board)
+    print(f"{dashboard}: variables {values}")
+    failures = []
+    targets = targets_of(board)
+    for target in targets:
+        expr, result = run(prometheus, target, values, multi)
+        labels = legend_labels(target.legend, values, multi)
+        if not result:
+            failures.append(f"{target.panel} [{target.ref_id}]: no data\n    {expr}")
+        elif not has_data(result, labels):
+            missing = sorted({label for series in result for label in labels if not series["metric"].get(label)})
+            failures.append(f"{target.panel} [{target.ref_id}]: series lack legend labels {missing}\n    {expr}")
+    assert not failures, f"{dashboard} ({len(targets)} targets, variables {values}):\n" + "\n".join(failures)
