@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_libvirt.py [--runs 7] [--node PATH.xml[.gz]] [--mode both|inprocess|rpc]
 
-Both read the libvirt test-driver node `test-node-1000.xml.gz` (shared fixtures; 1000 domains:
+Both read the libvirt test-driver node `test-node-1000.xml.gz` (the source's testdata; 1000 domains:
 872 running, 49 paused, 79 shut off), side by side in one run:
 
 * capacityd: one long-lived read-only connection; a collection = `LibvirtSource.checked_poll`
@@ -54,9 +54,7 @@ from exporters.http import start_server
 from exporters.prometheus import ExpositionCache
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_NODE = Path(os.environ.get("CAPACITYD_SHARED_FIXTURES", REPO.parent / "shared" / "fixtures")) / (
-    "libvirt/test-node-1000.xml.gz"
-)
+DEFAULT_NODE = REPO / "collector" / "sources" / "libvirt" / "testdata" / "test-node-1000.xml.gz"
 EXPORTER = "/usr/bin/prometheus-libvirt-exporter"
 MS = 1e3
 
@@ -246,7 +244,7 @@ def main() -> int:
     parser.add_argument("--mode", choices=["both", "inprocess", "rpc"], default="both")
     args = parser.parse_args()
     if not args.node.exists():
-        raise SystemExit(f"node file {args.node} not found (set CAPACITYD_SHARED_FIXTURES or pass --node)")
+        raise SystemExit(f"node file {args.node} not found (pass --node)")
     ensure_event_loop()  # also routes libvirt's error printing to the log
     print(f"{args.node.name}: {args.runs} runs per side, medians; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at start\n")

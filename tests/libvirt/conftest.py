@@ -23,30 +23,22 @@ from tests.services.libvirtd import GuestSpec, Libvirtd, LibvirtdError
 
 REPO = Path(__file__).resolve().parents[2]
 TESTDATA = REPO / "collector" / "sources" / "libvirt" / "testdata"
-SHARED_FIXTURES = Path(os.environ.get("CAPACITYD_SHARED_FIXTURES", REPO.parent / "shared" / "fixtures")) / "libvirt"
 
 LINUX_GUEST = GuestSpec(name="linux-guest", uuid="11111111-2222-3333-4444-000000000102")
-
-
-def shared_fixture(name: str) -> Path:
-    path = SHARED_FIXTURES / name
-    if not path.exists():
-        pytest.fail(f"shared libvirt fixture {path} is missing (set CAPACITYD_SHARED_FIXTURES to shared/fixtures)")
-    return path
 
 
 @pytest.fixture(scope="session")
 def node_1000(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """The 1000-domain test-driver node (gunzipped) and its summary."""
     out = tmp_path_factory.mktemp("node1000") / "kvm-1000.xml"
-    with gzip.open(shared_fixture("test-node-1000.xml.gz")) as compressed, open(out, "wb") as plain:
+    with gzip.open(TESTDATA / "test-node-1000.xml.gz") as compressed, open(out, "wb") as plain:
         shutil.copyfileobj(compressed, plain)
-    return out, json.loads(shared_fixture("test-node-1000.summary.json").read_text())
+    return out, json.loads(TESTDATA / "test-node-1000.summary.json".read_text())
 
 
 @pytest.fixture(scope="session")
 def node_5() -> tuple[Path, dict[str, Any]]:
-    return shared_fixture("test-node-5.xml"), json.loads(shared_fixture("test-node-5.summary.json").read_text())
+    return TESTDATA / "test-node-5.xml", json.loads(TESTDATA / "test-node-5.summary.json".read_text())
 
 
 @pytest.fixture

@@ -73,13 +73,10 @@ DOMAIN_STATES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
 }
 
-# Errors that mean the link to libvirtd is gone (as opposed to a problem with one request).
-_CONNECTION_ERRORS = {
-    libvirt.VIR_ERR_RPC,
-    libvirt.VIR_ERR_NO_CONNECT,
-    libvirt.VIR_ERR_INVALID_CONN,
-    libvirt.VIR_ERR_SYSTEM_ERROR,
-}
+# Errors that mean the link to libvirtd is gone (as opposed to a problem with one request). A
+# VIR_ERR_SYSTEM_ERROR is ambiguous ("Cannot write data: Broken pipe" on the link, but also "Unable to
+# read from monitor" for one dying guest): it counts as a lost link only if the connection is not alive.
+_CONNECTION_ERRORS = {libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN}
 _UNSUPPORTED_ERRORS = {libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED, libvirt.VIR_ERR_INVALID_ARG}
 
 T = TypeVar("T")
