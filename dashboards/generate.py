@@ -224,15 +224,14 @@ OPENSTACK_CLOUDS = 'label_values(capacity_resource_capacity{layer="openstack"}, 
 K8S_CLUSTERS = 'label_values(capacity_resource_capacity{layer="kubernetes"}, cloud)'
 
 
-def not_n_plus_one(layer: str, scope: str) -> str:
-    """Count of pool/shape pairs with no slot left after the worst failure, 0 (not absent) when none."""
-    after = f'min by (cloud, pool, shape) (capacity_headroom_slots_after_failure{{layer="{layer}", {scope}}})'
-    return f"count by (cloud) ({after} < 1) or count by (cloud) ({after}) * 0"
+def not_n_plus_one(where: str) -> str:
+    """Pools (of any kind) where losing the worst failure domain leaves consumers without a home; 0, not
+    absent, when there are none, so the stat shows a green 0 instead of "No data"."""
+    shortfall = f"max by (cloud, pool_kind, pool) (capacity_headroom_failure_shortfall{{{where}}})"
+    return f"count by (cloud) ({shortfall} > 0) or count by (cloud) ({shortfall}) * 0"
 
 
 def overview() -> dashboard.Dashboard:
-    os_scope = 'cloud=~"$cloud"'
-    k8s_scope = 'cloud=~"$cluster"'
     board = new_dashboard(
         "capacityd-overview", "capacityd / Capacity overview",
         "Headroom in slots, N+1 and time to exhaustion for every OpenStack cloud and Kubernetes cluster.",
@@ -240,20 +239,23 @@ def overview() -> dashboard.Dashboard:
          query_variable("cluster", "Cluster", K8S_CLUSTERS)],
     )
     layout = Layout(board)
-    for layer, name, scope, shapes in (("openstack", "OpenStack clouds", os_scope, "flavor"),
-                                       ("kubernetes", "Kubernetes clusters", k8s_scope, "pod shape")):
-        where = f'layer="{layer}", {scope}'
+    for layer, name, variable, whole, shapes in (
+        ("openstack", "OpenStack clouds", "cloud", "cloud", "flavor"),
+        ("kubernetes", "Kubernetes clusters", "cluster", "cluster", "pod shape"),
+    ):
+        where = f'layer="{layer}", cloud=~"${variable}"'
         layout.row(name)
         layout.add(single_stat(
             "Smallest headroom (slots)",
-            f"The {shapes} with the fewest slots left in any pool: the first requests to fail.",
-            [Query(f"min by (cloud) (capacity_headroom_slots{{{where}}} > 0)", "{{cloud}}")],
+            f"The {shapes} with the fewest slots left in the whole {whole}: the first requests to fail.",
+            [Query(f'min by (cloud) (capacity_headroom_slots{{{where}, pool_kind="{whole}"}})', "{{cloud}}")],
             steps=((None, "red"), (5, "orange"), (20, "green"))), 5, 6)
         layout.add(single_stat(
-            "Pool/shape pairs not N+1",
-            "How many pool/shape pairs would have no slot left after losing their worst failure domain.",
-            [Query(not_n_plus_one(layer, scope), "{{cloud}}")],
-            steps=((None, "green"), (1, "orange"))), 5, 6)
+            "Pools not N+1",
+            "Pools (zones, aggregates, node pools, the whole estate) where losing the worst failure domain "
+            "would leave some of its consumers without a home.",
+            [Query(not_n_plus_one(where), "{{cloud}}")],
+            steps=((None, "green"), (1, "red"))), 5, 6)
         layout.add(single_stat(
             "Soonest exhaustion (median)",
             "Shortest median time until a pool's allocations or usage reach its allocatable.",
@@ -265,35 +267,45 @@ def overview() -> dashboard.Dashboard:
             [Query(f"sum by (cloud, resource) (capacity_resource_allocated{{{where}}})"
                    f" / sum by (cloud, resource) (capacity_resource_allocatable{{{where}}} > 0)",
                    "{{cloud}} {{resource}}")], unit="percentunit", fill=0), 9, 6)
+        layout.add(bars(
+            f"Headroom per {shapes}, whole {whole}",
+            f"How many more of each {shapes} fit anywhere in the {whole} now.",
+            [Query(f'max by (cloud, shape) (capacity_headroom_slots{{{where}, pool_kind="{whole}"}})',
+                   "{{cloud}} {{shape}}")],
+            steps=((None, "red"), (5, "orange"), (20, "green"))), 8, 10)
         layout.add(grid_table(
             f"Headroom per pool and {shapes}",
             "Slots: how many more fit now. After failure: what is left once the worst failure domain is lost "
             "and its consumers are re-placed on the survivors.",
-            [Query(f"max by (cloud, pool, shape) (capacity_headroom_slots{{{where}}})",
-                   "{{cloud}} {{pool}} {{shape}}"),
-             Query(f"min by (cloud, pool, shape) (capacity_headroom_slots_after_failure{{{where}}})",
-                   "{{cloud}} {{pool}} {{shape}}")],
-            {"A": "slots", "B": "after failure"}, sort_by="slots"), 12, 10)
+            [Query(f"max by (cloud, pool_kind, pool, shape) (capacity_headroom_slots{{{where}}})",
+                   "{{cloud}} {{pool_kind}} {{pool}} {{shape}}"),
+             Query(f"min by (cloud, pool_kind, pool, shape) (capacity_headroom_slots_after_failure{{{where}}})",
+                   "{{cloud}} {{pool_kind}} {{pool}} {{shape}}")],
+            {"A": "slots", "B": "after failure"}, sort_by="slots"), 8, 10)
         layout.add(grid_table(
             "Time to exhaustion per pool",
             "Forecast time until each pool's allocatable is reached: p10 is the earliest plausible date, "
-            "p90 the latest (80 % interval); empty/+Inf means not within the forecast horizon.",
+            "p90 the latest (80 % interval); +Inf means not within the forecast horizon.",
             [Query(f'min by (cloud, pool, resource, basis) (capacity_exhaustion_seconds{{{where}, quantile="{q}"}})',
                    "{{cloud}} {{pool}} {{resource}} {{basis}}") for q in ("0.1", "0.5", "0.9")],
             {"A": "p10", "B": "median", "C": "p90"}, units={"p10": "s", "median": "s", "p90": "s"},
-            sort_by="median"), 12, 10)
+            sort_by="median"), 8, 10)
     return layout.board
 
 
 def openstack_pools() -> dashboard.Dashboard:
     scope = 'layer="openstack", cloud=~"$cloud", pool=~"$pool"'
+    zones = f'{scope}, pool_kind="az"'
+    aggregates = 'layer="openstack", cloud=~"$cloud", pool_kind=~"az|aggregate"'
     board = new_dashboard(
         "capacityd-openstack-pools", "capacityd / OpenStack pools",
         "Placement's view per availability zone and aggregate: allocation, headroom per flavor, N+1, "
         "per-host heat map.",
         [query_variable("cloud", "Cloud", OPENSTACK_CLOUDS),
          query_variable("pool", "Pool (AZ)", 'label_values(capacity_resource_capacity{layer="openstack", '
-                        'cloud=~"$cloud"}, pool)')],
+                        'cloud=~"$cloud"}, pool)'),
+         query_variable("shape", "Flavor", 'label_values(capacity_headroom_host_slots{layer="openstack", '
+                        'cloud=~"$cloud", pool=~"$pool"}, shape)', multi=False)],
     )
     layout = Layout(board)
     layout.row("Allocation")
@@ -310,27 +322,29 @@ def openstack_pools() -> dashboard.Dashboard:
                    "{{pool}} {{resource}} allocatable")], unit=unit, fill=0, calcs=["lastNotNull", "max"]), 8)
     layout.row("Headroom")
     layout.add(bars(
-        "Headroom per flavor (slots)", "How many more VMs of each flavor fit in each pool now.",
-        [Query(f"max by (pool, shape) (capacity_headroom_slots{{{scope}}})", "{{pool}} {{shape}}")],
+        "Headroom per flavor (slots)", "How many more VMs of each flavor fit in each availability zone now.",
+        [Query(f"max by (pool, shape) (capacity_headroom_slots{{{zones}}})", "{{pool}} {{shape}}")],
         steps=((None, "red"), (5, "orange"), (20, "green"))), 12, 10)
     layout.add(bars(
         "N+1: slots after the worst failure",
         "Slots left once the failure domain that hurts each flavor most is lost and its VMs are re-placed.",
-        [Query(f"min by (pool, shape, failure_domain) (capacity_headroom_slots_after_failure{{{scope}}})",
+        [Query(f"min by (pool, shape, failure_domain) (capacity_headroom_slots_after_failure{{{zones}}})",
                "{{pool}} {{shape}} without {{failure_domain}}")],
         steps=((None, "red"), (1, "orange"), (5, "green"))), 12, 10)
     layout.add(grid_table(
         "Headroom by AZ and aggregate",
-        "Every pool the headroom engine computes for this cloud, availability zones and host aggregates "
-        "alike (a host in several aggregates counts in each, never twice within one).",
-        [Query('max by (pool, shape) (capacity_headroom_slots{layer="openstack", cloud=~"$cloud"})',
-               "{{pool}} {{shape}}"),
-         Query('min by (pool, shape) (capacity_headroom_slots_after_failure{layer="openstack", cloud=~"$cloud"})',
-               "{{pool}} {{shape}}")],
-        {"A": "slots", "B": "after failure"}, sort_by="slots"), 12, 10)
+        "Every availability zone and host aggregate of the cloud: slots now, slots after the worst failure, "
+        "and how many consumers of that failure domain would find no home (shortfall).",
+        [Query(f'max by (pool_kind, pool, shape) (capacity_headroom_slots{{{aggregates}}})',
+               "{{pool_kind}} {{pool}} {{shape}}"),
+         Query(f'min by (pool_kind, pool, shape) (capacity_headroom_slots_after_failure{{{aggregates}}})',
+               "{{pool_kind}} {{pool}} {{shape}}"),
+         Query(f'max by (pool_kind, pool, shape) (capacity_headroom_failure_shortfall{{{aggregates}}})',
+               "{{pool_kind}} {{pool}} {{shape}}")],
+        {"A": "slots", "B": "after failure", "C": "shortfall"}, sort_by="slots"), 12, 10)
     layout.add(graph(
-        "Headroom over time", "Slots per flavor and pool: how fast the room is going.",
-        [Query(f"max by (pool, shape) (capacity_headroom_slots{{{scope}}})", "{{pool}} {{shape}}")],
+        "Headroom over time", "Slots per flavor and availability zone: how fast the room is going.",
+        [Query(f"max by (pool, shape) (capacity_headroom_slots{{{zones}}})", "{{pool}} {{shape}}")],
         fill=0), 12, 10)
     layout.row("Hosts")
     for resource, label in (("vcpu", "vCPU"), ("memory", "memory")):
@@ -341,6 +355,12 @@ def openstack_pools() -> dashboard.Dashboard:
             "many orange rows with no green one.",
             Query(f"sum by (host) (capacity_resource_allocated{{{selector}}})"
                   f" / sum by (host) (capacity_resource_allocatable{{{selector}}} > 0)", "{{host}}")), 12, 10)
+    layout.add(bars(
+        "Slots per host for $shape",
+        "How many more VMs of the chosen flavor fit on each host (disabled hosts and hosts outside the "
+        "flavor's aggregates are absent): fragmentation at a glance.",
+        [Query(f'sum by (host) (capacity_headroom_host_slots{{{scope}, shape="$shape"}})', "{{host}}")],
+        steps=((None, "red"), (1, "orange"), (4, "green"))), 24, 10)
     layout.add(graph(
         "Servers by state", "Nova servers per pool and state (shut-off servers still hold their allocation).",
         [Query(f"sum by (pool, state) (capacity_consumers{{{scope}}})", "{{pool}} {{state}}")],
@@ -354,6 +374,7 @@ def openstack_pools() -> dashboard.Dashboard:
 
 def kubernetes_clusters() -> dashboard.Dashboard:
     scope = 'layer="kubernetes", cloud=~"$cluster", pool=~"$pool"'
+    node_pools = f'{scope}, pool_kind="node_pool"'
     board = new_dashboard(
         "capacityd-kubernetes", "capacityd / Kubernetes clusters",
         "Per node pool: requests and usage against allocatable, pod headroom per shape, N+1, per-node heat map.",
@@ -375,15 +396,20 @@ def kubernetes_clusters() -> dashboard.Dashboard:
             unit=unit, fill=0, calcs=["lastNotNull", "max"]), 8)
     layout.row("Headroom")
     layout.add(bars(
-        "Pod headroom per shape", "How many more pods of each shape fit in each node pool now.",
-        [Query(f"max by (pool, shape) (capacity_headroom_slots{{{scope}}})", "{{pool}} {{shape}}")],
-        steps=((None, "red"), (5, "orange"), (20, "green"))), 12, 10)
+        "Pod headroom per shape and node pool", "How many more pods of each shape fit in each node pool now.",
+        [Query(f"max by (pool, shape) (capacity_headroom_slots{{{node_pools}}})", "{{pool}} {{shape}}")],
+        steps=((None, "red"), (5, "orange"), (20, "green"))), 8, 10)
+    layout.add(bars(
+        "Pod headroom per shape, whole cluster", "How many more pods of each shape fit anywhere in the cluster.",
+        [Query('max by (cloud, shape) (capacity_headroom_slots{layer="kubernetes", cloud=~"$cluster", '
+               'pool_kind="cluster"})', "{{cloud}} {{shape}}")],
+        steps=((None, "red"), (5, "orange"), (20, "green"))), 8, 10)
     layout.add(bars(
         "N+1: pod slots after the worst node failure",
         "Slots left once the node that hurts each shape most is lost and its pods are rescheduled.",
-        [Query(f"min by (pool, shape, failure_domain) (capacity_headroom_slots_after_failure{{{scope}}})",
+        [Query(f"min by (pool, shape, failure_domain) (capacity_headroom_slots_after_failure{{{node_pools}}})",
                "{{pool}} {{shape}} without {{failure_domain}}")],
-        steps=((None, "red"), (1, "orange"), (5, "green"))), 12, 10)
+        steps=((None, "red"), (1, "orange"), (5, "green"))), 8, 10)
     layout.row("Nodes")
     selector = f'{scope}, resource="cpu"'
     layout.add(host_heatmap(
