@@ -33,12 +33,12 @@ def node_1000(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     out = tmp_path_factory.mktemp("node1000") / "kvm-1000.xml"
     with gzip.open(TESTDATA / "test-node-1000.xml.gz") as compressed, open(out, "wb") as plain:
         shutil.copyfileobj(compressed, plain)
-    return out, json.loads(TESTDATA / "test-node-1000.summary.json".read_text())
+    return out, json.loads((TESTDATA / "test-node-1000.summary.json").read_text())
 
 
 @pytest.fixture(scope="session")
 def node_5() -> tuple[Path, dict[str, Any]]:
-    return TESTDATA / "test-node-5.xml", json.loads(TESTDATA / "test-node-5.summary.json".read_text())
+    return TESTDATA / "test-node-5.xml", json.loads((TESTDATA / "test-node-5.summary.json").read_text())
 
 
 @pytest.fixture
