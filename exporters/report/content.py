@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 STATUS_RANK = {"red": 0, "amber": 1, "green": 2, "unknown": 3}
 HORIZONS_DAYS = (30, 60, 90)
 PARTITION_POOL_KINDS = ("az", "node_pool")
+POOL_KIND_ORDER = {"az": 0, "node_pool": 0, "cloud": 1, "cluster": 1, "aggregate": 2}
 """Headroom pool kinds that are the capacity frame's pools (hosts partition into them)."""
 FINISHED_STATES = frozenset({"succeeded", "failed", "deleted", "soft_deleted", "shelved_offloaded"})
 WEEK = timedelta(days=7)
@@ -802,9 +803,9 @@ def _headroom_rows(headroom: pd.DataFrame, forecast: pd.DataFrame, points: pd.Da
             shortfall=_float(record["shortfall"]), limiting_resource=str(resource) if resource else None,
             hosts=_float(record["hosts"]),
         ))
-    # Tightest first: pools whose shapes run out soonest matter most to the reader.
-    rows.sort(key=lambda r: (_nan_last(r.future[HORIZONS_DAYS[-1]]), _nan_last(r.slots),
-                             r.layer, r.cloud, r.pool, r.shape))
+    # Pools first (AZs, node pools), then whole clouds/clusters, then aggregates; tightest first within.
+    rows.sort(key=lambda r: (POOL_KIND_ORDER.get(r.pool_kind, 9), _nan_last(r.future[HORIZONS_DAYS[-1]]),
+                             _nan_last(r.slots), r.layer, r.cloud, r.pool, r.shape))
     return rows
 
 

@@ -112,7 +112,7 @@ def test_reload_keeps_unchanged_schedules_and_drops_removed_reports(tmp_path, es
 
 def test_a_failed_send_is_retried_by_a_persisted_job(tmp_path, estate, smtp_server, certificate, monkeypatch):
     monkeypatch.setenv("CAPACITYD_TEST_SMTP_PASSWORD", "wrong")
-    config = make_config(tmp_path / "state", smtp_server, certificate, retry_interval="2s", retry_for="1h")
+    config = make_config(tmp_path / "state", smtp_server, certificate, retry_interval="2s", retry_for="8d")
     scheduler = _scheduler()
     snapshot = estate.snapshot()
     schedule_reports(scheduler, config, lambda: snapshot, None)
