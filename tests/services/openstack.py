@@ -496,7 +496,7 @@ TEST_HOSTS = [
 
 
 @dataclass
-class TestCloud:
+class RealCloud:
     """Handles to a populated real cloud (what the tests compare the collector's frames with)."""
 
     placement: Placement
@@ -513,7 +513,7 @@ class TestCloud:
         self.placement.stop()
 
 
-def build_test_cloud(workdir: Path, cloud: str = "testcloud") -> TestCloud:
+def build_test_cloud(workdir: Path, cloud: str = "testcloud") -> RealCloud:
     """Start Placement + Nova and populate a small realistic cloud through their real APIs (~40 s).
 
     az1: compute-01..04 (01 CUSTOM_SSD, 03 a GPU host with a nested VGPU child, 04 disabled,
@@ -566,7 +566,7 @@ def build_test_cloud(workdir: Path, cloud: str = "testcloud") -> TestCloud:
             servers[name] = nova.boot(name, flavors[flavor], PROJECTS[project], zone)
         nova.stop_server(servers["alpha-off"]["id"], PROJECTS["alpha"])
         clouds_yaml = write_clouds_yaml(workdir / "clouds.yaml", cloud, placement.url, nova.url)
-        return TestCloud(placement, nova, clouds_yaml, cloud, aggregates, flavors, servers, shared)
+        return RealCloud(placement, nova, clouds_yaml, cloud, aggregates, flavors, servers, shared)
     except BaseException:
         nova.stop()
         placement.stop()
