@@ -200,26 +200,51 @@ def _as_list(value: str | Iterable[str] | None) -> list[str] | None:
     return list(value)
 
 
+_STATS = ("cpu_sum", "cpu_n", "cpu_max", "mem_max", "samples")
+
+
 @dataclass
 class _ConsumerAccumulator:
-    """One source's per-consumer usage for the current hour, not yet written."""
+    """One source's per-consumer usage for the current hour, not yet written: arrays aligned with `fps`."""
 
     hour: int
-    stats: pd.DataFrame  # index fp; cpu_sum, cpu_n, cpu_max, mem_max, samples
-    labels: pd.DataFrame  # index fp; CONSUMER_KEY columns
-    fps: np.ndarray | None = None
-    """The fingerprint array `stats` is aligned with, row for row (None once polls differed)."""
+    fps: np.ndarray  # unique consumer fingerprints
+    labels: pd.DataFrame  # CONSUMER_KEY columns, row for row with fps
+    stats: dict[str, np.ndarray]  # _STATS arrays, row for row with fps
+    poll_fps: np.ndarray | None = None
+    """The fingerprint array of the poll the rows are aligned with (fast path when the next poll is alike)."""
 
 
 @dataclass
 class _Layout:
     """What a source's last frame resolved to, reused while its label columns stay the same."""
 
-    labels: pd.DataFrame
+    labels: tuple[np.ndarray, ...]
     keys: np.ndarray  # host keys (capacity) or fingerprints (consumers), row for row
     group_ids: np.ndarray | None = None  # capacity: row -> pool group
     group_keys: np.ndarray | None = None  # capacity: pool group -> pool key
     hosts: np.ndarray | None = None  # capacity: host-scope rows per pool group
+
+
+def _label_arrays(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, ...]:
+    return tuple(
+        frame[c].to_numpy(dtype=float, na_value=np.nan) if c in _NUMERIC_KEY_COLUMNS
+        else frame[c].to_numpy(dtype=object, na_value=None)
+        for c in columns
+    )  # fmt: skip
+
+
+def _same_labels(old: tuple[np.ndarray, ...], new: tuple[np.ndarray, ...]) -> bool:
+    """Row-for-row equality of two label tuples (None == None, NaN == NaN)."""
+    if len(old) != len(new) or len(old[0]) != len(new[0]):
+        return False
+    for a, b in zip(old, new, strict=True):
+        if a.dtype.kind == "f":
+            if not np.array_equal(a, b, equal_nan=True):
+                return False
+        elif not (a == b).all():
+            return False
+    return True
 
 
 class History:
@@ -451,11 +476,12 @@ class History:
         A source usually reports the same hosts in the same order every poll; comparing the label
         columns is far cheaper than hashing and grouping them again.
         """
-        labels = capacity[["layer", "cloud", "pool", "host", "scope", "resource"]].reset_index(drop=True)
+        columns = ("layer", "cloud", "pool", "host", "scope", "resource")
+        labels = _label_arrays(capacity, columns)
         cached = self._layouts.get(("capacity", source))
-        if cached is not None and cached.labels.equals(labels):
+        if cached is not None and _same_labels(cached.labels, labels):
             return cached
-        frame = labels.assign(source=source)
+        frame = capacity[list(columns)].reset_index(drop=True).assign(source=source)
         grouper = frame.groupby(list(POOL_KEY), sort=False, dropna=False, observed=True)
         group_ids = grouper.ngroup().to_numpy(dtype=np.int64)
         pools = grouper.size().rename("rows").reset_index()
@@ -487,50 +513,52 @@ class History:
             if current is not None and current.hour != hour:
                 self._flush_source(source)
                 current = None
-            labels = consumers.assign(source=source)[list(CONSUMER_KEY)].reset_index(drop=True)
+            key_columns = CONSUMER_KEY[1:]  # all but source, which is the same for every row
+            labels = _label_arrays(consumers, key_columns)
             cached = self._layouts.get(("consumers", source))
-            if cached is not None and cached.labels.equals(labels):
+            if cached is not None and _same_labels(cached.labels, labels):
                 fps = cached.keys
             else:
-                fps = _fingerprints(labels, CONSUMER_KEY)
+                fps = _fingerprints(consumers.assign(source=source), CONSUMER_KEY)
                 self._layouts[("consumers", source)] = _Layout(labels=labels, keys=fps)
             cpu = consumers["cpu_used"].to_numpy(dtype=float, na_value=np.nan)
             memory = consumers["memory_used"].to_numpy(dtype=float, na_value=np.nan)
-            known_cpu = ~np.isnan(cpu)
-            if current is not None and current.fps is fps:
-                # Same consumers as the last poll (the usual case): update the arrays in place.
-                stats = current.stats
-                stats["cpu_sum"] += np.where(known_cpu, cpu, 0.0)
-                stats["cpu_n"] += known_cpu
-                stats["cpu_max"] = np.fmax(stats["cpu_max"].to_numpy(), cpu)
-                stats["mem_max"] = np.fmax(stats["mem_max"].to_numpy(), memory)
-                stats["samples"] += 1
+            known = ~np.isnan(cpu)
+            poll = {"cpu_sum": np.where(known, cpu, 0.0), "cpu_n": known.astype(np.int64), "cpu_max": cpu,
+                    "mem_max": memory, "samples": np.ones(len(cpu), dtype=np.int64)}  # fmt: skip
+            if current is not None and current.poll_fps is fps:
+                # The same consumers in the same order as the last poll (the usual case): add in place.
+                stats, n = current.stats, len(fps)
+                for name in ("cpu_sum", "cpu_n", "samples"):
+                    stats[name][:n] += poll[name]
+                for name in ("cpu_max", "mem_max"):
+                    stats[name][:n] = np.fmax(stats[name][:n], poll[name])
                 return
-            stats = pd.DataFrame(
-                {
-                    "cpu_sum": np.where(known_cpu, cpu, 0.0),
-                    "cpu_n": known_cpu.astype(np.int64),
-                    "cpu_max": cpu,
-                    "mem_max": memory,
-                    "samples": np.ones(len(cpu), dtype=np.int64),
-                },
-                index=pd.Index(fps, name="fp"),
+            frame = pd.DataFrame(poll, index=pd.Index(fps, name="fp"))
+            new_labels = consumers[list(key_columns)].assign(source=source)[list(CONSUMER_KEY)]
+            new_labels.index = frame.index
+            unique_poll = not frame.index.has_duplicates
+            if current is not None:
+                old_index = pd.Index(current.fps, name="fp")
+                frame = pd.concat([pd.DataFrame(current.stats, index=old_index), frame])
+                new_labels = pd.concat([current.labels.set_axis(old_index), new_labels])
+            if frame.index.has_duplicates:
+                aggregation = {"cpu_sum": "sum", "cpu_n": "sum", "cpu_max": "max", "mem_max": "max", "samples": "sum"}
+                frame = frame.groupby(level=0, sort=False).agg(aggregation)
+                new_labels = new_labels[~new_labels.index.duplicated()]
+            if unique_poll:
+                # This poll's consumers first, in its order, so the next alike poll takes the fast path.
+                poll_index = pd.Index(fps, name="fp")
+                order = poll_index.append(frame.index.difference(poll_index, sort=False))
+                frame = frame.reindex(order)
+            new_labels = new_labels.reindex(frame.index)
+            self._accumulators[source] = _ConsumerAccumulator(
+                hour=hour,
+                fps=frame.index.to_numpy(dtype=np.int64),
+                labels=new_labels.reset_index(drop=True),
+                stats={name: frame[name].to_numpy(copy=True) for name in _STATS},
+                poll_fps=fps if unique_poll else None,
             )
-            stats = stats[~stats.index.duplicated()]
-            labels = labels.set_axis(pd.Index(fps, name="fp"))
-            labels = labels[~labels.index.duplicated()]
-            if current is None:
-                unique = not stats.index.has_duplicates
-                self._accumulators[source] = _ConsumerAccumulator(hour, stats, labels, fps if unique else None)
-                return
-            current.fps = None
-            merged = pd.concat([current.stats, stats]).groupby(level=0, sort=False)
-            current.stats = merged.agg(
-                {"cpu_sum": "sum", "cpu_n": "sum", "cpu_max": "max", "mem_max": "max", "samples": "sum"}
-            )
-            new_labels = labels[~labels.index.isin(current.labels.index)]
-            if len(new_labels):
-                current.labels = pd.concat([current.labels, new_labels])
 
     def flush(self) -> None:
         """Write every source's buffered per-consumer usage (merged into existing hourly rows)."""
@@ -541,15 +569,12 @@ class History:
 
     def _flush_source(self, source: str) -> None:
         accumulator = self._accumulators.pop(source, None)
-        if accumulator is None or not len(accumulator.stats):
+        if accumulator is None or not len(accumulator.fps):
             return
-        stats = accumulator.stats
-        labels = accumulator.labels.loc[stats.index]
-        hour = accumulator.hour
-        fps = stats.index.to_numpy(dtype=np.int64)
+        stats, labels, hour, fps = accumulator.stats, accumulator.labels, accumulator.hour, accumulator.fps
         try:
             with self._write() as con:
-                ckeys = self._intern(con, "consumer_keys", labels.reset_index(drop=True), fps)
+                ckeys = self._intern(con, "consumer_keys", labels, fps)
                 con.executemany(
                     "INSERT INTO consumer_hourly VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(hour, ckey) DO UPDATE SET "
                     "cpu_used_sum = coalesce(cpu_used_sum, 0) + coalesce(excluded.cpu_used_sum, 0), "
@@ -559,7 +584,7 @@ class History:
                     "memory_used_max = max(coalesce(memory_used_max, excluded.memory_used_max), "
                     "coalesce(excluded.memory_used_max, memory_used_max)), "
                     "samples = samples + excluded.samples",
-                    _rows([hour] * len(stats), ckeys, stats["cpu_sum"], stats["cpu_n"], stats["cpu_max"],
+                    _rows([hour] * len(fps), ckeys, stats["cpu_sum"], stats["cpu_n"], stats["cpu_max"],
                           stats["mem_max"], stats["samples"]),
                 )  # fmt: skip
                 stale = [ckey for ckey in ckeys.tolist() if self._ckey_hour.get(ckey) != hour]
