@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -88,7 +89,8 @@ class Libvirtd:
         self.guest_images = guest_images
         """Copy the guest kernel + initramfs in (not needed to serve test-driver nodes only)."""
         self.process: subprocess.Popen[bytes] | None = None
-        self._admin: Any = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._mnt_ns: str | None = None
 
     # ------------------------------------------------------------------ paths
 
@@ -178,6 +180,9 @@ class Libvirtd:
                     conn = libvirt.open(self.uri)
                     conn.getVersion()
                     conn.close()
+                    # The daemon now runs in its private namespace: remember it, and guard it.
+                    self._mnt_ns = os.readlink(f"/proc/{self.process.pid}/ns/mnt")
+                    self._start_watchdog()
                     return
                 except libvirt.libvirtError as error:
                     last_error = str(error)
@@ -186,19 +191,45 @@ class Libvirtd:
         raise LibvirtdError(f"libvirtd did not answer on {self.socket} within {timeout:.0f}s ({last_error}).\n"
                             f"log: {self.log_tail()}")
 
+    def _start_watchdog(self) -> None:
+        """A tiny shell that outlives us: if this (test) process dies without calling stop(), it kills
+        everything in the daemon's private namespace by PID, so nothing is left running."""
+        assert self.process is not None and self._mnt_ns is not None
+        script = f"""
+            while kill -0 {os.getpid()} 2>/dev/null && kill -0 {self.process.pid} 2>/dev/null; do sleep 1; done
+            for p in /proc/[0-9]*; do
+                [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = {shlex.quote(self._mnt_ns)} ] && kill -9 "${{p#/proc/}}"
+            done
+        """
+        self._watchdog = subprocess.Popen(
+            ["/bin/sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+
     def connect(self) -> Any:
         """A read-write connection for the test itself (defining, destroying guests)."""
         return libvirt.open(self.uri)
 
-    def qemu_pids(self) -> list[int]:
-        """PIDs of this daemon's QEMU processes (pid files checked against /proc: a stale file must
-        never make us kill an unrelated process that reused the PID)."""
+    def namespace_pids(self) -> list[int]:
+        """PIDs of every process in the daemon's private mount namespace (libvirtd, QEMU, helpers).
+
+        The namespace is ours alone, so this can never match a process of the host; PIDs are read
+        fresh from /proc, so a recycled PID cannot be mistaken for one of ours."""
+        if self._mnt_ns is None:
+            return []
         pids = []
-        for pid_file in (self.state / "run" / "libvirt" / "qemu").glob("*.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(pid_file.read_text().strip())
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-                if "qemu-system" in cmdline and str(self.state) in cmdline:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.readlink(entry / "ns" / "mnt") == self._mnt_ns:
+                        pids.append(int(entry.name))
+        return pids
+
+    def qemu_pids(self) -> list[int]:
+        pids = []
+        for pid in self.namespace_pids():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().startswith("qemu-system"):
                     pids.append(pid)
         return pids
 
@@ -206,6 +237,10 @@ class Libvirtd:
         """Destroy guests, then stop the daemon; anything left is killed by PID."""
         if self.process is None:
             return
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog.poll() is None:
+            watchdog.kill()
+            watchdog.wait(timeout=5)
         if self.process.poll() is None:
             with contextlib.suppress(libvirt.libvirtError):
                 conn = libvirt.open(self.uri)
@@ -223,6 +258,9 @@ class Libvirtd:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=15)
+        for pid in self.namespace_pids():  # helpers the daemon may have left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.process = None
 
     # ------------------------------------------------------------------ guests
