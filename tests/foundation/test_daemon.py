@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-NODE5 = Path(__file__).resolve().parents[2].parent / "shared/fixtures/libvirt/test-node-5.xml"
-if not NODE5.exists():  # CI lays shared/ beside the clone
-    NODE5 = Path("/work/shared/fixtures/libvirt/test-node-5.xml")
+NODE5 = Path(__file__).resolve().parents[2] / "collector/sources/libvirt/testdata/test-node-5.xml"
 
 
 def free_port() -> int:
