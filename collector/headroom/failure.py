@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from collector.headroom.model import EPSILON, HostTable, SlotResult, slot_matrix, widen
+from collector.headroom.model import EPSILON, HostTable, SlotResult, widen
 from collector.headroom.shapes import ConsumerClasses, ShapeSet
 
 
@@ -186,6 +186,134 @@ class _PoolSums:
         return local, via
 
 
+class _Evacuation:
+    """First-fit decreasing re-placement, precomputed for many failure candidates of one pool.
+
+    Each class's fit on every target host is computed once with today's free capacity (`fit0`);
+    placing consumers only lowers free capacity, so a host where a class did not fit before never
+    fits during a re-placement, and only the few hosts that received consumers need recomputing.
+    A re-placement therefore walks each displaced class's list of fitting hosts in name order and
+    usually stops after one or two hosts: O(displaced classes) instead of O(classes x hosts).
+    """
+
+    BLOCK = 256
+
+    def __init__(self, table: HostTable, classes: ConsumerClasses, mask: np.ndarray):
+        self.table = table
+        self.requests = widen(classes.requests, len(table.resources))
+        self.free = table.free
+        self.local = ~table.shared
+        self.pools = table.pools
+        self.home = classes.pools
+        k_count = len(classes)
+        self.rank = np.empty(k_count, dtype=np.int64)
+        self.rank[class_order(table, self.requests)] = np.arange(k_count)
+        allowed = classes.eligible & (table.active & mask)[None, :]
+        self.fit0 = np.zeros((k_count, table.size), dtype=np.int64)
+        for start in range(0, k_count, self.BLOCK):
+            block = slice(start, start + self.BLOCK)
+            fit = np.full((min(self.BLOCK, k_count - start), table.size), np.inf)
+            for r in range(self.requests.shape[1]):
+                q = self.requests[block, r][:, None]
+                asked = q > 0
+                if not asked.any():
+                    continue
+                admissible = (q <= table.max_unit[None, :, r] * (1 + EPSILON)) & (
+                    q >= table.min_unit[None, :, r] - EPSILON)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    count = np.floor(self.free[None, :, r] / q + EPSILON)
+                count = np.where(table.present[None, :, r] & admissible, count, 0.0)
+                count = np.where(table.shared[None, :, r], np.inf, count)
+                fit = np.where(asked, np.minimum(fit, count), fit)
+            fit = np.where(allowed[block], fit, 0.0)
+            self.fit0[block] = np.minimum(fit, _BIG).astype(np.int64)
+        self.targets = [np.flatnonzero(row > 0).tolist() for row in self.fit0]
+        held_k, held_h = np.nonzero(classes.counts)
+        self.held: dict[int, list[tuple[int, int]]] = {}
+        for k, h in zip(held_k.tolist(), held_h.tolist(), strict=True):
+            self.held.setdefault(h, []).append((k, int(classes.counts[k, h])))
+        # Plain Python rows and request lists: a re-placement touches a handful of tiny vectors, where
+        # numpy's per-call overhead would dominate.
+        self.free_rows = self.free.tolist()
+        self.local_rows = self.local.tolist()
+        self.asks = [[(r, float(q)) for r, q in enumerate(row) if q > 0] for row in self.requests.tolist()]
+        self.pool_list = [str(p) for p in self.pools]
+        self.home_list = [str(p) for p in self.home]
+        self.shared_any = table.shared.any(axis=1).tolist()
+
+    def _fit_row(self, k: int, h: int, row: list[float]) -> int:
+        local = self.local_rows[h]
+        fit = _BIG
+        for r, q in self.asks[k]:
+            if local[r]:
+                fit = min(fit, math.floor(row[r] / q + EPSILON))
+        return fit
+
+    def run(self, dead: np.ndarray) -> tuple[dict[int, list[float]], int, dict[tuple[str, str], float]]:
+        """Re-place the consumers of `dead` hosts; returns (new free rows by host, homeless, shared free)."""
+        displaced: dict[int, int] = {}
+        for h in dead.tolist():
+            for k, n in self.held.get(h, ()):
+                displaced[k] = displaced.get(k, 0) + n
+        dead_set = set(dead.tolist())
+        changed: dict[int, list[float]] = {}
+        shared_free: dict[tuple[str, str], float] = {}
+        homeless = 0
+        for k in sorted(displaced, key=lambda c: self.rank[c]):
+            wanted = displaced[k]
+            asks = self.asks[k]
+            fit0 = self.fit0[k]
+            for h in self.targets[k]:
+                if h in dead_set:
+                    continue
+                row = changed.get(h)
+                fit = int(fit0[h]) if row is None else self._fit_row(k, h, row)
+                take = min(fit, wanted)
+                if take <= 0:
+                    continue
+                if self.shared_any[h] and self.pool_list[h] != self.home_list[k]:
+                    take = self._charge(k, h, take, shared_free)
+                    if take <= 0:
+                        continue
+                new = list(self.free_rows[h] if row is None else row)
+                local = self.local_rows[h]
+                for r, q in asks:
+                    if local[r]:
+                        new[r] -= take * q
+                changed[h] = new
+                wanted -= take
+                if not wanted:
+                    break
+            homeless += wanted
+        return changed, homeless, shared_free
+
+    def _charge(self, k: int, h: int, take: int, shared_free: dict[tuple[str, str], float]) -> int:
+        """Moving to another pool charges that pool's pool-level providers; trim to what they hold."""
+        q = self.requests[k]
+        for r in np.flatnonzero((q > 0) & self.table.shared[h]).tolist():
+            key = (str(self.pools[h]), self.table.resources[r])
+            left = shared_free.get(key, self.table.shared_providers[key].free)
+            take = min(take, math.floor(left / q[r] + EPSILON))
+        for r in np.flatnonzero((q > 0) & self.table.shared[h]).tolist():
+            key = (str(self.pools[h]), self.table.resources[r])
+            shared_free[key] = shared_free.get(key, self.table.shared_providers[key].free) - max(take, 0) * q[r]
+        return take
+
+
+_BIG = 2**31
+
+
+def _slots_on(requests: np.ndarray, table: HostTable, hosts: np.ndarray, free: np.ndarray,
+              before: np.ndarray) -> np.ndarray:
+    """(S, n) slots on a few hosts with new free rows; hosts where a shape had no slot keep none."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        counts = np.floor(free[None, :, :] / requests[:, None, :] + EPSILON)
+    use = (requests[:, None, :] > 0) & ~table.shared[None, hosts, :]
+    slots = np.where(use, counts, np.inf).min(axis=2)
+    slots = np.where(np.isinf(before), before, np.minimum(slots, before))
+    return np.where(before > 0, np.maximum(slots, 0.0), 0.0)
+
+
 def n_plus_one(
     table: HostTable,
     shapes: ShapeSet,
@@ -204,37 +332,22 @@ def n_plus_one(
     if not mask.any():
         return FailureResult(slots_after, worst_domain, worst_shortfall)
     requests = sums.requests
-    class_requests = widen(classes.requests, len(table.resources))
-    order = class_order(table, class_requests)
-    free = table.free
+    evacuation = _Evacuation(table, classes, mask)
     shape_slots = np.where(mask[None, :], result.slots, 0.0)
     for name, dead in _candidates(table, shapes, result, classes, mask, domain):
-        displaced = classes.counts[:, dead].sum(axis=1) if len(classes) else np.zeros(0, dtype=np.int64)
-        targets = mask.copy()
-        targets[dead] = False
-        if displaced.sum():
-            outcome = replace_consumers(table, classes, displaced, targets, free=free, order=order)
-            changed = np.flatnonzero(outcome.placed.sum(axis=0) > 0)
-            shortfall = int(outcome.unplaced.sum())
-        else:
-            outcome, changed, shortfall = None, np.zeros(0, dtype=np.int64), 0
+        changed_rows, shortfall, shared_free = evacuation.run(dead)
+        changed = np.array(sorted(changed_rows), dtype=np.int64)
         hosts = np.concatenate([dead, changed])
         old = shape_slots[:, hosts]
         new = np.zeros_like(old)
-        if len(changed) and outcome is not None:
-            sub = _subtable(table, changed)
-            fresh = slot_matrix(requests, sub, shapes.eligible[:, changed], free=outcome.free[changed])
-            new[:, len(dead):] = np.where(mask[None, changed], fresh.slots, 0.0)
+        if len(changed):
+            free = np.array([changed_rows[h] for h in changed.tolist()])
+            new[:, len(dead):] = _slots_on(requests, table, changed, free, old[:, len(dead):])
         local, via = sums.delta(hosts, old, new)
-        bounds = sums.bounds
-        if outcome is not None and any(
-            outcome.shared_free[k] != p.free for k, p in table.shared_providers.items()
-        ):
-            bounds = _bounds_with(table, sums, outcome.shared_free)
+        bounds = _bounds_with(table, sums, shared_free) if shared_free else sums.bounds
         after = sums.totals(local, via, bounds)
         worse = (shortfall > worst_shortfall) | ((shortfall == worst_shortfall) & (after < slots_after))
-        first = np.array([d is None for d in worst_domain])
-        worse |= first
+        worse |= np.array([d is None for d in worst_domain])
         slots_after = np.where(worse, after, slots_after)
         worst_shortfall = np.where(worse, shortfall, worst_shortfall)
         worst_domain = [name if w else d for w, d in zip(worse, worst_domain, strict=True)]
@@ -271,7 +384,8 @@ def _subtable(table: HostTable, hosts: np.ndarray) -> HostTable:
 def _bounds_with(table: HostTable, sums: _PoolSums, shared_free: dict[tuple[str, str], float]) -> np.ndarray:
     changed = table.copy()
     for key, value in shared_free.items():
-        changed.shared_providers[key].free = max(value, 0.0)
+        if key in changed.shared_providers:
+            changed.shared_providers[key].free = max(value, 0.0)
     bounds = sums.bounds.copy()
     for j, pool in enumerate(sums.pool_names):
         if np.isfinite(bounds[:, j]).any():

@@ -78,6 +78,13 @@ def consumer_requests(row: Mapping[str, Any], layer: str) -> dict[str, float]:
     return requests
 
 
+def fast_records(frame: pd.DataFrame, columns: Iterable[str]) -> list[dict[str, Any]]:
+    """Row dicts of some columns, NA as None; ~10x faster than `to_dict("records")` on wide frames."""
+    names = [c for c in columns if c in frame.columns]
+    values = [frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in names]
+    return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+
+
 @dataclass
 class SharedProvider:
     """A pool-level provider (e.g. Placement sharing provider of DISK_GB) serving a pool's hosts."""
@@ -305,7 +312,7 @@ def _fill_unknown_allocations(
     allocated: np.ndarray, unknown: np.ndarray, consumers: pd.DataFrame, layer: str,
     position: dict[str, int], r_pos: dict[str, int],
 ) -> None:
-    for record in consumers.to_dict("records"):
+    for record in fast_records(consumers, ("host", "resources", "cpu", "memory", "disk")):
         i = position.get(str(record["host"]))
         if i is None:
             continue

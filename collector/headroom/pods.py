@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from collector.headroom.model import HostTable, consumer_requests
+from collector.headroom.model import HostTable, consumer_requests, fast_records
 from collector.headroom.shapes import ConsumerClasses, ShapeSet, consumer_classes
 
 BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
@@ -125,25 +125,26 @@ def common_shapes(table: HostTable, consumers: pd.DataFrame | None, top: int) ->
                       & consumers["holds_capacity"].astype(bool) & consumers["flavor"].notna()]
     if frame.empty:
         return []
+    owners = frame["flavor"].astype(str)
+    frame = frame[~owners.str.startswith(PINNED_OWNERS)]
+    if frame.empty:
+        return []
+    counts = frame["flavor"].astype(str).value_counts()
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
     position = table.index()
-    groups: dict[str, list[dict[str, float]]] = {}
-    taints: dict[str, set[str]] = {}
-    for record in frame.to_dict("records"):
-        if is_pinned(record):
-            continue
-        name = str(record["flavor"])
-        groups.setdefault(name, []).append(consumer_requests(record, "kubernetes"))
-        h = position.get(str(record.get("host")))
-        if h is not None:
-            taints.setdefault(name, set()).update(table.taints[h])
-    ranked = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))[:top]
     out = []
-    for name, requests in ranked:
+    for name, _ in ranked:
+        pods = frame[frame["flavor"] == name]
+        requests = [consumer_requests(r, "kubernetes") for r in fast_records(pods, ("resources", "cpu", "memory"))]
         keys = sorted({k for r in requests for k in r})
         median = {k: float(np.median([r.get(k, 0.0) for r in requests])) for k in keys}
         median["pods"] = 1.0
-        out.append(PodShapeSpec(name, {k: v for k, v in median.items() if v > 0},
-                                tolerated_taints=frozenset(taints.get(name, ()))))
+        taints: set[str] = set()
+        for host in set(pods["host"].dropna().astype(str)):
+            h = position.get(host)
+            if h is not None:
+                taints.update(table.taints[h])
+        out.append(PodShapeSpec(name, {k: v for k, v in median.items() if v > 0}, tolerated_taints=frozenset(taints)))
     return out
 
 

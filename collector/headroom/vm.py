@@ -206,16 +206,22 @@ def vm_classes(table: HostTable, consumers: pd.DataFrame | None, flavors: Iterab
                isolation: Isolation) -> ConsumerClasses:
     """The cloud's VMs grouped for re-placement: same flavor, project and size go together."""
     by_name = {f.name: f.constraints for f in flavors}
+    # A project named in no isolation aggregate goes where any tenant goes: one class for all of them.
+    isolated = set(isolation.tenant_hosts) | {t for ts in isolation.host_tenants if ts for t in ts}
+
+    def tenant(record: Mapping[str, Any]) -> str:
+        project = record.get("project")
+        return str(project) if isinstance(project, str) and project in isolated else ""
 
     def key(record: Mapping[str, Any]) -> tuple[str, str]:
-        return (str(record.get("flavor") or ""), str(record.get("project") or ""))
+        return (str(record.get("flavor") or ""), tenant(record))
 
     def eligibility(records: list[Mapping[str, Any]]) -> np.ndarray:
         constraints = []
         for record in records:
             base = by_name.get(str(record.get("flavor") or ""), VmConstraints())
-            project = record.get("project")
-            projects = frozenset([str(project)]) if isinstance(project, str) and project else None
+            project = tenant(record)
+            projects = frozenset([project]) if project else None
             constraints.append(VmConstraints(base.required, base.forbidden, base.member_of, base.zone, projects))
         return vm_eligibility(table, constraints, isolation)
 

@@ -1,0 +1,173 @@
+"""Headroom and N+1 time at scale: 2,000 compute hosts x 30 flavors, 5,000 nodes x 10 shapes (150k pods).
+
+    .venv/bin/python bench/bench_headroom.py [--runs 5]
+
+Prints the median of several runs of: slot counting alone (flavor x host x resource), the whole
+`compute_headroom` with N+1 (every host a failure candidate, its consumers re-placed first-fit
+decreasing on the survivors), and, as the baseline measured in the same run, a per-host Python loop
+doing the slot arithmetic the straightforward way (what os-capacity-style exporters do per provider).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from collector.config import Config, HeadroomConfig  # noqa: E402
+from collector.headroom import compute_headroom  # noqa: E402
+from collector.headroom.model import build_host_tables, slot_matrix  # noqa: E402
+from collector.headroom.vm import build_isolation, flavor_shapes, read_flavors  # noqa: E402
+from collector.schema import CAPACITY, CONSUMERS, FLAVORS, HOSTS  # noqa: E402
+
+NOW = pd.Timestamp(datetime(2026, 11, 26, tzinfo=UTC)).as_unit("ns")
+GIB = 2.0**30
+
+
+def openstack_estate(hosts: int = 2000, flavors: int = 30, vms_per_host: int = 20, seed: int = 1) -> dict:
+    rng = np.random.default_rng(seed)
+    names = [f"cmp-{i:05d}" for i in range(hosts)]
+    pools = [f"az{i % 4}" for i in range(hosts)]
+    sizes = [(2 ** (i % 5), 2 ** (i % 5) * 2 * GIB * (1 + i % 3), 20 * GIB * (1 + i % 4)) for i in range(flavors)]
+    flavor_rows = [{"timestamp": NOW, "source": "os", "cloud": "c1", "flavor": f"f{i}", "flavor_id": f"f{i}",
+                    "resources": {"vcpu": float(v), "memory": m, "disk": d},
+                    "required_traits": ["CUSTOM_SSD"] if i % 10 == 9 else [], "forbidden_traits": [],
+                    "member_of": [], "zone": None, "is_public": True, "projects": []}
+                   for i, (v, m, d) in enumerate(sizes)]
+    consumers = []
+    used = np.zeros((hosts, 3))
+    for h in range(hosts):
+        for j in range(vms_per_host):
+            f = int(rng.integers(0, flavors))
+            v, m, d = sizes[f]
+            if used[h, 1] + m > 500 * GIB or used[h, 0] + v > 256:
+                continue
+            used[h] += (v, m, d)
+            consumers.append({"timestamp": NOW, "source": "os", "layer": "openstack", "cloud": "c1",
+                              "pool": pools[h], "host": names[h], "id": f"vm-{h}-{j}", "name": f"vm-{h}-{j}",
+                              "state": "active", "holds_capacity": True, "project": f"p{j % 7}",
+                              "flavor": f"f{f}", "cpu": float(v), "memory": m, "disk": d,
+                              "resources": {"vcpu": float(v), "memory": m, "disk": d}})
+    capacity = []
+    for h in range(hosts):
+        for r, (total, ratio) in enumerate(((64.0, 4.0), (512 * GIB, 1.0), (4000 * GIB, 1.0))):
+            capacity.append({"timestamp": NOW, "source": "os", "layer": "openstack", "cloud": "c1",
+                             "pool": pools[h], "host": names[h], "scope": "host",
+                             "resource": ("vcpu", "memory", "disk")[r], "capacity": total, "reserved": 0.0,
+                             "allocation_ratio": ratio, "allocatable": total * ratio, "allocated": used[h, r],
+                             "max_unit": total})
+    host_rows = [{"timestamp": NOW, "source": "os", "layer": "openstack", "cloud": "c1", "pool": pools[h],
+                  "host": names[h], "schedulable": h % 97 != 0, "ready": True, "zone": pools[h],
+                  "aggregates": [], "traits": ["CUSTOM_SSD"] if h % 3 == 0 else []} for h in range(hosts)]
+    return {"capacity": CAPACITY.build(capacity), "hosts": HOSTS.build(host_rows),
+            "flavors": FLAVORS.build(flavor_rows), "consumers": CONSUMERS.build(consumers)}
+
+
+def kubernetes_estate(nodes: int = 5000, pods: int = 150_000, owners: int = 200, seed: int = 2) -> dict:
+    rng = np.random.default_rng(seed)
+    names = [f"node-{i:05d}" for i in range(nodes)]
+    pools = [f"pool-{i % 5}" for i in range(nodes)]
+    owner_cpu = rng.choice([0.1, 0.25, 0.5, 1.0], owners)
+    owner_mem = rng.choice([128, 256, 512, 1024], owners) * 2.0**20
+    owner = rng.integers(0, owners, pods)
+    node = rng.integers(0, nodes, pods)
+    cpu = owner_cpu[owner]
+    mem = owner_mem[owner]
+    consumers = pd.DataFrame({
+        "timestamp": NOW, "source": "k", "layer": "kubernetes", "cloud": "k1",
+        "pool": np.array(pools, dtype=object)[node], "host": np.array(names, dtype=object)[node],
+        "id": [f"pod-{i}" for i in range(pods)], "name": [f"ns/pod-{i}" for i in range(pods)],
+        "state": "running", "holds_capacity": True, "project": "ns",
+        "flavor": [f"Deployment/app-{o}" for o in owner], "cpu": cpu, "memory": mem,
+        "resources": [{"cpu": c, "memory": m} for c, m in zip(cpu, mem, strict=True)],
+    })
+    allocated = np.zeros((nodes, 3))
+    np.add.at(allocated, node, np.column_stack([cpu, mem, np.ones(pods)]))
+    capacity = []
+    for r, (name, total) in enumerate((("cpu", 64.0), ("memory", 256 * GIB), ("pods", 110.0))):
+        capacity.append(pd.DataFrame({
+            "timestamp": NOW, "source": "k", "layer": "kubernetes", "cloud": "k1", "pool": pools, "host": names,
+            "scope": "host", "resource": name, "capacity": total, "reserved": 0.0, "allocation_ratio": 1.0,
+            "allocatable": total, "allocated": allocated[:, r]}))
+    hosts = pd.DataFrame({"timestamp": NOW, "source": "k", "layer": "kubernetes", "cloud": "k1", "pool": pools,
+                          "host": names, "schedulable": True, "ready": True,
+                          "taints": [["dedicated=gpu:NoSchedule"] if i % 50 == 0 else [] for i in range(nodes)]})
+    return {"capacity": CAPACITY.coerce(pd.concat(capacity, ignore_index=True)), "hosts": HOSTS.coerce(hosts),
+            "consumers": CONSUMERS.coerce(consumers)}
+
+
+def naive_slots(frames: dict) -> float:
+    """Baseline: per provider and flavor, a Python loop of floor(free / request) (os-capacity's way)."""
+    capacity = frames["capacity"]
+    free: dict[str, dict[str, float]] = {}
+    for host, resource, allocatable, allocated in zip(capacity["host"], capacity["resource"],
+                                                      capacity["allocatable"], capacity["allocated"], strict=True):
+        free.setdefault(host, {})[resource] = allocatable - allocated
+    total = 0.0
+    for flavor in frames["flavors"].to_dict("records"):
+        for resources in free.values():
+            total += min(resources.get(r, 0.0) // amount for r, amount in flavor["resources"].items())
+    return total
+
+
+def timed(func: Callable[[], object], runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        func()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    os_frames = openstack_estate()
+    k8s_frames = kubernetes_estate()
+    shapes = {f"s{i}": {"cpu": f"{(i % 4 + 1) * 250}m", "memory": f"{(i % 3 + 1) * 512}Mi"} for i in range(5)}
+    k8s_config = Config.model_validate({"shapes": shapes, "headroom": {"common_shapes": 5}})
+    no_failure = Config(headroom=HeadroomConfig(n_plus_one=False))
+    print(f"openstack: {os_frames['hosts'].shape[0]} hosts, {len(os_frames['flavors'])} flavors, "
+          f"{len(os_frames['consumers'])} VMs")
+    print(f"kubernetes: {k8s_frames['hosts'].shape[0]} nodes, 10 shapes, {len(k8s_frames['consumers'])} pods")
+
+    def slots_only() -> None:
+        table = build_host_tables(os_frames, "openstack")["c1"]
+        shapes_ = flavor_shapes(table, read_flavors(os_frames, "c1"), build_isolation(table, {}, "both"))
+        slot_matrix(shapes_.requests, table, shapes_.eligible)
+
+    table = build_host_tables(os_frames, "openstack")["c1"]
+    shapes_ = flavor_shapes(table, read_flavors(os_frames, "c1"), build_isolation(table, {}, "both"))
+    matrix_only = timed(lambda: slot_matrix(shapes_.requests, table, shapes_.eligible), args.runs)
+    baseline = timed(lambda: naive_slots(os_frames), args.runs)
+    figures = {
+        "vm slot matrix (30 flavors x 2,000 hosts)": matrix_only,
+        "vm tables + shapes + slot matrix": timed(slots_only, args.runs),
+        "vm headroom, all pools, no N+1": timed(lambda: compute_headroom(os_frames, no_failure, NOW), args.runs),
+        "vm headroom with N+1 (every host a candidate, AZ + cloud)":
+            timed(lambda: compute_headroom(os_frames, Config(), NOW), max(1, args.runs // 2)),
+        "pod headroom, no N+1 (10 shapes x 5,000 nodes)":
+            timed(lambda: compute_headroom(k8s_frames, k8s_config.model_copy(
+                update={"headroom": HeadroomConfig(common_shapes=5, n_plus_one=False)}), NOW), args.runs),
+        "pod headroom with N+1 (node pools + cluster)":
+            timed(lambda: compute_headroom(k8s_frames, k8s_config, NOW), max(1, args.runs // 2)),
+    }
+    width = max(len(k) for k in figures)
+    for name, seconds in figures.items():
+        print(f"{name:<{width}}  {seconds * 1000:10.1f} ms (median)")
+    print(f"{'baseline: per-host Python loop, slots only':<{width}}  {baseline * 1000:10.1f} ms (median)")
+    print(f"slot matrix speed-up over the per-host loop: {baseline / matrix_only:.0f}x")
+
+
+if __name__ == "__main__":
+    main()
