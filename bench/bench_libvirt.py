@@ -26,11 +26,13 @@ Two ways to serve the node, because they answer different questions:
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gzip
 import http.client
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -146,6 +148,15 @@ def bench_capacityd(uri: str, runs: int, meter: Meter) -> dict[str, object]:
     }
 
 
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved before any fork
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the exporter's child process: get SIGTERM if the benchmark dies, so it never outlives us."""
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def bench_exporter(uri: str, runs: int, meter: Meter) -> dict[str, object]:
     if not os.access(EXPORTER, os.X_OK):
         raise SystemExit(f"{EXPORTER} missing: run scripts/provision/libvirt.sh (package prometheus-libvirt-exporter)")
@@ -153,7 +164,7 @@ def bench_exporter(uri: str, runs: int, meter: Meter) -> dict[str, object]:
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             [EXPORTER, f"--libvirt.uri={uri}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
         )
         try:
             deadline = time.monotonic() + 30
@@ -192,8 +203,8 @@ def bench_exporter(uri: str, runs: int, meter: Meter) -> dict[str, object]:
     }
 
 
-def report(title: str, ours: dict[str, object], peer: dict[str, object], daemon: bool) -> float:
-    """Print one comparison table; returns the fair wall-clock speed-up (exporter without re-parse / ours)."""
+def report(title: str, ours: dict[str, object], peer: dict[str, object], daemon: bool) -> tuple[float, float]:
+    """Print one comparison table; returns the wall-clock speed-ups (as measured, without the re-parse)."""
     ours_wall, ours_cpu, ours_daemon = ours["median"]  # type: ignore[misc]
     peer_wall, peer_cpu, peer_daemon = peer["median"]  # type: ignore[misc]
     open_wall, open_cpu, open_daemon = peer["open"]  # type: ignore[misc]
@@ -224,7 +235,7 @@ def report(title: str, ours: dict[str, object], peer: dict[str, object], daemon:
           f"512 cap); capacityd: all {ours['domains']} domains {ours['states']}, "
           f"{ours['api_calls']} libvirt calls per warm poll")
     print()
-    return ratio_fair
+    return ratio_measured, ratio_fair
 
 
 def prepare_node(node: Path, workdir: Path) -> Path:
@@ -248,15 +259,18 @@ def main() -> int:
     ensure_event_loop()  # also routes libvirt's error printing to the log
     print(f"{args.node.name}: {args.runs} runs per side, medians; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at start\n")
-    results = {}
+    results: dict[str, tuple[float, float]] = {}
+    all_domains: list[bool] = []
     with tempfile.TemporaryDirectory(prefix="bench-libvirt-") as workdir:
         node = prepare_node(args.node, Path(workdir))
         if args.mode in ("both", "inprocess"):
             uri = f"test://{node}"
             meter = Meter()
+            ours = bench_capacityd(uri, args.runs, meter)
+            all_domains.append(ours["domains"] == ours["exposed_domains"] == 1000)
             results["inprocess"] = report(
                 f"in-process test driver ({uri.split('/')[0]}///...)",
-                bench_capacityd(uri, args.runs, meter), bench_exporter(uri, args.runs, meter), daemon=False,
+                ours, bench_exporter(uri, args.runs, meter), daemon=False,
             )
         if args.mode in ("both", "rpc"):
             from tests.services.libvirtd import Libvirtd
@@ -266,15 +280,24 @@ def main() -> int:
             try:
                 uri = f"test+unix://{node}?socket={daemon.socket}"
                 meter = Meter(daemon_pid=daemon.process.pid)  # type: ignore[union-attr]
+                ours = bench_capacityd(uri, args.runs, meter)
+                all_domains.append(ours["domains"] == ours["exposed_domains"] == 1000)
                 results["rpc"] = report(
                     "through a real libvirtd, every call a round trip (test+unix:///...)",
-                    bench_capacityd(uri, args.runs, meter), bench_exporter(uri, args.runs, meter), daemon=True,
+                    ours, bench_exporter(uri, args.runs, meter), daemon=True,
                 )
             finally:
                 daemon.stop()
-    judged = results.get("rpc", results.get("inprocess", 0.0))
-    print(f"target >= 20x ({'through libvirtd' if 'rpc' in results else 'in-process'}, without the re-parse) "
-          f"and all 1000 domains: {'MET' if judged >= 20 else 'MISSED'} ({judged:.1f}x)")
+    domains_ok = bool(all_domains) and all(all_domains)
+    if "inprocess" in results:
+        measured, fair = results["inprocess"]
+        print(f"target >= 20x, as specified (exporter on the same test:/// node, scrape as measured), all 1000 "
+              f"domains: {'MET' if measured >= 20 and domains_ok else 'MISSED'} ({measured:.1f}x)")
+        print(f"  without the exporter's per-scrape re-parse of the file: {fair:.1f}x (in-process calls are ~free)")
+    if "rpc" in results:
+        measured, fair = results["rpc"]
+        print(f"through libvirtd (round trips, as on qemu:///system): {measured:.1f}x as measured, "
+              f"{fair:.1f}x without the re-parse")
     return 0
 
 
