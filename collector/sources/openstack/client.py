@@ -121,9 +121,9 @@ class OpenStackClient:
         """The microversion used for `service` ('compute' / 'placement'), negotiated once."""
         if service not in self._versions:
             low, high = (NOVA_MIN, NOVA_MAX) if service == "compute" else (PLACEMENT_MIN, PLACEMENT_MAX)
-            proxy = self._proxy(service)
             try:
-                data = self._with_retries(service, "/", lambda: proxy.get_endpoint_data())
+                # The SDK discovers the endpoint's versions when the proxy is first built: retry both.
+                data = self._with_retries(service, "/", lambda: self._proxy(service).get_endpoint_data())
             except SourceError:
                 raise
             except Exception as error:  # noqa: BLE001 - keystoneauth discovery raises many types
@@ -245,7 +245,7 @@ def _connection_failure(error: Exception) -> str | None:
     """'timed out' / 'connection failed' for transport errors, None for anything else."""
     from keystoneauth1 import exceptions as ksa
 
-    if isinstance(error, ksa.ConnectTimeout | ksa.connection.ReadTimeout):
+    if isinstance(error, ksa.ConnectTimeout):  # keystoneauth raises it for read timeouts too
         return "timed out"
     if isinstance(error, ksa.ConnectFailure | ksa.connection.SSLError | ksa.DiscoveryFailure):
         return "connection failed"

@@ -19,8 +19,10 @@ number of requests: the bad-input tests use it. Loopback only; never expose it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
 import threading
 import time
 import uuid as uuidlib
@@ -181,8 +183,11 @@ class StandinServer:
         self.cloud = cloud
         self.token = token
         self.faults: list[Fault] = []
+        self.versions = {"placement": PLACEMENT_VERSIONS, "compute": NOVA_VERSIONS}
+        """(min, max) microversion per service; lower the max to play an older cloud."""
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
+        self._connections: set[Any] = set()
         handler = _make_handler(self)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
@@ -198,8 +203,14 @@ class StandinServer:
         return self
 
     def stop(self) -> None:
+        """Stop listening and drop open keep-alive connections, like a service that went away."""
         self.httpd.shutdown()
         self.httpd.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def inject(self, service: str, pattern: str, status: int = 503, times: int = 1, body: bytes | None = None,
                delay: float = 0.0) -> None:
@@ -233,6 +244,16 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, *args: Any) -> None:
             pass
+
+        def setup(self) -> None:
+            super().setup()
+            with server._lock:
+                server._connections.add(self.connection)
+
+        def finish(self) -> None:
+            with server._lock:
+                server._connections.discard(self.connection)
+            super().finish()
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)
@@ -300,9 +321,9 @@ def _version_headers(service: str, version: tuple[int, int] | None) -> dict[str,
     return headers
 
 
-def _negotiate(service: str, headers: Any) -> tuple[int, int]:
+def _negotiate(service: str, headers: Any, versions: tuple[tuple[int, int], tuple[int, int]]) -> tuple[int, int]:
     """The microversion a request asked for (min when absent, max for 'latest'); 406 when out of range."""
-    low, high = PLACEMENT_VERSIONS if service == "placement" else NOVA_VERSIONS
+    low, high = versions
     asked = None
     for value in headers.get_all("OpenStack-API-Version") or []:
         name, _, version = value.strip().partition(" ")
@@ -349,12 +370,13 @@ def _placement(server: StandinServer, path: str, query: dict[str, list[str]], he
                request_id: str) -> tuple[int, bytes, dict[str, str]]:
     cloud = server.cloud
     if path in ("/", ""):
-        doc = {"versions": [{"id": "v1.0", "max_version": "1.39", "min_version": "1.0", "status": "CURRENT",
-                             "links": [{"rel": "self", "href": ""}]}]}
+        low, high = server.versions["placement"]
+        doc = {"versions": [{"id": "v1.0", "max_version": f"{high[0]}.{high[1]}", "min_version": f"{low[0]}.{low[1]}",
+                             "status": "CURRENT", "links": [{"rel": "self", "href": ""}]}]}
         return 200, _json(doc), {}
     if _check_token(headers) != server.token:
         raise HTTPError(401, "Unauthorized", "The request you have made requires authentication.")
-    version = _negotiate("placement", headers)
+    version = _negotiate("placement", headers, server.versions["placement"])
     extra = _version_headers("placement", version)
     parts = [p for p in path.split("/") if p]
     usage = cloud.usages()
@@ -451,16 +473,17 @@ def _compute(server: StandinServer, path: str, query: dict[str, list[str]], head
              request_id: str) -> tuple[int, bytes, dict[str, str]]:
     cloud = server.cloud
     base = server.compute_url
+    high = "{}.{}".format(*server.versions["compute"][1])
     if path in ("/", ""):
         return 200, _json({"versions": [
             {"id": "v2.0", "status": "DEPRECATED", "version": "", "min_version": "", "updated": "2025-07-04T12:00:00Z",
              "links": [{"rel": "self", "href": f"{server.base}/compute/v2/"}]},
-            {"id": "v2.1", "status": "CURRENT", "version": "2.104", "min_version": "2.1",
+            {"id": "v2.1", "status": "CURRENT", "version": high, "min_version": "2.1",
              "updated": "2013-07-23T11:33:21Z", "links": [{"rel": "self", "href": f"{base}/"}]},
         ]}), {}
     if path in ("/v2.1", "/v2.1/"):
         return 200, _json({"version": {
-            "id": "v2.1", "status": "CURRENT", "version": "2.104", "min_version": "2.1",
+            "id": "v2.1", "status": "CURRENT", "version": high, "min_version": "2.1",
             "updated": "2013-07-23T11:33:21Z",
             "links": [{"rel": "self", "href": f"{base}/"},
                       {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"}],
@@ -469,7 +492,7 @@ def _compute(server: StandinServer, path: str, query: dict[str, list[str]], head
         }}), {"x-compute-request-id": request_id}
     if _check_token(headers) != server.token:
         raise HTTPError(401, "Unauthorized", "The request you have made requires authentication.")
-    version = _negotiate("compute", headers)
+    version = _negotiate("compute", headers, server.versions["compute"])
     extra = {**_version_headers("compute", version), "x-compute-request-id": request_id}
     parts = [p for p in path.removeprefix("/v2.1").split("/") if p]
     flavors = cloud.flavors
