@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.sources.kubernetes.quantity import QuantityError, parse_quantity, resource_name
+from collector.sources.kubernetes.quantity import NANO, QuantityError, parse_nanos, parse_quantity, resource_name
 
 
 @pytest.mark.parametrize(
@@ -83,3 +83,10 @@ def test_integers_with_suffixes(number: int, suffix: str) -> None:
 )
 def test_resource_names_as_kube_state_metrics_spells_them(name: str, expected: str | None) -> None:
     assert resource_name(name) == expected
+
+
+def test_nano_units_are_exact_and_round_up_like_kubernetes() -> None:
+    assert parse_nanos("100m") == 10**8 and parse_nanos("1Gi") == 2**30 * NANO
+    assert parse_nanos("1.5Ki") == 1536 * NANO
+    assert parse_nanos("1e-10") == 1  # finer than 1n: the API server stores 1n
+    assert sum(parse_nanos("1m") for _ in range(1000)) == parse_nanos("1")

@@ -12,13 +12,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from fractions import Fraction
 
 import pandas as pd
 
 from collector.config import NodeLabelKeys
 from collector.schema import CAPACITY, CONSUMERS, HOSTS, FrameSet
 from collector.sources.kubernetes.listing import NodeTable, PodTable, parse_provider_id
+from collector.sources.kubernetes.quantity import NANO
 
 __all__ = ["FrameContext", "build_frames", "holds_capacity", "node_pool"]
 
@@ -61,8 +61,9 @@ def _label(labels: Mapping[str, str], key: str) -> str | None:
     return value or None
 
 
-def _float(value: Fraction | int | None) -> float:
-    return NAN if value is None else float(value)
+def _float(nanos: int | None) -> float:
+    """Nano-units -> base units (int / int true division: correctly rounded)."""
+    return NAN if nanos is None else nanos / NANO
 
 
 def build_frames(
@@ -81,7 +82,7 @@ def build_frames(
     node_index = {name: i for i, name in enumerate(nodes.name)}
 
     # allocated: exact sums of the effective requests of the pods holding capacity on each node
-    allocated: list[dict[str, Fraction | int]] = [{} for _ in nodes.name]
+    allocated: list[dict[str, int]] = [{} for _ in nodes.name]
     pod_count = [0] * len(nodes.name)
     for phase, node, requests in zip(pods.phase, pods.node, pods.requests, strict=True):
         if not holds_capacity(phase, node):
@@ -107,7 +108,7 @@ def _capacity_columns(
     ctx: FrameContext,
     nodes: NodeTable,
     pools: list[str],
-    allocated: list[dict[str, Fraction | int]],
+    allocated: list[dict[str, int]],
     pod_count: list[int],
     node_usage: Mapping[str, tuple[float, float]],
 ) -> dict[str, list]:
@@ -122,10 +123,10 @@ def _capacity_columns(
             host.append(name)
             pool.append(pools[i])
             resource.append(res)
-            capacity.append(float(cap))
-            reserved.append(float(cap - free))
-            allocatable.append(float(free))
-            alloc.append(float(pod_count[i]) if res == "pods" else float(allocated[i].get(res, 0)))
+            capacity.append(cap / NANO)
+            reserved.append((cap - free) / NANO)
+            allocatable.append(free / NANO)
+            alloc.append(float(pod_count[i]) if res == "pods" else allocated[i].get(res, 0) / NANO)
             if usage is not None and res == "cpu":
                 used.append(usage[0])
             elif usage is not None and res == "memory":
@@ -207,11 +208,11 @@ def _consumers(
             provider.append(None)
         holds.append(holds_capacity(pods.phase[i], node))
         requests, limits = pods.requests[i], pods.limits[i]
-        cpu.append(float(requests.get("cpu", 0)))
-        memory.append(float(requests.get("memory", 0)))
+        cpu.append(requests.get("cpu", 0) / NANO)
+        memory.append(requests.get("memory", 0) / NANO)
         cpu_limit.append(_float(limits.get("cpu")))
         memory_limit.append(_float(limits.get("memory")))
-        resources.append({name: float(amount) for name, amount in requests.items()})
+        resources.append({name: amount / NANO for name, amount in requests.items()})
         usage = pod_usage.get(pods.uid[i], nan_usage)
         cpu_used.append(usage[0])
         memory_used.append(usage[1])

@@ -12,21 +12,23 @@ Mirrors `PodRequests` / `PodLimits` in k8s.io/component-helpers/resource/helpers
   resources it sets (cpu, memory);
 * `spec.overhead` (RuntimeClass) is added to requests, and to limits only where a limit exists.
 
-Values are exact (`Fraction`/`int`) and keyed by capacity-frame resource names (`ephemeral_storage`,
-`nvidia_com_gpu`). Bad quantities raise `SpecError` naming the pod and the offending field.
+Values are exact integers in nano-units (quantity.NANO: 10**9 per core / byte / count) keyed by
+capacity-frame resource names (`ephemeral_storage`, `nvidia_com_gpu`). Bad quantities raise
+`SpecError` naming the pod and the offending field.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
-from collector.sources.kubernetes.quantity import QuantityError, parse_quantity, resource_name
+from collector.sources.kubernetes.quantity import QuantityError, parse_nanos, resource_name
 
 __all__ = ["Amounts", "SpecError", "effective_resources", "parse_resource_list"]
 
-Amounts = dict[str, Fraction | int]
+Amounts = dict[str, int]
+"""{resource: nano-units}; dicts returned by parse_resource_list are shared (cached): copy before changing."""
 _POD_LEVEL_RESOURCES = ("cpu", "memory")
 
 
@@ -35,22 +37,45 @@ class SpecError(ValueError):
 
 
 def parse_resource_list(values: Mapping[str, Any] | None, where: str) -> Amounts:
-    """{"cpu": "100m", "nvidia.com/gpu": "1"} -> {"cpu": Fraction(1, 10), "nvidia_com_gpu": 1}."""
+    """{"cpu": "100m", "nvidia.com/gpu": "1"} -> {"cpu": 10**8, "nvidia_com_gpu": 10**9} (nano-units).
+
+    The result is cached per distinct map (pods repeat a few shapes) and must not be modified.
+    """
     if not values:
         return {}
     if not isinstance(values, Mapping):
         raise SpecError(f"{where}: expected a map of resource quantities")
+    try:
+        return _parse_items(tuple(values.items()))
+    except _BadQuantity as error:
+        raise SpecError(f"{where}.{error.key}: {error.problem}") from None
+    except TypeError:  # an unhashable value (a list where a quantity belongs): no cache, same checks
+        try:
+            return _parse_items.__wrapped__(tuple(values.items()))
+        except _BadQuantity as error:
+            raise SpecError(f"{where}.{error.key}: {error.problem}") from None
+
+
+class _BadQuantity(Exception):
+    def __init__(self, key: str, problem: str):
+        self.key, self.problem = key, problem
+
+
+@lru_cache(maxsize=4096)
+def _parse_items(items: tuple[tuple[str, Any], ...]) -> Amounts:
     out: Amounts = {}
-    for key, raw in values.items():
+    for key, raw in items:
         name = resource_name(key)
         if name is None:
             continue
         try:
-            amount = parse_quantity(raw)
+            amount = parse_nanos(raw)
         except QuantityError as error:
-            raise SpecError(f"{where}.{key}: {error}") from None
+            raise _BadQuantity(key, str(error)) from None
+        except TypeError:
+            raise _BadQuantity(key, f"quantity must be a string, got {type(raw).__name__}") from None
         if amount < 0:
-            raise SpecError(f"{where}.{key}: negative quantity {raw!r}")
+            raise _BadQuantity(key, f"negative quantity {raw!r}")
         out[name] = amount
     return out
 
@@ -89,7 +114,8 @@ def _aggregate(app: Iterable[Amounts], init: Iterable[tuple[Amounts, bool]]) -> 
 def effective_resources(spec: Mapping[str, Any], pod: str) -> tuple[Amounts, Amounts]:
     """(requests, limits) of a pod spec as the scheduler and kubelet count them.
 
-    `pod` ("namespace/name") only names the pod in error messages.
+    `pod` ("namespace/name") only names the pod in error messages. The maps may be shared between
+    pods of the same shape: treat them as read-only.
     """
     containers = spec.get("containers") or ()
     init_containers = spec.get("initContainers") or ()
@@ -102,8 +128,9 @@ def effective_resources(spec: Mapping[str, Any], pod: str) -> tuple[Amounts, Amo
         app_limits.append(parse_resource_list(resources.get("limits"), f"{where}.limits"))
 
     if not init_containers and len(app_requests) == 1:
-        # The common case (one container, no init): no aggregation work at all.
-        requests, limits = dict(app_requests[0]), dict(app_limits[0])
+        # The common case (one container, no init): no aggregation, and the cached maps are shared
+        # between the many pods of a shape (copied below only if overhead or pod-level values change them).
+        requests, limits = app_requests[0], app_limits[0]
     else:
         init_requests: list[tuple[Amounts, bool]] = []
         init_limits: list[tuple[Amounts, bool]] = []
@@ -117,14 +144,15 @@ def effective_resources(spec: Mapping[str, Any], pod: str) -> tuple[Amounts, Amo
         limits = _aggregate(app_limits, init_limits)
 
     pod_level = spec.get("resources") or {}
+    overhead = parse_resource_list(spec.get("overhead"), f"pod {pod}: overhead")
+    if pod_level or overhead:
+        requests, limits = dict(requests), dict(limits)
     if pod_level:
         for field, target in (("requests", requests), ("limits", limits)):
             values = parse_resource_list(pod_level.get(field), f"pod {pod}: resources.{field}")
             for name in _POD_LEVEL_RESOURCES:
                 if name in values:
                     target[name] = values[name]
-
-    overhead = parse_resource_list(spec.get("overhead"), f"pod {pod}: overhead")
     if overhead:
         _add(requests, overhead)
         for key, value in overhead.items():

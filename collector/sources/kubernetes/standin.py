@@ -270,6 +270,14 @@ def make_pod(
             "name": cname, "image": f"registry.example/{cname}:1.0", "resources": resources,
             "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
             "imagePullPolicy": "IfNotPresent",
+            # what real pods carry besides resources (the service-account token mount, env, a port, a probe)
+            "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
+                    {"name": "LOG_LEVEL", "value": "info"}],
+            "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080, "scheme": "HTTP"}, "periodSeconds": 10,
+                               "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
+            "volumeMounts": [{"name": "kube-api-access", "readOnly": True,
+                              "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}],
         }
         if init and cname in sidecars:
             out["restartPolicy"] = "Always"
@@ -303,6 +311,12 @@ def make_pod(
              "tolerationSeconds": 300},
         ],
     }
+    spec["volumes"] = [{"name": "kube-api-access", "projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1",
+                                                                       "fieldPath": "metadata.namespace"}}]}}]}}]
+    spec["serviceAccountName"] = "default"
     if init_containers:
         spec["initContainers"] = [container(c, True) for c in init_containers]
     if node:
@@ -639,8 +653,8 @@ class StandinApiServer:
             rv = self._rv
         keyed = sorted(((_key(item, res.namespaced), item) for item in items), key=lambda pair: pair[0])
         blobs, index = [], []
-        for i, (_, item) in enumerate(keyed):
-            item = {**item, "metadata": {**item["metadata"], "resourceVersion": str(rv - len(keyed) + i)}}
+        for _, item in keyed:
+            item = {**item, "metadata": {**item["metadata"], "resourceVersion": str(rv)}}
             blobs.append(orjson.dumps(item))
             index.append(((item.get("spec") or {}).get("nodeName"), (item.get("status") or {}).get("phase"),
                           item["metadata"]["name"], item["metadata"].get("labels") or {}))
