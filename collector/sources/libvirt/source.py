@@ -434,7 +434,8 @@ class LibvirtSource(Source):
         self._backoff = _Backoff()
         self._definitions: dict[str, _CachedDefinition] = {}
         self._cpu_samples: dict[str, CpuSample] = {}
-        self._node_cpu_sample: CpuSample | None = None
+        self._node_cpu_sample: tuple[CpuSample, int] | None = None
+        """Host busy-time sample and the counters' total at that moment (for the host CPU rate)."""
         self.connect_attempts = 0
         """How many times a connection was opened (exposed for tests and diagnostics)."""
 
@@ -806,11 +807,12 @@ class LibvirtSource(Source):
                 log.debug("libvirt %s: node CPU stats unavailable: %s", self.name, error)
             else:
                 busy, total_ns = node_busy_nanoseconds(cpu_stats)
-                sample = CpuSample(self._clock(), busy, incarnation=total_ns)
+                sample = CpuSample(self._clock(), busy, incarnation=0)  # a host reboot shows as busy going down
                 previous = self._node_cpu_sample
-                if previous is not None and total_ns > previous.incarnation:
-                    cpu_used = cpu_rate(CpuSample(previous.at, previous.nanoseconds, 0), CpuSample(sample.at, busy, 0))
-                self._node_cpu_sample = sample
+                # Counters that did not advance at all are not a host's (an idle host still counts idle).
+                if previous is not None and total_ns > previous[1]:
+                    cpu_used = cpu_rate(previous[0], sample)
+                self._node_cpu_sample = (sample, total_ns)
         return _NodeFacts(cpus=cpus, memory_bytes=memory, cpu_used=cpu_used, memory_used=memory_used, notes=notes)
 
     # ----------------------------------------------------------------------------- frames
