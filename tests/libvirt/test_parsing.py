@@ -105,3 +105,27 @@ def test_redact_uri_masks_a_password_only() -> None:
     shown = redact_uri("qemu+tcp://admin:hunter2@kvm-a:16509/system")
     assert "hunter2" not in shown
     assert shown == "qemu+tcp://admin:***@kvm-a:16509/system"
+
+
+def test_classify_domain_errors(node_5: tuple) -> None:
+    import libvirt
+
+    from collector.sources.libvirt.source import classify_domain_error, ensure_event_loop
+
+    ensure_event_loop()  # keeps libvirt's stderr printer quiet
+    conn = libvirt.openReadOnly(f"test://{node_5[0]}")
+    try:
+        with pytest.raises(libvirt.libvirtError) as missing:
+            conn.lookupByUUIDString("00000000-0000-4000-8000-000000000000")
+        assert classify_domain_error(missing.value) == "domain_vanished"
+        with pytest.raises(libvirt.libvirtError) as denied:
+            conn.listAllDomains(0)[0].destroy()  # read-only connection: a real, unrelated error
+        assert classify_domain_error(denied.value) == "domain_error"
+    finally:
+        conn.close()
+    # What QEMU answers while a migration holds the domain's job (kumina #33, inovex #53):
+    locked = libvirt.libvirtError(
+        "Timed out during operation: cannot acquire state change lock "
+        "(held by monitor=remoteDispatchDomainMigratePrepare3Params)"
+    )
+    assert classify_domain_error(locked) == "domain_locked"
