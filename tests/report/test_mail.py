@@ -152,6 +152,7 @@ def test_mail_over_starttls_carries_the_engines_numbers(tmp_path, estate, estate
     assert all(" 720x" in line for line in probe.loaded), probe.loaded
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # aiosmtpd: SMTPS is TLS
 def test_implicit_tls_and_the_standalone_file(tmp_path, estate, estate_history, certificate):
     server = start_server(certificate, "tls")
     try:
