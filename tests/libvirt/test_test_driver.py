@@ -130,3 +130,41 @@ def test_nova_metadata_both_namespace_versions(make_source: Callable[..., Libvir
     capacity = result.frames["capacity"].set_index("resource")
     assert capacity.loc["cpu", "allocated"] == 1 + 4 + 1
     assert capacity.loc["memory", "allocated"] == 2 * GIB + 16 * GIB + 512 * MIB
+
+
+def test_bulk_stats_failure_falls_back_to_per_domain(
+    node_5: tuple[Path, dict[str, Any]], make_source: Callable[..., LibvirtSource]
+) -> None:
+    """Some libvirt versions fail the whole bulk call for one bad domain (Tinkoff/libvirt-exporter #18):
+    the source then asks per domain and skips only the one that fails."""
+    import libvirt
+
+    path, summary = node_5
+    source = make_source(f"test://{path}")
+    _poll(source)
+    conn = source._link.conn  # type: ignore[union-attr]
+    real = conn.domainListGetStats
+    bad_uuid = summary["domains"][2]["uuid"]
+
+    def real_error() -> libvirt.libvirtError:
+        try:
+            conn.lookupByUUIDString("00000000-0000-4000-8000-000000000000")
+        except libvirt.libvirtError as error:
+            return error
+        raise AssertionError("lookup of a missing domain succeeded")
+
+    def flaky(domains: list[Any], groups: int, flags: int) -> Any:
+        if len(domains) > 1 or domains[0].UUIDString() == bad_uuid:
+            raise real_error()  # a genuine VIR_ERR_NO_DOMAIN, raised where the bad domain would
+        return real(domains, groups, flags)
+
+    conn.domainListGetStats = flaky
+    try:
+        result = _poll(source)
+    finally:
+        del conn.domainListGetStats
+    assert result.skipped == Counter({"domain_vanished": 1})
+    assert len(result.frames["consumers"]) == 4
+    assert bad_uuid not in set(result.frames["consumers"]["id"])
+    assert any("read per domain" in note for note in result.notes)
+    assert result.api_calls == 1 + 1 + 5 + 1  # list, failed bulk, 5 single calls, getInfo
