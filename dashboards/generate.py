@@ -530,9 +530,11 @@ def forecasts() -> dashboard.Dashboard:
     layout.add(single_stat("Earliest plausible (p10)", "Exhaustion if demand follows the upper band.",
                            [Query(f'capacity_exhaustion_seconds{{{series}, quantile="0.1"}}', "{{pool}} {{resource}}")],
                            unit="s", steps=((None, "red"), (30 * DAY, "orange"), (90 * DAY, "green"))), 8, 5)
-    layout.add(single_stat("Reclaimable in this pool", "Capacity held but not needed (idle VMs, over-requesting pods).",
-                           [Query(f"sum by (pool, resource) (capacity_reclaimable{{{pool}}})",
-                                  "{{pool}} {{resource}}")]), 8, 5)
+    layout.add(single_stat(
+        "Share of allocatable taken", "The pool's current total (per the basis) over its allocatable.",
+        [Query(f"sum by (pool, resource) (capacity_resource_${{basis}}{{{pool}}})"
+               f" / sum by (pool, resource) (capacity_resource_allocatable{{{pool}}} > 0)", "{{pool}} {{resource}}")],
+        unit="percentunit", steps=((None, "green"), (0.8, "orange"), (0.95, "red"))), 8, 5)
     layout.row("All pools")
     layout.add(grid_table(
         "Exhaustion per pool and resource",

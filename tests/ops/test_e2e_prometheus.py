@@ -33,6 +33,7 @@ RULES = DASHBOARDS / "prometheus" / "capacityd.rules.yml"
 SCRAPE_INTERVAL = 5
 DEMO_READY_TIMEOUT = 300  # the demo starts its estate, backfills 8 weeks of history, polls, forecasts
 SAMPLES_TIMEOUT = 120
+RULES_TIMEOUT = 90
 BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m", "__range_s": "300"}
 _LEGEND_LABEL_RE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _REGEX_SPECIALS = re.compile(r"([\\^$*+?.()|\[\]{}])")
@@ -250,11 +251,17 @@ def test_promtool_check_metrics_on_the_demo_exposition(stack: tuple[Prometheus, 
 @pytest.mark.timeout(900)
 def test_rules_evaluate_cleanly_on_real_data(stack: tuple[Prometheus, str]) -> None:
     prometheus, _ = stack
-    groups = prometheus.api("rules")["groups"]
+    deadline = time.monotonic() + RULES_TIMEOUT  # the recording group runs every minute: wait for its first pass
+    while True:
+        groups = prometheus.api("rules")["groups"]
+        rules = [rule for group in groups for rule in group["rules"]]
+        if all(rule["health"] != "unknown" for rule in rules) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     assert {g["name"] for g in groups} == {"capacityd.recording", "capacityd.capacity", "capacityd.collector"}
     for group in groups:
         for rule in group["rules"]:
-            assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
+            assert rule["health"] == "ok", f"{rule['name']}: health {rule['health']} {rule.get('lastError')}"
     recorded = prometheus.instant("layer_cloud_pool_resource:capacity_resource_allocatable:sum")
     assert recorded and all({"layer", "cloud", "pool", "resource"} <= set(s["metric"]) for s in recorded)
 
