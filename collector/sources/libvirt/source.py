@@ -824,7 +824,7 @@ class LibvirtSource(Source):
         host = link.hostname
         consumers: dict[str, list[Any]] = {c: [] for c in (
             "id", "name", "state", "holds_capacity", "project", "flavor", "cpu", "memory", "disk",
-            "resources", "cpu_used", "memory_used", "cpu_time_seconds", "nova_instance_uuid",
+            "resources", "cpu_used", "memory_used", "cpu_time_seconds", "nova_instance_uuid", "memory_balloon",
         )}
         allocated_cpu = 0.0
         allocated_memory = 0.0
@@ -861,6 +861,12 @@ class LibvirtSource(Source):
             consumers["flavor"].append(nova.flavor if nova else None)
             consumers["cpu"].append(vcpus_f)
             consumers["memory"].append(memory)
+            # Current balloon size: what the guest holds now (an allocation, not usage). Filled into
+            # the `memory_balloon` column when the schema has it; ignored otherwise.
+            current_kib = stats.get("balloon.current")
+            consumers["memory_balloon"].append(
+                float(current_kib) * KIB if current_kib is not None else definition.current_memory_bytes
+            )
             consumers["disk"].append(disk)
             consumers["resources"].append(resources)
             consumers["cpu_used"].append(cpu_used)
