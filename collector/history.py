@@ -723,7 +723,7 @@ class History:
         con.execute("DELETE FROM pool_rollup WHERE ts < ?", (keep_after,))
         con.execute("DELETE FROM host_rollup WHERE ts < ?", (keep_after,))
         con.execute("DELETE FROM consumer_counts WHERE ts < ?", (keep_after,))
-        consumer_cutoff = _floor(now_ts - int(self.consumer_retention.total_seconds()), CONSUMER_HOUR)
+        consumer_cutoff = _floor(now_ts - int(self.config.consumer_retention.total_seconds()), CONSUMER_HOUR)
         con.execute("DELETE FROM consumer_hourly WHERE hour < ?", (consumer_cutoff,))
         con.execute("DELETE FROM consumer_keys WHERE last_hour < ?", (consumer_cutoff,))
         # Consumer counts: hourly within raw_retention, then one per day (the 00 UTC hour's sample).
@@ -734,11 +734,6 @@ class History:
                 "DELETE FROM consumer_counts WHERE ts >= ? AND ts < ? AND ts % 86400 >= 3600", (thinned, thin_until)
             )
             self._set_meta(con, "counts_thinned_until", thin_until)
-
-    @property
-    def consumer_retention(self) -> timedelta:
-        """How long per-consumer hourly usage is kept (config `consumer_retention`, else 15 days)."""
-        return getattr(self.config, "consumer_retention", None) or timedelta(days=15)
 
     # ------------------------------------------------------------------ reading
 
@@ -964,23 +959,18 @@ class History:
                     f"FROM host_rollup WHERE hkey IN ({marks}) AND ts >= ? AND ts < ? AND ts < ?",
                     [*chunk, _floor(lo, self.step), hi, floor],
                 ).fetchall()
-            all_keys = len(keys) == con.execute("SELECT count(*) FROM host_keys").fetchone()[0]
-            raw_lo = max(lo, floor)
-            if all_keys or len(keys) > _CHUNK:
-                wanted = set(keys["hkey"].tolist())
-                raw = con.execute(
-                    "SELECT hkey, ts, capacity, allocatable, allocated, used, allocated, used, 1 "
-                    "FROM host_raw WHERE ts >= ? AND ts < ?",
-                    (raw_lo, hi),
-                ).fetchall()
-                rows += raw if all_keys else [r for r in raw if r[0] in wanted]
+            # host_raw is clustered by time: scan the range once, filtering by key in SQL for a few keys.
+            raw_sql = (
+                "SELECT hkey, ts, capacity, allocatable, allocated, used, allocated, used, 1 "
+                "FROM host_raw WHERE ts >= ? AND ts < ?"
+            )
+            hkeys = keys["hkey"].tolist()
+            if len(hkeys) <= _CHUNK:
+                marks = ", ".join("?" * len(hkeys))
+                rows += con.execute(f"{raw_sql} AND hkey IN ({marks})", [max(lo, floor), hi, *hkeys]).fetchall()
             else:
-                marks = ", ".join("?" * len(keys))
-                rows += con.execute(
-                    "SELECT hkey, ts, capacity, allocatable, allocated, used, allocated, used, 1 "
-                    f"FROM host_raw WHERE ts >= ? AND ts < ? AND hkey IN ({marks})",
-                    [raw_lo, hi, *keys["hkey"].tolist()],
-                ).fetchall()
+                wanted = set(hkeys)
+                rows += [r for r in con.execute(raw_sql, (max(lo, floor), hi)) if r[0] in wanted]
         columns = ["hkey", "ts", "capacity", "allocatable", "allocated", "used", "allocated_max", "used_max", "samples"]
         data = pd.DataFrame(rows, columns=columns)
         if not len(data):

@@ -401,4 +401,4 @@ def test_reading_eight_weeks_of_a_pool_is_fast(tmp_path: Path, t0: datetime) -> 
         series = history.pool_series(pool="az1", start=t0, end=t0 + timedelta(days=56))
         timings.append(time.perf_counter() - started)
     assert len(series) == 4 * 24 * 56 and series["allocated"].notna().all()
-    assert min(timings) < 0.5, f"one pool's 8-week hourly series took {min(timings):.3f} s"
+    assert min(timings) < 1.0, f"one pool's 8-week hourly series took {min(timings):.3f} s"
