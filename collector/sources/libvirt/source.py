@@ -267,13 +267,20 @@ def redact_uri(uri: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def typed_frame(schema: FrameSchema, columns: dict[str, Any], rows: int) -> pd.DataFrame:
+def typed_frame(
+    schema: FrameSchema, columns: dict[str, Any], rows: int, optional: frozenset[str] = frozenset()
+) -> pd.DataFrame:
     """A frame in the contract's column order and dtypes from per-column values, built column-wise.
 
     `FrameSchema.build` converts row by row through generic casts, which costs ~100 ms on a
     1000-domain host; here each column becomes its array in one step. Scalars are broadcast; missing
-    nullable columns are null. No validation: `Source.checked_poll` validates what the poll returns.
+    nullable columns are null. Keys the schema does not have are an error, except those in `optional`
+    (columns proposed for the contract, dropped until it has them). No validation here:
+    `Source.checked_poll` validates what the poll returns.
     """
+    unknown = columns.keys() - set(schema.column_names) - optional
+    if unknown:
+        raise ValueError(f"{schema.name}: no such column(s) in the contract: {', '.join(sorted(unknown))}")
     data: dict[str, Any] = {}
     for column in schema.columns:
         value = columns.get(column.name)
@@ -877,7 +884,10 @@ class LibvirtSource(Source):
         n = len(consumers["id"])
         common = {"timestamp": now, "source": self.name, "layer": "hypervisor", "cloud": cfg.cloud,
                   "pool": cfg.pool, "host": host}
-        consumer_frame = typed_frame(CONSUMERS, {**common, **consumers, "libvirt_domain_uuid": consumers["id"]}, n)
+        consumer_frame = typed_frame(
+            CONSUMERS, {**common, **consumers, "libvirt_domain_uuid": consumers["id"]}, n,
+            optional=frozenset({"memory_balloon"}),
+        )
         capacity_frame = typed_frame(CAPACITY, {
             **common, "scope": "host", "resource": ["cpu", "memory"],
             "capacity": [float(node.cpus), node.memory_bytes], "reserved": 0.0, "allocation_ratio": 1.0,
