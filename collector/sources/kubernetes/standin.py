@@ -281,6 +281,8 @@ def make_pod(
         }
         if init and cname in sidecars:
             out["restartPolicy"] = "Always"
+        elif init:
+            del out["readinessProbe"]  # probes are for long-running containers (the API rejects them here)
         return out
 
     pod_labels = dict(labels or {})
@@ -779,7 +781,7 @@ class StandinApiServer:
         prefix = f"{namespace}/" if namespace else ""
         position = bisect.bisect_left(snapshot.keys, max(start_key, prefix))
         chosen: list[bytes] = []
-        next_key = ""
+        last_key, more = "", False
         n = len(snapshot.keys)
         while position < n:
             key = snapshot.keys[position]
@@ -787,13 +789,15 @@ class StandinApiServer:
                 break
             if selectors(snapshot.index[position]):
                 if limit and len(chosen) >= limit:
-                    next_key = key
+                    more = True
                     break
                 chosen.append(snapshot.blobs[position])
+                last_key = key
             position += 1
         metadata: dict[str, Any] = {"resourceVersion": str(snapshot.rv)}
-        if next_key:
-            metadata["continue"] = _encode_continue(snapshot.rv, next_key)
+        if more:
+            # like the real server: continue right after the last key returned ("<key>\0" sorts next)
+            metadata["continue"] = _encode_continue(snapshot.rv, last_key + "\u0000")
             remaining = (n - position) if not prefix else sum(
                 1 for k in snapshot.keys[position:] if k.startswith(prefix))
             if not selectors.filtering:
@@ -803,7 +807,7 @@ class StandinApiServer:
             b',"items":[', b",".join(chosen), b"]}",
         ))
         handler._send(200, body)
-        if next_key and self.after_page is not None:
+        if more and self.after_page is not None:
             self.after_page(resource, int(bool(token)) + 1)
 
     def _get_node(self, handler: _QuietHandler, user: User, name: str) -> None:
@@ -849,7 +853,7 @@ def _int_param(query: Mapping[str, list[str]], name: str) -> int | None:
 
 
 def _encode_continue(rv: int, start: str) -> str:
-    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": start + "\u0000"}, separators=(",", ":"))
+    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": start}, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -861,8 +865,9 @@ def _decode_continue(token: str) -> tuple[int, str]:
             raise ValueError("unexpected version")
         rv, start = int(data["rv"]), str(data["start"])
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as error:
-        raise _ApiError(400, _status(400, "BadRequest", f"continue key is not valid: {error}")) from None
-    return rv, start.rstrip("\u0000")
+        raise _ApiError(400, _status(400, "BadRequest",
+                                     f"invalid continue token: continue key is not valid: {error}")) from None
+    return rv, start
 
 
 class _Selector:
