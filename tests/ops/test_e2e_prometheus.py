@@ -49,6 +49,16 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
         return 0, b""
 
 
+def memory_deny_write_execute() -> None:
+    """preexec_fn: the kernel's MDWE (Linux >= 6.3), the policy of the unit's MemoryDenyWriteExecute=yes,
+    so the demo daemon proves the product needs no writable+executable memory."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_MDWE) failed")
+
+
 def stop(process: subprocess.Popen[bytes], name: str) -> None:
     """SIGTERM by PID, then SIGKILL by PID if it does not exit in time."""
     if process.poll() is not None:
@@ -182,7 +192,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus
     demo = subprocess.Popen(
         [sys.executable, "-m", "collector.cli", "demo", "--listen", f"127.0.0.1:{demo_port}",
          "--state-dir", str(workdir / "demo"), "--duration", "1200"],
-        cwd=REPO, stdout=demo_log, stderr=subprocess.STDOUT,
+        cwd=REPO, stdout=demo_log, stderr=subprocess.STDOUT, preexec_fn=memory_deny_write_execute,
     )
     prometheus_process: subprocess.Popen[bytes] | None = None
     try:

@@ -107,3 +107,44 @@ def test_env_example_holds_no_values() -> None:
     for number, line in enumerate((REPO / "systemd/capacityd.env.example").read_text().splitlines(), 1):
         if line and not line.startswith("#"):
             pytest.fail(f"capacityd.env.example line {number}: only comments belong in the example: {line!r}")
+
+
+MDWE_PROBE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit("PR_SET_MDWE failed: " + os.strerror(ctypes.get_errno()))
+import mmap
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    sys.exit("W+X mapping allowed: MDWE is not in force")
+except PermissionError:
+    pass
+import numpy as np
+from statsforecast.models import MSTL, AutoETS
+series = np.sin(np.arange(24 * 21) / 24 * 2 * np.pi) + np.arange(24 * 21) * 0.01 + 10
+MSTL(season_length=[24, 168], trend_forecaster=AutoETS(model="ZZN")).fit(series).predict(h=24, level=[80])
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+figure, axes = plt.subplots()
+axes.plot(series)
+figure.savefig(os.devnull, format="png")
+import libvirt
+libvirt.openReadOnly("test:///default").close()
+import bcrypt
+assert bcrypt.checkpw(b"x", bcrypt.hashpw(b"x", bcrypt.gensalt(4)))
+import collector.cli, collector.daemon, collector.forecast.models, collector.headroom.model, exporters.http
+import kubernetes, openstack, pyarrow, sqlalchemy
+print("ok")
+"""
+
+
+def test_runs_under_memory_deny_write_execute() -> None:
+    """The unit sets MemoryDenyWriteExecute=yes: prove the heavy dependencies (statsforecast, matplotlib,
+    libvirt, bcrypt, pyarrow) work without writable+executable memory, using the kernel's own switch
+    (PR_SET_MDWE, Linux >= 6.3), the same policy systemd applies."""
+    result = subprocess.run([str(REPO / ".venv/bin/python"), "-c", MDWE_PROBE], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stdout + result.stderr
+    assert "MemoryDenyWriteExecute=yes" in UNIT.read_text()
