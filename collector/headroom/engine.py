@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from collector.headroom.failure import n_plus_one
+from collector.headroom.failure import FailureResult, n_plus_one
 from collector.headroom.frames import HEADROOM, HEADROOM_HOSTS
 from collector.headroom.model import (
     HostTable,
@@ -139,6 +139,7 @@ def _pool_rows(
     if not len(shapes):
         return
     eligible = shapes.eligible & table.active[None, :]
+    per_pool: list[tuple[np.ndarray, FailureResult]] = []
     for kind, name, mask, failure in pools:
         totals, binds = pool_totals(result, shapes.requests, table, mask)
         limits = dominant_limit(result, mask, eligible, table.resources)
@@ -147,7 +148,13 @@ def _pool_rows(
         host_counts = (eligible & mask[None, :]).sum(axis=1)
         after: Any = None
         if failure and state.classes is not None:
-            after = n_plus_one(table, shapes, result, state.classes, mask, settings.failure_domain)
+            spans_zones = len({z for z in table.zones[mask] if z}) >= 2
+            if kind in ("cloud", "cluster") and not (settings.failure_domain == "zone" and spans_zones):
+                after = _combine(per_pool, totals)
+            else:
+                after = n_plus_one(table, shapes, result, state.classes, mask, settings.failure_domain)
+                if kind in ("az", "node_pool"):
+                    per_pool.append((totals, after))
         for s, shape in enumerate(shapes.names):
             rows.add(
                 timestamp=now, layer=table.layer, cloud=table.cloud, pool=name, pool_kind=kind, shape=shape,
@@ -157,6 +164,31 @@ def _pool_rows(
                 shortfall=float(after.shortfall[s]) if after is not None else math.nan,
                 limiting_resource=limits[s], hosts=float(host_counts[s]),
             )
+
+
+def _combine(per_pool: list[tuple[np.ndarray, FailureResult]], totals: np.ndarray) -> FailureResult:
+    """Cloud / cluster N+1 from its pools': the worst pool failure, its consumers re-placed in that pool.
+
+    Evacuated VMs stay in their AZ and pods in their node pool (where their nodeSelector sends them),
+    so losing a host costs the cloud exactly what it costs the host's pool.
+    """
+    s_count = len(totals)
+    slots_after = totals.astype(float).copy()
+    domain: list[str | None] = [None] * s_count
+    shortfall = np.zeros(s_count)
+    best_loss = np.full(s_count, -np.inf)
+    for pool_totals_, result in per_pool:
+        loss = pool_totals_ - result.slots_after
+        for s in range(s_count):
+            key = (result.shortfall[s], loss[s])
+            if result.domain[s] is None:
+                continue
+            if domain[s] is None or key > (shortfall[s], best_loss[s]) or (
+                key == (shortfall[s], best_loss[s]) and result.domain[s] < domain[s]
+            ):
+                domain[s], shortfall[s], best_loss[s] = result.domain[s], result.shortfall[s], loss[s]
+                slots_after[s] = totals[s] - loss[s]
+    return FailureResult(np.maximum(slots_after, 0.0), domain, shortfall)
 
 
 def _shared_resource(table: HostTable, request: np.ndarray, mask: np.ndarray) -> str | None:

@@ -21,6 +21,7 @@ updated incrementally from the hosts that changed, so a candidate costs O(classe
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -208,30 +209,38 @@ class _Evacuation:
         k_count = len(classes)
         self.rank = np.empty(k_count, dtype=np.int64)
         self.rank[class_order(table, self.requests)] = np.arange(k_count)
-        allowed = classes.eligible & (table.active & mask)[None, :]
-        self.fit0 = np.zeros((k_count, table.size), dtype=np.int64)
-        for start in range(0, k_count, self.BLOCK):
-            block = slice(start, start + self.BLOCK)
-            fit = np.full((min(self.BLOCK, k_count - start), table.size), np.inf)
+        # Only classes held on the pool's hosts can be displaced; only its active hosts take them.
+        self.columns = np.flatnonzero(table.active & mask)
+        self.column_of = np.full(table.size, -1, dtype=np.int64)
+        self.column_of[self.columns] = np.arange(len(self.columns))
+        relevant = np.flatnonzero(classes.counts[:, mask].sum(axis=1) > 0) if k_count else np.zeros(0, np.int64)
+        self.row_of = np.full(k_count, -1, dtype=np.int64)
+        self.row_of[relevant] = np.arange(len(relevant))
+        self.fit0 = np.zeros((len(relevant), len(self.columns)), dtype=np.int64)
+        self.targets: list[np.ndarray] = []
+        cols = self.columns
+        for start in range(0, len(relevant), self.BLOCK):
+            ks = relevant[start : start + self.BLOCK]
+            fit = np.full((len(ks), len(cols)), np.inf)
             for r in range(self.requests.shape[1]):
-                q = self.requests[block, r][:, None]
+                q = self.requests[ks, r][:, None]
                 asked = q > 0
                 if not asked.any():
                     continue
-                admissible = (q <= table.max_unit[None, :, r] * (1 + EPSILON)) & (
-                    q >= table.min_unit[None, :, r] - EPSILON)
+                admissible = (q <= table.max_unit[None, cols, r] * (1 + EPSILON)) & (
+                    q >= table.min_unit[None, cols, r] - EPSILON)
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    count = np.floor(self.free[None, :, r] / q + EPSILON)
-                count = np.where(table.present[None, :, r] & admissible, count, 0.0)
-                count = np.where(table.shared[None, :, r], np.inf, count)
+                    count = np.floor(self.free[None, cols, r] / q + EPSILON)
+                count = np.where(table.present[None, cols, r] & admissible, count, 0.0)
+                count = np.where(table.shared[None, cols, r], np.inf, count)
                 fit = np.where(asked, np.minimum(fit, count), fit)
-            fit = np.where(allowed[block], fit, 0.0)
-            self.fit0[block] = np.minimum(fit, _BIG).astype(np.int64)
-        self.targets = [np.flatnonzero(row > 0).tolist() for row in self.fit0]
-        held_k, held_h = np.nonzero(classes.counts)
-        self.held: dict[int, list[tuple[int, int]]] = {}
-        for k, h in zip(held_k.tolist(), held_h.tolist(), strict=True):
-            self.held.setdefault(h, []).append((k, int(classes.counts[k, h])))
+            fit = np.where(classes.eligible[np.ix_(ks, cols)], fit, 0.0)
+            block = np.minimum(fit, _BIG).astype(np.int64)
+            self.fit0[start : start + len(ks)] = block
+            self.targets.extend(cols[row > 0] for row in block)
+        self.heads = [t[:HEAD].tolist() for t in self.targets]
+        self.rank_list = self.rank.tolist()
+        self.held = classes.held_by_host()
         # Plain Python rows and request lists: a re-placement touches a handful of tiny vectors, where
         # numpy's per-call overhead would dominate.
         self.free_rows = self.free.tolist()
@@ -259,15 +268,17 @@ class _Evacuation:
         changed: dict[int, list[float]] = {}
         shared_free: dict[tuple[str, str], float] = {}
         homeless = 0
-        for k in sorted(displaced, key=lambda c: self.rank[c]):
+        rank = self.rank_list
+        for k in sorted(displaced, key=rank.__getitem__):
             wanted = displaced[k]
             asks = self.asks[k]
-            fit0 = self.fit0[k]
-            for h in self.targets[k]:
+            row_index = self.row_of[k]
+            fit0 = self.fit0[row_index]
+            for h in _walk(self.heads[row_index], self.targets[row_index]):
                 if h in dead_set:
                     continue
                 row = changed.get(h)
-                fit = int(fit0[h]) if row is None else self._fit_row(k, h, row)
+                fit = int(fit0[self.column_of[h]]) if row is None else self._fit_row(k, h, row)
                 take = min(fit, wanted)
                 if take <= 0:
                     continue
@@ -287,6 +298,27 @@ class _Evacuation:
             homeless += wanted
         return changed, homeless, shared_free
 
+    def absorbable(self, dead: np.ndarray) -> bool:
+        """True when one surviving host could take every consumer of `dead` (then FFD leaves none out)."""
+        displaced: dict[int, int] = {}
+        for h in dead.tolist():
+            for k, n in self.held.get(h, ()):
+                displaced[k] = displaced.get(k, 0) + n
+        if not displaced:
+            return True
+        ks = np.fromiter(displaced, dtype=np.int64)
+        counts = np.fromiter(displaced.values(), dtype=float)
+        ok = (self.fit0[self.row_of[ks]] > 0).all(axis=0)
+        ok &= ~np.isin(self.columns, dead)
+        demand = counts @ self.requests[ks]
+        local = self.local[self.columns]
+        ok &= ((self.free[self.columns] - demand[None, :] * local) >= -EPSILON).all(axis=1)
+        homes = set(self.home[ks].tolist())
+        if self.table.shared_providers and (len(homes) > 1 or homes != {None}):
+            same_pool = np.isin(self.pools[self.columns], list(homes)) if len(homes) == 1 else np.zeros_like(ok)
+            ok &= ~self.table.shared[self.columns].any(axis=1) | same_pool
+        return bool(ok.any())
+
     def _charge(self, k: int, h: int, take: int, shared_free: dict[tuple[str, str], float]) -> int:
         """Moving to another pool charges that pool's pool-level providers; trim to what they hold."""
         q = self.requests[k]
@@ -301,6 +333,16 @@ class _Evacuation:
 
 
 _BIG = 2**31
+
+
+HEAD = 8
+
+
+def _walk(head: list[int], hosts: np.ndarray) -> Iterator[int]:
+    """Host indices as Python ints: the first few precomputed (walks usually stop after one or two)."""
+    yield from head
+    for start in range(HEAD, len(hosts), 64):
+        yield from hosts[start : start + 64].tolist()
 
 
 def _slots_on(requests: np.ndarray, table: HostTable, hosts: np.ndarray, free: np.ndarray,
@@ -322,7 +364,14 @@ def n_plus_one(
     mask: np.ndarray,
     domain: str = "host",
 ) -> FailureResult:
-    """Slots left per shape in the pool `mask` after the failure that hurts each shape most."""
+    """Slots left per shape in the pool `mask` after the failure that hurts each shape most.
+
+    Candidates are evaluated in order of an upper bound of the slots their loss can cost (the slots
+    on them, plus, per displaced consumer, the most slots one consumer can take from a host). Once a
+    candidate's bound is below the worst loss found for every shape and one surviving host could
+    take all its consumers (so no shortfall is possible), it cannot be the worst and is skipped.
+    The result is exactly that of evaluating every candidate (ties go to the first name).
+    """
     s_count = len(shapes)
     sums = _PoolSums(table, shapes, result, mask)
     before = sums.totals(sums.local, sums.via)
@@ -334,7 +383,19 @@ def n_plus_one(
     requests = sums.requests
     evacuation = _Evacuation(table, classes, mask)
     shape_slots = np.where(mask[None, :], result.slots, 0.0)
-    for name, dead in _candidates(table, shapes, result, classes, mask, domain):
+    candidates = _candidates(table, shapes, result, classes, mask, domain)
+    bounds_ub = _loss_bounds(candidates, shape_slots, classes, evacuation.requests, requests)
+    order = sorted(range(len(candidates)),
+                   key=lambda i: (-float((bounds_ub[i] / (before + 1.0)).max(initial=0.0)), candidates[i][0]))
+    cross_pool_sharing = bool(table.shared_providers) and len(np.unique(table.pools[mask])) > 1
+    evaluated = 0
+    for i in order:
+        name, dead = candidates[i]
+        if evaluated and not cross_pool_sharing:
+            could_be_worse = (worst_shortfall == 0) & (bounds_ub[i] >= before - slots_after)
+            if not could_be_worse.any() and evacuation.absorbable(dead):
+                continue
+        evaluated += 1
         changed_rows, shortfall, shared_free = evacuation.run(dead)
         changed = np.array(sorted(changed_rows), dtype=np.int64)
         hosts = np.concatenate([dead, changed])
@@ -346,12 +407,33 @@ def n_plus_one(
         local, via = sums.delta(hosts, old, new)
         bounds = _bounds_with(table, sums, shared_free) if shared_free else sums.bounds
         after = sums.totals(local, via, bounds)
-        worse = (shortfall > worst_shortfall) | ((shortfall == worst_shortfall) & (after < slots_after))
-        worse |= np.array([d is None for d in worst_domain])
+        first = np.array([d is None for d in worst_domain])
+        earlier = np.array([d is not None and name < d for d in worst_domain])
+        worse = first | (shortfall > worst_shortfall) | (
+            (shortfall == worst_shortfall) & ((after < slots_after) | ((after == slots_after) & earlier)))
         slots_after = np.where(worse, after, slots_after)
         worst_shortfall = np.where(worse, shortfall, worst_shortfall)
         worst_domain = [name if w else d for w, d in zip(worse, worst_domain, strict=True)]
     return FailureResult(np.maximum(slots_after, 0.0), worst_domain, worst_shortfall)
+
+
+def _loss_bounds(candidates: list[tuple[str, np.ndarray]], shape_slots: np.ndarray, classes: ConsumerClasses,
+                 class_requests: np.ndarray, shape_requests: np.ndarray) -> np.ndarray:
+    """(candidates, S): most slots each failure can cost each shape.
+
+    floor((f - q) / a) >= floor(f / a) - ceil(q / a), so a re-placed consumer of request q takes at
+    most max_r ceil(q_r / a_r) slots of shape a from the host it lands on.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.ceil(class_requests[:, None, :] / shape_requests[None, :, :] - EPSILON)
+    both = (class_requests[:, None, :] > 0) & (shape_requests[None, :, :] > 0)
+    cost = np.where(both, ratio, 0.0).max(axis=2, initial=0.0)  # (K, S)
+    finite = np.where(np.isinf(shape_slots), 0.0, shape_slots)
+    out = np.zeros((len(candidates), shape_slots.shape[0]))
+    for i, (_, dead) in enumerate(candidates):
+        displaced = classes.counts[:, dead].sum(axis=1) if len(classes) else np.zeros(0)
+        out[i] = finite[:, dead].sum(axis=1) + (displaced @ cost if len(classes) else 0.0)
+    return out
 
 
 def _candidates(

@@ -165,13 +165,18 @@ def pod_classes(table: HostTable, consumers: pd.DataFrame | None) -> ConsumerCla
             if h is not None:
                 taints_by_owner.setdefault(owner, set()).update(table.taints[h])
 
-    def key(record: Mapping[str, Any]) -> str:
+    def owner(record: Mapping[str, Any]) -> str:
         return str(record.get("flavor") or "")
 
+    def key(frame: pd.DataFrame) -> list[str]:
+        return frame["flavor"].astype(object).where(frame["flavor"].notna(), "").astype(str).tolist()
+
+    def movable(frame: pd.DataFrame) -> np.ndarray:
+        return ~frame["flavor"].fillna("").astype(str).str.startswith(PINNED_OWNERS).to_numpy(dtype=bool)
+
     def eligibility(records: list[Mapping[str, Any]]) -> np.ndarray:
-        specs = [PodShapeSpec(key(r), {}, tolerated_taints=frozenset(taints_by_owner.get(key(r), ())))
+        specs = [PodShapeSpec(owner(r), {}, tolerated_taints=frozenset(taints_by_owner.get(owner(r), ())))
                  for r in records]
         return pod_eligibility(table, specs)
 
-    return consumer_classes(table, consumers, movable=lambda r: not is_pinned(r), class_key=key,
-                            eligibility=eligibility)
+    return consumer_classes(table, consumers, movable=movable, class_key=key, eligibility=eligibility)

@@ -44,62 +44,95 @@ class ConsumerClasses:
     members: list[list[tuple[Any, int]]] | None = None
     """Per class: (consumers-frame index label, host index) of each member, for moving them (what-if)."""
 
+    _held: dict[int, list[tuple[int, int]]] | None = None
+
     def __len__(self) -> int:
         return len(self.labels)
+
+    def held_by_host(self) -> dict[int, list[tuple[int, int]]]:
+        """host index -> [(class, count)] of what it holds (computed once, shared by every pool's N+1)."""
+        if self._held is None:
+            held: dict[int, list[tuple[int, int]]] = {}
+            ks, hs = np.nonzero(self.counts)
+            values = self.counts[ks, hs].tolist()
+            for k, h, n in zip(ks.tolist(), hs.tolist(), values, strict=True):
+                held.setdefault(h, []).append((k, n))
+            self._held = held
+        return self._held
 
 
 _CLASS_COLUMNS = ("layer", "cloud", "pool", "host", "id", "project", "flavor", "cpu", "memory", "disk", "resources")
 """What grouping needs of a consumer row (reading only these keeps 150k pods fast)."""
 
 
+def _request_keys(frame: pd.DataFrame, layer: str) -> list[tuple[tuple[str, float], ...]]:
+    """Each row's request as a sorted tuple (hashable); the `resources` dict fast path covers most rows."""
+    resources = frame["resources"].tolist() if "resources" in frame.columns else [None] * len(frame)
+    fallback = None
+    out = []
+    for i, value in enumerate(resources):
+        request: dict[str, float] | None = None
+        if isinstance(value, dict) and value:
+            request = {}
+            for name, amount in value.items():
+                try:
+                    number = float(amount)
+                except (TypeError, ValueError):
+                    continue
+                if number > 0 and np.isfinite(number):
+                    request[str(name)] = number
+            if layer == "kubernetes":
+                request.setdefault("pods", 1.0)
+        if not request:
+            if fallback is None:
+                fallback = fast_records(frame, ("resources", "cpu", "memory", "disk"))
+            request = consumer_requests(fallback[i], layer)
+        out.append(tuple(sorted(request.items())))
+    return out
+
+
 def consumer_classes(
     table: HostTable,
     consumers: pd.DataFrame | None,
     *,
-    movable: Callable[[Mapping[str, Any]], bool],
-    class_key: Callable[[Mapping[str, Any]], Hashable],
+    movable: Callable[[pd.DataFrame], np.ndarray],
+    class_key: Callable[[pd.DataFrame], list[Hashable]],
     eligibility: Callable[[list[Mapping[str, Any]]], np.ndarray],
 ) -> ConsumerClasses:
-    """Group the table's placed consumers into classes.
+    """Group the table's placed consumers into classes, column-wise (150k pods in well under a second).
 
-    `class_key(record)` says which consumers are interchangeable (same request is added here);
-    `eligibility(representatives)` returns the (K, H) host mask for one representative per class.
+    `movable(frame)` masks the rows that would be re-placed; `class_key(frame)` says which consumers
+    are interchangeable (same request and pool are added here); `eligibility(representatives)`
+    returns the (K, H) host mask for one representative record per class.
     """
     empty = ConsumerClasses(np.zeros((0, len(table.resources))), np.zeros((0, table.size), dtype=bool),
-                            np.zeros((0, table.size), dtype=np.int64), np.array([], dtype=object), [])
+                            np.zeros((0, table.size), dtype=np.int64), np.array([], dtype=object), [], [])
     if consumers is None or consumers.empty:
         return empty
-    position = table.index()
     frame = consumers[(consumers["layer"] == table.layer) & (consumers["cloud"] == table.cloud)
                       & consumers["holds_capacity"].astype(bool) & consumers["host"].notna()]
-    keys: dict[Hashable, int] = {}
-    representatives: list[Mapping[str, Any]] = []
-    requests: list[dict[str, float]] = []
-    hosts_of: list[list[int]] = []
-    members: list[list[tuple[Any, int]]] = []
-    for label, record in zip(frame.index, fast_records(frame, _CLASS_COLUMNS), strict=True):
-        h = position.get(str(record["host"]))
-        if h is None or not movable(record):
-            continue
-        request = consumer_requests(record, table.layer)
-        if not request:
-            continue
-        key = (class_key(record), tuple(sorted(request.items())), str(table.pools[h]))
-        k = keys.get(key)
-        if k is None:
-            k = keys[key] = len(representatives)
-            representatives.append(record)
-            requests.append(request)
-            hosts_of.append([])
-            members.append([])
-        hosts_of[k].append(h)
-        members[k].append((label, h))
-    if not representatives:
+    if frame.empty:
         return empty
-    matrix = table.request_matrix(requests)
-    counts = np.zeros((len(representatives), table.size), dtype=np.int64)
-    for k, hosts in enumerate(hosts_of):
-        np.add.at(counts[k], np.array(hosts, dtype=np.int64), 1)
-    pools = np.array([key[2] for key in keys], dtype=object)
-    labels = [str(representatives[k].get("flavor") or "?") for k in range(len(representatives))]
-    return ConsumerClasses(matrix, eligibility(representatives), counts, pools, labels, members)
+    hosts = frame["host"].astype(str).map(table.index()).to_numpy(dtype=float, na_value=np.nan)
+    keep = ~np.isnan(hosts) & np.asarray(movable(frame), dtype=bool)
+    frame, hosts = frame[keep], hosts[keep].astype(np.int64)
+    if frame.empty:
+        return empty
+    requests = _request_keys(frame, table.layer)
+    pools = table.pools[hosts]
+    keys = list(zip(class_key(frame), requests, pools.tolist(), strict=True))
+    codes, uniques = pd.factorize(pd.Series(keys, dtype=object), sort=False)
+    k_count = len(uniques)
+    counts = np.zeros((k_count, table.size), dtype=np.int64)
+    np.add.at(counts, (codes, hosts), 1)
+    first = np.unique(codes, return_index=True)[1]
+    representatives = fast_records(frame.iloc[first], _CLASS_COLUMNS)
+    matrix = table.request_matrix([dict(requests[i]) for i in first])
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(k_count + 1))
+    labels_all, hosts_all = frame.index.to_numpy()[order], hosts[order]
+    members = [list(zip(labels_all[bounds[k]:bounds[k + 1]].tolist(), hosts_all[bounds[k]:bounds[k + 1]].tolist(),
+                        strict=True)) for k in range(k_count)]
+    labels = [str(r.get("flavor") or "?") for r in representatives]
+    return ConsumerClasses(matrix, eligibility(representatives), counts, pools[first].astype(object), labels,
+                           members)

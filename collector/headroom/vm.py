@@ -213,8 +213,10 @@ def vm_classes(table: HostTable, consumers: pd.DataFrame | None, flavors: Iterab
         project = record.get("project")
         return str(project) if isinstance(project, str) and project in isolated else ""
 
-    def key(record: Mapping[str, Any]) -> tuple[str, str]:
-        return (str(record.get("flavor") or ""), tenant(record))
+    def key(frame: pd.DataFrame) -> list[tuple[str, str]]:
+        flavors = frame["flavor"].astype(object).where(frame["flavor"].notna(), "").astype(str).tolist()
+        projects = frame["project"].astype(object).where(frame["project"].isin(isolated), "").astype(str).tolist()
+        return list(zip(flavors, projects, strict=True))
 
     def eligibility(records: list[Mapping[str, Any]]) -> np.ndarray:
         constraints = []
@@ -225,4 +227,5 @@ def vm_classes(table: HostTable, consumers: pd.DataFrame | None, flavors: Iterab
             constraints.append(VmConstraints(base.required, base.forbidden, base.member_of, base.zone, projects))
         return vm_eligibility(table, constraints, isolation)
 
-    return consumer_classes(table, consumers, movable=lambda _: True, class_key=key, eligibility=eligibility)
+    return consumer_classes(table, consumers, movable=lambda f: np.ones(len(f), dtype=bool), class_key=key,
+                            eligibility=eligibility)
