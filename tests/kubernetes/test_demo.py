@@ -20,7 +20,8 @@ def test_demo_cluster(tmp_path: Path) -> None:
     context: dict = {"estate": estate}
     part = demo_part.start(tmp_path, context)
     try:
-        assert part.sources == [{"kind": "kubernetes", "name": CLUSTER, "kubeconfig": context["kubernetes"]["kubeconfig"],
+        kubeconfig = context["kubernetes"]["kubeconfig"]
+        assert part.sources == [{"kind": "kubernetes", "name": CLUSTER, "kubeconfig": kubeconfig,
                                  "context": CLUSTER, "cluster": CLUSTER, "interval": "30s"}]
         config = parse_config({"sources": part.sources})
         source = create_source(config.sources[0])
