@@ -36,12 +36,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collector.forecast.api import forecast_matrix  # noqa: E402
-from collector.forecast.backtest import run_backtest, summarize  # noqa: E402
-from collector.forecast.engine import ForecastOptions  # noqa: E402
-from collector.forecast.models import MODELS, FitInput  # noqa: E402
-from collector.forecast.preprocess import DAY, Grid, block_mean  # noqa: E402
-from collector.forecast.synthetic import benchmark_specs, clean_value, generate  # noqa: E402
+from collector.forecast.api import forecast_matrix
+from collector.forecast.backtest import run_backtest, summarize
+from collector.forecast.engine import ForecastOptions
+from collector.forecast.models import MODELS, FitInput
+from collector.forecast.preprocess import DAY, Grid, block_mean
+from collector.forecast.synthetic import benchmark_specs, clean_value, generate
 
 START = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday
 FIVE_MINUTES = 300.0
@@ -89,7 +89,7 @@ def throughput(n: int, runs: int) -> None:
         for label, options in (("capacityd", ForecastOptions()),
                                ("trend only", ForecastOptions(candidates=("trend",)))):
             started = time.perf_counter()
-            result, points = forecast_matrix(keys, matrix, grid, limits, now=now, horizon=timedelta(days=180),
+            result, _points = forecast_matrix(keys, matrix, grid, limits, now=now, horizon=timedelta(days=180),
                                              options=options)
             timings[label].append(time.perf_counter() - started)
             if label == "capacityd":
@@ -103,7 +103,7 @@ def throughput(n: int, runs: int) -> None:
     assert forecast is not None
     print("   models chosen: " + ", ".join(f"{k} {v}" for k, v in forecast["model"].value_counts().items()))
     print(f"   series exhausting within 180 days (p50): {int(np.isfinite(forecast['seconds_p50']).sum())}")
-    hourly, hourly_grid = block_mean(matrix[:3], grid, HOUR)
+    hourly, _ = block_mean(matrix[:3], grid, HOUR)
     started = time.perf_counter()
     MODELS["mstl"].forecast(FitInput(hourly, 24), 168)
     per_fit = (time.perf_counter() - started) / 3
@@ -195,7 +195,8 @@ def accuracy(mstl_selection: bool) -> None:
               + ", ".join(f"{k} x{v}" for k, v in models.items()))
     ratios = np.array(table["capacityd"]["ratio"])
     coverage = np.mean(table["capacityd"]["coverage"])
-    print(f"\n   targets: median ratio {np.median(ratios):.3f} <= 0.85: {'MET' if np.median(ratios) <= 0.85 else 'MISSED'}"
+    met = "MET" if np.median(ratios) <= 0.85 else "MISSED"
+    print(f"\n   targets: median ratio {np.median(ratios):.3f} <= 0.85: {met}"
           f"; worst {ratios.max():.3f} <= 1.05: {'MET' if ratios.max() <= 1.05 else 'MISSED'}"
           f"; coverage {coverage:.1%} in 75-85 %: {'MET' if 0.75 <= coverage <= 0.85 else 'MISSED'}")
     google = np.array([r for s, r in zip(table["capacityd"]["series"], ratios, strict=True) if s.startswith("google")])

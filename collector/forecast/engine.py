@@ -28,6 +28,9 @@ import pandas as pd
 from collector.forecast.models import BASELINE, DEFAULT_CANDIDATES, MODELS, FitInput
 from collector.forecast.preprocess import DAY, HOUR, Grid, block_mean
 
+SCORE_TOLERANCE = 1e-6
+"""MASE differences below this are ties (a constant series: every model is exact up to rounding)."""
+
 INTERVAL_SCALE = 1.0
 """Widening of the raw backtest-error quantiles; set from the benchmark (docs/forecasting.md)."""
 
@@ -185,7 +188,7 @@ def _select(names: list[str], scores: dict[str, np.ndarray], n: int, options: Fo
             continue
         gain = options.expensive_gain if MODELS[name].expensive else options.margin
         score = np.nan_to_num(scores[name], nan=np.inf)
-        better = (score < reference * (1 - gain)) & (score < best)
+        better = (score < reference * (1 - gain) - SCORE_TOLERANCE) & (score < best)
         chosen[better] = name
         best = np.where(better, score, best)
     return chosen.astype(str)

@@ -116,24 +116,31 @@ def forward_fill(matrix: np.ndarray) -> np.ndarray:
 def fill_gaps(matrix: np.ndarray, seasons: tuple[int, ...] = ()) -> np.ndarray:
     """Fill gaps for the models that need a complete series.
 
-    A gap is filled from the same time one season earlier (the longest season first, so a missing
-    Monday morning becomes last Monday morning's shape), shifted to the level just before the gap,
-    and what is left by carrying the last observation forward. Leading NaNs (a series that started
-    later than the grid) stay NaN.
+    A gap is filled with the same hours one season earlier (the longest season first, so a missing
+    Monday morning becomes last Monday morning's shape), moved to the level of the last observation
+    before the gap; what is left is filled by carrying the last observation forward. Leading NaNs
+    (a series that started later than the grid) stay NaN.
     """
+    missing = np.isnan(matrix)
+    if not missing.any():
+        return matrix
+    n, length = matrix.shape
+    columns = np.arange(length)
+    last = np.where(~missing, columns, -1)
+    np.maximum.accumulate(last, axis=1, out=last)  # index of the last observation at or before t
+    rows = np.arange(n)[:, None]
     filled = matrix.copy()
-    level = forward_fill(matrix)
     for season in sorted(seasons, reverse=True):
-        if 0 < season < filled.shape[1]:
-            missing = np.isnan(filled[:, season:])
-            if not missing.any():
-                continue
-            earlier = filled[:, :-season]
-            # level-correct the copied season: the series may have grown since then
-            offset = level[:, season:] - forward_fill(earlier)
-            candidate = earlier + np.nan_to_num(offset)
-            target = filled[:, season:]
-            target[missing] = candidate[missing]
+        if not 0 < season < length:
+            continue
+        todo = np.isnan(filled) & (last >= season) & (columns[None, :] >= season)
+        if not todo.any():
+            continue
+        anchor = np.maximum(last, season)
+        # the shape one season back, shifted so it starts from the last value seen before the gap
+        offset = matrix[rows, anchor] - filled[rows, anchor - season]
+        candidate = filled[:, np.maximum(columns - season, 0)] + offset
+        filled[todo] = candidate[todo]
     remaining = np.isnan(filled)
     if remaining.any():
         filled = np.where(remaining, forward_fill(filled), filled)
