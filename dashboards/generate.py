@@ -384,7 +384,7 @@ def kubernetes_clusters() -> dashboard.Dashboard:
     )
     layout = Layout(board)
     layout.row("Requests and usage")
-    for title, resource, unit in (("CPU", "cpu", "short"), ("Memory", "memory", "bytes"), ("Pods", "pods", "short")):
+    for title, resource, unit in (("CPU", "cpu", "short"), ("Memory", "memory", "bytes")):
         selector = f'{scope}, resource="{resource}"'
         layout.add(graph(
             f"{title}: requests, usage and allocatable",
@@ -394,6 +394,13 @@ def kubernetes_clusters() -> dashboard.Dashboard:
              Query(f"sum by (pool) (capacity_resource_used{{{selector}}})", "{{pool}} used"),
              Query(f"sum by (pool) (capacity_resource_allocatable{{{selector}}})", "{{pool}} allocatable")],
             unit=unit, fill=0, calcs=["lastNotNull", "max"]), 8)
+    selector = f'{scope}, resource="pods"'
+    layout.add(graph(
+        "Pods: scheduled and allowed",
+        "Pods holding a slot on the nodes against the kubelet's max-pods (allocatable pods).",
+        [Query(f"sum by (pool) (capacity_resource_allocated{{{selector}}})", "{{pool}} scheduled"),
+         Query(f"sum by (pool) (capacity_resource_allocatable{{{selector}}})", "{{pool}} allocatable")],
+        fill=0, calcs=["lastNotNull", "max"]), 8)
     layout.row("Headroom")
     layout.add(bars(
         "Pod headroom per shape and node pool", "How many more pods of each shape fit in each node pool now.",
