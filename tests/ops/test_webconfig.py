@@ -336,3 +336,35 @@ def test_cached_scrape_is_cheap(serve, tmp_path: Path, pki: Pki) -> None:
         assert session.get(url, timeout=5).status_code == 200
     assert (time.perf_counter() - started) / 20 < 0.05
 
+
+
+def test_a_stalled_handshake_does_not_block_other_scrapes(serve, tmp_path: Path, pki: Pki) -> None:
+    server = serve(tls_auth_config(tmp_path, pki))
+    stalled = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)]
+    try:  # three clients connect and never speak; a real scrape must still be answered at once
+        started = time.perf_counter()
+        response = requests.get(f"https://127.0.0.1:{server.port}/metrics", auth=("prometheus", PASSWORD),
+                                verify=str(pki.ca_cert), timeout=5)
+        assert response.status_code == 200 and time.perf_counter() - started < 2
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+@pytest.mark.parametrize(("host", "client"), [("::1", "[::1]"), ("::", "127.0.0.1"), ("::", "[::1]")])
+def test_ipv6_and_dual_stack(cache: ExpositionCache, host: str, client: str) -> None:
+    server = start_server(cache, host, 0, None)
+    try:
+        response = requests.get(f"http://{client}:{server.port}/metrics", timeout=5)
+        assert response.status_code == 200 and response.content == cache.current.body
+    finally:
+        server.shutdown()
+
+
+def test_address_in_use_is_an_os_error(cache: ExpositionCache) -> None:
+    server = start_server(cache, "127.0.0.1", 0, None)
+    try:
+        with pytest.raises(OSError):
+            start_server(cache, "127.0.0.1", server.port, None)
+    finally:
+        server.shutdown()
