@@ -912,7 +912,8 @@ def _data_quality(sources: pd.DataFrame | None, week: pd.DataFrame, totals: pd.D
     if week is not None and not week.empty:
         start = max(week["timestamp"].min(), stamp - pd.Timedelta(WEEK))
         expected = max(1.0, (stamp - start) / pd.Timedelta(hours=1))
-        recent = week[week["timestamp"] >= start]
+        # A pool series is on a regular grid; an hour without data from any source is NaN, not absent.
+        recent = week[(week["timestamp"] >= start) & week["allocatable"].notna()]
         hours = recent.assign(_hour=recent["timestamp"].dt.floor("h")).groupby(
             ["layer", "cloud", "pool"], observed=True)
         seen = {}
