@@ -19,7 +19,7 @@ from collector.headroom.vm import build_isolation, read_flavors, vm_classes
 from tests.headroom.builder import GIB, NOW, Estate, inv
 
 FLAVORS = {"tiny": (1, 1), "small": (1, 2), "medium": (2, 4), "large": (4, 8), "pinned": (2, 4)}
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 host_spec = st.fixed_dictionaries({
     "cpus": st.integers(2, 32),
