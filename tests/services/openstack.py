@@ -64,7 +64,7 @@ def free_port() -> int:
 
 def _installed_version(package: str) -> str:
     for dist in (VENV / "lib").glob(f"python3*/site-packages/{package.replace('-', '_')}-*.dist-info"):
-        return dist.name.split("-")[1]
+        return dist.name.removesuffix(".dist-info").split("-")[1]
     return "unknown"
 
 
@@ -132,7 +132,8 @@ class Placement:
         self.session = requests.Session()
         self.session.headers.update({"X-Auth-Token": "admin", "Accept": "application/json"})
 
-    def start(self, timeout: float = 60) -> Placement:
+    def start(self, timeout: float = 60, seed: Path | None = None) -> Placement:
+        """Start on a fresh database, or on a copy of `seed` (a populated database cached earlier)."""
         python = require_venv()
         self.workdir.mkdir(parents=True, exist_ok=True)
         database = self.workdir / "placement.sqlite"
@@ -141,7 +142,9 @@ class Placement:
             f"[placement_database]\nconnection = sqlite:///{database}\n"
         )
         cached = CACHE_DIR / f"placement-db-{_installed_version('openstack-placement')}.sqlite"
-        if cached.exists():
+        if seed is not None:
+            shutil.copyfile(seed, database)
+        elif cached.exists():
             shutil.copyfile(cached, database)
         else:
             subprocess.run(
