@@ -34,6 +34,7 @@ SCRAPE_INTERVAL = 5
 DEMO_READY_TIMEOUT = 300  # the demo starts its estate, backfills 8 weeks of history, polls, forecasts
 SAMPLES_TIMEOUT = 120
 RULES_TIMEOUT = 90
+STACK_LIFETIME = 1200  # both processes exit by themselves after this long, whatever happens to the test
 BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m", "__range_s": "300"}
 _LEGEND_LABEL_RE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _REGEX_SPECIALS = re.compile(r"([\\^$*+?.()|\[\]{}])")
@@ -191,7 +192,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus
     demo_log = (workdir / "demo.log").open("wb")
     demo = subprocess.Popen(
         [sys.executable, "-m", "collector.cli", "demo", "--listen", f"127.0.0.1:{demo_port}",
-         "--state-dir", str(workdir / "demo"), "--duration", "1200"],
+         "--state-dir", str(workdir / "demo"), "--duration", str(STACK_LIFETIME)],
         cwd=REPO, stdout=demo_log, stderr=subprocess.STDOUT, preexec_fn=memory_deny_write_execute,
     )
     prometheus_process: subprocess.Popen[bytes] | None = None
@@ -218,8 +219,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         prometheus_log = (workdir / "prometheus.log").open("wb")
+        # Under coreutils `timeout`: Prometheus stops by itself even if this test is killed before cleanup
+        # (`timeout` passes our SIGTERM on to it).
         prometheus_process = subprocess.Popen(
-            [prometheus_bin, f"--config.file={workdir / 'prometheus.yml'}",
+            [require_binary("timeout", "coreutils"), "--kill-after=10", str(STACK_LIFETIME), prometheus_bin,
+             f"--config.file={workdir / 'prometheus.yml'}",
              f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prometheus_port}",
              "--storage.tsdb.retention.time=1d", "--log.level=warn"],
             stdout=prometheus_log, stderr=subprocess.STDOUT,
