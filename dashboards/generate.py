@@ -140,8 +140,9 @@ def host_heatmap(title: str, description: str, query: Query) -> heatmap_builders
              .color(heatmap_builders.HeatmapColorOptions().mode(heatmap_models.HeatmapColorMode.SCHEME)
                     .scheme("RdYlGn").reverse(True).min(0).max(1).exponent(0.5).steps(64)
                     .scale(heatmap_models.HeatmapColorScale.LINEAR))
-             .y_axis(heatmap_builders.YAxisConfig().unit("short"))
-             .rows_frame(heatmap_builders.RowsHeatmapOptions().layout(common.HeatmapCellLayout.UNKNOWN))
+             .y_axis(heatmap_builders.YAxisConfig().axis_placement(common.AxisPlacement.LEFT))
+             .filter_values(heatmap_builders.FilterValueRange().le(-1))  # show 0 % hosts too (default hides them)
+             .rows_frame(heatmap_builders.RowsHeatmapOptions().layout(common.HeatmapCellLayout.AUTO))
              .cell_gap(1).show_value(common.VisibilityMode.NEVER))
     return with_targets(panel, [query])
 
