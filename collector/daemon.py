@@ -66,15 +66,19 @@ class Pipeline:
 
     def refresh(self, *, expensive: bool = False) -> Snapshot:
         """Recompute derived frames and re-render; concurrent callers coalesce into one extra pass."""
+        if expensive:  # always runs, after any pass in progress
+            with self._lock:
+                self._pending.clear()
+                self.snapshot = self._compute(expensive=True)
+            return self.snapshot
         self._pending.set()
         while self._pending.is_set():
-            if not self._lock.acquire(blocking=expensive):
+            if not self._lock.acquire(blocking=False):
                 return self.snapshot  # the pass holding the lock picks our change up
             try:
                 while self._pending.is_set():
                     self._pending.clear()
-                    self.snapshot = self._compute(expensive=expensive)
-                    expensive = False
+                    self.snapshot = self._compute(expensive=False)
             finally:
                 self._lock.release()
         return self.snapshot
