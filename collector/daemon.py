@@ -66,12 +66,11 @@ class Pipeline:
 
     def refresh(self, *, expensive: bool = False) -> Snapshot:
         """Recompute derived frames and re-render; concurrent callers coalesce into one extra pass."""
-        if expensive:  # always runs, after any pass in progress
+        if expensive:  # always runs, after any pass in progress; polls arriving meanwhile stay pending
             with self._lock:
-                self._pending.clear()
                 self.snapshot = self._compute(expensive=True)
-            return self.snapshot
-        self._pending.set()
+        else:
+            self._pending.set()
         while self._pending.is_set():
             if not self._lock.acquire(blocking=False):
                 return self.snapshot  # the pass holding the lock picks our change up
