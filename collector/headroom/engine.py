@@ -104,6 +104,8 @@ def compute_headroom(frames: Mapping[str, pd.DataFrame], config: Any, now: datet
             if aggregate is not None and (aggregate.zone or aggregate.name in zone_names):
                 continue  # an AZ's own aggregate: already reported as the AZ
             mask = np.array([uuid in memberships for memberships in table.aggregates], dtype=bool)
+            if aggregate is None and any((mask == (table.pools == p)).all() for p in np.unique(table.pools)):
+                continue  # unknown aggregate holding exactly one AZ's hosts: that AZ's own aggregate
             pools.append(("aggregate", aggregate.name if aggregate else uuid, mask, False))
         pools.append(("cloud", cloud, np.ones(table.size, dtype=bool), True))
         _pool_rows(rows, state, pools, settings, now)

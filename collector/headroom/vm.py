@@ -82,10 +82,13 @@ class Isolation:
         return result
 
 
+AGGREGATE_FRAMES = ("openstack_aggregates", "aggregates")
+
+
 def read_aggregates(frames: Mapping[str, pd.DataFrame], cloud: str) -> dict[str, Aggregate]:
-    """Aggregates of `cloud` from the OpenStack source's `aggregates` frame (absent: none known)."""
-    frame = frames.get("aggregates")
-    if frame is None or frame.empty or "uuid" not in frame.columns:
+    """Aggregates of `cloud` from the OpenStack source's `openstack_aggregates` frame (absent: none known)."""
+    frame = next((frames[n] for n in AGGREGATE_FRAMES if frames.get(n) is not None and len(frames[n])), None)
+    if frame is None or "uuid" not in frame.columns:
         return {}
     if "cloud" in frame.columns:
         frame = frame[frame["cloud"].astype(str) == cloud]
@@ -93,14 +96,14 @@ def read_aggregates(frames: Mapping[str, pd.DataFrame], cloud: str) -> dict[str,
     for record in frame.to_dict("records"):
         metadata = record.get("metadata")
         metadata = metadata if isinstance(metadata, Mapping) else {}
-        tenants: set[str] = set()
+        tenants = {str(t) for t in as_list(record.get("projects"))}
         for key, value in metadata.items():
             if str(key).startswith(TENANT_KEY) and value:
                 tenants |= {t.strip() for t in str(value).split(",") if t.strip()}
         uuid = str(record["uuid"])
-        name = record.get("name")
-        zone = record.get("zone") if "zone" in record else metadata.get("availability_zone")
-        zone = zone or metadata.get("availability_zone")
+        name = record.get("aggregate", record.get("name"))
+        zone = record.get("zone")
+        zone = zone if isinstance(zone, str) and zone else metadata.get("availability_zone")
         out[uuid] = Aggregate(uuid, str(name) if isinstance(name, str) and name else uuid,
                               str(zone) if isinstance(zone, str) and zone else None, frozenset(tenants))
     return out

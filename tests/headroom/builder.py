@@ -123,12 +123,16 @@ class Estate:
             "consumers": CONSUMERS.build(self.consumers) if self.consumers else CONSUMERS.empty(),
         }
         if self.aggregates:
-            schema = SCHEMAS.get("aggregates")
-            frame = pd.DataFrame(self.aggregates)
-            if schema is not None:
-                frame = frame.assign(timestamp=NOW, source="os")
-                frame = schema.coerce(frame[[c for c in schema.column_names if c in frame.columns]])
-            frames["aggregates"] = frame
+            members: dict[str, list[str]] = defaultdict(list)
+            for h in self.hosts:
+                for uuid in h["aggregates"]:
+                    members[uuid].append(h["host"])
+            frames["openstack_aggregates"] = SCHEMAS["openstack_aggregates"].build([
+                {"timestamp": NOW, "source": "os", "cloud": a["cloud"], "aggregate": a["name"], "uuid": a["uuid"],
+                 "zone": a["zone"], "hosts": members[a["uuid"]], "metadata": a["metadata"],
+                 "projects": [v for k, v in a["metadata"].items() if k.startswith("filter_tenant_id")]}
+                for a in self.aggregates
+            ])
         return frames
 
 
