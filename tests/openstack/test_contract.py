@@ -266,7 +266,6 @@ def test_flavor_translation_follows_nova() -> None:
     mixed = flavor_request(flavor({"hw:cpu_policy": "mixed", "hw:cpu_dedicated_mask": "^0"})).resources
     assert (mixed["pcpu"], mixed["vcpu"]) == (3, 1)
     assert flavor_request(flavor({}, eph=10, swap=1536)).resources["disk"] == (40 + 10 + 2) * GIB
-    assert "disk" not in flavor_request(flavor({}), boot_from_volume=False).resources or True
     assert "disk" not in flavor_request(flavor({}, disk=20), boot_from_volume=True).resources
     overridden = flavor_request(flavor({"resources:VCPU": "0", "resources:CUSTOM_BAREMETAL_GOLD": "1"})).resources
     assert "vcpu" not in overridden and overridden["custom_baremetal_gold"] == 1
