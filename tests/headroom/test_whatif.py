@@ -147,3 +147,17 @@ def test_forecast_document_and_table_show_before_and_after() -> None:
     text = render_table(document)
     assert "add 1 hosts like big" in text and "33 (N+1" in text and "49 (N+1" in text
     assert "no history" in text
+
+
+def test_worked_example_of_docs_headroom() -> None:
+    e = Estate()
+    for name in ("cmp1", "cmp2"):
+        e.host(name, resources={"vcpu": inv(16, ratio=4.0), "memory": inv(64.5 * GIB, reserved=0.5 * GIB)})
+    for i in range(5):
+        e.consumer(f"vm{i}", "cmp1", LARGE, flavor="m1.large")
+    e.flavor("m1.large", LARGE)
+    result = run_whatif(e.frames(), [parse_scenario("add 1 hosts like cmp2")], Config(), NOW)
+    before = row(result.before.headroom, pool="az1", shape="m1.large")
+    assert (before["slots"], before["slots_after_failure"], before["failure_domain"]) == (11, 3, "cmp1")
+    after = row(result.after.headroom, pool="az1", shape="m1.large")
+    assert (after["slots"], after["slots_after_failure"]) == (19, 11)
