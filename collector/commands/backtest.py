@@ -152,6 +152,7 @@ def _summary_dict(summary: Summary) -> dict[str, Any]:
             "actual_within_p10_p90": summary.exhaustion_in_interval,
             "missed": summary.exhaustion_missed,
             "false_alarms": summary.exhaustion_false_alarms,
+            "trend_missed": summary.trend_exhaustion_missed,
         }
     return document
 
@@ -212,5 +213,6 @@ def _table(args: argparse.Namespace, step: float, results: list[OriginResult], s
         lines.append(f"   exhaustion-date error (p50): {_hours(summary.exhaustion_error_hours)}; trend: "
                      f"{_hours(summary.trend_exhaustion_error_hours)}; actual date within p10-p90: "
                      f"{'-' if summary.exhaustion_in_interval is None else f'{summary.exhaustion_in_interval:.0%}'}"
-                     f"; missed {summary.exhaustion_missed}, false alarms {summary.exhaustion_false_alarms}")
+                     f"; missed {summary.exhaustion_missed} (trend {summary.trend_exhaustion_missed}), "
+                     f"false alarms {summary.exhaustion_false_alarms}")
     return "\n".join(lines) + "\n"

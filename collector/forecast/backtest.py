@@ -65,6 +65,8 @@ class Summary:
     """Origins where the series crossed within the horizon but the p50 forecast never did."""
     exhaustion_false_alarms: int = 0
     """Origins where the p50 forecast crossed within the horizon but the series did not."""
+    trend_exhaustion_missed: int = 0
+    """The same misses for the least-squares trend."""
 
     @property
     def ratio(self) -> float:
@@ -176,6 +178,8 @@ def summarize(results: list[OriginResult], horizon_hours: float | None = None) -
                 errors.append(abs(e["p50"] - actual))
             if e.get("trend") is not None:
                 trend_errors.append(abs(e["trend"] - actual))
+            else:
+                summary.trend_exhaustion_missed += 1
             low, high = e.get("p10"), e.get("p90")
             inside.append(low is not None and low <= actual and (high is None or actual <= high))
         summary.exhaustion_error_hours = float(np.mean(errors)) if errors else None

@@ -139,6 +139,7 @@ def fit_and_forecast(values: np.ndarray, grid: Grid, steps: int, options: Foreca
 
     errors: dict[str, np.ndarray] = {}
     scores: dict[str, np.ndarray] = {}
+    per_origin: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
     if origins:
         scales = np.stack([naive_scale(values[:, :o], day) for o in origins], axis=1)
@@ -151,9 +152,10 @@ def fit_and_forecast(values: np.ndarray, grid: Grid, steps: int, options: Foreca
             errors[name] = actual - predicted
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                scores[name] = np.nanmean(_mae(errors[name]) / scales, axis=1)
+                per_origin[name] = _mae(errors[name]) / scales
+                scores[name] = np.nanmean(per_origin[name], axis=1)
 
-    chosen = _select(names, scores, n, options)
+    chosen = _select(names, scores, per_origin, n, options)
     p50 = np.full((n, steps), np.nan)
     for name in np.unique(chosen):
         rows = chosen == name
@@ -168,12 +170,15 @@ def fit_and_forecast(values: np.ndarray, grid: Grid, steps: int, options: Foreca
     return Bands(grid, chosen, mase, p50 - lower, p50, p50 + upper, scores, seconds)
 
 
-def _select(names: list[str], scores: dict[str, np.ndarray], n: int, options: ForecastOptions) -> np.ndarray:
+def _select(names: list[str], scores: dict[str, np.ndarray], per_origin: dict[str, np.ndarray], n: int,
+            options: ForecastOptions) -> np.ndarray:
     """Per series: the default model unless another beats its backtest MASE by `margin`.
 
     The default (the combination where it can run, else the trend) is a prior: with a few weeks of
-    history a backtest score is noisy, and a challenger winning by a hair is more likely luck than
-    skill. Expensive challengers must win by `expensive_gain` (accuracy per compute second).
+    history a backtest score is noisy, and a challenger winning by a hair, or on average thanks to
+    one lucky origin, is more likely luck than skill. So a challenger must beat the default's mean
+    MASE by `margin` *and* be better at most origins. Expensive challengers must win by
+    `expensive_gain` (accuracy per compute second).
     """
     if len(names) == 1:  # a single model forced (the benchmark scores each model on its own)
         return np.full(n, names[0]).astype(str)
@@ -188,7 +193,11 @@ def _select(names: list[str], scores: dict[str, np.ndarray], n: int, options: Fo
             continue
         gain = options.expensive_gain if MODELS[name].expensive else options.margin
         score = np.nan_to_num(scores[name], nan=np.inf)
-        better = (score < reference * (1 - gain) - SCORE_TOLERANCE) & (score < best)
+        with np.errstate(invalid="ignore"):
+            wins = (per_origin[name] < per_origin[default]).sum(axis=1)
+        origins = np.isfinite(per_origin[default]).sum(axis=1)
+        consistent = wins * 2 > origins
+        better = (score < reference * (1 - gain) - SCORE_TOLERANCE) & (score < best) & consistent
         chosen[better] = name
         best = np.where(better, score, best)
     return chosen.astype(str)
