@@ -3,7 +3,8 @@
     .venv/bin/python bench/bench_libvirt.py [--runs 7] [--node PATH.xml[.gz]] [--mode both|inprocess|rpc]
 
 Both read the libvirt test-driver node `test-node-1000.xml.gz` (the source's testdata; 1000 domains:
-872 running, 49 paused, 79 shut off), side by side in one run:
+872 running, 49 paused, 79 shut off), side by side in one run, interleaved run by run so that both
+see the same machine load:
 
 * capacityd: one long-lived read-only connection; a collection = `LibvirtSource.checked_poll`
   (listAllDomains + one bulk stats call + node facts, frame validation) + Estate snapshot + render of
@@ -39,7 +40,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,43 +111,33 @@ def median_of(samples: list[tuple[float, float, float]]) -> tuple[float, float, 
     return tuple(statistics.median(column) for column in zip(*samples, strict=True))  # type: ignore[return-value]
 
 
-def bench_capacityd(uri: str, runs: int, meter: Meter) -> dict[str, object]:
-    source = LibvirtSource(LibvirtSourceConfig(kind="libvirt", name="kvm-bench", uri=uri, timeout="10m"))
-    estate = Estate()
-    estate.add_source(source.name, source.kind, interval=timedelta(seconds=60))
-    cache = ExpositionCache()
+class Capacityd:
+    """capacityd's side: a libvirt source, the estate and the exposition cache, as in the daemon."""
 
-    def collect() -> object:
+    def __init__(self, uri: str):
+        self.source = LibvirtSource(LibvirtSourceConfig(kind="libvirt", name="kvm-bench", uri=uri, timeout="10m"))
+        self.estate = Estate()
+        self.estate.add_source(self.source.name, self.source.kind, interval=timedelta(seconds=60))
+        self.cache = ExpositionCache()
+
+    def collect(self) -> object:
+        """One collection: poll (validated) -> estate -> rendered /metrics."""
         now = datetime.now(UTC)
-        result = source.checked_poll(now)
-        estate.record_success(source.name, result.frames, now, 0.0, result.skipped, result.api_calls)
-        return result, cache.update(estate.snapshot())
+        result = self.source.checked_poll(now)
+        self.estate.record_success(self.source.name, result.frames, now, 0.0, result.skipped, result.api_calls)
+        return result, self.cache.update(self.estate.snapshot())
 
-    cold = meter.measure(collect)[0]  # connect (parses the node once) + every domain's XML read once
-    samples, last = [], None
-    for _ in range(runs):
-        wall, cpu, daemon, last = meter.measure(collect)
-        samples.append((wall, cpu, daemon))
-    result, exposition = last  # type: ignore[misc]
-    server = start_server(cache, "127.0.0.1", 0)
-    served = []
-    for _ in range(max(runs, 50)):
-        started = time.perf_counter()
-        http_get(server.port)
-        served.append(time.perf_counter() - started)
-    server.shutdown()
-    source.close()
-    consumers = result.frames["consumers"]
-    exposed = sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in exposition.body.decode().splitlines()
-        if line.startswith("capacity_consumers{")
-    )
-    return {
-        "cold": cold, "median": median_of(samples), "served": statistics.median(served),
-        "domains": len(consumers), "exposed_domains": int(exposed),
-        "states": dict(sorted(consumers["state"].value_counts().to_dict().items())), "api_calls": result.api_calls,
-    }
+    def served_scrape_latency(self, scrapes: int) -> float:
+        server = start_server(self.cache, "127.0.0.1", 0)
+        try:
+            latencies = []
+            for _ in range(scrapes):
+                started = time.perf_counter()
+                http_get(server.port)
+                latencies.append(time.perf_counter() - started)
+        finally:
+            server.shutdown()
+        return statistics.median(latencies)
 
 
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved before any fork
@@ -157,7 +149,9 @@ def _die_with_parent() -> None:
     _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def bench_exporter(uri: str, runs: int, meter: Meter) -> dict[str, object]:
+@contextmanager
+def exporter(uri: str) -> Iterator[tuple[int, int]]:
+    """Run prometheus-libvirt-exporter on a free loopback port; yields (port, pid)."""
     if not os.access(EXPORTER, os.X_OK):
         raise SystemExit(f"{EXPORTER} missing: run scripts/provision/libvirt.sh (package prometheus-libvirt-exporter)")
     port = free_port()
@@ -178,13 +172,7 @@ def bench_exporter(uri: str, runs: int, meter: Meter) -> dict[str, object]:
                         output = log.read().decode(errors="replace")[-1000:]
                         raise SystemExit(f"exporter did not start: {output}") from None
                     time.sleep(0.1)
-            http_get(port)  # warm-up (Go runtime, first connection)
-            scrapes, opens, body = [], [], b""
-            for _ in range(runs):
-                wall, cpu, daemon, body = meter.measure(lambda: http_get(port), other_pid=process.pid)
-                scrapes.append((wall, cpu, daemon))
-                # What one connection's re-parse of the node costs, between scrapes, under the same load.
-                opens.append(meter.measure(lambda: libvirt.openReadOnly(uri).close())[:3])
+            yield port, process.pid
         finally:
             process.terminate()
             try:
@@ -192,15 +180,51 @@ def bench_exporter(uri: str, runs: int, meter: Meter) -> dict[str, object]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def compare(uri: str, runs: int, meter: Meter) -> tuple[dict[str, object], dict[str, object]]:
+    """Both sides, interleaved run by run so that they see the same machine load."""
+    ours = Capacityd(uri)
+    cold = meter.measure(ours.collect)[0]  # connect (parses the node once) + every domain's XML read once
+    ours_samples: list[tuple[float, float, float]] = []
+    peer_samples: list[tuple[float, float, float]] = []
+    opens: list[tuple[float, float, float]] = []
+    with exporter(uri) as (port, pid):
+        http_get(port)  # warm-up (Go runtime, first connection)
+        for _ in range(runs):
+            wall, cpu, daemon, last = meter.measure(ours.collect)
+            ours_samples.append((wall, cpu, daemon))
+            wall, cpu, daemon, body = meter.measure(lambda: http_get(port), other_pid=pid)
+            peer_samples.append((wall, cpu, daemon))
+            # What one new connection's re-parse of the node costs, under the same load.
+            opens.append(meter.measure(lambda: libvirt.openReadOnly(uri).close())[:3])
+            time.sleep(0.5)  # let libvirtd finish tearing down closed connections before our next run
+    result, exposition = last  # type: ignore[misc]
+    served = ours.served_scrape_latency(max(runs, 50))
+    ours.source.close()
+    consumers = result.frames["consumers"]
+    exposed = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.body.decode().splitlines()
+        if line.startswith("capacity_consumers{")
+    )
     text = body.decode()  # type: ignore[union-attr]
     up = re.search(r"^libvirt_up (\S+)$", text, re.M)
     number = re.search(r"^libvirt_domains_number (\S+)$", text, re.M)
-    return {
-        "median": median_of(scrapes), "open": median_of(opens),
-        "up": float(up.group(1)) if up else None,
-        "domains_number": int(float(number.group(1))) if number else None,
-        "domains": len(set(re.findall(r'domain="([^"]*)"', text))),
-    }
+    return (
+        {
+            "cold": cold, "median": median_of(ours_samples), "served": served,
+            "domains": len(consumers), "exposed_domains": int(exposed),
+            "states": dict(sorted(consumers["state"].value_counts().to_dict().items())),
+            "api_calls": result.api_calls,
+        },
+        {
+            "median": median_of(peer_samples), "open": median_of(opens),
+            "up": float(up.group(1)) if up else None,
+            "domains_number": int(float(number.group(1))) if number else None,
+            "domains": len(set(re.findall(r'domain="([^"]*)"', text))),
+        },
+    )
 
 
 def report(title: str, ours: dict[str, object], peer: dict[str, object], daemon: bool) -> tuple[float, float]:
@@ -267,12 +291,10 @@ def main() -> int:
         node = prepare_node(args.node, Path(workdir))
         if args.mode in ("both", "inprocess"):
             uri = f"test://{node}"
-            meter = Meter()
-            ours = bench_capacityd(uri, args.runs, meter)
+            ours, peer = compare(uri, args.runs, Meter())
             all_domains.append(ours["domains"] == ours["exposed_domains"] == 1000)
             results["inprocess"] = report(
-                f"in-process test driver ({uri.split('/')[0]}///...)",
-                ours, bench_exporter(uri, args.runs, meter), daemon=False,
+                f"in-process test driver ({uri.split('/')[0]}///...)", ours, peer, daemon=False
             )
         if args.mode in ("both", "rpc"):
             from tests.services.libvirtd import Libvirtd
@@ -281,12 +303,10 @@ def main() -> int:
             daemon.start()
             try:
                 uri = f"test+unix://{node}?socket={daemon.socket}"
-                meter = Meter(daemon_pid=daemon.process.pid)  # type: ignore[union-attr]
-                ours = bench_capacityd(uri, args.runs, meter)
+                ours, peer = compare(uri, args.runs, Meter(daemon_pid=daemon.process.pid))  # type: ignore[union-attr]
                 all_domains.append(ours["domains"] == ours["exposed_domains"] == 1000)
                 results["rpc"] = report(
-                    "through a real libvirtd, every call a round trip (test+unix:///...)",
-                    ours, bench_exporter(uri, args.runs, meter), daemon=True,
+                    "through a real libvirtd, every call a round trip (test+unix:///...)", ours, peer, daemon=True
                 )
             finally:
                 daemon.stop()
