@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from collector.headroom.cross_layer import worker_rows
 from collector.headroom.failure import FailureResult, n_plus_one
 from collector.headroom.frames import HEADROOM, HEADROOM_HOSTS
 from collector.headroom.model import (
@@ -124,8 +125,6 @@ def compute_headroom(frames: Mapping[str, pd.DataFrame], config: Any, now: datet
         pools.append(("cluster", cloud, np.ones(table.size, dtype=bool), True))
         _pool_rows(rows, state, pools, settings, now)
         host_parts.append(_host_rows(state, now))
-    from collector.headroom.cross_layer import worker_rows
-
     for values in worker_rows(frames, states, config, now):
         rows.add(**values)
     headroom = HEADROOM.build(rows.columns) if rows.columns["layer"] else HEADROOM.empty()

@@ -41,12 +41,14 @@ def reclaimable_frame(frames: Mapping[str, pd.DataFrame], history: Any, settings
     parts: list[pd.DataFrame] = []
     vms = consumers[consumers["layer"] == "openstack"]
     if len(vms):
+        # VM usage may come from the hypervisor layer, whose `cloud` is the libvirt source's estate label.
         usage = history.consumer_usage(layer=["openstack", "hypervisor"], start=now - settings.idle_window, end=now)
         parts.append(idle_vms(vms, usage, settings, now))
     pods = consumers[consumers["layer"] == "kubernetes"]
-    if len(pods):
-        usage = history.consumer_usage(layer="kubernetes", start=now - settings.reclaim_window, end=now)
-        parts.append(overrequested_pods(pods, usage, settings))
+    for cluster in sorted(set(pods["cloud"].astype(str))):  # one cluster's usage in memory at a time
+        usage = history.consumer_usage(layer="kubernetes", cloud=cluster, start=now - settings.reclaim_window,
+                                       end=now)
+        parts.append(overrequested_pods(pods[pods["cloud"] == cluster], usage, settings))
     parts = [p for p in parts if len(p)]
     if not parts:
         return RECLAIMABLE.empty()

@@ -22,7 +22,7 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -130,8 +130,11 @@ class Effect:
     notes: list[str] = field(default_factory=list)
 
 
-def apply_scenarios(frames: FrameSet, scenarios: list[Scenario], config: Any) -> tuple[FrameSet, list[Effect]]:
+def apply_scenarios(
+    frames: FrameSet, scenarios: list[Scenario], config: Any, now: datetime | None = None
+) -> tuple[FrameSet, list[Effect]]:
     """The frames after every scenario, in order, and what each one did."""
+    now = now or datetime.now(UTC)
     frames = {name: frame.copy() for name, frame in frames.items()}
     effects = []
     for scenario in scenarios:
@@ -141,7 +144,7 @@ def apply_scenarios(frames: FrameSet, scenarios: list[Scenario], config: Any) ->
         elif isinstance(scenario, RemoveHosts):
             frames = _remove_hosts(frames, scenario, effect, config)
         elif isinstance(scenario, AddConsumers):
-            frames = _add_consumers(frames, scenario, effect, config)
+            frames = _add_consumers(frames, scenario, effect, config, now)
         else:
             frames = _scale_demand(frames, scenario, effect)
         effects.append(effect)
@@ -323,8 +326,9 @@ def _shift_allocated(capacity: pd.DataFrame, table: HostTable, delta: Mapping[tu
 # --- demand ---------------------------------------------------------------------------------------
 
 
-def _add_consumers(frames: FrameSet, scenario: AddConsumers, effect: Effect, config: Any) -> FrameSet:
-    report = compute_headroom(frames, _without_failure(config), datetime.now().astimezone())
+def _add_consumers(frames: FrameSet, scenario: AddConsumers, effect: Effect, config: Any,
+                   now: datetime) -> FrameSet:
+    report = compute_headroom(frames, _without_failure(config), now)
     found = [key for key, state in sorted(report.states.items()) if scenario.shape in state.shapes.names]
     if not found:
         names = sorted({n for state in report.states.values() for n in state.shapes.names})
@@ -461,7 +465,7 @@ def run_whatif(
 ) -> WhatIfResult:
     """Headroom and exhaustion dates before and after the scenarios."""
     before = compute_headroom(frames, config, now)
-    changed, effects = apply_scenarios(frames, scenarios, config)
+    changed, effects = apply_scenarios(frames, scenarios, config, now)
     after = compute_headroom(changed, config, now)
     forecast_before = forecast_after = None
     error = None

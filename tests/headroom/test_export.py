@@ -33,10 +33,15 @@ def test_analysis_is_registered_and_its_frames_reach_metrics_and_json() -> None:
     assert "headroom" in ANALYSES and not ANALYSES["headroom"].expensive
     frames = snapshot_frames()
     config = parse_config({})
-    derived, errors = run_analyses(AnalysisContext(now=NOW, frames=frames, history=None, config=config),
-                                   expensive=False)
+    context = AnalysisContext(now=NOW, frames=frames, history=None, config=config)
+    derived, errors = run_analyses(context, expensive=False)
     assert "headroom" not in errors, errors
-    assert {"headroom", "headroom_hosts", "reclaimable"} <= set(derived)
+    assert {"headroom", "headroom_hosts"} <= set(derived) and "reclaimable" not in derived
+    assert "reclaimable" in ANALYSES and ANALYSES["reclaimable"].expensive
+    expensive, errors = run_analyses(context, expensive=True)
+    assert "reclaimable" not in errors, errors
+    derived.update(expensive)
+    assert derived["reclaimable"].empty  # no history: nothing claimed
     load_builtin_family_modules()
     text = render(Snapshot(taken_at=NOW, frames={**frames, **derived}, statuses=())).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
