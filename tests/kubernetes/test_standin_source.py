@@ -302,3 +302,16 @@ def test_timeout_defaults_follow_the_interval() -> None:
     config = KubernetesSourceConfig(kind="kubernetes", context="c", interval="30s")
     assert config.name == "c" and config.effective_timeout == timedelta(seconds=24)
     assert kube_config  # the client's kubeconfig loader is what resolves contexts
+
+
+def test_many_hanging_kubelets_do_not_overrun_the_poll(standin: StandinApiServer, tmp_path: Path) -> None:
+    hanging = {f"n{i}": FakeKubelet(f"n{i}", "hang", hang_seconds=10) for i in range(6)}
+    cluster(standin, nodes=6, pods_per_node=1, **hanging)
+    src = source(standin, tmp_path, timeout="3s", kubelet={"timeout": "2s", "concurrency": 1})
+    assert k8s.CoreV1Api  # import the client's API module (seconds, once per process) before timing
+    started = time.monotonic()
+    result = poll(src)
+    assert time.monotonic() - started < 3.5  # 6 x 2 s sequential scrapes would be 12 s
+    assert result.skipped["kubelet_timeout"] >= 1 and result.skipped["kubelet_deadline"] >= 1
+    assert result.skipped["kubelet_timeout"] + result.skipped["kubelet_deadline"] == 6
+    assert len(result.frames["consumers"]) == 8  # requests are all there

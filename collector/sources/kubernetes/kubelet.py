@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -197,7 +198,9 @@ class KubeletScraper:
         self._timeout = timeout
         self._mode = mode
 
-    def scrape(self, targets: list[ScrapeTarget]) -> ScrapeResult:
+    def scrape(self, targets: list[ScrapeTarget], deadline: float | None = None) -> ScrapeResult:
+        """Scrape every target; none is started after `deadline` (time.monotonic()), so a poll ends in time
+        even when many kubelets hang (those left out are counted as `kubelet_deadline`)."""
         result = ScrapeResult()
         lock = threading.Lock()
         forbidden = threading.Event()
@@ -205,8 +208,11 @@ class KubeletScraper:
         def one(target: ScrapeTarget) -> None:
             if forbidden.is_set():
                 reason, note = "kubelet_forbidden", None
+            elif deadline is not None and time.monotonic() + 0.1 >= deadline:
+                reason, note = "kubelet_deadline", (
+                    f"kubelet of node {target.node}: not scraped, the poll ran out of time (timeout)")
             else:
-                reason, note = self._scrape_one(target, result, lock, forbidden)
+                reason, note = self._scrape_one(target, result, lock, forbidden, deadline)
             if reason:
                 with lock:
                     result.failures[reason] += 1
@@ -221,11 +227,17 @@ class KubeletScraper:
         return result
 
     def _scrape_one(
-        self, target: ScrapeTarget, result: ScrapeResult, lock: threading.Lock, forbidden: threading.Event
+        self,
+        target: ScrapeTarget,
+        result: ScrapeResult,
+        lock: threading.Lock,
+        forbidden: threading.Event,
+        deadline: float | None,
     ) -> tuple[str | None, str | None]:
         where = f"kubelet of node {target.node}"
+        timeout = self._timeout if deadline is None else max(0.1, min(self._timeout, deadline - time.monotonic()))
         try:
-            body = self._fetch(target, self._timeout)
+            body = self._fetch(target, timeout)
         except ApiException as error:
             if error.status == 403:
                 # RBAC is cluster-wide: every other node would be refused too, so stop asking.
@@ -244,7 +256,7 @@ class KubeletScraper:
             cause = error.reason if isinstance(error, urllib3.exceptions.MaxRetryError) else error
             slow = isinstance(cause, urllib3.exceptions.TimeoutError | TimeoutError)
             if slow and not isinstance(cause, urllib3.exceptions.NewConnectionError):
-                return "kubelet_timeout", f"{where}: no answer within {self._timeout:g}s"
+                return "kubelet_timeout", f"{where}: no answer within {timeout:g}s"
             return "kubelet_unreachable", f"{where}: {type(error).__name__}: {_short(error)}"
         except KubeletAddressError as error:
             return "kubelet_unreachable", f"{where}: {error}"

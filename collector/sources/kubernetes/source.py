@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -124,8 +126,10 @@ class KubernetesSource(Source):
     # --- poll ---------------------------------------------------------------------------------
 
     def poll(self, now: datetime) -> PollResult:
-        api = k8s.CoreV1Api(self._connect())
         timeout = self.config.effective_timeout.total_seconds()
+        # Kubelet scrapes stop starting once 85 % of the poll's time is used (frames still need building).
+        deadline = time.monotonic() + 0.85 * timeout
+        api = k8s.CoreV1Api(self._connect())  # (the first access imports the client's API module: ~1-3 s)
         stats = ListStats()
         page_size = self.config.page_size
         with self._api_errors():
@@ -148,7 +152,7 @@ class KubernetesSource(Source):
         scrapes = 0
         if self.config.kubelet.mode != "off" and len(nodes):
             scrapes = len(nodes)
-            node_usage, pod_usage = self._usage(api, nodes, pods, now, skipped, notes)
+            node_usage, pod_usage = self._usage(api, nodes, pods, now, skipped, notes, deadline)
 
         ctx = FrameContext(now=now, source=self.name, cluster=self.cluster, labels=self.config.node_labels)
         frames = build_frames(ctx, nodes, pods, node_usage, pod_usage)
@@ -162,6 +166,7 @@ class KubernetesSource(Source):
         now: datetime,
         skipped: Counter[str],
         notes: list[str],
+        deadline: float,
     ) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float, float]]]:
         kubelet = self.config.kubelet
         fetch = self._proxy_fetch(api) if kubelet.mode == "proxy" else self._direct_fetch()
@@ -169,7 +174,7 @@ class KubernetesSource(Source):
                                  mode=kubelet.mode)
         targets = [ScrapeTarget(name, address, port) for name, address, port
                    in zip(nodes.name, nodes.address, nodes.kubelet_port, strict=True)]
-        result = scraper.scrape(targets)
+        result = scraper.scrape(targets, deadline)
         skipped.update(result.failures)
         notes.extend(result.notes)
 
@@ -181,7 +186,8 @@ class KubernetesSource(Source):
             poll_time,
         )
         node_usage = {
-            name: (node_rates.get(node_uid.get(name) or name, float("nan")), u.node_memory or float("nan"))
+            name: (node_rates.get(node_uid.get(name) or name, math.nan),
+                   math.nan if u.node_memory is None else u.node_memory)
             for name, u in result.usage.items()
         }
         uid_by_name = {
