@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -119,6 +119,13 @@ def substitute(text: str, values: dict[str, str], multi: dict[str, bool]) -> str
 
 
 @dataclass
+class Stack:
+    prometheus: Prometheus
+    exposition: str = field(repr=False)
+    """The demo's /metrics body when Prometheus started scraping."""
+
+
+@dataclass
 class Target:
     panel: str
     ref_id: str
@@ -185,7 +192,7 @@ def choose_variables(prometheus: Prometheus, board: dict[str, Any]) -> tuple[dic
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus, str]]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     prometheus_bin = require_binary("prometheus", "prometheus")
     workdir = tmp_path_factory.mktemp("e2e")
     demo_port, prometheus_port = free_port(), free_port()
@@ -243,7 +250,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus
             pytest.fail("Prometheus did not collect 5 scrapes of capacityd in time; log:\n"
                         + (workdir / "prometheus.log").read_text()[-4000:])
         time.sleep(2 * SCRAPE_INTERVAL)  # one more rule evaluation over real data
-        yield prometheus, body.decode()
+        yield Stack(prometheus, body.decode())
     finally:
         if prometheus_process is not None:
             stop(prometheus_process, "prometheus")
@@ -253,8 +260,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_promtool_check_metrics_on_the_demo_exposition(stack: tuple[Prometheus, str]) -> None:
-    _, exposition = stack
+def test_promtool_check_metrics_on_the_demo_exposition(stack: Stack) -> None:
+    exposition = stack.exposition
     result = subprocess.run([require_binary("promtool", "prometheus"), "check", "metrics"], input=exposition,
                             capture_output=True, text=True, timeout=60)
     problems = sorted(set((result.stdout + result.stderr).splitlines()))
@@ -263,8 +270,8 @@ def test_promtool_check_metrics_on_the_demo_exposition(stack: tuple[Prometheus, 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_rules_evaluate_cleanly_on_real_data(stack: tuple[Prometheus, str]) -> None:
-    prometheus, _ = stack
+def test_rules_evaluate_cleanly_on_real_data(stack: Stack) -> None:
+    prometheus = stack.prometheus
     deadline = time.monotonic() + RULES_TIMEOUT  # the recording group runs every minute: wait for its first pass
     while True:
         groups = prometheus.api("rules")["groups"]
@@ -283,8 +290,8 @@ def test_rules_evaluate_cleanly_on_real_data(stack: tuple[Prometheus, str]) -> N
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("dashboard", sorted(p.stem for p in DASHBOARDS.glob("*.json")))
-def test_every_panel_query_returns_data(stack: tuple[Prometheus, str], dashboard: str) -> None:
-    prometheus, _ = stack
+def test_every_panel_query_returns_data(stack: Stack, dashboard: str) -> None:
+    prometheus = stack.prometheus
     board = json.loads((DASHBOARDS / f"{dashboard}.json").read_text())
     values, multi = choose_variables(prometheus, board)
     print(f"{dashboard}: variables {values}")
@@ -299,3 +306,19 @@ def test_every_panel_query_returns_data(stack: tuple[Prometheus, str], dashboard
             missing = sorted({label for series in result for label in labels if not series["metric"].get(label)})
             failures.append(f"{target.panel} [{target.ref_id}]: series lack legend labels {missing}\n    {expr}")
     assert not failures, f"{dashboard} ({len(targets)} targets, variables {values}):\n" + "\n".join(failures)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_panel_check_can_fail(stack: Stack) -> None:
+    """A typo in a metric name, or a legend naming a label the query aggregates away, is caught."""
+    prometheus = stack.prometheus
+    typo = Target("typo", "A", 'sum by (pool) (capacity_resource_allocatd{cloud=~"$cloud"})', "{{pool}}", False)
+    _, result = run(prometheus, typo, {"cloud": ".*"}, {"cloud": True})
+    assert not has_data(result, ["pool"])
+    dropped = Target("dropped", "A", "sum by (cloud) (capacity_resource_allocatable)", "{{cloud}} {{pool}}", True)
+    _, result = run(prometheus, dropped, {}, {})
+    assert result and not has_data(result, legend_labels(dropped.legend, {}, {}))
+    good = Target("good", "A", "sum by (cloud, pool) (capacity_resource_allocatable)", "{{cloud}} {{pool}}", True)
+    _, result = run(prometheus, good, {}, {})
+    assert has_data(result, legend_labels(good.legend, {}, {}))
