@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import requests
 
@@ -138,3 +139,26 @@ def test_standin_answers_carry_the_fields_of_the_live_captures(standin: StandinS
         assert ("vcpus" in mine) == ("vcpus" in real_item)
         assert type(mine["id"]) is type(real_item["id"])
     json.dumps(mine)
+
+
+def test_down_compute_and_orphan_provider(tmp_path: Path) -> None:
+    """A nova-compute that stopped reporting is not ready; a provider Nova does not know is kept, flagged."""
+    from collector.sources.openstack.standin import Provider
+
+    cloud = from_demo_estate(build_estate(), growth_count=0)
+    next(h for h in cloud.hypervisors if h.hostname == "compute-02").up = False
+    cloud.providers["0rphan00-0000-4000-8000-000000000000"] = Provider(
+        "0rphan00-0000-4000-8000-000000000000", "compute-99",
+        {"VCPU": {"total": 8, "reserved": 0, "min_unit": 1, "max_unit": 8, "step_size": 1, "allocation_ratio": 4.0}},
+    )
+    server = StandinServer(cloud).start()
+    try:
+        server.write_clouds_yaml(tmp_path / "clouds.yaml", "demo-cloud")
+        result = make_source(tmp_path / "clouds.yaml", "demo-cloud").checked_poll(datetime.now(UTC))
+    finally:
+        server.stop()
+    hosts = result.frames["hosts"].set_index("host")
+    assert not hosts.loc["compute-02", "ready"] and hosts.loc["compute-02", "schedulable"]
+    orphan = hosts.loc["compute-99"]
+    assert not orphan["ready"] and not orphan["schedulable"] and orphan["hypervisor"] is pd.NA
+    assert orphan["zone"] == "nova"  # in no AZ aggregate: the default zone
