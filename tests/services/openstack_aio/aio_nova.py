@@ -38,7 +38,6 @@ from nova import context as nova_context  # noqa: E402
 from nova.image import glance as nova_glance  # noqa: E402
 from nova.network import security_group_api  # noqa: E402
 from nova.virt import fake  # noqa: E402
-
 from sqlalchemy import event  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
@@ -171,7 +170,6 @@ for host in HOSTS:
 CONF.clear_override("host")
 
 from nova.objects import host_mapping  # noqa: E402
-
 from oslo_db import exception as db_exception  # noqa: E402
 
 # The computes' start-up tasks write their compute node records from their own threads; map them
