@@ -193,6 +193,8 @@ CONSUMERS = FrameSchema(
         C("cpu_used", FLOAT, "Cores in use (rate between polls); NaN = unknown.", nullable=True, non_negative=True),
         C("memory_used", FLOAT, "Bytes in use (guest-reported / working set); NaN = unknown.", nullable=True,
           non_negative=True),
+        C("memory_balloon", FLOAT, "Current balloon size in bytes (hypervisor layer): what the guest holds now; "
+          "an allocation, not usage.", nullable=True, non_negative=True),
         C("cpu_time_seconds", FLOAT, "Cumulative CPU time counter (for rates); NaN = unknown.", nullable=True),
         C("nova_instance_uuid", STRING, "Link: Nova server id.", nullable=True),
         C("libvirt_domain_uuid", STRING, "Link: libvirt domain uuid (= Nova server id under Nova).", nullable=True),
