@@ -303,6 +303,13 @@ class Daemon:
             if name not in self.runners:
                 self._start_source(source_config)
         self._schedule_reports()
+        if self.server is not None and self.config.web_config_file is not None:
+            from exporters.webconfig import WebConfigError
+
+            try:
+                self.server.reload()  # rotated certificates and users, without rebinding
+            except WebConfigError as error:
+                log.error("reload: web config refused, keeping the running one: %s", "; ".join(error.errors))
         self.pipeline.refresh()
         log.info("configuration reloaded from %s (%d sources)", self.config_path, len(new.sources))
 

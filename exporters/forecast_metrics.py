@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from collector.estate import Snapshot
 from exporters.prometheus import family_builder
@@ -22,11 +22,14 @@ QUANTILES = (("0.1", "seconds_p10"), ("0.5", "seconds_p50"), ("0.9", "seconds_p9
 
 @family_builder
 def build(snapshot: Snapshot) -> Iterator[Metric]:
-    family = GaugeMetricFamily(
+    # Typed `summary`: the samples are quantiles of the forecast's distribution of the exhaustion time,
+    # which is what a summary's `quantile` label means (and what keeps `promtool check metrics` clean).
+    # A forecast has no `_sum`/`_count`, so only the quantile samples are written.
+    family = Metric(
         "capacity_exhaustion_seconds",
         "Forecast seconds until the pool's allocated or used total reaches its allocatable, by quantile "
         "of the date (0.1 = earliest plausible); +Inf when not within the forecast horizon.",
-        labels=LABELS,
+        "summary",
     )
     forecast = snapshot.frames.get("forecast")
     if forecast is not None and not forecast.empty:
@@ -36,5 +39,6 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
             for row, value in enumerate(seconds):
                 if np.isnan(value):
                     continue
-                family.add_metric([key[row] for key in keys] + [quantile], float(value))
+                labels = {name: key[row] for name, key in zip(LABELS[:-1], keys, strict=True)}
+                family.add_sample("capacity_exhaustion_seconds", {**labels, "quantile": quantile}, float(value))
     yield family

@@ -46,13 +46,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(path: Path) -> Config | None:
+    """Load the config and the web config it names; print every error (never a value) and return None."""
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as error:
         print(f"{error.path}: configuration is invalid:", file=sys.stderr)
         for line in error.errors:
             print(f"  {line}", file=sys.stderr)
         return None
+    if config.web_config_file is not None:
+        from exporters.webconfig import WebConfigError, load_web_config
+
+        try:
+            load_web_config(config.web_config_file)
+        except WebConfigError as error:
+            print(f"{error.path}: web config is invalid:", file=sys.stderr)
+            for line in error.errors:
+                print(f"  {line}", file=sys.stderr)
+            return None
+    return config
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -90,7 +90,7 @@ def test_exhaustion_seconds_family(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     registry.register(Collector())
     text = generate_latest(registry).decode()
-    assert "# TYPE capacity_exhaustion_seconds gauge" in text
+    assert "# TYPE capacity_exhaustion_seconds summary" in text
     busy = forecast.set_index("pool").loc["busy"]
     for quantile, column in (("0.1", "seconds_p10"), ("0.5", "seconds_p50"), ("0.9", "seconds_p90")):
         label = (f'capacity_exhaustion_seconds{{basis="allocated",cloud="test",layer="openstack",pool="busy",'
