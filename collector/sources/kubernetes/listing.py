@@ -12,8 +12,11 @@ fresh table, so a poll never mixes two snapshots.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -29,10 +32,38 @@ __all__ = [
     "PodTable",
     "list_paged",
     "parse_provider_id",
+    "paused_gc",
     "pod_shape",
 ]
 
 MAX_LIST_RESTARTS = 3
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while bulk JSON is decoded and tabled.
+
+    Decoding a 500-pod page creates ~100,000 container objects; each burst triggers collections that
+    traverse every tracked object, including the tables built so far, which made decoding 5-10x slower
+    at 150,000 pods. Nothing decoded here forms reference cycles (reference counting frees it all), so
+    the collector can safely wait. Nested and concurrent users (several clusters) share one pause.
+    """
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
 _NOTE_LIMIT = 5  # per table: enough to diagnose, never a log flood
 
 
@@ -73,6 +104,14 @@ def list_paged(
     for an answer that is not a list, and `ListExpired` when the snapshot keeps expiring.
     """
     stats = stats if stats is not None else ListStats()
+    with paused_gc():
+        return _list_paged(call, new_table, page_size=page_size, timeout=timeout, what=what, stats=stats)
+
+
+def _list_paged(
+    call: Callable[..., Any], new_table: Callable[[], T], *, page_size: int, timeout: float, what: str,
+    stats: ListStats,
+) -> T:
     for _attempt in range(MAX_LIST_RESTARTS + 1):
         table = new_table()
         token: str | None = None
