@@ -127,7 +127,11 @@ def compute_headroom(frames: Mapping[str, pd.DataFrame], config: Any, now: datet
         host_parts.append(_host_rows(state, now))
     for values in worker_rows(frames, states, config, now):
         rows.add(**values)
-    headroom = HEADROOM.build(rows.columns) if rows.columns["layer"] else HEADROOM.empty()
+    headroom = HEADROOM.empty()
+    if rows.columns["layer"]:
+        frame = pd.DataFrame(rows.columns)
+        frame["timestamp"] = pd.Timestamp(now).as_unit("ns")  # one value: no per-row datetime parsing
+        headroom = HEADROOM.coerce(frame)
     host_parts = [p for p in host_parts if len(p)]
     hosts = HEADROOM_HOSTS.coerce(pd.concat(host_parts, ignore_index=True)) if host_parts else HEADROOM_HOSTS.empty()
     return HeadroomReport(headroom, hosts, states)

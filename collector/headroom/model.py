@@ -289,7 +289,8 @@ def _build_table(
     aggregates: list[frozenset[str]] = [frozenset()] * h
     taints: list[tuple[str, ...]] = [()] * h
     if hosts is not None:
-        records = hosts.drop_duplicates("host").to_dict("records")
+        records = fast_records(hosts.drop_duplicates("host"),
+                               ("host", "schedulable", "ready", "zone", "traits", "aggregates", "taints"))
         for record in records:
             i = position[str(record["host"])]
             active[i] = bool(record["schedulable"]) and bool(record["ready"])
