@@ -29,4 +29,4 @@ class DemoPartModule(Protocol):
     def start(self, workdir: Path, context: dict[str, Any]) -> DemoPart: ...
 
 
-DEMO_PARTS = ["collector.demo.libvirt", "collector.demo.openstack", "collector.demo.kubernetes"]
+DEMO_PARTS = ["collector.demo.libvirt", "collector.demo.openstack", "collector.demo.kubernetes", "collector.demo.mail"]

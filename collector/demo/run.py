@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,15 +102,24 @@ def run_demo(listen: str, state_dir: Path | None, duration: float | None) -> int
 
 
 def _write_report_when_ready(daemon: Any, workdir: Path) -> None:
-    """Once the first forecasts are in, write the demo's weekly report next to its config."""
-    try:
-        from exporters.report import write_report
-    except ImportError:
-        return
+    """Once the first forecasts are in, write the demo's weekly report and mail this period's issue."""
+    from exporters.report import write_report
+    from exporters.report.service import latest_period, send_report
+    from exporters.report.store import SendStore
+
     if not daemon.first_forecast_done.wait(timeout=600):
         return
+    snapshot = daemon.pipeline.snapshot
     try:
-        path = write_report(daemon.pipeline.snapshot, daemon.history, workdir / "report")
+        path = write_report(snapshot, daemon.history, workdir / "report")
         _say(f"wrote the weekly report of the demo estate: {path}")
+        config = daemon.config
+        if config.smtp is not None and config.reports:
+            report = config.reports[0]
+            period = latest_period(report, datetime.now(UTC))
+            if period is not None:
+                outcome = send_report(report, config.smtp, snapshot, daemon.history,
+                                      SendStore.open(config.state_dir), period)
+                _say(f"mailed report {report.name} for {period:%Y-%m-%d}: {outcome.status} ({outcome.detail})")
     except Exception:
-        log.exception("demo report failed")
+        log.exception("demo report failed; the demo keeps serving /metrics")
