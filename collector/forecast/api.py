@@ -17,9 +17,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from collector.forecast.engine import Bands, ForecastOptions, choose_candidates, first_crossing, fit_and_forecast
+from collector.forecast.engine import (
+    Bands,
+    ForecastOptions,
+    choose_candidates,
+    first_crossing,
+    fit_and_forecast,
+    single_threaded_blas,
+)
 from collector.forecast.frames import FORECAST, FORECAST_POINTS
-from collector.forecast.preprocess import DAY, Grid, block_mean, long_to_matrix
+from collector.forecast.preprocess import DAY, Grid, block_mean, coarser_grid, long_to_matrix
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +96,9 @@ def forecast_matrix(
     """
     options = options or ForecastOptions()
     now_ts = _utc(now)
-    if grid.step < options.working_step:
-        matrix, grid = block_mean(matrix, grid, options.working_step)
+    native = grid
+    if grid.step < options.working_step:  # averaged block by block, inside the workers
+        grid = coarser_grid(grid, options.working_step)[0]
     limits = np.asarray(limits, dtype=float)
     steps = max(1, math.ceil(horizon.total_seconds() / grid.step))
     horizon_end = now_ts + horizon
@@ -99,7 +107,7 @@ def forecast_matrix(
 
     def run(start: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
         block = slice(start, start + options.chunk)
-        values = matrix[block]
+        values = matrix[block] if native is grid else block_mean(matrix[block], native, options.working_step)[0]
         bands = fit_and_forecast(values, grid, steps, options, candidates)
         chunk_keys = keys.iloc[block].reset_index(drop=True)
         return (_forecast_rows(chunk_keys, values, limits[block], bands, now_ts, horizon_end),
@@ -107,11 +115,12 @@ def forecast_matrix(
 
     starts = range(0, len(keys), options.chunk)
     workers = min(options.threads or os.cpu_count() or 1, len(starts))
-    if workers > 1:  # numpy releases the GIL in the heavy loops: blocks run in parallel
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="forecast") as pool:
-            results = list(pool.map(run, starts))
-    else:
-        results = [run(start) for start in starts]
+    with single_threaded_blas():
+        if workers > 1:  # numpy releases the GIL in the heavy loops: blocks run in parallel
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="forecast") as pool:
+                results = list(pool.map(run, starts))
+        else:
+            results = [run(start) for start in starts]
     if not results:
         return FORECAST.empty(), FORECAST_POINTS.empty()
     forecast = FORECAST.coerce(pd.concat([r[0] for r in results], ignore_index=True))
@@ -157,15 +166,13 @@ def _forecast_rows(keys: pd.DataFrame, values: np.ndarray, limits: np.ndarray, b
 
 
 def _slope_per_day(bands: Bands) -> np.ndarray:
-    """Least-squares slope of the median forecast over the horizon, per day."""
+    """Least-squares slope of the median forecast over the horizon, per day (one matrix-vector product)."""
     p50 = bands.p50
     if p50.shape[1] < 2:
         return np.zeros(p50.shape[0])
     t = np.arange(p50.shape[1], dtype=float)
-    t -= t.mean()
-    with np.errstate(invalid="ignore"):
-        slope = (np.nan_to_num(p50 - np.nanmean(p50, axis=1, keepdims=True)) @ t) / (t @ t)
-    return slope * DAY / bands.grid.step
+    t -= t.mean()  # centred, so the forecast's own mean drops out of p50 @ t
+    return (p50 @ t) / (t @ t) * DAY / bands.grid.step
 
 
 def _daily_points(offset: int, bands: Bands, horizon_end: pd.Timestamp) -> dict[str, np.ndarray]:
@@ -181,7 +188,8 @@ def _daily_points(offset: int, bands: Bands, horizon_end: pd.Timestamp) -> dict[
     columns = {"series": np.repeat(np.arange(offset, offset + n), len(starts)),
                "timestamp": np.tile(days[starts].tz_localize(None).to_numpy(), n)}
     for name, band in (("p10", bands.p10), ("p50", bands.p50), ("p90", bands.p90)):
-        columns[name] = np.maximum.reduceat(band[:, keep], starts, axis=1).ravel()
+        inside = band if keep.all() else band[:, keep]
+        columns[name] = np.maximum.reduceat(inside, starts, axis=1).ravel()
     return columns
 
 

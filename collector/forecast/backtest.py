@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from collector.forecast.engine import ForecastOptions, first_crossing, forecast_native, naive_scale
+from collector.forecast.engine import (
+    ForecastOptions,
+    first_crossing,
+    forecast_native,
+    naive_scale,
+    single_threaded_blas,
+)
 from collector.forecast.models import MODELS, FitInput
 from collector.forecast.preprocess import DAY, Grid
 
@@ -102,6 +108,14 @@ def run_backtest(
             f"for a horizon of {horizon} steps"
         )
     caps = None if capacity is None else np.broadcast_to(np.asarray(capacity, dtype=float), (n,))
+    with single_threaded_blas():
+        return _run(values, grid, starts, horizon, caps, options, candidates)
+
+
+def _run(values: np.ndarray, grid: Grid, starts: list[int], horizon: int, caps: np.ndarray | None,
+         options: ForecastOptions, candidates: list[str] | None) -> list[list[OriginResult]]:
+    n = values.shape[0]
+    day = grid.steps_per(DAY)
     results: list[list[OriginResult]] = [[] for _ in range(n)]
     for origin in sorted(starts):
         history = values[:, :origin]

@@ -45,6 +45,26 @@ class FitInput:
     """Columns per day (24 on the hourly working grid); 0 when the grid is coarser than a day."""
     detect_shifts: bool = True
 
+    def prefix(self, length: int) -> FitInput:
+        """The first `length` columns as a new input, reusing this one's gap filling and mask.
+
+        Gap filling only looks back (the same hours a season earlier, then the last observation), so
+        the filled prefix of the whole history is exactly the filled prefix: the backtest origins
+        need not fill again. Level shifts and fits are recomputed: they look at the whole window.
+        """
+        child = FitInput(self.values[:, :length], self.steps_per_day, self.detect_shifts)
+        child.__dict__["observed"] = self.observed[:, :length]
+        child.__dict__["filled"] = self.filled[:, :length]
+        return child
+
+    def rows(self, selection: np.ndarray) -> FitInput:
+        """Some of the series as a new input, reusing their gap filling, mask and level shifts."""
+        child = FitInput(self.values[selection], self.steps_per_day, self.detect_shifts)
+        for name in ("observed", "filled", "shift"):
+            if name in self.__dict__:
+                child.__dict__[name] = self.__dict__[name][selection]
+        return child
+
     @property
     def n(self) -> int:
         return self.values.shape[0]
@@ -141,10 +161,12 @@ class _Decomposition:
             obs = observed.astype(float).reshape(shape)
             t = self.design.t.reshape(periods, self.big)
             sums = [y0.reshape(shape).sum(axis=1), obs.sum(axis=1), np.einsum("npm,pm->nm", obs, t)]
+            step_sums = np.zeros((n, self.big))
             if self.design.step is not None:
-                sums.append(np.einsum("npm,npm->nm", obs, self.design.step.reshape(shape)))
-            else:
-                sums.append(np.zeros((n, self.big)))
+                rows = self.design.shift_rows
+                step_sums[rows] = np.einsum("npm,npm->nm", obs[rows],
+                                            self.design.step.reshape(rows.size, periods, self.big))
+            sums.append(step_sums)
             self.slot_sums[self.big] = tuple(sums)
             if self.big == week:  # daily sums from the weekly ones: a week is seven whole days
                 self.slot_sums[day] = tuple(s.reshape(n, 7, day).sum(axis=1) for s in sums)
@@ -215,17 +237,20 @@ class Design:
         n, length = observed.shape
         self.t = np.arange(length, dtype=float) - (length - 1)
         w = observed.astype(float)
-        has_shift = shift >= 0
-        self.step: np.ndarray | None = None
         s0 = w.sum(axis=1)
         s_t = w @ self.t
         s_tt = w @ (self.t * self.t)
         s_d = np.zeros(n)
         s_td = np.zeros(n)
-        if has_shift.any():
-            self.step = ((np.arange(length)[None, :] >= shift[:, None]) & has_shift[:, None]).astype(float)
-            s_d = np.einsum("ij,ij->i", self.step, w)
-            s_td = (self.step * w) @ self.t
+        # The step column only exists for the rows with a level shift (few, in real estates).
+        self.shift_rows = np.flatnonzero(shift >= 0)
+        self.step: np.ndarray | None = None
+        if self.shift_rows.size:
+            rows = self.shift_rows
+            self.step = (np.arange(length)[None, :] >= shift[rows, None]).astype(float)
+            weighted = self.step * w[rows]
+            s_d[rows] = weighted.sum(axis=1)
+            s_td[rows] = weighted @ self.t
         matrix = np.empty((n, 3, 3))
         matrix[:, 0] = np.stack((s0, s_t, s_d), axis=1)
         matrix[:, 1] = np.stack((s_t, s_tt, s_td), axis=1)
@@ -241,10 +266,11 @@ class Design:
 
     def rhs(self, y0: np.ndarray) -> np.ndarray:
         """Right-hand side of the normal equations for y (zeros where unobserved)."""
-        rhs = np.empty((y0.shape[0], 3))
+        rhs = np.zeros((y0.shape[0], 3))
         rhs[:, 0] = y0.sum(axis=1)
         rhs[:, 1] = y0 @ self.t
-        rhs[:, 2] = np.einsum("ij,ij->i", y0, self.step) if self.step is not None else 0.0
+        if self.step is not None:
+            rhs[self.shift_rows, 2] = np.einsum("ij,ij->i", y0[self.shift_rows], self.step)
         return rhs
 
     def coefficients(self, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -79,28 +79,38 @@ def long_to_matrix(
     return key_rows, matrix, grid
 
 
-def block_mean(matrix: np.ndarray, grid: Grid, step: float) -> tuple[np.ndarray, Grid]:
-    """Aggregate a fine grid to a coarser one (e.g. 5-minute to hourly) by averaging each block.
-
-    Blocks are aligned to multiples of `step` since the epoch; a block with no observation is NaN.
-    """
+def coarser_grid(grid: Grid, step: float) -> tuple[Grid, int, int]:
+    """The grid `block_mean` produces, and the padding (front, back) in fine columns it needs."""
     factor = step / grid.step
-    if factor <= 1:
-        return matrix, grid
     if abs(factor - round(factor)) > 1e-9:
         raise ValueError(f"cannot aggregate a {grid.step:g} s grid to {step:g} s: not a multiple")
     factor = round(factor)
     start_seconds = grid.start.timestamp()
     aligned = np.floor(start_seconds / step) * step
     pad_front = round((start_seconds - aligned) / grid.step)
-    total = pad_front + grid.length
-    pad_back = (-total) % factor
-    padded = np.pad(matrix, ((0, 0), (pad_front, pad_back)), constant_values=np.nan)
-    blocks = padded.reshape(matrix.shape[0], -1, factor)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        coarse = np.nanmean(blocks, axis=2)
-    return coarse, Grid(pd.Timestamp(aligned, unit="s", tz="UTC"), float(step), coarse.shape[1])
+    pad_back = (-(pad_front + grid.length)) % factor
+    length = (pad_front + grid.length + pad_back) // factor
+    return Grid(pd.Timestamp(aligned, unit="s", tz="UTC"), float(step), length), pad_front, pad_back
+
+
+def block_mean(matrix: np.ndarray, grid: Grid, step: float) -> tuple[np.ndarray, Grid]:
+    """Aggregate a fine grid to a coarser one (e.g. 5-minute to hourly) by averaging each block.
+
+    Blocks are aligned to multiples of `step` since the epoch; a block with no observation is NaN.
+    """
+    if step <= grid.step:
+        return matrix, grid
+    coarse_grid, pad_front, pad_back = coarser_grid(grid, step)
+    factor = round(step / grid.step)
+    if pad_front or pad_back:
+        matrix = np.pad(matrix, ((0, 0), (pad_front, pad_back)), constant_values=np.nan)
+    blocks = matrix.reshape(matrix.shape[0], coarse_grid.length, factor)
+    missing = np.isnan(blocks)
+    counts = factor - missing.sum(axis=2)
+    sums = np.where(missing, 0.0, blocks).sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        coarse = np.where(counts > 0, sums / counts, np.nan)
+    return coarse, coarse_grid
 
 
 def forward_fill(matrix: np.ndarray) -> np.ndarray:
@@ -190,10 +200,12 @@ def detect_level_shift(filled: np.ndarray, steps_per_day: int, *, threshold: flo
     days = length // day
     if days < 4 or n == 0:
         return result
-    tail = filled[:, length - days * day:]
+    tail = filled[:, length - days * day:].reshape(n, days, day)
+    missing = np.isnan(tail)
+    counts = day - missing.sum(axis=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        means = np.nanmean(tail.reshape(n, days, day), axis=2)
+        means = np.where(counts > 0, np.where(missing, 0.0, tail).sum(axis=2) / np.maximum(counts, 1), np.nan)
         changes = np.diff(means, axis=1)
         centre = np.nanmedian(changes, axis=1, keepdims=True)
         spread = 1.4826 * np.nanmedian(np.abs(changes - centre), axis=1, keepdims=True)
@@ -207,13 +219,16 @@ def detect_level_shift(filled: np.ndarray, steps_per_day: int, *, threshold: flo
         return result
     last_jump = days - 2 - np.argmax(jumps[:, ::-1], axis=1)  # index j: jump between day j and j+1
     offset = length - days * day
-    cumulative = np.concatenate((np.zeros((n, 1)), np.cumsum(np.nan_to_num(filled), axis=1)), axis=1)
     rows = np.flatnonzero(has)
+    shifted = filled[rows]
+    cumulative = np.zeros((rows.size, length + 1))
+    np.cumsum(np.where(np.isnan(shifted), 0.0, shifted), axis=1, out=cumulative[:, 1:])
+    local = np.arange(rows.size)[:, None]
     centres = offset + (last_jump[rows] + 1) * day
     candidates = np.clip(centres[:, None] + np.arange(-day, day + 1)[None, :], day, max(length - day, day))
-    picked = cumulative[rows[:, None], candidates]
-    before = (picked - cumulative[rows[:, None], candidates - day]) / day
+    picked = cumulative[local, candidates]
+    before = (picked - cumulative[local, candidates - day]) / day
     ends = np.minimum(candidates + day, length)
-    after = (cumulative[rows[:, None], ends] - picked) / np.maximum(ends - candidates, 1)
+    after = (cumulative[local, ends] - picked) / np.maximum(ends - candidates, 1)
     result[rows] = candidates[np.arange(rows.size), np.argmax(np.abs(after - before), axis=1)]
     return result
