@@ -315,3 +315,11 @@ def test_many_hanging_kubelets_do_not_overrun_the_poll(standin: StandinApiServer
     assert result.skipped["kubelet_timeout"] >= 1 and result.skipped["kubelet_deadline"] >= 1
     assert result.skipped["kubelet_timeout"] + result.skipped["kubelet_deadline"] == 6
     assert len(result.frames["consumers"]) == 8  # requests are all there
+
+
+def test_in_cluster_outside_a_cluster_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    src = SOURCE(KubernetesSourceConfig(kind="kubernetes", name="inside", in_cluster=True))
+    with pytest.raises(SourceError) as error:
+        src.poll(datetime.now(UTC))
+    assert error.value.reason == "config" and "Service host/port is not set" in str(error.value)

@@ -190,3 +190,24 @@ def test_node_pool_label_order() -> None:
     assert node_pool({"b/pool": "x", "a/pool": "y"}, keys) == "y"
     assert node_pool({"b/pool": "x"}, keys) == "x"
     assert node_pool({}, keys) == "default"
+
+
+def test_paused_gc_nests_and_restores() -> None:
+    import gc
+
+    from collector.sources.kubernetes.listing import paused_gc
+
+    assert gc.isenabled()
+    with paused_gc():
+        assert not gc.isenabled()
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still holds
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # left as the application had it
+    finally:
+        gc.enable()
