@@ -117,6 +117,7 @@ class OpenStackSourceConfig(SourceBase):
         default="nova", description="AZ of hosts in no AZ aggregate (Nova's default_availability_zone)."
     )
     quotas: bool = Field(default=True, description="Read per-project quota usage (one call per project with servers).")
+    concurrency: int = Field(default=4, ge=1, le=32, description="Placement providers read in parallel.")
 
     @model_validator(mode="before")
     @classmethod

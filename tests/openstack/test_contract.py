@@ -106,7 +106,7 @@ def _frames(servers_mv: str, nova_version: tuple[int, int], **kwargs: str):
     nova = FixtureClient({"compute": nova_version}, nova_responses(servers_mv, **kwargs))
     placement = FixtureClient({"placement": (1, 39)}, placement_responses())
     nova_state = NovaReader(nova, quotas=False).read()  # type: ignore[arg-type]
-    placement_state = PlacementReader(placement).read()  # type: ignore[arg-type]
+    placement_state = PlacementReader(placement, concurrency=1).read()  # type: ignore[arg-type]
     frames = build_frames(source="live", cloud="live", now=_now(), placement=placement_state, nova=nova_state,
                           default_zone="nova")
     return frames, nova, placement

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ class OpenStackClient:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self.calls = 0
+        self._calls_lock = threading.Lock()
         self.deadline: float | None = None
         self._versions: dict[str, Version] = {}
 
@@ -100,7 +102,8 @@ class OpenStackClient:
         return self._conn
 
     def _count(self, response: Any, *args: Any, **kwargs: Any) -> None:
-        self.calls += 1
+        with self._calls_lock:  # Placement reads run in a few threads
+            self.calls += 1
 
     def close(self) -> None:
         if self._conn is not None:

@@ -13,6 +13,9 @@ poll costs. Two facts keep that cost low:
   and every trait a flavor requires or forbids) instead of one traits call per provider; those
   answers are also reused while no provider generation changed.
 
+Changed providers are read `concurrency` at a time (default 4): production Placement runs several
+API workers, so a cold poll of a big cloud takes a fraction of the sequential time.
+
 Sharing providers (trait MISC_SHARES_VIA_AGGREGATE) also get their aggregates read (they are few),
 which is how their pool is found; compute hosts' aggregates come from Nova's os-aggregates.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -77,8 +81,9 @@ class _Cached:
 class PlacementReader:
     """Reads Placement for one cloud; keeps a generation-keyed cache between polls."""
 
-    def __init__(self, client: OpenStackClient):
+    def __init__(self, client: OpenStackClient, concurrency: int = 4):
         self.client = client
+        self.concurrency = concurrency
         self._cache: dict[str, _Cached] = {}
         self._trait_cache: dict[str, set[str]] = {}
         self._trait_fingerprint: tuple[tuple[str, int], ...] | None = None
@@ -102,13 +107,17 @@ class PlacementReader:
         fingerprint = tuple(sorted((p.uuid, p.generation) for p in providers.values()))
         self._read_traits(state, set(flavor_traits), fingerprint, version)
 
+        stale = [p for p in providers.values()
+                 if (c := self._cache.get(p.uuid)) is None or c.generation != p.generation]
+        fresh = self._read_many(stale, version)
         for provider in list(providers.values()):
-            cached = self._cache.get(provider.uuid)
-            if cached is None or cached.generation != provider.generation:
-                cached = self._read_provider(provider, version, state)
-                if cached is None:
+            if provider.uuid in fresh:
+                result = fresh[provider.uuid]
+                if isinstance(result, str):
+                    _vanished(state, provider, result)
                     continue
-                self._cache[provider.uuid] = cached
+                self._cache[provider.uuid] = result
+            cached = self._cache[provider.uuid]
             provider.inventories = cached.inventories
             provider.usages = cached.usages
             if SHARING_TRAIT in provider.traits:
@@ -144,16 +153,28 @@ class PlacementReader:
         self._trait_fingerprint = fingerprint
         state.interesting_traits = wanted
 
-    def _read_provider(self, provider: Provider, version: Version, state: PlacementState) -> _Cached | None:
+    def _read_many(self, providers: list[Provider], version: Version) -> dict[str, _Cached | str]:
+        """Inventories + usages of `providers`, `concurrency` at a time (Placement runs many workers)."""
+        if self.concurrency <= 1 or len(providers) < 2:
+            return {p.uuid: self._read_provider(p, version) for p in providers}
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(providers)),
+                                thread_name_prefix="placement-read") as pool:
+            futures = {p.uuid: pool.submit(self._read_provider, p, version) for p in providers}
+            try:
+                return {uuid: future.result() for uuid, future in futures.items()}
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+    def _read_provider(self, provider: Provider, version: Version) -> _Cached | str:
+        """A provider's inventories and usages, or the name of the read that found it gone (404)."""
         base = f"/resource_providers/{provider.uuid}"
         inventories_body = self._get(f"{base}/inventories", version, ok_404=True)
         if inventories_body is None:
-            _vanished(state, provider, "inventories")
-            return None
+            return "inventories"
         usages_body = self._get(f"{base}/usages", version, ok_404=True)
         if usages_body is None:
-            _vanished(state, provider, "usages")
-            return None
+            return "usages"
         inventories = _parse_inventories(inventories_body, provider)
         usages = _parse_usages(usages_body, provider)
         return _Cached(generation=provider.generation, inventories=inventories, usages=usages)

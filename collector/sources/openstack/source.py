@@ -28,7 +28,7 @@ class OpenStackSource(Source):
         connector = connect or make_connector(config.cloud, config.region, config.clouds_yaml, timeout)
         kwargs = {"sleep": sleep} if sleep is not None else {}
         self.client = OpenStackClient(self.cloud, connector, retry=retry, **kwargs)
-        self.placement = PlacementReader(self.client)
+        self.placement = PlacementReader(self.client, concurrency=config.concurrency)
         self.nova = NovaReader(self.client, page_size=config.page_size, quotas=config.quotas)
         self.polls = 0
 
