@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from collector.config import OpenStackSourceConfig
 from collector.demo.model import build_estate
 from collector.estate import Estate
 from collector.sources.base import SourceError
+from collector.sources.openstack.source import OpenStackSource
 from collector.sources.openstack.standin import StandinServer, from_demo_estate
 from tests.openstack.conftest import make_source
 from tests.services.openstack import free_port, write_clouds_yaml
@@ -200,3 +202,37 @@ def test_failed_cloud_goes_stale_while_another_cloud_stays_fresh(standin: Standi
     hosts = snapshot.frames["hosts"]
     assert set(hosts["source"]) == {"cloud-a", "cloud-b"}  # cloud-b's last good frames are kept ...
     assert (hosts[hosts.source == "cloud-b"]["timestamp"] == t0).all()  # ... with their old timestamp
+
+
+def test_clouds_yaml_from_os_client_config_file(standin: StandinServer, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """No `clouds_yaml:` key: openstacksdk's own search, led by $OS_CLIENT_CONFIG_FILE."""
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "clouds.yaml"))
+    source = OpenStackSource(OpenStackSourceConfig(kind="openstack", cloud=CLOUD, interval="60s"))
+    assert len(source.checked_poll(datetime.now(UTC)).frames["hosts"]) == 10
+
+
+def test_os_environment_variables_without_a_cloud_entry(standin: StandinServer,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"OS_AUTH_TYPE": "admin_token", "OS_TOKEN": standin.token,
+                       "OS_ENDPOINT": standin.placement_url, "OS_REGION_NAME": "RegionOne",
+                       "OS_PLACEMENT_ENDPOINT_OVERRIDE": standin.placement_url,
+                       "OS_COMPUTE_ENDPOINT_OVERRIDE": standin.compute_url}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", "/nonexistent/clouds.yaml")
+    source = OpenStackSource(OpenStackSourceConfig(kind="openstack", name="from-env", interval="60s"))
+    assert source.cloud == "default"
+    assert len(source.checked_poll(datetime.now(UTC)).frames["hosts"]) == 10
+
+
+@pytest.mark.parametrize("problem", ["missing file", "unknown cloud"])
+def test_broken_cloud_configuration_is_a_config_error(standin: StandinServer, tmp_path: Path, problem: str) -> None:
+    if problem == "missing file":
+        config = {"cloud": CLOUD, "clouds_yaml": str(tmp_path / "nope.yaml")}
+    else:
+        config = {"cloud": "no-such-cloud", "clouds_yaml": str(tmp_path / "clouds.yaml")}
+    source = OpenStackSource(OpenStackSourceConfig(kind="openstack", interval="60s", **config))
+    with pytest.raises(SourceError) as error:
+        source.poll(datetime.now(UTC))
+    assert error.value.reason == "config"
+    assert ("nope.yaml" if problem == "missing file" else "no-such-cloud") in str(error.value)
