@@ -156,14 +156,13 @@ def pod_shapes(table: HostTable, specs: list[PodShapeSpec]) -> ShapeSet:
 def pod_classes(table: HostTable, consumers: pd.DataFrame | None) -> ConsumerClasses:
     """Movable pods grouped for re-placement; a class tolerates the taints its owner already runs on."""
     taints_by_owner: dict[str, set[str]] = {}
-    if consumers is not None and not consumers.empty:
-        position = table.index()
+    tainted = {str(table.names[h]): table.taints[h] for h in range(table.size) if table.taints[h]}
+    if consumers is not None and not consumers.empty and tainted:
         frame = consumers[(consumers["layer"] == "kubernetes") & (consumers["cloud"] == table.cloud)
-                          & consumers["host"].notna()]
-        for owner, host in zip(frame["flavor"].fillna("").astype(str), frame["host"].astype(str), strict=True):
-            h = position.get(host)
-            if h is not None:
-                taints_by_owner.setdefault(owner, set()).update(table.taints[h])
+                          & consumers["host"].isin(list(tainted))]
+        pairs = set(zip(frame["flavor"].fillna("").astype(str), frame["host"].astype(str), strict=True))
+        for owner_name, host in pairs:
+            taints_by_owner.setdefault(owner_name, set()).update(tainted[host])
 
     def owner(record: Mapping[str, Any]) -> str:
         return str(record.get("flavor") or "")

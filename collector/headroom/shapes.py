@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from collector.headroom.model import HostTable, consumer_requests, fast_records
+from collector.headroom.model import HostTable, fast_records
 
 
 @dataclass
@@ -65,30 +65,33 @@ _CLASS_COLUMNS = ("layer", "cloud", "pool", "host", "id", "project", "flavor", "
 """What grouping needs of a consumer row (reading only these keeps 150k pods fast)."""
 
 
-def _request_keys(frame: pd.DataFrame, layer: str) -> list[tuple[tuple[str, float], ...]]:
-    """Each row's request as a sorted tuple (hashable); the `resources` dict fast path covers most rows."""
-    resources = frame["resources"].tolist() if "resources" in frame.columns else [None] * len(frame)
-    fallback = None
-    out = []
-    for i, value in enumerate(resources):
-        request: dict[str, float] | None = None
-        if isinstance(value, dict) and value:
-            request = {}
-            for name, amount in value.items():
-                try:
-                    number = float(amount)
-                except (TypeError, ValueError):
-                    continue
-                if number > 0 and np.isfinite(number):
-                    request[str(name)] = number
-            if layer == "kubernetes":
-                request.setdefault("pods", 1.0)
-        if not request:
-            if fallback is None:
-                fallback = fast_records(frame, ("resources", "cpu", "memory", "disk"))
-            request = consumer_requests(fallback[i], layer)
-        out.append(tuple(sorted(request.items())))
-    return out
+def request_table(frame: pd.DataFrame, layer: str) -> pd.DataFrame:
+    """Each row's request as columns (one per resource, 0 where not asked), built column-wise.
+
+    Same rules as `consumer_requests`: the `resources` dict where there is one, else cpu/memory/disk
+    mapped to the layer's names; a pod always holds one `pods`. Bad amounts (negative, NaN, text) are 0.
+    """
+    values = frame["resources"].tolist() if "resources" in frame.columns else [None] * len(frame)
+    has_dict = np.fromiter((isinstance(v, dict) and bool(v) for v in values), dtype=bool, count=len(values))
+    table = pd.DataFrame.from_records([v if ok else {} for v, ok in zip(values, has_dict, strict=True)],
+                                      index=frame.index)
+    table = table.apply(pd.to_numeric, errors="coerce") if len(table.columns) else table
+    table.columns = [str(c) for c in table.columns]
+    if (~has_dict).any():
+        names = {"cpu": "vcpu" if layer == "openstack" else "cpu", "memory": "memory",
+                 "disk": "ephemeral_storage" if layer == "kubernetes" else "disk"}
+        for column, name in names.items():
+            if column not in frame.columns:
+                continue
+            fallback = frame[column].to_numpy(dtype=float, na_value=np.nan)
+            current = table[name].to_numpy(dtype=float) if name in table.columns else np.zeros(len(frame))
+            table[name] = np.where(has_dict, current, fallback)
+    table = table.fillna(0.0)
+    table = table.where(np.isfinite(table.to_numpy(dtype=float)) & (table.to_numpy(dtype=float) > 0), 0.0)
+    if layer == "kubernetes":
+        pods = table["pods"].to_numpy(dtype=float) if "pods" in table.columns else np.zeros(len(frame))
+        table["pods"] = np.where(pods > 0, pods, 1.0)
+    return table.astype(float)
 
 
 def consumer_classes(
@@ -118,16 +121,24 @@ def consumer_classes(
     frame, hosts = frame[keep], hosts[keep].astype(np.int64)
     if frame.empty:
         return empty
-    requests = _request_keys(frame, table.layer)
+    requests = request_table(frame, table.layer)
+    asks = (requests > 0).any(axis=1).to_numpy()  # a consumer holding nothing has nothing to re-place
+    frame, hosts, requests = frame[asks], hosts[asks], requests[asks]
+    if frame.empty:
+        return empty
+    requests = requests.loc[:, (requests > 0).any(axis=0)]
     pools = table.pools[hosts]
-    keys = list(zip(class_key(frame), requests, pools.tolist(), strict=True))
-    codes, uniques = pd.factorize(pd.Series(keys, dtype=object), sort=False)
-    k_count = len(uniques)
+    grouping = requests.assign(_key=pd.Series(class_key(frame), index=frame.index, dtype=object).map(repr),
+                               _pool=pools)
+    codes = grouping.groupby(list(grouping.columns), sort=False).ngroup().to_numpy()
+    k_count = int(codes.max()) + 1 if len(codes) else 0
     counts = np.zeros((k_count, table.size), dtype=np.int64)
     np.add.at(counts, (codes, hosts), 1)
     first = np.unique(codes, return_index=True)[1]
     representatives = fast_records(frame.iloc[first], _CLASS_COLUMNS)
-    matrix = table.request_matrix([dict(requests[i]) for i in first])
+    firsts = requests.iloc[first]
+    matrix = table.request_matrix([{r: float(a) for r, a in row.items() if a > 0}
+                                   for row in firsts.to_dict("records")])
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(k_count + 1))
     labels_all, hosts_all = frame.index.to_numpy()[order], hosts[order]
