@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
+import os
 import statistics
 import subprocess
 import sys
@@ -84,19 +85,25 @@ def throughput(n: int, runs: int) -> None:
     limits = np.nanmax(matrix, axis=1) * 1.3
     now = grid.end.to_pydatetime()
     timings: dict[str, list[float]] = {"capacityd": [], "trend only": []}
+    cpu: dict[str, list[float]] = {"capacityd": [], "trend only": []}
     forecast = None
     for _ in range(runs):
         for label, options in (("capacityd", ForecastOptions()),
                                ("trend only", ForecastOptions(candidates=("trend",)))):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             result, _points = forecast_matrix(keys, matrix, grid, limits, now=now, horizon=timedelta(days=180),
-                                             options=options)
+                                              options=options)
             timings[label].append(time.perf_counter() - started)
+            cpu[label].append(time.process_time() - cpu_started)
             if label == "capacityd":
                 forecast = result
+    load = os.getloadavg()[0]
     for label, values in timings.items():
-        print(f"   {label:<11} median {statistics.median(values):6.2f} s  (runs: "
+        print(f"   {label:<11} median {statistics.median(values):6.2f} s wall, "
+              f"{statistics.median(cpu[label]):6.2f} s CPU (both threads)  (wall runs: "
               f"{', '.join(f'{v:.2f}' for v in values)})")
+    print(f"   load average during the runs: {load:.1f} on {os.cpu_count()} CPUs "
+          "(wall time is only meaningful on an otherwise idle machine)")
     ratio = statistics.median(timings["capacityd"]) / statistics.median(timings["trend only"])
     print(f"   capacityd / trend-only time: {ratio:.2f}x; target <= 10 s: "
           f"{'MET' if statistics.median(timings['capacityd']) <= 10 else 'MISSED'}")

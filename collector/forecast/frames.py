@@ -15,7 +15,7 @@ LAYERS = ("hypervisor", "openstack", "kubernetes")
 C = Column
 
 _SERIES_KEY = (
-    C("layer", STRING, "hypervisor | openstack | kubernetes", choices=LAYERS),
+    C("layer", STRING, "Layer the pool belongs to.", choices=LAYERS),
     C("cloud", STRING, "Cloud or Kubernetes cluster."),
     C("pool", STRING, "Pool (AZ, node pool, configured pool)."),
     C("resource", STRING, "Resource name (capacity-frame names, base units)."),
