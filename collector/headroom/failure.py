@@ -10,12 +10,14 @@ land, they take room the headroom counted. So for every failure candidate in a p
 3. count what could not be placed (shortfall) and the slots left per shape on the survivors.
 
 The candidate that hurts a shape most is the one with the largest shortfall, then the fewest slots
-left; it is reported as that shape's `failure_domain`.
+left (ties to the first name); it is reported as that shape's `failure_domain`.
 
-Consumers are grouped into classes of identical request and constraints (collector.headroom.shapes):
-first-fit of n identical items fills hosts in order, which is one cumulative sum. Slot totals are
-updated incrementally from the hosts that changed, so a candidate costs O(classes x hosts) and a
-2,000-host pool is evaluated host by host in well under a second.
+Cost: consumers are grouped into classes of identical request and constraints
+(collector.headroom.shapes). `replace_consumers` (what-if) fills hosts in order per class with one
+cumulative sum. For N+1, `_Evacuation` precomputes where each class fits today, so a candidate's
+re-placement walks a few hosts per displaced class; only the hosts that received consumers are
+recounted and the pool totals are updated incrementally. Candidates whose upper bound of lost slots
+cannot beat the worst found, and whose load one survivor could take whole, are skipped (exactly).
 """
 
 from __future__ import annotations

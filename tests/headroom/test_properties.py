@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from collector.config import Config, HeadroomConfig
 from collector.headroom import compute_headroom
-from collector.headroom.failure import replace_consumers
-from collector.headroom.model import build_host_tables
-from collector.headroom.vm import build_isolation, read_flavors, vm_classes
+from collector.headroom.failure import n_plus_one, replace_consumers
+from collector.headroom.model import HostTable, build_host_tables, pool_totals, slot_matrix, widen
+from collector.headroom.shapes import ConsumerClasses, ShapeSet
+from collector.headroom.vm import build_isolation, flavor_shapes, read_flavors, vm_classes
 from tests.headroom.builder import GIB, NOW, Estate, inv
 
 FLAVORS = {"tiny": (1, 1), "small": (1, 2), "medium": (2, 4), "large": (4, 8), "pinned": (2, 4)}
@@ -125,3 +126,47 @@ def test_replacement_never_overfills_a_host(hosts: list[dict], vms: list, data: 
     assert (outcome.placed.sum(axis=1) + outcome.unplaced == displaced).all()
     # every placement honours the class's constraints
     assert not (outcome.placed > 0)[~classes.eligible].any()
+
+
+def _reference_n_plus_one(
+    table: HostTable, shapes: ShapeSet, classes: ConsumerClasses, mask: np.ndarray
+) -> list[tuple[float, float, str] | None]:
+    """Every host of the pool evaluated with the plain re-placement and a full slot recount."""
+    result = slot_matrix(shapes.requests, table, shapes.eligible)
+    best: list[tuple[float, float, str] | None] = [None] * len(shapes)
+    loaded = classes.counts.sum(axis=0) > 0
+    for h in np.flatnonzero(mask & (loaded | (result.slots > 0).any(axis=0))):
+        targets = mask.copy()
+        targets[h] = False
+        outcome = replace_consumers(table, classes, classes.counts[:, h], targets)
+        after = slot_matrix(shapes.requests, table, shapes.eligible, free=outcome.free)
+        totals, _ = pool_totals(after, shapes.requests, table, targets)
+        shortfall = float(outcome.unplaced.sum())
+        for s in range(len(shapes)):
+            key = (-shortfall, totals[s], str(table.names[h]))
+            if best[s] is None or key < best[s]:
+                best[s] = key
+    return best
+
+
+@SETTINGS
+@given(st.lists(host_spec, min_size=1, max_size=6), st.lists(vm_spec, max_size=30))
+def test_fast_n_plus_one_equals_evaluating_every_host_the_plain_way(hosts: list[dict], vms: list) -> None:
+    frames = build(hosts, vms).frames()
+    table = build_host_tables(frames, "openstack")["c1"]
+    isolation = build_isolation(table, {}, "both")
+    flavors = read_flavors(frames, "c1")
+    shapes = flavor_shapes(table, flavors, isolation)
+    classes = vm_classes(table, frames["consumers"], flavors, isolation)
+    shapes.requests = widen(shapes.requests, len(table.resources))
+    result = slot_matrix(shapes.requests, table, shapes.eligible)
+    for pool in np.unique(table.pools):
+        mask = table.pools == pool
+        fast = n_plus_one(table, shapes, result, classes, mask)
+        reference = _reference_n_plus_one(table, shapes, classes, mask)
+        for s in range(len(shapes)):
+            if reference[s] is None:
+                assert fast.domain[s] is None
+                continue
+            shortfall, after, name = reference[s]
+            assert (fast.shortfall[s], fast.slots_after[s], fast.domain[s]) == (-shortfall, after, name)
