@@ -10,6 +10,7 @@ import pytest
 
 from collector.commands.forecast import build_document, render_table
 from collector.config import Config
+from collector.headroom import compute_headroom
 from collector.headroom.whatif import (
     AddConsumers,
     AddHosts,
@@ -161,3 +162,18 @@ def test_worked_example_of_docs_headroom() -> None:
     assert (before["slots"], before["slots_after_failure"], before["failure_domain"]) == (11, 3, "cmp1")
     after = row(result.after.headroom, pool="az1", shape="m1.large")
     assert (after["slots"], after["slots_after_failure"]) == (19, 11)
+
+
+def test_new_vms_on_shared_storage_are_charged_to_the_sharing_provider() -> None:
+    e = Estate()
+    for name in ("h1", "h2"):
+        e.host(name, "az2", resources={"vcpu": inv(16, ratio=4.0), "memory": inv(128 * GIB)})
+    e.shared("shared-az2", "az2", "disk", inv(1000 * GIB, allocated=520 * GIB))
+    e.flavor("m1.large", {"vcpu": 4.0, "memory": 8 * GIB, "disk": 80 * GIB})
+    frames, effects = apply_scenarios(e.frames(), [parse_scenario("+10 m1.large")], Config(), NOW)
+    # 480 GiB free on the provider: 6 VMs of 80 GiB fit, 4 find no room although the hosts have plenty
+    assert effects[0].unplaced == 4
+    provider = frames["capacity"].set_index("host").loc["shared-az2"]
+    assert provider["allocated"] == 520 * GIB + 6 * 80 * GIB
+    after = compute_headroom(frames, Config(), NOW).headroom
+    assert row(after, pool="az2", shape="m1.large")["slots"] == 0
