@@ -9,7 +9,7 @@ Prints medians of several runs, each next to a baseline measured in the same run
   stored as the default config says (8 days raw, hourly beyond; host rows 2 days raw): one pool's and all
   pools' 8-week series, one pool's 8 days at 5 minutes against a naive pandas read-and-resample.
 
-    .venv/bin/python bench/bench_history.py [--quick] [--keep DIR]
+    .venv/bin/python bench/bench_history.py [--quick] [--keep DIR] [--parts big,many,consumers,reads]
 """
 
 from __future__ import annotations
@@ -32,6 +32,27 @@ from collector.history import History
 
 NOW = datetime(2026, 5, 4, tzinfo=UTC)
 RESOURCES = {"vcpu": 256.0, "memory": 1024 * 2.0**30, "disk": 8 * 2.0**40, "pcpu": 64.0}
+
+
+def table_sizes(path: Path, tables: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """(rows, bytes) per table, its indexes included (SQLite's dbstat)."""
+    con = sqlite3.connect(path)
+    try:
+        pages = dict(con.execute(
+            "SELECT coalesce(m.tbl_name, d.name), sum(d.pgsize) FROM dbstat d "
+            "LEFT JOIN sqlite_master m ON m.name = d.name GROUP BY 1"
+        ).fetchall())  # fmt: skip
+        return {t: (con.execute(f"SELECT count(*) FROM {t}").fetchone()[0], pages.get(t, 0)) for t in tables}
+    finally:
+        con.close()
+
+
+def print_sizes(sizes: dict[str, tuple[int, int]]) -> dict[str, float]:
+    per_row = {}
+    for table, (rows, size) in sizes.items():
+        per_row[table] = size / rows if rows else float("nan")
+        print(f"  {table:<16} {rows:>12,} rows {size / 2**20:>9,.1f} MiB {per_row[table]:>6.1f} B/row")
+    return per_row
 
 
 def median_time(func: Callable[[], object], runs: int) -> float:
@@ -171,11 +192,17 @@ def bench_consumers(workdir: Path, count: int, runs: int) -> None:
     buffered_s = median_time(buffered, runs)
     flush_s = median_time(history.flush, 1)
     upsert_s = median_time(upsert_every_poll, runs)
+    read_s = median_time(lambda: history.consumer_usage(start=NOW, end=NOW + timedelta(hours=1)), 3)
+    read_rows = len(history.consumer_usage(start=NOW, end=NOW + timedelta(hours=1)))
     history.close()
+    sizes = table_sizes(workdir / "consumers" / "history.sqlite", ("consumer_hourly", "consumer_keys"))
     print(f"per-consumer usage, {count:,} pods per poll (median of {runs}):")
     print(f"  buffered in memory  {buffered_s * 1000:8.1f} ms/poll (+ one flush of {flush_s * 1000:.0f} ms "
           f"per 10 min / hour change)")  # fmt: skip
     print(f"  upsert every poll   {upsert_s * 1000:8.1f} ms/poll  -> buffered is {upsert_s / buffered_s:.1f}x cheaper")
+    print(f"  consumer_usage() of one hour: {read_s * 1000:.0f} ms for {read_rows:,} rows")
+    print("  stored:")
+    print_sizes(sizes)
 
 
 def populate(path: Path, config: HistoryConfig, weeks: int, hosts: int, sources: int) -> History:
@@ -221,7 +248,7 @@ def populate(path: Path, config: HistoryConfig, weeks: int, hosts: int, sources:
         k = np.tile(keys, len(chunk))
         v = rng.uniform(0, 100, len(ts))
         con.executemany(
-            "INSERT INTO host_rollup VALUES (?, ?, 100, 100, ?, ?, 60, ?, ?, 60, 60)",
+            "INSERT OR REPLACE INTO host_rollup VALUES (?, ?, 100, 100, ?, ?, 60, ?, ?, 60, 60)",
             zip(k.tolist(), ts.tolist(), v.tolist(), (v * 1.1).tolist(), (v / 2).tolist(), (v / 1.5).tolist(),
                 strict=True),
         )  # fmt: skip
@@ -266,13 +293,24 @@ def bench_reads(workdir: Path, weeks: int, runs: int) -> None:
     history = populate(path, config, weeks, hosts=1000, sources=20)
     built = time.perf_counter() - started
     size = sum(f.stat().st_size for f in path.iterdir())
-    con = sqlite3.connect(path / "history.sqlite")
-    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-              for t in ("pool_raw", "pool_rollup", "host_raw", "host_rollup")}  # fmt: skip
-    con.close()
     print(f"estate: 1000 hosts x 4 resources, 20 sources in 10 pools, {weeks} weeks at 60 s, default retention "
-          f"(built in {built:.0f} s)")  # fmt: skip
-    print("  rows: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()) + f"; file {size / 2**20:,.0f} MiB")
+          f"(built in {built:.0f} s); files {size / 2**20:,.0f} MiB:")  # fmt: skip
+    per_row = print_sizes(
+        table_sizes(path / "history.sqlite", ("pool_raw", "pool_rollup", "host_raw", "host_rollup", "host_keys"))
+    )
+    # What the default config keeps at steady state for 1000 hosts x 4 resources polled every 60 s.
+    days_raw, days_host_raw = config.raw_retention.days, config.host_raw_retention.days
+    days, hourly = config.retention.days, 86400 // int(config.downsample_step.total_seconds())
+    steady = {
+        "host_raw": 4000 * 1440 * days_host_raw * per_row["host_raw"],
+        "host_rollup": 4000 * hourly * days * per_row["host_rollup"],
+        "pool_raw (per pool key)": 1440 * days_raw * per_row["pool_raw"],
+        "pool_rollup (per pool key)": hourly * days * per_row["pool_rollup"],
+    }
+    print(f"  steady state with the default config ({days_host_raw} d host raw, {days_raw} d pool raw, {days} d "
+          "hourly):")  # fmt: skip
+    for name, value in steady.items():
+        print(f"    {name:<28} {value / 2**20:>10,.1f} MiB")
     start = NOW - timedelta(weeks=weeks)
     one = median_time(lambda: history.pool_series(pool="pool-03", start=start, end=NOW), runs)
     series = history.pool_series(pool="pool-03", start=start, end=NOW)
@@ -301,15 +339,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    parser.add_argument("--parts", default="big,many,consumers,reads", help="comma-separated subset to run")
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="bench-history-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        runs = 3 if args.quick else 7
-        bench_one_big_source(workdir, runs, consumers=2000 if args.quick else 20000)
-        bench_many_small_sources(workdir, 100 if args.quick else 1000)
-        bench_consumers(workdir, 15000 if args.quick else 150000, 3 if args.quick else 5)
-        bench_reads(workdir, 1 if args.quick else 8, 3 if args.quick else 5)
+        runs, parts = (3 if args.quick else 7), set(args.parts.split(","))
+        if "big" in parts:
+            bench_one_big_source(workdir, runs, consumers=2000 if args.quick else 20000)
+        if "many" in parts:
+            bench_many_small_sources(workdir, 100 if args.quick else 1000)
+        if "consumers" in parts:
+            bench_consumers(workdir, 15000 if args.quick else 150000, 3 if args.quick else 5)
+        if "reads" in parts:
+            bench_reads(workdir, 1 if args.quick else 8, 3 if args.quick else 5)
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)

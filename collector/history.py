@@ -134,6 +134,17 @@ CREATE TABLE consumer_counts (
     PRIMARY KEY (ts, gkey)) WITHOUT ROWID;
 """
 
+# Per (key, bucket) from pool_rollup: sample-weighted sums and counts, combinable with raw buckets.
+_ROLLUP_AGGREGATE = (
+    "pkey, ts / :step * :step AS b, sum(samples), min(ts), max(ts) + :dstep - 1, sum(capacity * samples), "
+    "sum(reserved * samples), sum(allocatable * samples), sum(allocated * allocated_n), sum(allocated_n), "
+    "max(allocated_max), sum(used * used_n), sum(used_n), max(used_max), sum(hosts * samples)"
+)
+_ROLLUP_ROW = (
+    "pkey, ts AS b, samples, ts, ts + :dstep - 1, capacity * samples, reserved * samples, allocatable * samples, "
+    "allocated * allocated_n, allocated_n, allocated_max, used * used_n, used_n, used_max, hosts * samples"
+)
+
 _KEY_TABLES = {
     "pool_keys": ("pkey", POOL_KEY),
     "host_keys": ("hkey", HOST_KEY),
@@ -832,25 +843,30 @@ class History:
             raw_sql = (
                 "SELECT pkey, ts / :step * :step AS b, count(*), min(ts), max(ts), sum(capacity), sum(reserved), "
                 "sum(allocatable), sum(allocated), count(allocated), max(allocated), sum(used), count(used), "
-                f"max(used), sum(hosts) FROM pool_raw WHERE pkey IN ({marks}) AND ts >= :lo AND ts < :hi "
+                f"max(used), sum(hosts) FROM pool_raw WHERE pkey IN ({marks}) AND ts >= :raw_lo AND ts < :hi "
                 f"AND ({raw_tier}) GROUP BY pkey, b"
             )
+            if step == self.step:  # one rollup row per bucket already: no sort, no aggregation
+                roll_select, group = _ROLLUP_ROW, ""
+            else:
+                roll_select, group = _ROLLUP_AGGREGATE, "GROUP BY pkey, b"
             roll_sql = (
-                "SELECT pkey, ts / :step * :step AS b, sum(samples), min(ts), max(ts) + :dstep - 1, "
-                "sum(capacity * samples), sum(reserved * samples), sum(allocatable * samples), "
-                "sum(allocated * allocated_n), sum(allocated_n), max(allocated_max), sum(used * used_n), "
-                f"sum(used_n), max(used_max), sum(hosts * samples) FROM pool_rollup WHERE pkey IN ({marks}) "
-                f"AND ts >= :lo_b AND ts < :hi AND {roll_tier} GROUP BY pkey, b"
+                f"SELECT {roll_select} FROM pool_rollup WHERE pkey IN ({marks}) "
+                f"AND ts >= :lo_b AND ts < :roll_hi AND {roll_tier} {group}"
             )
-            params = {**named, "step": step, "dstep": self.step, "rb": rollup_before, "lo": lo, "hi": hi,
-                      "lo_b": _floor(lo, self.step)}  # fmt: skip
+            # Explicit bounds per tier, so each query seeks straight to its rows instead of filtering.
+            params = {**named, "step": step, "dstep": self.step, "rb": rollup_before, "hi": hi,
+                      "raw_lo": max(lo, min([rollup_before, *dirty])), "lo_b": _floor(lo, self.step),
+                      "roll_hi": min(hi, rollup_before)}  # fmt: skip
             for sql in (raw_sql, roll_sql):
                 result = con.execute(sql, params).fetchall()
                 if result:
-                    parts.append(pd.DataFrame(result, columns=columns))
+                    # One float matrix (NULL -> NaN) is far cheaper than pandas inferring each column.
+                    parts.append(pd.DataFrame(np.array(result, dtype=float), columns=columns))
         if not parts:
             return pd.DataFrame(columns=columns)
         frame = pd.concat(parts, ignore_index=True)
+        frame[["pkey", "b", "n", "first", "last"]] = frame[["pkey", "b", "n", "first", "last"]].astype(np.int64)
         if len(parts) > 1:
             frame = frame.groupby(["pkey", "b"], sort=False).agg(
                 {c: ("min" if c == "first" else "max" if c in ("last", "allocated_max", "used_max") else "sum")
@@ -884,10 +900,11 @@ class History:
         bounds = np.flatnonzero(np.diff(pkey)) + 1
         starts = np.concatenate(([0], bounds))
         ends = np.concatenate((bounds, [len(pkey)]))
-        series_of = keys.set_index("pkey")[["layer", "cloud", "pool", "resource"]]
+        labels_of = keys[["layer", "cloud", "pool", "resource"]].itertuples(index=False, name=None)
+        series_of = dict(zip(keys["pkey"].tolist(), labels_of, strict=True))
         groups: dict[tuple, list[tuple[int, int]]] = {}
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-            label = tuple(series_of.loc[int(pkey[s])])
+            label = series_of[int(pkey[s])]
             groups.setdefault(label, []).append((s, e))
         # The grid spans [start, end) when given (capped where the data can still be carried), else the
         # buckets holding data: every series of one call shares the same grid when start/end are given.
@@ -895,14 +912,10 @@ class History:
         hi_bucket = None
         if end_ts is not None:
             hi_bucket = min(_floor(end_ts - 1, step), _floor(int(np.nanmax(valid_until)), step))
-        out = []
+        grids, results, labels = [], [], []
         for label, spans in groups.items():
-            first_b = min(int(b[s]) for s, _ in spans)
-            last_b = max(int(b[e - 1]) for _, e in spans)
-            if lo_bucket is not None:
-                first_b = lo_bucket
-            if hi_bucket is not None:
-                last_b = hi_bucket
+            first_b = lo_bucket if lo_bucket is not None else min(int(b[s]) for s, _ in spans)
+            last_b = hi_bucket if hi_bucket is not None else max(int(b[e - 1]) for _, e in spans)
             grid = np.arange(first_b, last_b + step, step, dtype=np.int64)
             total = np.zeros((len(grid), matrix.shape[1]))
             present = np.zeros((len(grid), matrix.shape[1]), dtype=np.int64)
@@ -915,18 +928,18 @@ class History:
                 known = ~np.isnan(picked)
                 total += np.where(known, picked, 0.0)
                 present += known
-            result = np.where(present > 0, total, np.nan)
-            frame = pd.DataFrame(result, columns=list(values))
-            frame.insert(0, "timestamp", _to_utc(grid))
-            for position, name in enumerate(("layer", "cloud", "pool", "resource"), start=1):
-                frame.insert(position, name, label[position - 1])
-            out.append(frame)
-        result = pd.concat(out, ignore_index=True)
-        for name in ("layer", "cloud", "pool", "resource"):
-            result[name] = result[name].astype("string")
-        return result.sort_values(["layer", "cloud", "pool", "resource", "timestamp"], ignore_index=True)[
-            POOL_SERIES_COLUMNS
-        ]
+            grids.append(grid)
+            results.append(np.where(present > 0, total, np.nan))
+            labels.append(label)
+        if not grids:
+            return _empty(POOL_SERIES_COLUMNS, "timestamp")
+        lengths = [len(grid) for grid in grids]
+        frame = pd.DataFrame(np.concatenate(results), columns=list(values))
+        frame.insert(0, "timestamp", _to_utc(np.concatenate(grids)))
+        for position, name in enumerate(("layer", "cloud", "pool", "resource")):
+            column = np.repeat(np.array([label[position] for label in labels], dtype=object), lengths)
+            frame.insert(position + 1, name, pd.array(column, dtype="string"))
+        return frame.sort_values(["layer", "cloud", "pool", "resource", "timestamp"], ignore_index=True)
 
     def host_series(
         self,
