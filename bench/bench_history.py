@@ -303,12 +303,12 @@ def bench_reads(workdir: Path, weeks: int, runs: int) -> None:
     days, hourly = config.retention.days, 86400 // int(config.downsample_step.total_seconds())
     steady = {
         "host_raw": 4000 * 1440 * days_host_raw * per_row["host_raw"],
-        "host_rollup": 4000 * hourly * days * per_row["host_rollup"],
+        "host_rollup": 4000 * hourly * config.host_retention.days * per_row["host_rollup"],
         "pool_raw (per pool key)": 1440 * days_raw * per_row["pool_raw"],
         "pool_rollup (per pool key)": hourly * days * per_row["pool_rollup"],
     }
-    print(f"  steady state with the default config ({days_host_raw} d host raw, {days_raw} d pool raw, {days} d "
-          "hourly):")  # fmt: skip
+    print(f"  steady state with the default config ({days_host_raw} d host raw, {config.host_retention.days} d host "
+          f"hourly, {days_raw} d pool raw, {days} d pool hourly):")  # fmt: skip
     for name, value in steady.items():
         print(f"    {name:<28} {value / 2**20:>10,.1f} MiB")
     start = NOW - timedelta(weeks=weeks)

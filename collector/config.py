@@ -190,6 +190,9 @@ class HistoryConfig(StrictModel):
     consumer_retention: Duration = Field(
         default=timedelta(days=15), description="Hourly per-VM/pod usage (reclaimable analysis) is kept this long."
     )
+    host_retention: Duration = Field(
+        default=timedelta(days=35), description="Per-host rows downsampled to `downsample_step` are kept this long."
+    )
 
 
 # -- weekly report by email (exporters/report/, docs/report.md) ------------------------------------

@@ -25,6 +25,7 @@ def config() -> HistoryConfig:
         downsample_step=timedelta(hours=1),
         retention=timedelta(days=3),
         consumer_retention=timedelta(days=2),
+        host_retention=timedelta(days=2),
     )
 
 

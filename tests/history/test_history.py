@@ -171,7 +171,9 @@ def test_compact_rolls_up_hourly_and_drops_raw_past_retention(history: History, 
     before = history._writer.total_changes
     history.compact(now)
     assert history._writer.total_changes == before
-    # Past retention (3 days) rollups are dropped too.
+    # Host rollups go after host_retention (2 days), pool rollups after retention (3 days).
+    history.compact(now + timedelta(days=2, hours=12))
+    assert history.host_series().empty and len(history.pool_series(step=timedelta(hours=1))) == 10
     history.compact(now + timedelta(days=4))
     assert history.pool_series().empty and history.host_series().empty
     assert raw_rows(history, "pool_rollup") == 0 and raw_rows(history, "pool_raw") == 0
