@@ -404,3 +404,24 @@ def test_reading_eight_weeks_of_a_pool_is_fast(tmp_path: Path, t0: datetime) -> 
         timings.append(time.perf_counter() - started)
     assert len(series) == 4 * 24 * 56 and series["allocated"].notna().all()
     assert min(timings) < 1.0, f"one pool's 8-week hourly series took {min(timings):.3f} s"
+
+
+def test_backfilled_past_joins_live_polls_without_a_seam(tmp_path: Path, t0: datetime) -> None:
+    """The demo's flow: eight weeks of hourly pool rows, then live polls of the same source, then compact."""
+    history = History.open(tmp_path, HistoryConfig())
+    now = t0 + timedelta(weeks=8)
+    past = synthetic(t0, 24 * 7 * 8, "h", sources=("src",), pools=("az1",), resources=("cpu",))
+    past = past.assign(layer="hypervisor", cloud="c1", capacity=2 * CPU, allocatable=2 * CPU, hosts=2,
+                       allocated=CPU, used=CPU / 2)  # fmt: skip
+    history.backfill(past)
+    for m in range(30):
+        when = now + timedelta(minutes=m)
+        history.append("src", {"capacity": capacity_frame(when, hosts_per_pool=2, resources=("cpu",))}, when)
+    for compacted in (False, True):
+        if compacted:
+            history.compact(now + timedelta(hours=1, minutes=10))
+        series = history.pool_series(start=t0, end=now + timedelta(minutes=30), step=timedelta(hours=1))
+        assert len(series) == 24 * 7 * 8 + 1, f"compacted={compacted}"
+        assert series["capacity"].eq(2 * CPU).all() and series["hosts"].eq(2).all()
+        assert series["allocated"].eq(CPU).all() and series["used"].eq(CPU / 2).all()
+    history.close()
