@@ -110,8 +110,9 @@ def forecast_matrix(
         values = matrix[block] if native is grid else block_mean(matrix[block], native, options.working_step)[0]
         bands = fit_and_forecast(values, grid, steps, options, candidates)
         chunk_keys = keys.iloc[block].reset_index(drop=True)
-        return (_forecast_rows(chunk_keys, values, limits[block], bands, now_ts, horizon_end),
-                _daily_points(start, bands, horizon_end))
+        daily = _DailyMaxima(bands, horizon_end)
+        return (_forecast_rows(chunk_keys, values, limits[block], bands, daily, now_ts, horizon_end),
+                daily.points(start))
 
     starts = range(0, len(keys), options.chunk)
     workers = min(options.threads or os.cpu_count() or 1, len(starts))
@@ -127,7 +128,7 @@ def forecast_matrix(
     return forecast, _points_frame(keys, [r[1] for r in results])
 
 
-def _forecast_rows(keys: pd.DataFrame, values: np.ndarray, limits: np.ndarray, bands: Bands,
+def _forecast_rows(keys: pd.DataFrame, values: np.ndarray, limits: np.ndarray, bands: Bands, daily: _DailyMaxima,
                    now: pd.Timestamp, horizon_end: pd.Timestamp) -> pd.DataFrame:
     """The `forecast` rows of one block of series, built column by column (vectorized)."""
     n = values.shape[0]
@@ -147,9 +148,9 @@ def _forecast_rows(keys: pd.DataFrame, values: np.ndarray, limits: np.ndarray, b
     grid_end_ns = bands.grid.end.value
     step_ns = round(bands.grid.step * 1e9)
     crossings = {
-        "p10": first_crossing(bands.p90, limits),  # the upper demand band reaches the limit first
-        "p50": first_crossing(bands.p50, limits),
-        "p90": first_crossing(bands.p10, limits),
+        "p10": daily.crossing("p90", limits),  # the upper demand band reaches the limit first
+        "p50": daily.crossing("p50", limits),
+        "p90": daily.crossing("p10", limits),
     }
     for quantile, index in crossings.items():
         when = np.maximum(grid_end_ns + index.astype(np.int64) * step_ns, now_ns)
@@ -175,22 +176,55 @@ def _slope_per_day(bands: Bands) -> np.ndarray:
     return (p50 @ t) / (t @ t) * DAY / bands.grid.step
 
 
-def _daily_points(offset: int, bands: Bands, horizon_end: pd.Timestamp) -> dict[str, np.ndarray]:
-    """Daily maxima of the hourly bands (a pool runs out at its daily peak), as column arrays."""
-    times = bands.times()
-    keep = times < horizon_end
-    days = times[keep].floor("D")
-    n = bands.p50.shape[0]
-    if len(days) == 0 or n == 0:
-        return {"series": np.empty(0, dtype=np.int64), "timestamp": np.empty(0, dtype="datetime64[ns]"),
-                "p10": np.empty(0), "p50": np.empty(0), "p90": np.empty(0)}
-    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]])
-    columns = {"series": np.repeat(np.arange(offset, offset + n), len(starts)),
-               "timestamp": np.tile(days[starts].tz_localize(None).to_numpy(), n)}
-    for name, band in (("p10", bands.p10), ("p50", bands.p50), ("p90", bands.p90)):
-        inside = band if keep.all() else band[:, keep]
-        columns[name] = np.maximum.reduceat(inside, starts, axis=1).ravel()
-    return columns
+class _DailyMaxima:
+    """Each band's daily maxima over the horizon: the chart points, and the way to the first crossing.
+
+    A band first reaches the limit on the first day whose maximum does, so the crossing hour is
+    found by scanning the daily maxima (series x days) and then that one day's hours, instead of
+    comparing every hour of a 180-day horizon three times over.
+    """
+
+    def __init__(self, bands: Bands, horizon_end: pd.Timestamp):
+        self.bands = bands
+        times = bands.times()
+        self.hours = int((times < horizon_end).sum())
+        days = times[: self.hours].floor("D")
+        self.starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]]) if self.hours else np.empty(0, int)
+        self.days = days[self.starts] if self.hours else days
+        self.maxima: dict[str, np.ndarray] = {}
+        for name in ("p10", "p50", "p90"):
+            band = getattr(bands, name)[:, : self.hours]
+            self.maxima[name] = (np.maximum.reduceat(band, self.starts, axis=1) if self.hours
+                                 else np.empty((band.shape[0], 0)))
+
+    def crossing(self, name: str, limits: np.ndarray) -> np.ndarray:
+        """Index of the first hour the band reaches the limit within the horizon; -1 where it does not."""
+        day = first_crossing(self.maxima[name], limits)
+        result = np.full(day.shape, -1, dtype=np.int64)
+        rows = np.flatnonzero(day >= 0)
+        if rows.size == 0:
+            return result
+        ends = np.r_[self.starts[1:], self.hours]
+        first_hour = self.starts[day[rows]]
+        width = int((ends - self.starts).max())
+        hours = first_hour[:, None] + np.arange(width)[None, :]
+        valid = hours < ends[day[rows]][:, None]
+        values = getattr(self.bands, name)[rows[:, None], np.minimum(hours, self.hours - 1)]
+        with np.errstate(invalid="ignore"):
+            reached = valid & (values >= limits[rows, None])
+        result[rows] = first_hour + reached.argmax(axis=1)
+        return result
+
+    def points(self, offset: int) -> dict[str, np.ndarray]:
+        """The block's `forecast_points` columns (series index, day, daily maxima of each band)."""
+        n = self.bands.p50.shape[0]
+        count = len(self.starts)
+        return {
+            "series": np.repeat(np.arange(offset, offset + n), count),
+            "timestamp": np.tile(self.days.tz_localize(None).to_numpy(), n) if count
+            else np.empty(0, dtype="datetime64[ns]"),
+            **{name: maxima.ravel() for name, maxima in self.maxima.items()},
+        }
 
 
 def _points_frame(keys: pd.DataFrame, parts: list[dict[str, np.ndarray]]) -> pd.DataFrame:

