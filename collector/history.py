@@ -266,7 +266,7 @@ class History:
         self.config = config
         self.step = max(60, int(config.downsample_step.total_seconds()))
         self.rejected: Counter[str] = Counter()
-        """Appends refused per source (too old to store at full resolution); exported by the daemon."""
+        """Polls refused per source (older than full-resolution history), for the daemon to export."""
         self._lock = threading.RLock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -279,10 +279,17 @@ class History:
         self._closed = False
         try:
             self._writer = self._connect()
+        except sqlite3.DatabaseError as error:
+            raise HistoryError(f"{self.path}: cannot open history database: {error}") from None
+        try:
             self._writer.execute("PRAGMA cache_size = -65536")
             self._init_schema()
         except sqlite3.DatabaseError as error:
+            self._writer.close()
             raise HistoryError(f"{self.path}: cannot open history database: {error}") from None
+        except BaseException:
+            self._writer.close()
+            raise
 
     @classmethod
     def open(cls, state_dir: Path, config: HistoryConfig) -> History:
@@ -300,7 +307,11 @@ class History:
         """WAL + synchronous=NORMAL: a commit is atomic and survives a killed process; only an OS crash
         or power cut can lose the last commits (never corrupt the file), and no fsync per poll."""
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        try:
+            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.DatabaseError:
+            connection.close()
+            raise
         if str(mode).lower() != "wal":
             connection.close()
             raise HistoryError(f"{self.path}: cannot switch to WAL mode (got {mode}); is it on a network share?")
