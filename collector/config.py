@@ -357,7 +357,9 @@ class ReportConfig(StrictModel):
 
 # --- headroom: pod shapes and headroom settings (docs/config.md#headroom) ---------------------------
 
-_QUANTITY_RE = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?\s*$")
+_QUANTITY_RE = re.compile(
+    r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?\s*$"
+)
 _QUANTITY_SUFFIX = {
     None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
     "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
@@ -444,6 +446,11 @@ class HeadroomConfig(StrictModel):
     )
     host_metrics_limit: int = Field(
         default=20000, ge=0, description="Most samples of capacity_headroom_host_slots (0: not exported)."
+    )
+    failure_interval: Duration | None = Field(
+        default=None,
+        description="Recompute N+1 at most this often, reusing the last result (capped at the current slots) in "
+        "between; unset: after every poll. For very large estates.",
     )
 
 

@@ -29,7 +29,7 @@ def headroom_analysis(context: AnalysisContext) -> FrameSet:
     settings = getattr(context.config, "headroom", None)
     if settings is not None:
         _frames.HOST_METRICS_LIMIT = settings.host_metrics_limit
-    report = compute_headroom(context.frames, context.config, context.now)
+    report = compute_headroom(context.frames, context.config, context.now, reuse_failures=True)
     return {"headroom": report.headroom, "headroom_hosts": report.hosts}
 
 

@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -65,6 +65,26 @@ class HeadroomReport:
 
 
 @dataclass
+class _CachedFailures:
+    at: datetime
+    shapes: tuple[str, ...]
+    results: dict[tuple[str, str], FailureResult]
+
+
+_FAILURE_CACHE: dict[tuple[str, str], _CachedFailures] = {}
+"""Last N+1 results per (layer, cloud), reused by the daemon's analysis within headroom.failure_interval."""
+
+
+def _reusable(key: tuple[str, str], names: list[str], settings: Any, now: datetime,
+              reuse: bool) -> dict[tuple[str, str], FailureResult] | None:
+    interval = getattr(settings, "failure_interval", None)
+    cached = _FAILURE_CACHE.get(key) if reuse and interval is not None else None
+    if cached is None or cached.shapes != tuple(names) or not timedelta(0) <= now - cached.at < interval:
+        return None
+    return cached.results
+
+
+@dataclass
 class _Rows:
     columns: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in HEADROOM.column_names})
 
@@ -79,8 +99,13 @@ def _settings(config: Any) -> Any:
     return getattr(config, "headroom", None) or HeadroomConfig()
 
 
-def compute_headroom(frames: Mapping[str, pd.DataFrame], config: Any, now: datetime) -> HeadroomReport:
-    """Headroom of every OpenStack cloud and Kubernetes cluster in `frames`."""
+def compute_headroom(frames: Mapping[str, pd.DataFrame], config: Any, now: datetime, *,
+                     reuse_failures: bool = False) -> HeadroomReport:
+    """Headroom of every OpenStack cloud and Kubernetes cluster in `frames`.
+
+    `reuse_failures` (the daemon's analysis) lets N+1 results younger than `headroom.failure_interval`
+    stand in for a recomputation; what-if and one-off commands always recompute.
+    """
     settings = _settings(config)
     rows = _Rows()
     host_parts: list[pd.DataFrame] = []
@@ -91,7 +116,8 @@ def compute_headroom(frames: Mapping[str, pd.DataFrame], config: Any, now: datet
         aggregates = read_aggregates(frames, cloud)
         isolation = build_isolation(table, aggregates, settings.tenant_isolation)
         shapes = flavor_shapes(table, flavors, isolation)
-        classes = vm_classes(table, consumers, flavors, isolation) if settings.n_plus_one else None
+        reused = _reusable(("openstack", cloud), shapes.names, settings, now, reuse_failures)
+        classes = vm_classes(table, consumers, flavors, isolation) if settings.n_plus_one and not reused else None
         shapes.requests = widen(shapes.requests, len(table.resources))
         result = slot_matrix(shapes.requests, table, shapes.eligible)
         state = LayerState(table, shapes, result, classes, flavors, isolation)
@@ -109,21 +135,24 @@ def compute_headroom(frames: Mapping[str, pd.DataFrame], config: Any, now: datet
                 continue  # unknown aggregate holding exactly one AZ's hosts: that AZ's own aggregate
             pools.append(("aggregate", aggregate.name if aggregate else uuid, mask, False))
         pools.append(("cloud", cloud, np.ones(table.size, dtype=bool), True))
-        _pool_rows(rows, state, pools, settings, now)
+        _remember(("openstack", cloud), state, _pool_rows(rows, state, pools, settings, now, reused), now,
+                  reuse_failures and reused is None)
         host_parts.append(_host_rows(state, now))
     for cloud, table in build_host_tables(frames, "kubernetes").items():
         specs = configured_shapes(config)
         names = {s.name for s in specs}
         specs += [s for s in common_shapes(table, consumers, settings.common_shapes) if s.name not in names]
         shapes = pod_shapes(table, specs)
-        classes = pod_classes(table, consumers) if settings.n_plus_one else None
+        reused = _reusable(("kubernetes", cloud), shapes.names, settings, now, reuse_failures)
+        classes = pod_classes(table, consumers) if settings.n_plus_one and not reused else None
         shapes.requests = widen(shapes.requests, len(table.resources))
         result = slot_matrix(shapes.requests, table, shapes.eligible)
         state = LayerState(table, shapes, result, classes)
         states[("kubernetes", cloud)] = state
         pools = [("node_pool", str(pool), table.pools == pool, True) for pool in np.unique(table.pools)]
         pools.append(("cluster", cloud, np.ones(table.size, dtype=bool), True))
-        _pool_rows(rows, state, pools, settings, now)
+        _remember(("kubernetes", cloud), state, _pool_rows(rows, state, pools, settings, now, reused), now,
+                  reuse_failures and reused is None)
         host_parts.append(_host_rows(state, now))
     for values in worker_rows(frames, states, config, now):
         rows.add(**values)
@@ -137,12 +166,21 @@ def compute_headroom(frames: Mapping[str, pd.DataFrame], config: Any, now: datet
     return HeadroomReport(headroom, hosts, states)
 
 
+def _remember(key: tuple[str, str], state: LayerState, results: dict[tuple[str, str], FailureResult],
+              now: datetime, store: bool) -> None:
+    if store and results:
+        _FAILURE_CACHE[key] = _CachedFailures(now, tuple(state.shapes.names), results)
+
+
 def _pool_rows(
-    rows: _Rows, state: LayerState, pools: list[tuple[str, str, np.ndarray, bool]], settings: Any, now: datetime
-) -> None:
+    rows: _Rows, state: LayerState, pools: list[tuple[str, str, np.ndarray, bool]], settings: Any, now: datetime,
+    reused: dict[tuple[str, str], FailureResult] | None = None,
+) -> dict[tuple[str, str], FailureResult]:
+    """Add the rows of every pool; returns the N+1 results computed (or reused), by (pool_kind, pool)."""
     table, shapes, result = state.table, state.shapes, state.result
+    results: dict[tuple[str, str], FailureResult] = {}
     if not len(shapes):
-        return
+        return results
     eligible = shapes.eligible & table.active[None, :]
     per_pool: list[tuple[np.ndarray, FailureResult]] = []
     for kind, name, mask, failure in pools:
@@ -152,7 +190,10 @@ def _pool_rows(
             limits[s] = _shared_resource(table, shapes.requests[s], mask) or limits[s]
         host_counts = (eligible & mask[None, :]).sum(axis=1)
         after: Any = None
-        if failure and state.classes is not None:
+        if failure and reused is not None and (kind, name) in reused:
+            last = reused[(kind, name)]  # an older evacuation: never more than fits now
+            after = FailureResult(np.minimum(last.slots_after, totals), last.domain, last.shortfall)
+        elif failure and state.classes is not None:
             spans_zones = len({z for z in table.zones[mask] if z}) >= 2
             if kind in ("cloud", "cluster") and not (settings.failure_domain == "zone" and spans_zones):
                 after = _combine(per_pool, totals)
@@ -169,6 +210,9 @@ def _pool_rows(
                 shortfall=float(after.shortfall[s]) if after is not None else math.nan,
                 limiting_resource=limits[s], hosts=float(host_counts[s]),
             )
+        if after is not None:
+            results[(kind, name)] = after
+    return results
 
 
 def _combine(per_pool: list[tuple[np.ndarray, FailureResult]], totals: np.ndarray) -> FailureResult:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 
 from collector.config import Config, HeadroomConfig, parse_config
-from collector.headroom import compute_headroom
+from collector.headroom import compute_headroom, engine
 from collector.headroom.failure import replace_consumers
 from collector.headroom.model import build_host_tables
 from collector.headroom.vm import build_isolation, read_flavors, vm_classes
@@ -127,3 +129,29 @@ def test_replacement_never_overfills_a_host() -> None:
     assert (load <= table.free + 1e-6).all()
     assert outcome.unplaced.sum() == 0  # 3 x 8 + 4 x 2 = 32 GiB fits in 40 + 16
     assert outcome.placed.sum() == 7
+
+
+def test_failure_interval_reuses_recent_results_capped_at_current_slots() -> None:
+    engine._FAILURE_CACHE.clear()
+    e = Estate()
+    host(e, "cmp1")
+    host(e, "cmp2")
+    for i in range(5):
+        e.consumer(f"vm{i}", "cmp1", LARGE, flavor="m1.large")
+    e.flavor("m1.large", LARGE)
+    config = Config(headroom=HeadroomConfig(failure_interval=timedelta(minutes=5)))
+    first = row(compute_headroom(e.frames(), config, NOW, reuse_failures=True).headroom, pool="az1", shape="m1.large")
+    assert (first["slots"], first["slots_after_failure"]) == (11, 3)
+    for i in range(6):  # cmp2 fills up: 8 - 6 = 2 slots left there, 5 in all
+        e.consumer(f"new{i}", "cmp2", LARGE, flavor="m1.large")
+    soon = row(compute_headroom(e.frames(), config, NOW + timedelta(minutes=1), reuse_failures=True).headroom,
+               pool="az1", shape="m1.large")
+    assert soon["slots"] == 5 and soon["slots_after_failure"] == 3  # the older N+1, never above slots
+    later = row(compute_headroom(e.frames(), config, NOW + timedelta(minutes=6), reuse_failures=True).headroom,
+                pool="az1", shape="m1.large")
+    # recomputed: lose cmp1 -> 5 VMs onto cmp2's 2 free slots: 3 homeless
+    assert later["shortfall"] == 3 and later["slots_after_failure"] == 0
+    fresh = row(compute_headroom(e.frames(), config, NOW + timedelta(minutes=1)).headroom, pool="az1",
+                shape="m1.large")
+    assert fresh["shortfall"] == 3  # what-if and one-off commands always recompute
+    engine._FAILURE_CACHE.clear()
