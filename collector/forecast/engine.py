@@ -124,6 +124,26 @@ def naive_scale(values: np.ndarray, season: int) -> np.ndarray:
     return np.where(np.isnan(scale) | (scale < floor), floor, scale)
 
 
+def naive_scales(values: np.ndarray, season: int, origins: list[int]) -> np.ndarray:
+    """naive_scale of values[:, :o] for every origin o at once (series, origins), from running sums."""
+    season = season if 0 < season < values.shape[1] else 1
+    change = np.abs(values[:, season:] - values[:, :-season])
+    valid = ~np.isnan(change)
+    total = np.cumsum(np.where(valid, change, 0.0), axis=1)
+    count = np.cumsum(valid, axis=1)
+    level_total = np.cumsum(np.where(np.isnan(values), 0.0, np.abs(values)), axis=1)
+    level_count = np.cumsum(~np.isnan(values), axis=1)
+    result = np.empty((values.shape[0], len(origins)))
+    for k, origin in enumerate(origins):
+        last = origin - season - 1  # the last change inside values[:, :origin]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = total[:, last] / count[:, last] if last >= 0 else np.full(values.shape[0], np.nan)
+            level = level_total[:, origin - 1] / level_count[:, origin - 1]
+        floor = np.maximum(np.nan_to_num(level) * 1e-6, 1e-12)
+        result[:, k] = np.where(np.isnan(scale) | (scale < floor), floor, scale)
+    return result
+
+
 def _mae(errors: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -164,7 +184,7 @@ def fit_and_forecast(values: np.ndarray, grid: Grid, steps: int, options: Foreca
     whole = FitInput(values, day)
     seconds: dict[str, float] = {}
     if origins:
-        scales = np.stack([naive_scale(values[:, :o], day) for o in origins], axis=1)
+        scales = naive_scales(values, day, origins)
         actual = np.stack([values[:, o:o + horizon] for o in origins], axis=1)
         inputs = [whole.prefix(o) for o in origins]
         for name in names:
