@@ -60,9 +60,9 @@ class FitInput:
     def rows(self, selection: np.ndarray) -> FitInput:
         """Some of the series as a new input, reusing their gap filling, mask and level shifts."""
         child = FitInput(self.values[selection], self.steps_per_day, self.detect_shifts)
-        for name in ("observed", "filled", "shift"):
-            if name in self.__dict__:
-                child.__dict__[name] = self.__dict__[name][selection]
+        child.__dict__["observed"] = self.observed[selection]
+        child.__dict__["filled"] = self.filled[selection]
+        child.__dict__["shift"] = self.shift[selection]  # computed once for all, then split
         return child
 
     @property
