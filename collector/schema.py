@@ -110,7 +110,7 @@ class SchemaError(ValueError):
 def _cast(series: pd.Series, column: Column, frame: str) -> pd.Series:
     try:
         if column.dtype == TIMESTAMP:
-            return pd.to_datetime(series, utc=True)
+            return pd.to_datetime(series, utc=True).dt.as_unit("ns")
         if column.dtype == FLOAT:
             return pd.to_numeric(series, errors="raise").astype(FLOAT)
         if column.dtype == INT:
