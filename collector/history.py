@@ -1016,30 +1016,45 @@ class History:
         start: datetime | None = None,
         end: datetime | None = None,
     ) -> pd.DataFrame:
-        """Hourly usage per consumer (flushed rows only: see `flush()`); cpu_used_mean is NaN when unknown."""
+        """Hourly usage per consumer, ordered by hour (flushed rows only: see `flush()`).
+
+        cpu_used_mean is NaN when no sample of the hour knew it. The labels are read once per consumer
+        and the hourly rows as plain numbers, then joined here: a window of days is millions of rows.
+        """
         lo = _floor(_epoch(start, "start"), CONSUMER_HOUR) if start is not None else 0
         hi = _epoch(end, "end") if end is not None else 2**62
-        where, params = ["h.hour >= ?", "h.hour < ?"], [lo, hi]
+        where, params = ["last_hour >= ?"], [lo]
         for column, values in (("layer", _as_list(layer)), ("cloud", _as_list(cloud))):
             if values is not None:
-                where.append(f"k.{column} IN ({', '.join('?' * len(values))})")
+                where.append(f"{column} IN ({', '.join('?' * len(values))})")
                 params.extend(values)
+        label_columns = ["source", "layer", "cloud", "pool", "host", "id", "project", "flavor", "cpu", "memory"]
         with self._read() as con:
-            rows = con.execute(
-                "SELECT h.hour, k.source, k.layer, k.cloud, k.pool, k.host, k.id, k.project, k.flavor, k.cpu, "
-                "k.memory, CASE WHEN h.cpu_used_n > 0 THEN h.cpu_used_sum / h.cpu_used_n END, h.cpu_used_max, "
-                "h.memory_used_max, h.samples FROM consumer_hourly h JOIN consumer_keys k ON k.ckey = h.ckey "
-                f"WHERE {' AND '.join(where)} ORDER BY h.hour, k.source, k.id",
-                params,
+            keys = con.execute(
+                f"SELECT ckey, {', '.join(label_columns)} FROM consumer_keys WHERE {' AND '.join(where)}", params
             ).fetchall()
-        frame = pd.DataFrame(rows, columns=CONSUMER_USAGE_COLUMNS)
-        frame["hour"] = _to_utc(frame["hour"]).to_numpy() if len(frame) else pd.Series(dtype="datetime64[ns, UTC]")
-        for name in ("source", "layer", "cloud", "pool", "host", "id", "project", "flavor"):
-            frame[name] = frame[name].astype("string")
-        for name in ("cpu", "memory", "cpu_used_mean", "cpu_used_max", "memory_used_max"):
-            frame[name] = frame[name].astype(float)
-        frame["samples"] = frame["samples"].astype(np.int64)
-        return frame
+            rows = con.execute(
+                "SELECT hour, ckey, CASE WHEN cpu_used_n > 0 THEN cpu_used_sum / cpu_used_n END, cpu_used_max, "
+                "memory_used_max, samples FROM consumer_hourly WHERE hour >= ? AND hour < ?",
+                (lo, hi),
+            ).fetchall()
+        if not keys or not rows:
+            return _empty(CONSUMER_USAGE_COLUMNS, "hour")
+        labels = pd.DataFrame(keys, columns=["ckey", *label_columns])
+        numbers = np.array(rows, dtype=float)
+        position = pd.Index(labels["ckey"]).get_indexer(numbers[:, 1].astype(np.int64))
+        keep = position >= 0  # rows of consumers outside the layer/cloud filter
+        numbers, position = numbers[keep], position[keep]
+        frame = pd.DataFrame({"hour": _to_utc(numbers[:, 0].astype(np.int64))})
+        for name in label_columns:
+            if name in _NUMERIC_KEY_COLUMNS:
+                frame[name] = labels[name].to_numpy(dtype=float, na_value=np.nan)[position]
+            else:
+                frame[name] = labels[name].astype("string").array.take(position)
+        for offset, name in enumerate(("cpu_used_mean", "cpu_used_max", "memory_used_max"), start=2):
+            frame[name] = numbers[:, offset]
+        frame["samples"] = numbers[:, 5].astype(np.int64)
+        return frame[CONSUMER_USAGE_COLUMNS]
 
     def consumer_counts(self, *, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
         """Consumers per (source, layer, cloud, pool, project, flavor, state): hourly, daily past raw_retention."""
