@@ -54,15 +54,28 @@ def start_parts(workdir: Path) -> tuple[list[DemoPart], dict[str, Any]]:
     return parts, config
 
 
-def backfill_history(history: Any, estate: Any) -> None:
-    """Give the demo eight weeks of past, once (a kept --state-dir is not backfilled twice)."""
-    from collector.demo.backfill import backfill_rows
+def backfill_history(history: Any, estate: Any, config: Any) -> None:
+    """Give the demo its past, once (a kept --state-dir is not backfilled twice): eight weeks of pool
+    totals, and a few days of per-VM and per-pod usage (covering the demo's usage windows) written through
+    `History.append` as past polls of the consumers the sources report right now."""
+    import pandas as pd
+
+    from collector.daemon import collect_once
+    from collector.demo.backfill import backfill_rows, usage_polls
 
     if history is None or history.last_timestamp("demo-cloud") is not None:
         return
     started = time.monotonic()
+    _say("backfilling the demo's history (eight weeks of pools, a few days of per-VM and per-pod usage)...")
     history.backfill(backfill_rows(estate))
-    _say(f"backfilled 8 weeks of history ({time.monotonic() - started:.1f}s)")
+    consumers = collect_once(config, analyses=False).frames["consumers"]
+    polls = 0
+    for source, when, frame in usage_polls(consumers, pd.Timestamp(estate.now),
+                                           {"hypervisor": 3, "kubernetes": 4}):
+        history.append(source, {"consumers": frame}, when)
+        polls += 1
+    history.flush()
+    _say(f"backfilled 8 weeks of pool history and {polls} past usage polls ({time.monotonic() - started:.1f}s)")
 
 
 def run_demo(listen: str, state_dir: Path | None, duration: float | None) -> int:
@@ -78,10 +91,12 @@ def run_demo(listen: str, state_dir: Path | None, duration: float | None) -> int
     try:
         parts, config_dict = start_parts(workdir)
         config_dict.update({"listen": listen, "state_dir": str(workdir / "state")})
+        # Short usage windows keep the demo's usage backfill (and so its start) quick; the defaults are 7d/14d.
+        config_dict.setdefault("headroom", {}).update({"idle_window": "2d", "reclaim_window": "3d"})
         (workdir / "capacityd.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
         config = parse_config(config_dict, str(workdir / "capacityd.yaml"))
         daemon = Daemon(config, config_path=workdir / "capacityd.yaml")
-        backfill_history(daemon.history, build_estate())
+        backfill_history(daemon.history, build_estate(), config)
         daemon.start()
         host, _ = config.listen_host_port
         _say(f"serving http://{host}:{daemon.server.port}/metrics  (config: {workdir / 'capacityd.yaml'})")
