@@ -105,8 +105,9 @@ def throughput(n: int, runs: int) -> None:
     print(f"   load average during the runs: {load:.1f} on {os.cpu_count()} CPUs "
           "(wall time is only meaningful on an otherwise idle machine)")
     ratio = statistics.median(timings["capacityd"]) / statistics.median(timings["trend only"])
-    print(f"   capacityd / trend-only time: {ratio:.2f}x; target <= 10 s: "
-          f"{'MET' if statistics.median(timings['capacityd']) <= 10 else 'MISSED'}")
+    median, best = statistics.median(timings["capacityd"]), min(timings["capacityd"])
+    print(f"   capacityd / trend-only time: {ratio:.2f}x; target <= 10 s: median {median:.1f} s "
+          f"{'MET' if median <= 10 else 'MISSED'}, best run {best:.1f} s {'MET' if best <= 10 else 'MISSED'}")
     assert forecast is not None
     print("   models chosen: " + ", ".join(f"{k} {v}" for k, v in forecast["model"].value_counts().items()))
     print(f"   series exhausting within 180 days (p50): {int(np.isfinite(forecast['seconds_p50']).sum())}")
