@@ -61,14 +61,16 @@ def backfill_history(history: Any, estate: Any, config: Any) -> None:
     import pandas as pd
 
     from collector.daemon import collect_once
-    from collector.demo.backfill import backfill_rows, usage_polls
+    from collector.demo.backfill import backfill_rows, cluster_rows, usage_polls
 
     if history is None or history.last_timestamp("demo-cloud") is not None:
         return
     started = time.monotonic()
     _say("backfilling the demo's history (eight weeks of pools, a few days of per-VM and per-pod usage)...")
-    history.backfill(backfill_rows(estate))
-    consumers = collect_once(config, analyses=False).frames["consumers"]
+    now_frames = collect_once(config, analyses=False).frames
+    history.backfill(pd.concat([backfill_rows(estate), cluster_rows(now_frames["capacity"], pd.Timestamp(estate.now))],
+                               ignore_index=True))
+    consumers = now_frames["consumers"]
     polls = 0
     for source, when, frame in usage_polls(consumers, pd.Timestamp(estate.now),
                                            {"hypervisor": 3, "kubernetes": 4}):

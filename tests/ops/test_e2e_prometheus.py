@@ -191,6 +191,13 @@ def choose_variables(prometheus: Prometheus, board: dict[str, Any]) -> tuple[dic
     return chosen, multi
 
 
+# Series the demo estate cannot have, by construction: libvirt's test driver (the demo's hypervisors) fills
+# no stats groups, so hypervisor-layer usage is unknown there and, by the schema's rule, absent rather than 0.
+# Panels querying it must still run without error; the real values are covered against a real libvirtd + QEMU
+# guest in tests/libvirt/test_real_libvirtd.py.
+DEMO_UNMEASURABLE = ('capacity_resource_used{layer="hypervisor"',)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     prometheus_bin = require_binary("prometheus", "prometheus")
@@ -300,6 +307,8 @@ def test_every_panel_query_returns_data(stack: Stack, dashboard: str) -> None:
     for target in targets:
         expr, result = run(prometheus, target, values, multi)
         labels = legend_labels(target.legend, values, multi)
+        if not result and any(marker in expr for marker in DEMO_UNMEASURABLE):
+            continue  # the query ran cleanly; the demo estate has nothing to measure (see DEMO_UNMEASURABLE)
         if not result:
             failures.append(f"{target.panel} [{target.ref_id}]: no data\n    {expr}")
         elif not has_data(result, labels):
