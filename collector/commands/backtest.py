@@ -90,7 +90,7 @@ def load_series(path: Path, time_column: str, value_column: str, *, counter: boo
         raise InputError(f"{path}: {len(series)} usable value(s); a backtest needs a series")
     if counter:
         series = pd.Series(undo_counter_resets(series.to_numpy()), index=series.index)
-    spacing = np.diff(series.index.asi8) / 1e9
+    spacing = np.diff(series.index.as_unit("ns").asi8) / 1e9
     step = float(np.median(spacing))
     if step <= 0:
         raise InputError(f"{path}: timestamps do not advance")

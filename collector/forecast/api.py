@@ -26,7 +26,16 @@ from collector.forecast.engine import (
     single_threaded_blas,
 )
 from collector.forecast.frames import FORECAST, FORECAST_POINTS
-from collector.forecast.preprocess import DAY, Grid, block_mean, coarser_grid, long_to_matrix
+from collector.forecast.preprocess import (
+    DAY,
+    Grid,
+    block_mean,
+    coarser_grid,
+    epoch_seconds,
+    last_per_series,
+    pivot,
+    series_codes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +70,22 @@ def forecast_series(
     if horizon <= timedelta(0):
         raise ValueError("the forecast horizon must be positive")
     now_ts = _utc(now)
-    data = frame[INPUT_COLUMNS].copy()
-    data["timestamp"] = pd.to_datetime(data["timestamp"], utc=True)
-    data = data[data["timestamp"] <= now_ts]
+    seconds = epoch_seconds(frame["timestamp"])
+    data = frame[INPUT_COLUMNS]
+    current = seconds <= now_ts.timestamp()
+    if not current.all():
+        data, seconds = data[current], seconds[current]
     bad_basis = ~data["basis"].isin(("allocated", "used"))
     if bad_basis.any():
         raise ValueError(f"forecast input: basis {data.loc[bad_basis, 'basis'].iloc[0]!r} is not allocated or used")
     if data.empty:
         return FORECAST.empty(), FORECAST_POINTS.empty()
 
-    data = data.sort_values("timestamp", kind="stable")
-    keys, matrix, grid = long_to_matrix(data, SERIES_KEY, step=options.working_step, end=now_ts)
-    limits = (
-        data.dropna(subset=["limit"]).groupby(SERIES_KEY, sort=False)["limit"].last()
-        .reindex(pd.MultiIndex.from_frame(keys.astype(str))).to_numpy(dtype=float)
-    )
+    codes, keys = series_codes(data, SERIES_KEY)
+    values = pd.to_numeric(data["value"], errors="coerce").to_numpy(dtype=float)
+    matrix, grid = pivot(codes, len(keys), seconds, values, step=options.working_step, end=now_ts)
+    limits = last_per_series(codes, len(keys), seconds,
+                             pd.to_numeric(data["limit"], errors="coerce").to_numpy(dtype=float))
     return forecast_matrix(keys, matrix, grid, limits, now=now_ts, horizon=horizon, options=options)
 
 

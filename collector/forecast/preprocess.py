@@ -42,10 +42,38 @@ class Grid:
         return round(ratio) if abs(ratio - round(ratio)) < 1e-9 and ratio >= 1 else 0
 
 
-def to_utc(values: pd.Series | pd.Index) -> pd.Series:
-    """Timestamps as UTC, accepting naive (taken as UTC) and aware values."""
-    stamps = pd.to_datetime(values, utc=True)
-    return pd.Series(stamps)
+def series_codes(frame: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """An integer code per row (0..n-1, in order of first appearance) and the key rows in code order."""
+    codes = frame.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    _, first_rows = np.unique(codes, return_index=True)
+    return codes, frame[keys].iloc[first_rows].astype(str).reset_index(drop=True)
+
+
+def epoch_seconds(stamps: pd.Series) -> np.ndarray:
+    """Integer Unix seconds of timestamps (naive ones are taken as UTC)."""
+    moments = pd.to_datetime(stamps, utc=True)  # any resolution (s, ms, us, ns): count whole seconds
+    return ((moments - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
+
+
+def pivot(codes: np.ndarray, count: int, seconds: np.ndarray, values: np.ndarray, *, step: float,
+          end: pd.Timestamp | None = None) -> tuple[np.ndarray, Grid]:
+    """Rows (code, time, value) onto a (count x buckets) matrix of bucket means, NaN where empty.
+
+    Buckets are aligned to multiples of `step` since the epoch, so hourly buckets start on the hour;
+    with `end`, the grid reaches at least the bucket before it (the series' "now").
+    """
+    bucket = (seconds // int(step)).astype(np.int64)
+    first = int(bucket.min())
+    last = int(bucket.max()) if end is None else max(int(bucket.max()), int(end.timestamp() // step) - 1)
+    length = last - first + 1
+    ok = np.isfinite(values)
+    cells = codes[ok].astype(np.int64) * length + (bucket[ok] - first)
+    size = count * length
+    sums = np.bincount(cells, weights=values[ok], minlength=size).reshape(count, length)
+    counts = np.bincount(cells, minlength=size).reshape(count, length)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return matrix, Grid(pd.Timestamp(first * int(step), unit="s", tz="UTC"), float(step), length)
 
 
 def long_to_matrix(
@@ -53,30 +81,26 @@ def long_to_matrix(
 ) -> tuple[pd.DataFrame, np.ndarray, Grid]:
     """Pivot a long frame (keys..., timestamp, value) onto a regular grid of `step` seconds.
 
-    Values in one bucket are averaged; buckets without a value are NaN. Buckets are aligned to
-    multiples of `step` since the epoch, so hourly buckets start on the hour. Returns the key rows
-    (one per series, in matrix order), the matrix and its grid.
+    Values in one bucket are averaged; buckets without a value are NaN. Returns the key rows (one
+    per series, in matrix order), the matrix and its grid.
     """
     if frame.empty:
         return pd.DataFrame(columns=keys), np.empty((0, 0)), Grid(pd.Timestamp(0, tz="UTC"), step, 0)
-    stamps = pd.to_datetime(frame["timestamp"], utc=True)
-    seconds = stamps.astype("int64").to_numpy() // 10**9
-    bucket = (seconds // int(step)).astype(np.int64)
-    first = int(bucket.min())
-    last = int(bucket.max()) if end is None else max(int(bucket.max()), int(end.timestamp() // step) - 1)
-    codes, uniques = pd.MultiIndex.from_frame(frame[keys].astype(str)).factorize()
+    codes, key_rows = series_codes(frame, keys)
     values = pd.to_numeric(frame["value"], errors="coerce").to_numpy(dtype=float)
-    length = last - first + 1
-    matrix_sum = np.zeros((len(uniques), length))
-    matrix_count = np.zeros((len(uniques), length))
-    ok = np.isfinite(values)
-    np.add.at(matrix_sum, (codes[ok], bucket[ok] - first), values[ok])
-    np.add.at(matrix_count, (codes[ok], bucket[ok] - first), 1.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        matrix = np.where(matrix_count > 0, matrix_sum / np.maximum(matrix_count, 1), np.nan)
-    key_rows = pd.DataFrame(list(uniques), columns=keys)
-    grid = Grid(pd.Timestamp(first * int(step), unit="s", tz="UTC"), float(step), length)
+    matrix, grid = pivot(codes, len(key_rows), epoch_seconds(frame["timestamp"]), values, step=step, end=end)
     return key_rows, matrix, grid
+
+
+def last_per_series(codes: np.ndarray, count: int, seconds: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The latest non-NaN value of each series (NaN where it has none)."""
+    result = np.full(count, np.nan)
+    ok = np.flatnonzero(~np.isnan(values))
+    if ok.size:
+        latest_first = ok[np.lexsort((-seconds[ok], codes[ok]))]  # by series, the newest first
+        series, first = np.unique(codes[latest_first], return_index=True)
+        result[series] = values[latest_first[first]]
+    return result
 
 
 def coarser_grid(grid: Grid, step: float) -> tuple[Grid, int, int]:

@@ -204,3 +204,17 @@ def test_blocks_and_threads_do_not_change_results() -> None:
         frame, now=now, options=ForecastOptions(candidates=FAST.candidates, chunk=2, threads=3))
     pd.testing.assert_frame_equal(whole, split)
     pd.testing.assert_frame_equal(whole_points, split_points)
+
+
+def test_any_timestamp_resolution_and_order() -> None:
+    """Seconds-resolution, naive or shuffled timestamps give the same forecast as sorted UTC nanoseconds."""
+    spec = PoolSeriesSpec(level=100, growth_per_day=2, daily_amplitude=5, noise=1, days=21)
+    values = generate(spec, seed=8)
+    frame = long_frame(values, limit=200.0)
+    expected, _ = forecast_series(frame, now=end_of(values), options=FAST)
+    coarse = frame.assign(timestamp=frame["timestamp"].astype("datetime64[s, UTC]"))
+    naive = frame.assign(timestamp=frame["timestamp"].dt.tz_localize(None))
+    shuffled = frame.sample(frac=1.0, random_state=1)
+    for variant in (coarse, naive, shuffled):
+        got, _ = forecast_series(variant, now=end_of(values), options=FAST)
+        pd.testing.assert_frame_equal(got, expected)
