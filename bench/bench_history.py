@@ -241,7 +241,7 @@ def populate(path: Path, config: HistoryConfig, weeks: int, hosts: int, sources:
     hkeys = [k for (k,) in con.execute("SELECT hkey FROM host_keys ORDER BY hkey")]
     step = int(config.downsample_step.total_seconds())
     raw_from = int((NOW - config.host_raw_retention).timestamp())
-    hours = np.arange(int(start.timestamp()), raw_from, step)
+    hours = np.arange(int(max(start, NOW - config.host_retention).timestamp()) // step * step, raw_from, step)
     keys = np.array(hkeys)
     for chunk in np.array_split(hours, max(1, len(hours) // 48)):
         ts = np.repeat(chunk, len(keys))

@@ -711,6 +711,12 @@ class History:
                 self._roll_up(con, bucket, bucket + step)
             con.execute("DELETE FROM dirty_buckets WHERE ts < ?", (rollup_until,))
             self._expire(con, now_ts, rollup_until)
+            # Table statistics for the query planner, refreshed daily (bounded sampling: milliseconds).
+            analyzed = self._meta_int(con, "analyzed_at")
+            if analyzed is None or now_ts - analyzed >= 86400:
+                con.execute("PRAGMA analysis_limit = 1000")
+                con.execute("ANALYZE")
+                self._set_meta(con, "analyzed_at", now_ts)
 
     def _roll_up(self, con: sqlite3.Connection, start: int, end: int) -> None:
         step = self.step
@@ -984,7 +990,7 @@ class History:
                     f"FROM host_rollup WHERE hkey IN ({marks}) AND ts >= ? AND ts < ? AND ts < ?",
                     [*chunk, _floor(lo, self.step), hi, floor],
                 ).fetchall()
-            # host_raw is clustered by time: scan the range once, filtering by key in SQL for a few keys.
+            # host_raw is clustered by (ts, hkey), so this reads the time range (at most host_raw_retention).
             raw_sql = (
                 "SELECT hkey, ts, capacity, allocatable, allocated, used, allocated, used, 1 "
                 "FROM host_raw WHERE ts >= ? AND ts < ?"
