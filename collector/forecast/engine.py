@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from collector.forecast.models import BASELINE, DEFAULT_CANDIDATES, MODELS, FitInput
-from collector.forecast.preprocess import DAY, HOUR, Grid, block_mean
+from collector.forecast.preprocess import DAY, HOUR, Grid, block_mean, forward_fill
 
 SCORE_TOLERANCE = 1e-6
 """MASE differences below this are ties (a constant series: every model is exact up to rounding)."""
@@ -342,7 +342,8 @@ def forecast_native(values: np.ndarray, grid: Grid, steps: int, options: Forecas
     bands = fit_and_forecast(hourly, hourly_grid, hours, options, candidates)
     centres = (np.arange(-1, hours) + 0.5) * options.working_step + (hourly_grid.end - native_end).total_seconds()
     targets = (np.arange(steps) + 0.5) * grid.step
-    last_hour = pd.DataFrame(hourly[:, -1:]).ffill(axis=1).to_numpy()[:, 0] if hourly.shape[1] else np.nan
+    # the last hour with data anchors the interpolation before the first forecast hour
+    last_hour = forward_fill(hourly)[:, -1] if hourly.shape[1] else np.full(hourly.shape[0], np.nan)
 
     def resample(band: np.ndarray) -> np.ndarray:
         full = np.concatenate((np.where(np.isnan(last_hour), band[:, 0], last_hour)[:, None], band), axis=1)
