@@ -38,13 +38,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(p10, p50, p90) next to the actual values and the least-squares trend, then MASE, interval "
         "coverage and (with --capacity) the exhaustion-date error.",
     )
-    parser.add_argument("--csv", required=True, type=Path, help="CSV file with a header row")
-    parser.add_argument("--time", required=True, help="column with timestamps (Unix seconds or ISO 8601)")
-    parser.add_argument("--value", required=True, help="column with the values")
-    parser.add_argument("--capacity", type=float, default=None,
+    parser.add_argument("--csv", required=True, type=Path, metavar="FILE", help="CSV file with a header row")
+    parser.add_argument("--time", required=True, metavar="COLUMN",
+                        help="column with timestamps (Unix seconds or ISO 8601)")
+    parser.add_argument("--value", required=True, metavar="COLUMN", help="column with the values")
+    parser.add_argument("--capacity", type=float, default=None, metavar="NUMBER",
                         help="the limit the series must stay under: adds the exhaustion-date error")
-    parser.add_argument("--horizon", default="7d", help="how far each origin forecasts (default %(default)s)")
-    parser.add_argument("--origins", type=int, default=4, help="number of rolling origins (default %(default)s)")
+    parser.add_argument("--horizon", default="7d", metavar="DURATION",
+                        help="how far each origin forecasts (default %(default)s)")
+    parser.add_argument("--origins", type=int, default=4, metavar="N",
+                        help="number of rolling origins (default %(default)s)")
     parser.add_argument("--counter", action="store_true",
                         help="the value is a cumulative counter: undo its resets before forecasting")
     parser.add_argument("--format", choices=("table", "json"), default="table")
