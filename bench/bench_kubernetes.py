@@ -12,7 +12,8 @@ sidecars and init containers). Each measurement is a fresh subprocess, so its pe
 * `client models` (baseline, same run): the same poll, except that the lists go through the
   `kubernetes` client's model objects (`V1PodList` ...), turned back into dicts for the same tables
   — what a collector written the obvious way pays. It is also paginated (page by page), so its RSS
-  is a lower bound of the naive whole-list version.
+  is a lower bound of the naive whole-list version. The models -> dicts step is timed separately and
+  the speed-up is also given without it (the conservative figure the target is judged on).
 
 CPU seconds (user + system of the polling process, poll only, imports excluded), wall seconds and
 peak RSS are printed as medians. Targets (issue 4): <= 30 s CPU, <= 1.5 GB RSS, >= 4x faster than the
@@ -45,12 +46,21 @@ def worker(mode: str, kubeconfig: str, page_size: int) -> dict[str, Any]:
     from collector.sources.kubernetes import source as source_module
     from collector.sources.kubernetes.listing import ListStats
 
+    back_to_dicts = [0.0]  # model path: CPU spent turning models back into dicts (not the models' own cost)
     if mode == "model":
         def model_list_paged(call: Any, new_table: Any, *, page_size: int, timeout: float, what: str,
                              stats: ListStats | None = None) -> Any:
             table = new_table()
-            serialize = api_client.sanitize_for_serialization
+            sanitize = api_client.sanitize_for_serialization
             token = None
+
+            def serialize(item: Any) -> Any:
+                started = time.process_time()
+                try:
+                    return sanitize(item)
+                finally:
+                    back_to_dicts[0] += time.process_time() - started
+
             while True:
                 kwargs: dict[str, Any] = {"limit": page_size, "_request_timeout": timeout}
                 if token:
@@ -77,6 +87,7 @@ def worker(mode: str, kubeconfig: str, page_size: int) -> dict[str, Any]:
     frames = result.frames
     return {
         "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "to_dicts": back_to_dicts[0],
         "wall": wall,
         "rss_mb": after.ru_maxrss / 1024,
         "nodes": len(frames["hosts"]),
@@ -147,14 +158,18 @@ def main() -> None:
     print()
     print(f"Kubernetes poll, {args.nodes} nodes / {args.pods} pods, page size {args.page_size} "
           f"(median of {args.runs} / {args.model_runs} runs)")
-    print(f"{'path':<34}{'CPU s':>10}{'wall s':>10}{'peak RSS MB':>14}")
-    print(f"{'capacityd (raw JSON -> tables)':<34}{fast_cpu:>10.1f}{med('fast', 'wall'):>10.1f}"
+    print(f"{'path':<44}{'CPU s':>10}{'wall s':>10}{'peak RSS MB':>14}")
+    print(f"{'capacityd (raw JSON -> tables)':<44}{fast_cpu:>10.1f}{med('fast', 'wall'):>10.1f}"
           f"{med('fast', 'rss_mb'):>14.0f}")
     if results["model"]:
-        print(f"{'kubernetes client models':<34}{model_cpu:>10.1f}{med('model', 'wall'):>10.1f}"
+        models_only = statistics.median(r["cpu"] - r["to_dicts"] for r in results["model"])
+        print(f"{'kubernetes client models':<44}{model_cpu:>10.1f}{med('model', 'wall'):>10.1f}"
               f"{med('model', 'rss_mb'):>14.0f}")
+        print(f"{'  of which models -> dicts for the tables':<44}{med('model', 'to_dicts'):>10.1f}")
         memory_ratio = med("model", "rss_mb") / med("fast", "rss_mb")
-        print(f"speed-up (CPU): {model_cpu / fast_cpu:.1f}x   memory: {memory_ratio:.1f}x")
+        print(f"speed-up (CPU): {model_cpu / fast_cpu:.1f}x; without the models -> dicts step: "
+              f"{models_only / fast_cpu:.1f}x   memory: {memory_ratio:.1f}x")
+        model_cpu = models_only  # the target is judged on the conservative figure
     verdict = [f"CPU {'OK' if fast_cpu <= 30 else 'OVER'} (<= 30 s)",
                f"RSS {'OK' if med('fast', 'rss_mb') <= 1536 else 'OVER'} (<= 1.5 GB)"]
     if results["model"]:
