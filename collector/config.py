@@ -454,6 +454,13 @@ class HeadroomConfig(StrictModel):
     )
 
 
+class ForecastConfig(StrictModel):
+    """How far forecasts look back and ahead (docs/forecasting.md)."""
+
+    horizon: Duration = Field(default=timedelta(days=180), description="Exhaustion beyond this is reported +Inf.")
+    lookback: Duration = Field(default=timedelta(days=56), description="History each forecast is fitted on.")
+
+
 class Config(StrictModel):
     """The whole file."""
 
@@ -467,6 +474,7 @@ class Config(StrictModel):
     sources: list[SourceConfig] = Field(default_factory=list)
     shapes: dict[str, PodShape] = Field(default_factory=dict, description="Pod shapes to count slots for.")
     headroom: HeadroomConfig = Field(default_factory=HeadroomConfig)
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig)
     smtp: SmtpConfig | None = Field(default=None, description="Mail relay for reports.")
     reports: list[ReportConfig] = Field(default_factory=list, description="Scheduled email reports.")
 
