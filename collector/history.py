@@ -990,18 +990,28 @@ class History:
                     f"FROM host_rollup WHERE hkey IN ({marks}) AND ts >= ? AND ts < ? AND ts < ?",
                     [*chunk, _floor(lo, self.step), hi, floor],
                 ).fetchall()
-            # host_raw is clustered by (ts, hkey), so this reads the time range (at most host_raw_retention).
-            raw_sql = (
-                "SELECT hkey, ts, capacity, allocatable, allocated, used, allocated, used, 1 "
-                "FROM host_raw WHERE ts >= ? AND ts < ?"
-            )
-            hkeys = keys["hkey"].tolist()
-            if len(hkeys) <= _CHUNK:
+            hkeys, bounds = keys["hkey"].tolist(), [max(lo, floor), hi]
+            if len(hkeys) <= _CHUNK and self.config.raw_retention >= self.config.host_raw_retention:
+                # host_raw is clustered by time. Every host row has its pool row (same poll, pool_raw kept
+                # longer), so the host's poll times come from pool_raw, clustered by key, and each host row
+                # is then one primary-key seek. CROSS JOIN fixes that order for the planner.
                 marks = ", ".join("?" * len(hkeys))
-                rows += con.execute(f"{raw_sql} AND hkey IN ({marks})", [max(lo, floor), hi, *hkeys]).fetchall()
-            else:
+                rows += con.execute(
+                    "SELECT r.hkey, r.ts, r.capacity, r.allocatable, r.allocated, r.used, r.allocated, r.used, 1 "
+                    "FROM host_keys h CROSS JOIN pool_keys k CROSS JOIN pool_raw p CROSS JOIN host_raw r "
+                    f"WHERE h.hkey IN ({marks}) AND k.source = h.source AND k.layer = h.layer "
+                    "AND k.cloud = h.cloud AND k.pool = h.pool AND k.resource = h.resource AND k.scope = h.scope "
+                    "AND p.pkey = k.pkey AND p.ts >= ? AND p.ts < ? AND r.ts = p.ts AND r.hkey = h.hkey",
+                    [*hkeys, *bounds],
+                ).fetchall()
+            else:  # many hosts: one pass over the time range
                 wanted = set(hkeys)
-                rows += [r for r in con.execute(raw_sql, (max(lo, floor), hi)) if r[0] in wanted]
+                rows += [
+                    r for r in con.execute(
+                        "SELECT hkey, ts, capacity, allocatable, allocated, used, allocated, used, 1 "
+                        "FROM host_raw WHERE ts >= ? AND ts < ?", bounds,
+                    ) if r[0] in wanted
+                ]  # fmt: skip
         columns = ["hkey", "ts", "capacity", "allocatable", "allocated", "used", "allocated_max", "used_max", "samples"]
         data = pd.DataFrame(rows, columns=columns)
         if not len(data):

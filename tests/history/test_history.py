@@ -425,3 +425,28 @@ def test_backfilled_past_joins_live_polls_without_a_seam(tmp_path: Path, t0: dat
         assert series["capacity"].eq(2 * CPU).all() and series["hosts"].eq(2).all()
         assert series["allocated"].eq(CPU).all() and series["used"].eq(CPU / 2).all()
     history.close()
+
+
+def test_host_series_reads_the_same_through_both_raw_paths(tmp_path: Path, t0: datetime) -> None:
+    """Few hosts seek by the pool rows' poll times; many hosts (or a short raw_retention) scan the range."""
+    seek = History.open(tmp_path / "seek", HistoryConfig(raw_retention=timedelta(hours=6),
+                                                         host_raw_retention=timedelta(hours=3)))  # fmt: skip
+    scan = History.open(tmp_path / "scan", HistoryConfig(raw_retention=timedelta(hours=1),
+                                                         host_raw_retention=timedelta(hours=3)))  # fmt: skip
+    for m in range(20):
+        when = at(t0, m)
+        frames = {
+            "capacity": pd.concat(
+                [capacity_frame(when, source="a", hosts_per_pool=3, used=m / 40),
+                 capacity_frame(when, source="b", pools=("az2",), hosts_per_pool=2, host_prefix="x")],
+                ignore_index=True,
+            )
+        }  # fmt: skip
+        seek.append("a", frames, when)
+        scan.append("a", frames, when)
+    one = seek.host_series(host="haz1-0001")
+    assert len(one) == 40 and one["used"].tolist()[:2] == [0.0, CPU / 40]
+    pd.testing.assert_frame_equal(one, scan.host_series(host="haz1-0001"))
+    pd.testing.assert_frame_equal(seek.host_series(pool="az2"), scan.host_series(pool="az2"))
+    seek.close()
+    scan.close()
