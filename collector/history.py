@@ -633,9 +633,13 @@ class History:
             raise ValueError(f"backfill rows lack column(s): {', '.join(missing)}")
         if not len(rows):
             return
-        frame = rows.copy()
+        frame = rows.reset_index(drop=True)
+        for column in ("capacity", "allocatable", "timestamp"):
+            unknown = frame[column].isna().to_numpy()
+            if unknown.any():
+                raise ValueError(f"backfill rows: {column} is missing in row {int(np.flatnonzero(unknown)[0])}")
         stamps = pd.to_datetime(frame["timestamp"], utc=True)
-        frame["ts"] = stamps.astype("int64") // 1_000_000_000
+        frame["ts"] = ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).astype(np.int64)
         for column, default in (("scope", "host"), ("reserved", 0.0), ("allocated", np.nan), ("used", np.nan),
                                 ("hosts", 0)):  # fmt: skip
             if column not in frame.columns:

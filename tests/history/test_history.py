@@ -331,6 +331,14 @@ def test_backfill_then_compact_gives_the_same_hourly_series(tmp_path: Path, t0: 
     assert len(older) == 4 * 24 and older["hosts"].eq(20).all()
     with pytest.raises(ValueError, match="capacity"):
         history.backfill(rows.drop(columns=["capacity"]))
+    broken = rows.copy()
+    broken.loc[5, "capacity"] = np.nan
+    with pytest.raises(ValueError, match="capacity is missing in row 5"):
+        history.backfill(broken)
+    # Microsecond timestamps (pandas 2 keeps the unit of what it is given) land at the same seconds.
+    with History.open(tmp_path / "us", HistoryConfig()) as fresh:
+        fresh.backfill(rows.assign(timestamp=rows["timestamp"].dt.as_unit("us")))
+        assert fresh.last_timestamp("s2") == rows["timestamp"].max()
 
 
 def test_newer_schema_and_foreign_files_are_refused(tmp_path: Path, config: HistoryConfig) -> None:
