@@ -27,7 +27,7 @@ def demo_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         parsed = parse_config(config)
         history = History.open(parsed.state_dir, parsed.history)
-        backfill_history(history, build_estate())
+        backfill_history(history, build_estate(), parsed)
         history.close()
         yield path
     finally:
