@@ -12,6 +12,8 @@ column and the first offending row, so a bug in a source surfaces where it was m
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -68,8 +70,8 @@ class FrameSchema:
         return [column.name for column in self.columns]
 
     def empty(self) -> pd.DataFrame:
-        """A zero-row frame with the right columns and dtypes."""
-        return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in self.columns})
+        """A zero-row frame with the right columns and dtypes (a copy of one built once: building is slow)."""
+        return _empty_frame(self).copy()
 
     def build(self, records: Iterable[Mapping] | Mapping[str, Iterable]) -> pd.DataFrame:
         """Build a conforming frame from records (list of dicts) or columns (dict of lists).
@@ -94,6 +96,11 @@ class FrameSchema:
         result = pd.DataFrame(out, index=frame.index).reset_index(drop=True)
         validate_frame(self.name, result)
         return result
+
+
+@functools.cache
+def _empty_frame(schema: FrameSchema) -> pd.DataFrame:
+    return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in schema.columns})
 
 
 class SchemaError(ValueError):
