@@ -385,16 +385,50 @@ class _CallCounter:
     count: int = 0
 
 
+@dataclass(frozen=True)
+class _DomainFacts:
+    """What a domain's definition contributes to its consumers row, derived once per XML read.
+
+    A warm poll copies these instead of re-deriving them (1000 domains x every poll).
+    """
+
+    name: str
+    project: str | None
+    flavor: str | None
+    vcpus: int | None
+    max_memory_bytes: float
+    current_memory_bytes: float
+    disk: float
+    nova_instance_uuid: str | None
+
+    @classmethod
+    def of(cls, uuid: str, definition: DomainDefinition) -> _DomainFacts:
+        nova = definition.nova
+        return cls(
+            name=definition.name or uuid,
+            project=nova.project_id if nova else None,
+            flavor=nova.flavor if nova else None,
+            vcpus=definition.vcpus,
+            max_memory_bytes=definition.max_memory_bytes,
+            current_memory_bytes=definition.current_memory_bytes,
+            disk=nova.local_disk_bytes if nova is not None else NAN,
+            nova_instance_uuid=uuid if nova else None,
+        )
+
+
 @dataclass
 class _DomainRow:
+    dom: Any
+    """The virDomain returned with the stats (used to read its XML when not cached)."""
     dom_id: int
     stats: dict[str, Any]
-    definition: DomainDefinition | None = None
+    facts: _DomainFacts | None = None
 
 
 @dataclass
 class _CachedDefinition:
     definition: DomainDefinition
+    facts: _DomainFacts
     dom_id: int
     expires_at: float
 
@@ -657,10 +691,10 @@ class LibvirtSource(Source):
         notes: list[str] = []
         conn = link.conn
         domains = self._whole_poll_call(link, calls, conn.listAllDomains, 0)
-        listed = {dom.UUIDString(): dom for dom in domains}  # UUIDString() is local, no round trip
-        rows = self._domain_stats(link, listed, calls, skipped, notes)
+        rows, kept = self._domain_stats(link, domains, calls, skipped, notes)
+        del domains  # each virDomain is freed once, here, not at the end of the poll
         stats_at = self._clock()
-        self._attach_definitions(link, listed, rows, calls, skipped)
+        self._attach_definitions(link, rows, kept, calls, skipped)
         node = self._node_facts(link, calls)
         notes.extend(node.notes)
         frames = self._frames(link, now, rows, node, stats_at)
@@ -669,16 +703,22 @@ class LibvirtSource(Source):
     def _domain_stats(
         self,
         link: _Connection,
-        listed: dict[str, Any],
+        domains: list[Any],
         calls: _CallCounter,
         skipped: Counter[str],
         notes: list[str],
-    ) -> dict[str, _DomainRow]:
-        """One bulk stats call for the listed domains; those missing from the answer vanished."""
-        if not listed:
-            return {}
+    ) -> tuple[dict[str, _DomainRow], set[str]]:
+        """One bulk stats call for the listed domains; those missing from the answer vanished.
+
+        Returns the rows by uuid, and the uuids whose cached state must be kept although they have
+        no row (listed but skipped by the per-domain fallback, e.g. locked: they come back).
+        The listed domain objects are not asked for their uuid: the stats answer carries its own
+        domain objects, and the count difference is what vanished (one UUIDString per domain, not two).
+        """
+        if not domains:
+            return {}, set()
         conn = link.conn
-        domains = list(listed.values())
+        kept: set[str] = set()
         records: list[tuple[Any, dict[str, Any]]] | None = None
         if link.nowait_supported:
             try:
@@ -686,6 +726,7 @@ class LibvirtSource(Source):
             except libvirt.libvirtError as error:
                 if error.get_error_code() not in _UNSUPPORTED_ERRORS:
                     records = self._stats_one_by_one(link, domains, calls, skipped, STATS_NOWAIT, notes, error)
+                    kept = self._uuids(domains)
                 else:
                     link.nowait_supported = False  # libvirt < 4.5 or a driver without it
                     notes.append(f"libvirt {redact_uri(self.uri)}: stats NOWAIT flag rejected ({error}); without it")
@@ -694,13 +735,21 @@ class LibvirtSource(Source):
                 records = self._call(link, calls, conn.domainListGetStats, domains, STATS_GROUPS, 0)
             except libvirt.libvirtError as error:
                 records = self._stats_one_by_one(link, domains, calls, skipped, 0, notes, error)
-        rows: dict[str, _DomainRow] = {}
-        for dom, stats in records:
-            rows[dom.UUIDString()] = _DomainRow(dom_id=dom.ID(), stats=stats)
-        vanished = len(listed.keys() - rows.keys()) - sum(skipped.values())
+                kept = self._uuids(domains)
+        rows = {dom.UUIDString(): _DomainRow(dom, dom.ID(), stats) for dom, stats in records}
+        vanished = len(domains) - len(rows) - sum(skipped.values())
         if vanished > 0:
             skipped["domain_vanished"] += vanished
-        return rows
+        return rows, kept
+
+    @staticmethod
+    def _uuids(domains: list[Any]) -> set[str]:
+        """uuids of listed domains (local, no round trip); a domain freed meanwhile is left out."""
+        uuids: set[str] = set()
+        for dom in domains:
+            with contextlib.suppress(libvirt.libvirtError):
+                uuids.add(dom.UUIDString())
+        return uuids
 
     def _stats_one_by_one(
         self,
@@ -729,27 +778,26 @@ class LibvirtSource(Source):
     def _attach_definitions(
         self,
         link: _Connection,
-        listed: dict[str, Any],
         rows: dict[str, _DomainRow],
+        kept: set[str],
         calls: _CallCounter,
         skipped: Counter[str],
     ) -> None:
-        """Give every row its parsed XML: from the cache, or read now for new/restarted domains."""
+        """Give every row its definition's facts: from the cache, or read now for new/restarted domains."""
         now = self._clock()
-        for uuid, dom in listed.items():
-            row = rows.get(uuid)
-            if row is None:
-                continue
-            cached = self._definitions.get(uuid)
+        definitions = self._definitions
+        for uuid, row in list(rows.items()):
+            cached = definitions.get(uuid)
             if cached is not None and cached.dom_id == row.dom_id and cached.expires_at > now:
-                row.definition = cached.definition
+                row.facts = cached.facts
                 continue
+            dom = row.dom
             try:
                 xml = self._call(link, calls, dom.XMLDesc, 0)
                 definition = parse_domain_xml(xml)
             except libvirt.libvirtError as error:
                 if cached is not None and cached.dom_id == row.dom_id:
-                    row.definition = cached.definition  # a refresh failed; the old one is still right
+                    row.facts = cached.facts  # a refresh failed; the old one is still right
                     continue
                 del rows[uuid]
                 skipped[classify_domain_error(error)] += 1
@@ -761,13 +809,15 @@ class LibvirtSource(Source):
                 log.warning("libvirt %s: domain %s has unreadable XML: %s", self.name, dom.name(), error)
                 continue
             expires = now + self.definition_max_age * random.uniform(0.75, 1.25)
-            self._definitions[uuid] = _CachedDefinition(definition, row.dom_id, expires)
-            row.definition = definition
+            facts = _DomainFacts.of(uuid, definition)
+            definitions[uuid] = _CachedDefinition(definition, facts, row.dom_id, expires)
+            row.facts = facts
+        for row in rows.values():
+            row.dom = None  # done with the domain objects: free them now
         # Forget domains that are gone (undefined or migrated away), so the caches stay bounded.
-        for uuid in self._definitions.keys() - listed.keys():
-            del self._definitions[uuid]
-        for uuid in self._cpu_samples.keys() - listed.keys():
-            del self._cpu_samples[uuid]
+        if len(definitions) > len(rows):
+            for uuid in definitions.keys() - rows.keys() - kept:
+                del definitions[uuid]
 
     def _node_facts(self, link: _Connection, calls: _CallCounter) -> _NodeFacts:
         conn = link.conn
@@ -827,67 +877,62 @@ class LibvirtSource(Source):
     def _frames(
         self, link: _Connection, now: datetime, rows: dict[str, _DomainRow], node: _NodeFacts, stats_at: float
     ) -> dict[str, Any]:
+        """The three frames, built column-wise: one tuple per domain, then one array per column."""
         cfg = self.config
         host = link.hostname
-        consumers: dict[str, list[Any]] = {c: [] for c in (
-            "id", "name", "state", "holds_capacity", "project", "flavor", "cpu", "memory", "disk",
-            "resources", "cpu_used", "memory_used", "cpu_time_seconds", "nova_instance_uuid", "memory_balloon",
-        )}
         allocated_cpu = 0.0
         allocated_memory = 0.0
+        previous_samples = self._cpu_samples
         samples: dict[str, CpuSample] = {}
+        states = DOMAIN_STATES
+        records: list[tuple[Any, ...]] = []
+        append = records.append
         for uuid, row in rows.items():
-            stats, definition = row.stats, row.definition
-            assert definition is not None
-            state_code = stats.get("state.state")
-            state = DOMAIN_STATES.get(state_code, "nostate") if state_code is not None else "nostate"
+            stats, facts = row.stats, row.facts
+            assert facts is not None
+            get = stats.get
+            state_code = get("state.state")
+            state = states.get(state_code, "nostate") if state_code is not None else "nostate"
             active = row.dom_id != -1
-            vcpus = stats.get("vcpu.current", definition.vcpus)
+            vcpus = get("vcpu.current", facts.vcpus)
             vcpus_f = float(vcpus) if vcpus is not None else NAN
-            max_kib = stats.get("balloon.maximum")
-            memory = float(max_kib) * KIB if max_kib is not None else definition.max_memory_bytes
-            cpu_ns = stats.get("cpu.time")
+            max_kib = get("balloon.maximum")
+            memory = float(max_kib) * KIB if max_kib is not None else facts.max_memory_bytes
+            cpu_ns = get("cpu.time")
             cpu_used = NAN
             if cpu_ns is not None and active:
                 sample = CpuSample(stats_at, int(cpu_ns), row.dom_id)
-                cpu_used = cpu_rate(self._cpu_samples.get(uuid), sample)
+                cpu_used = cpu_rate(previous_samples.get(uuid), sample)
                 samples[uuid] = sample
-            nova = definition.nova
-            disk = nova.local_disk_bytes if nova is not None else NAN
-            resources: dict[str, float] = {"cpu": vcpus_f, "memory": memory}
-            if not math.isnan(disk):
-                resources["disk"] = disk
+            disk = facts.disk
+            resources: dict[str, float] = (
+                {"cpu": vcpus_f, "memory": memory} if disk != disk else {"cpu": vcpus_f, "memory": memory, "disk": disk}
+            )  # disk != disk: NaN, the flavor has no disk sizes
             if active:
-                allocated_cpu += 0.0 if math.isnan(vcpus_f) else vcpus_f
-                allocated_memory += 0.0 if math.isnan(memory) else memory
-            consumers["id"].append(uuid)
-            consumers["name"].append(definition.name or uuid)
-            consumers["state"].append(state)
-            consumers["holds_capacity"].append(active)
-            consumers["project"].append(nova.project_id if nova else None)
-            consumers["flavor"].append(nova.flavor if nova else None)
-            consumers["cpu"].append(vcpus_f)
-            consumers["memory"].append(memory)
+                if vcpus_f == vcpus_f:
+                    allocated_cpu += vcpus_f
+                if memory == memory:
+                    allocated_memory += memory
             # Current balloon size: what the guest holds now (an allocation, not usage). Filled into
             # the `memory_balloon` column when the schema has it; ignored otherwise.
-            current_kib = stats.get("balloon.current")
-            consumers["memory_balloon"].append(
-                float(current_kib) * KIB if current_kib is not None else definition.current_memory_bytes
-            )
-            consumers["disk"].append(disk)
-            consumers["resources"].append(resources)
-            consumers["cpu_used"].append(cpu_used)
-            consumers["memory_used"].append(guest_memory_used(stats) if active else NAN)
-            consumers["cpu_time_seconds"].append(float(cpu_ns) / 1e9 if cpu_ns is not None else NAN)
-            consumers["nova_instance_uuid"].append(uuid if nova else None)
+            current_kib = get("balloon.current")
+            append((
+                uuid, facts.name, state, active, facts.project, facts.flavor, vcpus_f, memory, disk, resources,
+                cpu_used, guest_memory_used(stats) if active else NAN,
+                float(cpu_ns) / 1e9 if cpu_ns is not None else NAN, facts.nova_instance_uuid,
+                float(current_kib) * KIB if current_kib is not None else facts.current_memory_bytes,
+            ))
         self._cpu_samples = samples
-        n = len(consumers["id"])
+        n = len(records)
+        names = ("id", "name", "state", "holds_capacity", "project", "flavor", "cpu", "memory", "disk", "resources",
+                 "cpu_used", "memory_used", "cpu_time_seconds", "nova_instance_uuid", "memory_balloon")
+        consumers: dict[str, Any] = (
+            dict(zip(names, zip(*records, strict=True), strict=True)) if n else {name: [] for name in names}
+        )
+        consumers["libvirt_domain_uuid"] = consumers["id"]
         common = {"timestamp": now, "source": self.name, "layer": "hypervisor", "cloud": cfg.cloud,
                   "pool": cfg.pool, "host": host}
-        consumer_frame = typed_frame(
-            CONSUMERS, {**common, **consumers, "libvirt_domain_uuid": consumers["id"]}, n,
-            optional=frozenset({"memory_balloon"}),
-        )
+        consumer_frame = typed_frame(CONSUMERS, {**common, **consumers}, n, optional=frozenset({"memory_balloon"}))
         capacity_frame = typed_frame(CAPACITY, {
             **common, "scope": "host", "resource": ["cpu", "memory"],
             "capacity": [float(node.cpus), node.memory_bytes], "reserved": 0.0, "allocation_ratio": 1.0,
