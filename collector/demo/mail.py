@@ -9,6 +9,7 @@ production (`exporters.report.service.send_report`), so the report self-metrics 
 from __future__ import annotations
 
 import itertools
+import logging
 import socket
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ class MaildirSink:
 
 def start(workdir: Path, context: dict[str, Any]) -> DemoPart:
     from aiosmtpd.controller import Controller
+
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command at INFO
 
     folder = workdir / "mail"
     folder.mkdir(parents=True, exist_ok=True)
