@@ -15,19 +15,15 @@ import http.client
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
+from prometheus_client import CollectorRegistry, start_http_server
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from prometheus_client import CollectorRegistry, start_http_server  # noqa: E402
-
-from collector.estate import Estate  # noqa: E402
-from collector.schema import CAPACITY  # noqa: E402
-from exporters.http import start_server  # noqa: E402
-from exporters.prometheus import ExpositionCache, SnapshotCollector  # noqa: E402
+from collector.estate import Estate
+from collector.schema import CAPACITY
+from exporters.http import start_server
+from exporters.prometheus import ExpositionCache, SnapshotCollector
 
 
 def synthetic_snapshot(series: int):
@@ -45,7 +41,7 @@ def synthetic_snapshot(series: int):
         "allocatable": capacity, "allocated": capacity * 0.6, "used": capacity * 0.3,
     })
     estate = Estate()
-    estate.add_source("bench", "openstack", interval=__import__("datetime").timedelta(seconds=60))
+    estate.add_source("bench", "openstack", interval=timedelta(seconds=60))
     estate.record_success("bench", {"capacity": frame}, now, 1.0)
     return estate.snapshot()
 
@@ -89,7 +85,7 @@ def main() -> int:
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot))
-    baseline_server, baseline_thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    baseline_server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
     baseline_port = baseline_server.server_address[1]
     baseline_latencies, baseline_size = scrape_latencies(baseline_port, args.baseline_scrapes)
     baseline_server.shutdown()
