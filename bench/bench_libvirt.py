@@ -7,9 +7,9 @@ Both read the libvirt test-driver node `test-node-1000.xml.gz` (the source's tes
 see the same machine load:
 
 * capacityd: one long-lived read-only connection; a collection = `LibvirtSource.checked_poll`
-  (listAllDomains + one bulk stats call + node facts, frame validation) + Estate snapshot + render of
-  the whole /metrics exposition (`exporters.prometheus.ExpositionCache.update`). A Prometheus scrape
-  of capacityd never triggers that work: it is served from memory (its latency is printed too).
+  (one getAllDomainStats call listing every domain with its stats + node facts, frame validation)
+  + Estate snapshot + render of the whole /metrics exposition (`exporters.prometheus.ExpositionCache.update`).
+  A Prometheus scrape of capacityd never triggers that work: it is served from memory (its latency is printed too).
 * prometheus-libvirt-exporter 0.2.0 (kumina, Debian bookworm): every scrape opens a new connection,
   lists active domains (capped at 512 by its binding) and makes ~5 calls per domain; the scrape is the work.
 

@@ -117,7 +117,7 @@ def test_real_guest_end_to_end(libvirtd: Libvirtd, source: LibvirtSource) -> Non
 
     time.sleep(2.5)
     second = _poll(source)
-    assert second.api_calls == 6, "listAllDomains, stats, getInfo, getCPUMap, getMemoryStats, getCPUStats"
+    assert second.api_calls == 5, "getAllDomainStats, getInfo, getCPUMap, getMemoryStats, getCPUStats"
     row2 = second.frames["consumers"].set_index("id").loc[LINUX_GUEST.uuid]
     assert 0 <= row2["cpu_used"] <= 1.2, f"one vCPU guest used {row2['cpu_used']} cores"
     assert row2["cpu_time_seconds"] >= row["cpu_time_seconds"]
@@ -126,7 +126,9 @@ def test_real_guest_end_to_end(libvirtd: Libvirtd, source: LibvirtSource) -> Non
     assert source.connect_attempts == 1
 
 
-@pytest.mark.parametrize("stage", ["between list and stats", "between stats and first XML read"])
+@pytest.mark.parametrize(
+    "stage", ["between stats and first XML read", "fallback: between list and per-domain stats"]
+)
 def test_domain_destroyed_mid_poll_is_skipped(
     stage: str, libvirtd: Libvirtd, source: LibvirtSource, extra_guests: list[str]
 ) -> None:
@@ -136,8 +138,18 @@ def test_domain_destroyed_mid_poll_is_skipped(
     libvirtd.create_transient(victim)  # transient: destroyed = gone entirely
     extra_guests.append(victim.name)
     conn = source._link.conn  # type: ignore[union-attr]
-    method = "listAllDomains" if stage == "between list and stats" else "domainListGetStats"
+    fallback = stage.startswith("fallback")
+    # The bulk call lists and reads stats at once: a domain can only vanish after it (before its XML
+    # is read), or, when the bulk call failed, between the fallback's list and its per-domain calls.
+    method = "listAllDomains" if fallback else "getAllDomainStats"
     real = getattr(conn, method)
+
+    def failing_bulk(*_args: Any) -> Any:
+        try:
+            conn.lookupByUUIDString("00000000-0000-4000-8000-000000000000")
+        except libvirt.libvirtError as error:
+            raise error from None  # a genuine libvirt error from this daemon
+        raise AssertionError("lookup of a missing domain succeeded")
 
     def then_destroy(*args: Any) -> Any:
         answer = real(*args)
@@ -149,10 +161,14 @@ def test_domain_destroyed_mid_poll_is_skipped(
         return answer
 
     setattr(conn, method, then_destroy)
+    if fallback:
+        conn.getAllDomainStats = failing_bulk
     try:
         result = _poll(source)
     finally:
         delattr(conn, method)
+        if fallback:
+            del conn.getAllDomainStats
     assert result.skipped["domain_vanished"] == 1
     ids = set(result.frames["consumers"]["id"])
     assert victim.uuid not in ids

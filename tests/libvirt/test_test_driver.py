@@ -77,8 +77,8 @@ def test_1000_domain_node_steady_state_is_a_few_calls(
     first = _poll(source)
     assert first.api_calls is not None and first.api_calls >= 1000, "first poll reads every domain's XML once"
     second = _poll(source)
-    # listAllDomains + one bulk stats call + getInfo; the XML cache serves the rest.
-    assert second.api_calls == 3
+    # getAllDomainStats (lists every domain and reads its stats) + getInfo; the XML cache serves the rest.
+    assert second.api_calls == 2
     assert len(second.frames["consumers"]) == 1000
     assert source.connect_attempts == 1, "one long-lived connection"
 
@@ -144,6 +144,7 @@ def test_bulk_stats_failure_falls_back_to_per_domain(
     _poll(source)
     conn = source._link.conn  # type: ignore[union-attr]
     real = conn.domainListGetStats
+    real_list = conn.listAllDomains
     bad_uuid = summary["domains"][2]["uuid"]
 
     def real_error() -> libvirt.libvirtError:
@@ -153,18 +154,30 @@ def test_bulk_stats_failure_falls_back_to_per_domain(
             return error
         raise AssertionError("lookup of a missing domain succeeded")
 
+    def failing_bulk(groups: int, flags: int) -> Any:
+        raise real_error()  # a genuine VIR_ERR_NO_DOMAIN, raised where the bad domain would
+
     def flaky(domains: list[Any], groups: int, flags: int) -> Any:
-        if len(domains) > 1 or domains[0].UUIDString() == bad_uuid:
-            raise real_error()  # a genuine VIR_ERR_NO_DOMAIN, raised where the bad domain would
+        if domains[0].UUIDString() == bad_uuid:
+            raise real_error()
         return real(domains, groups, flags)
 
+    listed: list[int] = []
+
+    def counted_list(flags: int) -> Any:
+        listed.append(flags)
+        return real_list(flags)
+
+    conn.getAllDomainStats = failing_bulk
     conn.domainListGetStats = flaky
+    conn.listAllDomains = counted_list
     try:
         result = _poll(source)
     finally:
-        del conn.domainListGetStats
+        del conn.getAllDomainStats, conn.domainListGetStats, conn.listAllDomains
+    assert listed == [0], "the fallback lists every domain (listAllDomains(0))"
     assert result.skipped == Counter({"domain_vanished": 1})
     assert len(result.frames["consumers"]) == 4
     assert bad_uuid not in set(result.frames["consumers"]["id"])
     assert any("read per domain" in note for note in result.notes)
-    assert result.api_calls == 1 + 1 + 5 + 1  # list, failed bulk, 5 single calls, getInfo
+    assert result.api_calls == 1 + 1 + 5 + 1  # failed bulk, list, 5 single calls, getInfo

@@ -2,18 +2,17 @@
 
 Per poll, on a long-lived read-only connection:
 
-* `listAllDomains(0)` — every domain, active and inactive (never the 512-capped `listDomainsID`);
-* ONE bulk stats call for those domains with only the groups needed (state, cpu-total, balloon,
-  vcpu) and `VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT`, so a domain whose job lock is held by a
-  migration or a slow shutdown answers with partial stats instead of blocking the poll. It is
-  `virDomainListGetStats`, the same driver entry point as `virConnectGetAllDomainStats`, restricted
-  to the listed domains: a domain destroyed between list and stats is simply missing from the answer
-  and is counted as `domain_vanished`;
+* ONE `getAllDomainStats` call: every domain, active and inactive (what `listAllDomains(0)` lists,
+  never the 512-capped `listDomainsID`), with only the stats groups needed (state, cpu-total,
+  balloon, vcpu) and `VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT`, so a domain whose job lock is held
+  by a migration or a slow shutdown answers with partial stats instead of blocking the poll. If that
+  call fails on a live link (one bad domain can do that), `listAllDomains(0)` + one stats call per
+  domain, skipping (and counting) the ones that fail;
 * the domain XML (name, vCPUs, memory, Nova `nova:instance` metadata) only for domains not seen
   before or restarted since (cached per uuid + domain id; a restart or Nova resize gives a new id);
 * node facts: `getInfo`, `getCPUMap`, `getMemoryStats`, `getCPUStats` (each where supported).
 
-Steady state on any number of domains this is six remote calls. A domain that vanishes, is locked
+Steady state on any number of domains this is five remote calls. A domain that vanishes, is locked
 or errors is skipped and counted in `PollResult.skipped`; only a dead connection fails the poll.
 Guest memory in use comes from balloon stats only (the guest's virtio_balloon driver with a stats
 period); the balloon *size* is an allocation, never reported as usage.
@@ -689,10 +688,7 @@ class LibvirtSource(Source):
     def _collect(self, link: _Connection, now: datetime, calls: _CallCounter) -> PollResult:
         skipped: Counter[str] = Counter()
         notes: list[str] = []
-        conn = link.conn
-        domains = self._whole_poll_call(link, calls, conn.listAllDomains, 0)
-        rows, kept = self._domain_stats(link, domains, calls, skipped, notes)
-        del domains  # each virDomain is freed once, here, not at the end of the poll
+        rows, kept = self._domain_stats(link, calls, skipped, notes)
         stats_at = self._clock()
         self._attach_definitions(link, rows, kept, calls, skipped)
         node = self._node_facts(link, calls)
@@ -701,44 +697,46 @@ class LibvirtSource(Source):
         return PollResult(frames=frames, skipped=skipped, api_calls=calls.count, notes=notes)
 
     def _domain_stats(
-        self,
-        link: _Connection,
-        domains: list[Any],
-        calls: _CallCounter,
-        skipped: Counter[str],
-        notes: list[str],
+        self, link: _Connection, calls: _CallCounter, skipped: Counter[str], notes: list[str]
     ) -> tuple[dict[str, _DomainRow], set[str]]:
-        """One bulk stats call for the listed domains; those missing from the answer vanished.
+        """Every domain with its stats: one `getAllDomainStats` call, or list + per domain if that fails.
 
-        Returns the rows by uuid, and the uuids whose cached state must be kept although they have
-        no row (listed but skipped by the per-domain fallback, e.g. locked: they come back).
-        The listed domain objects are not asked for their uuid: the stats answer carries its own
-        domain objects, and the count difference is what vanished (one UUIDString per domain, not two).
+        `getAllDomainStats` with no filter flag lists exactly what `listAllDomains(0)` lists (active
+        and inactive; the same driver collection, never the 512-capped `listDomainsID`) and reads their
+        stats in the same call, so one call replaces list + `domainListGetStats`: no second set of
+        domain objects to create and free, no window in which a listed domain can vanish before its
+        stats are read. Returns the rows by uuid, and the uuids whose cached state must be kept
+        although they have no row (listed but skipped by the per-domain fallback, e.g. locked).
         """
-        if not domains:
-            return {}, set()
         conn = link.conn
-        kept: set[str] = set()
         records: list[tuple[Any, dict[str, Any]]] | None = None
+        bulk_error: libvirt.libvirtError | None = None
         if link.nowait_supported:
             try:
-                records = self._call(link, calls, conn.domainListGetStats, domains, STATS_GROUPS, STATS_NOWAIT)
+                records = self._call(link, calls, conn.getAllDomainStats, STATS_GROUPS, STATS_NOWAIT)
             except libvirt.libvirtError as error:
                 if error.get_error_code() not in _UNSUPPORTED_ERRORS:
-                    records = self._stats_one_by_one(link, domains, calls, skipped, STATS_NOWAIT, notes, error)
-                    kept = self._uuids(domains)
+                    bulk_error = error
                 else:
                     link.nowait_supported = False  # libvirt < 4.5 or a driver without it
                     notes.append(f"libvirt {redact_uri(self.uri)}: stats NOWAIT flag rejected ({error}); without it")
-        if records is None:
+        if records is None and bulk_error is None:
             try:
-                records = self._call(link, calls, conn.domainListGetStats, domains, STATS_GROUPS, 0)
+                records = self._call(link, calls, conn.getAllDomainStats, STATS_GROUPS, 0)
             except libvirt.libvirtError as error:
-                records = self._stats_one_by_one(link, domains, calls, skipped, 0, notes, error)
-                kept = self._uuids(domains)
+                bulk_error = error
+        kept: set[str] = set()
+        listed = 0
+        if records is None:
+            # One bad domain can fail the bulk call: list, then ask per domain and skip the ones that fail.
+            domains = self._whole_poll_call(link, calls, conn.listAllDomains, 0)
+            flags = STATS_NOWAIT if link.nowait_supported else 0
+            assert bulk_error is not None
+            records = self._stats_one_by_one(link, domains, calls, skipped, flags, notes, bulk_error)
+            kept, listed = self._uuids(domains), len(domains)
         rows = {dom.UUIDString(): _DomainRow(dom, dom.ID(), stats) for dom, stats in records}
-        vanished = len(domains) - len(rows) - sum(skipped.values())
-        if vanished > 0:
+        vanished = listed - len(rows) - sum(skipped.values())
+        if vanished > 0:  # listed, then missing from its (empty) per-domain answer
             skipped["domain_vanished"] += vanished
         return rows, kept
 
