@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import libvirt
@@ -224,9 +224,12 @@ def guest_memory_used(stats: dict[str, Any]) -> float:
     return NAN
 
 
-@dataclass(frozen=True)
-class CpuSample:
-    """A cumulative CPU-time reading of one domain (or the node) at a monotonic instant."""
+class CpuSample(NamedTuple):
+    """A cumulative CPU-time reading of one domain (or the node) at a monotonic instant.
+
+    A named tuple rather than a frozen dataclass: one is made per running domain per poll, and a
+    frozen dataclass costs several times more to construct.
+    """
 
     at: float
     """time.monotonic() when read."""
@@ -266,6 +269,9 @@ def redact_uri(uri: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+_STRING_DTYPE = pd.StringDtype()  # the contract's "string" (a dtype object: no lookup by name per column)
+
+
 def typed_frame(
     schema: FrameSchema, columns: dict[str, Any], rows: int, optional: frozenset[str] = frozenset()
 ) -> pd.DataFrame:
@@ -286,6 +292,12 @@ def typed_frame(
         if isinstance(value, list | tuple | np.ndarray):
             if len(value) != rows:
                 raise ValueError(f"{schema.name}.{column.name}: {len(value)} values for {rows} rows")
+        elif column.dtype == TIMESTAMP and value is not None and rows:
+            # One instant for every row: converted once, not once per row.
+            stamp = pd.Timestamp(value)
+            stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+            data[column.name] = pd.DatetimeIndex(np.full(rows, stamp.as_unit("ns").asm8)).tz_localize("UTC")
+            continue
         else:
             value = [value] * rows
         if column.dtype == TIMESTAMP:
@@ -295,7 +307,7 @@ def typed_frame(
         elif column.dtype == BOOL:
             data[column.name] = np.asarray(value, dtype=bool)
         elif column.dtype == STRING:
-            data[column.name] = pd.array(value, dtype=STRING)
+            data[column.name] = pd.array(value, dtype=_STRING_DTYPE)
         else:
             array = np.empty(rows, dtype=object)
             array[:] = value
@@ -415,7 +427,7 @@ class _DomainFacts:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class _DomainRow:
     dom: Any
     """The virDomain returned with the stats (used to read its XML when not cached)."""
