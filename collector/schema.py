@@ -272,7 +272,8 @@ def validate_frame(name: str, frame: pd.DataFrame) -> None:
     missing = [c.name for c in schema.columns if c.name not in frame.columns]
     if missing:
         raise SchemaError(name, missing[0], None, "required column is missing")
-    extra = [c for c in frame.columns if c not in schema.column_names]
+    names = set(schema.column_names)
+    extra = [c for c in frame.columns if c not in names]
     if extra:
         raise SchemaError(name, str(extra[0]), None, "column not in the contract (declare it in schema.py)")
     # Checks run on each column's array, not on Series: a Series per check costs more than the check
@@ -316,6 +317,13 @@ def validate_frame(name: str, frame: pd.DataFrame) -> None:
     if name == "capacity" and len(frame):
         _check_allocatable(frame)
     if schema.key and len(frame) > 1:
+        # Distinct string keys (the usual case) are confirmed with a set of tuples (<NA> is one
+        # object, so equal to itself, as duplicated() counts it); only when there are duplicates
+        # does pandas find the first one.
+        if all(str(frame[k].dtype) == STRING for k in schema.key):
+            keys = zip(*(frame[k].to_numpy(dtype=object) for k in schema.key), strict=True)
+            if len(set(keys)) == len(frame):
+                return
         duplicated = frame.duplicated(list(schema.key)).to_numpy()
         if duplicated.any():
             raise SchemaError(name, ",".join(schema.key), _row(frame, duplicated), "duplicate key")
