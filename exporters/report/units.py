@@ -108,30 +108,26 @@ def format_age(delta: timedelta | None) -> str:
     return f"{minutes} min"
 
 
-def format_time(when: datetime | None, zone: object = None) -> str:
-    """A timestamp in the report's zone, `2026-11-23 07:00 CET`."""
+def _local(when: datetime | None, zone: object) -> datetime | None:
+    """`when` in the report's zone, or None for a missing time (None, NaT)."""
     if when is None:
-        return "–"
+        return None
     try:
         import pandas as pd
 
         if pd.isna(when):
-            return "–"
+            return None
     except (TypeError, ValueError):
         pass
-    local = when.astimezone(zone) if zone is not None else when  # type: ignore[arg-type]
-    return local.strftime("%Y-%m-%d %H:%M %Z").strip()
+    return when.astimezone(zone) if zone is not None else when  # type: ignore[arg-type]
+
+
+def format_time(when: datetime | None, zone: object = None) -> str:
+    """A timestamp in the report's zone, `2026-11-23 07:00 CET`."""
+    local = _local(when, zone)
+    return "–" if local is None else local.strftime("%Y-%m-%d %H:%M %Z").strip()
 
 
 def format_date(when: datetime | None, zone: object = None) -> str:
-    if when is None:
-        return "–"
-    try:
-        import pandas as pd
-
-        if pd.isna(when):
-            return "–"
-    except (TypeError, ValueError):
-        pass
-    local = when.astimezone(zone) if zone is not None else when  # type: ignore[arg-type]
-    return local.strftime("%Y-%m-%d")
+    local = _local(when, zone)
+    return "–" if local is None else local.strftime("%Y-%m-%d")
