@@ -256,7 +256,8 @@ def pool_series_for_forecast(history: Any, now: datetime, lookback: timedelta = 
 
     Reads hourly pool totals (allocated and used sums, allocatable) over the lookback; `limit` is
     the pool's allocatable at each time. Unknown values (NaN used where a layer cannot measure it)
-    are dropped, so a basis without data simply has no series.
+    are dropped, so a basis without data simply has no series. Hypervisor CPU is forecast on `used`
+    only: allocated vCPUs above the physical count are overcommit, not exhaustion.
     """
     now_ts = _utc(now)
     pools = history.pool_series(start=(now_ts - lookback).to_pydatetime(), end=now_ts.to_pydatetime(),
@@ -271,6 +272,10 @@ def pool_series_for_forecast(history: Any, now: datetime, lookback: timedelta = 
             columns={basis: "value", "allocatable": "limit"}
         )
         part.insert(4, "basis", basis)
+        if basis == "allocated":
+            # vCPUs on a hypervisor are overcommitted by design (the ratio lives in Placement, the openstack
+            # layer): their sum reaching the physical CPU count is not exhaustion, so it is not forecast as one.
+            part = part[~((part["layer"] == "hypervisor") & (part["resource"] == "cpu"))]
         parts.append(part.dropna(subset=["value"]))
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=INPUT_COLUMNS)
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
