@@ -527,10 +527,9 @@ def forecasts() -> dashboard.Dashboard:
         "Demand and limit",
         "The pool's total (allocations or measured usage, per the basis variable) against its allocatable: "
         "the series the forecast extrapolates.",
-        [Query('sum by (pool, resource) (capacity_resource_${basis}{cloud="$cloud", pool="$pool", '
-               'resource="$resource"})', "{{pool}} {{resource}} $basis"),
-         Query('sum by (pool, resource) (capacity_resource_allocatable{cloud="$cloud", pool="$pool", '
-               'resource="$resource"})', "{{pool}} {{resource}} allocatable")],
+        [Query(f"sum by (pool, resource) (capacity_resource_${{basis}}{{{pool}}})", "{{pool}} {{resource}} $basis"),
+         Query(f"sum by (pool, resource) (capacity_resource_allocatable{{{pool}}})",
+               "{{pool}} {{resource}} allocatable")],
         fill=0), 12, 10)
     layout.add(single_stat("Median exhaustion in", "Median forecast time until allocatable is reached.",
                            [Query(f'capacity_exhaustion_seconds{{{series}, quantile="0.5"}}', "{{pool}} {{resource}}")],
