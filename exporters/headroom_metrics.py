@@ -12,13 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-import numpy as np
-import pandas as pd
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from collector.estate import Snapshot
 from collector.headroom import frames as headroom_frames
-from exporters.prometheus import family_builder
+from exporters.prometheus import add_frame_samples, family_builder
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +27,6 @@ RECLAIM_LABELS = ["layer", "cloud", "pool", "resource"]
 _warned_limit: list[int] = []
 
 
-def _samples(family: GaugeMetricFamily, frame: pd.DataFrame | None, labels: list[str], column: str) -> None:
-    """One sample per row with a finite value; null labels become ""."""
-    if frame is None or frame.empty:
-        return
-    values = frame[column].to_numpy(dtype=float, na_value=np.nan)
-    keep = np.isfinite(values)
-    if not keep.any():
-        return
-    columns = [frame[label].astype(object).where(frame[label].notna(), "").astype(str).to_numpy()[keep]
-               for label in labels]
-    for position, value in enumerate(values[keep]):
-        family.add_metric([c[position] for c in columns], float(value))
-
-
 @family_builder
 def build(snapshot: Snapshot) -> Iterator[Metric]:
     headroom = snapshot.frames.get("headroom")
@@ -51,7 +35,7 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
         "How many more of a flavor or pod shape fit in the pool now, if only that shape were added.",
         labels=SLOT_LABELS,
     )
-    _samples(slots, headroom, SLOT_LABELS, "slots")
+    add_frame_samples(slots, headroom, SLOT_LABELS, "slots")
     yield slots
     after = GaugeMetricFamily(
         "capacity_headroom_slots_after_failure",
@@ -59,14 +43,14 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
         "most, with its consumers re-placed on the survivors.",
         labels=FAILURE_LABELS,
     )
-    _samples(after, headroom, FAILURE_LABELS, "slots_after_failure")
+    add_frame_samples(after, headroom, FAILURE_LABELS, "slots_after_failure")
     yield after
     shortfall = GaugeMetricFamily(
         "capacity_headroom_failure_shortfall",
         "Consumers of failure_domain that would find no home on the survivors of the pool.",
         labels=FAILURE_LABELS,
     )
-    _samples(shortfall, headroom, FAILURE_LABELS, "shortfall")
+    add_frame_samples(shortfall, headroom, FAILURE_LABELS, "shortfall")
     yield shortfall
     per_host = GaugeMetricFamily(
         "capacity_headroom_host_slots", "How many more of a flavor or pod shape fit on this host.",
@@ -80,12 +64,12 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
                         len(hosts), limit)
             _warned_limit[:] = [len(hosts)]
     else:
-        _samples(per_host, hosts, HOST_LABELS, "slots")
+        add_frame_samples(per_host, hosts, HOST_LABELS, "slots")
     yield per_host
     reclaimable = GaugeMetricFamily(
         "capacity_reclaimable",
         "Capacity held by idle VMs and by pod requests above need (KRR-style), per pool (cores, bytes).",
         labels=RECLAIM_LABELS,
     )
-    _samples(reclaimable, snapshot.frames.get("reclaimable"), RECLAIM_LABELS, "amount")
+    add_frame_samples(reclaimable, snapshot.frames.get("reclaimable"), RECLAIM_LABELS, "amount")
     yield reclaimable

@@ -68,20 +68,28 @@ def load_builtin_family_modules() -> None:
                 raise
 
 
+def add_frame_samples(family: Metric, frame: pd.DataFrame | None, labels: list[str], value_column: str) -> None:
+    """Add one sample per row of `frame` to `family`: unknown (NaN) and infinite values are left out
+    (unknown is absent, never 0), null label values become "". Shared by every frame-backed family."""
+    if frame is None or frame.empty:
+        return
+    values = frame[value_column].to_numpy(dtype=float, na_value=np.nan)
+    keep = np.isfinite(values)
+    if not keep.any():
+        return
+    # One str() per kept value, without building a Series per label: this runs for every family on every
+    # collection.
+    label_columns = [["" if v is None or v is pd.NA or v != v else str(v)
+                      for v in frame[label].to_numpy(dtype=object)[keep]] for label in labels]
+    for labelvalues, value in zip(zip(*label_columns, strict=True), values[keep].tolist(), strict=True):
+        family.add_metric(list(labelvalues), value)
+
+
 def _gauge_from_frame(
     name: str, documentation: str, frame: pd.DataFrame, labels: list[str], value_column: str
 ) -> GaugeMetricFamily:
-    """A gauge family from a frame, one sample per row; NaN values are left out (unknown is absent)."""
     family = GaugeMetricFamily(name, documentation, labels=labels)
-    if frame.empty:
-        return family
-    values = frame[value_column].to_numpy(dtype=float, na_value=np.nan)
-    keep = ~np.isnan(values)
-    # str() per kept value is what Series.astype(str) does (a null becomes "<NA>"/"None"/"nan"), without
-    # building a Series per label: this runs for every family on every collection.
-    label_columns = [[str(v) for v in frame[label].to_numpy(dtype=object)[keep]] for label in labels]
-    for labelvalues, value in zip(zip(*label_columns, strict=True), values[keep].tolist(), strict=True):
-        family.add_metric(list(labelvalues), value)
+    add_frame_samples(family, frame, labels, value_column)
     return family
 
 
