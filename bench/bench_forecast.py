@@ -37,12 +37,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collector.forecast.api import forecast_matrix
-from collector.forecast.backtest import run_backtest, summarize
-from collector.forecast.engine import ForecastOptions
-from collector.forecast.models import MODELS, FitInput
-from collector.forecast.preprocess import DAY, Grid, block_mean
-from collector.forecast.synthetic import benchmark_specs, clean_value, generate
+from collector.analyses.forecast.api import forecast_matrix
+from collector.analyses.forecast.backtest import run_backtest, summarize
+from collector.analyses.forecast.engine import ForecastOptions
+from collector.analyses.forecast.models import MODELS, FitInput
+from collector.analyses.forecast.preprocess import DAY, Grid, block_mean
+from collector.analyses.forecast.synthetic import benchmark_specs, clean_value, generate
 
 START = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday
 FIVE_MINUTES = 300.0

@@ -23,11 +23,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collector.config import Config, HeadroomConfig
-from collector.headroom import compute_headroom
-from collector.headroom.model import build_host_tables, slot_matrix
-from collector.headroom.vm import build_isolation, flavor_shapes, read_flavors
-from collector.schema import CAPACITY, CONSUMERS, FLAVORS, HOSTS
+from collector.analyses.headroom import compute_headroom
+from collector.analyses.headroom.model import build_host_tables, slot_matrix
+from collector.analyses.headroom.settings import HeadroomConfig
+from collector.analyses.headroom.vm import build_isolation, flavor_shapes, read_flavors
+from collector.app.config import Config
+from collector.contract.schema import CAPACITY, CONSUMERS, FLAVORS, HOSTS
 
 NOW = pd.Timestamp(datetime(2026, 11, 26, tzinfo=UTC)).as_unit("ns")
 GIB = 2.0**30

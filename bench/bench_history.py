@@ -1,4 +1,4 @@
-"""Benchmark of the history store (collector/history.py): append throughput and read latency at estate size.
+"""Benchmark of the history store (collector/store/history.py): append throughput and read latency at estate size.
 
 Prints medians of several runs, each next to a baseline measured in the same run:
 
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from collector.config import HistoryConfig
-from collector.history import History
+from collector.store.history import History
+from collector.store.settings import HistoryConfig
 
 NOW = datetime(2026, 5, 4, tzinfo=UTC)
 RESOURCES = {"vcpu": 256.0, "memory": 1024 * 2.0**30, "disk": 8 * 2.0**40, "pcpu": 64.0}

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_kubernetes.py [--nodes 5000] [--pods 150000] [--runs 3] [--model-runs 1]
 
-The stand-in kube-apiserver (collector/sources/kubernetes/standin.py) runs in its own process with a
+The stand-in kube-apiserver (collector/demo/standins/kubernetes.py) runs in its own process with a
 synthetic OpenStack-backed cluster (3 node pools; deployments, statefulsets, daemonsets, finished jobs,
 sidecars and init containers). Each measurement is a fresh subprocess, so its peak RSS is honest:
 
@@ -42,9 +42,9 @@ def worker(mode: str, kubeconfig: str, page_size: int) -> dict[str, Any]:
     """One poll in this (fresh) process; returns its costs."""
     from datetime import UTC, datetime
 
-    from collector.config import KubernetesSourceConfig
     from collector.sources.kubernetes import source as source_module
     from collector.sources.kubernetes.listing import ListStats
+    from collector.sources.kubernetes.settings import KubernetesSourceConfig
 
     back_to_dicts = [0.0]  # model path: CPU spent turning models back into dicts (not the models' own cost)
     if mode == "model":
@@ -127,7 +127,7 @@ def main() -> None:
     print(f"starting the stand-in API server with {args.nodes} nodes and {args.pods} pods ...", flush=True)
     started = time.perf_counter()
     server = subprocess.Popen(
-        [sys.executable, "-m", "collector.sources.kubernetes.standin", "--nodes", str(args.nodes),
+        [sys.executable, "-m", "collector.demo.standins.kubernetes", "--nodes", str(args.nodes),
          "--pods", str(args.pods), "--workdir", str(workdir)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )

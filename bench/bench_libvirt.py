@@ -8,7 +8,8 @@ see the same machine load:
 
 * capacityd: one long-lived read-only connection; a collection = `LibvirtSource.checked_poll`
   (one getAllDomainStats call listing every domain with its stats + node facts, frame validation)
-  + Estate snapshot + render of the whole /metrics exposition (`exporters.prometheus.ExpositionCache.update`).
+  + Estate snapshot + render of the whole /metrics exposition
+  (`exporters.prometheus.exposition.ExpositionCache.update`).
   A Prometheus scrape of capacityd never triggers that work: it is served from memory (its latency is printed too).
 * prometheus-libvirt-exporter 0.2.0 (kumina, Debian bookworm): every scrape opens a new connection,
   lists active domains (capped at 512 by its binding) and makes ~5 calls per domain; the scrape is the work.
@@ -50,12 +51,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import libvirt
 
-from collector.config import LibvirtSourceConfig
 from collector.estate import Estate
 from collector.sources.libvirt import LibvirtSource
+from collector.sources.libvirt.settings import LibvirtSourceConfig
 from collector.sources.libvirt.source import ensure_event_loop
-from exporters.http import start_server
-from exporters.prometheus import ExpositionCache
+from exporters.prometheus.exposition import ExpositionCache
+from exporters.prometheus.http import start_server
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_NODE = REPO / "collector" / "sources" / "libvirt" / "testdata" / "test-node-1000.xml.gz"

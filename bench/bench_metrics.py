@@ -20,10 +20,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from prometheus_client import CollectorRegistry, start_http_server
 
+from collector.contract.schema import CAPACITY
 from collector.estate import Estate
-from collector.schema import CAPACITY
-from exporters.http import start_server
-from exporters.prometheus import ExpositionCache, SnapshotCollector
+from exporters.prometheus.exposition import ExpositionCache, SnapshotCollector
+from exporters.prometheus.http import start_server
 
 
 def synthetic_snapshot(series: int):

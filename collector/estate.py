@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from collector.schema import (
+from collector.contract.schema import (
     BOOL,
     FLOAT,
     STRING,

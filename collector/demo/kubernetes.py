@@ -19,7 +19,7 @@ from typing import Any
 
 from collector.demo import DemoPart
 from collector.demo.model import CLUSTER, Estate, build_estate
-from collector.sources.kubernetes.standin import Container, StandinApiServer, make_node, make_pod
+from collector.demo.standins.kubernetes import Container, StandinApiServer, make_node, make_pod
 
 INTERVAL = "30s"
 POOL_LABEL = "magnum.openstack.org/nodegroup"

@@ -1,6 +1,6 @@
 """Demo part: the demo estate's OpenStack cloud, served by Nova + Placement stand-ins on loopback.
 
-`collector.sources.openstack.standin` renders `collector.demo.model.build_estate()` — two AZs, a
+`collector.demo.standins.openstack` renders `collector.demo.model.build_estate()` — two AZs, a
 PCPU aggregate (compute-09/10), a GPU host with a nested VGPU child (compute-06), a disabled host
 (compute-05), a sharing DISK_GB provider in az2, public and private flavors and the servers — and
 answers the Nova and Placement read APIs like the real services do. The daemon polls it with the
@@ -19,7 +19,7 @@ from typing import Any
 
 from collector.demo import DemoPart
 from collector.demo.model import CLOUD, REGION, Estate, build_estate
-from collector.sources.openstack.standin import StandinServer, from_demo_estate
+from collector.demo.standins.openstack import StandinServer, from_demo_estate
 
 INTERVAL = "30s"
 GROWTH_EVERY_SECONDS = 60.0

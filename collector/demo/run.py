@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from collector.config import parse_config
+from collector.app.config import parse_config
 from collector.demo import DEMO_PARTS, DemoPart
 from collector.demo.model import build_estate
 
@@ -60,7 +60,7 @@ def backfill_history(history: Any, estate: Any, config: Any) -> None:
     `History.append` as past polls of the consumers the sources report right now."""
     import pandas as pd
 
-    from collector.daemon import collect_once
+    from collector.app.daemon import collect_once
     from collector.demo.backfill import backfill_rows, cluster_rows, usage_polls
 
     if history is None or history.last_timestamp("demo-cloud") is not None:
@@ -81,7 +81,7 @@ def backfill_history(history: Any, estate: Any, config: Any) -> None:
 
 
 def run_demo(listen: str, state_dir: Path | None, duration: float | None) -> int:
-    from collector.daemon import Daemon
+    from collector.app.daemon import Daemon
 
     temporary = state_dir is None
     workdir = Path(tempfile.mkdtemp(prefix="capacityd-demo-")) if temporary else state_dir

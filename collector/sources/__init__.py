@@ -1,21 +1,49 @@
 """Sources: one sub-package per kind (libvirt, openstack, kubernetes), each with a README.
 
-`create_source` imports a kind's package only when the config uses it, so a libvirt-only
-deployment never imports the OpenStack or Kubernetes client libraries.
+Kinds are plugins: the entry point group `capacityd.sources` maps a `kind` to its pydantic settings
+model (a `SourceBase` whose `create_source()` builds the `Source`). Only the kinds a config uses
+are imported, so a libvirt-only deployment never imports the OpenStack or Kubernetes client libraries;
+a third party adds a kind from its own package (docs/DEVELOPING.md#plugins).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from functools import cache
+from importlib.metadata import entry_points
 
+from collector.contract.settings import SourceBase
 from collector.sources.base import PollResult, Source, SourceError
 
-__all__ = ["PollResult", "Source", "SourceError", "create_source"]
+__all__ = ["PollResult", "Source", "SourceError", "create_source", "source_settings_models"]
 
 
-def create_source(config: Any) -> Source:
-    """Instantiate the Source class that the package `collector.sources.<kind>` exports as SOURCE."""
-    module = importlib.import_module(f"collector.sources.{config.kind}")
-    source_class: type[Source] = module.SOURCE
-    return source_class(config)
+@cache
+def source_settings_models() -> dict[str, type[SourceBase]]:
+    """Every registered source kind's settings model, by kind (entry points `capacityd.sources`).
+
+    Settings modules are light (pydantic only): loading them all never imports a client library.
+    """
+    models: dict[str, type[SourceBase]] = {}
+    builtin = ("libvirt", "openstack", "kubernetes")  # listed in this order in messages; third parties after
+    order = {kind: index for index, kind in enumerate(builtin)}
+    found = entry_points(group="capacityd.sources")
+    for entry_point in sorted(found, key=lambda ep: (order.get(ep.name, len(builtin)), ep.name)):
+        try:
+            model = entry_point.load()
+        except Exception as error:
+            raise RuntimeError(
+                f"source plugin {entry_point.name!r} ({entry_point.value}) cannot be loaded: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        if not (isinstance(model, type) and issubclass(model, SourceBase)):
+            raise RuntimeError(f"source plugin {entry_point.name!r} ({entry_point.value}) is not a SourceBase model")
+        models[entry_point.name] = model
+    return models
+
+
+def create_source(config: SourceBase) -> Source:
+    """Instantiate the Source that a source's settings configure."""
+    source = config.create_source()
+    if not isinstance(source, Source):
+        raise TypeError(f"{type(config).__name__}.create_source() returned {type(source).__name__}, not a Source")
+    return source

@@ -1,6 +1,6 @@
 """The small interface every source implements (one folder per kind under collector/sources/).
 
-A source turns one remote system into frames of the normalized schema (collector/schema.py).
+A source turns one remote system into frames of the normalized schema (collector/contract/schema.py).
 It keeps its own long-lived connection, is polled by the scheduler from one dedicated thread, and
 reports trouble in two ways:
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from collector.schema import FrameSet, validate
+from collector.contract.schema import FrameSet, validate
 
 
 class SourceError(Exception):

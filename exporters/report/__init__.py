@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from collector.config import Config, ReportConfig
+    from collector.app.config import Config
     from collector.estate import Snapshot
+    from exporters.report.settings import ReportConfig
 
 
 def schedule_reports(scheduler: Any, config: Config, snapshot_provider: Callable[[], Snapshot],

@@ -5,7 +5,7 @@ Two measurements, both cheap:
 * **stored** — each sent report stores its forecast bands (daily p10/p50/p90) in the send record;
   the report sent about a month ago is read back and its band for today compared with today's
   actual value. This is exactly what readers were told a month ago.
-* **backtest** — the forecasting engine (`collector.forecast.forecast_series`) is re-run on the
+* **backtest** — the forecasting engine (`collector.analyses.forecast.forecast_series`) is re-run on the
   history as it stood 30 days ago, and its band for today compared with what happened. This works
   from the first report on, as soon as history reaches back far enough.
 
@@ -18,15 +18,67 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from collector.config import ReportConfig
-from exporters.report.content import Accuracy, AccuracyRow
+from exporters.report.settings import ReportConfig
 
 log = logging.getLogger(__name__)
+
+
+def _positive(value: Any) -> bool:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(number) and number > 0
+
+
+@dataclass
+class AccuracyRow:
+    layer: str
+    cloud: str
+    pool: str
+    resource: str
+    basis: str
+    made_at: datetime
+    method: str  # "report" (stored with an earlier send) | "backtest" (re-forecast from history)
+    target_time: datetime
+    predicted_p10: float
+    predicted_p50: float
+    predicted_p90: float
+    actual: float
+    limit: float
+
+    @property
+    def error(self) -> float:
+        """Error of the median as a share of the limit (what matters for a date: distance to full)."""
+        scale = self.limit if _positive(self.limit) else abs(self.actual)
+        return (self.predicted_p50 - self.actual) / scale if _positive(scale) else math.nan
+
+    @property
+    def inside(self) -> bool:
+        low, high = sorted((self.predicted_p10, self.predicted_p90))
+        return low <= self.actual <= high
+
+
+@dataclass
+class Accuracy:
+    rows: list[AccuracyRow] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def median_abs_error(self) -> float:
+        errors = [abs(r.error) for r in self.rows if not math.isnan(r.error)]
+        return float(np.median(errors)) if errors else math.nan
+
+    @property
+    def coverage(self) -> float:
+        return float(np.mean([r.inside for r in self.rows])) if self.rows else math.nan
 
 LOOKBACK = timedelta(days=30)
 TRAIN = timedelta(days=56)

@@ -22,7 +22,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from collector.config import ReportConfig
+from exporters.report.accuracy import Accuracy
+from exporters.report.settings import ReportConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ UTILIZATION_AMBER = 0.85
 
 
 class HistoryReader(Protocol):
-    """What the report reads from `collector.history.History`."""
+    """What the report reads from `collector.store.history.History`."""
 
     def pool_series(self, layer: Any = None, cloud: Any = None, pool: Any = None, resource: Any = None,
                     start: Any = None, end: Any = None, step: Any = None) -> pd.DataFrame: ...
@@ -173,49 +174,6 @@ class SourceNote:
     since: datetime | None
     duration: timedelta | None
     detail: str
-
-
-@dataclass
-class AccuracyRow:
-    layer: str
-    cloud: str
-    pool: str
-    resource: str
-    basis: str
-    made_at: datetime
-    method: str  # "report" (stored with an earlier send) | "backtest" (re-forecast from history)
-    target_time: datetime
-    predicted_p10: float
-    predicted_p50: float
-    predicted_p90: float
-    actual: float
-    limit: float
-
-    @property
-    def error(self) -> float:
-        """Error of the median as a share of the limit (what matters for a date: distance to full)."""
-        scale = self.limit if _positive(self.limit) else abs(self.actual)
-        return (self.predicted_p50 - self.actual) / scale if _positive(scale) else math.nan
-
-    @property
-    def inside(self) -> bool:
-        low, high = sorted((self.predicted_p10, self.predicted_p90))
-        return low <= self.actual <= high
-
-
-@dataclass
-class Accuracy:
-    rows: list[AccuracyRow] = field(default_factory=list)
-    note: str = ""
-
-    @property
-    def median_abs_error(self) -> float:
-        errors = [abs(r.error) for r in self.rows if not math.isnan(r.error)]
-        return float(np.median(errors)) if errors else math.nan
-
-    @property
-    def coverage(self) -> float:
-        return float(np.mean([r.inside for r in self.rows])) if self.rows else math.nan
 
 
 @dataclass
@@ -372,7 +330,7 @@ class BuildInputs:
     previous_forecasts_made_at: datetime | None = None
     period: datetime | None = None
     backtest: Callable[..., Any] | None = None
-    """collector.forecast.forecast_series, or None to skip the re-forecast from history."""
+    """collector.analyses.forecast.forecast_series, or None to skip the re-forecast from history."""
 
 
 def build_content(config: ReportConfig, inputs: BuildInputs) -> ReportContent:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from collector.config import SmtpConfig
+from exporters.report.settings import SmtpConfig
 
 log = logging.getLogger(__name__)
 

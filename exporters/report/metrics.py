@@ -15,7 +15,7 @@ from datetime import datetime
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from collector.estate import Snapshot
-from exporters.prometheus import family_builder
+from exporters.prometheus.exposition import family_builder
 
 
 @dataclass

@@ -25,10 +25,10 @@ from typing import Any
 
 import jinja2
 
-from collector.config import ReportConfig
 from exporters.report import units
 from exporters.report.charts import COLORS
 from exporters.report.content import HORIZONS_DAYS, Chart, ReportContent
+from exporters.report.settings import ReportConfig
 
 TEMPLATES = Path(__file__).parent / "templates"
 RECLAIM_ORDER = ("vcpu", "cpu", "pcpu", "memory", "disk", "ephemeral_storage", "pods")
@@ -178,7 +178,7 @@ def headroom_csv(content: ReportContent) -> bytes:
 
 
 def _unit(resource: str) -> str:
-    from collector.schema import resource_unit
+    from collector.contract.schema import resource_unit
 
     return resource_unit(resource)
 

@@ -27,14 +27,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from collector.config import Config, ReportConfig, SmtpConfig, report_cron_trigger
 from collector.estate import Snapshot
 from exporters.report import metrics
 from exporters.report.content import BuildInputs, Chart, ReportContent, build_content, summary_record
+from exporters.report.settings import ReportConfig, SmtpConfig, report_cron_trigger
 from exporters.report.store import SendStore, period_key
+
+if TYPE_CHECKING:  # the app's composed config is passed in; exporters never import the app
+    from collector.app.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ ACCURACY_LOOKBACK = timedelta(days=30)
 
 def _forecaster() -> Callable[..., Any] | None:
     try:
-        from collector.forecast.api import forecast_series
+        from collector.analyses.forecast.api import forecast_series
     except ImportError:
         return None
     return forecast_series

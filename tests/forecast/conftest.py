@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collector.forecast.engine import ForecastOptions
-from collector.forecast.models import DEFAULT_CANDIDATES
+from collector.analyses.forecast.engine import ForecastOptions
+from collector.analyses.forecast.models import DEFAULT_CANDIDATES
 
 START = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday, 00:00 UTC: the synthetic series' day 0
 HOUR = 3600.0

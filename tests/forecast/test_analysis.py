@@ -12,15 +12,15 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from collector.analysis import ANALYSES, AnalysisContext, run_analyses
-from collector.config import HistoryConfig
+from collector.analyses.forecast import forecast_series, pool_series_for_forecast
+from collector.analyses.registry import ANALYSES, AnalysisContext, run_analyses
+from collector.contract.schema import validate_frame
 from collector.demo.backfill import backfill_rows
 from collector.demo.model import CLOUD, build_estate
 from collector.estate import Snapshot
-from collector.forecast import forecast_series, pool_series_for_forecast
-from collector.history import History
-from collector.schema import validate_frame
-from exporters import forecast_metrics
+from collector.store.history import History
+from collector.store.settings import HistoryConfig
+from exporters.prometheus import forecast as forecast_metrics
 from tests.forecast.conftest import FAST, end_of, long_frame
 
 

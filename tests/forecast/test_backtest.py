@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collector.forecast.backtest import run_backtest, summarize
-from collector.forecast.preprocess import Grid
-from collector.forecast.synthetic import PoolSeriesSpec, clean_value, generate
+from collector.analyses.forecast.backtest import run_backtest, summarize
+from collector.analyses.forecast.preprocess import Grid
+from collector.analyses.forecast.synthetic import PoolSeriesSpec, clean_value, generate
 from tests.forecast.conftest import FAST, START
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collector.cli import main
-from collector.forecast.synthetic import PoolSeriesSpec, generate
+from collector.analyses.forecast.synthetic import PoolSeriesSpec, generate
+from collector.app.cli import main
 from tests.forecast.conftest import START
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,7 +132,7 @@ def test_runs_as_a_command(tmp_path: Path, series: np.ndarray) -> None:
     """The real entry point in a process of its own, as an SRE runs it."""
     csv = write_csv(tmp_path / "pool.csv", series)
     done = subprocess.run(
-        [sys.executable, "-m", "collector.cli", "backtest", "--csv", str(csv), "--time", "when", "--value",
+        [sys.executable, "-m", "collector.app.cli", "backtest", "--csv", str(csv), "--time", "when", "--value",
          "vcpus", "--horizon", "2d", "--origins", "2", "--format", "json"],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collector.forecast import forecast_series
-from collector.forecast.api import INSUFFICIENT
-from collector.forecast.engine import ForecastOptions
-from collector.forecast.frames import FORECAST
-from collector.forecast.synthetic import PoolSeriesSpec, exhaustion_day, generate
-from collector.schema import SchemaError, validate_frame
+from collector.analyses.forecast import forecast_series
+from collector.analyses.forecast.api import INSUFFICIENT
+from collector.analyses.forecast.engine import ForecastOptions
+from collector.analyses.forecast.frames import FORECAST
+from collector.analyses.forecast.synthetic import PoolSeriesSpec, exhaustion_day, generate
+from collector.contract.schema import SchemaError, validate_frame
 from tests.forecast.conftest import FAST, START, end_of, long_frame
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collector.forecast.preprocess import (
+from collector.analyses.forecast.preprocess import (
     Grid,
     block_mean,
     detect_level_shift,
@@ -15,7 +15,7 @@ from collector.forecast.preprocess import (
     long_to_matrix,
     undo_counter_resets,
 )
-from collector.forecast.synthetic import PoolSeriesSpec, generate
+from collector.analyses.forecast.synthetic import PoolSeriesSpec, generate
 from tests.forecast.conftest import START
 
 

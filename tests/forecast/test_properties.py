@@ -9,10 +9,10 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.forecast import forecast_series
-from collector.forecast.engine import fit_and_forecast
-from collector.forecast.preprocess import Grid
-from collector.forecast.synthetic import PoolSeriesSpec, generate
+from collector.analyses.forecast import forecast_series
+from collector.analyses.forecast.engine import fit_and_forecast
+from collector.analyses.forecast.preprocess import Grid
+from collector.analyses.forecast.synthetic import PoolSeriesSpec, generate
 from tests.forecast.conftest import FAST, START, end_of, long_frame
 
 specs = st.builds(
@@ -87,8 +87,8 @@ def test_interval_coverage_is_near_eighty_percent() -> None:
 
 def test_crossing_found_through_daily_maxima_is_the_first_hour() -> None:
     """The day-then-hour search gives exactly the first hour a band reaches the limit."""
-    from collector.forecast.api import _DailyMaxima
-    from collector.forecast.engine import Bands, first_crossing
+    from collector.analyses.forecast.api import _DailyMaxima
+    from collector.analyses.forecast.engine import Bands, first_crossing
 
     rng = np.random.default_rng(0)
     n, steps = 300, 24 * 30 + 7

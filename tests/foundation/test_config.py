@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import ConfigError, load_config, parse_config, parse_duration
+from collector.app.config import load_config, parse_config
+from collector.contract.settings import ConfigError, parse_duration
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -94,7 +95,7 @@ def test_check_config_cli_prints_errors_without_values(tmp_path):
             name: kvm
             uri: nope
     """)
-    done = subprocess.run([sys.executable, "-m", "collector.cli", "check-config", str(path)],
+    done = subprocess.run([sys.executable, "-m", "collector.app.cli", "check-config", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "sources[0].password: unknown key" in done.stderr
@@ -104,7 +105,7 @@ def test_check_config_cli_prints_errors_without_values(tmp_path):
 
 def test_check_config_cli_ok(tmp_path):
     path = write(tmp_path, "sources: [{kind: libvirt, name: kvm, uri: 'test:///default'}]\n")
-    done = subprocess.run([sys.executable, "-m", "collector.cli", "check-config", str(path)],
+    done = subprocess.run([sys.executable, "-m", "collector.app.cli", "check-config", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "kvm (libvirt)" in done.stdout

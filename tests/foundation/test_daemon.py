@@ -84,7 +84,7 @@ def daemon(tmp_path):
     config = tmp_path / "capacityd.yaml"
     config.write_text(config_text(port, tmp_path / "state"))
     log = open(tmp_path / "daemon.log", "w")  # noqa: SIM115 - closed in teardown
-    process = subprocess.Popen([sys.executable, "-m", "collector.cli", "run", "-c", str(config)],
+    process = subprocess.Popen([sys.executable, "-m", "collector.app.cli", "run", "-c", str(config)],
                                stdout=log, stderr=subprocess.STDOUT)
     yield process, port, config, tmp_path
     if process.poll() is None:
@@ -128,7 +128,7 @@ def test_daemon_exports_good_sources_beside_a_dead_one_and_reloads(daemon):
 def test_once_json_has_every_frame(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(config_text(free_port(), tmp_path / "state"))
-    done = subprocess.run([sys.executable, "-m", "collector.cli", "once", "-c", str(config), "--format", "json",
+    done = subprocess.run([sys.executable, "-m", "collector.app.cli", "once", "-c", str(config), "--format", "json",
                            "--no-history"], capture_output=True, timeout=120, env={**os.environ})
     assert done.returncode == 0, done.stderr.decode()
     document = json.loads(done.stdout)

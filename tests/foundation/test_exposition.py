@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from collector.contract.schema import CAPACITY, CONSUMERS
 from collector.estate import Estate
-from collector.schema import CAPACITY, CONSUMERS
-from exporters.prometheus import FAMILY_BUILDERS, ExpositionCache, family_builder, render
+from exporters.prometheus.exposition import FAMILY_BUILDERS, ExpositionCache, family_builder, render
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 

@@ -7,9 +7,9 @@ import time
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
+from collector.app.scheduler import SourceRunner, make_scheduler, schedule_source
+from collector.contract.schema import CAPACITY
 from collector.estate import Estate
-from collector.scheduler import SourceRunner, make_scheduler, schedule_source
-from collector.schema import CAPACITY
 from collector.sources.base import PollResult, Source, SourceError
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collector.schema import CAPACITY, CONSUMERS, SchemaError, concat, validate_frame
+from collector.contract.schema import CAPACITY, CONSUMERS, SchemaError, concat, validate_frame
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 

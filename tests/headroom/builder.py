@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from collector.schema import CAPACITY, CONSUMERS, FLAVORS, HOSTS, SCHEMAS, FrameSet
+from collector.contract.schema import CAPACITY, CONSUMERS, FLAVORS, HOSTS, SCHEMAS, FrameSet
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 GIB = 1024.0**3

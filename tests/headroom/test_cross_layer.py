@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collector.config import parse_config
-from collector.headroom import compute_headroom
+from collector.analyses.headroom import compute_headroom
+from collector.app.config import parse_config
 from tests.headroom.builder import GIB, NOW, Estate, inv, row
 
 WORKER = {"vcpu": 4.0, "memory": 16 * GIB}

@@ -7,12 +7,12 @@ import math
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.analysis import ANALYSES, AnalysisContext, load_builtin_analyses, run_analyses
-from collector.commands.core import frames_to_json
-from collector.config import parse_config
+from collector.analyses.headroom import frames as headroom_frames
+from collector.analyses.registry import ANALYSES, AnalysisContext, load_builtin_analyses, run_analyses
+from collector.app.commands.core import frames_to_json
+from collector.app.config import parse_config
 from collector.estate import Snapshot
-from collector.headroom import frames as headroom_frames
-from exporters.prometheus import load_builtin_family_modules, render
+from exporters.prometheus.exposition import load_builtin_family_modules, render
 from tests.headroom.builder import GIB, NOW, Estate, inv
 
 LARGE = {"vcpu": 4.0, "memory": 8 * GIB}

@@ -6,11 +6,12 @@ from datetime import timedelta
 
 import numpy as np
 
-from collector.config import Config, HeadroomConfig, parse_config
-from collector.headroom import compute_headroom, engine
-from collector.headroom.failure import replace_consumers
-from collector.headroom.model import build_host_tables
-from collector.headroom.vm import build_isolation, read_flavors, vm_classes
+from collector.analyses.headroom import compute_headroom, engine
+from collector.analyses.headroom.failure import replace_consumers
+from collector.analyses.headroom.model import build_host_tables
+from collector.analyses.headroom.settings import HeadroomConfig
+from collector.analyses.headroom.vm import build_isolation, read_flavors, vm_classes
+from collector.app.config import Config, parse_config
 from tests.headroom.builder import GIB, NOW, Estate, inv, row
 
 LARGE = {"vcpu": 4.0, "memory": 8 * GIB}

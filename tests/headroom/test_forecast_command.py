@@ -10,11 +10,11 @@ import orjson
 import pytest
 import yaml
 
-from collector.cli import main
-from collector.config import parse_config
+from collector.app.cli import main
+from collector.app.config import parse_config
 from collector.demo.model import build_estate
 from collector.demo.run import backfill_history, start_parts
-from collector.history import History
+from collector.store.history import History
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from collector.config import Config, ConfigError, HeadroomConfig, parse_config
-from collector.headroom import compute_headroom
+from collector.analyses.headroom import compute_headroom
+from collector.analyses.headroom.settings import HeadroomConfig
+from collector.app.config import Config, parse_config
+from collector.contract.settings import ConfigError
 from tests.headroom.builder import GIB, MIB, NOW, Estate, inv, row
 
 

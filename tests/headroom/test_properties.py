@@ -11,12 +11,13 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.config import Config, HeadroomConfig
-from collector.headroom import compute_headroom
-from collector.headroom.failure import n_plus_one, replace_consumers
-from collector.headroom.model import HostTable, build_host_tables, pool_totals, slot_matrix, widen
-from collector.headroom.shapes import ConsumerClasses, ShapeSet
-from collector.headroom.vm import build_isolation, flavor_shapes, read_flavors, vm_classes
+from collector.analyses.headroom import compute_headroom
+from collector.analyses.headroom.failure import n_plus_one, replace_consumers
+from collector.analyses.headroom.model import HostTable, build_host_tables, pool_totals, slot_matrix, widen
+from collector.analyses.headroom.settings import HeadroomConfig
+from collector.analyses.headroom.shapes import ConsumerClasses, ShapeSet
+from collector.analyses.headroom.vm import build_isolation, flavor_shapes, read_flavors, vm_classes
+from collector.app.config import Config
 from tests.headroom.builder import GIB, NOW, Estate, inv
 
 FLAVORS = {"tiny": (1, 1), "small": (1, 2), "medium": (2, 4), "large": (4, 8), "pinned": (2, 4)}

@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from collector.config import HeadroomConfig, HistoryConfig
-from collector.headroom.reclaimable import reclaimable_frame
-from collector.history import History
+from collector.analyses.headroom.reclaimable import reclaimable_frame
+from collector.analyses.headroom.settings import HeadroomConfig
+from collector.store.history import History
+from collector.store.settings import HistoryConfig
 from tests.headroom.builder import GIB, NOW, Estate, inv
 
 HOURS = 3 * 24

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from collector.config import Config, HeadroomConfig
-from collector.headroom import compute_headroom
+from collector.analyses.headroom import compute_headroom
+from collector.analyses.headroom.settings import HeadroomConfig
+from collector.app.config import Config
 from tests.headroom.builder import GIB, NOW, Estate, inv, row
 
 STD = {"vcpu": 4.0, "memory": 8 * GIB, "disk": 80 * GIB}

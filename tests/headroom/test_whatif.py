@@ -8,10 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collector.commands.forecast import build_document, render_table
-from collector.config import Config
-from collector.headroom import compute_headroom
-from collector.headroom.whatif import (
+from collector.analyses.headroom import compute_headroom
+from collector.analyses.headroom.whatif import (
     AddConsumers,
     AddHosts,
     RemoveHosts,
@@ -22,6 +20,8 @@ from collector.headroom.whatif import (
     run_whatif,
     shift_series,
 )
+from collector.app.commands.forecast import build_document, render_table
+from collector.app.config import Config
 from tests.headroom.builder import GIB, NOW, Estate, inv, row
 
 LARGE = {"vcpu": 4.0, "memory": 8 * GIB}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import HistoryConfig
-from collector.history import History
+from collector.store.history import History
+from collector.store.settings import HistoryConfig
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday, 00:00 UTC
 

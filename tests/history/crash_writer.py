@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from collector.config import HistoryConfig
-from collector.history import History
+from collector.store.history import History
+from collector.store.settings import HistoryConfig
 from tests.history.frames import capacity_frame, consumers_frame
 
 BASE = datetime(2026, 3, 2, tzinfo=UTC)

@@ -9,7 +9,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from collector.schema import CAPACITY, CONSUMERS
+from collector.contract.schema import CAPACITY, CONSUMERS
 
 RESOURCES = {"cpu": 64.0, "memory": 512 * 2.0**30, "disk": 4 * 2.0**40, "pods": 110.0}
 

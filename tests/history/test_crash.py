@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collector.history import History
+from collector.store.history import History
 from tests.history import crash_writer as writer
 from tests.history.frames import RESOURCES
 

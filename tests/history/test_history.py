@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collector.config import HistoryConfig
-from collector.history import History, HistoryError
-from collector.schema import CAPACITY
+from collector.contract.schema import CAPACITY
+from collector.store.history import History, HistoryError
+from collector.store.settings import HistoryConfig
 from tests.history.frames import RESOURCES, capacity_frame, consumers_frame
 
 MIN = timedelta(minutes=1)
@@ -231,7 +231,7 @@ def test_clock_stepping_back_is_stored_in_time_order(
     # Older than what is kept at full resolution: refused, counted, logged; nothing stored.
     history.compact(at(t0, 60 * 10))
     rows = raw_rows(history, "pool_raw")
-    with caplog.at_level(logging.WARNING, logger="collector.history"):
+    with caplog.at_level(logging.WARNING, logger="collector.store.history"):
         poll(30, 0.5)
     assert history.rejected["src"] == 1 and "refused poll of src" in caplog.text
     assert raw_rows(history, "pool_raw") == rows

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from collector.sources.kubernetes.standin import StandinApiServer, User
+from collector.demo.standins.kubernetes import StandinApiServer, User
 
 TESTDATA = Path(__file__).resolve().parents[2] / "collector" / "sources" / "kubernetes" / "testdata"
 

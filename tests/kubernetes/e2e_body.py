@@ -21,12 +21,12 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from collector.config import KubernetesSourceConfig
-from collector.schema import validate
+from collector.contract.schema import validate
+from collector.demo.standins.kubernetes import FakeKubelet, StandinApiServer, User, make_node, make_pod
 from collector.sources.base import SourceError
 from collector.sources.kubernetes import SOURCE
 from collector.sources.kubernetes import source as source_module
-from collector.sources.kubernetes.standin import FakeKubelet, StandinApiServer, User, make_node, make_pod
+from collector.sources.kubernetes.settings import KubernetesSourceConfig
 from tests.services.kube_apiserver import KubeApiServer
 
 SERVER_A = "5d8e3c1a-8f2b-4a6e-9c3d-0a1b2c3d4e01"

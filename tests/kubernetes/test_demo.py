@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import parse_config
+from collector.app.config import parse_config
+from collector.contract.schema import validate
 from collector.demo import kubernetes as demo_part
 from collector.demo.model import CLUSTER, build_estate
-from collector.schema import validate
 from collector.sources import create_source
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from collector.demo.standins.kubernetes import FakeKubelet, make_pod
 from collector.sources.kubernetes.kubelet import CpuRates, MetricsFormatError, parse_resource_metrics
-from collector.sources.kubernetes.standin import FakeKubelet, make_pod
 from tests.kubernetes.conftest import TESTDATA
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from collector.contract.quantity import NANO
 from collector.sources.kubernetes.podrequests import SpecError, effective_resources
-from collector.sources.kubernetes.quantity import NANO
 from tests.kubernetes.conftest import load
 
 

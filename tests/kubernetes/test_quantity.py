@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.sources.kubernetes.quantity import NANO, QuantityError, parse_nanos, parse_quantity, resource_name
+from collector.contract.quantity import NANO, QuantityError, parse_nanos, parse_quantity, resource_name
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.config import kube_config
 
-from collector.config import KubernetesSourceConfig
-from collector.schema import validate
-from collector.sources.base import SourceError
-from collector.sources.kubernetes import SOURCE
-from collector.sources.kubernetes.standin import (
+from collector.contract.schema import validate
+from collector.demo.standins.kubernetes import (
     FakeKubelet,
     KubeletServer,
     StandinApiServer,
@@ -26,6 +23,9 @@ from collector.sources.kubernetes.standin import (
     make_pod,
     make_tls,
 )
+from collector.sources.base import SourceError
+from collector.sources.kubernetes import SOURCE
+from collector.sources.kubernetes.settings import KubernetesSourceConfig
 
 GIB = 2**30
 
@@ -171,7 +171,7 @@ def test_cluster_unreachable(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     tls = make_tls(tmp_path / "pki")
-    from collector.sources.kubernetes.standin import write_kubeconfig
+    from collector.demo.standins.kubernetes import write_kubeconfig
 
     kubeconfig = write_kubeconfig(tmp_path / "kc", f"https://127.0.0.1:{port}", tls.ca_cert, "t", "gone")
     src = SOURCE(KubernetesSourceConfig(kind="kubernetes", name="gone", kubeconfig=kubeconfig))

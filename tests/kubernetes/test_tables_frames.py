@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from collector.config import NodeLabelKeys
-from collector.schema import validate
+from collector.contract.schema import validate
+from collector.demo.standins.kubernetes import make_node, make_pod
 from collector.sources.kubernetes.frames import FrameContext, build_frames, holds_capacity, node_pool
 from collector.sources.kubernetes.listing import NodeTable, PodTable, parse_provider_id, pod_shape
-from collector.sources.kubernetes.standin import make_node, make_pod
+from collector.sources.kubernetes.settings import NodeLabelKeys
 from tests.kubernetes.conftest import load
 
 NOW = datetime(2026, 6, 26, 10, 15, tzinfo=UTC)

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from collector.config import LibvirtSourceConfig
 from collector.sources.libvirt import LibvirtSource
+from collector.sources.libvirt.settings import LibvirtSourceConfig
 from tests.services.libvirtd import GuestSpec, Libvirtd, LibvirtdError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from collector.config import parse_config
+from collector.app.config import parse_config
 from collector.demo import libvirt as demo_libvirt
 from collector.demo.model import CLOUD, MIB, build_estate
 from collector.sources import create_source

@@ -18,7 +18,7 @@ from typing import Any
 import libvirt
 import pytest
 
-from collector.schema import validate
+from collector.contract.schema import validate
 from collector.sources.base import PollResult
 from collector.sources.libvirt import LibvirtSource
 from collector.sources.libvirt.source import KIB, MIB

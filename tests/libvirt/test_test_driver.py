@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from collector.schema import validate
+from collector.contract.schema import validate
 from collector.sources.libvirt import SOURCE, LibvirtSource
 from collector.sources.libvirt.source import GIB, KIB, MIB
 from tests.libvirt.conftest import TESTDATA

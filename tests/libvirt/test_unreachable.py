@@ -97,7 +97,7 @@ def test_missing_test_driver_file(tmp_path: Path, make_source: Callable[..., Lib
 
 
 def test_backoff_does_not_hammer_a_dead_host(tmp_path: Path) -> None:
-    from collector.config import LibvirtSourceConfig
+    from collector.sources.libvirt.settings import LibvirtSourceConfig
 
     clock = FakeClock()
     config = LibvirtSourceConfig(

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import OpenStackSourceConfig
 from collector.sources.openstack.client import RetryPolicy
+from collector.sources.openstack.settings import OpenStackSourceConfig
 from collector.sources.openstack.source import OpenStackSource
 from tests.services.openstack import Placement, RealCloud, build_test_cloud
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import OpenStackSourceConfig
 from collector.demo.model import build_estate
+from collector.demo.standins.openstack import StandinServer, from_demo_estate
 from collector.estate import Estate
 from collector.sources.base import SourceError
+from collector.sources.openstack.settings import OpenStackSourceConfig
 from collector.sources.openstack.source import OpenStackSource
-from collector.sources.openstack.standin import StandinServer, from_demo_estate
 from tests.openstack.conftest import make_source
 from tests.services.openstack import free_port, write_clouds_yaml
 

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import requests
 
-from collector.config import parse_config
+from collector.app.config import parse_config
 from collector.demo import openstack as demo_openstack
 from collector.demo.model import build_estate
+from collector.demo.standins.openstack import StandinServer, from_demo_estate
 from collector.sources import create_source
-from collector.sources.openstack.standin import StandinServer, from_demo_estate
 from tests.openstack.conftest import make_source
 from tests.openstack.test_contract import bundle, load
 
@@ -143,7 +143,7 @@ def test_standin_answers_carry_the_fields_of_the_live_captures(standin: StandinS
 
 def test_down_compute_and_orphan_provider(tmp_path: Path) -> None:
     """A nova-compute that stopped reporting is not ready; a provider Nova does not know is kept, flagged."""
-    from collector.sources.openstack.standin import Provider
+    from collector.demo.standins.openstack import Provider
 
     cloud = from_demo_estate(build_estate(), growth_count=0)
     next(h for h in cloud.hypervisors if h.hostname == "compute-02").up = False

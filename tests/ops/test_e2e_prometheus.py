@@ -205,7 +205,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     demo_port, prometheus_port = free_port(), free_port()
     demo_log = (workdir / "demo.log").open("wb")
     demo = subprocess.Popen(
-        [sys.executable, "-m", "collector.cli", "demo", "--listen", f"127.0.0.1:{demo_port}",
+        [sys.executable, "-m", "collector.app.cli", "demo", "--listen", f"127.0.0.1:{demo_port}",
          "--state-dir", str(workdir / "demo"), "--duration", str(STACK_LIFETIME)],
         cwd=REPO, stdout=demo_log, stderr=subprocess.STDOUT, preexec_fn=memory_deny_write_execute,
     )

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import requests
 
+from collector.contract.schema import CAPACITY, CONSUMERS
 from collector.estate import Estate
-from collector.schema import CAPACITY, CONSUMERS
-from exporters.http import start_server
-from exporters.prometheus import ExpositionCache, load_builtin_family_modules
+from exporters.prometheus.exposition import ExpositionCache, load_builtin_family_modules
+from exporters.prometheus.http import start_server
 
 from .conftest import require_binary
 

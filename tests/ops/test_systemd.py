@@ -43,7 +43,7 @@ def fake_root(tmp_path: Path) -> Path:
     shutil.copytree("/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
     binary = root / exec_start_binary().lstrip("/")
     binary.parent.mkdir(parents=True)
-    binary.write_text(f"#!/bin/sh\nexec {REPO}/.venv/bin/python -m collector.cli \"$@\"\n")
+    binary.write_text(f"#!/bin/sh\nexec {REPO}/.venv/bin/python -m collector.app.cli \"$@\"\n")
     binary.chmod(0o755)
     (root / "bin").mkdir()
     shutil.copy("/bin/kill", root / "bin/kill")
@@ -134,7 +134,8 @@ import libvirt
 libvirt.openReadOnly("test:///default").close()
 import bcrypt
 assert bcrypt.checkpw(b"x", bcrypt.hashpw(b"x", bcrypt.gensalt(4)))
-import collector.cli, collector.daemon, collector.forecast.models, collector.headroom.model, exporters.http
+import collector.app.cli, collector.app.daemon, exporters.prometheus.http
+import collector.analyses.forecast.models, collector.analyses.headroom.model
 import kubernetes, openstack, pyarrow, sqlalchemy
 print("ok")
 """

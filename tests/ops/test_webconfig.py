@@ -17,9 +17,9 @@ import pytest
 import requests
 
 from collector.estate import Snapshot
-from exporters.http import BasicAuth, MetricsServer, accepts_gzip, start_server
-from exporters.prometheus import ExpositionCache
-from exporters.webconfig import WebConfigError, load_web_config
+from exporters.prometheus.exposition import ExpositionCache
+from exporters.prometheus.http import BasicAuth, MetricsServer, accepts_gzip, start_server
+from exporters.prometheus.webconfig import WebConfigError, load_web_config
 
 from .conftest import Pki
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from collector.config import Config, parse_config
+from collector.app.config import Config, parse_config
 from exporters.report import metrics
 from tests.report.estate import SyntheticEstate
 

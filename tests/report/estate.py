@@ -3,7 +3,7 @@
 Every frame is built with its real `FrameSchema` (so a contract change breaks these tests, not
 production), and every derived number follows from the consumers: a pool's `allocated` is the sum
 of its consumers' requests, growth is how fast consumers were created, the forecast frame's
-exhaustion times follow from that growth. History is the real `collector.history.History`,
+exhaustion times follow from that growth. History is the real `collector.store.history.History`,
 filled through its public `backfill` (pool totals, eight weeks hourly) and `append` (polls).
 """
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from collector.config import HistoryConfig
+from collector.analyses.forecast.frames import FORECAST, FORECAST_POINTS
+from collector.analyses.headroom.frames import HEADROOM, RECLAIMABLE
+from collector.contract.schema import CAPACITY, CONSUMERS, HOSTS
 from collector.estate import SOURCES, Snapshot
-from collector.forecast.frames import FORECAST, FORECAST_POINTS
-from collector.headroom.frames import HEADROOM, RECLAIMABLE
-from collector.schema import CAPACITY, CONSUMERS, HOSTS
+from collector.store.settings import HistoryConfig
 
 GIB = 1024**3
 DAY = 86400.0
@@ -266,7 +266,7 @@ class SyntheticEstate:
         }
 
     def snapshot(self, *, derived: bool = True, horizon_days: float = 180.0) -> Snapshot:
-        from collector.schema import concat
+        from collector.contract.schema import concat
 
         frames = concat(self.source_frames(self.now).values())
         frames["sources"] = self.sources_frame()
@@ -312,7 +312,7 @@ class SyntheticEstate:
 
     def history(self, state_dir: Path, *, days: int = 56, polls: int = 8) -> object:
         """A real History with `days` of hourly pool totals and `polls` daily polls (consumer counts)."""
-        from collector.history import History
+        from collector.store.history import History
 
         history = History.open(state_dir, HistoryConfig())
         start = self.now - timedelta(days=days)

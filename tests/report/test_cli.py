@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from collector.cli import main
+from collector.app.cli import main
 from tests.report.chromium import probe_images
 from tests.report.conftest import PASSWORD_ENV, USER
 

@@ -20,7 +20,7 @@ from tests.report.conftest import free_port
 @pytest.mark.timeout(420)
 def test_the_demo_writes_a_report_that_renders(tmp_path):
     workdir = tmp_path / "demo"
-    command = [sys.executable, "-m", "collector.cli", "demo", "--listen", f"127.0.0.1:{free_port()}",
+    command = [sys.executable, "-m", "collector.app.cli", "demo", "--listen", f"127.0.0.1:{free_port()}",
                "--state-dir", str(workdir), "--duration", "360"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                cwd=Path(__file__).resolve().parents[2], start_new_session=True)

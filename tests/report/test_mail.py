@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from collector.estate import Snapshot
-from exporters.prometheus import render
+from exporters.prometheus.exposition import render
 from exporters.report import metrics
 from exporters.report.service import latest_period, send_report
 from exporters.report.store import SendStore
@@ -322,7 +322,8 @@ def test_backtest_accuracy_from_history(tmp_path, estate, estate_history, smtp_s
 
 
 def test_bad_report_config_is_refused_with_locations(tmp_path):
-    from collector.config import ConfigError, parse_config
+    from collector.app.config import parse_config
+    from collector.contract.settings import ConfigError
 
     with pytest.raises(ConfigError) as error:
         parse_config({"smtp": {"host": "relay", "from": "not-an-address", "password": "x", "password_env": "Y"},

@@ -134,7 +134,7 @@ def test_a_failed_send_is_retried_by_a_persisted_job(tmp_path, estate, smtp_serv
 
 
 def test_latest_period_in_the_reports_time_zone():
-    from collector.config import ReportConfig
+    from exporters.report.settings import ReportConfig
 
     report = ReportConfig(name="w", recipients=["a@b.c"], schedule="0 7 * * 1", timezone="Europe/Berlin")
     # Monday 2026-11-23 07:00 CET = 06:00 UTC.

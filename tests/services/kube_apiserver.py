@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from collector.sources.kubernetes.standin import FakeKubelet, KubeletServer, make_tls, write_kubeconfig
+from collector.demo.standins.kubernetes import FakeKubelet, KubeletServer, make_tls, write_kubeconfig
 
 CACHE = Path(os.environ.get("CAPACITYD_K8S_CACHE", "/var/cache/capacityd-ci/kubernetes"))
 PROVISION_HINT = "run scripts/provision/kubernetes.sh (builds kube-apiserver 1.20 from Debian's source package)"

@@ -15,10 +15,10 @@ from datetime import datetime
 
 import pandas as pd
 
-from collector.config import NodeLabelKeys
-from collector.schema import CAPACITY, CONSUMERS, HOSTS, FrameSet
+from collector.contract.quantity import NANO
+from collector.contract.schema import CAPACITY, CONSUMERS, HOSTS, FrameSet
 from collector.sources.kubernetes.listing import NodeTable, PodTable, parse_provider_id
-from collector.sources.kubernetes.quantity import NANO
+from collector.sources.kubernetes.settings import NodeLabelKeys
 
 __all__ = ["FrameContext", "build_frames", "holds_capacity", "node_pool"]
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from collector.sources.kubernetes.quantity import QuantityError, parse_nanos, resource_name
+from collector.contract.quantity import QuantityError, parse_nanos, resource_name
 
 __all__ = ["Amounts", "SpecError", "effective_resources", "parse_resource_list"]
 

@@ -30,7 +30,6 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.config import ConfigException, kube_config, load_incluster_config
 
-from collector.config import KubernetesSourceConfig
 from collector.sources.base import PollResult, Source, SourceError
 from collector.sources.kubernetes.frames import FrameContext, build_frames
 from collector.sources.kubernetes.kubelet import (
@@ -49,6 +48,7 @@ from collector.sources.kubernetes.listing import (
     list_paged,
     paused_gc,
 )
+from collector.sources.kubernetes.settings import KubernetesSourceConfig
 
 __all__ = ["KubernetesSource"]
 

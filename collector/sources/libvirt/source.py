@@ -38,7 +38,7 @@ import libvirt
 import numpy as np
 import pandas as pd
 
-from collector.schema import BOOL, CAPACITY, CONSUMERS, FLOAT, HOSTS, STRING, TIMESTAMP, FrameSchema
+from collector.contract.schema import BOOL, CAPACITY, CONSUMERS, FLOAT, HOSTS, STRING, TIMESTAMP, FrameSchema
 from collector.sources.base import PollResult, Source, SourceError
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,15 @@ from typing import Any
 
 import pandas as pd
 
-from collector.schema import CAPACITY, CONSUMERS, FLAVORS, HOSTS, OPENSTACK_AGGREGATES, OPENSTACK_QUOTAS, FrameSet
+from collector.contract.schema import (
+    CAPACITY,
+    CONSUMERS,
+    FLAVORS,
+    HOSTS,
+    OPENSTACK_AGGREGATES,
+    OPENSTACK_QUOTAS,
+    FrameSet,
+)
 from collector.sources.openstack.nova import Aggregate, Flavor, NovaState, Server
 from collector.sources.openstack.placement import DISABLED_TRAIT, SHARING_TRAIT, PlacementState, Provider
 

@@ -1,0 +1,51 @@
+"""Forecasts per pool and resource: time until allocatable is reached, with an 80 % interval.
+
+Public API (used by the what-if command and the weekly report):
+
+    forecast_series(frame, *, now, horizon=180 days) -> (forecast, forecast_points)
+    pool_series_for_forecast(history, now, lookback=56 days) -> the input frame for it
+
+The `forecast` analysis runs them on the daemon's history (docs/forecasting.md explains the
+models, the selection by rolling-origin backtest, the intervals and what the benchmark showed).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from collector.analyses.forecast.api import forecast_series, pool_series_for_forecast
+from collector.analyses.forecast.frames import FORECAST, FORECAST_POINTS
+from collector.analyses.registry import AnalysisContext, analysis
+from collector.contract.schema import FrameSet
+
+__all__ = ["FORECAST", "FORECAST_POINTS", "forecast_series", "pool_series_for_forecast"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HORIZON = timedelta(days=180)
+DEFAULT_LOOKBACK = timedelta(days=56)
+
+
+def _setting(context: AnalysisContext, name: str, default: timedelta) -> timedelta:
+    """A forecast setting from the config's `forecast:` section when there is one."""
+    section = getattr(context.config, "forecast", None)
+    value = getattr(section, name, None) if section is not None else None
+    return value if isinstance(value, timedelta) else default
+
+
+@analysis("forecast", expensive=True)
+def forecast_analysis(context: AnalysisContext) -> FrameSet:
+    """Forecast every pool series in the history; empty frames without history."""
+    empty = {"forecast": FORECAST.empty(), "forecast_points": FORECAST_POINTS.empty()}
+    if context.history is None:
+        return empty
+    lookback = _setting(context, "lookback", DEFAULT_LOOKBACK)
+    horizon = _setting(context, "horizon", DEFAULT_HORIZON)
+    frame = pool_series_for_forecast(context.history, context.now, lookback)
+    if frame.empty:
+        return empty
+    forecast, points = forecast_series(frame, now=context.now, horizon=horizon)
+    log.info("forecast: %d series, %d exhausting within %s", len(forecast),
+             int((forecast["seconds_p50"] < float("inf")).sum()), horizon)
+    return {"forecast": forecast, "forecast_points": points}

@@ -1,0 +1,282 @@
+"""Public entry points: pool series in, `forecast` and `forecast_points` frames out.
+
+Used by the forecast analysis (daemon), the what-if command and the weekly report. The input is a
+long frame of pool-level series; the work happens on an hourly matrix in blocks of series, so
+thousands of pools take seconds and memory stays bounded whatever the horizon.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from collector.analyses.forecast.engine import (
+    Bands,
+    ForecastOptions,
+    choose_candidates,
+    first_crossing,
+    fit_and_forecast,
+    single_threaded_blas,
+)
+from collector.analyses.forecast.frames import FORECAST, FORECAST_POINTS
+from collector.analyses.forecast.preprocess import (
+    DAY,
+    Grid,
+    block_mean,
+    coarser_grid,
+    epoch_seconds,
+    last_per_series,
+    pivot,
+    series_codes,
+)
+
+log = logging.getLogger(__name__)
+
+SERIES_KEY = ["layer", "cloud", "pool", "resource", "basis"]
+INPUT_COLUMNS = [*SERIES_KEY, "timestamp", "value", "limit"]
+INSUFFICIENT = "insufficient_history"
+
+
+def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def forecast_series(
+    frame: pd.DataFrame,
+    *,
+    now: datetime,
+    horizon: timedelta = timedelta(days=180),
+    options: ForecastOptions | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Forecast every series of a long frame; returns the (forecast, forecast_points) frames.
+
+    frame columns: layer, cloud, pool, resource, basis ('allocated'|'used'), timestamp (UTC), value,
+    limit (allocatable at that time; the last non-NaN limit is the exhaustion threshold). Points
+    after `now` are ignored. A series with fewer than two hourly points gets no forecast (model
+    `insufficient_history`) but is still listed, exhausted if it is already at its limit.
+    """
+    options = options or ForecastOptions()
+    missing = [column for column in INPUT_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ValueError(f"forecast input lacks column(s) {', '.join(missing)} (need {', '.join(INPUT_COLUMNS)})")
+    if horizon <= timedelta(0):
+        raise ValueError("the forecast horizon must be positive")
+    now_ts = _utc(now)
+    seconds = epoch_seconds(frame["timestamp"])
+    data = frame[INPUT_COLUMNS]
+    current = seconds <= now_ts.timestamp()
+    if not current.all():
+        data, seconds = data[current], seconds[current]
+    bad_basis = ~data["basis"].isin(("allocated", "used"))
+    if bad_basis.any():
+        raise ValueError(f"forecast input: basis {data.loc[bad_basis, 'basis'].iloc[0]!r} is not allocated or used")
+    if data.empty:
+        return FORECAST.empty(), FORECAST_POINTS.empty()
+
+    codes, keys = series_codes(data, SERIES_KEY)
+    values = pd.to_numeric(data["value"], errors="coerce").to_numpy(dtype=float)
+    matrix, grid = pivot(codes, len(keys), seconds, values, step=options.working_step, end=now_ts)
+    limits = last_per_series(codes, len(keys), seconds,
+                             pd.to_numeric(data["limit"], errors="coerce").to_numpy(dtype=float))
+    return forecast_matrix(keys, matrix, grid, limits, now=now_ts, horizon=horizon, options=options)
+
+
+def forecast_matrix(
+    keys: pd.DataFrame,
+    matrix: np.ndarray,
+    grid: Grid,
+    limits: np.ndarray,
+    *,
+    now: datetime,
+    horizon: timedelta = timedelta(days=180),
+    options: ForecastOptions | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """forecast_series on series already on a regular grid (row i of `matrix` is series keys.iloc[i]).
+
+    A grid finer than the working step (hourly) is averaged to it first. Series are processed in
+    blocks of `options.chunk`, so memory stays bounded whatever the number of series and horizon.
+    """
+    options = options or ForecastOptions()
+    now_ts = _utc(now)
+    native = grid
+    if grid.step < options.working_step:  # averaged block by block, inside the workers
+        grid = coarser_grid(grid, options.working_step)[0]
+    limits = np.asarray(limits, dtype=float)
+    steps = max(1, math.ceil(horizon.total_seconds() / grid.step))
+    horizon_end = now_ts + horizon
+    candidates = choose_candidates(len(keys), options)
+    keys = keys.reset_index(drop=True)
+
+    def run(start: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+        block = slice(start, start + options.chunk)
+        values = matrix[block] if native is grid else block_mean(matrix[block], native, options.working_step)[0]
+        bands = fit_and_forecast(values, grid, steps, options, candidates)
+        chunk_keys = keys.iloc[block].reset_index(drop=True)
+        daily = _DailyMaxima(bands, horizon_end)
+        return (_forecast_rows(chunk_keys, values, limits[block], bands, daily, now_ts, horizon_end),
+                daily.points(start))
+
+    starts = range(0, len(keys), options.chunk)
+    workers = min(options.threads or os.cpu_count() or 1, len(starts))
+    with single_threaded_blas():
+        if workers > 1:  # numpy releases the GIL in the heavy loops: blocks run in parallel
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="forecast") as pool:
+                results = list(pool.map(run, starts))
+        else:
+            results = [run(start) for start in starts]
+    if not results:
+        return FORECAST.empty(), FORECAST_POINTS.empty()
+    forecast = FORECAST.coerce(pd.concat([r[0] for r in results], ignore_index=True))
+    return forecast, _points_frame(keys, [r[1] for r in results])
+
+
+def _forecast_rows(keys: pd.DataFrame, values: np.ndarray, limits: np.ndarray, bands: Bands, daily: _DailyMaxima,
+                   now: pd.Timestamp, horizon_end: pd.Timestamp) -> pd.DataFrame:
+    """The `forecast` rows of one block of series, built column by column (vectorized)."""
+    n = values.shape[0]
+    observed = ~np.isnan(values)
+    counts = observed.sum(axis=1)
+    last_index = values.shape[1] - 1 - np.argmax(observed[:, ::-1], axis=1)
+    current = np.where(counts > 0, values[np.arange(n), last_index], np.nan)
+    enough = counts >= 2
+    columns: dict[str, Any] = {"timestamp": np.full(n, now), **{k: keys[k].to_numpy() for k in SERIES_KEY}}
+    columns["current"] = current
+    columns["limit"] = limits
+    with np.errstate(invalid="ignore"):
+        exhausted_now = current >= limits  # False where either is NaN
+    valid_limit = ~np.isnan(limits)
+    now_ns = now.value
+    end_ns = horizon_end.value
+    grid_end_ns = bands.grid.end.value
+    step_ns = round(bands.grid.step * 1e9)
+    crossings = {
+        "p10": daily.crossing("p90", limits),  # the upper demand band reaches the limit first
+        "p50": daily.crossing("p50", limits),
+        "p90": daily.crossing("p10", limits),
+    }
+    for quantile, index in crossings.items():
+        when = np.maximum(grid_end_ns + index.astype(np.int64) * step_ns, now_ns)
+        found = enough & valid_limit & (index >= 0) & (when <= end_ns)
+        when = np.where(exhausted_now, now_ns, when)
+        found |= exhausted_now
+        columns[f"exhaustion_{quantile}"] = pd.to_datetime(np.where(found, when, np.iinfo(np.int64).min), utc=True)
+        columns[f"seconds_{quantile}"] = np.where(found, (when - now_ns) / 1e9, np.inf)
+    columns["growth_per_day"] = np.where(enough, _slope_per_day(bands), np.nan)
+    columns["model"] = np.where(enough, bands.model.astype(object), INSUFFICIENT)
+    columns["mase"] = np.where(enough, bands.mase, np.nan)
+    columns["history_points"] = counts.astype(np.int64)
+    return pd.DataFrame(columns)
+
+
+def _slope_per_day(bands: Bands) -> np.ndarray:
+    """Least-squares slope of the median forecast over the horizon, per day (one matrix-vector product)."""
+    p50 = bands.p50
+    if p50.shape[1] < 2:
+        return np.zeros(p50.shape[0])
+    t = np.arange(p50.shape[1], dtype=float)
+    t -= t.mean()  # centred, so the forecast's own mean drops out of p50 @ t
+    return (p50 @ t) / (t @ t) * DAY / bands.grid.step
+
+
+class _DailyMaxima:
+    """Each band's daily maxima over the horizon: the chart points, and the way to the first crossing.
+
+    A band first reaches the limit on the first day whose maximum does, so the crossing hour is
+    found by scanning the daily maxima (series x days) and then that one day's hours, instead of
+    comparing every hour of a 180-day horizon three times over.
+    """
+
+    def __init__(self, bands: Bands, horizon_end: pd.Timestamp):
+        self.bands = bands
+        times = bands.times()
+        self.hours = int((times < horizon_end).sum())
+        days = times[: self.hours].floor("D")
+        self.starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]]) if self.hours else np.empty(0, int)
+        self.days = days[self.starts] if self.hours else days
+        self.maxima: dict[str, np.ndarray] = {}
+        for name in ("p10", "p50", "p90"):
+            band = getattr(bands, name)[:, : self.hours]
+            self.maxima[name] = (np.maximum.reduceat(band, self.starts, axis=1) if self.hours
+                                 else np.empty((band.shape[0], 0)))
+
+    def crossing(self, name: str, limits: np.ndarray) -> np.ndarray:
+        """Index of the first hour the band reaches the limit within the horizon; -1 where it does not."""
+        day = first_crossing(self.maxima[name], limits)
+        result = np.full(day.shape, -1, dtype=np.int64)
+        rows = np.flatnonzero(day >= 0)
+        if rows.size == 0:
+            return result
+        ends = np.r_[self.starts[1:], self.hours]
+        first_hour = self.starts[day[rows]]
+        width = int((ends - self.starts).max())
+        hours = first_hour[:, None] + np.arange(width)[None, :]
+        valid = hours < ends[day[rows]][:, None]
+        values = getattr(self.bands, name)[rows[:, None], np.minimum(hours, self.hours - 1)]
+        with np.errstate(invalid="ignore"):
+            reached = valid & (values >= limits[rows, None])
+        result[rows] = first_hour + reached.argmax(axis=1)
+        return result
+
+    def points(self, offset: int) -> dict[str, np.ndarray]:
+        """The block's `forecast_points` columns (series index, day, daily maxima of each band)."""
+        n = self.bands.p50.shape[0]
+        count = len(self.starts)
+        return {
+            "series": np.repeat(np.arange(offset, offset + n), count),
+            "timestamp": np.tile(self.days.tz_localize(None).to_numpy(), n) if count
+            else np.empty(0, dtype="datetime64[ns]"),
+            **{name: maxima.ravel() for name, maxima in self.maxima.items()},
+        }
+
+
+def _points_frame(keys: pd.DataFrame, parts: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    """One `forecast_points` frame from every block's columns, built once with the contract's dtypes."""
+    merged = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    keep = ~(np.isnan(merged["p10"]) | np.isnan(merged["p50"]) | np.isnan(merged["p90"]))
+    series = merged["series"][keep]
+    columns: dict[str, Any] = {}
+    for column in SERIES_KEY:  # StringArray.take: no per-element validation of ~2 million strings
+        columns[column] = keys[column].astype("string").array.take(series)
+    columns["timestamp"] = pd.DatetimeIndex(merged["timestamp"][keep]).tz_localize("UTC")
+    for name in ("p10", "p50", "p90"):
+        columns[name] = merged[name][keep]
+    return pd.DataFrame(columns)[FORECAST_POINTS.column_names]
+
+
+def pool_series_for_forecast(history: Any, now: datetime, lookback: timedelta = timedelta(days=56)) -> pd.DataFrame:
+    """The forecast input from collector.store.history.History: one series per pool, resource and basis.
+
+    Reads hourly pool totals (allocated and used sums, allocatable) over the lookback; `limit` is
+    the pool's allocatable at each time. Unknown values (NaN used where a layer cannot measure it)
+    are dropped, so a basis without data simply has no series. Hypervisor CPU is forecast on `used`
+    only: allocated vCPUs above the physical count are overcommit, not exhaustion.
+    """
+    now_ts = _utc(now)
+    pools = history.pool_series(start=(now_ts - lookback).to_pydatetime(), end=now_ts.to_pydatetime(),
+                                step=timedelta(hours=1))
+    if pools is None or len(pools) == 0:
+        return pd.DataFrame({column: pd.Series(dtype=object) for column in INPUT_COLUMNS})
+    parts = []
+    for basis in ("allocated", "used"):
+        if basis not in pools.columns:
+            continue
+        part = pools[["layer", "cloud", "pool", "resource", "timestamp", basis, "allocatable"]].rename(
+            columns={basis: "value", "allocatable": "limit"}
+        )
+        part.insert(4, "basis", basis)
+        if basis == "allocated":
+            # vCPUs on a hypervisor are overcommitted by design (the ratio lives in Placement, the openstack
+            # layer): their sum reaching the physical CPU count is not exhaustion, so it is not forecast as one.
+            part = part[~((part["layer"] == "hypervisor") & (part["resource"] == "cpu"))]
+        parts.append(part.dropna(subset=["value"]))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=INPUT_COLUMNS)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame[INPUT_COLUMNS]

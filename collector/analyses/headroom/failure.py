@@ -1,0 +1,479 @@
+"""N+1: what is left after losing the host (or zone) whose loss hurts most, with its load re-placed.
+
+Subtracting a host's free capacity is not N+1: its VMs or pods must go somewhere, and where they
+land, they take room the headroom counted. So for every failure candidate in a pool we:
+
+1. take the candidate's hosts away,
+2. re-place the consumers they held on the surviving, schedulable hosts of the pool, first-fit
+   decreasing (largest consumers first, each on the first host in name order where it fits and its
+   constraints - traits, aggregates, tenant isolation, taints - allow it), as an evacuation would,
+3. count what could not be placed (shortfall) and the slots left per shape on the survivors.
+
+The candidate that hurts a shape most is the one with the largest shortfall, then the fewest slots
+left (ties to the first name); it is reported as that shape's `failure_domain`.
+
+Cost: consumers are grouped into classes of identical request and constraints
+(collector.analyses.headroom.shapes). `replace_consumers` (what-if) fills hosts in order per class with one
+cumulative sum. For N+1, `_Evacuation` precomputes where each class fits today, so a candidate's
+re-placement walks a few hosts per displaced class; only the hosts that received consumers are
+recounted and the pool totals are updated incrementally. Candidates whose upper bound of lost slots
+cannot beat the worst found, and whose load one survivor could take whole, are skipped (exactly).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from collector.analyses.headroom.model import EPSILON, HostTable, SlotResult, widen
+from collector.analyses.headroom.shapes import ConsumerClasses, ShapeSet
+
+
+@dataclass
+class FailureResult:
+    slots_after: np.ndarray
+    """(S,) slots left after the worst failure for each shape."""
+    domain: list[str | None]
+    """(S,) name of the host or zone whose loss hurts the shape most."""
+    shortfall: np.ndarray
+    """(S,) consumers of that domain left without a home."""
+
+
+@dataclass
+class Replacement:
+    """The outcome of re-placing displaced consumers: per class and host, how many landed where."""
+
+    placed: np.ndarray
+    """(K, H)"""
+    unplaced: np.ndarray
+    """(K,)"""
+    free: np.ndarray
+    """(H, R) free capacity after the re-placement."""
+    shared_free: dict[tuple[str, str], float]
+
+
+def class_order(table: HostTable, requests: np.ndarray) -> np.ndarray:
+    """Largest first: by the dominant share of the average active host's allocatable (as binpackers do)."""
+    active = table.active if table.active.any() else np.ones(table.size, dtype=bool)
+    scale = table.allocatable[active].mean(axis=0) if table.size else np.ones(requests.shape[1])
+    scale = np.where(scale > 0, scale, np.inf)
+    share = (requests / scale[None, :]).max(axis=1) if requests.size else np.zeros(len(requests))
+    return np.argsort(-share, kind="stable")
+
+
+def replace_consumers(
+    table: HostTable,
+    classes: ConsumerClasses,
+    displaced: np.ndarray,
+    targets: np.ndarray,
+    free: np.ndarray | None = None,
+    order: np.ndarray | None = None,
+) -> Replacement:
+    """First-fit decreasing of `displaced[k]` consumers of each class onto the `targets` hosts.
+
+    A resource a target host draws from a pool-level provider is not re-checked when the consumer
+    stays in its pool (its allocation there moves with it); moving to another pool charges that
+    pool's provider. Never puts more on a host than its free capacity and max_unit allow.
+    """
+    requests = widen(classes.requests, len(table.resources))
+    free = (table.free if free is None else free).copy()
+    shared_free = {key: provider.free for key, provider in table.shared_providers.items()}
+    placed = np.zeros((len(classes), table.size), dtype=np.int64)
+    unplaced = np.zeros(len(classes), dtype=np.int64)
+    order = class_order(table, requests) if order is None else order
+    for k in order:
+        wanted = int(displaced[k])
+        if wanted <= 0:
+            continue
+        q = requests[k]
+        allowed = classes.eligible[k] & targets & table.active
+        while wanted > 0 and allowed.any():
+            fit = _fit(table, q, free, allowed)
+            fit = np.minimum(fit, wanted)
+            before = np.cumsum(fit) - fit
+            take = np.clip(wanted - before, 0, fit).astype(np.int64)
+            capped_pool = _charge_other_pools(table, q, take, classes.pools[k], shared_free)
+            placed[k] += take
+            wanted -= int(take.sum())
+            local = ~table.shared
+            free -= take[:, None] * np.where(local, q[None, :], 0.0)
+            if capped_pool is None:
+                break
+            allowed &= table.pools != capped_pool
+        unplaced[k] = wanted
+    return Replacement(placed, unplaced, free, shared_free)
+
+
+def _fit(table: HostTable, q: np.ndarray, free: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """How many consumers of request `q` fit on each host (inf where only pool providers bound it)."""
+    result = np.where(allowed, np.inf, 0.0)
+    for r in np.flatnonzero(q > 0):
+        amount = q[r]
+        admissible = (amount <= table.max_unit[:, r] * (1 + EPSILON)) & (amount >= table.min_unit[:, r] - EPSILON)
+        count = np.where(table.present[:, r] & admissible, np.floor(free[:, r] / amount + EPSILON), 0.0)
+        count = np.where(table.shared[:, r], np.inf, count)
+        result = np.minimum(result, count)
+    return np.where(np.isinf(result), np.iinfo(np.int32).max, result)
+
+
+def _charge_other_pools(
+    table: HostTable, q: np.ndarray, take: np.ndarray, home_pool: str, shared_free: dict[tuple[str, str], float]
+) -> str | None:
+    """Charge pool-level providers of pools other than home; trim `take` where one runs out.
+
+    Returns the pool that ran out (its hosts are then skipped), or None.
+    """
+    for r in np.flatnonzero(q > 0):
+        movers = table.shared[:, r] & (table.pools != home_pool) & (take > 0)
+        if not movers.any():
+            continue
+        for pool in np.unique(table.pools[movers]):
+            key = (str(pool), table.resources[r])
+            in_pool = movers & (table.pools == pool)
+            capacity = math.floor(shared_free.get(key, 0.0) / q[r] + EPSILON)
+            wanted = int(take[in_pool].sum())
+            if wanted > capacity:
+                excess = wanted - capacity
+                for h in np.flatnonzero(in_pool)[::-1]:
+                    cut = min(excess, int(take[h]))
+                    take[h] -= cut
+                    excess -= cut
+                    if not excess:
+                        break
+                shared_free[key] = shared_free.get(key, 0.0) - capacity * q[r]
+                return str(pool)
+            shared_free[key] = shared_free.get(key, 0.0) - wanted * q[r]
+    return None
+
+
+class _PoolSums:
+    """Per-pool sums of slots (local and via pool providers) for incremental totals under a mask."""
+
+    def __init__(self, table: HostTable, shapes: ShapeSet, result: SlotResult, mask: np.ndarray):
+        self.table = table
+        self.requests = widen(shapes.requests, len(table.resources))
+        self.pool_names, self.pool_of = np.unique(table.pools, return_inverse=True)
+        self.mask = mask
+        p = len(self.pool_names)
+        s = len(shapes)
+        slots = np.where(mask[None, :], result.slots, 0.0)
+        shared = result.uses_shared
+        self.shared = shared
+        self.local = np.zeros((s, p))
+        self.via = np.zeros((s, p))
+        np.add.at(self.local.T, self.pool_of, np.where(shared, 0.0, slots).T)
+        finite = np.where(np.isinf(slots), 0.0, slots)
+        np.add.at(self.via.T, self.pool_of, np.where(shared, finite, 0.0).T)
+        self.bounds = np.full((s, p), np.inf)
+        for j, pool in enumerate(self.pool_names):
+            if shared[:, self.pool_of == j].any():
+                for k in range(s):
+                    self.bounds[k, j] = table.shared_bound(str(pool), self.requests[k])
+
+    def totals(self, local: np.ndarray, via: np.ndarray, bounds: np.ndarray | None = None) -> np.ndarray:
+        bounds = self.bounds if bounds is None else bounds
+        return (local + np.minimum(via, bounds)).sum(axis=1)
+
+    def delta(self, hosts: np.ndarray, old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pool sums after slots on `hosts` change from old (S, n) to new (S, n)."""
+        local, via = self.local.copy(), self.via.copy()
+        if len(hosts):
+            change = np.where(np.isinf(new), 0.0, new) - np.where(np.isinf(old), 0.0, old)
+            shared = self.shared[:, hosts]
+            pools = self.pool_of[hosts]
+            np.add.at(local.T, pools, np.where(shared, 0.0, change).T)
+            np.add.at(via.T, pools, np.where(shared, change, 0.0).T)
+        return local, via
+
+
+class _Evacuation:
+    """First-fit decreasing re-placement, precomputed for many failure candidates of one pool.
+
+    Each class's fit on every target host is computed once with today's free capacity (`fit0`);
+    placing consumers only lowers free capacity, so a host where a class did not fit before never
+    fits during a re-placement, and only the few hosts that received consumers need recomputing.
+    A re-placement therefore walks each displaced class's list of fitting hosts in name order and
+    usually stops after one or two hosts: O(displaced classes) instead of O(classes x hosts).
+    """
+
+    BLOCK = 256
+
+    def __init__(self, table: HostTable, classes: ConsumerClasses, mask: np.ndarray):
+        self.table = table
+        self.requests = widen(classes.requests, len(table.resources))
+        self.free = table.free
+        self.local = ~table.shared
+        self.pools = table.pools
+        self.home = classes.pools
+        k_count = len(classes)
+        self.rank = np.empty(k_count, dtype=np.int64)
+        self.rank[class_order(table, self.requests)] = np.arange(k_count)
+        # Only classes held on the pool's hosts can be displaced; only its active hosts take them.
+        self.columns = np.flatnonzero(table.active & mask)
+        self.column_of = np.full(table.size, -1, dtype=np.int64)
+        self.column_of[self.columns] = np.arange(len(self.columns))
+        relevant = np.flatnonzero(classes.counts[:, mask].sum(axis=1) > 0) if k_count else np.zeros(0, np.int64)
+        self.row_of = np.full(k_count, -1, dtype=np.int64)
+        self.row_of[relevant] = np.arange(len(relevant))
+        self.fit0 = np.zeros((len(relevant), len(self.columns)), dtype=np.int64)
+        self.targets: list[np.ndarray] = []
+        cols = self.columns
+        for start in range(0, len(relevant), self.BLOCK):
+            ks = relevant[start : start + self.BLOCK]
+            fit = np.full((len(ks), len(cols)), np.inf)
+            for r in range(self.requests.shape[1]):
+                q = self.requests[ks, r][:, None]
+                asked = q > 0
+                if not asked.any():
+                    continue
+                admissible = (q <= table.max_unit[None, cols, r] * (1 + EPSILON)) & (
+                    q >= table.min_unit[None, cols, r] - EPSILON)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    count = np.floor(self.free[None, cols, r] / q + EPSILON)
+                count = np.where(table.present[None, cols, r] & admissible, count, 0.0)
+                count = np.where(table.shared[None, cols, r], np.inf, count)
+                fit = np.where(asked, np.minimum(fit, count), fit)
+            fit = np.where(classes.eligible[np.ix_(ks, cols)], fit, 0.0)
+            block = np.minimum(fit, _BIG).astype(np.int64)
+            self.fit0[start : start + len(ks)] = block
+            self.targets.extend(cols[row > 0] for row in block)
+        self.heads = [t[:HEAD].tolist() for t in self.targets]
+        self.rank_list = self.rank.tolist()
+        self.held = classes.held_by_host()
+        # Plain Python rows and request lists: a re-placement touches a handful of tiny vectors, where
+        # numpy's per-call overhead would dominate.
+        self.free_rows = self.free.tolist()
+        self.local_rows = self.local.tolist()
+        self.asks = [[(r, float(q)) for r, q in enumerate(row) if q > 0] for row in self.requests.tolist()]
+        self.pool_list = [str(p) for p in self.pools]
+        self.home_list = [str(p) for p in self.home]
+        self.shared_any = table.shared.any(axis=1).tolist()
+
+    def _fit_row(self, k: int, h: int, row: list[float]) -> int:
+        local = self.local_rows[h]
+        fit = _BIG
+        for r, q in self.asks[k]:
+            if local[r]:
+                fit = min(fit, math.floor(row[r] / q + EPSILON))
+        return fit
+
+    def run(self, dead: np.ndarray) -> tuple[dict[int, list[float]], int, dict[tuple[str, str], float]]:
+        """Re-place the consumers of `dead` hosts; returns (new free rows by host, homeless, shared free)."""
+        displaced: dict[int, int] = {}
+        for h in dead.tolist():
+            for k, n in self.held.get(h, ()):
+                displaced[k] = displaced.get(k, 0) + n
+        dead_set = set(dead.tolist())
+        changed: dict[int, list[float]] = {}
+        shared_free: dict[tuple[str, str], float] = {}
+        homeless = 0
+        rank = self.rank_list
+        for k in sorted(displaced, key=rank.__getitem__):
+            wanted = displaced[k]
+            asks = self.asks[k]
+            row_index = self.row_of[k]
+            fit0 = self.fit0[row_index]
+            for h in _walk(self.heads[row_index], self.targets[row_index]):
+                if h in dead_set:
+                    continue
+                row = changed.get(h)
+                fit = int(fit0[self.column_of[h]]) if row is None else self._fit_row(k, h, row)
+                take = min(fit, wanted)
+                if take <= 0:
+                    continue
+                if self.shared_any[h] and self.pool_list[h] != self.home_list[k]:
+                    take = self._charge(k, h, take, shared_free)
+                    if take <= 0:
+                        continue
+                new = list(self.free_rows[h] if row is None else row)
+                local = self.local_rows[h]
+                for r, q in asks:
+                    if local[r]:
+                        new[r] -= take * q
+                changed[h] = new
+                wanted -= take
+                if not wanted:
+                    break
+            homeless += wanted
+        return changed, homeless, shared_free
+
+    def absorbable(self, dead: np.ndarray) -> bool:
+        """True when one surviving host could take every consumer of `dead` (then FFD leaves none out)."""
+        displaced: dict[int, int] = {}
+        for h in dead.tolist():
+            for k, n in self.held.get(h, ()):
+                displaced[k] = displaced.get(k, 0) + n
+        if not displaced:
+            return True
+        ks = np.fromiter(displaced, dtype=np.int64)
+        counts = np.fromiter(displaced.values(), dtype=float)
+        ok = (self.fit0[self.row_of[ks]] > 0).all(axis=0)
+        ok &= ~np.isin(self.columns, dead)
+        demand = counts @ self.requests[ks]
+        local = self.local[self.columns]
+        ok &= ((self.free[self.columns] - demand[None, :] * local) >= -EPSILON).all(axis=1)
+        homes = set(self.home[ks].tolist())
+        if self.table.shared_providers and (len(homes) > 1 or homes != {None}):
+            same_pool = np.isin(self.pools[self.columns], list(homes)) if len(homes) == 1 else np.zeros_like(ok)
+            ok &= ~self.table.shared[self.columns].any(axis=1) | same_pool
+        return bool(ok.any())
+
+    def _charge(self, k: int, h: int, take: int, shared_free: dict[tuple[str, str], float]) -> int:
+        """Moving to another pool charges that pool's pool-level providers; trim to what they hold."""
+        q = self.requests[k]
+        for r in np.flatnonzero((q > 0) & self.table.shared[h]).tolist():
+            key = (str(self.pools[h]), self.table.resources[r])
+            left = shared_free.get(key, self.table.shared_providers[key].free)
+            take = min(take, math.floor(left / q[r] + EPSILON))
+        for r in np.flatnonzero((q > 0) & self.table.shared[h]).tolist():
+            key = (str(self.pools[h]), self.table.resources[r])
+            shared_free[key] = shared_free.get(key, self.table.shared_providers[key].free) - max(take, 0) * q[r]
+        return take
+
+
+_BIG = 2**31
+
+
+HEAD = 8
+
+
+def _walk(head: list[int], hosts: np.ndarray) -> Iterator[int]:
+    """Host indices as Python ints: the first few precomputed (walks usually stop after one or two)."""
+    yield from head
+    for start in range(HEAD, len(hosts), 64):
+        yield from hosts[start : start + 64].tolist()
+
+
+def _slots_on(requests: np.ndarray, table: HostTable, hosts: np.ndarray, free: np.ndarray,
+              before: np.ndarray) -> np.ndarray:
+    """(S, n) slots on a few hosts with new free rows; hosts where a shape had no slot keep none."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        counts = np.floor(free[None, :, :] / requests[:, None, :] + EPSILON)
+    use = (requests[:, None, :] > 0) & ~table.shared[None, hosts, :]
+    slots = np.where(use, counts, np.inf).min(axis=2)
+    slots = np.where(np.isinf(before), before, np.minimum(slots, before))
+    return np.where(before > 0, np.maximum(slots, 0.0), 0.0)
+
+
+def n_plus_one(
+    table: HostTable,
+    shapes: ShapeSet,
+    result: SlotResult,
+    classes: ConsumerClasses,
+    mask: np.ndarray,
+    domain: str = "host",
+) -> FailureResult:
+    """Slots left per shape in the pool `mask` after the failure that hurts each shape most.
+
+    Candidates are evaluated in order of an upper bound of the slots their loss can cost (the slots
+    on them, plus, per displaced consumer, the most slots one consumer can take from a host). Once a
+    candidate's bound is below the worst loss found for every shape and one surviving host could
+    take all its consumers (so no shortfall is possible), it cannot be the worst and is skipped.
+    The result is exactly that of evaluating every candidate (ties go to the first name).
+    """
+    s_count = len(shapes)
+    sums = _PoolSums(table, shapes, result, mask)
+    before = sums.totals(sums.local, sums.via)
+    slots_after = before.copy()
+    worst_domain: list[str | None] = [None] * s_count
+    worst_shortfall = np.zeros(s_count)
+    if not mask.any():
+        return FailureResult(slots_after, worst_domain, worst_shortfall)
+    requests = sums.requests
+    evacuation = _Evacuation(table, classes, mask)
+    shape_slots = np.where(mask[None, :], result.slots, 0.0)
+    candidates = _candidates(table, shapes, result, classes, mask, domain)
+    bounds_ub = _loss_bounds(candidates, shape_slots, classes, evacuation.requests, requests)
+    order = sorted(range(len(candidates)),
+                   key=lambda i: (-float((bounds_ub[i] / (before + 1.0)).max(initial=0.0)), candidates[i][0]))
+    cross_pool_sharing = bool(table.shared_providers) and len(np.unique(table.pools[mask])) > 1
+    evaluated = 0
+    for i in order:
+        name, dead = candidates[i]
+        if evaluated and not cross_pool_sharing:
+            could_be_worse = (worst_shortfall == 0) & (bounds_ub[i] >= before - slots_after)
+            if not could_be_worse.any() and evacuation.absorbable(dead):
+                continue
+        evaluated += 1
+        changed_rows, shortfall, shared_free = evacuation.run(dead)
+        changed = np.array(sorted(changed_rows), dtype=np.int64)
+        hosts = np.concatenate([dead, changed])
+        old = shape_slots[:, hosts]
+        new = np.zeros_like(old)
+        if len(changed):
+            free = np.array([changed_rows[h] for h in changed.tolist()])
+            new[:, len(dead):] = _slots_on(requests, table, changed, free, old[:, len(dead):])
+        local, via = sums.delta(hosts, old, new)
+        bounds = _bounds_with(table, sums, shared_free) if shared_free else sums.bounds
+        after = sums.totals(local, via, bounds)
+        first = np.array([d is None for d in worst_domain])
+        earlier = np.array([d is not None and name < d for d in worst_domain])
+        worse = first | (shortfall > worst_shortfall) | (
+            (shortfall == worst_shortfall) & ((after < slots_after) | ((after == slots_after) & earlier)))
+        slots_after = np.where(worse, after, slots_after)
+        worst_shortfall = np.where(worse, shortfall, worst_shortfall)
+        worst_domain = [name if w else d for w, d in zip(worse, worst_domain, strict=True)]
+    return FailureResult(np.maximum(slots_after, 0.0), worst_domain, worst_shortfall)
+
+
+def _loss_bounds(candidates: list[tuple[str, np.ndarray]], shape_slots: np.ndarray, classes: ConsumerClasses,
+                 class_requests: np.ndarray, shape_requests: np.ndarray) -> np.ndarray:
+    """(candidates, S): most slots each failure can cost each shape.
+
+    floor((f - q) / a) >= floor(f / a) - ceil(q / a), so a re-placed consumer of request q takes at
+    most max_r ceil(q_r / a_r) slots of shape a from the host it lands on.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.ceil(class_requests[:, None, :] / shape_requests[None, :, :] - EPSILON)
+    both = (class_requests[:, None, :] > 0) & (shape_requests[None, :, :] > 0)
+    cost = np.where(both, ratio, 0.0).max(axis=2, initial=0.0)  # (K, S)
+    finite = np.where(np.isinf(shape_slots), 0.0, shape_slots)
+    out = np.zeros((len(candidates), shape_slots.shape[0]))
+    for i, (_, dead) in enumerate(candidates):
+        displaced = classes.counts[:, dead].sum(axis=1) if len(classes) else np.zeros(0)
+        out[i] = finite[:, dead].sum(axis=1) + (displaced @ cost if len(classes) else 0.0)
+    return out
+
+
+def _candidates(
+    table: HostTable, shapes: ShapeSet, result: SlotResult, classes: ConsumerClasses, mask: np.ndarray,
+    domain: str,
+) -> list[tuple[str, np.ndarray]]:
+    """Failure candidates of the pool: hosts with consumers or slots, or zones when the pool spans two."""
+    zones = {z for z in table.zones[mask] if z}
+    if domain == "zone" and len(zones) >= 2:
+        return [(zone, np.flatnonzero(mask & (table.zones == zone))) for zone in sorted(zones)]
+    loaded = classes.counts.sum(axis=0) > 0 if len(classes) else np.zeros(table.size, dtype=bool)
+    useful = (result.slots > 0).any(axis=0) if len(shapes) else np.zeros(table.size, dtype=bool)
+    hosts = np.flatnonzero(mask & (loaded | useful))
+    return [(str(table.names[h]), np.array([h])) for h in hosts]
+
+
+def _subtable(table: HostTable, hosts: np.ndarray) -> HostTable:
+    """The rows `hosts` of a table (views where numpy allows), for recomputing a few hosts' slots."""
+    return HostTable(
+        layer=table.layer, cloud=table.cloud, names=table.names[hosts], pools=table.pools[hosts],
+        zones=table.zones[hosts], active=table.active[hosts], resources=table.resources,
+        allocatable=table.allocatable[hosts], allocated=table.allocated[hosts], present=table.present[hosts],
+        shared=table.shared[hosts], max_unit=table.max_unit[hosts], min_unit=table.min_unit[hosts],
+        step_size=table.step_size[hosts], traits=[table.traits[h] for h in hosts],
+        aggregates=[table.aggregates[h] for h in hosts], taints=[table.taints[h] for h in hosts],
+        shared_providers=table.shared_providers,
+    )
+
+
+def _bounds_with(table: HostTable, sums: _PoolSums, shared_free: dict[tuple[str, str], float]) -> np.ndarray:
+    changed = table.copy()
+    for key, value in shared_free.items():
+        if key in changed.shared_providers:
+            changed.shared_providers[key].free = max(value, 0.0)
+    bounds = sums.bounds.copy()
+    for j, pool in enumerate(sums.pool_names):
+        if np.isfinite(bounds[:, j]).any():
+            for k in range(bounds.shape[0]):
+                if np.isfinite(bounds[k, j]):
+                    bounds[k, j] = changed.shared_bound(str(pool), sums.requests[k])
+    return bounds

@@ -1,0 +1,181 @@
+"""Pod headroom: slots per pod shape on every node, as the scheduler's resource fit would allow.
+
+slots = min over requested resources (cpu, memory, ephemeral_storage, extended, and one of `pods`)
+of floor((allocatable - requested) / request). Cordoned (unschedulable) and NotReady nodes take no
+pods; a node whose NoSchedule/NoExecute taints the shape does not tolerate, or whose labels miss the
+shape's nodeSelector, is not eligible.
+
+Shapes come from the config (`shapes:`) and from the cluster itself: the most common owners seen
+(`consumers.flavor`, e.g. `Deployment/web`) with their median effective requests. Tolerations of a
+seen shape are not in the frames; it is taken to tolerate the taints of the nodes it already runs on.
+DaemonSet and static pods are not shapes (one per node by construction) and do not move on failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from collector.analyses.headroom.model import HostTable, consumer_requests, fast_records
+from collector.analyses.headroom.shapes import ConsumerClasses, ShapeSet, consumer_classes
+
+BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
+PINNED_OWNERS = ("DaemonSet/", "StaticPod/", "Node/")
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str
+    effect: str
+
+    @classmethod
+    def parse(cls, text: str) -> Taint:
+        """'key=value:Effect' or 'key:Effect' (the hosts frame's form)."""
+        body, _, effect = text.rpartition(":")
+        if not body:
+            body, effect = effect, ""
+        key, _, value = body.partition("=")
+        return cls(key, value, effect)
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str = ""
+    operator: str = "Equal"
+    value: str = ""
+    effect: str = ""
+
+    def tolerates(self, taint: Taint) -> bool:
+        """Kubernetes' ToleratesTaint."""
+        if self.effect and self.effect != taint.effect:
+            return False
+        if self.operator == "Exists":
+            return not self.key or self.key == taint.key
+        return self.key == taint.key and self.value == taint.value
+
+
+@dataclass
+class PodShapeSpec:
+    """A shape to count: effective requests (capacity-frame names, incl. pods: 1) and placement rules."""
+
+    name: str
+    requests: dict[str, float]
+    tolerations: tuple[Toleration, ...] = ()
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerated_taints: frozenset[str] | None = None
+    """Seen shapes: taint strings of the nodes the shape runs on (tolerated by inference)."""
+
+
+def is_pinned(record: Mapping[str, Any]) -> bool:
+    """DaemonSet and static pods belong to their node: they are neither shapes nor re-placed."""
+    return str(record.get("flavor") or "").startswith(PINNED_OWNERS)
+
+
+def _blocking(taints: Iterable[str]) -> list[tuple[str, Taint]]:
+    out = []
+    for text in taints:
+        taint = Taint.parse(text)
+        if taint.effect in BLOCKING_EFFECTS:
+            out.append((text, taint))
+    return out
+
+
+def pod_eligibility(table: HostTable, shapes: list[PodShapeSpec]) -> np.ndarray:
+    """(S, H) bool: nodes whose taints the shape tolerates and whose labels match its nodeSelector."""
+    out = np.ones((len(shapes), table.size), dtype=bool)
+    blocking = [(h, _blocking(taints)) for h, taints in enumerate(table.taints) if taints]
+    for s, shape in enumerate(shapes):
+        for h, taints in blocking:
+            for text, taint in taints:
+                if shape.tolerated_taints is not None and text in shape.tolerated_taints:
+                    continue
+                if not any(t.tolerates(taint) for t in shape.tolerations):
+                    out[s, h] = False
+                    break
+        if shape.node_selector:
+            wanted = frozenset(f"{k}={v}" for k, v in shape.node_selector.items())
+            out[s] &= np.fromiter((wanted <= labels for labels in table.traits), dtype=bool, count=table.size)
+    return out
+
+
+def configured_shapes(config: Any) -> list[PodShapeSpec]:
+    """Shapes from the config's `shapes:` section."""
+    shapes = getattr(config, "shapes", None) or {}
+    return [
+        PodShapeSpec(
+            name=name,
+            requests=shape.requests(),
+            tolerations=tuple(Toleration(t.key, t.operator, t.value, t.effect) for t in shape.tolerations),
+            node_selector=dict(shape.node_selector),
+        )
+        for name, shape in shapes.items()
+    ]
+
+
+def common_shapes(table: HostTable, consumers: pd.DataFrame | None, top: int) -> list[PodShapeSpec]:
+    """The `top` most common owners' pods on this cluster, with their median requests."""
+    if consumers is None or consumers.empty or top <= 0:
+        return []
+    frame = consumers[(consumers["layer"] == "kubernetes") & (consumers["cloud"] == table.cloud)
+                      & consumers["holds_capacity"].astype(bool) & consumers["flavor"].notna()]
+    if frame.empty:
+        return []
+    owners = frame["flavor"].astype(str)
+    frame = frame[~owners.str.startswith(PINNED_OWNERS)]
+    if frame.empty:
+        return []
+    counts = frame["flavor"].astype(str).value_counts()
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
+    position = table.index()
+    out = []
+    for name, _ in ranked:
+        pods = frame[frame["flavor"] == name]
+        requests = [consumer_requests(r, "kubernetes") for r in fast_records(pods, ("resources", "cpu", "memory"))]
+        keys = sorted({k for r in requests for k in r})
+        median = {k: float(np.median([r.get(k, 0.0) for r in requests])) for k in keys}
+        median["pods"] = 1.0
+        taints: set[str] = set()
+        for host in set(pods["host"].dropna().astype(str)):
+            h = position.get(host)
+            if h is not None:
+                taints.update(table.taints[h])
+        out.append(PodShapeSpec(name, {k: v for k, v in median.items() if v > 0}, tolerated_taints=frozenset(taints)))
+    return out
+
+
+def pod_shapes(table: HostTable, specs: list[PodShapeSpec]) -> ShapeSet:
+    requests = table.request_matrix([s.requests for s in specs])
+    return ShapeSet([s.name for s in specs], "pod_shape", requests, pod_eligibility(table, specs))
+
+
+def pod_classes(table: HostTable, consumers: pd.DataFrame | None) -> ConsumerClasses:
+    """Movable pods grouped for re-placement; a class tolerates the taints its owner already runs on."""
+    taints_by_owner: dict[str, set[str]] = {}
+    tainted = {str(table.names[h]): table.taints[h] for h in range(table.size) if table.taints[h]}
+    if consumers is not None and not consumers.empty and tainted:
+        frame = consumers[(consumers["layer"] == "kubernetes") & (consumers["cloud"] == table.cloud)
+                          & consumers["host"].isin(list(tainted))]
+        pairs = set(zip(frame["flavor"].fillna("").astype(str), frame["host"].astype(str), strict=True))
+        for owner_name, host in pairs:
+            taints_by_owner.setdefault(owner_name, set()).update(tainted[host])
+
+    def owner(record: Mapping[str, Any]) -> str:
+        return str(record.get("flavor") or "")
+
+    def key(frame: pd.DataFrame) -> list[str]:
+        return frame["flavor"].astype(object).where(frame["flavor"].notna(), "").astype(str).tolist()
+
+    def movable(frame: pd.DataFrame) -> np.ndarray:
+        return ~frame["flavor"].fillna("").astype(str).str.startswith(PINNED_OWNERS).to_numpy(dtype=bool)
+
+    def eligibility(records: list[Mapping[str, Any]]) -> np.ndarray:
+        specs = [PodShapeSpec(owner(r), {}, tolerated_taints=frozenset(taints_by_owner.get(owner(r), ())))
+                 for r in records]
+        return pod_eligibility(table, specs)
+
+    return consumer_classes(table, consumers, movable=movable, class_key=key, eligibility=eligibility)

@@ -1,0 +1,53 @@
+"""The `capacityd` command line (docs/cli.md).
+
+Every sub-command is a module with a `register(subparsers)` that adds its parser and sets `func` (a
+callable taking the parsed args and returning the exit code). Modules are found through the
+`capacityd.commands` entry points (pyproject.toml), so the demo (`collector.demo.command`) and a
+third party's package add commands without the app importing them. A command module that fails to
+import stops the CLI with its entry point's name: a broken plugin is never silently missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from collector import __version__
+from collector.app.plugins import load_plugins
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="capacityd",
+        description="Capacity monitoring and planning for OpenStack/KVM and Kubernetes estates.",
+    )
+    parser.add_argument("--version", action="version", version=f"capacityd {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = load_plugins("capacityd.commands")
+    for name in sorted(commands, key=lambda name: (name != "core", name)):  # run, once, check-config first
+        module = commands[name]
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # APScheduler logs every job run at INFO; capacityd logs what matters about each poll itself.
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

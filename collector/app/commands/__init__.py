@@ -1,0 +1,1 @@
+"""Sub-commands of `capacityd`, one module each (see collector/app/cli.py)."""

@@ -1,0 +1,360 @@
+"""The daemon: wires config -> sources -> scheduler -> estate -> history -> analyses -> /metrics.
+
+`Daemon` is what `capacityd run` and `capacityd demo` start; `collect_once` is the single
+collection behind `capacityd once`, `forecast` and `report`. Both go through the same Source,
+Estate and analysis code, so what a one-off command prints is what the daemon would export.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.triggers.interval import IntervalTrigger
+
+from collector.analyses.registry import AnalysisContext, load_builtin_analyses, run_analyses
+from collector.app.config import Config, load_config
+from collector.app.scheduler import SourceRunner, make_scheduler, schedule_source
+from collector.contract.schema import FrameSet
+from collector.contract.settings import ConfigError
+from collector.estate import Estate, Snapshot
+from collector.sources import create_source
+from collector.sources.base import PollResult
+from exporters.prometheus.exposition import ExpositionCache, load_builtin_family_modules
+
+log = logging.getLogger(__name__)
+
+FORECAST_INTERVAL = timedelta(minutes=15)
+COMPACT_INTERVAL = timedelta(hours=1)
+REFRESH_MIN_INTERVAL = 1.0
+"""Seconds between two recomputations of derived frames + exposition, however many polls arrive."""
+
+
+def open_history(config: Config) -> Any | None:
+    """The history store under state_dir, or None (with a warning) when it cannot be opened."""
+    from collector.store.history import History
+
+    try:
+        return History.open(config.state_dir, config.history)
+    except OSError as error:
+        log.warning("history disabled: cannot open %s: %s", config.state_dir, error)
+        return None
+
+
+class Pipeline:
+    """Turns the estate (+ history) into a snapshot with derived frames, and renders the exposition."""
+
+    def __init__(self, config: Config, estate: Estate, history: Any | None, cache: ExpositionCache | None):
+        self.config = config
+        self.estate = estate
+        self.history = history
+        self.cache = cache
+        self._derived: FrameSet = {}
+        self._expensive: FrameSet = {}
+        self.analysis_errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._pending = threading.Event()
+        self._requested = threading.Event()
+        self.snapshot: Snapshot = estate.snapshot()
+
+    def refresh(self, *, expensive: bool = False) -> Snapshot:
+        """Recompute derived frames and re-render; concurrent callers coalesce into one extra pass."""
+        if expensive:  # always runs, after any pass in progress; polls arriving meanwhile stay pending
+            with self._lock:
+                self.snapshot = self._compute(expensive=True)
+        else:
+            self._pending.set()
+        while self._pending.is_set():
+            if not self._lock.acquire(blocking=False):
+                return self.snapshot  # the pass holding the lock picks our change up
+            try:
+                while self._pending.is_set():
+                    self._pending.clear()
+                    self.snapshot = self._compute(expensive=False)
+            finally:
+                self._lock.release()
+        return self.snapshot
+
+    def run_refresher(self, stop: threading.Event, min_interval: float = REFRESH_MIN_INTERVAL) -> None:
+        """Background loop: refresh when polls asked for it, at most once per `min_interval` seconds.
+
+        Polls only call `request_refresh` (cheap); with hundreds of sources the derived frames and the
+        exposition are still recomputed a bounded number of times per second.
+        """
+        while not stop.is_set():
+            if not self._requested.wait(timeout=0.5):
+                continue
+            self._requested.clear()
+            started = time.monotonic()
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("refresh failed")
+            took = time.monotonic() - started
+            # Big estates render slowly: keep refreshing to at most ~20 % of one core.
+            stop.wait(max(min_interval, 5 * took) - took)
+
+    def request_refresh(self) -> None:
+        self._requested.set()
+
+    def _compute(self, *, expensive: bool) -> Snapshot:
+        base = self.estate.snapshot()
+        context = AnalysisContext(now=base.taken_at, frames=base.frames, history=self.history, config=self.config)
+        if expensive:
+            frames, errors = run_analyses(context, expensive=True)
+            self._expensive = frames
+            self.analysis_errors.update(errors)
+        frames, errors = run_analyses(context, expensive=False)
+        self.analysis_errors.update(errors)
+        snapshot = Snapshot(
+            taken_at=base.taken_at,
+            frames={**base.frames, **self._expensive, **frames},
+            statuses=base.statuses,
+        )
+        if self.cache is not None:
+            self.cache.update(snapshot)
+        return snapshot
+
+
+def _timeout_seconds(source_config: Any) -> float:
+    return source_config.effective_timeout.total_seconds()
+
+
+def collect_once(config: Config, *, history: Any | None = None, analyses: bool = True,
+                 progress: bool = False) -> Snapshot:
+    """Poll every configured source once (in parallel, each with its timeout) and return the snapshot.
+
+    Nothing is written to history; `history` (if given) is only read by the analyses.
+    """
+    load_builtin_analyses()
+    estate = Estate()
+    runners = []
+    for source_config in config.sources:
+        estate.add_source(source_config.name, source_config.kind, source_config.interval)
+        try:
+            source = create_source(source_config)
+        except Exception as error:  # noqa: BLE001 - report and go on with the other sources
+            estate.record_failure(source_config.name, "config", str(error), datetime.now(UTC), 0.0)
+            continue
+        runners.append(SourceRunner(source, estate, _timeout_seconds(source_config)))
+    started = time.monotonic()
+
+    def run(runner: SourceRunner) -> None:
+        ok = runner.run()
+        if progress:
+            _progress(f"{'polled' if ok else 'FAILED'} {runner.source.name} ({time.monotonic() - started:.1f}s)")
+
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(runners)))) as pool:
+        list(pool.map(run, runners))
+    for runner in runners:
+        runner.close()
+    pipeline = Pipeline(config, estate, history, cache=None)
+    if not analyses:
+        return estate.snapshot()
+    if progress:
+        _progress("computing headroom and forecasts")
+    return pipeline.refresh(expensive=True)
+
+
+def _progress(message: str) -> None:
+    import sys
+
+    if sys.stderr.isatty():
+        print(f"capacityd: {message}", file=sys.stderr, flush=True)
+
+
+class Daemon:
+    """The long-running service: polls on schedule, keeps history, serves /metrics, reloads on SIGHUP."""
+
+    def __init__(self, config: Config, config_path: Path | None = None):
+        load_builtin_analyses()
+        load_builtin_family_modules()
+        self.config = config
+        self.config_path = config_path
+        self.estate = Estate()
+        self.history = open_history(config)
+        self.cache = ExpositionCache()
+        self.pipeline = Pipeline(config, self.estate, self.history, self.cache)
+        source_count = len(config.sources)
+        self.scheduler = make_scheduler(job_threads=source_count + 4)
+        self.runners: dict[str, SourceRunner] = {}
+        self.server: Any = None
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self.first_forecast_done = threading.Event()
+
+    # -- polling ---------------------------------------------------------------------------------
+
+    def _on_success(self, name: str, result: PollResult, when: datetime) -> None:
+        if self.history is not None:
+            try:
+                self.history.append(name, result.frames, when)
+            except Exception:
+                log.exception("history: could not store the poll of %s", name)
+        self.pipeline.request_refresh()
+
+    def _start_source(self, source_config: Any) -> None:
+        self.estate.add_source(source_config.name, source_config.kind, source_config.interval)
+        try:
+            source = create_source(source_config)
+        except Exception as error:  # noqa: BLE001 - one bad source never stops the others
+            log.error("source %s: cannot be created: %s", source_config.name, error)
+            self.estate.record_failure(source_config.name, "config", str(error), datetime.now(UTC), 0.0)
+            return
+        runner = SourceRunner(source, self.estate, _timeout_seconds(source_config), self._on_success)
+        self.runners[source_config.name] = runner
+        schedule_source(
+            self.scheduler, runner, source_config.interval.total_seconds(),
+            source_config.effective_jitter.total_seconds(),
+        )
+
+    def _stop_source(self, name: str) -> None:
+        runner = self.runners.pop(name, None)
+        if self.scheduler.get_job(f"source:{name}"):
+            self.scheduler.remove_job(f"source:{name}")
+        if runner is not None:
+            runner.close()
+        self.estate.remove_source(name)
+
+    # -- analyses and housekeeping ---------------------------------------------------------------
+
+    def _forecast_job(self) -> None:
+        self.pipeline.refresh(expensive=True)
+        self.first_forecast_done.set()
+
+    def _compact_job(self) -> None:
+        if self.history is not None:
+            self.history.compact(datetime.now(UTC))
+
+    def _first_forecast_after_polls(self) -> None:
+        """Run the first expensive pass as soon as every source has answered once (or failed)."""
+        deadline = time.monotonic() + max(
+            (_timeout_seconds(s) for s in self.config.sources), default=0.0
+        ) + 5
+        while time.monotonic() < deadline and not self._stop.is_set():
+            statuses = self.estate.snapshot().statuses
+            if all(s.last_attempt is not None for s in statuses):
+                break
+            time.sleep(0.2)
+        self._forecast_job()
+
+    def start(self) -> None:
+        from exporters.prometheus.http import start_server
+
+        for source_config in self.config.sources:
+            self._start_source(source_config)
+        self.scheduler.add_job(
+            self._forecast_job, IntervalTrigger(seconds=FORECAST_INTERVAL.total_seconds(), timezone=UTC),
+            id="analyses:expensive", name="forecasts", misfire_grace_time=60,
+        )
+        self.scheduler.add_job(
+            self._compact_job, IntervalTrigger(seconds=COMPACT_INTERVAL.total_seconds(), timezone=UTC),
+            id="history:compact", name="history compaction", next_run_time=datetime.now(UTC),
+            misfire_grace_time=600,
+        )
+        self._schedule_reports()
+        self.pipeline.refresh()
+        host, port = self.config.listen_host_port
+        self.server = start_server(self.cache, host, port, self.config.web_config_file)
+        self.scheduler.start()
+        threading.Thread(target=self.pipeline.run_refresher, args=(self._stop,), name="refresher",
+                         daemon=True).start()
+        threading.Thread(target=self._first_forecast_after_polls, name="first-forecast", daemon=True).start()
+        log.info("capacityd serving /metrics on %s:%s with %d sources", host, self.server.port,
+                 len(self.config.sources))
+
+    def _schedule_reports(self) -> None:
+        try:
+            from exporters.report import schedule_reports
+        except ImportError:
+            return
+        schedule_reports(self.scheduler, self.config, lambda: self.pipeline.snapshot, self.history)
+
+    def reload(self) -> None:
+        """Re-read the config file: add, remove or replace changed sources; keep everything else."""
+        if self.config_path is None:
+            return
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as error:
+            log.error("reload refused, keeping the running config: %s", "; ".join(error.errors))
+            return
+        if (new.listen, new.state_dir, new.web_config_file) != (
+            self.config.listen, self.config.state_dir, self.config.web_config_file
+        ):
+            log.warning("reload: listen, state_dir and web_config_file changes need a restart; ignored")
+            new = new.model_copy(update={"listen": self.config.listen, "state_dir": self.config.state_dir,
+                                         "web_config_file": self.config.web_config_file})
+        old_sources = {s.name: s for s in self.config.sources}
+        new_sources = {s.name: s for s in new.sources}
+        for name, source_config in old_sources.items():
+            if name not in new_sources or new_sources[name] != source_config:
+                self._stop_source(name)
+        self.config = new
+        self.pipeline.config = new
+        for name, source_config in new_sources.items():
+            if name not in self.runners:
+                self._start_source(source_config)
+        self._schedule_reports()
+        if self.server is not None and self.config.web_config_file is not None:
+            from exporters.prometheus.webconfig import WebConfigError
+
+            try:
+                self.server.reload()  # rotated certificates and users, without rebinding
+            except WebConfigError as error:
+                log.error("reload: web config refused, keeping the running one: %s", "; ".join(error.errors))
+        self.pipeline.refresh()
+        log.info("configuration reloaded from %s (%d sources)", self.config_path, len(new.sources))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.scheduler.shutdown(wait=False)
+        for name in list(self.runners):
+            runner = self.runners.pop(name)
+            runner.close()
+        if self.server is not None:
+            self.server.shutdown()
+        if self.history is not None:
+            self.history.close()
+
+    def run_forever(self) -> int:
+        """Start, tell systemd we are ready, and serve until SIGTERM/SIGINT; SIGHUP reloads."""
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        self.start()
+        sd_notify("READY=1")
+        try:
+            while not self._stop.is_set():
+                if self._reload.wait(timeout=0.5):
+                    self._reload.clear()
+                    sd_notify("RELOADING=1")
+                    self.reload()
+                    sd_notify("READY=1")
+        finally:
+            sd_notify("STOPPING=1")
+            self.stop()
+        return 0
+
+
+def sd_notify(state: str) -> None:
+    """systemd's readiness protocol (Type=notify); a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as error:
+        log.debug("sd_notify failed: %s", error)

@@ -1,1 +1,0 @@
-"""Sub-commands of `capacityd`, one module each (see collector/cli.py)."""

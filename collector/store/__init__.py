@@ -1,0 +1,1 @@
+"""History: the store every normalised poll is written to and every analysis reads from (docs/history.md)."""

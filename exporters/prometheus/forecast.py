@@ -1,0 +1,44 @@
+"""`capacity_exhaustion_seconds`: time until a pool's allocatable is reached (docs/metrics.md).
+
+One sample per pool, resource, basis and quantile from the `forecast` frame: quantile 0.1 is the
+earliest plausible exhaustion (upper demand band), 0.5 the median, 0.9 the latest. +Inf means not
+within the forecast horizon, so `capacity_exhaustion_seconds{quantile="0.1"} < 30 * 86400` is a
+ready-made "may run out within a month" alert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from prometheus_client.core import Metric
+
+from collector.estate import Snapshot
+from exporters.prometheus.exposition import family_builder
+
+LABELS = ["layer", "cloud", "pool", "resource", "basis", "quantile"]
+QUANTILES = (("0.1", "seconds_p10"), ("0.5", "seconds_p50"), ("0.9", "seconds_p90"))
+
+
+@family_builder
+def build(snapshot: Snapshot) -> Iterator[Metric]:
+    # Typed `summary`: the samples are quantiles of the forecast's distribution of the exhaustion time,
+    # which is what a summary's `quantile` label means (and what keeps `promtool check metrics` clean).
+    # A forecast has no `_sum`/`_count`, so only the quantile samples are written.
+    family = Metric(
+        "capacity_exhaustion_seconds",
+        "Forecast seconds until the pool's allocated or used total reaches its allocatable, by quantile "
+        "of the date (0.1 = earliest plausible); +Inf when not within the forecast horizon.",
+        "summary",
+    )
+    forecast = snapshot.frames.get("forecast")
+    if forecast is not None and not forecast.empty:
+        keys = [forecast[column].astype(str).to_numpy() for column in LABELS[:-1]]
+        for quantile, column in QUANTILES:
+            seconds = forecast[column].to_numpy(dtype=float, na_value=np.nan)
+            for row, value in enumerate(seconds):
+                if np.isnan(value):
+                    continue
+                labels = {name: key[row] for name, key in zip(LABELS[:-1], keys, strict=True)}
+                family.add_sample("capacity_exhaustion_seconds", {**labels, "quantile": quantile}, float(value))
+    yield family

@@ -1,0 +1,75 @@
+"""Headroom families: slots per pool and shape, after the worst failure, per host; reclaimable capacity.
+
+Built from the `headroom`, `headroom_hosts` and `reclaimable` frames (docs/metrics.md, "Headroom").
+Each pool row carries `pool_kind` (az, aggregate, cloud, node_pool, cluster): an AZ, an aggregate
+and the whole cloud overlap, so only `sum by` within one pool_kind is meaningful.
+`capacity_headroom_host_slots` is per host and shape (hosts x shapes samples); it is left out, with a
+warning, when that would exceed `headroom.host_metrics_limit` samples.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from collector.analyses.headroom import frames as headroom_frames
+from collector.estate import Snapshot
+from exporters.prometheus.exposition import add_frame_samples, family_builder
+
+log = logging.getLogger(__name__)
+
+SLOT_LABELS = ["layer", "cloud", "pool", "pool_kind", "shape"]
+FAILURE_LABELS = [*SLOT_LABELS, "failure_domain"]
+HOST_LABELS = ["layer", "cloud", "pool", "host", "shape"]
+RECLAIM_LABELS = ["layer", "cloud", "pool", "resource"]
+_warned_limit: list[int] = []
+
+
+@family_builder
+def build(snapshot: Snapshot) -> Iterator[Metric]:
+    headroom = snapshot.frames.get("headroom")
+    slots = GaugeMetricFamily(
+        "capacity_headroom_slots",
+        "How many more of a flavor or pod shape fit in the pool now, if only that shape were added.",
+        labels=SLOT_LABELS,
+    )
+    add_frame_samples(slots, headroom, SLOT_LABELS, "slots")
+    yield slots
+    after = GaugeMetricFamily(
+        "capacity_headroom_slots_after_failure",
+        "Slots left after losing the host (or zone) in failure_domain, the one whose loss hurts this shape "
+        "most, with its consumers re-placed on the survivors.",
+        labels=FAILURE_LABELS,
+    )
+    add_frame_samples(after, headroom, FAILURE_LABELS, "slots_after_failure")
+    yield after
+    shortfall = GaugeMetricFamily(
+        "capacity_headroom_failure_shortfall",
+        "Consumers of failure_domain that would find no home on the survivors of the pool.",
+        labels=FAILURE_LABELS,
+    )
+    add_frame_samples(shortfall, headroom, FAILURE_LABELS, "shortfall")
+    yield shortfall
+    per_host = GaugeMetricFamily(
+        "capacity_headroom_host_slots", "How many more of a flavor or pod shape fit on this host.",
+        labels=HOST_LABELS,
+    )
+    hosts = snapshot.frames.get("headroom_hosts")
+    limit = headroom_frames.HOST_METRICS_LIMIT
+    if hosts is not None and len(hosts) > limit:
+        if _warned_limit != [len(hosts)]:
+            log.warning("capacity_headroom_host_slots left out: %d samples > headroom.host_metrics_limit %d",
+                        len(hosts), limit)
+            _warned_limit[:] = [len(hosts)]
+    else:
+        add_frame_samples(per_host, hosts, HOST_LABELS, "slots")
+    yield per_host
+    reclaimable = GaugeMetricFamily(
+        "capacity_reclaimable",
+        "Capacity held by idle VMs and by pod requests above need (KRR-style), per pool (cores, bytes).",
+        labels=RECLAIM_LABELS,
+    )
+    add_frame_samples(reclaimable, snapshot.frames.get("reclaimable"), RECLAIM_LABELS, "amount")
+    yield reclaimable
