@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up capacityd from a fresh Debian 12 checkout: system packages, a virtualenv in .venv and the
 # package itself (editable). Idempotent and quick when everything is already there.
-#   scripts/setup.sh          runtime only
+#   scripts/setup.sh          runtime + the demo estate's extras (what scripts/demo needs)
 #   scripts/setup.sh --test   plus the test tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +27,8 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/pip install -q --upgrade pip wheel
 fi
 
-extras=""
-if [ "${1:-}" = "--test" ]; then extras="[test,dashboards]"; fi
+extras="[demo]"
+if [ "${1:-}" = "--test" ]; then extras="[demo,test,dashboards]"; fi
 # Re-install only when pyproject.toml changed since the last install.
 stamp=".venv/.capacityd-installed${extras}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then

@@ -1,6 +1,6 @@
 """Contract tests: the readers and frame builder on REAL captured bodies, microversion by microversion.
 
-Fixtures are in ../shared/fixtures/openstack (provenance in its SOURCES.md): live captures of Nova
+Fixtures are in tests/fixtures/openstack (provenance in its README.md): live captures of Nova
 34 + Placement 16 describing ONE consistent cloud (compute-01/02 in az1, compute-02 disabled,
 compute-03 in az2 and the tenant aggregate `beta-dedicated`; 8 servers, vm-03 SHUTOFF), upstream
 api_samples, and Placement error bodies. `FixtureClient` answers the exact GETs the readers make
@@ -10,7 +10,6 @@ from those captures; a GET that was not captured fails the test, so the set of c
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -23,8 +22,7 @@ from collector.sources.openstack.frames import build_frames, flavor_request
 from collector.sources.openstack.nova import Flavor, NovaReader
 from collector.sources.openstack.placement import PlacementReader
 
-FIXTURES = Path(os.environ.get("CAPACITYD_SHARED", Path(__file__).resolve().parents[3] / "shared")) / "fixtures" / (
-    "openstack")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "openstack"  # vendored captures, provenance in README
 GIB, MIB = 2**30, 2**20
 BUNDLE = "cloud_snapshot_bundle__live-nova-34.0.0.json"
 
@@ -32,7 +30,7 @@ BUNDLE = "cloud_snapshot_bundle__live-nova-34.0.0.json"
 def load(name: str) -> Any:
     path = FIXTURES / name
     if not path.exists():
-        pytest.fail(f"fixture {path} is missing (shared/ must sit beside the checkout)")
+        pytest.fail(f"fixture {path} is missing (tests/fixtures/openstack/README.md lists them)")
     return json.loads(path.read_text())
 
 
