@@ -20,6 +20,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -331,3 +332,30 @@ def test_the_panel_check_can_fail(stack: Stack) -> None:
     good = Target("good", "A", "sum by (cloud, pool) (capacity_resource_allocatable)", "{{cloud}} {{pool}}", True)
     _, result = run(prometheus, good, {}, {})
     assert has_data(result, legend_labels(good.legend, {}, {}))
+
+
+def exposition_contract(exposition: str) -> set[str]:
+    """`family NAME TYPE` and `sample NAME LABEL,NAMES` lines of an exposition (what users' queries depend on)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    rows = {f"family {m.group(1)} {m.group(2)}" for m in re.finditer(r"^# TYPE (\S+) (\S+)$", exposition, re.M)}
+    for family in text_string_to_metric_families(exposition):
+        rows.update(f"sample {s.name} {','.join(sorted(s.labels)) or '-'}" for s in family.samples)
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_demo_exposition_keeps_every_family_and_label_set(stack: Stack) -> None:
+    """Refactors never drop a family or change a label set users query (tests/fixtures/demo-metrics-contract.txt)."""
+    golden_path = Path(__file__).resolve().parents[1] / "fixtures" / "demo-metrics-contract.txt"
+    golden = {line for line in golden_path.read_text().splitlines() if line and not line.startswith("#")}
+    missing = sorted(golden - exposition_contract(stack.exposition))
+    assert not missing, "the demo's /metrics lost families or label sets:\n" + "\n".join(missing)
+
+
+def test_the_exposition_contract_check_can_fail() -> None:
+    exposition = "# TYPE capacity_headroom_slots gauge\ncapacity_headroom_slots{cloud=\"a\",pool=\"p\"} 1\n"
+    rows = exposition_contract(exposition)
+    assert rows == {"family capacity_headroom_slots gauge", "sample capacity_headroom_slots cloud,pool"}
+    assert "sample capacity_headroom_slots cloud,layer,pool,pool_kind,shape" not in rows
