@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from collector import __version__
-from collector.app.plugins import load_plugins
+from collector.contract.plugins import PluginError, load_plugins
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except PluginError as error:  # a broken plugin stops the CLI with its name, not a traceback
+        print(f"capacityd: {error}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -9,8 +9,8 @@ a third party adds a kind from its own package (docs/DEVELOPING.md#plugins).
 from __future__ import annotations
 
 from functools import cache
-from importlib.metadata import entry_points
 
+from collector.contract.plugins import PluginError, load_plugins
 from collector.contract.settings import SourceBase
 from collector.sources.base import PollResult, Source, SourceError
 
@@ -26,18 +26,12 @@ def source_settings_models() -> dict[str, type[SourceBase]]:
     models: dict[str, type[SourceBase]] = {}
     builtin = ("libvirt", "openstack", "kubernetes")  # listed in this order in messages; third parties after
     order = {kind: index for index, kind in enumerate(builtin)}
-    found = entry_points(group="capacityd.sources")
-    for entry_point in sorted(found, key=lambda ep: (order.get(ep.name, len(builtin)), ep.name)):
-        try:
-            model = entry_point.load()
-        except Exception as error:
-            raise RuntimeError(
-                f"source plugin {entry_point.name!r} ({entry_point.value}) cannot be loaded: "
-                f"{type(error).__name__}: {error}"
-            ) from error
+    plugins = load_plugins("capacityd.sources")
+    for kind in sorted(plugins, key=lambda kind: (order.get(kind, len(builtin)), kind)):
+        model = plugins[kind]
         if not (isinstance(model, type) and issubclass(model, SourceBase)):
-            raise RuntimeError(f"source plugin {entry_point.name!r} ({entry_point.value}) is not a SourceBase model")
-        models[entry_point.name] = model
+            raise PluginError(f"source plugin {kind!r} is not a settings model derived from SourceBase")
+        models[kind] = model
     return models
 
 

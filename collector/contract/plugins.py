@@ -1,5 +1,7 @@
 """Plugins by entry points: sources, analyses, metric families and commands (docs/DEVELOPING.md#plugins).
 
+In the bottom layer so that every layer loads its plugins the same way and fails the same way.
+
 capacityd's own parts are registered in its pyproject.toml exactly as a third party registers theirs,
 under the groups `capacityd.sources`, `capacityd.analyses`, `capacityd.exporters` and
 `capacityd.commands`. A plugin that cannot be imported fails loudly with its group and name, at start.
@@ -20,6 +22,8 @@ def _load(entry_point: EntryPoint) -> Any:
     try:
         return entry_point.load()
     except Exception as error:
+        if isinstance(error, PluginError):  # a plugin whose own import loads a broken plugin: name the broken one
+            raise
         raise PluginError(
             f"plugin {entry_point.name!r} ({entry_point.group} = {entry_point.value}) cannot be loaded: "
             f"{type(error).__name__}: {error}"
