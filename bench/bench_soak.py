@@ -1,0 +1,262 @@
+"""Soak: the real `capacityd run` on the demo estate for N minutes, one fault injected every minute in rotation.
+
+The estate is the demo's (libvirt test-driver hypervisors, the Nova + Placement stand-in, the Kubernetes stand-in),
+served from this process so faults can be injected from outside the daemon:
+
+    server_error   the cloud answers 503 to every Placement listing for ~20 s
+    malformed      the cloud answers truncated JSON to a few server listings
+    hang           one Nova call hangs for twice the cloud's interval
+    down           the cloud stops listening for 20 s, then comes back on the same port
+    bad_reload     the config file is broken and the daemon is sent SIGHUP; the good file comes back 20 s later
+    slow_clients   200 connections dribble request headers at /metrics for 20 s
+    kubelets_down  every fake kubelet behind the Kubernetes stand-in stops answering for 20 s
+
+/metrics is scraped every 5 s throughout. Printed at the end: faults survived, scrapes failed, scrape latency
+(median and p99), the daemon's RSS at start and end, and history rows lost (successful polls the daemon counted
+that are not in history; must be 0).
+
+    .venv/bin/python bench/bench_soak.py --minutes 60      # the full soak (CI may use --minutes 2)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.faults.harness: the same checks as the fault suite
+
+from collector.demo import kubernetes as demo_kubernetes  # noqa: E402
+from collector.demo import libvirt as demo_libvirt  # noqa: E402
+from collector.demo.model import CLOUD, CLUSTER, REGION, build_estate  # noqa: E402
+from collector.demo.standins.kubernetes import StandinApiServer  # noqa: E402
+from collector.demo.standins.openstack import StandinServer, from_demo_estate  # noqa: E402
+from tests.faults.harness import (  # noqa: E402
+    Daemon,
+    free_port,
+    integrity_problems,
+    parse_samples,
+    poll_times,
+)
+
+OPENSTACK_INTERVAL = "10s"
+FAULT_SECONDS = 20.0
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class Soak:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        estate = build_estate()
+        context: dict[str, Any] = {"estate": estate}
+        self.libvirt = demo_libvirt.start(workdir, context)
+        self.cloud = from_demo_estate(estate, growth_every=60.0)
+        self.openstack = StandinServer(self.cloud).start()
+        clouds_yaml = self.openstack.write_clouds_yaml(workdir / "clouds.yaml", CLOUD, REGION)
+        context["openstack"] = {"clouds_yaml": str(clouds_yaml), "cloud": CLOUD, "region": REGION}
+        # the demo's Kubernetes part, kept by hand here so the soak can reach the fake kubelets
+        self.kube_server = StandinApiServer(workdir / "kubernetes")
+        nodes = demo_kubernetes.demo_nodes(estate)
+        self.kube_server.set_nodes(nodes)
+        self.kube_server.set_pods(demo_kubernetes.demo_pods([n["metadata"]["name"] for n in nodes]))
+        kubeconfig = self.kube_server.kubeconfig(workdir / "kubernetes" / "kubeconfig", context=CLUSTER,
+                                                 cluster=CLUSTER)
+        kubernetes = {"kind": "kubernetes", "name": CLUSTER, "kubeconfig": str(kubeconfig), "context": CLUSTER,
+                      "cluster": CLUSTER}
+        openstack = {"kind": "openstack", "name": CLOUD, "cloud": CLOUD, "region": REGION,
+                     "clouds_yaml": str(clouds_yaml), "interval": OPENSTACK_INTERVAL}
+        self.port = free_port()
+        self.state_dir = workdir / "state"
+        sources = [*self.libvirt.sources, openstack, kubernetes]
+        for source in sources:
+            if source["kind"] != "openstack":
+                source["interval"] = "15s"
+        self.good_config = yaml.safe_dump({"listen": f"127.0.0.1:{self.port}", "state_dir": str(self.state_dir),
+                                           "sources": sources})
+        self.config_path = workdir / "capacityd.yaml"
+        self.config_path.write_text(self.good_config)
+        self.daemon = Daemon(self.config_path, self.port, workdir / "daemon.log")
+        self.source_names = [source["name"] for source in sources]
+
+    # -- faults ---------------------------------------------------------------------------------------------
+
+    def fault_server_error(self) -> None:
+        self.openstack.inject("placement", r"/resource_providers", status=503, times=10_000)
+        time.sleep(FAULT_SECONDS)
+        with self.openstack._lock:
+            self.openstack.faults.clear()
+
+    def fault_malformed(self) -> None:
+        self.openstack.inject("compute", r"/servers/detail", status=200, times=2, body=b'{"servers": [{"id": ')
+        time.sleep(FAULT_SECONDS)
+
+    def fault_hang(self) -> None:
+        self.openstack.inject("compute", r"/os-hypervisors", status=200, times=1, delay=20.0)
+        time.sleep(FAULT_SECONDS)
+
+    def fault_down(self) -> None:
+        self.openstack.stop()
+        time.sleep(FAULT_SECONDS)
+        self.openstack = StandinServer(self.cloud, port=self.openstack.port).start()
+
+    def fault_bad_reload(self) -> None:
+        self.config_path.write_text("sources: [{kind: libvirt, name: broken, interval: 99999999999w, uri: x}]\n")
+        self.daemon.signal(signal.SIGHUP)
+        time.sleep(FAULT_SECONDS)
+        self.config_path.write_text(self.good_config)
+        self.daemon.signal(signal.SIGHUP)
+
+    def fault_slow_clients(self) -> None:
+        sockets: list[socket.socket] = []
+        deadline = time.monotonic() + FAULT_SECONDS
+        with contextlib.suppress(OSError):
+            for _ in range(200):
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+                sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+                sockets.append(sock)
+        while time.monotonic() < deadline:
+            for sock in sockets:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"X-Slow: 1\r\n")
+            time.sleep(1.0)
+        for sock in sockets:
+            sock.close()
+
+    def fault_kubelets_down(self) -> None:
+        kubelets = self.kube_server.kubelets
+        previous = {name: kubelet.behaviour for name, kubelet in kubelets.items()}
+        for kubelet in kubelets.values():
+            kubelet.behaviour = "down"
+        time.sleep(FAULT_SECONDS)
+        for name, behaviour in previous.items():
+            kubelets[name].behaviour = behaviour
+
+    # -- the run --------------------------------------------------------------------------------------------
+
+    def run(self, minutes: float) -> dict[str, Any]:
+        faults: list[tuple[str, Callable[[], None]]] = [
+            ("server_error", self.fault_server_error), ("malformed", self.fault_malformed),
+            ("hang", self.fault_hang), ("down", self.fault_down), ("bad_reload", self.fault_bad_reload),
+            ("slow_clients", self.fault_slow_clients), ("kubelets_down", self.fault_kubelets_down),
+        ]
+        self.daemon.start()
+        time.sleep(20)  # first polls of every source
+        rss_start = rss_bytes(self.daemon.pid)
+        latencies: list[float] = []
+        failed_scrapes = 0
+        stop = threading.Event()
+
+        def scraper() -> None:
+            nonlocal failed_scrapes
+            while not stop.wait(5.0):
+                started = time.perf_counter()
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
+                        response.read()
+                    latencies.append(time.perf_counter() - started)
+                except OSError:
+                    failed_scrapes += 1
+
+        thread = threading.Thread(target=scraper, daemon=True)
+        thread.start()
+        survived: list[str] = []
+        died: list[str] = []
+        end = time.monotonic() + minutes * 60
+        index = 0
+        while time.monotonic() < end:
+            minute_end = min(end, time.monotonic() + 60)
+            name, inject = faults[index % len(faults)]
+            index += 1
+            inject()
+            (survived if self.daemon.alive() else died).append(name)
+            if not self.daemon.alive():
+                break
+            time.sleep(max(0.0, minute_end - time.monotonic()))
+        stop.set()
+        thread.join(10)
+        time.sleep(16)  # let every source complete a poll after the last fault
+        text = self.daemon.scrape()
+        rss_end = rss_bytes(self.daemon.pid)
+        succeeded: dict[str, float] = {}
+        snapshot_at = next(value for name, _, value in parse_samples(text)
+                           if name == "capacityd_snapshot_timestamp_seconds")
+        for sample_name, labels, value in parse_samples(text):
+            source = labels.get("source")
+            if source is None:
+                continue
+            if sample_name == "capacityd_source_polls_total":
+                succeeded[source] = succeeded.get(source, 0.0) + value
+            elif sample_name == "capacityd_source_errors_total":
+                succeeded[source] = succeeded.get(source, 0.0) - value
+        code = self.daemon.stop()
+        # polls stored up to the moment the scraped snapshot was taken (a poll still running then is not counted yet)
+        stored = {source: len([t for t in poll_times(self.state_dir, source) if t <= snapshot_at])
+                  for source in succeeded}
+        lost = {source: int(succeeded[source] - stored[source]) for source in succeeded}
+        return {
+            "faults": [name for name, _ in faults], "survived": survived, "died": died,
+            "scrapes": len(latencies) + failed_scrapes, "failed_scrapes": failed_scrapes,
+            "latencies": latencies, "rss_start": rss_start, "rss_end": rss_end, "lost": lost, "stored": stored,
+            "integrity": integrity_problems(self.state_dir), "exit_code": code,
+        }
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.openstack.stop()
+        with contextlib.suppress(Exception):
+            self.kube_server.stop()
+        with contextlib.suppress(Exception):
+            self.libvirt.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=60.0, help="how long to soak (default %(default)s)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="capacityd-soak-") as tmp:
+        soak = Soak(Path(tmp))
+        try:
+            result = soak.run(args.minutes)
+        finally:
+            soak.close()
+        latencies = sorted(result["latencies"]) or [float("nan")]
+        p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+        print(f"soak: {args.minutes:g} min, faults in rotation: {', '.join(result['faults'])}")
+        print(f"faults injected: {len(result['survived']) + len(result['died'])}, survived: {len(result['survived'])}"
+              + (f", the daemon died after: {result['died']}" if result["died"] else ""))
+        print(f"scrapes: {result['scrapes']}, failed: {result['failed_scrapes']}, "
+              f"latency median {statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+        growth = (result["rss_end"] - result["rss_start"]) / max(result["rss_start"], 1) * 100
+        print(f"RSS: start {result['rss_start'] / 2**20:.0f} MiB, end {result['rss_end'] / 2**20:.0f} MiB "
+              f"({growth:+.1f} %)")
+        print(f"history: polls stored {sum(result['stored'].values())}, rows lost "
+              f"{sum(max(v, 0) for v in result['lost'].values())} (per source: {result['lost']}); "
+              f"integrity: {'ok' if not result['integrity'] else result['integrity']}; exit code {result['exit_code']}")
+        ok = not result["died"] and not result["integrity"] and all(v <= 0 for v in result["lost"].values())
+        print("VERDICT:", "survived" if ok else "FAILED")
+        return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
