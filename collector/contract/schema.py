@@ -73,7 +73,7 @@ class FrameSchema:
         """A zero-row frame with the right columns and dtypes (a copy of one built once: building is slow)."""
         return _empty_frame(self).copy()
 
-    def build(self, records: Iterable[Mapping] | Mapping[str, Iterable]) -> pd.DataFrame:
+    def build(self, records: Iterable[Mapping[str, Any]] | Mapping[str, Iterable[Any]]) -> pd.DataFrame:
         """Build a conforming frame from records (list of dicts) or columns (dict of lists).
 
         Missing nullable columns are filled with nulls; dtypes are coerced; the result is validated.
@@ -331,7 +331,7 @@ def validate_frame(name: str, frame: pd.DataFrame) -> None:
 
 def _check_allocatable(frame: pd.DataFrame) -> None:
     def values(column: str) -> np.ndarray:
-        return frame[column].to_numpy(dtype=float, na_value=np.nan)
+        return np.asarray(frame[column].to_numpy(dtype=float, na_value=np.nan), dtype=float)
 
     expected = np.clip((values("capacity") - values("reserved")) * values("allocation_ratio"), 0, None)
     wrong = ~np.isclose(values("allocatable"), expected, rtol=1e-6, atol=1e-6)
