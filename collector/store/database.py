@@ -16,6 +16,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -40,6 +41,8 @@ class Database:
         self.config = config
         self.step = max(60, int(config.downsample_step.total_seconds()))
         self._health = WriteHealth()
+        self.rejected: Counter[str] = Counter()
+        """Polls refused per source (older than full-resolution history); their rows are in `stats()`."""
         self._lock = threading.RLock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []

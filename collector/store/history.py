@@ -17,7 +17,6 @@ compaction and a manifest), reads are indexed range scans, and readers never blo
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 from collector.contract.schema import FrameSet
@@ -54,11 +53,6 @@ __all__ = [
 
 class History(Writer, Retention, Reader):
     """Pool, host and consumer history of every source, in one SQLite file (docs/history.md)."""
-
-    def __init__(self, path: Path, config: HistoryConfig):
-        self.rejected: Counter[str] = Counter()
-        """Polls refused per source (older than full-resolution history); rows in `stats()`."""
-        super().__init__(path, config)
 
     @classmethod
     def open(cls, state_dir: Path, config: HistoryConfig) -> History:

@@ -199,7 +199,7 @@ class Reader(Database):
         ends = np.concatenate((bounds, [len(pkey)]))
         labels_of = keys[["layer", "cloud", "pool", "resource"]].itertuples(index=False, name=None)
         series_of = dict(zip(keys["pkey"].tolist(), labels_of, strict=True))
-        groups: dict[tuple, list[tuple[int, int]]] = {}
+        groups: dict[tuple[str, ...], list[tuple[int, int]]] = {}
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             label = series_of[int(pkey[s])]
             groups.setdefault(label, []).append((s, e))
@@ -318,7 +318,7 @@ class Reader(Database):
         """
         lo = _floor(_epoch(start, "start"), CONSUMER_HOUR) if start is not None else 0
         hi = _epoch(end, "end") if end is not None else 2**62
-        where, params = ["last_hour >= ?"], [lo]
+        where, params = ["last_hour >= ?"], [lo]  # type: list[str], list[int | str]
         for column, values in (("layer", _as_list(layer)), ("cloud", _as_list(cloud))):
             if values is not None:
                 where.append(f"{column} IN ({', '.join('?' * len(values))})")

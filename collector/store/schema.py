@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -166,22 +167,27 @@ def _fingerprints(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
             for column in columns
         }
     )
-    return pd.util.hash_pandas_object(normalized, index=False).to_numpy().view(np.int64)
+    hashed: np.ndarray = pd.util.hash_pandas_object(normalized, index=False).to_numpy().view(np.int64)
+    return hashed
 
 
-def _py(column: np.ndarray | pd.Series) -> list:
+def _py(column: np.ndarray | pd.Series) -> list[Any]:
     """Column -> list of Python scalars for sqlite3. SQLite itself stores a NaN float as NULL."""
+    values: list[Any]
     if isinstance(column, np.ndarray) and column.dtype.kind in "fiub":
-        return column.tolist()
+        values = column.tolist()
+        return values
     series = pd.Series(column)
     if series.dtype.kind == "f":
-        return series.to_numpy(dtype=float, na_value=np.nan).tolist()
-    if series.dtype.kind in "iub":
-        return series.to_numpy().tolist()
-    return series.astype(object).where(series.notna(), None).tolist()
+        values = series.to_numpy(dtype=float, na_value=np.nan).tolist()
+    elif series.dtype.kind in "iub":
+        values = series.to_numpy().tolist()
+    else:
+        values = series.astype(object).where(series.notna(), None).tolist()
+    return values
 
 
-def _rows(*columns: np.ndarray | pd.Series | list) -> list[tuple]:
+def _rows(*columns: np.ndarray | pd.Series | list[Any]) -> list[tuple[Any, ...]]:
     return list(zip(*(_py(c) if not isinstance(c, list) else c for c in columns), strict=True))
 
 

@@ -192,6 +192,7 @@ class Writer(Database):
         layout = self._capacity_layout(con, source, capacity)
         values = {c: capacity[c].to_numpy(dtype=float, na_value=np.nan) for c in
                   ("capacity", "reserved", "allocatable", "allocated", "used")}  # fmt: skip
+        assert layout.group_ids is not None and layout.group_keys is not None  # capacity layouts have both
         groups, count = layout.group_ids, len(layout.group_keys)
         pool_columns = []
         for series in values.values():
