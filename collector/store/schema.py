@@ -123,9 +123,8 @@ CREATE TABLE count_keys (
 CREATE TABLE consumer_counts (
     ts INTEGER NOT NULL, gkey INTEGER NOT NULL, count INTEGER NOT NULL,
     PRIMARY KEY (ts, gkey)) WITHOUT ROWID;
-""" + "\n" + _SCHEMA_V2
-
-
+"""
+_SCHEMA += _SCHEMA_V2
 
 
 _KEY_TABLES = {
@@ -197,4 +196,3 @@ def _as_list(value: str | Iterable[str] | None) -> list[str] | None:
     if isinstance(value, str):
         return [value]
     return list(value)
-

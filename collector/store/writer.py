@@ -87,8 +87,6 @@ def _same_labels(old: tuple[np.ndarray, ...], new: tuple[np.ndarray, ...]) -> bo
     return True
 
 
-
-
 class Writer(Database):
     """The write side of History."""
 
