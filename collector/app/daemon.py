@@ -114,9 +114,10 @@ class Pipeline:
             self.analysis_errors.update(errors)
         frames, errors = run_analyses(context, expensive=False)
         self.analysis_errors.update(errors)
+        stats = self.history.stats_frames() if self.history is not None else {}  # history_stats (store health)
         snapshot = Snapshot(
             taken_at=base.taken_at,
-            frames={**base.frames, **self._expensive, **frames},
+            frames={**base.frames, **self._expensive, **frames, **stats},
             statuses=base.statuses,
         )
         if self.cache is not None:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from collector.contract.schema import CAPACITY
-from collector.store.history import History, HistoryError
+from collector.store.history import SCHEMA_VERSION, History, HistoryError
 from collector.store.settings import HistoryConfig
 from tests.history.frames import RESOURCES, capacity_frame, consumers_frame
 
@@ -345,7 +345,8 @@ def test_newer_schema_and_foreign_files_are_refused(tmp_path: Path, config: Hist
     History.open(tmp_path / "a", config).close()
     with sqlite3.connect(tmp_path / "a" / "history.sqlite") as con:
         con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    with pytest.raises(HistoryError, match=r"schema version 99 is newer than this capacityd supports \(1\)"):
+    newer = rf"schema version 99 is newer than this capacityd supports \({SCHEMA_VERSION}\)"
+    with pytest.raises(HistoryError, match=newer):
         History.open(tmp_path / "a", config)
     (tmp_path / "b").mkdir()
     with sqlite3.connect(tmp_path / "b" / "history.sqlite") as con:

@@ -1,0 +1,231 @@
+"""Connections, schema creation and migration, and the write transaction every change goes through.
+
+Writes go through one connection guarded by a lock (SQLite has one writer anyway); each read runs in
+one read transaction on a per-thread connection, so it sees a consistent snapshot while appends go on.
+
+The in-memory caches (label tuple -> key id, per-source layouts, consumer key hours) hold ids that are
+only valid once the transaction that created them has committed. Whatever way a transaction ends
+without a commit (an exception in our code, a COMMIT refused for a full disk after which SQLite has
+already rolled back, a ROLLBACK that itself fails), `_write` forgets every cache before the error
+leaves it, so an id that was never committed is never handed out again (docs/history.md, "When writes fail").
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from collector.store.health import WriteHealth
+from collector.store.schema import _KEY_TABLES, _SCHEMA, _SCHEMA_V2, SCHEMA_VERSION, HistoryError
+from collector.store.settings import HistoryConfig
+
+if TYPE_CHECKING:
+    from collector.store.writer import _ConsumerAccumulator, _Layout
+
+log = logging.getLogger("collector.store.history")
+
+
+class Database:
+    """The SQLite file of one History: connections, schema, transactions (the base of `History`)."""
+
+    def __init__(self, path: Path, config: HistoryConfig):
+        self.path = Path(path)
+        self.config = config
+        self.step = max(60, int(config.downsample_step.total_seconds()))
+        self._health = WriteHealth()
+        self.rejected: Counter[str] = Counter()
+        """Polls refused per source (older than full-resolution history); their rows are in `stats()`."""
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._key_cache: dict[str, dict[int, int]] = {table: {} for table in _KEY_TABLES}
+        self._ckey_hour: dict[int, int] = {}
+        self._layouts: dict[tuple[str, str], _Layout] = {}
+        self._accumulators: dict[str, _ConsumerAccumulator] = {}
+        self._last_flush = time.monotonic()
+        self._closed = False
+        self._writer: sqlite3.Connection | None = None
+        try:
+            self._writer = self._connect()
+        except sqlite3.DatabaseError as error:
+            raise HistoryError(f"{self.path}: cannot open history database: {error}") from None
+        try:
+            self._writer.execute("PRAGMA cache_size = -65536")
+            self._init_schema()
+        except sqlite3.DatabaseError as error:
+            self._close_writer()
+            raise HistoryError(f"{self.path}: cannot open history database: {error}") from None
+        except BaseException:
+            self._close_writer()
+            raise
+
+    # ------------------------------------------------------------------ connections and schema
+
+    def _connect(self) -> sqlite3.Connection:
+        """WAL + synchronous=NORMAL: a commit is atomic and survives a killed process; only an OS crash
+        or power cut can lose the last commits (never corrupt the file), and no fsync per poll."""
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        try:
+            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.DatabaseError:
+            connection.close()
+            raise
+        if str(mode).lower() != "wal":
+            connection.close()
+            raise HistoryError(f"{self.path}: cannot switch to WAL mode (got {mode}); is it on a network share?")
+        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute("PRAGMA busy_timeout = 30000")
+        connection.execute("PRAGMA journal_size_limit = 67108864")
+        connection.execute("PRAGMA temp_store = MEMORY")
+        return connection
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        """The writer, reopened if a failed rollback made us drop it."""
+        if self._writer is None:
+            connection = self._connect()
+            connection.execute("PRAGMA cache_size = -65536")
+            self._writer = connection
+        return self._writer
+
+    def _close_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except sqlite3.Error as error:  # a connection that cannot even close is dropped all the same
+                log.debug("history: closing the writer failed: %s", error)
+
+    def _init_schema(self) -> None:
+        with self._write("opening the history") as con:
+            has_meta = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+            if has_meta is None:
+                tables = con.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+                if tables:
+                    raise HistoryError(f"{self.path}: a SQLite file that is not capacityd history (no meta table)")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        con.execute(statement)
+                con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                con.execute("INSERT INTO meta VALUES ('created', ?)", (datetime.now(UTC).isoformat(),))
+                con.execute("INSERT INTO meta VALUES ('polls_since', '0')")
+                return
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise HistoryError(
+                    f"{self.path}: history schema version {version} is newer than this capacityd supports "
+                    f"({SCHEMA_VERSION}); upgrade capacityd, or move the file away to start a new history"
+                )
+            if version == 1:
+                # Additive: polls are recorded from now on; verify() checks ownership of rows since then.
+                con.execute(_SCHEMA_V2)
+                now = int(datetime.now(UTC).timestamp())
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('polls_since', ?)", (str(now),))
+                con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+                log.info("history: %s migrated from schema version 1 to %d", self.path, SCHEMA_VERSION)
+            elif version < SCHEMA_VERSION:
+                raise HistoryError(f"{self.path}: unknown history schema version {version}")
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise HistoryError(f"{self.path}: history is closed")
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            connection.execute("PRAGMA query_only = 1")
+            self._local.connection = connection
+            with self._readers_lock:
+                self._readers.append(connection)
+        return connection
+
+    @contextmanager
+    def _write(self, what: str = "writing") -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE .. COMMIT) under the writer lock.
+
+        Any way it ends without a commit, the caches are forgotten (module docstring); a failure of the
+        file or the disk is counted (and logged once per episode) before it is re-raised to the caller,
+        which decides what is dropped.
+        """
+        with self._lock:
+            if self._closed:
+                raise HistoryError(f"{self.path}: history is closed")
+            try:
+                con = self._writer_connection()
+                con.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as error:
+                self._health.failed(what, error)
+                raise
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException as error:
+                self._rollback(con)
+                if isinstance(error, sqlite3.Error):
+                    self._health.failed(what, error)
+                raise
+            self._health.succeeded()
+
+    def _rollback(self, con: sqlite3.Connection) -> None:
+        """End a failed transaction, whatever state SQLite left it in, and forget every cached key."""
+        try:
+            # A COMMIT refused with SQLITE_FULL (or an I/O error) may already have rolled back:
+            # ROLLBACK then raises "no transaction is active".
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+        except sqlite3.Error as error:
+            # The connection's state is unknown: drop it; the next write opens a fresh one.
+            log.debug("history: rollback failed (%s); reopening the writer", error)
+            self._close_writer()
+        finally:
+            self._forget_caches()
+
+    def _forget_caches(self) -> None:
+        """Keys interned in a rolled-back transaction are gone: forget every cached key and layout."""
+        for cache in self._key_cache.values():
+            cache.clear()
+        self._layouts.clear()
+        self._ckey_hour.clear()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every query inside sees the same snapshot, even while compact() runs."""
+        con = self._reader()
+        con.execute("BEGIN")
+        try:
+            yield con
+        finally:
+            con.execute("COMMIT")
+
+    @staticmethod
+    def _meta_int(con: sqlite3.Connection, key: str) -> int | None:
+        row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else None
+
+    @staticmethod
+    def _set_meta(con: sqlite3.Connection, key: str, value: int) -> None:
+        con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+
+    def _close_connections(self) -> None:
+        """Close readers and the writer (PRAGMA optimize first, when the disk lets us)."""
+        with self._readers_lock:
+            for connection in self._readers:
+                try:
+                    connection.close()
+                except sqlite3.Error as error:
+                    log.debug("history: closing a reader failed: %s", error)
+            self._readers.clear()
+        if self._writer is not None:
+            try:
+                self._writer.execute("PRAGMA optimize")
+            except sqlite3.Error as error:  # statistics are an optimisation; a full disk must not fail close
+                log.debug("history: PRAGMA optimize at close failed: %s", error)
+        self._close_writer()
