@@ -27,17 +27,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from collector.estate import Snapshot
 from exporters.report import metrics
-from exporters.report.content import BuildInputs, Chart, ReportContent, build_content, summary_record
+from exporters.report.content import BuildInputs, build_content, summary_record
+from exporters.report.model import Chart, ReportContent
 from exporters.report.settings import ReportConfig, SmtpConfig, report_cron_trigger
 from exporters.report.store import SendStore, period_key
 
-if TYPE_CHECKING:  # the app's composed config is passed in; exporters never import the app
-    from collector.app.config import Config
+
+class ReportsConfig(Protocol):
+    """What scheduling reports needs of the app's config (exporters never import the app)."""
+
+    state_dir: Path
+    smtp: SmtpConfig | None
+    reports: list[ReportConfig]
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +56,10 @@ ACCURACY_LOOKBACK = timedelta(days=30)
 # -- building -------------------------------------------------------------------------------------------
 
 
-def _forecaster() -> Callable[..., Any] | None:
-    try:
-        from collector.analyses.forecast.api import forecast_series
-    except ImportError:
-        return None
-    return forecast_series
-
-
 def build_report(report: ReportConfig, snapshot: Snapshot, history: Any, *, store: SendStore | None = None,
-                 period: datetime | None = None, backtest: bool | None = None) -> tuple[ReportContent, list[Chart]]:
-    """The report's content and charts for `snapshot` (+ history and what earlier sends recorded)."""
+                 period: datetime | None = None) -> tuple[ReportContent, list[Chart]]:
+    """The report's content and charts for `snapshot` (its frames hold the report analysis's figures; history
+    is read for the charts and data-quality notes; the send record for last week's and last month's)."""
     from exporters.report.charts import render_charts
 
     now = snapshot.taken_at
@@ -73,7 +72,6 @@ def build_report(report: ReportConfig, snapshot: Snapshot, history: Any, *, stor
     inputs = BuildInputs(
         frames=snapshot.frames, now=now, history=history, previous_summary=previous_summary,
         previous_forecasts=previous_forecasts, previous_forecasts_made_at=made_at, period=period,
-        backtest=_forecaster() if (report.accuracy_backtest if backtest is None else backtest) else None,
     )
     content = build_content(report, inputs)
     charts = render_charts(content, report.charts)
@@ -167,7 +165,7 @@ def latest_period(report: ReportConfig, now: datetime) -> datetime | None:
 @dataclass
 class _Runtime:
     scheduler: Any
-    config: Config
+    config: ReportsConfig
     snapshot_provider: Callable[[], Snapshot]
     history: Any
     store: SendStore
@@ -181,18 +179,30 @@ def _jobstore_url(state_dir: Path) -> str:
     return f"sqlite:///{Path(state_dir).resolve() / 'report-schedule.sqlite'}"
 
 
-def schedule_reports(scheduler: Any, config: Config, snapshot_provider: Callable[[], Snapshot],
+def schedule_reports(scheduler: Any, config: ReportsConfig, snapshot_provider: Callable[[], Snapshot],
                      history: Any) -> None:
-    """(Re)schedule every configured report on the daemon's scheduler; call at start and on reload."""
+    """(Re)schedule every configured report on the daemon's scheduler; call at start and on reload.
+
+    With no report configured, nothing is opened (a reload must not touch the state dir for reports
+    that do not exist: with a full disk that would stop the daemon); a schedule stored earlier is
+    dropped only when its job store already exists.
+    """
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 
     global _RUNTIME
     state_dir = Path(config.state_dir)
+    names = {report.name for report in config.reports}
+    if not config.reports:
+        metrics.forget_except(names)
+        with _RUNTIME_LOCK:
+            _RUNTIME = None
+        if (state_dir / "report-schedule.sqlite").exists():
+            _drop_stored(scheduler, _jobstore_url(state_dir), names)
+        return
     state_dir.mkdir(parents=True, exist_ok=True)
     store = SendStore.open(state_dir)
     with _RUNTIME_LOCK:
         _RUNTIME = _Runtime(scheduler, config, snapshot_provider, history, store)
-    names = {report.name for report in config.reports}
     metrics.forget_except(names)
     for report in config.reports:
         last = store.last_sent(report.name)
@@ -201,19 +211,7 @@ def schedule_reports(scheduler: Any, config: Config, snapshot_provider: Callable
     url = _jobstore_url(state_dir)
     with contextlib.suppress(ValueError):  # added by an earlier call (reload): the same store
         scheduler.add_jobstore(SQLAlchemyJobStore(url=url), alias=JOBSTORE)
-    # Read what is stored directly (the scheduler may not be started yet, and a stopped scheduler
-    # only shows jobs added since); a second store object on the same database is safe.
-    probe = SQLAlchemyJobStore(url=url)
-    probe.start(scheduler, JOBSTORE)
-    try:
-        stored = {job.id: job for job in probe.get_all_jobs()}
-        for job_id in stored:
-            name = job_id.split(":", 1)[1]
-            if job_id.startswith((JOB_PREFIX, RETRY_PREFIX)) and name not in names:
-                probe.remove_job(job_id)
-                log.info("report %s is no longer configured: its schedule was removed", name)
-    finally:
-        probe.shutdown()
+    stored = _drop_stored(scheduler, url, names)
 
     for report in config.reports:
         trigger = _trigger(report)
@@ -232,6 +230,28 @@ def schedule_reports(scheduler: Any, config: Config, snapshot_provider: Callable
         )
         log.info("report %s scheduled (%s %s); next run %s", report.name, report.schedule, report.timezone,
                  options.get("next_run_time", "per schedule"))
+
+
+def _drop_stored(scheduler: Any, url: str, names: set[str]) -> dict[str, Any]:
+    """The stored jobs, after removing those of reports no longer configured.
+
+    Read what is stored directly (the scheduler may not be started yet, and a stopped scheduler only
+    shows jobs added since); a second store object on the same database is safe.
+    """
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+    probe = SQLAlchemyJobStore(url=url)
+    probe.start(scheduler, JOBSTORE)
+    try:
+        stored = {job.id: job for job in probe.get_all_jobs()}
+        for job_id in stored:
+            name = job_id.split(":", 1)[1]
+            if job_id.startswith((JOB_PREFIX, RETRY_PREFIX)) and name not in names:
+                probe.remove_job(job_id)
+                log.info("report %s is no longer configured: its schedule was removed", name)
+    finally:
+        probe.shutdown()
+    return stored
 
 
 def _runtime() -> _Runtime | None:
