@@ -31,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "forecast", help="headroom and exhaustion dates, optionally under what-if scenarios",
         description="Poll once, then print slots per pool and shape and when each pool runs out, before and "
                     "after the --what-if scenarios (docs/headroom.md).",
+        epilog="Where the state comes from: the sources of the config given with -c are polled afresh (nothing "
+               "is written); the history that exhaustion dates are forecast from is read from --state-dir if "
+               "given, else from the config's `state_dir` — point -c at the running daemon's config (or pass "
+               "its state dir with --state-dir) to read its history while it runs. `capacityd demo` prints "
+               "the exact command for its estate. Without history (--no-history, or no such directory yet) "
+               "only headroom is shown.",
     )
     parser.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
     parser.add_argument("--what-if", dest="what_if", action="append", default=[], metavar="SCENARIO",
@@ -39,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--horizon", type=parse_duration, default=timedelta(days=180),
                         help="how far ahead to look for exhaustion (default 180d)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="read history from this state directory (a running daemon's) instead of the "
+                             "config's state_dir")
     parser.add_argument("--no-history", action="store_true", help="headroom only: do not read history")
     parser.set_defaults(func=run)
 
@@ -56,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    if args.state_dir is not None:
+        if not args.state_dir.is_dir():
+            print(f"capacityd forecast: --state-dir {args.state_dir}: no such directory", file=sys.stderr)
+            return 1
+        config = config.model_copy(update={"state_dir": args.state_dir})
     history = None if args.no_history or not config.state_dir.exists() else open_history(config)
     try:
         snapshot = collect_once(config, history=None, analyses=False, progress=args.format == "table")
