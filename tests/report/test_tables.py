@@ -29,3 +29,19 @@ def test_every_table_row_is_distinct_with_its_layer(estate):
         assert f"{row.layer} · {row.pool_kind.replace('_', ' ')}" in headroom
     details = html.split("Pools in detail", 1)[1].split("</table>", 1)[0]
     assert details.count('margin-left:16px;">openstack</div>') == sum(r.layer == "openstack" for r in content.pool_rows)
+
+
+def test_report_thresholds_are_the_reports_own():
+    """A report's utilization thresholds (config) set the band when there is no forecast yet."""
+    from collector.analyses.report import current_figures, spec_of
+    from tests.report.estate import SyntheticEstate
+
+    estate = SyntheticEstate.build(seed=3)
+    frames = estate.snapshot(derived=False, figures=False).frames
+    strict = ReportConfig(name="strict", recipients=["a@example.org"], utilization_red=0.1, utilization_amber=0.05)
+    default = ReportConfig(name="default", recipients=["a@example.org"])
+    pools = current_figures(frames, None, estate.now, [spec_of(strict), spec_of(default)])["report_pools"]
+    by_report = {name: group.set_index(["layer", "cloud", "pool"])["status"] for name, group in pools.groupby("report")}
+    assert set(by_report["strict"]) == {"red"}
+    assert (by_report["default"] != "red").any()
+    assert set(pools["rule"]) == {"utilization"}
