@@ -24,16 +24,18 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from collector.estate import Snapshot
-    from exporters.report.service import ReportsConfig
+    from exporters.report.service import ReportsConfig, ReportService
     from exporters.report.settings import ReportConfig
 
 
 def schedule_reports(scheduler: Any, config: ReportsConfig, snapshot_provider: Callable[[], Snapshot],
-                     history: Any) -> None:
-    """(Re)schedule every configured report on the daemon's APScheduler; call at start and on reload."""
+                     history: Any) -> ReportService | None:
+    """(Re)schedule every configured report on the daemon's APScheduler; call at start and on reload.
+
+    Returns the service whose methods are the jobs (None when no report is configured)."""
     from exporters.report.service import schedule_reports as schedule
 
-    schedule(scheduler, config, snapshot_provider, history)
+    return schedule(scheduler, config, snapshot_provider, history)
 
 
 def write_report(snapshot: Snapshot, history: Any, out_dir: Path, *, report: ReportConfig | None = None) -> Path:
