@@ -234,3 +234,49 @@ def test_forecast_log_line_names_days() -> None:
         logger.setLevel(previous)
     lines = [r.getMessage() for r in records if r.getMessage().startswith("forecast:")]
     assert lines and "within 180 days" in lines[0] and "0:00:00" not in lines[0], lines
+
+
+def test_progress_line_only_on_a_terminal_and_only_when_slow() -> None:
+    """The one-off commands' progress line, on a real pseudo-terminal: drawn after the delay, erased at the end;
+    nothing for a quick run, nothing when stderr is not a terminal."""
+    import io
+    import os
+    import pty
+    import time
+
+    from collector.app.commands.progress import Progress
+
+    def run_on_pty(seconds: float) -> str:
+        master, slave = pty.openpty()
+        try:
+            with os.fdopen(slave, "w", closefd=False) as terminal:
+                with Progress("capacityd test", stream=terminal, delay=0.5, interval=0.05) as progress:
+                    progress.stage("polling 3 source(s)")
+                    time.sleep(seconds)
+                    progress.stage("forecasting")
+                    time.sleep(seconds / 2)
+                terminal.flush()
+            os.set_blocking(master, False)
+            chunks = []
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except (BlockingIOError, OSError):
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return b"".join(chunks).decode()
+        finally:
+            os.close(slave)
+            os.close(master)
+
+    slow = run_on_pty(1.0)
+    assert "capacityd test: polling 3 source(s) … 00:0" in slow
+    assert "capacityd test: forecasting" in slow
+    assert slow.rstrip(" ").endswith("\r")  # the line is erased: the command's answer starts on a clean line
+    assert run_on_pty(0.1) == ""
+    piped = io.StringIO()
+    with Progress("capacityd test", stream=piped, delay=0.0, interval=0.05):
+        time.sleep(0.3)
+    assert piped.getvalue() == ""

@@ -55,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from collector.analyses.headroom.whatif import ScenarioError, parse_scenario, run_whatif
     from collector.app.commands.core import _load
+    from collector.app.commands.progress import Progress
     from collector.app.daemon import collect_once, open_history
 
     try:
@@ -72,20 +73,30 @@ def run(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"state_dir": args.state_dir})
     history = None if args.no_history or not config.state_dir.exists() else open_history(config)
     try:
-        snapshot = collect_once(config, history=None, analyses=False, progress=args.format == "table")
-        failed = [s.name for s in snapshot.statuses if not s.up]
-        if snapshot.statuses and len(failed) == len(snapshot.statuses):
-            print(f"capacityd forecast: every source failed ({', '.join(failed)})", file=sys.stderr)
-            return 2
-        now = datetime.now(UTC)
-        try:
-            result = run_whatif(snapshot.frames, scenarios, config, now, history=history, horizon=args.horizon)
-        except ScenarioError as error:
-            print(f"capacityd forecast: {error}", file=sys.stderr)
-            return 1
+        with Progress("capacityd forecast") as progress:  # the line is erased before anything is printed
+            progress.stage(f"polling {len(config.sources)} source(s)")
+            snapshot = collect_once(config, history=None, analyses=False)
+            now = datetime.now(UTC)
+            progress.stage("headroom and forecasts" + (f" under {len(scenarios)} what-if scenario(s)"
+                                                       if scenarios else ""))
+            failed = [s.name for s in snapshot.statuses if not s.up]
+            everything_failed = bool(snapshot.statuses) and len(failed) == len(snapshot.statuses)
+            try:
+                result = None if everything_failed else run_whatif(snapshot.frames, scenarios, config, now,
+                                                                   history=history, horizon=args.horizon)
+            except ScenarioError as error:
+                result, scenario_error = None, error
+            else:
+                scenario_error = None
     finally:
         if history is not None:
             history.close()
+    if everything_failed:
+        print(f"capacityd forecast: every source failed ({', '.join(failed)})", file=sys.stderr)
+        return 2
+    if scenario_error is not None or result is None:
+        print(f"capacityd forecast: {scenario_error}", file=sys.stderr)
+        return 1
     document = build_document(result, scenarios_given=bool(scenarios))
     if args.format == "json":
         sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
