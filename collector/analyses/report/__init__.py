@@ -50,11 +50,12 @@ log = logging.getLogger(__name__)
 WEEK = timedelta(days=7)
 
 
-def read_week(history: Any, now: datetime) -> pd.DataFrame:
-    """The last week of hourly pool series (plus 6 hours' slack), or an empty frame."""
+def read_week_ago(history: Any, now: datetime) -> pd.DataFrame:
+    """Hourly pool series within 12 hours of a week ago (what the week-on-week change compares with)."""
     if history is None:
         return pd.DataFrame()
-    frame = history.pool_series(start=now - WEEK - timedelta(hours=6), end=now, step=timedelta(hours=1))
+    frame = history.pool_series(start=now - WEEK - timedelta(hours=12), end=now - WEEK + timedelta(hours=12),
+                                step=timedelta(hours=1))
     if frame is None or frame.empty:
         return pd.DataFrame()
     return frame.assign(timestamp=pd.to_datetime(frame["timestamp"], utc=True))
@@ -67,7 +68,7 @@ def current_figures(frames: Mapping[str, pd.DataFrame], history: Any, now: datet
     capacity, forecast = frames.get("capacity"), frames.get("forecast")
     headroom, consumers = frames.get("headroom"), frames.get("consumers")
     totals = pool_totals(capacity)
-    week = read_week(history, now)
+    week = read_week_ago(history, now)
     pools: list[pd.DataFrame] = []
     done: list[tuple[ReportSpec, pd.DataFrame]] = []
     for spec in specs:

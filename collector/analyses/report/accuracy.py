@@ -172,6 +172,6 @@ def backtest_accuracy(forecaster: Callable[..., Any], history: Any, series: pd.D
         if distance.min() > NEAR:
             continue
         point = group.iloc[distance.argsort().iloc[0]]
-        actual, limit = wanted[key]  # type: ignore[index]
-        records.append(_row(key, "backtest", origin, point["timestamp"], point, actual, limit))  # type: ignore[arg-type]
+        actual, limit = wanted[key]
+        records.append(_row(key, "backtest", origin, point["timestamp"], point, actual, limit))
     return REPORT_ACCURACY.build(records) if records else REPORT_ACCURACY.empty()

@@ -43,7 +43,7 @@ def growth(counts: pd.DataFrame | None, consumers: pd.DataFrame | None, now: dat
     sizes = _flavor_sizes(consumers)
     since = ends.set_index("source")
     records: dict[tuple[str, str, str], dict[str, object]] = {}
-    for (source, layer, cloud, project, flavor), row in both.iterrows():  # type: ignore[misc]
+    for (source, layer, cloud, project, flavor), row in both.iterrows():
         change = float(row["end_count"] - row["start_count"])
         entry = records.setdefault((str(layer), str(cloud), str(project)), {
             "layer": str(layer), "cloud": str(cloud), "project": str(project), "count_start": 0.0,
@@ -57,8 +57,8 @@ def growth(counts: pd.DataFrame | None, consumers: pd.DataFrame | None, now: dat
         if size is not None:
             entry["delta_cpu"] = float(entry["delta_cpu"]) + change * size[0]  # type: ignore[arg-type]
             entry["delta_memory"] = float(entry["delta_memory"]) + change * size[1]  # type: ignore[arg-type]
-        entry["start"] = min(entry["start"], since.at[source, "start"])  # type: ignore[type-var]
-        entry["end"] = max(entry["end"], since.at[source, "end"])  # type: ignore[type-var]
+        entry["start"] = min(entry["start"], since.at[source, "start"])
+        entry["end"] = max(entry["end"], since.at[source, "end"])
     if not records:
         return REPORT_GROWTH.empty()
     return REPORT_GROWTH.build(list(records.values()))
@@ -95,7 +95,7 @@ def _flavor_sizes(consumers: pd.DataFrame | None) -> dict[tuple[str, str, str], 
     frame = consumers.assign(flavor=consumers["flavor"].astype(object).where(consumers["flavor"].notna(), ""))
     means = frame.groupby(["layer", "cloud", "flavor"], observed=True)[["cpu", "memory"]].mean()
     return {(str(a), str(b), str(c)): (_zero_nan(r["cpu"]), _zero_nan(r["memory"]))
-            for (a, b, c), r in means.iterrows()}  # type: ignore[misc]
+            for (a, b, c), r in means.iterrows()}
 
 
 def _zero_nan(value: object) -> float:

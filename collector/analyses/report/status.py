@@ -85,7 +85,7 @@ def pool_resources(totals: pd.DataFrame, reclaimable: pd.DataFrame | None) -> pd
     reclaim: dict[tuple[str, ...], float] = {}
     if reclaimable is not None and not reclaimable.empty:
         sums = reclaimable.groupby(["layer", "cloud", "pool", "resource"], observed=True)["amount"].sum()
-        reclaim = {tuple(map(str, key)): float(value) for key, value in sums.items()}  # type: ignore[arg-type]
+        reclaim = {tuple(map(str, key)): float(value) for key, value in sums.items()}
     frame = totals.copy()
     frame["reclaimable"] = [reclaim.get(key, math.nan) for key in
                            zip(frame["layer"], frame["cloud"], frame["pool"], frame["resource"], strict=True)]
@@ -133,8 +133,8 @@ def pool_statuses(spec: ReportSpec, totals: pd.DataFrame, forecast: pd.DataFrame
             _p50=forecast["seconds_p50"].astype(float).fillna(math.inf),
             _p10=forecast["seconds_p10"].astype(float).fillna(math.inf),
         ).sort_values(["layer", "cloud", "pool", "_p50", "_p10", "resource", "basis"])
-        for _, row in ordered.drop_duplicates(["layer", "cloud", "pool"]).iterrows():
-            first_forecast[(str(row["layer"]), str(row["cloud"]), str(row["pool"]))] = row
+        for _, first in ordered.drop_duplicates(["layer", "cloud", "pool"]).iterrows():
+            first_forecast[(str(first["layer"]), str(first["cloud"]), str(first["pool"]))] = first
     by_pool_totals = dict(iter(totals.groupby(["layer", "cloud", "pool"], observed=True))) if not totals.empty \
         else {}
     partition = headroom[headroom["pool_kind"].isin(PARTITION_POOL_KINDS)] \
@@ -179,7 +179,7 @@ def pool_statuses(spec: ReportSpec, totals: pd.DataFrame, forecast: pd.DataFrame
                 row["utilization"] = ratio(number(match.iloc[0][basis]), number(match.iloc[0]["allocatable"]))
             then = week_then.get((*key, row["resource"]))
             if then is not None and not math.isnan(row["utilization"]):
-                then_value = ratio(then.get(row["basis"] or "allocated", math.nan), then.get("allocatable"))
+                then_value = ratio(then.get(row["basis"] or "allocated", math.nan), then.get("allocatable", math.nan))
                 row["utilization_change"] = row["utilization"] - then_value
         _apply_headroom(row, by_pool_headroom.get(key), common_flavor.get(key))
         if row["n1"] == "fails" and row["status"] == "green":
@@ -217,7 +217,7 @@ def _common_flavors(consumers: pd.DataFrame | None) -> dict[tuple[str, str, str]
     holding = consumers[consumers["holds_capacity"].astype(bool) & consumers["flavor"].notna()]
     counts = holding.groupby(["layer", "cloud", "pool", "flavor"], observed=True).size()
     out: dict[tuple[str, str, str], list[str]] = {}
-    for (layer, cloud, pool, flavor), _ in counts.sort_values(ascending=False).items():  # type: ignore[misc]
+    for (layer, cloud, pool, flavor), _ in counts.sort_values(ascending=False).items():
         out.setdefault((str(layer), str(cloud), str(pool)), []).append(str(flavor))
     return out
 
@@ -279,7 +279,7 @@ def _p50_at_horizons(points: pd.DataFrame | None, now: datetime) -> dict[tuple[A
     out: dict[tuple[Any, ...], float] = {}
     for record in selected.itertuples(index=False):
         key = (str(record.layer), str(record.cloud), str(record.pool), str(record.resource), str(record.basis))
-        out[(*key, days_of[record.timestamp])] = float(record.p50)  # type: ignore[index]
+        out[(*key, days_of[record.timestamp])] = float(record.p50)
     return out
 
 

@@ -81,13 +81,12 @@ def run(args: argparse.Namespace) -> int:
                                                        if scenarios else ""))
             failed = [s.name for s in snapshot.statuses if not s.up]
             everything_failed = bool(snapshot.statuses) and len(failed) == len(snapshot.statuses)
+            scenario_error: ScenarioError | None = None
             try:
                 result = None if everything_failed else run_whatif(snapshot.frames, scenarios, config, now,
                                                                    history=history, horizon=args.horizon)
             except ScenarioError as error:
                 result, scenario_error = None, error
-            else:
-                scenario_error = None
     finally:
         if history is not None:
             history.close()
