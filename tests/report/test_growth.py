@@ -95,3 +95,69 @@ def test_no_growth_without_two_samples(tmp_path):
         assert growth(counts, None, NOW + timedelta(seconds=1)).empty
     finally:
         history.close()
+
+
+# -- properties -----------------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SOURCE = st.fixed_dictionaries({
+    "offset": st.integers(0, 3599),            # the second of the hour this source polls at
+    "interval": st.sampled_from([600, 1800, 3600, 3 * 3600]),
+    "first_day": st.integers(0, 10),           # days before NOW its history starts (a new source: small)
+    "projects": st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 40), min_size=1),
+    "added": st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]), st.integers(1, 9), max_size=3),
+})
+
+
+def counts_frame(sources: list[dict[str, object]]) -> tuple[pd.DataFrame, dict[str, float]]:
+    """consumer_counts rows of sources polling at their own seconds; each source's `added` consumers are
+    created at a random-looking but fixed moment inside its window. Returns the rows and the true growth
+    per project of the sources that have two samples in the window."""
+    rows, truth = [], {}
+    window_start = NOW - timedelta(days=7)
+    for index, spec in enumerate(sources):
+        name = f"src-{index}"
+        start = max(NOW - timedelta(days=int(spec["first_day"])), window_start - timedelta(hours=1))  # type: ignore[call-overload]
+        stamps = []
+        t = start.replace(minute=0, second=0) + timedelta(seconds=int(spec["offset"]))  # type: ignore[call-overload]
+        while t <= NOW:
+            if t >= start:
+                stamps.append(t)
+            t += timedelta(seconds=int(spec["interval"]))  # type: ignore[call-overload]
+        if not stamps:
+            continue
+        middle = stamps[len(stamps) // 2]
+        sampled = []  # a poll that found no consumer leaves no row: history cannot know it happened
+        for when in stamps:
+            projects = dict(spec["projects"])  # type: ignore[call-overload]
+            if when > middle:
+                for project, count in spec["added"].items():  # type: ignore[attr-defined]
+                    projects[project] = projects.get(project, 0) + count
+            for project, count in projects.items():
+                if count:
+                    rows.append({"timestamp": pd.Timestamp(when), "source": name, "layer": "openstack",
+                                 "cloud": "c", "pool": "p", "project": project, "flavor": "m1", "state": "active",
+                                 "count": count})
+            if any(projects.values()):
+                sampled.append(when)
+        in_window = [s for s in sampled if s >= window_start - timedelta(hours=1)]
+        if len(in_window) >= 2 and in_window[-1] > middle >= in_window[0]:
+            for project, count in spec["added"].items():  # type: ignore[attr-defined]
+                truth[project] = truth.get(project, 0.0) + count
+    frame = pd.DataFrame(rows, columns=["timestamp", "source", "layer", "cloud", "pool", "project", "flavor",
+                                        "state", "count"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame, truth
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(SOURCE, min_size=1, max_size=4))
+def test_growth_is_exactly_what_was_added_whatever_the_poll_seconds(sources):
+    """Consumers that existed all along never count; consumers added in the window count once, per project."""
+    counts, truth = counts_frame(sources)
+    frame = growth(counts, None, NOW)
+    measured = {str(r.project): float(r.delta_count) for r in frame.itertuples(index=False)}
+    assert {p: v for p, v in measured.items() if v} == {p: v for p, v in truth.items() if v}
+    assert (frame["count_now"] - frame["count_start"] == frame["delta_count"]).all()
