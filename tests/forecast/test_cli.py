@@ -280,3 +280,22 @@ def test_progress_line_only_on_a_terminal_and_only_when_slow() -> None:
     with Progress("capacityd test", stream=piped, delay=0.0, interval=0.05):
         time.sleep(0.3)
     assert piped.getvalue() == ""
+
+
+def test_what_if_table_names_the_failure_before_and_after() -> None:
+    """The what-if table named only the after-scenario worst failure (issue 11 item 6)."""
+    from collector.app.commands.forecast import render_table
+
+    def side(slots: float, after: float, domain: str) -> dict[str, object]:
+        return {"slots": slots, "slots_after_failure": after, "failure_domain": domain, "shortfall": 0.0,
+                "limiting_resource": "memory"}
+
+    entry = {"layer": "openstack", "cloud": "c", "pool_kind": "az", "pool": "az1", "shape": "p1.gamma",
+             "before": side(6, 0, "compute-04"), "after": side(4, 4, "compute-06")}
+    same = dict(entry, shape="m1.small", before=side(9, 3, "compute-04"), after=side(7, 2, "compute-04"))
+    document = {"scenarios": [{"scenario": "+200 m1.large", "unplaced": 0, "notes": []}],
+                "headroom": [entry, same], "exhaustion": [], "forecast_note": None, "what_if": True}
+    lines = {line.split()[4]: line for line in render_table(document).splitlines() if " az1 " in line}
+    assert "compute-04 -> compute-06" in lines["p1.gamma"]
+    assert "compute-04" in lines["m1.small"] and "->" not in lines["m1.small"]
+    assert "->" not in render_table(dict(document, what_if=False))

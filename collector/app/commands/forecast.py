@@ -195,7 +195,11 @@ def render_table(document: dict[str, Any]) -> str:
             row["what-if"] = _slots(entry["after"])
         side = entry["after"] or entry["before"] or {}
         row["limit"] = side.get("limiting_resource") or ""
-        row["worst failure"] = side.get("failure_domain") or ""
+        # Name the failure N+1 is judged against now and, when a what-if moves it, after the scenario too.
+        before = (entry["before"] or {}).get("failure_domain") or ""
+        after = (entry["after"] or {}).get("failure_domain") or ""
+        row["worst failure"] = f"{before or '-'} -> {after or '-'}" if document["what_if"] and before != after \
+            else (after or before)
         rows.append(row)
     table = pd.DataFrame(rows).to_string(index=False) if rows else "(no hosts or shapes found)"
     parts.append("== headroom: slots (after the worst failure) ==\n" + table)
