@@ -36,7 +36,14 @@ from collector.analyses.report.frames import (
 )
 from collector.analyses.report.growth import growth
 from collector.analyses.report.spec import ReportSpec, Scope, scope_filter, spec_of, specs_of
-from collector.analyses.report.status import headroom_ahead, pool_resources, pool_statuses, pool_totals, to_utc
+from collector.analyses.report.status import (
+    headroom_ahead,
+    pool_inputs,
+    pool_resources,
+    pool_statuses,
+    pool_totals,
+    to_utc,
+)
 from collector.contract.schema import FrameSet
 
 __all__ = [
@@ -68,14 +75,13 @@ def current_figures(frames: Mapping[str, pd.DataFrame], history: Any, now: datet
     capacity, forecast = frames.get("capacity"), frames.get("forecast")
     headroom, consumers = frames.get("headroom"), frames.get("consumers")
     totals = pool_totals(capacity)
-    week = read_week_ago(history, now)
+    inputs = pool_inputs(totals, forecast, headroom, consumers, read_week_ago(history, now), now)
     pools: list[pd.DataFrame] = []
     done: list[tuple[ReportSpec, pd.DataFrame]] = []
     for spec in specs:
-        same = next((rows for other, rows in done if other.same_figures(spec)), None)
+        same = next((rows for other, rows in done if other.same_thresholds(spec)), None)
         rows = same.assign(report=pd.array([spec.name] * len(same), dtype="string")) if same is not None \
-            else pool_statuses(
-            spec, totals, forecast, headroom, consumers, week, now)
+            else pool_statuses(spec, inputs)
         done.append((spec, rows))
         pools.append(rows)
     non_empty = [frame for frame in pools if not frame.empty]

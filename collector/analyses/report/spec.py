@@ -44,6 +44,11 @@ class ReportSpec:
     backtest: bool = True
     scope: Scope = field(default_factory=Scope)
 
+    def same_thresholds(self, other: ReportSpec) -> bool:
+        """True when `other` colours pools the same (its thresholds equal)."""
+        return (self.red_days, self.amber_days, self.utilization_red, self.utilization_amber) == (
+            other.red_days, other.amber_days, other.utilization_red, other.utilization_amber)
+
     def same_figures(self, other: ReportSpec) -> bool:
         """True when `other` would get the same rows (everything but the name equal)."""
         return (self.red_days, self.amber_days, self.utilization_red, self.utilization_amber, self.top_n,

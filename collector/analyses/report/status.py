@@ -9,6 +9,7 @@ fails N+1 is never green. The thresholds are each report's (docs/config.md#repor
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -119,10 +120,20 @@ def forecast_index(forecast: pd.DataFrame | None) -> dict[SeriesKey, dict[str, A
 # -- statuses -------------------------------------------------------------------------------------------
 
 
-def pool_statuses(spec: ReportSpec, totals: pd.DataFrame, forecast: pd.DataFrame | None,
-                  headroom: pd.DataFrame | None, consumers: pd.DataFrame | None, week: pd.DataFrame,
-                  now: datetime) -> pd.DataFrame:
-    """The `report_pools` rows of one report (its thresholds) for every pool with data or a forecast."""
+@dataclass(frozen=True)
+class PoolInputs:
+    """What every report's bands are judged from, gathered once per pass (the thresholds differ, not these)."""
+
+    pools: list[tuple[str, str, str]]
+    first_forecast: dict[tuple[str, str, str], pd.Series]
+    totals: dict[Any, pd.DataFrame]
+    headroom: dict[Any, pd.DataFrame]
+    common_flavor: dict[tuple[str, str, str], list[str]]
+    week_then: dict[tuple[str, str, str, str], dict[str, float]]
+
+
+def pool_inputs(totals: pd.DataFrame, forecast: pd.DataFrame | None, headroom: pd.DataFrame | None,
+                consumers: pd.DataFrame | None, week: pd.DataFrame, now: datetime) -> PoolInputs:
     pools = sorted({(r.layer, r.cloud, r.pool) for r in totals.itertuples(index=False)})
     first_forecast: dict[tuple[str, str, str], pd.Series] = {}
     if forecast is not None and not forecast.empty:
@@ -141,11 +152,16 @@ def pool_statuses(spec: ReportSpec, totals: pd.DataFrame, forecast: pd.DataFrame
         if headroom is not None and not headroom.empty else None
     by_pool_headroom = dict(iter(partition.groupby(["layer", "cloud", "pool"], observed=True))) \
         if partition is not None and not partition.empty else {}
-    common_flavor = _common_flavors(consumers)
-    week_then = _values_week_ago(week, now)
+    return PoolInputs(pools, first_forecast, by_pool_totals, by_pool_headroom, _common_flavors(consumers),
+                      _values_week_ago(week, now))
 
+
+def pool_statuses(spec: ReportSpec, inputs: PoolInputs) -> pd.DataFrame:
+    """The `report_pools` rows of one report (its thresholds) for every pool with data or a forecast."""
+    first_forecast, by_pool_totals, by_pool_headroom = inputs.first_forecast, inputs.totals, inputs.headroom
+    common_flavor, week_then = inputs.common_flavor, inputs.week_then
     records = []
-    for key in pools:
+    for key in inputs.pools:
         row: dict[str, Any] = {
             "report": spec.name, "layer": key[0], "cloud": key[1], "pool": key[2], "status": "unknown",
             "rule": "no_data", "resource": None, "basis": None, "days_p10": math.nan, "days_p50": math.nan,
