@@ -37,6 +37,7 @@ from collector.analyses.report.frames import (
 from collector.analyses.report.growth import growth
 from collector.analyses.report.spec import ReportSpec, Scope, scope_filter, spec_of, specs_of
 from collector.analyses.report.status import (
+    forecast_index,
     headroom_ahead,
     pool_inputs,
     pool_resources,
@@ -48,8 +49,8 @@ from collector.contract.schema import FrameSet
 
 __all__ = [
     "REPORT_ACCURACY", "REPORT_ACCURACY_SERIES", "REPORT_GROWTH", "REPORT_HEADROOM", "REPORT_POOLS",
-    "REPORT_POOL_RESOURCES", "ReportSpec", "Scope", "current_figures", "history_figures", "scope_filter",
-    "spec_of", "specs_of", "stored_accuracy",
+    "REPORT_POOL_RESOURCES", "ReportSpec", "Scope", "current_figures", "forecast_index", "history_figures",
+    "scope_filter", "spec_of", "specs_of", "stored_accuracy",
 ]
 
 log = logging.getLogger(__name__)
