@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -74,7 +74,8 @@ def load_builtin_analyses() -> None:
 def run_analyses(context: AnalysisContext, *, expensive: bool | None = None) -> tuple[FrameSet, dict[str, str]]:
     """Run analyses (all, or only cheap/expensive ones); returns (frames, errors by analysis name).
 
-    One failing analysis is logged and reported; it never stops the others.
+    One failing analysis is logged and reported; it never stops the others. Each analysis sees the frames
+    of those registered before it in this run (the report's figures read headroom and forecasts).
     """
     frames: FrameSet = {}
     errors: dict[str, str] = {}
@@ -82,7 +83,7 @@ def run_analyses(context: AnalysisContext, *, expensive: bool | None = None) -> 
         if expensive is not None and registered.expensive != expensive:
             continue
         try:
-            produced = registered.func(context)
+            produced = registered.func(replace(context, frames={**context.frames, **frames}) if frames else context)
             for name, frame in produced.items():
                 validate_frame(name, frame)
             frames.update(produced)

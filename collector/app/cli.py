@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from collector import __version__
 from collector.contract.plugins import PluginError, load_plugins
 
+DAEMON_COMMANDS = frozenset({"run", "demo"})
+"""Long-running commands keep INFO logs of sources and analyses; the one-off ones log them at -v only."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -47,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # APScheduler logs every job run at INFO; capacityd logs what matters about each poll itself.
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    if args.command not in DAEMON_COMMANDS and not args.verbose:
+        # A one-off command prints its answer; the sources' connection chatter (libvirt's "connected to",
+        # "closing connection", one pair per host) stays at debug level, shown with -v. Warnings still show.
+        logging.getLogger("collector.sources").setLevel(logging.WARNING)
+        logging.getLogger("collector.analyses").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,7 @@ class Pipeline:
             frames, errors = run_analyses(context, expensive=True)
             self._expensive = frames
             self.analysis_errors.update(errors)
-        frames, errors = run_analyses(context, expensive=False)
+        frames, errors = run_analyses(replace(context, frames={**base.frames, **self._expensive}), expensive=False)
         self.analysis_errors.update(errors)
         stats = self.history.stats_frames() if self.history is not None else {}  # history_stats (store health)
         snapshot = Snapshot(

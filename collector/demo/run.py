@@ -80,6 +80,13 @@ def backfill_history(history: Any, estate: Any, config: Any) -> None:
     _say(f"backfilled 8 weeks of pool history and {polls} past usage polls ({time.monotonic() - started:.1f}s)")
 
 
+def forecast_command(config_path: Path) -> str:
+    """The exact `capacityd forecast` command to try against the running demo (its config names its state dir)."""
+    import shlex
+
+    return (f"capacityd forecast -c {shlex.quote(str(config_path))} --what-if {shlex.quote('+200 m1.large')}")
+
+
 def run_demo(listen: str, state_dir: Path | None, duration: float | None) -> int:
     from collector.app.daemon import Daemon
 
@@ -102,6 +109,7 @@ def run_demo(listen: str, state_dir: Path | None, duration: float | None) -> int
         daemon.start()
         host, _ = config.listen_host_port
         _say(f"serving http://{host}:{daemon.server.port}/metrics  (config: {workdir / 'capacityd.yaml'})")
+        _say(f"try, in another terminal: {forecast_command(workdir / 'capacityd.yaml')}")
         threading.Thread(target=_write_report_when_ready, args=(daemon, workdir), daemon=True).start()
         deadline = time.monotonic() + duration if duration else None
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):

@@ -1,7 +1,10 @@
 """The weekly capacity report by email (docs/report.md).
 
-    content.py   frames + history -> ReportContent (what the report says)
-    accuracy.py  how last month's forecasts fared
+    content.py   the report analysis's frames (collector/analyses/report/) -> ReportContent: selects, words
+    model.py     ReportContent and its rows (plain data)
+    select.py    which rows of a per-report frame are this report's
+    accuracy.py  how last month's forecasts fared (the analysis's rows + the bands stored with sends)
+    quality.py   notes on the data: history reads that never fail, sources down, gaps
     charts.py    matplotlib PNGs (Agg canvas)
     render.py    jinja2 HTML/text, CSV attachments, the MIME message under a size bound
     delivery.py  SMTP (STARTTLS / implicit TLS, auth, retries)
@@ -20,17 +23,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from collector.app.config import Config
     from collector.estate import Snapshot
+    from exporters.report.service import ReportsConfig, ReportService
     from exporters.report.settings import ReportConfig
 
 
-def schedule_reports(scheduler: Any, config: Config, snapshot_provider: Callable[[], Snapshot],
-                     history: Any) -> None:
-    """(Re)schedule every configured report on the daemon's APScheduler; call at start and on reload."""
+def schedule_reports(scheduler: Any, config: ReportsConfig, snapshot_provider: Callable[[], Snapshot],
+                     history: Any) -> ReportService | None:
+    """(Re)schedule every configured report on the daemon's APScheduler; call at start and on reload.
+
+    Returns the service whose methods are the jobs (None when no report is configured)."""
     from exporters.report.service import schedule_reports as schedule
 
-    schedule(scheduler, config, snapshot_provider, history)
+    return schedule(scheduler, config, snapshot_provider, history)
 
 
 def write_report(snapshot: Snapshot, history: Any, out_dir: Path, *, report: ReportConfig | None = None) -> Path:

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from collector.contract.schema import resource_unit
-from exporters.report.content import Chart, PoolStatus, ReportContent
+from exporters.report.model import Chart, PoolStatus, ReportContent
 
 COLORS = {"red": "#c62828", "amber": "#ef8f00", "green": "#2e7d32", "unknown": "#9e9e9e"}
 INK = "#263238"

@@ -27,7 +27,7 @@ import jinja2
 
 from exporters.report import units
 from exporters.report.charts import COLORS
-from exporters.report.content import HORIZONS_DAYS, Chart, ReportContent
+from exporters.report.model import HORIZONS_DAYS, Chart, ReportContent
 from exporters.report.settings import ReportConfig
 
 TEMPLATES = Path(__file__).parent / "templates"

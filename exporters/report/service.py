@@ -2,42 +2,40 @@
 
 Scheduling (APScheduler 3, the daemon's BackgroundScheduler):
 
-* each report is a cron job in the report's time zone, stored in a persistent job store
-  (SQLAlchemyJobStore, `<state_dir>/report-schedule.sqlite`). At start the stored job is kept
-  as it was — including a `next_run_time` that passed while the daemon was down — so the
-  scheduler runs a missed send once (`coalesce`) if it is within `misfire_grace_time`, instead of
-  recomputing the next time from "now" and silently skipping the week;
+* each report is a cron job in the report's time zone; its next run time is kept in the send record
+  (`<state_dir>/reports.sqlite`, table `schedules`). At start the stored time is kept as it was —
+  including one that passed while the daemon was down — so the scheduler runs a missed send once
+  (`coalesce`) if it is within `misfire_grace_time`, instead of recomputing the next time from "now"
+  and silently skipping the week;
 * each run works out its *period* (the scheduled time it belongs to) from the cron expression and
   asks the send record first: a period is sent at most once, whatever runs it (a misfire catch-up,
   a retry, `capacityd report --send`, a second daemon on the same state dir);
 * a failed send is logged, counted (`capacityd_report_failures_total`) and retried by a one-off
-  job `retry_interval` later, for up to `retry_for` after the scheduled time.
+  job `retry_interval` later, for up to `retry_for` after the scheduled time; a pending retry is kept
+  in the same table, so a restart does not lose it.
 
-Job functions are module-level and referenced by name with plain-string arguments, as a persistent
-job store requires; what they need at run time (config, snapshot provider, history) is registered
-by `schedule_reports`.
+The jobs are methods of the `ReportService` that `schedule_reports` makes: what they need at run
+time (config, snapshot provider, history, send record, scheduler) comes with them as arguments, never
+from module state; the jobs live in the scheduler's memory job store `capacityd-reports`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from collector.estate import Snapshot
 from exporters.report import metrics
-from exporters.report.content import BuildInputs, Chart, ReportContent, build_content, summary_record
+from exporters.report.content import BuildInputs, build_content, summary_record
+from exporters.report.model import Chart, ReportContent
 from exporters.report.settings import ReportConfig, SmtpConfig, report_cron_trigger
 from exporters.report.store import SendStore, period_key
-
-if TYPE_CHECKING:  # the app's composed config is passed in; exporters never import the app
-    from collector.app.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +48,10 @@ ACCURACY_LOOKBACK = timedelta(days=30)
 # -- building -------------------------------------------------------------------------------------------
 
 
-def _forecaster() -> Callable[..., Any] | None:
-    try:
-        from collector.analyses.forecast.api import forecast_series
-    except ImportError:
-        return None
-    return forecast_series
-
-
 def build_report(report: ReportConfig, snapshot: Snapshot, history: Any, *, store: SendStore | None = None,
-                 period: datetime | None = None, backtest: bool | None = None) -> tuple[ReportContent, list[Chart]]:
-    """The report's content and charts for `snapshot` (+ history and what earlier sends recorded)."""
+                 period: datetime | None = None) -> tuple[ReportContent, list[Chart]]:
+    """The report's content and charts for `snapshot` (its frames hold the report analysis's figures; history
+    is read for the charts and data-quality notes; the send record for last week's and last month's)."""
     from exporters.report.charts import render_charts
 
     now = snapshot.taken_at
@@ -73,7 +64,6 @@ def build_report(report: ReportConfig, snapshot: Snapshot, history: Any, *, stor
     inputs = BuildInputs(
         frames=snapshot.frames, now=now, history=history, previous_summary=previous_summary,
         previous_forecasts=previous_forecasts, previous_forecasts_made_at=made_at, period=period,
-        backtest=_forecaster() if (report.accuracy_backtest if backtest is None else backtest) else None,
     )
     content = build_content(report, inputs)
     charts = render_charts(content, report.charts)
@@ -164,131 +154,150 @@ def latest_period(report: ReportConfig, now: datetime) -> datetime | None:
 # -- scheduling -----------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Runtime:
-    scheduler: Any
-    config: Config
-    snapshot_provider: Callable[[], Snapshot]
-    history: Any
-    store: SendStore
+class ReportsConfig(Protocol):
+    """What scheduling reports needs of the app's config (exporters never import the app)."""
+
+    state_dir: Path
+    smtp: SmtpConfig | None
+    reports: list[ReportConfig]
 
 
-_RUNTIME: _Runtime | None = None
-_RUNTIME_LOCK = threading.Lock()
+def _trigger_text(trigger: Any) -> str:
+    return f"{trigger} {trigger.timezone}"
 
 
-def _jobstore_url(state_dir: Path) -> str:
-    return f"sqlite:///{Path(state_dir).resolve() / 'report-schedule.sqlite'}"
+class ReportService:
+    """The report jobs of one scheduler, with everything they need (no module-global state)."""
+
+    def __init__(self, scheduler: Any, config: ReportsConfig, snapshot_provider: Callable[[], Snapshot],
+                 history: Any, store: SendStore):
+        self.scheduler = scheduler
+        self.config = config
+        self.snapshot_provider = snapshot_provider
+        self.history = history
+        self.store = store
+
+    def _report(self, name: str) -> ReportConfig | None:
+        return next((r for r in self.config.reports if r.name == name), None)
+
+    def run_scheduled(self, name: str) -> SendOutcome | None:
+        """The cron job: send this period's report (once)."""
+        report = self._report(name)
+        if report is None:
+            log.warning("report %s is no longer configured; skipping", name)
+            return None
+        now = datetime.now(UTC)
+        trigger = _trigger(report)
+        # What a persistent job store would record: the next run after this one, kept across restarts.
+        self.store.save_schedule(JOB_PREFIX + name, name, _trigger_text(trigger),
+                                 trigger.get_next_fire_time(None, now + timedelta(seconds=1)))
+        period = latest_period(report, now)
+        if period is None:
+            log.error("report %s: no scheduled time found at or before now; skipping", name)
+            return None
+        return self._run(report, period)
+
+    def run_retry(self, name: str, period: str) -> SendOutcome | None:
+        """The one-off retry of a failed send for a given period."""
+        self.store.drop_schedule(RETRY_PREFIX + name)
+        report = self._report(name)
+        if report is None:
+            return None
+        return self._run(report, datetime.fromisoformat(period))
+
+    def _run(self, report: ReportConfig, period: datetime) -> SendOutcome:
+        smtp = self.config.smtp
+        if smtp is None:  # the config validator prevents this; be explicit anyway
+            log.error("report %s: no smtp section configured", report.name)
+            return SendOutcome("failed", "no smtp section")
+        outcome = send_report(report, smtp, self.snapshot_provider(), self.history, self.store, period)
+        if outcome.status == "failed":
+            self._schedule_retry(report, period)
+        return outcome
+
+    def _schedule_retry(self, report: ReportConfig, period: datetime, when: datetime | None = None) -> None:
+        from apscheduler.triggers.date import DateTrigger
+
+        when = when or datetime.now(UTC) + report.retry_interval
+        if when > period + report.retry_for:
+            log.error("report %s for %s: giving up after retrying for %s", report.name, period_key(period),
+                      report.retry_for)
+            self.store.drop_schedule(RETRY_PREFIX + report.name)
+            return
+        self.store.save_schedule(RETRY_PREFIX + report.name, report.name, "retry", when, period_key(period))
+        self.scheduler.add_job(
+            self.run_retry, trigger=DateTrigger(when), args=[report.name, period_key(period)],
+            id=RETRY_PREFIX + report.name, name=f"report {report.name} retry", jobstore=JOBSTORE,
+            replace_existing=True, misfire_grace_time=int(report.retry_for.total_seconds()), coalesce=True,
+        )
+        log.info("report %s for %s: retrying at %s", report.name, period_key(period), when.isoformat())
+
+    def schedule(self) -> None:
+        """Add (or replace) every configured report's jobs, keeping stored run times of unchanged schedules."""
+        names = {report.name for report in self.config.reports}
+        stored = self.store.schedules()
+        for job_id, (name, *_rest) in stored.items():
+            if name not in names:
+                self.store.drop_schedule(job_id)
+                _remove_job(self.scheduler, job_id)
+                log.info("report %s is no longer configured: its schedule was removed", name)
+        now = datetime.now(UTC)
+        for report in self.config.reports:
+            trigger = _trigger(report)
+            job_id = JOB_PREFIX + report.name
+            previous = stored.get(job_id)
+            if previous is not None and previous[1] == _trigger_text(trigger) and previous[2] is not None:
+                # Unchanged schedule: keep the stored next run time, even if it passed while we were down.
+                next_run, kept = previous[2], True
+            else:
+                next_run, kept = trigger.get_next_fire_time(None, now), False
+            self.store.save_schedule(job_id, report.name, _trigger_text(trigger), next_run)
+            self.scheduler.add_job(
+                self.run_scheduled, trigger=trigger, args=[report.name], id=job_id, name=f"report {report.name}",
+                jobstore=JOBSTORE, replace_existing=True, next_run_time=next_run,
+                misfire_grace_time=int(report.misfire_grace_time.total_seconds()), coalesce=True, max_instances=1,
+            )
+            log.info("report %s scheduled (%s %s); next run %s%s", report.name, report.schedule, report.timezone,
+                     next_run.isoformat() if next_run else "never", " (kept)" if kept else "")
+            retry = stored.get(RETRY_PREFIX + report.name)
+            if retry is not None and retry[2] is not None and retry[3] is not None:
+                self._schedule_retry(report, datetime.fromisoformat(retry[3]), max(retry[2], now))
+            else:
+                _remove_job(self.scheduler, RETRY_PREFIX + report.name)
 
 
-def schedule_reports(scheduler: Any, config: Config, snapshot_provider: Callable[[], Snapshot],
-                     history: Any) -> None:
-    """(Re)schedule every configured report on the daemon's scheduler; call at start and on reload."""
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+def _remove_job(scheduler: Any, job_id: str) -> None:
+    from apscheduler.jobstores.base import JobLookupError
 
-    global _RUNTIME
+    with contextlib.suppress(JobLookupError, KeyError):
+        scheduler.remove_job(job_id, jobstore=JOBSTORE)
+
+
+def schedule_reports(scheduler: Any, config: ReportsConfig, snapshot_provider: Callable[[], Snapshot],
+                     history: Any) -> ReportService | None:
+    """(Re)schedule every configured report on the daemon's scheduler; call at start and on reload.
+
+    Returns the service whose methods are the jobs (None without reports). With no report configured,
+    nothing is opened (a reload must not touch the state dir for reports that do not exist: with a full
+    disk that would stop the daemon); jobs of reports scheduled earlier are removed from the scheduler.
+    """
+    from apscheduler.jobstores.base import ConflictingIdError
+    from apscheduler.jobstores.memory import MemoryJobStore
+
+    names = {report.name for report in config.reports}
+    metrics.forget_except(names)
+    with contextlib.suppress(ValueError, ConflictingIdError):  # added by an earlier call (reload)
+        scheduler.add_jobstore(MemoryJobStore(), alias=JOBSTORE)
+    if not config.reports:
+        for job in list(scheduler.get_jobs(jobstore=JOBSTORE)):
+            _remove_job(scheduler, job.id)
+        return None
     state_dir = Path(config.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     store = SendStore.open(state_dir)
-    with _RUNTIME_LOCK:
-        _RUNTIME = _Runtime(scheduler, config, snapshot_provider, history, store)
-    names = {report.name for report in config.reports}
-    metrics.forget_except(names)
     for report in config.reports:
         last = store.last_sent(report.name)
         metrics.seed(report.name, last.sent_at if last else None)
-
-    url = _jobstore_url(state_dir)
-    with contextlib.suppress(ValueError):  # added by an earlier call (reload): the same store
-        scheduler.add_jobstore(SQLAlchemyJobStore(url=url), alias=JOBSTORE)
-    # Read what is stored directly (the scheduler may not be started yet, and a stopped scheduler
-    # only shows jobs added since); a second store object on the same database is safe.
-    probe = SQLAlchemyJobStore(url=url)
-    probe.start(scheduler, JOBSTORE)
-    try:
-        stored = {job.id: job for job in probe.get_all_jobs()}
-        for job_id in stored:
-            name = job_id.split(":", 1)[1]
-            if job_id.startswith((JOB_PREFIX, RETRY_PREFIX)) and name not in names:
-                probe.remove_job(job_id)
-                log.info("report %s is no longer configured: its schedule was removed", name)
-    finally:
-        probe.shutdown()
-
-    for report in config.reports:
-        trigger = _trigger(report)
-        job_id = JOB_PREFIX + report.name
-        grace = int(report.misfire_grace_time.total_seconds())
-        options: dict[str, Any] = {}
-        previous = stored.get(job_id)
-        if previous is not None and str(previous.trigger) == str(trigger) \
-                and str(previous.trigger.timezone) == str(trigger.timezone) and previous.next_run_time is not None:
-            # Unchanged schedule: keep the stored next run time, even if it passed while we were down.
-            options["next_run_time"] = previous.next_run_time
-        scheduler.add_job(
-            f"{__name__}:run_scheduled", trigger=trigger, args=[report.name], id=job_id,
-            name=f"report {report.name}", jobstore=JOBSTORE, replace_existing=True,
-            misfire_grace_time=grace, coalesce=True, max_instances=1, **options,
-        )
-        log.info("report %s scheduled (%s %s); next run %s", report.name, report.schedule, report.timezone,
-                 options.get("next_run_time", "per schedule"))
-
-
-def _runtime() -> _Runtime | None:
-    with _RUNTIME_LOCK:
-        return _RUNTIME
-
-
-def run_scheduled(name: str) -> None:
-    """The cron job: send this period's report (once)."""
-    runtime = _runtime()
-    if runtime is None:
-        log.error("report %s: the report service was not set up; skipping this run", name)
-        return
-    report = next((r for r in runtime.config.reports if r.name == name), None)
-    if report is None:
-        log.warning("report %s is no longer configured; skipping", name)
-        return
-    period = latest_period(report, datetime.now(UTC))
-    if period is None:
-        log.error("report %s: no scheduled time found at or before now; skipping", name)
-        return
-    _run(runtime, report, period)
-
-
-def run_retry(name: str, period: str) -> None:
-    """The one-off retry of a failed send for a given period."""
-    runtime = _runtime()
-    if runtime is None:
-        return
-    report = next((r for r in runtime.config.reports if r.name == name), None)
-    if report is None:
-        return
-    _run(runtime, report, datetime.fromisoformat(period))
-
-
-def _run(runtime: _Runtime, report: ReportConfig, period: datetime) -> SendOutcome:
-    smtp = runtime.config.smtp
-    if smtp is None:  # the config validator prevents this; be explicit anyway
-        log.error("report %s: no smtp section configured", report.name)
-        return SendOutcome("failed", "no smtp section")
-    outcome = send_report(report, smtp, runtime.snapshot_provider(), runtime.history, runtime.store, period)
-    if outcome.status == "failed":
-        _schedule_retry(runtime, report, period)
-    return outcome
-
-
-def _schedule_retry(runtime: _Runtime, report: ReportConfig, period: datetime) -> None:
-    from apscheduler.triggers.date import DateTrigger
-
-    when = datetime.now(UTC) + report.retry_interval
-    if when > period + report.retry_for:
-        log.error("report %s for %s: giving up after retrying for %s", report.name, period_key(period),
-                  report.retry_for)
-        return
-    runtime.scheduler.add_job(
-        f"{__name__}:run_retry", trigger=DateTrigger(when), args=[report.name, period_key(period)],
-        id=RETRY_PREFIX + report.name, name=f"report {report.name} retry", jobstore=JOBSTORE,
-        replace_existing=True, misfire_grace_time=int(report.retry_for.total_seconds()), coalesce=True,
-    )
-    log.info("report %s for %s: retrying at %s", report.name, period_key(period), when.isoformat())
+    service = ReportService(scheduler, config, snapshot_provider, history, store)
+    service.schedule()
+    return service

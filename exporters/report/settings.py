@@ -128,6 +128,8 @@ class ReportConfig(StrictModel):
     charts: int = Field(default=6, ge=0, le=50, description="Growth charts in the mail (most urgent pools).")
     red_days: float = Field(default=30, gt=0, description="Red when a pool runs out within this many days.")
     amber_days: float = Field(default=90, gt=0, description="Amber when it may run out within this many days.")
+    utilization_red: float = Field(default=0.95, gt=0, description="Without a forecast: red at this share used.")
+    utilization_amber: float = Field(default=0.85, gt=0, description="Without a forecast: amber at this share.")
     max_bytes: int = Field(default=5_000_000, ge=100_000, description="Size bound of the whole email.")
     misfire_grace_time: Duration = Field(
         default=timedelta(hours=12), description="A send missed (daemon down) is still made this long after."
@@ -168,4 +170,6 @@ class ReportConfig(StrictModel):
     def _thresholds(self) -> ReportConfig:
         if self.amber_days < self.red_days:
             raise ValueError("amber_days must be at least red_days")
+        if self.utilization_amber > self.utilization_red:
+            raise ValueError("utilization_amber must be at most utilization_red")
         return self

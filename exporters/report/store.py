@@ -49,6 +49,13 @@ CREATE TABLE IF NOT EXISTS sent_forecasts (
     p90       REAL,
     PRIMARY KEY (report, period, layer, cloud, pool, resource, basis, ts)
 );
+CREATE TABLE IF NOT EXISTS schedules (
+    job_id        TEXT PRIMARY KEY,     -- report:<name> (cron) or report-retry:<name> (one-off)
+    report        TEXT NOT NULL,
+    trigger       TEXT NOT NULL,        -- the cron trigger and zone as text; a change resets next_run
+    next_run      REAL,                 -- Unix time of the next run (kept across restarts)
+    period        TEXT                  -- retries: the period they retry
+);
 """
 
 DEFAULT_LEASE = timedelta(minutes=30)
@@ -214,6 +221,24 @@ class SendStore:
                                             "p10", "p50", "p90"])
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
         return datetime.fromisoformat(best), frame
+
+    # -- schedules: when each report's job runs next, kept across restarts ----------------------------
+
+    def save_schedule(self, job_id: str, report: str, trigger: str, next_run: datetime | None,
+                      period: str | None = None) -> None:
+        with self._transaction() as con:
+            con.execute("INSERT OR REPLACE INTO schedules VALUES (?, ?, ?, ?, ?)",
+                        (job_id, report, trigger, next_run.timestamp() if next_run else None, period))
+
+    def schedules(self) -> dict[str, tuple[str, str, datetime | None, str | None]]:
+        """job_id -> (report, trigger text, next run, period)."""
+        with self._connect() as con:
+            rows = con.execute("SELECT job_id, report, trigger, next_run, period FROM schedules").fetchall()
+        return {row[0]: (row[1], row[2], _from_epoch(row[3]), row[4]) for row in rows}
+
+    def drop_schedule(self, job_id: str) -> None:
+        with self._transaction() as con:
+            con.execute("DELETE FROM schedules WHERE job_id = ?", (job_id,))
 
     def records(self, report: str | None = None) -> list[SendRecord]:
         query = ("SELECT report, period, status, attempts, sent_at, message_id, size_bytes, error, summary "

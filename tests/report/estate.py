@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -265,13 +267,25 @@ class SyntheticEstate:
             "reclaimable": RECLAIMABLE.build(reclaim) if reclaim else RECLAIMABLE.empty(),
         }
 
-    def snapshot(self, *, derived: bool = True, horizon_days: float = 180.0) -> Snapshot:
-        from collector.contract.schema import concat
+    def snapshot(self, *, derived: bool = True, horizon_days: float = 180.0, history: Any = None,
+                 reports: Sequence[Any] = (), backtest: bool = False, figures: bool = True) -> Snapshot:
+        """The estate's frames; with `derived`, the analyses' frames too: the hand-made headroom and forecasts,
+        and the report analysis's figures computed from them as the daemon does (for `reports`' thresholds)."""
+        from collector.analyses.forecast import forecast_series
+        from collector.analyses.report import current_figures, history_figures, specs_of
+        from collector.contract.schema import concat, validate_frame
 
         frames = concat(self.source_frames(self.now).values())
         frames["sources"] = self.sources_frame()
         if derived:
             frames.update(self.derived_frames(horizon_days))
+        if figures:  # the cheap report analysis runs after every poll, before any forecast exists
+            specs = specs_of(reports)
+            figures = current_figures(frames, history, self.now, specs)
+            figures.update(history_figures(frames, history, self.now, specs, forecast_series if backtest else None))
+            for name, frame in figures.items():
+                validate_frame(name, frame)
+            frames.update(figures)
         return Snapshot(taken_at=self.now, frames=frames, statuses=())
 
     # -- history ----------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ Kubernetes stand-ins, real daemon and history) writes its weekly report; Chromiu
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -39,6 +41,16 @@ def test_the_demo_writes_a_report_that_renders(tmp_path):
             else:
                 time.sleep(0.5)
         assert report.exists(), "the demo wrote no report:\n" + "".join(output[-40:])
+        # The demo prints the exact `capacityd forecast` command to try against it: run it while it serves.
+        [hint] = [line for line in output if "try, in another terminal: " in line]
+        words = shlex.split(hint.split("try, in another terminal: ", 1)[1])
+        assert words[0] == "capacityd"
+        tried = subprocess.run([sys.executable, "-m", "collector.app.cli", *words[1:]], capture_output=True,
+                               text=True, cwd=Path(__file__).resolve().parents[2], timeout=300)
+        assert tried.returncode == 0, tried.stderr[-2000:]
+        exhaustion = tried.stdout.split("== exhaustion ==", 1)[1]
+        assert "with the what-if" in exhaustion and re.search(r"\d{4}-\d\d-\d\d \[", exhaustion), tried.stdout
+        assert "connected to" not in tried.stderr  # libvirt connection chatter stays at debug level
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)

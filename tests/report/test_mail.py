@@ -88,7 +88,7 @@ def test_mail_over_starttls_carries_the_engines_numbers(tmp_path, estate, estate
     caplog.set_level(logging.DEBUG)
     config = make_config(tmp_path / "state", smtp_server, certificate)
     report, store = config.reports[0], SendStore.open(config.state_dir)
-    snapshot = estate.snapshot()
+    snapshot = estate.snapshot(history=estate_history)
     period = latest_period(report, snapshot.taken_at)
     outcome = send_report(report, config.smtp, snapshot, estate_history, store, period)
     assert outcome.status == "sent", outcome.detail
@@ -308,7 +308,7 @@ def test_forecasts_stored_with_a_send_are_checked_a_month_later(tmp_path, smtp_s
 def test_backtest_accuracy_from_history(tmp_path, estate, estate_history, smtp_server, certificate):
     """Re-forecast from the history of 30 days ago with the real engine and compare with today."""
     config = make_config(tmp_path / "state", smtp_server, certificate, accuracy_backtest=True, top_n=3)
-    snapshot = estate.snapshot()
+    snapshot = estate.snapshot(history=estate_history, reports=config.reports, backtest=True)
     outcome = send_report(config.reports[0], config.smtp, snapshot, estate_history,
                           SendStore.open(config.state_dir), snapshot.taken_at)
     assert outcome.status == "sent", outcome.detail

@@ -1,4 +1,4 @@
-"""Scheduling: APScheduler 3 with the persistent job store; a restart across the send time sends once."""
+"""Scheduling: APScheduler 3 with run times kept in the send record; a restart across the send time sends once."""
 
 from __future__ import annotations
 
@@ -69,12 +69,10 @@ def test_restart_across_the_send_time_sends_exactly_once(tmp_path, estate, smtp_
 
     # Daemon 3 (another restart, same period still the latest): nothing more goes out, on schedule or by hand.
     third = _scheduler()
-    schedule_reports(third, config, lambda: snapshot, None)
+    service = schedule_reports(third, config, lambda: snapshot, None)
     third.start()
     try:
-        from exporters.report.service import run_scheduled
-
-        run_scheduled("weekly")  # what a duplicate trigger would do
+        service.run_scheduled("weekly")  # what a duplicate trigger would do
         time.sleep(2)
     finally:
         third.shutdown(wait=True)
@@ -115,12 +113,10 @@ def test_a_failed_send_is_retried_by_a_persisted_job(tmp_path, estate, smtp_serv
     config = make_config(tmp_path / "state", smtp_server, certificate, retry_interval="2s", retry_for="8d")
     scheduler = _scheduler()
     snapshot = estate.snapshot()
-    schedule_reports(scheduler, config, lambda: snapshot, None)
+    service = schedule_reports(scheduler, config, lambda: snapshot, None)
     scheduler.start()
     try:
-        from exporters.report.service import run_scheduled
-
-        run_scheduled("weekly")
+        service.run_scheduled("weekly")
         assert smtp_server.handler.messages == []
         retry = scheduler.get_job("report-retry:weekly", jobstore=JOBSTORE)
         assert retry is not None
@@ -144,3 +140,40 @@ def test_latest_period_in_the_reports_time_zone():
                                                                                          tzinfo=UTC)
     # Summer time: 07:00 CEST = 05:00 UTC.
     assert latest_period(report, datetime(2026, 7, 1, tzinfo=UTC)) == datetime(2026, 6, 29, 5, 0, tzinfo=UTC)
+
+
+def test_a_pending_retry_survives_a_restart(tmp_path, estate, smtp_server, certificate, monkeypatch):
+    monkeypatch.setenv("CAPACITYD_TEST_SMTP_PASSWORD", "wrong")
+    config = make_config(tmp_path / "state", smtp_server, certificate, retry_interval="3s", retry_for="8d")
+    snapshot = estate.snapshot()
+    first = _scheduler()
+    service = schedule_reports(first, config, lambda: snapshot, None)
+    service.run_scheduled("weekly")  # fails; the retry is scheduled, then the daemon stops before it runs
+    assert first.get_job("report-retry:weekly", jobstore=JOBSTORE) is not None
+    del first  # never started: the daemon stopped before the retry was due
+    monkeypatch.setenv("CAPACITYD_TEST_SMTP_PASSWORD", "s3cret-Pa55-do-not-log")
+    second = _scheduler()
+    schedule_reports(second, config, lambda: snapshot, None)
+    second.start()
+    try:
+        assert second.get_job("report-retry:weekly", jobstore=JOBSTORE) is not None
+        assert smtp_server.handler.arrived.wait(60), "the retry was lost across the restart"
+    finally:
+        second.shutdown(wait=True)
+
+
+def test_no_report_configured_opens_nothing(tmp_path, estate):
+    """A reload without reports must not open the report store: here the state dir cannot even be created
+    (a file is in its way, as a full disk would refuse it); the old code raised and stopped the daemon."""
+    from collector.app.config import parse_config
+
+    blocked = tmp_path / "state"
+    blocked.write_text("not a directory")
+    config = parse_config({"state_dir": str(blocked / "inner")})
+    scheduler = _scheduler()
+    assert schedule_reports(scheduler, config, lambda: estate.snapshot(), None) is None
+    assert schedule_reports(scheduler, config, lambda: estate.snapshot(), None) is None  # a reload
+    assert scheduler.get_jobs() == []
+    free = tmp_path / "free"
+    schedule_reports(scheduler, parse_config({"state_dir": str(free)}), lambda: estate.snapshot(), None)
+    assert not free.exists()

@@ -46,6 +46,6 @@ def forecast_analysis(context: AnalysisContext) -> FrameSet:
     if frame.empty:
         return empty
     forecast, points = forecast_series(frame, now=context.now, horizon=horizon)
-    log.info("forecast: %d series, %d exhausting within %s", len(forecast),
-             int((forecast["seconds_p50"] < float("inf")).sum()), horizon)
+    log.info("forecast: %d series, %d exhausting within %g days (median)", len(forecast),
+             int((forecast["seconds_p50"] < float("inf")).sum()), horizon / timedelta(days=1))
     return {"forecast": forecast, "forecast_points": points}

@@ -85,8 +85,12 @@ def cmd_once(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    from collector.app.commands.progress import Progress
+
     history = None if args.no_history or not config.state_dir.exists() else open_history(config)
-    snapshot = collect_once(config, history=history, progress=True)
+    with Progress("capacityd once") as progress:
+        progress.stage(f"polling {len(config.sources)} source(s), then headroom and forecasts")
+        snapshot = collect_once(config, history=history)
     if args.format == "json":
         sys.stdout.buffer.write(frames_to_json(snapshot.frames) + b"\n")
     else:

@@ -31,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "forecast", help="headroom and exhaustion dates, optionally under what-if scenarios",
         description="Poll once, then print slots per pool and shape and when each pool runs out, before and "
                     "after the --what-if scenarios (docs/headroom.md).",
+        epilog="Where the state comes from: the sources of the config given with -c are polled afresh (nothing "
+               "is written); the history that exhaustion dates are forecast from is read from --state-dir if "
+               "given, else from the config's `state_dir` — point -c at the running daemon's config (or pass "
+               "its state dir with --state-dir) to read its history while it runs. `capacityd demo` prints "
+               "the exact command for its estate. Without history (--no-history, or no such directory yet) "
+               "only headroom is shown.",
     )
     parser.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
     parser.add_argument("--what-if", dest="what_if", action="append", default=[], metavar="SCENARIO",
@@ -39,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--horizon", type=parse_duration, default=timedelta(days=180),
                         help="how far ahead to look for exhaustion (default 180d)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="read history from this state directory (a running daemon's) instead of the "
+                             "config's state_dir")
     parser.add_argument("--no-history", action="store_true", help="headroom only: do not read history")
     parser.set_defaults(func=run)
 
@@ -46,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from collector.analyses.headroom.whatif import ScenarioError, parse_scenario, run_whatif
     from collector.app.commands.core import _load
+    from collector.app.commands.progress import Progress
     from collector.app.daemon import collect_once, open_history
 
     try:
@@ -56,22 +66,36 @@ def run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    if args.state_dir is not None:
+        if not args.state_dir.is_dir():
+            print(f"capacityd forecast: --state-dir {args.state_dir}: no such directory", file=sys.stderr)
+            return 1
+        config = config.model_copy(update={"state_dir": args.state_dir})
     history = None if args.no_history or not config.state_dir.exists() else open_history(config)
     try:
-        snapshot = collect_once(config, history=None, analyses=False, progress=args.format == "table")
-        failed = [s.name for s in snapshot.statuses if not s.up]
-        if snapshot.statuses and len(failed) == len(snapshot.statuses):
-            print(f"capacityd forecast: every source failed ({', '.join(failed)})", file=sys.stderr)
-            return 2
-        now = datetime.now(UTC)
-        try:
-            result = run_whatif(snapshot.frames, scenarios, config, now, history=history, horizon=args.horizon)
-        except ScenarioError as error:
-            print(f"capacityd forecast: {error}", file=sys.stderr)
-            return 1
+        with Progress("capacityd forecast") as progress:  # the line is erased before anything is printed
+            progress.stage(f"polling {len(config.sources)} source(s)")
+            snapshot = collect_once(config, history=None, analyses=False)
+            now = datetime.now(UTC)
+            progress.stage("headroom and forecasts" + (f" under {len(scenarios)} what-if scenario(s)"
+                                                       if scenarios else ""))
+            failed = [s.name for s in snapshot.statuses if not s.up]
+            everything_failed = bool(snapshot.statuses) and len(failed) == len(snapshot.statuses)
+            scenario_error: ScenarioError | None = None
+            try:
+                result = None if everything_failed else run_whatif(snapshot.frames, scenarios, config, now,
+                                                                   history=history, horizon=args.horizon)
+            except ScenarioError as error:
+                result, scenario_error = None, error
     finally:
         if history is not None:
             history.close()
+    if everything_failed:
+        print(f"capacityd forecast: every source failed ({', '.join(failed)})", file=sys.stderr)
+        return 2
+    if scenario_error is not None or result is None:
+        print(f"capacityd forecast: {scenario_error}", file=sys.stderr)
+        return 1
     document = build_document(result, scenarios_given=bool(scenarios))
     if args.format == "json":
         sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
@@ -171,7 +195,11 @@ def render_table(document: dict[str, Any]) -> str:
             row["what-if"] = _slots(entry["after"])
         side = entry["after"] or entry["before"] or {}
         row["limit"] = side.get("limiting_resource") or ""
-        row["worst failure"] = side.get("failure_domain") or ""
+        # Name the failure N+1 is judged against now and, when a what-if moves it, after the scenario too.
+        before = (entry["before"] or {}).get("failure_domain") or ""
+        after = (entry["after"] or {}).get("failure_domain") or ""
+        row["worst failure"] = f"{before or '-'} -> {after or '-'}" if document["what_if"] and before != after \
+            else (after or before)
         rows.append(row)
     table = pd.DataFrame(rows).to_string(index=False) if rows else "(no hosts or shapes found)"
     parts.append("== headroom: slots (after the worst failure) ==\n" + table)

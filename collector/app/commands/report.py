@@ -48,6 +48,7 @@ def _choose(config: Config, name: str | None) -> ReportConfig | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from collector.app.commands.progress import Progress
     from collector.app.daemon import collect_once, open_history
     from exporters.report.render import write_html
     from exporters.report.service import build_report, latest_period, send_report
@@ -70,11 +71,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     history = None if args.no_history or not config.state_dir.exists() else open_history(config)
     try:
-        snapshot = collect_once(config, history=history, progress=True)
-        store = SendStore.open(config.state_dir) if args.send or config.state_dir.exists() else None
-        period = latest_period(report, snapshot.taken_at) or snapshot.taken_at
-        content, charts = build_report(report, snapshot, history, store=store, period=period)
-        path = write_html(content, charts, args.out)
+        with Progress("capacityd report") as progress:
+            progress.stage(f"polling {len(config.sources)} source(s), then headroom, forecasts and report figures")
+            snapshot = collect_once(config, history=history)
+            store = SendStore.open(config.state_dir) if args.send or config.state_dir.exists() else None
+            period = latest_period(report, snapshot.taken_at) or snapshot.taken_at
+            progress.stage("building the report")
+            content, charts = build_report(report, snapshot, history, store=store, period=period)
+            path = write_html(content, charts, args.out)
         counts = content.counts
         print(f"wrote {path} ({counts['red']} red, {counts['amber']} amber, {counts['green']} green pools)")
         if not args.send:
