@@ -14,7 +14,10 @@ The cloud is a plain data model (`StandinCloud`); `from_demo_estate` renders the
 servers that appear as time passes (`Server.visible_from`) so the demo's demand grows while it runs.
 
 `StandinServer.inject(...)` makes one endpoint fail (5xx, 401, a malformed body, a delay) for a
-number of requests: the bad-input tests use it. Loopback only; never expose it.
+number of requests: the bad-input tests use it. `inject_transfer(...)` keeps the real answer but
+spoils how it travels — `oversize` (padded to N bytes, with or without Content-Length), `drip` (one
+byte per interval) or `truncated` (Content-Length promises more than is sent before the connection
+closes) — for the source's size cap and poll deadline. Loopback only; never expose it.
 """
 
 from __future__ import annotations
@@ -174,6 +177,17 @@ class Fault:
     status: int = 503
     body: bytes | None = None
     delay: float = 0.0
+    transfer: str | None = None
+    """None (answer `status`/`body`), or how the real answer is spoilt on the wire: `oversize`,
+    `drip`, `truncated` (see `StandinServer.inject_transfer`)."""
+    size: int = 0
+    """`oversize`: the body is padded with JSON whitespace to this many bytes."""
+    chunked: bool = False
+    """`oversize`: sent with chunked transfer encoding (no Content-Length to refuse it by)."""
+    interval: float = 1.0
+    """`drip`: seconds between two bytes."""
+    sent: int = 0
+    """Body bytes written so far (to see how much of a spoilt answer the client took before hanging up)."""
 
 
 class StandinServer:
@@ -216,6 +230,16 @@ class StandinServer:
                delay: float = 0.0) -> None:
         with self._lock:
             self.faults.append(Fault(service, re.compile(pattern), times, status, body, delay))
+
+    def inject_transfer(self, service: str, pattern: str, transfer: str, times: int = 1, *, size: int = 0,
+                        chunked: bool = False, interval: float = 1.0) -> Fault:
+        """Serve the real answer for matching paths, but `oversize` / `drip` / `truncated` on the wire."""
+        if transfer not in ("oversize", "drip", "truncated"):
+            raise ValueError(f"unknown transfer fault {transfer!r}")
+        with self._lock:
+            fault = Fault(service, re.compile(pattern), times, 200, None, 0.0, transfer, size, chunked, interval)
+            self.faults.append(fault)
+        return fault
 
     def take_fault(self, service: str, path: str) -> Fault | None:
         with self._lock:
@@ -264,9 +288,10 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
             with server._lock:
                 server.requests.append((service, self.path))
             headers: dict[str, str] = {"x-openstack-request-id": request_id}
+            fault = None
             try:
                 fault = server.take_fault(service, self.path)
-                if fault is not None:
+                if fault is not None and fault.transfer is None:
                     if fault.delay:
                         time.sleep(fault.delay)
                     if fault.body is not None or fault.status != 200:
@@ -284,7 +309,53 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
                 status = error.status
                 body = _error_body(service, error.status, error.title, request_id, error.detail, error.extra)
                 headers.update(_version_headers(service, None))
+            if fault is not None and fault.transfer is not None:
+                self._send_spoilt(fault, status, body, headers)
+                return
             self._send(status, body, headers)
+
+        def _send_spoilt(self, fault: Fault, status: int, body: bytes, headers: dict[str, str]) -> None:
+            """The real answer, spoilt on the wire as `fault.transfer` says."""
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            for key, value in headers.items():
+                self.send_header(key, value)
+            try:
+                if fault.transfer == "oversize":
+                    body = body + b" " * max(fault.size - len(body), 0)  # still valid JSON, just big
+                    if fault.chunked:
+                        self.send_header("Transfer-Encoding", "chunked")
+                        self.end_headers()
+                        for start in range(0, len(body), 1 << 16):
+                            piece = body[start:start + (1 << 16)]
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                            fault.sent += len(piece)
+                        self.wfile.write(b"0\r\n\r\n")
+                        return
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    fault.sent += len(body)
+                elif fault.transfer == "drip":
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.flush()
+                    for index in range(len(body)):
+                        self.wfile.write(body[index:index + 1])
+                        self.wfile.flush()
+                        fault.sent += 1
+                        time.sleep(fault.interval)
+                else:  # truncated: promise the whole body, send half of it, hang up
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    fault.sent += len(body) // 2
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up on us: that is the point
 
         def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
             self.send_response(status)
