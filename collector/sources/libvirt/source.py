@@ -94,6 +94,10 @@ class LibvirtSource(Source):
     """Longest wait between reconnect attempts to a dead URI, in seconds."""
     definition_max_age = 3600.0
     """Re-read a cached domain XML after about this long (±25 %), to catch in-place redefinitions."""
+    deadline_fraction = 0.9
+    """The poll's wall deadline, as a fraction of `timeout`: per-domain work stops there, so the poll
+    ends with its own `timeout` error before the scheduler abandons it (and the next poll is not
+    `still_running`). One libvirt call cannot be interrupted; the deadline is checked between calls."""
 
     def __init__(self, config: Any, clock: Callable[[], float] = time.monotonic):
         super().__init__(config)
@@ -104,6 +108,8 @@ class LibvirtSource(Source):
         self._cpu_samples: dict[str, CpuSample] = {}
         self._node_cpu_sample: tuple[CpuSample, int] | None = None
         """Host busy-time sample and the counters' total at that moment (for the host CPU rate)."""
+        self._deadline = float("inf")
+        """This poll's wall deadline on `clock` (see `_check_deadline`)."""
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -139,6 +145,18 @@ class LibvirtSource(Source):
         """One remote call, counted; a broken link surfaces as ConnectionLost (see Connector.call)."""
         return self._connector.call(link, calls, fn, *args)
 
+    def _check_deadline(self, doing: str, done: int, total: int) -> None:
+        """Fail the poll with `timeout` once its deadline has passed (called between per-domain calls).
+
+        What was read so far is kept (the XML cache), so the next poll carries on from there.
+        """
+        if self._clock() > self._deadline:
+            raise SourceError(
+                "timeout",
+                f"libvirt {redact_uri(self.uri)}: poll deadline ({self.deadline_fraction:.0%} of timeout) passed "
+                f"while {doing} ({done} of {total} done; what was read is kept for the next poll)",
+            )
+
     def _whole_poll_call(self, link: Connection, calls: CallCounter, fn: Callable[..., T], *args: Any) -> T:
         """A call the poll cannot do without: any libvirt error fails the poll (Connector.whole_poll_call)."""
         return self._connector.whole_poll_call(link, calls, fn, *args)
@@ -158,6 +176,7 @@ class LibvirtSource(Source):
     def _poll_locked(self, now: datetime) -> PollResult:
         """Connect if needed and collect; one reconnect-and-retry when the link died since last time."""
         calls = CallCounter()
+        self._deadline = self._clock() + self.deadline_fraction * self.config.effective_timeout.total_seconds()
         link = self._connector.ensure(calls, self._drop_connection)
         try:
             return self._collect(link, now, calls)
@@ -259,7 +278,8 @@ class LibvirtSource(Source):
             f"libvirt {redact_uri(self.uri)}: bulk domain stats failed ({bulk_error}); read per domain instead"
         )
         records: list[tuple[Any, dict[str, Any]]] = []
-        for dom in domains:
+        for done, dom in enumerate(domains):
+            self._check_deadline("reading domain stats one by one", done, len(domains))
             try:
                 records.extend(self._call(link, calls, link.conn.domainListGetStats, [dom], STATS_GROUPS, flags))
             except libvirt.libvirtError as error:
@@ -279,12 +299,13 @@ class LibvirtSource(Source):
         """Give every row its definition's facts: from the cache, or read now for new/restarted domains."""
         now = self._clock()
         definitions = self._definitions
-        for uuid, row in list(rows.items()):
+        for index, (uuid, row) in enumerate(list(rows.items())):
             cached = definitions.get(uuid)
             if cached is not None and cached.dom_id == row.dom_id and cached.expires_at > now:
                 row.facts = cached.facts
                 continue
             dom = row.dom
+            self._check_deadline("reading domain definitions", index, len(rows))
             try:
                 xml = self._call(link, calls, dom.XMLDesc, 0)
                 definition = parse_domain_xml(xml)
