@@ -574,8 +574,12 @@ def _compute(server: StandinServer, path: str, query: dict[str, list[str]], head
     if parts == ["servers", "detail"]:
         if (query.get("all_tenants") or ["0"])[0] not in ("1", "True", "true", ""):
             raise HTTPError(400, "Bad Request", "all_tenants must be set for this stand-in")
-        items = [_server_doc(s, version, flavors, base) for s in cloud.visible_servers()]
-        return 200, _page(items, "servers", query, True, f"{base}/servers/detail"), extra
+        # Page over the model and render only the page: a 10k-server cloud stays cheap to serve.
+        page, links = _page_of(cloud.visible_servers(), query, f"{base}/servers/detail")
+        body = {"servers": [_server_doc(s, version, flavors, base) for s in page]}
+        if links:
+            body["servers_links"] = links
+        return 200, _json(body), extra
     if parts == ["flavors", "detail"]:
         is_public = (query.get("is_public") or ["true"])[0].lower()
         selected = [f for f in flavors.values() if is_public == "none" or f.is_public == (is_public != "false")]
@@ -612,6 +616,22 @@ def _compute(server: StandinServer, path: str, query: dict[str, list[str]], head
                                    for k in ("cores", "ram", "instances")}}
         return 200, _json({"quota_set": quota}), extra
     raise HTTPError(404, "Not Found", "The resource could not be found.")
+
+
+def _page_of(items: list[Any], query: dict[str, list[str]], href: str) -> tuple[list[Any], list[dict[str, str]]]:
+    """`_page` over model objects with an `id`: the page and its next link (if full and more follow)."""
+    marker = (query.get("marker") or [None])[0]
+    if marker is not None:
+        position = next((i for i, item in enumerate(items) if str(item.id) == marker), None)
+        if position is None:
+            raise HTTPError(400, "Bad Request", f"marker [{marker}] not found")
+        items = items[position + 1:]
+    limit = min(int((query.get("limit") or ["1000"])[0]), 1000)
+    page = items[:limit]
+    links = []
+    if len(page) == limit and len(items) > limit:
+        links = [{"rel": "next", "href": f"{href}?limit={limit}&marker={page[-1].id}"}]
+    return page, links
 
 
 def _page(items: list[dict[str, Any]], key: str, query: dict[str, list[str]], pageable: bool, href: str) -> bytes:
@@ -807,6 +827,71 @@ def from_demo_estate(estate: Any, start: float | None = None, growth_every: floa
             zone=host.zone, visible_from=0.0,
         ))
     _plan_growth(cloud, estate, start, growth_every, growth_count, gpu_child, shared)
+    return cloud
+
+
+def synthetic_cloud(hosts: int, projects: int, servers_per_host: int = 10, zones: int = 3,
+                    clock: Callable[[], float] = time.time) -> StandinCloud:
+    """A cloud of any size for benchmarks: `hosts` computes in `zones` AZ aggregates, `projects` projects.
+
+    Each host has VCPU/MEMORY_MB/DISK_GB inventories (one in 50 disabled, one in 20 with a GPU
+    child provider and a CUSTOM_ trait); `servers_per_host` servers per host, their projects dealt
+    round robin, from six flavors (one private, one with a required trait). Deterministic (uuid5), so
+    every run sees the same cloud.
+    """
+    ns = uuidlib.UUID("5b1c0f8e-0000-4000-8000-00000000b0b0")
+
+    def uid(*parts: object) -> str:
+        return str(uuidlib.uuid5(ns, "/".join(map(str, parts))))
+
+    cloud = StandinCloud(clock=clock)
+    names = [f"compute-{i:05d}" for i in range(hosts)]
+    for zone in range(zones):
+        members = names[zone::zones]
+        cloud.aggregates.append(Aggregate(zone + 1, uid("agg", zone), f"az{zone}", members,
+                                          {"availability_zone": f"az{zone}"}))
+    flavors = [
+        Flavor(uid("flavor", 0), "m1.small", 1, 2048, 20),
+        Flavor(uid("flavor", 1), "m1.medium", 2, 4096, 40),
+        Flavor(uid("flavor", 2), "m1.large", 4, 8192, 80),
+        Flavor(uid("flavor", 3), "m1.xlarge", 8, 16384, 160),
+        Flavor(uid("flavor", 4), "ssd.large", 4, 8192, 80, {"trait:CUSTOM_SSD": "required"}),
+        Flavor(uid("flavor", 5), "private.huge", 16, 65536, 200, is_public=False, projects=[uid("project", 0)]),
+    ]
+    cloud.flavors = {f.id: f for f in flavors}
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    server_index = 0
+    for index, name in enumerate(names):
+        rp = uid("host", index)
+        traits = ["COMPUTE_NET_ATTACH_INTERFACE"]
+        disabled = index % 50 == 49
+        if disabled:
+            traits.append("COMPUTE_STATUS_DISABLED")
+        if index % 20 == 0:
+            traits.append("CUSTOM_SSD")
+        inventories = {
+            "VCPU": _inventory(64, 2, 4.0),
+            "MEMORY_MB": _inventory(262144, 4096, 1.0),
+            "DISK_GB": _inventory(4000, 0, 1.0),
+        }
+        cloud.providers[rp] = Provider(rp, name, inventories, traits=sorted(traits),
+                                       aggregates=[uid("agg", index % zones)], base_generation=3)
+        if index % 20 == 0:
+            child = uid("gpu", index)
+            cloud.providers[child] = Provider(child, f"{name}_pci_0000_3b_00_0", {"VGPU": _inventory(4, 0, 1.0)},
+                                              parent=rp, root=rp, traits=["OWNER_NOVA"], base_generation=2)
+        cloud.hypervisors.append(Hypervisor(rp, name, name, enabled=not disabled,
+                                            disabled_reason="maintenance" if disabled else None,
+                                            service_id=uid("service", index)))
+        for _ in range(servers_per_host):
+            flavor = flavors[server_index % 4] if server_index % 97 else flavors[4]
+            project = uid("project", server_index % projects)
+            cloud.servers.append(Server(
+                uid("server", server_index), f"vm-{server_index}", flavor.id, name, project, "ACTIVE", created,
+                {rp: {"VCPU": flavor.vcpus, "MEMORY_MB": flavor.ram, "DISK_GB": flavor.disk}},
+                zone=f"az{index % zones}",
+            ))
+            server_index += 1
     return cloud
 
 
