@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 PLACEMENT_VERSIONS = ((1, 0), (1, 39))
 NOVA_VERSIONS = ((2, 1), (2, 104))
@@ -630,7 +630,10 @@ def _page_of(items: list[Any], query: dict[str, list[str]], href: str) -> tuple[
     page = items[:limit]
     links = []
     if len(page) == limit and len(items) > limit:
-        links = [{"rel": "next", "href": f"{href}?limit={limit}&marker={page[-1].id}"}]
+        # Like Nova, the next link keeps the request's other parameters (all_tenants, filters).
+        kept = [(k, v) for k, values in query.items() if k not in ("limit", "marker") for v in values]
+        params = urlencode([*kept, ("limit", limit), ("marker", page[-1].id)])
+        links = [{"rel": "next", "href": f"{href}?{params}"}]
     return page, links
 
 
