@@ -71,8 +71,9 @@ def test_an_announced_oversize_answer_is_refused_without_reading_it(standin: Sta
 
 def test_an_oversize_answer_without_content_length_is_cut_at_the_cap(standin: StandinServer, tmp_path: Path) -> None:
     """Chunked, so nothing announces the size: the read itself stops just past the cap."""
-    fault = standin.inject_transfer("placement", r"^/placement/resource_providers\?", "oversize",
-                                    size=64 * MIB, chunked=True)
+    fault = standin.inject_transfer(
+        "placement", r"^/placement/resource_providers\?", "oversize", size=64 * MIB, chunked=True
+    )
     source = _source(tmp_path, max_response_size="2Mi")
     error, _ = _fails(source, "too_large")
     assert "/resource_providers" in str(error) and "passed the 2.0 MiB cap" in str(error)
@@ -118,11 +119,15 @@ def test_a_truncated_body_is_malformed_not_internal(standin: StandinServer, tmp_
 
 @pytest.mark.parametrize(
     ("transfer", "options", "reason"),
-    [("oversize", {"size": 4 * MIB}, "too_large"), ("truncated", {}, "malformed"), ("drip", {"interval": 0.05},
-                                                                                     "timeout")],
+    [
+        ("oversize", {"size": 4 * MIB}, "too_large"),
+        ("truncated", {}, "malformed"),
+        ("drip", {"interval": 0.05}, "timeout"),
+    ],
 )
-def test_each_failure_is_counted_by_reason_on_metrics(standin: StandinServer, tmp_path: Path, transfer: str,
-                                                      options: dict[str, object], reason: str) -> None:
+def test_each_failure_is_counted_by_reason_on_metrics(
+    standin: StandinServer, tmp_path: Path, transfer: str, options: dict[str, object], reason: str
+) -> None:
     """The daemon's path: SourceRunner -> Estate -> /metrics, then a good poll keeps the count."""
     standin.inject_transfer("placement", r"/usages", transfer, **options)
     source = _source(tmp_path, max_response_size="1Mi", timeout="6s", poll_deadline="3s")
@@ -132,9 +137,7 @@ def test_each_failure_is_counted_by_reason_on_metrics(standin: StandinServer, tm
     assert runner.run() is False
     assert runner.run() is True
     body = ExpositionCache().update(estate.snapshot()).body.decode()
-    counted = re.search(
-        rf'^capacityd_source_errors_total\{{[^}}]*reason="{reason}"[^}}]*\}} (\S+)$', body, re.M
-    )
+    counted = re.search(rf'^capacityd_source_errors_total\{{[^}}]*reason="{reason}"[^}}]*\}} (\S+)$', body, re.M)
     assert counted and float(counted.group(1)) == 1.0, body[:2000]
 
 

@@ -81,6 +81,7 @@ def ensure_event_loop() -> None:
         threading.Thread(target=run, name="libvirt-event-loop", daemon=True).start()
         _EVENT_LOOP_STARTED = True
 
+
 # --------------------------------------------------------------------------------------------------
 # One connection
 # --------------------------------------------------------------------------------------------------
@@ -243,7 +244,11 @@ class Connector:
             raise SourceError("unreachable", f"libvirt {shown} failed right after connecting: {error}") from None
         log.info(
             "libvirt %s: connected to %s (driver %s, host %s, keepalive %s)",
-            self.name, shown, link.driver, link.hostname, "on" if link.keepalive else "n/a",
+            self.name,
+            shown,
+            link.driver,
+            link.hostname,
+            "on" if link.keepalive else "n/a",
         )
         return link
 

@@ -115,7 +115,6 @@ def typed_frame(
     return pd.DataFrame(data, index=pd.RangeIndex(rows))
 
 
-
 def build_frames(
     config: Any,
     source: str,
@@ -167,29 +166,79 @@ def build_frames(
         # Current balloon size: what the guest holds now (an allocation, not usage). Filled into
         # the `memory_balloon` column when the schema has it; ignored otherwise.
         current_kib = get("balloon.current")
-        append((
-            uuid, facts.name, state, active, facts.project, facts.flavor, vcpus_f, memory, disk, resources,
-            cpu_used, guest_memory_used(stats) if active else NAN,
-            float(cpu_ns) / 1e9 if cpu_ns is not None else NAN, facts.nova_instance_uuid,
-            float(current_kib) * KIB if current_kib is not None else facts.current_memory_bytes,
-        ))
+        append(
+            (
+                uuid,
+                facts.name,
+                state,
+                active,
+                facts.project,
+                facts.flavor,
+                vcpus_f,
+                memory,
+                disk,
+                resources,
+                cpu_used,
+                guest_memory_used(stats) if active else NAN,
+                float(cpu_ns) / 1e9 if cpu_ns is not None else NAN,
+                facts.nova_instance_uuid,
+                float(current_kib) * KIB if current_kib is not None else facts.current_memory_bytes,
+            )
+        )
     n = len(records)
-    names = ("id", "name", "state", "holds_capacity", "project", "flavor", "cpu", "memory", "disk", "resources",
-             "cpu_used", "memory_used", "cpu_time_seconds", "nova_instance_uuid", "memory_balloon")
+    names = (
+        "id",
+        "name",
+        "state",
+        "holds_capacity",
+        "project",
+        "flavor",
+        "cpu",
+        "memory",
+        "disk",
+        "resources",
+        "cpu_used",
+        "memory_used",
+        "cpu_time_seconds",
+        "nova_instance_uuid",
+        "memory_balloon",
+    )
     consumers: dict[str, Any] = (
         dict(zip(names, zip(*records, strict=True), strict=True)) if n else {name: [] for name in names}
     )
     consumers["libvirt_domain_uuid"] = consumers["id"]
-    common = {"timestamp": now, "source": source, "layer": "hypervisor", "cloud": cfg.cloud,
-              "pool": cfg.pool, "host": host}
+    common = {
+        "timestamp": now,
+        "source": source,
+        "layer": "hypervisor",
+        "cloud": cfg.cloud,
+        "pool": cfg.pool,
+        "host": host,
+    }
     consumer_frame = typed_frame(CONSUMERS, {**common, **consumers}, n, optional=frozenset({"memory_balloon"}))
-    capacity_frame = typed_frame(CAPACITY, {
-        **common, "scope": "host", "resource": ["cpu", "memory"],
-        "capacity": [float(node.cpus), node.memory_bytes], "reserved": 0.0, "allocation_ratio": 1.0,
-        "allocatable": [float(node.cpus), node.memory_bytes], "allocated": [allocated_cpu, allocated_memory],
-        "used": [node.cpu_used, node.memory_used],
-    }, 2)
-    hosts_frame = typed_frame(HOSTS, {
-        **common, "host_id": link.host_uuid, "schedulable": True, "ready": True,
-    }, 1)
+    capacity_frame = typed_frame(
+        CAPACITY,
+        {
+            **common,
+            "scope": "host",
+            "resource": ["cpu", "memory"],
+            "capacity": [float(node.cpus), node.memory_bytes],
+            "reserved": 0.0,
+            "allocation_ratio": 1.0,
+            "allocatable": [float(node.cpus), node.memory_bytes],
+            "allocated": [allocated_cpu, allocated_memory],
+            "used": [node.cpu_used, node.memory_used],
+        },
+        2,
+    )
+    hosts_frame = typed_frame(
+        HOSTS,
+        {
+            **common,
+            "host_id": link.host_uuid,
+            "schedulable": True,
+            "ready": True,
+        },
+        1,
+    )
     return {"capacity": capacity_frame, "consumers": consumer_frame, "hosts": hosts_frame}, samples

@@ -74,8 +74,20 @@ def _int(text: str | None) -> int | None:
 
 
 _MEMORY_UNITS = {
-    "b": 1, "bytes": 1, "k": KIB, "kib": KIB, "kb": 1000, "m": MIB, "mib": MIB, "mb": 1000**2,
-    "g": GIB, "gib": GIB, "gb": 1000**3, "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
+    "b": 1,
+    "bytes": 1,
+    "k": KIB,
+    "kib": KIB,
+    "kb": 1000,
+    "m": MIB,
+    "mib": MIB,
+    "mb": 1000**2,
+    "g": GIB,
+    "gib": GIB,
+    "gb": 1000**3,
+    "t": 1024**4,
+    "tib": 1024**4,
+    "tb": 1000**4,
 }
 
 
@@ -140,4 +152,3 @@ def parse_domain_xml(xml: str) -> DomainDefinition:
         current_memory_bytes=_memory_bytes(root.find("currentMemory")),
         nova=parse_nova_metadata(root.find("metadata")),
     )
-

@@ -67,9 +67,23 @@ from collector.sources.libvirt.stats import (
 
 # Names importable from here before the module was split by concern (tests, bench, other code).
 __all__ = [
-    "GIB", "KIB", "MIB", "NAN", "CpuSample", "DomainDefinition", "LibvirtSource", "NovaMetadata",
-    "classify_domain_error", "cpu_rate", "ensure_event_loop", "guest_memory_used", "node_busy_nanoseconds",
-    "parse_domain_xml", "parse_nova_metadata", "redact_uri", "typed_frame",
+    "GIB",
+    "KIB",
+    "MIB",
+    "NAN",
+    "CpuSample",
+    "DomainDefinition",
+    "LibvirtSource",
+    "NovaMetadata",
+    "classify_domain_error",
+    "cpu_rate",
+    "ensure_event_loop",
+    "guest_memory_used",
+    "node_busy_nanoseconds",
+    "parse_domain_xml",
+    "parse_nova_metadata",
+    "redact_uri",
+    "typed_frame",
 ]
 
 log = logging.getLogger(__name__)

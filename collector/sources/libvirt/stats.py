@@ -90,7 +90,6 @@ def node_busy_nanoseconds(cpu_stats: dict[str, int]) -> tuple[int, int]:
     return total - idle, total
 
 
-
 def classify_domain_error(error: libvirt.libvirtError) -> str:
     """`skipped` reason for a per-domain failure."""
     code = error.get_error_code()
@@ -102,4 +101,3 @@ def classify_domain_error(error: libvirt.libvirtError) -> str:
     ):
         return "domain_locked"
     return "domain_error"
-

@@ -52,7 +52,8 @@ def read_bounded(response: Any, *, limit: int, deadline: float | None, what: str
                 raise SourceError(
                     "timeout",
                     f"{what}: the answer was still arriving when the poll's deadline passed "
-                    f"({_size(len(body))} read" + (f" of {_size(declared)}" if declared is not None else "")
+                    f"({_size(len(body))} read"
+                    + (f" of {_size(declared)}" if declared is not None else "")
                     + "; poll_deadline)",
                 )
             chunk = raw.read1(CHUNK_BYTES, decode_content=True)
