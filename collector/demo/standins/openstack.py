@@ -14,7 +14,10 @@ The cloud is a plain data model (`StandinCloud`); `from_demo_estate` renders the
 servers that appear as time passes (`Server.visible_from`) so the demo's demand grows while it runs.
 
 `StandinServer.inject(...)` makes one endpoint fail (5xx, 401, a malformed body, a delay) for a
-number of requests: the bad-input tests use it. Loopback only; never expose it.
+number of requests: the bad-input tests use it. `inject_transfer(...)` keeps the real answer but
+spoils how it travels — `oversize` (padded to N bytes, with or without Content-Length), `drip` (one
+byte per interval) or `truncated` (Content-Length promises more than is sent before the connection
+closes) — for the source's size cap and poll deadline. Loopback only; never expose it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 PLACEMENT_VERSIONS = ((1, 0), (1, 39))
 NOVA_VERSIONS = ((2, 1), (2, 104))
@@ -174,6 +177,17 @@ class Fault:
     status: int = 503
     body: bytes | None = None
     delay: float = 0.0
+    transfer: str | None = None
+    """None (answer `status`/`body`), or how the real answer is spoilt on the wire: `oversize`,
+    `drip`, `truncated` (see `StandinServer.inject_transfer`)."""
+    size: int = 0
+    """`oversize`: the body is padded with JSON whitespace to this many bytes."""
+    chunked: bool = False
+    """`oversize`: sent with chunked transfer encoding (no Content-Length to refuse it by)."""
+    interval: float = 1.0
+    """`drip`: seconds between two bytes."""
+    sent: int = 0
+    """Body bytes written so far (to see how much of a spoilt answer the client took before hanging up)."""
 
 
 class StandinServer:
@@ -216,6 +230,16 @@ class StandinServer:
                delay: float = 0.0) -> None:
         with self._lock:
             self.faults.append(Fault(service, re.compile(pattern), times, status, body, delay))
+
+    def inject_transfer(self, service: str, pattern: str, transfer: str, times: int = 1, *, size: int = 0,
+                        chunked: bool = False, interval: float = 1.0) -> Fault:
+        """Serve the real answer for matching paths, but `oversize` / `drip` / `truncated` on the wire."""
+        if transfer not in ("oversize", "drip", "truncated"):
+            raise ValueError(f"unknown transfer fault {transfer!r}")
+        with self._lock:
+            fault = Fault(service, re.compile(pattern), times, 200, None, 0.0, transfer, size, chunked, interval)
+            self.faults.append(fault)
+        return fault
 
     def take_fault(self, service: str, path: str) -> Fault | None:
         with self._lock:
@@ -264,9 +288,10 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
             with server._lock:
                 server.requests.append((service, self.path))
             headers: dict[str, str] = {"x-openstack-request-id": request_id}
+            fault = None
             try:
                 fault = server.take_fault(service, self.path)
-                if fault is not None:
+                if fault is not None and fault.transfer is None:
                     if fault.delay:
                         time.sleep(fault.delay)
                     if fault.body is not None or fault.status != 200:
@@ -284,7 +309,53 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
                 status = error.status
                 body = _error_body(service, error.status, error.title, request_id, error.detail, error.extra)
                 headers.update(_version_headers(service, None))
+            if fault is not None and fault.transfer is not None:
+                self._send_spoilt(fault, status, body, headers)
+                return
             self._send(status, body, headers)
+
+        def _send_spoilt(self, fault: Fault, status: int, body: bytes, headers: dict[str, str]) -> None:
+            """The real answer, spoilt on the wire as `fault.transfer` says."""
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            for key, value in headers.items():
+                self.send_header(key, value)
+            try:
+                if fault.transfer == "oversize":
+                    body = body + b" " * max(fault.size - len(body), 0)  # still valid JSON, just big
+                    if fault.chunked:
+                        self.send_header("Transfer-Encoding", "chunked")
+                        self.end_headers()
+                        for start in range(0, len(body), 1 << 16):
+                            piece = body[start:start + (1 << 16)]
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                            fault.sent += len(piece)
+                        self.wfile.write(b"0\r\n\r\n")
+                        return
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    fault.sent += len(body)
+                elif fault.transfer == "drip":
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.flush()
+                    for index in range(len(body)):
+                        self.wfile.write(body[index:index + 1])
+                        self.wfile.flush()
+                        fault.sent += 1
+                        time.sleep(fault.interval)
+                else:  # truncated: promise the whole body, send half of it, hang up
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    fault.sent += len(body) // 2
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up on us: that is the point
 
         def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
             self.send_response(status)
@@ -503,8 +574,12 @@ def _compute(server: StandinServer, path: str, query: dict[str, list[str]], head
     if parts == ["servers", "detail"]:
         if (query.get("all_tenants") or ["0"])[0] not in ("1", "True", "true", ""):
             raise HTTPError(400, "Bad Request", "all_tenants must be set for this stand-in")
-        items = [_server_doc(s, version, flavors, base) for s in cloud.visible_servers()]
-        return 200, _page(items, "servers", query, True, f"{base}/servers/detail"), extra
+        # Page over the model and render only the page: a 10k-server cloud stays cheap to serve.
+        page, links = _page_of(cloud.visible_servers(), query, f"{base}/servers/detail")
+        body = {"servers": [_server_doc(s, version, flavors, base) for s in page]}
+        if links:
+            body["servers_links"] = links
+        return 200, _json(body), extra
     if parts == ["flavors", "detail"]:
         is_public = (query.get("is_public") or ["true"])[0].lower()
         selected = [f for f in flavors.values() if is_public == "none" or f.is_public == (is_public != "false")]
@@ -541,6 +616,25 @@ def _compute(server: StandinServer, path: str, query: dict[str, list[str]], head
                                    for k in ("cores", "ram", "instances")}}
         return 200, _json({"quota_set": quota}), extra
     raise HTTPError(404, "Not Found", "The resource could not be found.")
+
+
+def _page_of(items: list[Any], query: dict[str, list[str]], href: str) -> tuple[list[Any], list[dict[str, str]]]:
+    """`_page` over model objects with an `id`: the page and its next link (if full and more follow)."""
+    marker = (query.get("marker") or [None])[0]
+    if marker is not None:
+        position = next((i for i, item in enumerate(items) if str(item.id) == marker), None)
+        if position is None:
+            raise HTTPError(400, "Bad Request", f"marker [{marker}] not found")
+        items = items[position + 1:]
+    limit = min(int((query.get("limit") or ["1000"])[0]), 1000)
+    page = items[:limit]
+    links = []
+    if len(page) == limit and len(items) > limit:
+        # Like Nova, the next link keeps the request's other parameters (all_tenants, filters).
+        kept = [(k, v) for k, values in query.items() if k not in ("limit", "marker") for v in values]
+        params = urlencode([*kept, ("limit", limit), ("marker", page[-1].id)])
+        links = [{"rel": "next", "href": f"{href}?{params}"}]
+    return page, links
 
 
 def _page(items: list[dict[str, Any]], key: str, query: dict[str, list[str]], pageable: bool, href: str) -> bytes:
@@ -736,6 +830,71 @@ def from_demo_estate(estate: Any, start: float | None = None, growth_every: floa
             zone=host.zone, visible_from=0.0,
         ))
     _plan_growth(cloud, estate, start, growth_every, growth_count, gpu_child, shared)
+    return cloud
+
+
+def synthetic_cloud(hosts: int, projects: int, servers_per_host: int = 10, zones: int = 3,
+                    clock: Callable[[], float] = time.time) -> StandinCloud:
+    """A cloud of any size for benchmarks: `hosts` computes in `zones` AZ aggregates, `projects` projects.
+
+    Each host has VCPU/MEMORY_MB/DISK_GB inventories (one in 50 disabled, one in 20 with a GPU
+    child provider and a CUSTOM_ trait); `servers_per_host` servers per host, their projects dealt
+    round robin, from six flavors (one private, one with a required trait). Deterministic (uuid5), so
+    every run sees the same cloud.
+    """
+    ns = uuidlib.UUID("5b1c0f8e-0000-4000-8000-00000000b0b0")
+
+    def uid(*parts: object) -> str:
+        return str(uuidlib.uuid5(ns, "/".join(map(str, parts))))
+
+    cloud = StandinCloud(clock=clock)
+    names = [f"compute-{i:05d}" for i in range(hosts)]
+    for zone in range(zones):
+        members = names[zone::zones]
+        cloud.aggregates.append(Aggregate(zone + 1, uid("agg", zone), f"az{zone}", members,
+                                          {"availability_zone": f"az{zone}"}))
+    flavors = [
+        Flavor(uid("flavor", 0), "m1.small", 1, 2048, 20),
+        Flavor(uid("flavor", 1), "m1.medium", 2, 4096, 40),
+        Flavor(uid("flavor", 2), "m1.large", 4, 8192, 80),
+        Flavor(uid("flavor", 3), "m1.xlarge", 8, 16384, 160),
+        Flavor(uid("flavor", 4), "ssd.large", 4, 8192, 80, {"trait:CUSTOM_SSD": "required"}),
+        Flavor(uid("flavor", 5), "private.huge", 16, 65536, 200, is_public=False, projects=[uid("project", 0)]),
+    ]
+    cloud.flavors = {f.id: f for f in flavors}
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    server_index = 0
+    for index, name in enumerate(names):
+        rp = uid("host", index)
+        traits = ["COMPUTE_NET_ATTACH_INTERFACE"]
+        disabled = index % 50 == 49
+        if disabled:
+            traits.append("COMPUTE_STATUS_DISABLED")
+        if index % 20 == 0:
+            traits.append("CUSTOM_SSD")
+        inventories = {
+            "VCPU": _inventory(64, 2, 4.0),
+            "MEMORY_MB": _inventory(262144, 4096, 1.0),
+            "DISK_GB": _inventory(4000, 0, 1.0),
+        }
+        cloud.providers[rp] = Provider(rp, name, inventories, traits=sorted(traits),
+                                       aggregates=[uid("agg", index % zones)], base_generation=3)
+        if index % 20 == 0:
+            child = uid("gpu", index)
+            cloud.providers[child] = Provider(child, f"{name}_pci_0000_3b_00_0", {"VGPU": _inventory(4, 0, 1.0)},
+                                              parent=rp, root=rp, traits=["OWNER_NOVA"], base_generation=2)
+        cloud.hypervisors.append(Hypervisor(rp, name, name, enabled=not disabled,
+                                            disabled_reason="maintenance" if disabled else None,
+                                            service_id=uid("service", index)))
+        for _ in range(servers_per_host):
+            flavor = flavors[server_index % 4] if server_index % 97 else flavors[4]
+            project = uid("project", server_index % projects)
+            cloud.servers.append(Server(
+                uid("server", server_index), f"vm-{server_index}", flavor.id, name, project, "ACTIVE", created,
+                {rp: {"VCPU": flavor.vcpus, "MEMORY_MB": flavor.ram, "DISK_GB": flavor.disk}},
+                zone=f"az{index % zones}",
+            ))
+            server_index += 1
     return cloud
 
 

@@ -12,7 +12,11 @@ needs and the SDK does not do for raw calls:
   poll's deadline; one re-authentication after a 401 (keystoneauth already re-auths once for
   plugins that can; admin_token cannot, so a second 401 is a clear `auth_failed`);
 * every failure turned into a `SourceError` that names the cloud, service, path and HTTP status,
-  and quotes the service's own error `detail` / `message` (never a token or a password).
+  and quotes the service's own error `detail` / `message` (never a token or a password);
+* bounded reads (`limits.read_bounded`): every body is streamed under a size cap
+  (`max_response_size`: `too_large`) and the poll's wall deadline (`poll_deadline`: `timeout`), and
+  a body cut off before its end is `malformed`. Each request's socket timeout is also cut to the
+  time left in the poll, and no request starts once the deadline has passed.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.sources.base import SourceError
+from collector.sources.openstack.limits import read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,8 @@ PLACEMENT_MIN = (1, 18)  # GET /resource_providers?required=<trait>
 PLACEMENT_MAX = (1, 39)
 
 RETRY_STATUS = frozenset({500, 502, 503, 504})
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024**2
+"""Default cap on one answer's body (`max_response_size`): a 1000-server page with embedded flavors is ~5 MB."""
 
 
 Version = tuple[int, int]
@@ -74,8 +81,10 @@ class OpenStackClient:
         connect: Callable[[], Any],
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ):
         self.cloud_label = cloud_label
+        self.max_response_bytes = max_response_bytes
         self._connect = connect
         self._conn: Any | None = None
         self.retry = retry or RetryPolicy()
@@ -114,7 +123,7 @@ class OpenStackClient:
                 self._versions.clear()
 
     def begin_poll(self, budget_seconds: float) -> None:
-        """Reset the call counter and set the deadline that bounds retries for this poll."""
+        """Reset the call counter and set the wall deadline that bounds this poll's requests and retries."""
         self.calls = 0
         self.deadline = time.monotonic() + budget_seconds
 
@@ -159,8 +168,16 @@ class OpenStackClient:
         proxy = self._proxy(service)
         header = format_version(version)
 
+        what = f"cloud {self.cloud_label}: {service} GET {path}"
+
         def send() -> Any:
-            return proxy.get(path, microversion=header, raise_exc=False)
+            # stream=True: the body is read here, bounded, not whole by requests; log=False: keystoneauth's
+            # debug logging would otherwise read the whole body to log it.
+            response = proxy.get(
+                path, microversion=header, raise_exc=False, stream=True, log=False, **self._request_timeout(what)
+            )
+            read_bounded(response, limit=self.max_response_bytes, deadline=self.deadline, what=what)
+            return response
 
         response = self._with_retries(service, path, send)
         if response.status_code == 401:
@@ -231,6 +248,15 @@ class OpenStackClient:
             self._sleep(pause)
             pause = min(pause * 2, self.retry.max_backoff)
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns or raises
+
+    def _request_timeout(self, what: str) -> dict[str, float]:
+        """The socket timeout for one request: what is left of the poll (no request once it has passed)."""
+        if self.deadline is None:
+            return {}
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise SourceError("timeout", f"{what}: not sent, the poll's deadline has passed (poll_deadline)")
+        return {"timeout": left}
 
     def _time_left(self, pause: float) -> bool:
         return self.deadline is None or time.monotonic() + pause < self.deadline

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -10,7 +11,10 @@ from pydantic import Field, model_validator
 if TYPE_CHECKING:
     from collector.sources.base import Source
 
-from collector.contract.settings import SourceBase
+from collector.contract.settings import Duration, Quantity, SourceBase
+
+DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024**2
+"""64 MiB: a 1000-server page with embedded flavors is about 5 MB, 10000 providers about 5 MB."""
 
 
 class OpenStackSourceConfig(SourceBase):
@@ -29,6 +33,29 @@ class OpenStackSourceConfig(SourceBase):
     )
     quotas: bool = Field(default=True, description="Read per-project quota usage (one call per project with servers).")
     concurrency: int = Field(default=4, ge=1, le=32, description="Placement providers read in parallel.")
+    max_response_size: Quantity = Field(
+        default=DEFAULT_MAX_RESPONSE_SIZE,
+        ge=1024,
+        description="Largest body one API answer may have (bytes; `64Mi`, `200M`); a bigger one fails the poll "
+        "with reason `too_large` instead of being read whole.",
+    )
+    poll_deadline: Duration | None = Field(
+        default=None,
+        description="Wall-clock bound of a whole poll, body reads and retries included (default: 90 % of "
+        "`timeout`, so the source reports which request was slow before the scheduler gives up on it).",
+    )
+
+    @property
+    def effective_poll_deadline(self) -> timedelta:
+        return self.poll_deadline if self.poll_deadline is not None else self.effective_timeout * 0.9
+
+    @model_validator(mode="after")
+    def _deadline_within_timeout(self) -> OpenStackSourceConfig:
+        if self.poll_deadline is not None and self.poll_deadline > self.effective_timeout:
+            raise ValueError(
+                "poll_deadline must not exceed timeout (the scheduler abandons the poll at timeout)"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -27,13 +27,15 @@ class OpenStackSource(Source):
         timeout = config.effective_timeout.total_seconds()
         connector = connect or make_connector(config.cloud, config.region, config.clouds_yaml, timeout)
         kwargs = {"sleep": sleep} if sleep is not None else {}
-        self.client = OpenStackClient(self.cloud, connector, retry=retry, **kwargs)
+        self.client = OpenStackClient(
+            self.cloud, connector, retry=retry, max_response_bytes=int(config.max_response_size), **kwargs
+        )
         self.placement = PlacementReader(self.client, concurrency=config.concurrency)
         self.nova = NovaReader(self.client, page_size=config.page_size, quotas=config.quotas)
         self.polls = 0
 
     def poll(self, now: datetime) -> PollResult:
-        self.client.begin_poll(self.config.effective_timeout.total_seconds())
+        self.client.begin_poll(self.config.effective_poll_deadline.total_seconds())
         try:
             nova = self.nova.read()
             flavor_traits = {
@@ -69,6 +71,7 @@ class OpenStackSource(Source):
 
     def _forget_on(self, error: SourceError) -> None:
         """After auth or transport trouble start the next poll on a fresh connection and empty caches."""
+        # A body left unread (too large, cut off, deadline) has already closed its connection.
         if error.reason in {"auth_failed", "unreachable", "timeout", "discovery", "config"}:
             self.client.close()
             self.placement.reset()
