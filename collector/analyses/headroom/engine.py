@@ -192,7 +192,8 @@ def _pool_rows(
         after: Any = None
         if failure and reused is not None and (kind, name) in reused:
             last = reused[(kind, name)]  # an older evacuation: never more than fits now
-            after = FailureResult(np.minimum(last.slots_after, totals), last.domain, last.shortfall)
+            after = FailureResult(np.minimum(last.slots_after, totals), last.domain, last.shortfall,
+                                  last.shortfall_domain)
         elif failure and state.classes is not None:
             spans_zones = len({z for z in table.zones[mask] if z}) >= 2
             if kind in ("cloud", "cluster") and not (settings.failure_domain == "zone" and spans_zones):
@@ -208,6 +209,7 @@ def _pool_rows(
                 slots_after_failure=float(after.slots_after[s]) if after is not None else math.nan,
                 failure_domain=after.domain[s] if after is not None else None,
                 shortfall=float(after.shortfall[s]) if after is not None else math.nan,
+                shortfall_domain=after.shortfall_domain if after is not None else None,
                 limiting_resource=limits[s], hosts=float(host_counts[s]),
             )
         if after is not None:
@@ -216,28 +218,36 @@ def _pool_rows(
 
 
 def _combine(per_pool: list[tuple[np.ndarray, FailureResult]], totals: np.ndarray) -> FailureResult:
-    """Cloud / cluster N+1 from its pools': the worst pool failure, its consumers re-placed in that pool.
+    """Cloud / cluster N+1 from its pools': per shape the failure that costs it most, wherever it is.
 
     Evacuated VMs stay in their AZ and pods in their node pool (where their nodeSelector sends them),
-    so losing a host costs the cloud exactly what it costs the host's pool.
+    so losing a host costs the cloud exactly what it costs the host's pool: each shape's N+1 is the
+    cloud's slots less its largest loss over all pools' failures (ties to the first name), and the
+    shortfall is the largest of the pools' shortfalls.
     """
     s_count = len(totals)
     slots_after = totals.astype(float).copy()
     domain: list[str | None] = [None] * s_count
-    shortfall = np.zeros(s_count)
     best_loss = np.full(s_count, -np.inf)
+    shortfall, shortfall_domain = 0.0, None
+    evaluated = 0
     for pool_totals_, result in per_pool:
+        evaluated += result.evaluated
         loss = pool_totals_ - result.slots_after
         for s in range(s_count):
-            key = (result.shortfall[s], loss[s])
-            if result.domain[s] is None:
+            name = result.domain[s]
+            if name is None:
                 continue
-            if domain[s] is None or key > (shortfall[s], best_loss[s]) or (
-                key == (shortfall[s], best_loss[s]) and result.domain[s] < domain[s]
-            ):
-                domain[s], shortfall[s], best_loss[s] = result.domain[s], result.shortfall[s], loss[s]
+            if domain[s] is None or loss[s] > best_loss[s] or (loss[s] == best_loss[s] and name < domain[s]):
+                domain[s], best_loss[s] = name, loss[s]
                 slots_after[s] = totals[s] - loss[s]
-    return FailureResult(np.maximum(slots_after, 0.0), domain, shortfall)
+        pool_shortfall = float(result.shortfall[0]) if s_count else 0.0
+        if result.shortfall_domain is not None and (
+            pool_shortfall > shortfall or (pool_shortfall == shortfall and shortfall_domain is not None
+                                           and result.shortfall_domain < shortfall_domain)):
+            shortfall, shortfall_domain = pool_shortfall, result.shortfall_domain
+    return FailureResult(np.maximum(slots_after, 0.0), domain, np.full(s_count, shortfall), shortfall_domain,
+                         evaluated)
 
 
 def _shared_resource(table: HostTable, request: np.ndarray, mask: np.ndarray) -> str | None:

@@ -37,13 +37,17 @@ HEADROOM = register(
               non_negative=True),
             C("slots_after_failure", FLOAT, "Slots left after the failure in failure_domain and the re-placement "
               "of its consumers on the survivors; NaN when not computed.", nullable=True, non_negative=True),
-            C("failure_domain", STRING, "The host (or zone) whose loss hurts this shape most.", nullable=True),
-            C("shortfall", FLOAT, "Consumers of that failure domain that would find no home on the survivors.",
+            C("failure_domain", STRING, "The host (or zone) whose loss leaves this shape the fewest slots.",
+              nullable=True),
+            C("shortfall", FLOAT, "The most consumers any single failure of the pool leaves without a home "
+              "(the same on every shape of the pool); > 0: the pool is not N+1, whatever its slots.",
               nullable=True, non_negative=True),
             C("limiting_resource", STRING, "The resource that bounds the slots on most eligible hosts.",
               nullable=True),
             C("hosts", FLOAT, "Hosts eligible for the shape (schedulable, ready, traits/aggregates/taints ok).",
               non_negative=True),
+            C("shortfall_domain", STRING, "The failure that leaves `shortfall` consumers homeless (first name on "
+              "ties); null when no single failure strands any.", nullable=True),
         ),
     )
 )
