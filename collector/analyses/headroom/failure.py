@@ -383,7 +383,10 @@ def n_plus_one(
 
     Each shape's N+1 is the minimum of its slots over all failure candidates (ties to the first name),
     and the shortfall, the most consumers any single failure leaves without a home, is reported on its
-    own: one failure can strand a big VM while another takes the last slot of a small flavor.
+    own: one failure can strand a big VM while another takes the last slot of a small flavor. A failure
+    that strands consumers leaves 0 slots of every shape (the homeless claim any room first), so a pool
+    with a shortfall fails N+1 whatever its slots, and stranding one more consumer can never make N+1
+    look better.
 
     `exhaustive` re-places every candidate's consumers one by one (the reference). Otherwise the answer
     is the same, computed faster: candidates whose displaced consumers all land on one host (each
@@ -430,12 +433,11 @@ def n_plus_one(
     for j in order:
         i = rest[j]
         if best.seen and not best.could_lower(i, before - bounds_ub[j]):
-            if not best.could_strand(i, 0.0):
-                continue  # nothing homeless already, or this one loses no more: absorbable or not, skip
-            if evacuation.absorbable(candidates[i][1]):
-                continue
-            displaced = float(classes.counts[:, candidates[i][1]].sum()) if len(classes) else 0.0
-            if not best.could_strand(i, displaced):
+            dead = candidates[i][1]
+            if evacuation.absorbable(dead):
+                continue  # no one can be left homeless, and the slots it can cost change nothing
+            displaced = float(classes.counts[:, dead].sum()) if len(classes) else 0.0
+            if not best.could_lower(i, np.zeros_like(before)) and not best.could_strand(i, displaced):
                 continue
         evaluate(i)
         best.evaluated += 1
@@ -459,6 +461,8 @@ class _Best:
 
     def offer(self, i: int, after: np.ndarray, shortfall: float) -> None:
         self.seen = True
+        if shortfall > 0:
+            after = np.zeros_like(after)  # homeless consumers claim any room first: nothing is left
         rank = self.rank[i]
         better = (after < self.after) | ((after == self.after) & (rank < self.by_rank))
         self.after = np.where(better, after, self.after)
