@@ -44,6 +44,8 @@ class FailureResult:
     """The failure that leaves the most consumers homeless (first name on ties); None when none does."""
     evaluated: int = 0
     """Failure candidates actually evaluated (the rest were proven unable to change the answer)."""
+    at_once: int = 0
+    """Of those, how many were evaluated together (one receiving host each, vectorised)."""
 
 
 @dataclass
@@ -244,12 +246,21 @@ class _Evacuation:
             block = np.minimum(fit, _BIG).astype(np.int64)
             self.fit0[start : start + len(ks)] = block
             self.targets.extend(cols[row > 0] for row in block)
-        self.heads = [t[:HEAD].tolist() for t in self.targets]
         self.first_targets = np.array([t[0] if len(t) else -1 for t in self.targets], dtype=np.int64)
         self.second_targets = np.array([t[1] if len(t) > 1 else -1 for t in self.targets], dtype=np.int64)
         self.counts = classes.counts
+        self.classes = classes
+        self.prepared = False
+
+    def _prepare(self) -> None:
+        """What one-by-one re-placements need, built on first use (the vectorised path needs none of it)."""
+        if self.prepared:
+            return
+        self.prepared = True
+        table = self.table
+        self.heads = [t[:HEAD].tolist() for t in self.targets]
         self.rank_list = self.rank.tolist()
-        self.held = classes.held_by_host()
+        self.held = self.classes.held_by_host()
         # Plain Python rows and request lists: a re-placement touches a handful of tiny vectors, where
         # numpy's per-call overhead would dominate.
         self.free_rows = self.free.tolist()
@@ -273,6 +284,7 @@ class _Evacuation:
 
     def run(self, dead: np.ndarray) -> tuple[dict[int, list[float]], int, dict[tuple[str, str], float]]:
         """Re-place the consumers of `dead` hosts; returns (new free rows by host, homeless, shared free)."""
+        self._prepare()
         displaced: dict[int, int] = {}
         for h in dead.tolist():
             for k, n in self.held.get(h, ()):
@@ -313,6 +325,7 @@ class _Evacuation:
 
     def absorbable(self, dead: np.ndarray) -> bool:
         """True when one surviving host could take every consumer of `dead` (then FFD leaves none out)."""
+        self._prepare()
         displaced: dict[int, int] = {}
         for h in dead.tolist():
             for k, n in self.held.get(h, ()):
@@ -426,7 +439,7 @@ def n_plus_one(
             evaluate(i)
         best.evaluated = len(candidates)
         return best.result(before)
-    rest = _single_receiver(evacuation, candidates, shape_slots, requests, table, mask, before, best)
+    rest = _first_receivers(evacuation, candidates, shape_slots, requests, table, mask, before, best)
     bounds_ub = _loss_bounds([candidates[i] for i in rest], shape_slots, classes, evacuation.requests, requests)
     order = sorted(range(len(rest)),
                    key=lambda j: (-float((bounds_ub[j] / (before + 1.0)).max(initial=0.0)), best.rank[rest[j]]))
@@ -458,6 +471,7 @@ class _Best:
         self.shortfall_by = -1
         self.seen = False
         self.evaluated = 0
+        self.at_once = 0
 
     def offer(self, i: int, after: np.ndarray, shortfall: float) -> None:
         self.seen = True
@@ -499,65 +513,58 @@ class _Best:
         domain = [self.names[i] if i >= 0 else None for i in self.by.tolist()]
         shortfall_domain = self.names[self.shortfall_by] if self.shortfall_by >= 0 else None
         return FailureResult(np.maximum(slots, 0.0), domain, np.full(len(before), self.shortfall),
-                             shortfall_domain, self.evaluated)
+                             shortfall_domain, self.evaluated, self.at_once)
 
 
-def _single_receiver(evacuation: _Evacuation, candidates: list[tuple[str, np.ndarray]], shape_slots: np.ndarray,
+def _first_receivers(evacuation: _Evacuation, candidates: list[tuple[str, np.ndarray]], shape_slots: np.ndarray,
                      requests: np.ndarray, table: HostTable, mask: np.ndarray, before: np.ndarray,
                      best: _Best) -> list[int]:
-    """Evaluate, all at once, the candidates whose consumers first-fit decreasing puts on one host.
+    """Evaluate, all at once, the candidates whose consumers each land on their class's first fitting host.
 
-    For a lost host h, each displaced class walks its fitting hosts in name order and first meets its
-    first fitting host other than h. When that is the same host g for every displaced class and g's
-    free capacity covers their whole request, every consumer lands on g (g keeps room for each class
-    in turn), so the survivors' slots change on g only: free(g) - displaced request. Returns the
-    indices of the other candidates (several receivers, zones, pool-level providers) to evaluate one
-    by one.
+    For a lost host h, first-fit decreasing walks each displaced class's fitting hosts in name order;
+    its first fitting host other than h is g_k. When every receiving host g has room for the whole
+    request of the classes whose g_k is g (free(g) - their total request >= 0 in every resource), each
+    class finds room on g_k in its turn whatever the order, so that is exactly where they all go and
+    the survivors' slots change on those hosts only. Returns the indices of the other candidates
+    (a receiver too small, zones, pool-level providers) to evaluate one by one.
     """
     single = [i for i, (_, dead) in enumerate(candidates) if len(dead) == 1]
     if not single or table.shared[mask].any():
         return list(range(len(candidates)))
     index = np.array(single, dtype=np.int64)
     hosts = np.array([int(candidates[i][1][0]) for i in single], dtype=np.int64)
-    n = len(hosts)
+    n, s_count = len(hosts), shape_slots.shape[0]
+    fast = np.ones(n, dtype=bool)
+    cost = np.zeros((n, s_count))  # slots the receivers lose, per candidate
     rows = np.flatnonzero(evacuation.row_of >= 0)
-    receiver = np.full(n, -1, dtype=np.int64)  # -1: nothing displaced
-    consistent = np.ones(n, dtype=bool)
-    demand = np.zeros((n, requests.shape[1]))
     if len(rows):
         counts = evacuation.counts_of(rows, hosts)  # (K', n)
         ks, cs = np.nonzero(counts)
         if len(ks):
-            order_rows = evacuation.row_of[rows[ks]]
-            first = evacuation.first_targets[order_rows]
-            second = evacuation.second_targets[order_rows]
+            first = evacuation.first_targets[ks]
+            second = evacuation.second_targets[ks]
             g = np.where(first != hosts[cs], first, second)
-            low = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-            high = np.full(n, -2, dtype=np.int64)
-            np.minimum.at(low, cs, g)
-            np.maximum.at(high, cs, g)
-            loaded = np.zeros(n, dtype=bool)
-            loaded[cs] = True
-            consistent = ~loaded | ((low == high) & (low >= 0))
-            receiver = np.where(loaded, low, -1)
-            demand = counts.T.astype(float) @ evacuation.requests[rows]
-    lost_here = shape_slots[:, hosts].T  # (n, S)
-    with_receiver = consistent & (receiver >= 0)
-    g = np.where(with_receiver, receiver, 0)
-    left = table.free[g] - demand
-    fits = (left >= 0).all(axis=1)
-    fast = consistent & (~with_receiver | fits)
-    old_g = np.where(with_receiver[:, None], shape_slots[:, g].T, 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        counts_g = np.floor(left[:, None, :] / requests[None, :, :] + EPSILON)
-    asked = requests[None, :, :] > 0
-    new_g = np.where(asked, counts_g, np.inf).min(axis=2)
-    new_g = np.where(np.isinf(old_g), old_g, np.minimum(new_g, old_g))
-    new_g = np.where(old_g > 0, np.maximum(new_g, 0.0), 0.0)
-    new_g = np.where(with_receiver[:, None], new_g, 0.0)
-    after = before[None, :] - lost_here - (old_g - new_g)
+            fast[cs[g < 0]] = False  # a class with nowhere else to go: one by one
+            ok = g >= 0
+            ks, cs, g = ks[ok], cs[ok], g[ok]
+            pairs, pair_of = np.unique(cs * table.size + g, return_inverse=True)
+            pair_c, pair_g = pairs // table.size, pairs % table.size
+            demand = np.zeros((len(pairs), requests.shape[1]))
+            np.add.at(demand, pair_of, counts[ks, cs][:, None] * evacuation.requests[rows[ks]])
+            left = table.free[pair_g] - demand
+            fits = (left >= 0).all(axis=1)
+            fast[pair_c[~fits]] = False
+            old_g = shape_slots[:, pair_g].T  # (pairs, S)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                counts_g = np.floor(left[:, None, :] / requests[None, :, :] + EPSILON)
+            new_g = np.where(requests[None, :, :] > 0, counts_g, np.inf).min(axis=2)
+            new_g = np.where(np.isinf(old_g), old_g, np.minimum(new_g, old_g))
+            new_g = np.where(old_g > 0, np.maximum(new_g, 0.0), 0.0)
+            np.add.at(cost, pair_c, old_g - new_g)
+    after = before[None, :] - shape_slots[:, hosts].T - cost
     best.offer_many(index[fast], after[fast])
     best.evaluated += int(fast.sum())
+    best.at_once = int(fast.sum())
     done = set(index[fast].tolist())
     return [i for i in range(len(candidates)) if i not in done]
 
