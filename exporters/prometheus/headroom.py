@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+import pandas as pd
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from collector.analyses.headroom import frames as headroom_frames
@@ -39,18 +40,19 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
     yield slots
     after = GaugeMetricFamily(
         "capacity_headroom_slots_after_failure",
-        "Slots left after losing the host (or zone) in failure_domain, the one whose loss hurts this shape "
-        "most, with its consumers re-placed on the survivors.",
+        "N+1: the fewest slots of the shape left after any single failure of the pool, its consumers re-placed "
+        "on the survivors (0 after a failure that strands any); failure_domain is the loss that leaves the fewest.",
         labels=FAILURE_LABELS,
     )
     add_frame_samples(after, headroom, FAILURE_LABELS, "slots_after_failure")
     yield after
     shortfall = GaugeMetricFamily(
         "capacity_headroom_failure_shortfall",
-        "Consumers of failure_domain that would find no home on the survivors of the pool.",
+        "The most consumers any single failure of the pool leaves without a home; failure_domain is that failure "
+        "(empty when none strands any). > 0: the pool is not N+1.",
         labels=FAILURE_LABELS,
     )
-    add_frame_samples(shortfall, headroom, FAILURE_LABELS, "shortfall")
+    add_frame_samples(shortfall, _shortfall_rows(headroom), FAILURE_LABELS, "shortfall")
     yield shortfall
     per_host = GaugeMetricFamily(
         "capacity_headroom_host_slots", "How many more of a flavor or pod shape fit on this host.",
@@ -73,3 +75,10 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
     )
     add_frame_samples(reclaimable, snapshot.frames.get("reclaimable"), RECLAIM_LABELS, "amount")
     yield reclaimable
+
+
+def _shortfall_rows(headroom: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The shortfall is labelled with the failure that strands the most, not the shape's own worst failure."""
+    if headroom is None or headroom.empty or "shortfall_domain" not in headroom.columns:
+        return headroom
+    return headroom.assign(failure_domain=headroom["shortfall_domain"])

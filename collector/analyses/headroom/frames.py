@@ -35,8 +35,9 @@ HEADROOM = register(
             C("shape_kind", STRING, "flavor | pod_shape | worker_vm", choices=SHAPE_KINDS),
             C("slots", FLOAT, "How many more of the shape fit if only it were added (integer valued).",
               non_negative=True),
-            C("slots_after_failure", FLOAT, "Slots left after the failure in failure_domain and the re-placement "
-              "of its consumers on the survivors; NaN when not computed.", nullable=True, non_negative=True),
+            C("slots_after_failure", FLOAT, "N+1: the fewest slots left after any single failure of the pool, its "
+              "consumers re-placed on the survivors (0 after a failure that strands any); NaN when not computed.",
+              nullable=True, non_negative=True),
             C("failure_domain", STRING, "The host (or zone) whose loss leaves this shape the fewest slots.",
               nullable=True),
             C("shortfall", FLOAT, "The most consumers any single failure of the pool leaves without a home "

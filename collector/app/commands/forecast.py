@@ -171,7 +171,9 @@ def render_table(document: dict[str, Any]) -> str:
             row["what-if"] = _slots(entry["after"])
         side = entry["after"] or entry["before"] or {}
         row["limit"] = side.get("limiting_resource") or ""
-        row["worst failure"] = side.get("failure_domain") or ""
+        was, now = (entry["before"] or {}).get("failure_domain"), (entry["after"] or {}).get("failure_domain")
+        row["worst failure"] = f"{was or '-'} -> {now or '-'}" if document["what_if"] and was != now else (
+            side.get("failure_domain") or "")
         rows.append(row)
     table = pd.DataFrame(rows).to_string(index=False) if rows else "(no hosts or shapes found)"
     parts.append("== headroom: slots (after the worst failure) ==\n" + table)
