@@ -9,15 +9,18 @@ land, they take room the headroom counted. So for every failure candidate in a p
    constraints - traits, aggregates, tenant isolation, taints - allow it), as an evacuation would,
 3. count what could not be placed (shortfall) and the slots left per shape on the survivors.
 
-The candidate that hurts a shape most is the one with the largest shortfall, then the fewest slots
-left (ties to the first name); it is reported as that shape's `failure_domain`.
+Each shape's N+1 is its fewest slots over all candidates (its `failure_domain`, ties to the first
+name); the shortfall is the most homeless over all candidates, reported apart; a candidate that strands
+consumers leaves 0 slots of every shape.
 
 Cost: consumers are grouped into classes of identical request and constraints
 (collector.analyses.headroom.shapes). `replace_consumers` (what-if) fills hosts in order per class with one
 cumulative sum. For N+1, `_Evacuation` precomputes where each class fits today, so a candidate's
 re-placement walks a few hosts per displaced class; only the hosts that received consumers are
-recounted and the pool totals are updated incrementally. Candidates whose upper bound of lost slots
-cannot beat the worst found, and whose load one survivor could take whole, are skipped (exactly).
+recounted and the pool totals are updated incrementally. Candidates whose displaced classes each land
+whole on their first fitting survivor are evaluated together with numpy; of the rest, those whose upper
+bound of lost slots cannot beat the worst found, and whose load one survivor could take whole, are
+skipped (exactly: a property test compares with the brute force).
 """
 
 from __future__ import annotations
