@@ -28,9 +28,12 @@ RECLAIM_LABELS = ["layer", "cloud", "pool", "resource"]
 _warned_limit: list[int] = []
 
 
+ISOLATED_LABELS = ["layer", "cloud", "pool", "shape", "tenant"]
+
+
 @family_builder
 def build(snapshot: Snapshot) -> Iterator[Metric]:
-    headroom = snapshot.frames.get("headroom")
+    headroom, isolated = _split_isolated(snapshot.frames.get("headroom"))
     slots = GaugeMetricFamily(
         "capacity_headroom_slots",
         "How many more of a flavor or pod shape fit in the pool now, if only that shape were added.",
@@ -54,6 +57,14 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
     )
     add_frame_samples(shortfall, _shortfall_rows(headroom), FAILURE_LABELS, "shortfall")
     yield shortfall
+    reserved = GaugeMetricFamily(
+        "capacity_headroom_isolated_slots",
+        "How many more of a flavor the project in `tenant` can still boot on the hosts of the tenant-isolation "
+        "aggregate `pool` (filter_tenant_id); public rows leave those hosts out.",
+        labels=ISOLATED_LABELS,
+    )
+    add_frame_samples(reserved, isolated, ISOLATED_LABELS, "slots")
+    yield reserved
     per_host = GaugeMetricFamily(
         "capacity_headroom_host_slots", "How many more of a flavor or pod shape fit on this host.",
         labels=HOST_LABELS,
@@ -75,6 +86,14 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
     )
     add_frame_samples(reclaimable, snapshot.frames.get("reclaimable"), RECLAIM_LABELS, "amount")
     yield reclaimable
+
+
+def _split_isolated(headroom: pd.DataFrame | None) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """(public rows, tenant-isolation aggregate rows): the latter have their own family with a tenant label."""
+    if headroom is None or headroom.empty or "tenant" not in headroom.columns:
+        return headroom, None
+    tenant = headroom["tenant"].notna().to_numpy()
+    return headroom[~tenant], headroom[tenant]
 
 
 def _shortfall_rows(headroom: pd.DataFrame | None) -> pd.DataFrame | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,6 +33,7 @@ from collector.analyses.headroom.model import (
 from collector.analyses.headroom.pods import common_shapes, configured_shapes, pod_classes, pod_shapes
 from collector.analyses.headroom.shapes import ConsumerClasses, ShapeSet
 from collector.analyses.headroom.vm import (
+    Aggregate,
     Flavor,
     Isolation,
     build_isolation,
@@ -40,6 +41,7 @@ from collector.analyses.headroom.vm import (
     read_aggregates,
     read_flavors,
     vm_classes,
+    vm_eligibility,
 )
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,8 @@ def compute_headroom(frames: Mapping[str, pd.DataFrame], config: Any, now: datet
         pools.append(("cloud", cloud, np.ones(table.size, dtype=bool), True))
         _remember(("openstack", cloud), state, _pool_rows(rows, state, pools, settings, now, reused), now,
                   reuse_failures and reused is None)
+        if settings.tenant_isolation != "off":
+            _isolated_rows(rows, state, aggregates, now)
         host_parts.append(_host_rows(state, now))
     for cloud, table in build_host_tables(frames, "kubernetes").items():
         specs = configured_shapes(config)
@@ -215,6 +219,45 @@ def _pool_rows(
         if after is not None:
             results[(kind, name)] = after
     return results
+
+
+def _isolated_rows(rows: _Rows, state: LayerState, aggregates: Mapping[str, Aggregate], now: datetime) -> None:
+    """Headroom of each tenant-isolation aggregate for each of its tenants (rows with `tenant` set).
+
+    Public rows rightly leave out hosts that only some tenants may use; without these rows the capacity
+    reserved for them is invisible to everyone. Each tenant's row counts the flavors it may boot
+    (public ones and its private ones) on the aggregate's hosts, with the same isolation rules as a
+    VM of that project. No N+1: the aggregate's hosts also belong to an AZ that has it.
+    """
+    table, isolation = state.table, state.isolation
+    if isolation is None or not table.size:
+        return
+    active = table.active
+    for uuid, aggregate in sorted(aggregates.items(), key=lambda item: item[1].name):
+        if not aggregate.tenants:
+            continue
+        mask = np.array([uuid in memberships for memberships in table.aggregates], dtype=bool)
+        if not mask.any():
+            continue
+        for tenant in sorted(aggregate.tenants):
+            flavors = [f for f in state.flavors if f.constraints.projects is None or tenant in f.constraints.projects]
+            if not flavors:
+                continue
+            constraints = [replace(f.constraints, projects=frozenset([tenant])) for f in flavors]
+            eligible = vm_eligibility(table, constraints, isolation) & mask[None, :]
+            requests = widen(table.request_matrix([f.requests for f in flavors]), len(table.resources))
+            result = slot_matrix(requests, table, eligible)
+            totals, binds = pool_totals(result, requests, table, mask)
+            usable = eligible & active[None, :]
+            limits = dominant_limit(result, mask, usable, table.resources)
+            for s in np.flatnonzero(binds):
+                limits[s] = _shared_resource(table, requests[s], mask) or limits[s]
+            counts = usable.sum(axis=1)
+            for s, flavor in enumerate(flavors):
+                rows.add(timestamp=now, layer=table.layer, cloud=table.cloud, pool=aggregate.name,
+                         pool_kind="isolated", shape=flavor.name, shape_kind="flavor", slots=float(totals[s]),
+                         slots_after_failure=math.nan, failure_domain=None, shortfall=math.nan,
+                         limiting_resource=limits[s], hosts=float(counts[s]), tenant=tenant)
 
 
 def _combine(per_pool: list[tuple[np.ndarray, FailureResult]], totals: np.ndarray) -> FailureResult:
