@@ -266,7 +266,8 @@ def _combine(per_pool: list[tuple[np.ndarray, FailureResult]], totals: np.ndarra
     Evacuated VMs stay in their AZ and pods in their node pool (where their nodeSelector sends them),
     so losing a host costs the cloud exactly what it costs the host's pool: each shape's N+1 is the
     cloud's slots less its largest loss over all pools' failures (ties to the first name), and the
-    shortfall is the largest of the pools' shortfalls.
+    shortfall is the largest of the pools' shortfalls. A pool with a shortfall leaves the cloud 0 slots,
+    as it leaves itself.
     """
     s_count = len(totals)
     slots_after = totals.astype(float).copy()
@@ -277,6 +278,8 @@ def _combine(per_pool: list[tuple[np.ndarray, FailureResult]], totals: np.ndarra
     for pool_totals_, result in per_pool:
         evaluated += result.evaluated
         loss = pool_totals_ - result.slots_after
+        if len(result.shortfall) and result.shortfall[0] > 0:
+            loss = totals.astype(float)  # a failure that strands consumers leaves no room, in the cloud either
         for s in range(s_count):
             name = result.domain[s]
             if name is None:
