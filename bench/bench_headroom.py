@@ -1,11 +1,17 @@
 """Headroom and N+1 time at scale: 2,000 compute hosts x 30 flavors, 5,000 nodes x 10 shapes (150k pods).
 
-    .venv/bin/python bench/bench_headroom.py [--runs 5]
+    .venv/bin/python bench/bench_headroom.py [--runs 5] [--skip-curve]
 
 Prints the median of several runs of: slot counting alone (flavor x host x resource), the whole
 `compute_headroom` with N+1 (every host a failure candidate, its consumers re-placed first-fit
 decreasing on the survivors), and, as the baseline measured in the same run, a per-host Python loop
 doing the slot arithmetic the straightforward way (what os-capacity-style exporters do per provider).
+
+Then the N+1 curve: for growing estates (pods: 1,250 to 5,000 nodes at 30 pods a node; VMs: 2,000 to
+8,000 hosts), N+1 of every pool by brute force (every candidate re-placed one by one) and as computed
+(candidates evaluated at once where each displaced class lands on its first fitting host, the rest
+branch and bound), in the same run, with the answers checked identical. Targets (issue 14): 5,000
+nodes / 150k pods / 10 shapes <= 0.5 s; 8,000 VM hosts <= 1 s.
 """
 
 from __future__ import annotations
@@ -129,9 +135,71 @@ def timed(func: Callable[[], object], runs: int) -> float:
     return statistics.median(samples)
 
 
+def _n_plus_one_inputs(frames: dict, layer: str, config: Config) -> tuple:
+    """Tables, shapes, slot matrix and consumer classes, built once (the curve times N+1 alone)."""
+    from collector.analyses.headroom.model import widen
+    from collector.analyses.headroom.pods import common_shapes, configured_shapes, pod_classes, pod_shapes
+    from collector.analyses.headroom.vm import vm_classes
+
+    cloud, table = next(iter(build_host_tables(frames, layer).items()))
+    start = time.perf_counter()
+    if layer == "kubernetes":
+        specs = configured_shapes(config) + common_shapes(table, frames["consumers"], 5)
+        shapes_ = pod_shapes(table, specs)
+        classes = pod_classes(table, frames["consumers"])
+    else:
+        flavors = read_flavors(frames, cloud)
+        isolation = build_isolation(table, {}, "both")
+        shapes_ = flavor_shapes(table, flavors, isolation)
+        classes = vm_classes(table, frames["consumers"], flavors, isolation)
+    grouping = time.perf_counter() - start
+    shapes_.requests = widen(shapes_.requests, len(table.resources))
+    return table, shapes_, slot_matrix(shapes_.requests, table, shapes_.eligible), classes, grouping
+
+
+def _all_pools(inputs: tuple, exhaustive: bool) -> list:
+    from collector.analyses.headroom.failure import n_plus_one
+
+    table, shapes_, result, classes, _ = inputs
+    return [n_plus_one(table, shapes_, result, classes, table.pools == pool, exhaustive=exhaustive)
+            for pool in np.unique(table.pools)]
+
+
+def curve(runs: int, k8s_config: Config) -> None:
+    print("\nN+1 of every pool (node pools / AZs), median of runs; consumer grouping shown apart (built once per")
+    print("analysis, shared by every pool):")
+    header = (f"{'estate':<42} {'candidates':>10} {'at once':>8} {'one by one':>10} {'grouping s':>10} "
+              f"{'brute s':>8} {'pruned s':>8} {'speed-up':>8}  same")
+    print(header)
+    sizes = [("kubernetes", n, n * 30) for n in (1250, 2500, 5000)] + [("openstack", n, 0) for n in (2000, 4000, 8000)]
+    for layer, size, pods in sizes:
+        if layer == "kubernetes":
+            frames = kubernetes_estate(nodes=size, pods=pods)
+            label = f"pods: {size:,} nodes, {pods:,} pods, 10 shapes"
+            inputs = _n_plus_one_inputs(frames, layer, k8s_config)
+        else:
+            frames = openstack_estate(hosts=size)
+            label = f"VMs: {size:,} hosts, {len(frames['consumers']):,} VMs, 30 flavors"
+            inputs = _n_plus_one_inputs(frames, layer, Config())
+        pruned_results = _all_pools(inputs, False)
+        brute_results = _all_pools(inputs, True)
+        same = all(
+            a.slots_after.tolist() == b.slots_after.tolist() and a.domain == b.domain
+            and a.shortfall.tolist() == b.shortfall.tolist() and a.shortfall_domain == b.shortfall_domain
+            for a, b in zip(pruned_results, brute_results, strict=True))
+        brute = timed(lambda inputs=inputs: _all_pools(inputs, True), max(1, runs))
+        pruned = timed(lambda inputs=inputs: _all_pools(inputs, False), max(1, runs))
+        candidates = sum(r.evaluated for r in brute_results)
+        at_once = sum(r.at_once for r in pruned_results)
+        one_by_one = sum(r.evaluated - r.at_once for r in pruned_results)
+        print(f"{label:<42} {candidates:>10} {at_once:>8} {one_by_one:>10} {inputs[4]:>10.2f} {brute:>8.3f} "
+              f"{pruned:>8.3f} {brute / pruned:>7.1f}x  {'yes' if same else 'NO: RESULTS DIFFER'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--skip-curve", action="store_true", help="only the fixed-size figures")
     args = parser.parse_args()
     os_frames = openstack_estate()
     k8s_frames = kubernetes_estate()
@@ -168,6 +236,8 @@ def main() -> None:
         print(f"{name:<{width}}  {seconds * 1000:10.1f} ms (median)")
     print(f"{'baseline: per-host Python loop, slots only':<{width}}  {baseline * 1000:10.1f} ms (median)")
     print(f"slot matrix speed-up over the per-host loop: {baseline / matrix_only:.0f}x")
+    if not args.skip_curve:
+        curve(max(1, args.runs // 2), k8s_config)
 
 
 if __name__ == "__main__":

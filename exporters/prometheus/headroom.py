@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+import pandas as pd
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from collector.analyses.headroom import frames as headroom_frames
@@ -27,9 +28,12 @@ RECLAIM_LABELS = ["layer", "cloud", "pool", "resource"]
 _warned_limit: list[int] = []
 
 
+ISOLATED_LABELS = ["layer", "cloud", "pool", "shape", "tenant"]
+
+
 @family_builder
 def build(snapshot: Snapshot) -> Iterator[Metric]:
-    headroom = snapshot.frames.get("headroom")
+    headroom, isolated = _split_isolated(snapshot.frames.get("headroom"))
     slots = GaugeMetricFamily(
         "capacity_headroom_slots",
         "How many more of a flavor or pod shape fit in the pool now, if only that shape were added.",
@@ -39,19 +43,28 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
     yield slots
     after = GaugeMetricFamily(
         "capacity_headroom_slots_after_failure",
-        "Slots left after losing the host (or zone) in failure_domain, the one whose loss hurts this shape "
-        "most, with its consumers re-placed on the survivors.",
+        "N+1: the fewest slots of the shape left after any single failure of the pool, its consumers re-placed "
+        "on the survivors (0 after a failure that strands any); failure_domain is the loss that leaves the fewest.",
         labels=FAILURE_LABELS,
     )
     add_frame_samples(after, headroom, FAILURE_LABELS, "slots_after_failure")
     yield after
     shortfall = GaugeMetricFamily(
         "capacity_headroom_failure_shortfall",
-        "Consumers of failure_domain that would find no home on the survivors of the pool.",
+        "The most consumers any single failure of the pool leaves without a home; failure_domain is that failure "
+        "(empty when none strands any). > 0: the pool is not N+1.",
         labels=FAILURE_LABELS,
     )
-    add_frame_samples(shortfall, headroom, FAILURE_LABELS, "shortfall")
+    add_frame_samples(shortfall, _shortfall_rows(headroom), FAILURE_LABELS, "shortfall")
     yield shortfall
+    reserved = GaugeMetricFamily(
+        "capacity_headroom_isolated_slots",
+        "How many more of a flavor the project in `tenant` can still boot on the hosts of the tenant-isolation "
+        "aggregate `pool` (filter_tenant_id); public rows leave those hosts out.",
+        labels=ISOLATED_LABELS,
+    )
+    add_frame_samples(reserved, isolated, ISOLATED_LABELS, "slots")
+    yield reserved
     per_host = GaugeMetricFamily(
         "capacity_headroom_host_slots", "How many more of a flavor or pod shape fit on this host.",
         labels=HOST_LABELS,
@@ -73,3 +86,18 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
     )
     add_frame_samples(reclaimable, snapshot.frames.get("reclaimable"), RECLAIM_LABELS, "amount")
     yield reclaimable
+
+
+def _split_isolated(headroom: pd.DataFrame | None) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """(public rows, tenant-isolation aggregate rows): the latter have their own family with a tenant label."""
+    if headroom is None or headroom.empty or "tenant" not in headroom.columns:
+        return headroom, None
+    tenant = headroom["tenant"].notna().to_numpy()
+    return headroom[~tenant], headroom[tenant]
+
+
+def _shortfall_rows(headroom: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The shortfall is labelled with the failure that strands the most, not the shape's own worst failure."""
+    if headroom is None or headroom.empty or "shortfall_domain" not in headroom.columns:
+        return headroom
+    return headroom.assign(failure_domain=headroom["shortfall_domain"])

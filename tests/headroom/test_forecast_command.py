@@ -76,3 +76,21 @@ def test_bad_scenarios_fail_before_polling_with_a_clear_message(demo_config: Pat
     code, _, err = run(capsys, "forecast", "-c", str(demo_config), "--no-history", "--what-if",
                        "remove 1 host like compute-99")
     assert code == 1 and "no host named 'compute-99'" in err
+
+
+def test_what_if_n_plus_one_is_each_shapes_minimum_not_the_most_homeless_failures(demo_config: Path,
+                                                                                 capsys) -> None:
+    """Issue 11 item 3: under "+200 m1.large" az1/p1.gamma's N+1 read 4 (after compute-06, the failure
+    stranding the most VMs) although losing compute-04 leaves 0; the cloud row said the same."""
+    code, out, err = run(capsys, "forecast", "-c", str(demo_config), "--no-history", "--format", "json",
+                         "--what-if", "+200 m1.large")
+    assert code == 0, err
+    headroom = {(e["layer"], e["pool_kind"], e["pool"], e["shape"]): e for e in orjson.loads(out)["headroom"]}
+    for pool_kind, pool in (("az", "az1"), ("cloud", "demo-cloud")):
+        gamma = headroom[("openstack", pool_kind, pool, "p1.gamma")]["after"]
+        assert gamma["slots"] == 4
+        assert gamma["slots_after_failure"] == 0, (pool, gamma)
+    for (layer, pool_kind, _, _), entry in headroom.items():
+        after = entry["after"]
+        if layer == "openstack" and pool_kind in ("az", "cloud") and after and after["shortfall"]:
+            assert after["slots_after_failure"] == 0  # a pool with a shortfall fails N+1 whatever its slots

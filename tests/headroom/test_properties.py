@@ -132,7 +132,10 @@ def test_replacement_never_overfills_a_host(hosts: list[dict], vms: list, data: 
 def _reference_n_plus_one(
     table: HostTable, shapes: ShapeSet, classes: ConsumerClasses, mask: np.ndarray
 ) -> list[tuple[float, float, str] | None]:
-    """Every host of the pool evaluated with the plain re-placement and a full slot recount."""
+    """Every host of the pool evaluated with the plain re-placement and a full slot recount.
+
+    Per shape: (minus the most homeless over all failures, the fewest slots left, the failure leaving them).
+    """
     result = slot_matrix(shapes.requests, table, shapes.eligible)
     best: list[tuple[float, float, str] | None] = [None] * len(shapes)
     loaded = classes.counts.sum(axis=0) > 0
@@ -144,9 +147,12 @@ def _reference_n_plus_one(
         totals, _ = pool_totals(after, shapes.requests, table, targets)
         shortfall = float(outcome.unplaced.sum())
         for s in range(len(shapes)):
-            key = (-shortfall, totals[s], str(table.names[h]))
-            if best[s] is None or key < best[s]:
-                best[s] = key
+            # N+1 is the fewest slots over every failure; one that strands consumers leaves none
+            key = (-shortfall, 0.0 if shortfall else totals[s], str(table.names[h]))
+            if best[s] is None or key[1:] < best[s][1:]:
+                best[s] = (min(key[0], best[s][0]) if best[s] else key[0], *key[1:])
+            elif key[0] < best[s][0]:
+                best[s] = (key[0], *best[s][1:])
     return best
 
 
@@ -169,5 +175,5 @@ def test_fast_n_plus_one_equals_evaluating_every_host_the_plain_way(hosts: list[
             if reference[s] is None:
                 assert fast.domain[s] is None
                 continue
-            shortfall, after, name = reference[s]
-            assert (fast.shortfall[s], fast.slots_after[s], fast.domain[s]) == (-shortfall, after, name)
+            shortfall, after, name = reference[s]  # the most homeless over all failures; the fewest slots
+            assert (fast.shortfall[s], fast.slots_after[s], fast.domain[s]) == (-shortfall, max(after, 0.0), name)

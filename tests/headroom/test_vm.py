@@ -203,3 +203,27 @@ def test_headroom_hosts_frame_lists_each_eligible_host() -> None:
     assert hosts[["host", "shape", "slots", "limiting_resource"]].to_dict("records") == [
         {"host": "h1", "shape": "m1.large", "slots": 6.0, "limiting_resource": "memory"}
     ]
+
+
+def test_isolated_aggregate_capacity_is_shown_to_its_tenants() -> None:
+    """Public rows leave isolated hosts out; `isolated` rows count them for each of their tenants."""
+    e = Estate()
+    e.aggregate("agg-res", "reserved", filter_tenant_id="project-gamma", filter_tenant_id2="project-delta")
+    standard_host(e, "h1")
+    standard_host(e, "h2", aggregates=("agg-res",))
+    standard_host(e, "h3", aggregates=("agg-res",))
+    for i in range(3):  # 24 GiB of h2 taken: 39.5 GiB left -> 4 std
+        e.consumer(f"g{i}", "h2", STD, flavor="std", project="project-gamma")
+    e.flavor("std", STD)
+    e.flavor("gamma", STD, is_public=False, projects=("project-gamma",))
+    h = headroom(e)
+    assert row(h, pool="c1", shape="std", pool_kind="cloud")["slots"] == 7  # h1 only: the public pool
+    assert pd.isna(row(h, pool="c1", shape="std", pool_kind="cloud")["tenant"])
+    isolated = h[h["pool_kind"] == "isolated"].set_index(["tenant", "shape"])
+    assert isolated.loc[("project-gamma", "std"), "slots"] == 4 + 7
+    assert isolated.loc[("project-gamma", "std"), "hosts"] == 2
+    assert isolated.loc[("project-gamma", "gamma"), "slots"] == 4 + 7  # its private flavor too
+    assert isolated.loc[("project-delta", "std"), "slots"] == 4 + 7
+    assert ("project-delta", "gamma") not in isolated.index  # not delta's flavor
+    assert set(isolated["pool"]) == {"reserved"} and isolated["slots_after_failure"].isna().all()
+    assert "isolated" not in set(headroom(e, tenant_isolation="off")["pool_kind"])

@@ -177,3 +177,29 @@ def test_new_vms_on_shared_storage_are_charged_to_the_sharing_provider() -> None
     assert provider["allocated"] == 520 * GIB + 6 * 80 * GIB
     after = compute_headroom(frames, Config(), NOW).headroom
     assert row(after, pool="az2", shape="m1.large")["slots"] == 0
+
+
+def test_new_and_homeless_vms_shift_the_hypervisor_layer_forecast_too() -> None:
+    """What-if used to move only the OpenStack series: the hypervisors under the new VMs saw nothing."""
+    e = estate()
+    for name in ("cmp1", "cmp2", "cmp3", "big"):
+        e.host(name, resources={"cpu": inv(16, allocated=8.0), "memory": inv(64 * GIB, allocated=32 * GIB)},
+               layer="hypervisor")
+    frames = e.frames()
+    capacity = frames["capacity"]
+    hypervisor = capacity["layer"] == "hypervisor"
+    capacity.loc[hypervisor & (capacity["resource"] == "cpu"), "used"] = 2.0  # a quarter of allocated vCPUs busy
+    capacity.loc[hypervisor & (capacity["resource"] == "memory"), "used"] = 32 * GIB
+    _, effects = apply_scenarios(frames, [parse_scenario("+2 m1.large")], Config())
+    assert effects[0].demand_delta[("hypervisor", "c1", "az1", "cpu")] == 2 * 4
+    assert effects[0].demand_delta[("hypervisor", "c1", "az1", "memory")] == 2 * 8 * GIB
+    times = pd.date_range(NOW - timedelta(hours=1), NOW, freq="h")
+    series = pd.DataFrame([{"layer": "hypervisor", "cloud": "c1", "pool": "az1", "resource": "cpu", "basis": "used",
+                            "timestamp": t, "value": 8.0, "limit": 64.0} for t in times])
+    # hypervisor CPU is forecast on used: 8 new vCPUs x the pool's used/allocated share 8/32
+    np.testing.assert_allclose(shift_series(series, effects)["value"].to_numpy(), [10.0, 10.0])
+    # 16 new VMs fill big (first in name order); then the three small hosts go and their 7 VMs are homeless
+    _, effects = apply_scenarios(frames, [parse_scenario("+16 m1.large"), parse_scenario("remove 3 hosts like cmp1")],
+                                 Config())
+    assert effects[1].unplaced == 7
+    assert effects[1].demand_delta[("hypervisor", "c1", "az1", "memory")] == -7 * 8 * GIB

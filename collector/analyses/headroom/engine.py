@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,6 +33,7 @@ from collector.analyses.headroom.model import (
 from collector.analyses.headroom.pods import common_shapes, configured_shapes, pod_classes, pod_shapes
 from collector.analyses.headroom.shapes import ConsumerClasses, ShapeSet
 from collector.analyses.headroom.vm import (
+    Aggregate,
     Flavor,
     Isolation,
     build_isolation,
@@ -40,6 +41,7 @@ from collector.analyses.headroom.vm import (
     read_aggregates,
     read_flavors,
     vm_classes,
+    vm_eligibility,
 )
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,8 @@ def compute_headroom(frames: Mapping[str, pd.DataFrame], config: Any, now: datet
         pools.append(("cloud", cloud, np.ones(table.size, dtype=bool), True))
         _remember(("openstack", cloud), state, _pool_rows(rows, state, pools, settings, now, reused), now,
                   reuse_failures and reused is None)
+        if settings.tenant_isolation != "off":
+            _isolated_rows(rows, state, aggregates, now)
         host_parts.append(_host_rows(state, now))
     for cloud, table in build_host_tables(frames, "kubernetes").items():
         specs = configured_shapes(config)
@@ -192,7 +196,8 @@ def _pool_rows(
         after: Any = None
         if failure and reused is not None and (kind, name) in reused:
             last = reused[(kind, name)]  # an older evacuation: never more than fits now
-            after = FailureResult(np.minimum(last.slots_after, totals), last.domain, last.shortfall)
+            after = FailureResult(np.minimum(last.slots_after, totals), last.domain, last.shortfall,
+                                  last.shortfall_domain)
         elif failure and state.classes is not None:
             spans_zones = len({z for z in table.zones[mask] if z}) >= 2
             if kind in ("cloud", "cluster") and not (settings.failure_domain == "zone" and spans_zones):
@@ -208,6 +213,7 @@ def _pool_rows(
                 slots_after_failure=float(after.slots_after[s]) if after is not None else math.nan,
                 failure_domain=after.domain[s] if after is not None else None,
                 shortfall=float(after.shortfall[s]) if after is not None else math.nan,
+                shortfall_domain=after.shortfall_domain if after is not None else None,
                 limiting_resource=limits[s], hosts=float(host_counts[s]),
             )
         if after is not None:
@@ -215,29 +221,79 @@ def _pool_rows(
     return results
 
 
+def _isolated_rows(rows: _Rows, state: LayerState, aggregates: Mapping[str, Aggregate], now: datetime) -> None:
+    """Headroom of each tenant-isolation aggregate for each of its tenants (rows with `tenant` set).
+
+    Public rows rightly leave out hosts that only some tenants may use; without these rows the capacity
+    reserved for them is invisible to everyone. Each tenant's row counts the flavors it may boot
+    (public ones and its private ones) on the aggregate's hosts, with the same isolation rules as a
+    VM of that project. No N+1: the aggregate's hosts also belong to an AZ that has it.
+    """
+    table, isolation = state.table, state.isolation
+    if isolation is None or not table.size:
+        return
+    active = table.active
+    for uuid, aggregate in sorted(aggregates.items(), key=lambda item: item[1].name):
+        if not aggregate.tenants:
+            continue
+        mask = np.array([uuid in memberships for memberships in table.aggregates], dtype=bool)
+        if not mask.any():
+            continue
+        for tenant in sorted(aggregate.tenants):
+            flavors = [f for f in state.flavors if f.constraints.projects is None or tenant in f.constraints.projects]
+            if not flavors:
+                continue
+            constraints = [replace(f.constraints, projects=frozenset([tenant])) for f in flavors]
+            eligible = vm_eligibility(table, constraints, isolation) & mask[None, :]
+            requests = widen(table.request_matrix([f.requests for f in flavors]), len(table.resources))
+            result = slot_matrix(requests, table, eligible)
+            totals, binds = pool_totals(result, requests, table, mask)
+            usable = eligible & active[None, :]
+            limits = dominant_limit(result, mask, usable, table.resources)
+            for s in np.flatnonzero(binds):
+                limits[s] = _shared_resource(table, requests[s], mask) or limits[s]
+            counts = usable.sum(axis=1)
+            for s, flavor in enumerate(flavors):
+                rows.add(timestamp=now, layer=table.layer, cloud=table.cloud, pool=aggregate.name,
+                         pool_kind="isolated", shape=flavor.name, shape_kind="flavor", slots=float(totals[s]),
+                         slots_after_failure=math.nan, failure_domain=None, shortfall=math.nan,
+                         limiting_resource=limits[s], hosts=float(counts[s]), tenant=tenant)
+
+
 def _combine(per_pool: list[tuple[np.ndarray, FailureResult]], totals: np.ndarray) -> FailureResult:
-    """Cloud / cluster N+1 from its pools': the worst pool failure, its consumers re-placed in that pool.
+    """Cloud / cluster N+1 from its pools': per shape the failure that costs it most, wherever it is.
 
     Evacuated VMs stay in their AZ and pods in their node pool (where their nodeSelector sends them),
-    so losing a host costs the cloud exactly what it costs the host's pool.
+    so losing a host costs the cloud exactly what it costs the host's pool: each shape's N+1 is the
+    cloud's slots less its largest loss over all pools' failures (ties to the first name), and the
+    shortfall is the largest of the pools' shortfalls. A pool with a shortfall leaves the cloud 0 slots,
+    as it leaves itself.
     """
     s_count = len(totals)
     slots_after = totals.astype(float).copy()
     domain: list[str | None] = [None] * s_count
-    shortfall = np.zeros(s_count)
     best_loss = np.full(s_count, -np.inf)
+    shortfall, shortfall_domain = 0.0, None
+    evaluated = 0
     for pool_totals_, result in per_pool:
+        evaluated += result.evaluated
         loss = pool_totals_ - result.slots_after
+        if len(result.shortfall) and result.shortfall[0] > 0:
+            loss = totals.astype(float)  # a failure that strands consumers leaves no room, in the cloud either
         for s in range(s_count):
-            key = (result.shortfall[s], loss[s])
-            if result.domain[s] is None:
+            name = result.domain[s]
+            if name is None:
                 continue
-            if domain[s] is None or key > (shortfall[s], best_loss[s]) or (
-                key == (shortfall[s], best_loss[s]) and result.domain[s] < domain[s]
-            ):
-                domain[s], shortfall[s], best_loss[s] = result.domain[s], result.shortfall[s], loss[s]
+            if domain[s] is None or loss[s] > best_loss[s] or (loss[s] == best_loss[s] and name < domain[s]):
+                domain[s], best_loss[s] = name, loss[s]
                 slots_after[s] = totals[s] - loss[s]
-    return FailureResult(np.maximum(slots_after, 0.0), domain, shortfall)
+        pool_shortfall = float(result.shortfall[0]) if s_count else 0.0
+        if result.shortfall_domain is not None and (
+            pool_shortfall > shortfall or (pool_shortfall == shortfall and shortfall_domain is not None
+                                           and result.shortfall_domain < shortfall_domain)):
+            shortfall, shortfall_domain = pool_shortfall, result.shortfall_domain
+    return FailureResult(np.maximum(slots_after, 0.0), domain, np.full(s_count, shortfall), shortfall_domain,
+                         evaluated)
 
 
 def _shared_resource(table: HostTable, request: np.ndarray, mask: np.ndarray) -> str | None:

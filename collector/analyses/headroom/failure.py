@@ -9,15 +9,18 @@ land, they take room the headroom counted. So for every failure candidate in a p
    constraints - traits, aggregates, tenant isolation, taints - allow it), as an evacuation would,
 3. count what could not be placed (shortfall) and the slots left per shape on the survivors.
 
-The candidate that hurts a shape most is the one with the largest shortfall, then the fewest slots
-left (ties to the first name); it is reported as that shape's `failure_domain`.
+Each shape's N+1 is its fewest slots over all candidates (its `failure_domain`, ties to the first
+name); the shortfall is the most homeless over all candidates, reported apart; a candidate that strands
+consumers leaves 0 slots of every shape.
 
 Cost: consumers are grouped into classes of identical request and constraints
 (collector.analyses.headroom.shapes). `replace_consumers` (what-if) fills hosts in order per class with one
 cumulative sum. For N+1, `_Evacuation` precomputes where each class fits today, so a candidate's
 re-placement walks a few hosts per displaced class; only the hosts that received consumers are
-recounted and the pool totals are updated incrementally. Candidates whose upper bound of lost slots
-cannot beat the worst found, and whose load one survivor could take whole, are skipped (exactly).
+recounted and the pool totals are updated incrementally. Candidates whose displaced classes each land
+whole on their first fitting survivor are evaluated together with numpy; of the rest, those whose upper
+bound of lost slots cannot beat the worst found, and whose load one survivor could take whole, are
+skipped (exactly: a property test compares with the brute force).
 """
 
 from __future__ import annotations
@@ -35,11 +38,17 @@ from collector.analyses.headroom.shapes import ConsumerClasses, ShapeSet
 @dataclass
 class FailureResult:
     slots_after: np.ndarray
-    """(S,) slots left after the worst failure for each shape."""
+    """(S,) for each shape, the fewest slots left after any single failure of the pool."""
     domain: list[str | None]
-    """(S,) name of the host or zone whose loss hurts the shape most."""
+    """(S,) the host or zone whose loss leaves the shape the fewest slots (first name on ties)."""
     shortfall: np.ndarray
-    """(S,) consumers of that domain left without a home."""
+    """(S,) the most consumers any single failure of the pool leaves without a home (same for every shape)."""
+    shortfall_domain: str | None = None
+    """The failure that leaves the most consumers homeless (first name on ties); None when none does."""
+    evaluated: int = 0
+    """Failure candidates actually evaluated (the rest were proven unable to change the answer)."""
+    at_once: int = 0
+    """Of those, how many were evaluated together (one receiving host each, vectorised)."""
 
 
 @dataclass
@@ -240,9 +249,21 @@ class _Evacuation:
             block = np.minimum(fit, _BIG).astype(np.int64)
             self.fit0[start : start + len(ks)] = block
             self.targets.extend(cols[row > 0] for row in block)
+        self.first_targets = np.array([t[0] if len(t) else -1 for t in self.targets], dtype=np.int64)
+        self.second_targets = np.array([t[1] if len(t) > 1 else -1 for t in self.targets], dtype=np.int64)
+        self.counts = classes.counts
+        self.classes = classes
+        self.prepared = False
+
+    def _prepare(self) -> None:
+        """What one-by-one re-placements need, built on first use (the vectorised path needs none of it)."""
+        if self.prepared:
+            return
+        self.prepared = True
+        table = self.table
         self.heads = [t[:HEAD].tolist() for t in self.targets]
         self.rank_list = self.rank.tolist()
-        self.held = classes.held_by_host()
+        self.held = self.classes.held_by_host()
         # Plain Python rows and request lists: a re-placement touches a handful of tiny vectors, where
         # numpy's per-call overhead would dominate.
         self.free_rows = self.free.tolist()
@@ -251,6 +272,10 @@ class _Evacuation:
         self.pool_list = [str(p) for p in self.pools]
         self.home_list = [str(p) for p in self.home]
         self.shared_any = table.shared.any(axis=1).tolist()
+
+    def counts_of(self, ks: np.ndarray, hosts: np.ndarray) -> np.ndarray:
+        """(len(ks), len(hosts)) consumers of classes `ks` held on `hosts`."""
+        return self.counts[np.ix_(ks, hosts)]
 
     def _fit_row(self, k: int, h: int, row: list[float]) -> int:
         local = self.local_rows[h]
@@ -262,6 +287,7 @@ class _Evacuation:
 
     def run(self, dead: np.ndarray) -> tuple[dict[int, list[float]], int, dict[tuple[str, str], float]]:
         """Re-place the consumers of `dead` hosts; returns (new free rows by host, homeless, shared free)."""
+        self._prepare()
         displaced: dict[int, int] = {}
         for h in dead.tolist():
             for k, n in self.held.get(h, ()):
@@ -302,6 +328,7 @@ class _Evacuation:
 
     def absorbable(self, dead: np.ndarray) -> bool:
         """True when one surviving host could take every consumer of `dead` (then FFD leaves none out)."""
+        self._prepare()
         displaced: dict[int, int] = {}
         for h in dead.tolist():
             for k, n in self.held.get(h, ()):
@@ -365,39 +392,39 @@ def n_plus_one(
     classes: ConsumerClasses,
     mask: np.ndarray,
     domain: str = "host",
+    *,
+    exhaustive: bool = False,
 ) -> FailureResult:
-    """Slots left per shape in the pool `mask` after the failure that hurts each shape most.
+    """Per shape, the fewest slots left after any single failure of the pool `mask`; the most homeless.
 
-    Candidates are evaluated in order of an upper bound of the slots their loss can cost (the slots
-    on them, plus, per displaced consumer, the most slots one consumer can take from a host). Once a
-    candidate's bound is below the worst loss found for every shape and one surviving host could
-    take all its consumers (so no shortfall is possible), it cannot be the worst and is skipped.
-    The result is exactly that of evaluating every candidate (ties go to the first name).
+    Each shape's N+1 is the minimum of its slots over all failure candidates (ties to the first name),
+    and the shortfall, the most consumers any single failure leaves without a home, is reported on its
+    own: one failure can strand a big VM while another takes the last slot of a small flavor. A failure
+    that strands consumers leaves 0 slots of every shape (the homeless claim any room first), so a pool
+    with a shortfall fails N+1 whatever its slots, and stranding one more consumer can never make N+1
+    look better.
+
+    `exhaustive` re-places every candidate's consumers one by one (the reference). Otherwise the answer
+    is the same, computed faster: candidates whose displaced consumers all land on one host (each
+    displaced class's first fitting survivor is that host, and it holds them all) are evaluated for the
+    whole pool at once with numpy; the others are taken in order of an upper bound of the slots they
+    can cost and skipped when that bound cannot lower any shape's minimum and none of their consumers
+    can be left homeless (or not more than the worst shortfall found).
     """
     s_count = len(shapes)
     sums = _PoolSums(table, shapes, result, mask)
     before = sums.totals(sums.local, sums.via)
-    slots_after = before.copy()
-    worst_domain: list[str | None] = [None] * s_count
-    worst_shortfall = np.zeros(s_count)
     if not mask.any():
-        return FailureResult(slots_after, worst_domain, worst_shortfall)
+        return FailureResult(before.copy(), [None] * s_count, np.zeros(s_count))
     requests = sums.requests
     evacuation = _Evacuation(table, classes, mask)
     shape_slots = np.where(mask[None, :], result.slots, 0.0)
     candidates = _candidates(table, shapes, result, classes, mask, domain)
-    bounds_ub = _loss_bounds(candidates, shape_slots, classes, evacuation.requests, requests)
-    order = sorted(range(len(candidates)),
-                   key=lambda i: (-float((bounds_ub[i] / (before + 1.0)).max(initial=0.0)), candidates[i][0]))
+    best = _Best(before, [name for name, _ in candidates])
     cross_pool_sharing = bool(table.shared_providers) and len(np.unique(table.pools[mask])) > 1
-    evaluated = 0
-    for i in order:
-        name, dead = candidates[i]
-        if evaluated and not cross_pool_sharing:
-            could_be_worse = (worst_shortfall == 0) & (bounds_ub[i] >= before - slots_after)
-            if not could_be_worse.any() and evacuation.absorbable(dead):
-                continue
-        evaluated += 1
+
+    def evaluate(i: int) -> None:
+        dead = candidates[i][1]
         changed_rows, shortfall, shared_free = evacuation.run(dead)
         changed = np.array(sorted(changed_rows), dtype=np.int64)
         hosts = np.concatenate([dead, changed])
@@ -408,15 +435,141 @@ def n_plus_one(
             new[:, len(dead):] = _slots_on(requests, table, changed, free, old[:, len(dead):])
         local, via = sums.delta(hosts, old, new)
         bounds = _bounds_with(table, sums, shared_free) if shared_free else sums.bounds
-        after = sums.totals(local, via, bounds)
-        first = np.array([d is None for d in worst_domain])
-        earlier = np.array([d is not None and name < d for d in worst_domain])
-        worse = first | (shortfall > worst_shortfall) | (
-            (shortfall == worst_shortfall) & ((after < slots_after) | ((after == slots_after) & earlier)))
-        slots_after = np.where(worse, after, slots_after)
-        worst_shortfall = np.where(worse, shortfall, worst_shortfall)
-        worst_domain = [name if w else d for w, d in zip(worse, worst_domain, strict=True)]
-    return FailureResult(np.maximum(slots_after, 0.0), worst_domain, worst_shortfall)
+        best.offer(i, sums.totals(local, via, bounds), float(shortfall))
+
+    if exhaustive or cross_pool_sharing:
+        for i in range(len(candidates)):
+            evaluate(i)
+        best.evaluated = len(candidates)
+        return best.result(before)
+    rest = _first_receivers(evacuation, candidates, shape_slots, requests, table, mask, before, best)
+    bounds_ub = _loss_bounds([candidates[i] for i in rest], shape_slots, classes, evacuation.requests, requests)
+    order = sorted(range(len(rest)),
+                   key=lambda j: (-float((bounds_ub[j] / (before + 1.0)).max(initial=0.0)), best.rank[rest[j]]))
+    for j in order:
+        i = rest[j]
+        if best.seen and not best.could_lower(i, before - bounds_ub[j]):
+            dead = candidates[i][1]
+            if evacuation.absorbable(dead):
+                continue  # no one can be left homeless, and the slots it can cost change nothing
+            displaced = float(classes.counts[:, dead].sum()) if len(classes) else 0.0
+            if not best.could_lower(i, np.zeros_like(before)) and not best.could_strand(i, displaced):
+                continue
+        evaluate(i)
+        best.evaluated += 1
+    return best.result(before)
+
+
+class _Best:
+    """Running answer: per shape the fewest slots left (and by which failure), the most homeless."""
+
+    def __init__(self, before: np.ndarray, names: list[str]):
+        self.names = names
+        self.rank = np.empty(len(names), dtype=np.int64)
+        self.rank[np.argsort(np.array(names, dtype=object), kind="stable")] = np.arange(len(names))
+        self.after = np.full(len(before), np.inf)
+        self.by = np.full(len(before), -1, dtype=np.int64)
+        self.by_rank = np.full(len(before), np.iinfo(np.int64).max, dtype=np.int64)
+        self.shortfall = 0.0
+        self.shortfall_by = -1
+        self.seen = False
+        self.evaluated = 0
+        self.at_once = 0
+
+    def offer(self, i: int, after: np.ndarray, shortfall: float) -> None:
+        self.seen = True
+        if shortfall > 0:
+            after = np.zeros_like(after)  # homeless consumers claim any room first: nothing is left
+        rank = self.rank[i]
+        better = (after < self.after) | ((after == self.after) & (rank < self.by_rank))
+        self.after = np.where(better, after, self.after)
+        self.by = np.where(better, i, self.by)
+        self.by_rank = np.where(better, rank, self.by_rank)
+        if shortfall > self.shortfall or (shortfall == self.shortfall and shortfall > 0
+                                          and rank < self.rank[self.shortfall_by]):
+            self.shortfall, self.shortfall_by = shortfall, i
+
+    def offer_many(self, indices: np.ndarray, after: np.ndarray) -> None:
+        """Candidates `indices` (no homeless) with slots left `after` (n, S), all at once."""
+        if not len(indices):
+            return
+        self.seen = True
+        ranks = self.rank[indices]
+        for s in range(after.shape[1]):
+            j = np.lexsort((ranks, after[:, s]))[0]
+            if after[j, s] < self.after[s] or (after[j, s] == self.after[s] and ranks[j] < self.by_rank[s]):
+                self.after[s], self.by[s], self.by_rank[s] = after[j, s], indices[j], ranks[j]
+
+    def could_lower(self, i: int, lowest: np.ndarray) -> bool:
+        """Could a failure leaving at least `lowest` slots per shape change any shape's answer?"""
+        rank = self.rank[i]
+        return bool(((lowest < self.after) | ((lowest == self.after) & (rank < self.by_rank))).any())
+
+    def could_strand(self, i: int, most: float) -> bool:
+        """Could a failure leaving at most `most` consumers homeless change the reported shortfall?"""
+        if most <= 0:
+            return False
+        return most > self.shortfall or (most == self.shortfall and self.rank[i] < self.rank[self.shortfall_by])
+
+    def result(self, before: np.ndarray) -> FailureResult:
+        slots = np.where(self.by >= 0, self.after, before)
+        domain = [self.names[i] if i >= 0 else None for i in self.by.tolist()]
+        shortfall_domain = self.names[self.shortfall_by] if self.shortfall_by >= 0 else None
+        return FailureResult(np.maximum(slots, 0.0), domain, np.full(len(before), self.shortfall),
+                             shortfall_domain, self.evaluated, self.at_once)
+
+
+def _first_receivers(evacuation: _Evacuation, candidates: list[tuple[str, np.ndarray]], shape_slots: np.ndarray,
+                     requests: np.ndarray, table: HostTable, mask: np.ndarray, before: np.ndarray,
+                     best: _Best) -> list[int]:
+    """Evaluate, all at once, the candidates whose consumers each land on their class's first fitting host.
+
+    For a lost host h, first-fit decreasing walks each displaced class's fitting hosts in name order;
+    its first fitting host other than h is g_k. When every receiving host g has room for the whole
+    request of the classes whose g_k is g (free(g) - their total request >= 0 in every resource), each
+    class finds room on g_k in its turn whatever the order, so that is exactly where they all go and
+    the survivors' slots change on those hosts only. Returns the indices of the other candidates
+    (a receiver too small, zones, pool-level providers) to evaluate one by one.
+    """
+    single = [i for i, (_, dead) in enumerate(candidates) if len(dead) == 1]
+    if not single or table.shared[mask].any():
+        return list(range(len(candidates)))
+    index = np.array(single, dtype=np.int64)
+    hosts = np.array([int(candidates[i][1][0]) for i in single], dtype=np.int64)
+    n, s_count = len(hosts), shape_slots.shape[0]
+    fast = np.ones(n, dtype=bool)
+    cost = np.zeros((n, s_count))  # slots the receivers lose, per candidate
+    rows = np.flatnonzero(evacuation.row_of >= 0)
+    if len(rows):
+        counts = evacuation.counts_of(rows, hosts)  # (K', n)
+        ks, cs = np.nonzero(counts)
+        if len(ks):
+            first = evacuation.first_targets[ks]
+            second = evacuation.second_targets[ks]
+            g = np.where(first != hosts[cs], first, second)
+            fast[cs[g < 0]] = False  # a class with nowhere else to go: one by one
+            ok = g >= 0
+            ks, cs, g = ks[ok], cs[ok], g[ok]
+            pairs, pair_of = np.unique(cs * table.size + g, return_inverse=True)
+            pair_c, pair_g = pairs // table.size, pairs % table.size
+            demand = np.zeros((len(pairs), requests.shape[1]))
+            np.add.at(demand, pair_of, counts[ks, cs][:, None] * evacuation.requests[rows[ks]])
+            left = table.free[pair_g] - demand
+            fits = (left >= 0).all(axis=1)
+            fast[pair_c[~fits]] = False
+            old_g = shape_slots[:, pair_g].T  # (pairs, S)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                counts_g = np.floor(left[:, None, :] / requests[None, :, :] + EPSILON)
+            new_g = np.where(requests[None, :, :] > 0, counts_g, np.inf).min(axis=2)
+            new_g = np.where(np.isinf(old_g), old_g, np.minimum(new_g, old_g))
+            new_g = np.where(old_g > 0, np.maximum(new_g, 0.0), 0.0)
+            np.add.at(cost, pair_c, old_g - new_g)
+    after = before[None, :] - shape_slots[:, hosts].T - cost
+    best.offer_many(index[fast], after[fast])
+    best.evaluated += int(fast.sum())
+    best.at_once = int(fast.sum())
+    done = set(index[fast].tolist())
+    return [i for i in range(len(candidates)) if i not in done]
 
 
 def _loss_bounds(candidates: list[tuple[str, np.ndarray]], shape_slots: np.ndarray, classes: ConsumerClasses,

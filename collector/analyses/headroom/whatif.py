@@ -126,6 +126,8 @@ class Effect:
     capacity_delta: dict[PoolKey, float] = field(default_factory=lambda: defaultdict(float))
     demand_delta: dict[PoolKey, float] = field(default_factory=lambda: defaultdict(float))
     demand_factor: float = 1.0
+    used_share: dict[PoolKey, float] = field(default_factory=dict)
+    """Pools where the share of new demand that gets used is known from this estate (hypervisor layer)."""
     unplaced: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -301,6 +303,8 @@ def _move(frames: FrameSet, table: HostTable, classes: ConsumerClasses, moves: M
             homeless.append(label)
             for resource, amount in requests.items():
                 effect.demand_delta[(table.layer, table.cloud, str(record["pool"]), resource)] -= amount
+            _mirror_to_hypervisor(frames, effect, table.layer, table.cloud, [str(record["host"])],
+                                  {r: -a for r, a in requests.items()})
         else:
             consumers.loc[label, "host"] = target
     _shift_allocated(capacity, table, delta)
@@ -361,6 +365,7 @@ def _add_consumers(frames: FrameSet, scenario: AddConsumers, effect: Effect, con
                     delta[(str(table.names[h]), resource)] += amount
                 effect.demand_delta[(layer, cloud, str(table.pools[h]), resource)] += amount
     _shift_allocated(capacity, table, delta)
+    _mirror_to_hypervisor(frames, effect, layer, cloud, placed_hosts(table, placed), requests)
     for (pool, resource), left in outcome.shared_free.items():
         used_now = table.shared_providers[(pool, resource)].free - left
         if used_now > 0:
@@ -377,6 +382,47 @@ def _add_consumers(frames: FrameSet, scenario: AddConsumers, effect: Effect, con
     if rows:
         out["consumers"] = _concat([consumers, pd.DataFrame(rows)], consumers)
     return out
+
+
+HYPERVISOR_RESOURCES = {"vcpu": "cpu", "pcpu": "cpu", "memory": "memory"}
+"""What a VM's Placement request holds on its hypervisor (libvirt layer names)."""
+
+
+def placed_hosts(table: HostTable, placed: np.ndarray) -> list[str]:
+    """One host name per consumer placed (`placed[h]` consumers on host h)."""
+    return [str(table.names[h]) for h in np.flatnonzero(placed) for _ in range(int(placed[h]))]
+
+
+def _mirror_to_hypervisor(frames: FrameSet, effect: Effect, layer: str, cloud: str, hosts: list[str],
+                          requests: Mapping[str, float]) -> None:
+    """VMs added (or left homeless) in OpenStack also load (or leave) the hypervisors they run on.
+
+    The libvirt layer of the same host (same cloud and name) gets the VM's vCPUs and memory as demand
+    in its pool; its used basis is scaled by that pool's current used/allocated share (hypervisor CPU
+    has no allocated series to learn it from: allocated vCPUs are overcommit there).
+    """
+    capacity = frames.get("capacity")
+    if layer != "openstack" or capacity is None or capacity.empty or not hosts:
+        return
+    mine = capacity[(capacity["layer"] == "hypervisor") & (capacity["cloud"] == cloud) & (capacity["scope"] == "host")]
+    if mine.empty:
+        return
+    pool_of = dict(zip(mine["host"].astype(str), mine["pool"].astype(str), strict=False))
+    for host in hosts:
+        pool = pool_of.get(host)
+        if pool is None:
+            continue
+        for resource, amount in requests.items():
+            name = HYPERVISOR_RESOURCES.get(resource)
+            if name is None:
+                continue
+            key = ("hypervisor", cloud, pool, name)
+            effect.demand_delta[key] += amount
+            if key not in effect.used_share:
+                rows = mine[(mine["pool"].astype(str) == pool) & (mine["resource"] == name)]
+                allocated, used = float(rows["allocated"].sum()), float(rows["used"].sum(min_count=1))
+                if allocated > 0 and math.isfinite(used):
+                    effect.used_share[key] = min(max(used / allocated, 0.0), 1.0)
 
 
 def _without_failure(config: Any) -> Any:
@@ -424,8 +470,11 @@ def shift_series(series: pd.DataFrame, effects: list[Effect]) -> pd.DataFrame:
            + "\x1f" + out["resource"].astype(str))
     capacity: dict[str, float] = defaultdict(float)
     demand: dict[str, float] = defaultdict(float)
+    known_share: dict[str, float] = {}
     factor = 1.0
     for effect in effects:
+        for k, v in effect.used_share.items():
+            known_share.setdefault("\x1f".join(k), v)
         for k, v in effect.capacity_delta.items():
             capacity["\x1f".join(k)] += v
         for k, v in effect.demand_delta.items():
@@ -433,7 +482,8 @@ def shift_series(series: pd.DataFrame, effects: list[Effect]) -> pd.DataFrame:
         factor *= effect.demand_factor
     out["limit"] = (out["limit"] + key.map(capacity).fillna(0.0)).clip(lower=0.0)
     added = key.map(demand).fillna(0.0)
-    used_share = _used_share(out, key)
+    used_share = key.map(known_share).to_numpy(dtype=float, na_value=np.nan)
+    used_share = np.where(np.isnan(used_share), _used_share(out, key), used_share)
     scale = np.where(out["basis"] == "allocated", 1.0, used_share)
     out["value"] = ((out["value"] + added * scale) * factor).clip(lower=0.0)
     return out

@@ -22,7 +22,7 @@ import pandas as pd
 
 from collector.contract.settings import parse_duration
 
-HEADROOM_KEY = ["layer", "cloud", "pool_kind", "pool", "shape_kind", "shape"]
+HEADROOM_KEY = ["layer", "cloud", "pool_kind", "pool", "shape_kind", "shape", "tenant"]
 SERIES_KEY = ["layer", "cloud", "pool", "resource", "basis"]
 
 
@@ -119,8 +119,8 @@ def _time(value: Any) -> str | None:
 
 def build_document(result: Any, *, scenarios_given: bool) -> dict[str, Any]:
     """Before/after headroom and exhaustion as plain data (the JSON output; the table renders it)."""
-    before = result.before.headroom.set_index(HEADROOM_KEY)
-    after = result.after.headroom.set_index(HEADROOM_KEY)
+    before = result.before.headroom.fillna({"tenant": ""}).set_index(HEADROOM_KEY)  # "": a public row
+    after = result.after.headroom.fillna({"tenant": ""}).set_index(HEADROOM_KEY)
     headroom = []
     for key in before.index.union(after.index):
         b = before.loc[key] if key in before.index else None
@@ -189,7 +189,7 @@ def render_table(document: dict[str, Any]) -> str:
         parts.append("== what-if ==\n" + "\n".join(lines))
     rows = []
     for entry in document["headroom"]:
-        row = {k: entry[k] for k in ("layer", "cloud", "pool_kind", "pool", "shape")}
+        row = {k: entry[k] for k in ("layer", "cloud", "pool_kind", "pool", "tenant", "shape")}
         row["now"] = _slots(entry["before"])
         if document["what_if"]:
             row["what-if"] = _slots(entry["after"])
