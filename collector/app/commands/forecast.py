@@ -189,7 +189,7 @@ def render_table(document: dict[str, Any]) -> str:
         parts.append("== what-if ==\n" + "\n".join(lines))
     rows = []
     for entry in document["headroom"]:
-        row = {k: entry[k] for k in ("layer", "cloud", "pool_kind", "pool", "tenant", "shape")}
+        row = {k: entry.get(k) or "" for k in ("layer", "cloud", "pool_kind", "pool", "tenant", "shape")}
         row["now"] = _slots(entry["before"])
         if document["what_if"]:
             row["what-if"] = _slots(entry["after"])
