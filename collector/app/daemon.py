@@ -39,6 +39,8 @@ REFRESH_MIN_INTERVAL = 1.0
 """Seconds between two recomputations of derived frames + exposition, however many polls arrive."""
 IDLE_REFRESH_INTERVAL = 30.0
 """Seconds after which the exposition is refreshed even without a poll, so staleness shows when polls stop."""
+WALL_STEP_TOLERANCE = 1.0
+"""Seconds the wall clock may drift from the monotonic one between two checks before it counts as a step."""
 
 CONFIG_RELOAD = register(
     FrameSchema(
@@ -129,9 +131,17 @@ class Pipeline:
         exposition are still recomputed a bounded number of times per second.
         """
         last = time.monotonic()
+        wall_offset = time.time() - last
         while not stop.is_set():
-            if not self._requested.wait(timeout=0.5) and time.monotonic() - last < IDLE_REFRESH_INTERVAL:
+            requested = self._requested.wait(timeout=0.5)
+            # A stepped wall clock re-renders at once: the labels of the cached exposition were taken
+            # on the old clock, and a backward step would leave them in the future.
+            stepped = abs(time.time() - time.monotonic() - wall_offset) > WALL_STEP_TOLERANCE
+            if not (requested or stepped or time.monotonic() - last >= IDLE_REFRESH_INTERVAL):
                 continue
+            if stepped:
+                wall_offset = time.time() - time.monotonic()
+                log.warning("the wall clock was stepped; polling goes on on the monotonic clock")
             self._requested.clear()
             started = last = time.monotonic()
             try:
@@ -288,7 +298,7 @@ class Daemon:
             statuses = self.estate.snapshot().statuses
             if all(s.last_attempt is not None for s in statuses):
                 break
-            time.sleep(0.2)
+            self._stop.wait(0.2)
         self._forecast_job()
 
     def start(self) -> None:
