@@ -44,7 +44,7 @@ SOURCES = register(
             Column("source", STRING, "Source name."),
             Column("kind", STRING, "libvirt | openstack | kubernetes"),
             Column("up", BOOL, "The last poll succeeded."),
-            Column("stale", BOOL, "The frames served for this source are older than its last poll attempt."),
+            Column("stale", BOOL, "The last poll failed, or none succeeded within two intervals (monotonic clock)."),
             Column("last_success", TIMESTAMP, "Time of the last successful poll.", nullable=True),
             Column("last_attempt", TIMESTAMP, "Time of the last poll attempt.", nullable=True),
             Column("last_error", STRING, "Message of the last failure (free of secrets).", nullable=True),
