@@ -122,8 +122,12 @@ _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct
 
 
 def _expanded_size(root: yaml.Node) -> int:
-    """Nodes the document has once every alias is expanded (shared nodes counted each time they are used)."""
+    """Nodes the document has once every alias is expanded (shared nodes counted each time they are used).
+
+    A node that contains itself (`&a [*a]`) expands forever: it counts as over the limit.
+    """
     sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, children_done = stack.pop()
@@ -137,10 +141,18 @@ def _expanded_size(root: yaml.Node) -> int:
             sizes[id(node)] = 1
             continue
         if children_done:
+            open_nodes.discard(id(node))
             sizes[id(node)] = min(MAX_NODES + 1, 1 + sum(sizes.get(id(child), 0) for child in children))
             continue
+        if id(node) in open_nodes:
+            return MAX_NODES + 1  # a node inside itself: a recursive alias
+        open_nodes.add(id(node))
         stack.append((node, True))
-        stack.extend((child, False) for child in children if id(child) not in sizes)
+        for child in children:
+            if id(child) in open_nodes:
+                return MAX_NODES + 1
+            if id(child) not in sizes:
+                stack.append((child, False))
     return sizes[id(root)]
 
 

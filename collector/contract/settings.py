@@ -86,6 +86,7 @@ POLL_INTERVAL_MAX = timedelta(days=1)
 """Scheduler-level limits: a source polled less than daily is not monitored; faster than 1 s is a typo."""
 PollInterval = Annotated[Duration, bounded_duration(POLL_INTERVAL_MIN, POLL_INTERVAL_MAX)]
 PollTimeout = Annotated[Duration, bounded_duration(timedelta(milliseconds=100), POLL_INTERVAL_MAX)]
+PollJitter = Annotated[Duration, bounded_duration(timedelta(milliseconds=1), POLL_INTERVAL_MAX)]
 SourceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=128)]
 
 
@@ -103,7 +104,7 @@ class SourceBase(StrictModel):
     timeout: PollTimeout | None = Field(
         default=None, description="Give up on a poll after this long (default: 80 % of interval)."
     )
-    jitter: PollTimeout | None = Field(
+    jitter: PollJitter | None = Field(
         default=None, description="Random delay added to each run (default: 10 % of interval)."
     )
 

@@ -43,6 +43,7 @@ CORPUS: dict[str, tuple[bytes, str]] = {
     "deep_nesting": (DEEP.encode(), "nested deeper than"),
     "digits_5000": (("history: {retention: " + "9" * 5000 + "}\n").encode(), "digits"),
     "billion_laughs": (LAUGHS.encode(), "aliases are expanded"),
+    "recursive_alias": (b"a: &a [1, *a]\nsources: &s [{kind: libvirt, name: a, uri: *s}]\n", "aliases are expanded"),
     "port_5000_digits": (("listen: 127.0.0.1:" + "9" * 5000 + "\n").encode(), "listen: "),
     "not_a_mapping": (b"- a\n- b\n", "(top level)"),
     "binary": (bytes(range(256)) * 4, "not UTF-8"),
@@ -165,3 +166,14 @@ def test_fuzzed_bytes_are_a_config_or_a_config_error(tmp_path, tree, data):
         position = data.draw(st.integers(0, len(content)))
         content[position:position] = data.draw(st.binary(min_size=1, max_size=4))
     _load_text(tmp_path, bytes(content))
+
+
+TOKENS = ["&a ", "&b ", "*a", "*b", "[", "]", "{", "}", ", ", ": ", "- ", "\n", "\n  ", "\n    ", "sources", "kind",
+          "libvirt", "name", "uri", "interval", "5m", ".inf", "1.0e+300", "9" * 60, "'x'", '"\\xff"', "!!str ",
+          "!!python/object:os.system ", "<<: *a", "? ", "|\n  ", "---\n", "...\n", "%YAML 1.1\n", "\t", "#c\n"]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tokens=st.lists(st.sampled_from(TOKENS), max_size=60))
+def test_fuzzed_yaml_syntax_with_anchors_and_tags_is_a_config_or_a_config_error(tmp_path, tokens):
+    _load_text(tmp_path, "".join(tokens).encode())
