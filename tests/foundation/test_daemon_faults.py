@@ -158,9 +158,11 @@ def test_a_refused_reload_is_followed_by_the_good_file_applied(tmp_path, daemons
 
 PRELUDE = textwrap.dedent('''\
     """Run capacityd with the headroom analysis made to fail while a flag file exists (fault injection)."""
+    import os
     import sys
     from pathlib import Path
 
+    sys.path.insert(0, os.getcwd())  # this checkout, as `python -m collector.app.cli` would import it
     from collector.analyses import registry
 
     registry.load_builtin_analyses()
