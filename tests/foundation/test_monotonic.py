@@ -193,3 +193,31 @@ def test_a_failing_analysis_serves_its_last_good_frames_marked_stale(monkeypatch
     assert frame.at["steady", "last_success"] == first + timedelta(seconds=30)
     # without a health record (collect_once without a daemon) a failure contributes nothing
     assert "sources" not in run_analyses(later)[0]
+
+
+def test_the_exposition_turns_stale_when_polls_stop_without_any_new_poll(monkeypatch):
+    """No poll arrives to trigger a refresh: the idle refresh still shows the source going stale."""
+    from collector.app import daemon
+    from exporters.prometheus.exposition import ExpositionCache
+
+    monkeypatch.setattr(registry, "ANALYSES", {})
+    monkeypatch.setattr(daemon, "IDLE_REFRESH_INTERVAL", 0.5)
+    clock = FakeClock()
+    estate = Estate(clock=clock)
+    estate.add_source("a", "libvirt", timedelta(seconds=10))
+    now = datetime.now(UTC)
+    estate.record_success("a", frames("a", now), now, 0.1)
+    cache = ExpositionCache()
+    pipeline = daemon.Pipeline(None, estate, None, cache)
+    pipeline.refresh()
+    assert b'capacityd_source_stale{kind="libvirt",source="a"} 0.0' in cache.current.body
+    stop = threading.Event()
+    refresher = threading.Thread(target=pipeline.run_refresher, args=(stop, 0.1), daemon=True)
+    refresher.start()
+    try:
+        clock.advance(25)  # two and a half intervals without a poll
+        assert eventually(lambda: b'capacityd_source_stale{kind="libvirt",source="a"} 1.0' in cache.current.body,
+                          timeout=5)
+    finally:
+        stop.set()
+        refresher.join(5)
