@@ -90,7 +90,7 @@ SECRET_WORDS = ("password", "passwd", "token", "secret", "key", "credential")
 REDACTED = "<redacted>"
 
 
-class _BoundedLoader(yaml.SafeLoader):
+class _BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
     """SafeLoader refusing deep nesting and huge integers while it composes, before Python recurses or parses."""
 
     def __init__(self, stream: str) -> None:
@@ -115,7 +115,7 @@ class _BoundedLoader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, f"an integer of {digits} digits (at most {MAX_INTEGER_DIGITS})", node.start_mark
             )
-        return super().construct_yaml_int(node)
+        return int(super().construct_yaml_int(node))
 
 
 _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)

@@ -155,6 +155,13 @@ class Pipeline:
     def request_refresh(self) -> None:
         self._requested.set()
 
+    def _health_frames(self, now: datetime) -> FrameSet:
+        """The daemon's own health as frames (`analyses`, `config_reload`), rendered by exporters like any other."""
+        health: FrameSet = {"analyses": self.analysis_health.frame(now)}
+        if self.reload_status is not None:
+            health["config_reload"] = self.reload_status.frame(now)
+        return health
+
     def _compute(self, *, expensive: bool) -> Snapshot:
         base = self.estate.snapshot()
         context = AnalysisContext(now=base.taken_at, frames=base.frames, history=self.history, config=self.config)
@@ -163,13 +170,11 @@ class Pipeline:
             self._expensive = frames
             self.analysis_errors.update(errors)
         frames, errors = run_analyses(context, expensive=False, health=self.analysis_health)
+        frames.update(self._health_frames(base.taken_at))
         self.analysis_errors.update(errors)
-        health: FrameSet = {"analyses": self.analysis_health.frame(base.taken_at)}
-        if self.reload_status is not None:
-            health["config_reload"] = self.reload_status.frame(base.taken_at)
         snapshot = Snapshot(
             taken_at=base.taken_at,
-            frames={**base.frames, **self._expensive, **frames, **health},
+            frames={**base.frames, **self._expensive, **frames},
             statuses=base.statuses,
         )
         if self.cache is not None:

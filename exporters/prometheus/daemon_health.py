@@ -25,7 +25,7 @@ from exporters.prometheus.exposition import family_builder
 def _seconds(column: pd.Series) -> np.ndarray:
     """Unix seconds of a UTC timestamp column; NaN where null."""
     values = column.to_numpy(dtype="datetime64[ns]")
-    seconds = values.astype("int64").astype(float) / 1e9
+    seconds: np.ndarray = values.astype("int64").astype(float) / 1e9
     seconds[np.isnat(values)] = np.nan
     return seconds
 
