@@ -4,8 +4,9 @@ Data flows one way: sources -> (frames) -> Estate -> History -> analyses (headro
 -> exporters. The Estate is the one place that knows whether a source's data is fresh: a failed poll
 keeps the last good frames but marks them stale, so nothing downstream mistakes old data for new.
 
-Freshness is measured on the monotonic clock: frames are stale when the last good poll is older than
-two intervals *now*, whether the polls after it failed or never happened (a stopped scheduler shows).
+Freshness is measured on the monotonic clock: frames are stale when the last good poll ended more than
+two intervals (plus the source's timeout) ago *now*, whether the polls after it failed or never
+happened (a stopped scheduler shows).
 Wall time is a label: the exported `last_success`/`last_attempt` are re-derived from their monotonic
 age when the wall clock was stepped since, so none of them lies in the future.
 """
@@ -44,7 +45,7 @@ SOURCES = register(
             Column("source", STRING, "Source name."),
             Column("kind", STRING, "libvirt | openstack | kubernetes"),
             Column("up", BOOL, "The last poll succeeded."),
-            Column("stale", BOOL, "The last poll failed, or none succeeded within two intervals (monotonic clock)."),
+            Column("stale", BOOL, "The last poll failed, or none succeeded within 2 intervals + timeout (monotonic)."),
             Column("last_success", TIMESTAMP, "Time of the last successful poll.", nullable=True),
             Column("last_attempt", TIMESTAMP, "Time of the last poll attempt.", nullable=True),
             Column("last_error", STRING, "Message of the last failure (free of secrets).", nullable=True),
@@ -61,6 +62,8 @@ class SourceStatus:
     name: str
     kind: str
     interval: timedelta
+    grace: timedelta = timedelta(0)
+    """Added to two intervals before frames count as stale: the source's timeout (a slow poll is not a stop)."""
     frames: FrameSet = field(default_factory=dict)
     up: bool = False
     last_attempt: datetime | None = None
@@ -78,13 +81,14 @@ class SourceStatus:
 
     @property
     def stale(self) -> bool:
-        """Frames are stale when the latest attempt failed, or no poll succeeded within 2 intervals."""
+        """Frames are stale when the latest attempt failed, or no poll succeeded within 2 intervals (+ grace)."""
         if self.last_success is None:
             return bool(self.frames)
         if not self.up:
             return True
         if self.checked_mono is not None and self.last_success_mono is not None:
-            return self.checked_mono - self.last_success_mono > 2 * self.interval.total_seconds()
+            limit = (2 * self.interval + self.grace).total_seconds()
+            return self.checked_mono - self.last_success_mono > limit
         return self.last_attempt is not None and self.last_attempt - self.last_success > 2 * self.interval
 
 
@@ -108,12 +112,14 @@ class Estate:
         self._status: dict[str, SourceStatus] = {}
         self.clock = clock
 
-    def add_source(self, name: str, kind: str, interval: timedelta) -> None:
+    def add_source(self, name: str, kind: str, interval: timedelta, grace: timedelta | None = None) -> None:
+        """Track a source polled every `interval`; `grace` (its timeout) delays staleness for a slow poll."""
         with self._lock:
             if name not in self._status:
                 self._status[name] = SourceStatus(name=name, kind=kind, interval=interval)
-            else:
-                self._status[name].interval = interval
+            status = self._status[name]
+            status.interval = interval
+            status.grace = grace or timedelta(0)
 
     def remove_source(self, name: str) -> None:
         with self._lock:

@@ -263,7 +263,8 @@ class Daemon:
         self.pipeline.request_refresh()
 
     def _start_source(self, source_config: Any) -> None:
-        self.estate.add_source(source_config.name, source_config.kind, source_config.interval)
+        self.estate.add_source(source_config.name, source_config.kind, source_config.interval,
+                               source_config.effective_timeout)
         try:
             source = create_source(source_config)
         except Exception as error:  # noqa: BLE001 - one bad source never stops the others

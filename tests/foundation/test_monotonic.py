@@ -133,6 +133,11 @@ def test_staleness_is_judged_on_the_monotonic_clock():
     (status,) = estate.snapshot().statuses
     assert status.up and status.stale
     assert estate.snapshot().frames["sources"]["stale"].tolist() == [True]
+    # a slow source (timeout beyond its interval) gets its timeout as grace
+    estate.add_source("a", "libvirt", timedelta(seconds=10), timedelta(seconds=15))
+    assert not estate.snapshot().statuses[0].stale
+    clock.advance(15)
+    assert estate.snapshot().statuses[0].stale
     estate.record_success("a", frames("a", now), now, 0.1)
     assert not estate.snapshot().statuses[0].stale
     estate.record_failure("a", "timeout", "slow", now, 8.0)
