@@ -432,7 +432,11 @@ class Daemon:
                 if self._reload.wait(timeout=0.5):
                     self._reload.clear()
                     sd_notify("RELOADING=1")
-                    self.reload()
+                    try:
+                        self.reload()
+                    except Exception:  # a reload never ends the daemon
+                        log.exception("reload failed; the daemon goes on")
+                        self.reload_status.failed()
                     sd_notify("READY=1")
         finally:
             sd_notify("STOPPING=1")
