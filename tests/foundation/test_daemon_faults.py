@@ -136,22 +136,36 @@ def test_a_hostile_reload_keeps_the_running_config_and_shows_in_metrics(tmp_path
     assert "sources[0].interval: " in log and "nested deeper than" in log and "not UTF-8" in log
 
 
+DEFAULT_SOURCE = "  - kind: libvirt\n    name: default\n    uri: test:///default\n    interval: {interval}\n"
+
+
 def test_a_refused_reload_is_followed_by_the_good_file_applied(tmp_path, daemons):
     """A reload that adds a source with a bad interval applies nothing, not even the valid parts."""
     port = free_port()
     daemon = daemons(tmp_path, node5_config(port, tmp_path / "state"), port)
     daemon.wait_value(lambda v: v == 1, "capacityd_source_up", "first poll", source="node5")
-    daemon.config.write_text(node5_config(port, tmp_path / "state") + textwrap.dedent("""\
-          - kind: libvirt
-            name: default
-            uri: test:///default
-            interval: 100000000d
-        """))
+    daemon.config.write_text(node5_config(port, tmp_path / "state") + DEFAULT_SOURCE.format(interval="100000000d"))
     daemon.process.send_signal(signal.SIGHUP)
     daemon.wait_value(lambda v: v == 0, "capacityd_config_last_reload_successful", "refused reload")
+    assert "sources[1].interval: " in daemon.log_path.read_text()
     time.sleep(2.5)
     assert daemon.value("capacityd_source_up", source="default") is None
     assert daemon.value("capacityd_source_up", source="node5") == 1
+
+    # a good file, then one whose web config is broken: refused whole, its new source never starts
+    good_with_default = node5_config(port, tmp_path / "state") + DEFAULT_SOURCE.format(interval="2s")
+    daemon.config.write_text(good_with_default)
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_value(lambda v: v == 1, "capacityd_source_up", "source added by a good reload", source="default")
+    assert daemon.value("capacityd_config_last_reload_successful") == 1
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  alice: not-a-bcrypt-hash\n")
+    daemon.config.write_text(f"web_config_file: {web}\n" + node5_config(port, tmp_path / "state"))
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_value(lambda v: v == 0, "capacityd_config_last_reload_successful", "refused web config")
+    time.sleep(2.5)
+    assert daemon.value("capacityd_source_up", source="default") == 1, "a refused reload must remove nothing"
+    assert "reload refused, keeping the running config: web config" in daemon.log_path.read_text()
 
 
 # -- analyses ----------------------------------------------------------------------------------------------
