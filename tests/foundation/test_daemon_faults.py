@@ -299,7 +299,10 @@ def test_wall_clock_steps_neither_stop_polling_nor_burst(tmp_path, daemons):
             time.sleep(0.5)
         made = polls() - before
         expected = (time.monotonic() - started) / interval
-        assert expected - 2 <= made <= expected + 2, f"{made} polls in {seconds}s at a {interval}s interval"
+        # a stop makes 0 (the old wall-clock scheduler: none for the hour), a burst many more; the slack
+        # below is for a loaded CI machine delaying polls
+        assert expected / 2 <= made <= expected + 2, (
+            f"{made} polls in {seconds}s at a {interval}s interval; log:\n{daemon.log_path.read_text()[-2000:]}")
 
     watch(6, 0)
     offset_file.write_text("-3600\n")  # an hour back
@@ -308,4 +311,5 @@ def test_wall_clock_steps_neither_stop_polling_nor_burst(tmp_path, daemons):
     watch(10, 3600)
     offset_file.write_text("+0\n")
     watch(6, 0)
-    assert "Traceback" not in daemon.log_path.read_text()
+    log = daemon.log_path.read_text()
+    assert "Traceback" not in log, log[-4000:]
