@@ -3,12 +3,20 @@
 Data flows one way: sources -> (frames) -> Estate -> History -> analyses (headroom, forecasts)
 -> exporters. The Estate is the one place that knows whether a source's data is fresh: a failed poll
 keeps the last good frames but marks them stale, so nothing downstream mistakes old data for new.
+
+Freshness is measured on the monotonic clock: frames are stale when the last good poll ended more than
+two intervals (plus the source's timeout) ago *now*, whether the polls after it failed or never
+happened (a stopped scheduler shows).
+Wall time is a label: the exported `last_success`/`last_attempt` are re-derived from their monotonic
+age when the wall clock was stepped since, so none of them lies in the future.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -37,7 +45,7 @@ SOURCES = register(
             Column("source", STRING, "Source name."),
             Column("kind", STRING, "libvirt | openstack | kubernetes"),
             Column("up", BOOL, "The last poll succeeded."),
-            Column("stale", BOOL, "The frames served for this source are older than its last poll attempt."),
+            Column("stale", BOOL, "The last poll failed, or none succeeded within 2 intervals + timeout (monotonic)."),
             Column("last_success", TIMESTAMP, "Time of the last successful poll.", nullable=True),
             Column("last_attempt", TIMESTAMP, "Time of the last poll attempt.", nullable=True),
             Column("last_error", STRING, "Message of the last failure (free of secrets).", nullable=True),
@@ -54,6 +62,8 @@ class SourceStatus:
     name: str
     kind: str
     interval: timedelta
+    grace: timedelta = timedelta(0)
+    """Added to two intervals before frames count as stale: the source's timeout (a slow poll is not a stop)."""
     frames: FrameSet = field(default_factory=dict)
     up: bool = False
     last_attempt: datetime | None = None
@@ -64,14 +74,21 @@ class SourceStatus:
     skipped_total: Counter[str] = field(default_factory=Counter)
     polls_total: int = 0
     api_calls: int | None = None
+    last_attempt_mono: float | None = None
+    last_success_mono: float | None = None
+    checked_mono: float | None = None
+    """Monotonic time this copy was taken (set by `Estate.snapshot`); staleness is judged against it."""
 
     @property
     def stale(self) -> bool:
-        """Frames are stale when the latest attempt failed, or no poll succeeded within 2 intervals."""
+        """Frames are stale when the latest attempt failed, or no poll succeeded within 2 intervals (+ grace)."""
         if self.last_success is None:
             return bool(self.frames)
         if not self.up:
             return True
+        if self.checked_mono is not None and self.last_success_mono is not None:
+            limit = (2 * self.interval + self.grace).total_seconds()
+            return self.checked_mono - self.last_success_mono > limit
         return self.last_attempt is not None and self.last_attempt - self.last_success > 2 * self.interval
 
 
@@ -90,16 +107,19 @@ class Snapshot:
 class Estate:
     """Thread-safe holder of per-source state; sources write, analyses and exporters read snapshots."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._status: dict[str, SourceStatus] = {}
+        self.clock = clock
 
-    def add_source(self, name: str, kind: str, interval: timedelta) -> None:
+    def add_source(self, name: str, kind: str, interval: timedelta, grace: timedelta | None = None) -> None:
+        """Track a source polled every `interval`; `grace` (its timeout) delays staleness for a slow poll."""
         with self._lock:
             if name not in self._status:
                 self._status[name] = SourceStatus(name=name, kind=kind, interval=interval)
-            else:
-                self._status[name].interval = interval
+            status = self._status[name]
+            status.interval = interval
+            status.grace = grace or timedelta(0)
 
     def remove_source(self, name: str) -> None:
         with self._lock:
@@ -119,6 +139,7 @@ class Estate:
             status.frames = frames
             status.up = True
             status.last_attempt = status.last_success = when
+            status.last_attempt_mono = status.last_success_mono = self.clock()
             status.last_error = None
             status.poll_duration_seconds = duration
             status.polls_total += 1
@@ -131,6 +152,7 @@ class Estate:
             status = self._status[name]
             status.up = False
             status.last_attempt = when
+            status.last_attempt_mono = self.clock()
             status.last_error = message
             status.poll_duration_seconds = duration
             status.polls_total += 1
@@ -139,9 +161,32 @@ class Estate:
     def snapshot(self, now: datetime | None = None) -> Snapshot:
         with self._lock:
             statuses = tuple(_copy_status(s) for s in self._status.values())
+            mono = self.clock()
+        taken_at = now or datetime.now(UTC)
+        for status in statuses:
+            status.checked_mono = mono
+            if now is None:  # the real clock: labels follow its steps
+                status.last_attempt = wall_label(status.last_attempt, status.last_attempt_mono, taken_at, mono)
+                status.last_success = wall_label(status.last_success, status.last_success_mono, taken_at, mono)
         frames = concat(s.frames for s in statuses)
         frames["sources"] = _sources_frame(statuses)
-        return Snapshot(taken_at=now or datetime.now(UTC), frames=frames, statuses=statuses)
+        return Snapshot(taken_at=taken_at, frames=frames, statuses=statuses)
+
+
+STEP_TOLERANCE = timedelta(seconds=1)
+
+
+def wall_label(recorded: datetime | None, recorded_mono: float | None, wall_now: datetime,
+               mono_now: float) -> datetime | None:
+    """`recorded` (wall time of an event), or `wall_now - its monotonic age` if the wall clock stepped since.
+
+    An event labelled before a backward step would otherwise lie in the future, and one labelled before a
+    forward step would look older than it is; both would mislead staleness alerts computed from them.
+    """
+    if recorded is None or recorded_mono is None:
+        return recorded
+    derived = wall_now - timedelta(seconds=max(0.0, mono_now - recorded_mono))
+    return recorded if abs(derived - recorded) <= STEP_TOLERANCE else derived
 
 
 def _sources_frame(statuses: tuple[SourceStatus, ...]) -> pd.DataFrame:

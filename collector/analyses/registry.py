@@ -4,17 +4,37 @@ An analysis is a small strategy: a function taking an `AnalysisContext` and retu
 schemas it registered in collector.contract.schema. The daemon runs every registered analysis after polls
 (and on its own schedule for the expensive ones), stores the result beside the source frames, and
 the exporters read it from there. Analyses never poll anything themselves.
+
+Each run's outcome is kept in an `AnalysisHealth` (success, duration, last success): a failing analysis
+keeps its last good frames in the snapshot, marked stale in the `analyses` frame (the same convention
+as a failing source), so a bug in one analysis is a metric and an alert, never a silent gap.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
-from collector.contract.schema import FrameSet, validate_frame
+import numpy as np
+import pandas as pd
+
+from collector.contract.schema import (
+    BOOL,
+    FLOAT,
+    STRING,
+    TIMESTAMP,
+    Column,
+    FrameSchema,
+    FrameSet,
+    register,
+    validate_frame,
+)
+from collector.estate import wall_label
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +91,101 @@ def load_builtin_analyses() -> None:
             ) from error
 
 
-def run_analyses(context: AnalysisContext, *, expensive: bool | None = None) -> tuple[FrameSet, dict[str, str]]:
+ANALYSES_FRAME = register(
+    FrameSchema(
+        name="analyses",
+        doc="Health of each analysis run by the daemon (derived by the daemon, not read from a remote system).",
+        key=("analysis",),
+        columns=(
+            Column("analysis", STRING, "Analysis name (headroom, forecast, ...)."),
+            Column("success", BOOL, "The last run succeeded."),
+            Column("stale", BOOL, "The frames served for this analysis come from an earlier, successful run."),
+            Column("duration_seconds", FLOAT, "Duration of the last run."),
+            Column("last_success", TIMESTAMP, "Time of the last successful run.", nullable=True),
+            Column("last_error", STRING, "Exception type and message of the last failure.", nullable=True),
+        ),
+    )
+)
+
+
+@dataclass
+class AnalysisState:
+    """The outcome of one analysis' latest run, and the frames of its latest successful one."""
+
+    name: str
+    success: bool = False
+    duration_seconds: float = 0.0
+    last_success: datetime | None = None
+    last_success_mono: float | None = None
+    last_error: str | None = None
+    frames: FrameSet = field(default_factory=dict)
+
+
+class AnalysisHealth:
+    """Thread-safe record of every analysis' runs (the daemon keeps one for its lifetime)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._states: dict[str, AnalysisState] = {}
+
+    def record_success(self, name: str, frames: FrameSet, duration: float, when: datetime) -> None:
+        with self._lock:
+            state = self._states.setdefault(name, AnalysisState(name))
+            state.success, state.duration_seconds, state.last_error = True, duration, None
+            state.last_success, state.last_success_mono, state.frames = when, self.clock(), dict(frames)
+
+    def record_failure(self, name: str, error: str, duration: float) -> FrameSet:
+        """Record a failed run; returns the last good frames (served on, marked stale)."""
+        with self._lock:
+            state = self._states.setdefault(name, AnalysisState(name))
+            state.success, state.duration_seconds, state.last_error = False, duration, error
+            return dict(state.frames)
+
+    def frame(self, now: datetime | None = None) -> pd.DataFrame:
+        """The `analyses` frame: one row per analysis that ran at least once."""
+        with self._lock:
+            states = sorted(self._states.values(), key=lambda s: s.name)
+            mono = self.clock()
+            rows = [(s.name, s.success, not s.success and bool(s.frames), s.duration_seconds,
+                     wall_label(s.last_success, s.last_success_mono, now or datetime.now(UTC), mono), s.last_error)
+                    for s in states]
+        return pd.DataFrame({
+            "analysis": pd.array([r[0] for r in rows], dtype=STRING),
+            "success": np.array([r[1] for r in rows], dtype=bool),
+            "stale": np.array([r[2] for r in rows], dtype=bool),
+            "duration_seconds": np.array([r[3] for r in rows], dtype=float),
+            "last_success": pd.DatetimeIndex(pd.to_datetime([r[4] for r in rows], utc=True)).as_unit("ns"),
+            "last_error": pd.array([r[5] for r in rows], dtype=STRING),
+        })
+
+
+def run_analyses(context: AnalysisContext, *, expensive: bool | None = None,
+                 health: AnalysisHealth | None = None) -> tuple[FrameSet, dict[str, str]]:
     """Run analyses (all, or only cheap/expensive ones); returns (frames, errors by analysis name).
 
     One failing analysis is logged and reported; it never stops the others. Each analysis sees the frames
-    of those registered before it in this run (the report's figures read headroom and forecasts).
+    of those registered before it in this run (the report's figures read headroom and forecasts). With
+    `health`, each run is recorded there and a failed analysis contributes its last good frames instead of nothing.
     """
     frames: FrameSet = {}
     errors: dict[str, str] = {}
     for registered in ANALYSES.values():
         if expensive is not None and registered.expensive != expensive:
             continue
+        started = time.monotonic()
         try:
             produced = registered.func(replace(context, frames={**context.frames, **frames}) if frames else context)
             for name, frame in produced.items():
                 validate_frame(name, frame)
-            frames.update(produced)
         except Exception as error:
             log.exception("analysis %s failed", registered.name)
             errors[registered.name] = f"{type(error).__name__}: {error}"
+            if health is not None:
+                frames.update(health.record_failure(registered.name, errors[registered.name],
+                                                    time.monotonic() - started))
+            continue
+        frames.update(produced)
+        if health is not None:
+            health.record_success(registered.name, produced, time.monotonic() - started, context.now)
     return frames, errors

@@ -77,6 +77,103 @@ class Config(StrictModel):
 
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+"""A config file is a few kilobytes; anything over 1 MiB is refused before it is parsed."""
+MAX_NESTING = 32
+"""Deepest YAML nesting accepted (the file's own shape is 5 levels deep); deeper is refused, not recursed."""
+MAX_NODES = 100_000
+"""YAML nodes after alias expansion: bounds the work a file of anchors and aliases ('billion laughs') makes."""
+MAX_INTEGER_DIGITS = 100
+"""Longer integers are refused by the YAML loader itself (Python refuses over 4300 digits with a ValueError)."""
+SECRET_WORDS = ("password", "passwd", "token", "secret", "key", "credential")
+"""A key whose name contains one of these is a secret: its value is shown as `<redacted>`, whatever the error."""
+REDACTED = "<redacted>"
+
+
+class _BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
+    """SafeLoader refusing deep nesting and huge integers while it composes, before Python recurses or parses."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_NESTING} levels", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_yaml_int(self, node: Any) -> int:
+        digits = sum(ch.isdigit() for ch in str(node.value))
+        if digits > MAX_INTEGER_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of {digits} digits (at most {MAX_INTEGER_DIGITS})", node.start_mark
+            )
+        return int(super().construct_yaml_int(node))
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Nodes the document has once every alias is expanded (shared nodes counted each time they are used).
+
+    A node that contains itself (`&a [*a]`) expands forever: it counts as over the limit.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            sizes[id(node)] = 1
+            continue
+        if children_done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = min(MAX_NODES + 1, 1 + sum(sizes.get(id(child), 0) for child in children))
+            continue
+        if id(node) in open_nodes:
+            return MAX_NODES + 1  # a node inside itself: a recursive alias
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_nodes:
+                return MAX_NODES + 1
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)]
+
+
+def safe_yaml(text: str) -> Any:
+    """yaml.safe_load with bounded work: nesting depth, node count after alias expansion, integer size."""
+    loader = _BoundedLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        if _expanded_size(root) > MAX_NODES:
+            raise yaml.YAMLError(f"more than {MAX_NODES} values once aliases are expanded")
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+def is_secret_key(name: Any) -> bool:
+    return isinstance(name, str) and any(word in name.lower() for word in SECRET_WORDS)
+
+
 def format_location(loc: tuple[Any, ...]) -> str:
     """('sources', 2, 'libvirt', 'uri') -> 'sources[2].uri' (the union tag pydantic adds is dropped)."""
     out = ""
@@ -86,22 +183,41 @@ def format_location(loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
             skip_tag = True
             continue
+        part = str(part)
         if skip_tag and part in SOURCE_KINDS:
             skip_tag = False
             continue
         skip_tag = False
         if part.startswith("function-") or part in ("union_tag",):
             continue
-        out += f".{part}" if out else str(part)
+        out += f".{part}" if out else part
     return out or "(top level)"
 
 
+def _redact(message: str, value: Any) -> str:
+    """`message` without any rendering of `value` (or of the strings inside it)."""
+    texts: list[str] = []
+    stack = [value]
+    while stack and len(texts) < 1000:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif item is not None and not isinstance(item, bool):
+            texts.extend((repr(item), str(item)))
+    for text in sorted({t for t in texts if len(t) >= 3}, key=len, reverse=True):
+        message = message.replace(text, REDACTED)
+    return message
+
+
 def validation_messages(error: ValidationError) -> list[str]:
-    """One line per error, never echoing the offending value (it may be a secret)."""
+    """One line per error naming the key path and what was expected; a secret's value is never shown."""
     lines = []
-    for item in error.errors(include_input=False, include_url=False):
+    for item in error.errors(include_url=False):
         message = item["msg"]
-        location = format_location(tuple(item["loc"]))
+        loc = tuple(item["loc"])
+        location = format_location(loc)
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         elif item["type"] == "union_tag_invalid":
@@ -110,8 +226,15 @@ def validation_messages(error: ValidationError) -> list[str]:
         elif item["type"] == "union_tag_not_found":
             location += ".kind"
             message = f"missing; every source needs a kind ({', '.join(SOURCE_KINDS)})"
+        if any(is_secret_key(part) for part in loc) or ("input" in item and _mentions_secret(item["input"])):
+            message = _redact(message, item.get("input"))
         lines.append(f"{location}: {message}")
     return lines
+
+
+def _mentions_secret(value: Any) -> bool:
+    """True for a mapping holding a secret-named key (an error on it may echo the whole mapping)."""
+    return isinstance(value, dict) and any(is_secret_key(k) for k in value)
 
 
 def _duplicate_names(data: dict[str, Any]) -> list[str]:
@@ -129,6 +252,7 @@ def _duplicate_names(data: dict[str, Any]) -> list[str]:
 
 
 def parse_config(data: Any, path: str = "<config>") -> Config:
+    """Validate parsed YAML; raises ConfigError (and nothing else) for every config that cannot be used."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -139,20 +263,37 @@ def parse_config(data: Any, path: str = "<config>") -> Config:
         messages = validation_messages(error)
         messages += [line for line in _duplicate_names(data) if line not in messages]
         raise ConfigError(path, messages) from None
+    except (ValueError, TypeError, ArithmeticError, RecursionError, MemoryError) as error:
+        # A validator outside this module that let a non-ValueError escape: still one line, no value.
+        raise ConfigError(path, [f"(top level): cannot be validated ({type(error).__name__})"]) from None
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; raises ConfigError listing every problem found."""
+    """Read and validate a config file; raises ConfigError (never anything else) listing every problem found.
+
+    Work is bounded whatever the file holds: size, nesting, aliases and integer length are checked
+    before Python materializes anything big.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
-        raise ConfigError(str(path), [f"cannot read: {error.strerror}"]) from None
+        raise ConfigError(str(path), [f"cannot read: {error.strerror or error}"]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(str(path), [f"(file): larger than {MAX_CONFIG_BYTES // 1024} KiB; not a capacityd config"])
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ConfigError(str(path), [f"line {line}: not UTF-8 text (byte offset {error.start})"]) from None
+    try:
+        data = safe_yaml(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
-        problem = getattr(error, "problem", None) or "invalid YAML"
+        problem = getattr(error, "problem", None) or (str(error) if not mark else "invalid YAML")
         raise ConfigError(str(path), [f"{where}: {problem}"]) from None
+    except (ValueError, TypeError, ArithmeticError, RecursionError, MemoryError) as error:
+        raise ConfigError(str(path), [f"YAML: cannot be read ({type(error).__name__})"]) from None
     return parse_config(data, str(path))

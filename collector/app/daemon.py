@@ -19,14 +19,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from apscheduler.triggers.interval import IntervalTrigger
+import numpy as np
+import pandas as pd
 
-from collector.analyses.registry import AnalysisContext, load_builtin_analyses, run_analyses
+from collector.analyses.registry import AnalysisContext, AnalysisHealth, load_builtin_analyses, run_analyses
 from collector.app.config import Config, load_config
-from collector.app.scheduler import SourceRunner, make_scheduler, schedule_source
-from collector.contract.schema import FrameSet
+from collector.app.scheduler import MonotonicScheduler, SourceRunner, make_scheduler, schedule_source
+from collector.contract.schema import BOOL, TIMESTAMP, Column, FrameSchema, FrameSet, register
 from collector.contract.settings import ConfigError
-from collector.estate import Estate, Snapshot
+from collector.estate import Estate, Snapshot, wall_label
 from collector.sources import create_source
 from collector.sources.base import PollResult
 from exporters.prometheus.exposition import ExpositionCache, load_builtin_family_modules
@@ -37,6 +38,44 @@ FORECAST_INTERVAL = timedelta(minutes=15)
 COMPACT_INTERVAL = timedelta(hours=1)
 REFRESH_MIN_INTERVAL = 1.0
 """Seconds between two recomputations of derived frames + exposition, however many polls arrive."""
+IDLE_REFRESH_INTERVAL = 30.0
+"""Seconds after which the exposition is refreshed even without a poll, so staleness shows when polls stop."""
+WALL_STEP_TOLERANCE = 1.0
+"""Seconds the wall clock may drift from the monotonic one between two checks before it counts as a step."""
+
+CONFIG_RELOAD = register(
+    FrameSchema(
+        name="config_reload",
+        doc="Outcome of the last configuration load (start or SIGHUP), derived by the daemon.",
+        columns=(
+            Column("successful", BOOL, "The last reload was applied (a refused one keeps the running config)."),
+            Column("last_success", TIMESTAMP, "Time the running configuration was loaded.", nullable=True),
+        ),
+    )
+)
+
+
+class ReloadStatus:
+    """Whether the last config load succeeded, and when the running config was loaded (monotonic + label)."""
+
+    def __init__(self) -> None:
+        self.successful = True
+        self.last_success = datetime.now(UTC)
+        self.last_success_mono = time.monotonic()
+
+    def succeeded(self) -> None:
+        self.successful = True
+        self.last_success, self.last_success_mono = datetime.now(UTC), time.monotonic()
+
+    def failed(self) -> None:
+        self.successful = False
+
+    def frame(self, now: datetime) -> pd.DataFrame:
+        label = wall_label(self.last_success, self.last_success_mono, now, time.monotonic())
+        return pd.DataFrame({
+            "successful": np.array([self.successful], dtype=bool),
+            "last_success": pd.DatetimeIndex(pd.to_datetime([label], utc=True)).as_unit("ns"),
+        })
 
 
 def open_history(config: Config) -> Any | None:
@@ -61,6 +100,8 @@ class Pipeline:
         self._derived: FrameSet = {}
         self._expensive: FrameSet = {}
         self.analysis_errors: dict[str, str] = {}
+        self.analysis_health = AnalysisHealth()
+        self.reload_status: ReloadStatus | None = None
         self._lock = threading.Lock()
         self._pending = threading.Event()
         self._requested = threading.Event()
@@ -90,11 +131,20 @@ class Pipeline:
         Polls only call `request_refresh` (cheap); with hundreds of sources the derived frames and the
         exposition are still recomputed a bounded number of times per second.
         """
+        last = time.monotonic()
+        wall_offset = time.time() - last
         while not stop.is_set():
-            if not self._requested.wait(timeout=0.5):
+            requested = self._requested.wait(timeout=0.5)
+            # A stepped wall clock re-renders at once: the labels of the cached exposition were taken
+            # on the old clock, and a backward step would leave them in the future.
+            stepped = abs(time.time() - time.monotonic() - wall_offset) > WALL_STEP_TOLERANCE
+            if not (requested or stepped or time.monotonic() - last >= IDLE_REFRESH_INTERVAL):
                 continue
+            if stepped:
+                wall_offset = time.time() - time.monotonic()
+                log.warning("the wall clock was stepped; polling goes on on the monotonic clock")
             self._requested.clear()
-            started = time.monotonic()
+            started = last = time.monotonic()
             try:
                 self.refresh()
             except Exception:
@@ -106,14 +156,23 @@ class Pipeline:
     def request_refresh(self) -> None:
         self._requested.set()
 
+    def _health_frames(self, now: datetime) -> FrameSet:
+        """The daemon's own health as frames (`analyses`, `config_reload`), rendered by exporters like any other."""
+        health: FrameSet = {"analyses": self.analysis_health.frame(now)}
+        if self.reload_status is not None:
+            health["config_reload"] = self.reload_status.frame(now)
+        return health
+
     def _compute(self, *, expensive: bool) -> Snapshot:
         base = self.estate.snapshot()
         context = AnalysisContext(now=base.taken_at, frames=base.frames, history=self.history, config=self.config)
         if expensive:
-            frames, errors = run_analyses(context, expensive=True)
+            frames, errors = run_analyses(context, expensive=True, health=self.analysis_health)
             self._expensive = frames
             self.analysis_errors.update(errors)
-        frames, errors = run_analyses(replace(context, frames={**base.frames, **self._expensive}), expensive=False)
+        frames, errors = run_analyses(replace(context, frames={**base.frames, **self._expensive}), expensive=False,
+                                      health=self.analysis_health)
+        frames.update(self._health_frames(base.taken_at))
         self.analysis_errors.update(errors)
         stats = self.history.stats_frames() if self.history is not None else {}  # history_stats (store health)
         snapshot = Snapshot(
@@ -185,8 +244,11 @@ class Daemon:
         self.history = open_history(config)
         self.cache = ExpositionCache()
         self.pipeline = Pipeline(config, self.estate, self.history, self.cache)
+        self.reload_status = ReloadStatus()
+        self.pipeline.reload_status = self.reload_status
         source_count = len(config.sources)
-        self.scheduler = make_scheduler(job_threads=source_count + 4)
+        self.scheduler = make_scheduler(job_threads=4)  # wall-time jobs only (report crons)
+        self.ticker = MonotonicScheduler(job_threads=source_count + 16)  # polls, forecasts, compaction
         self.runners: dict[str, SourceRunner] = {}
         self.server: Any = None
         self._stop = threading.Event()
@@ -204,7 +266,8 @@ class Daemon:
         self.pipeline.request_refresh()
 
     def _start_source(self, source_config: Any) -> None:
-        self.estate.add_source(source_config.name, source_config.kind, source_config.interval)
+        self.estate.add_source(source_config.name, source_config.kind, source_config.interval,
+                               source_config.effective_timeout)
         try:
             source = create_source(source_config)
         except Exception as error:  # noqa: BLE001 - one bad source never stops the others
@@ -214,14 +277,13 @@ class Daemon:
         runner = SourceRunner(source, self.estate, _timeout_seconds(source_config), self._on_success)
         self.runners[source_config.name] = runner
         schedule_source(
-            self.scheduler, runner, source_config.interval.total_seconds(),
+            self.ticker, runner, source_config.interval.total_seconds(),
             source_config.effective_jitter.total_seconds(),
         )
 
     def _stop_source(self, name: str) -> None:
         runner = self.runners.pop(name, None)
-        if self.scheduler.get_job(f"source:{name}"):
-            self.scheduler.remove_job(f"source:{name}")
+        self.ticker.remove_job(f"source:{name}")
         if runner is not None:
             runner.close()
         self.estate.remove_source(name)
@@ -245,7 +307,7 @@ class Daemon:
             statuses = self.estate.snapshot().statuses
             if all(s.last_attempt is not None for s in statuses):
                 break
-            time.sleep(0.2)
+            self._stop.wait(0.2)
         self._forecast_job()
 
     def start(self) -> None:
@@ -253,20 +315,15 @@ class Daemon:
 
         for source_config in self.config.sources:
             self._start_source(source_config)
-        self.scheduler.add_job(
-            self._forecast_job, IntervalTrigger(seconds=FORECAST_INTERVAL.total_seconds(), timezone=UTC),
-            id="analyses:expensive", name="forecasts", misfire_grace_time=60,
-        )
-        self.scheduler.add_job(
-            self._compact_job, IntervalTrigger(seconds=COMPACT_INTERVAL.total_seconds(), timezone=UTC),
-            id="history:compact", name="history compaction", next_run_time=datetime.now(UTC),
-            misfire_grace_time=600,
-        )
+        forecast_every = FORECAST_INTERVAL.total_seconds()
+        self.ticker.add_job("analyses:expensive", self._forecast_job, forecast_every, first_delay=forecast_every)
+        self.ticker.add_job("history:compact", self._compact_job, COMPACT_INTERVAL.total_seconds())
         self._schedule_reports()
         self.pipeline.refresh()
         host, port = self.config.listen_host_port
         self.server = start_server(self.cache, host, port, self.config.web_config_file)
         self.scheduler.start()
+        self.ticker.start()
         threading.Thread(target=self.pipeline.run_refresher, args=(self._stop,), name="refresher",
                          daemon=True).start()
         threading.Thread(target=self._first_forecast_after_polls, name="first-forecast", daemon=True).start()
@@ -281,14 +338,52 @@ class Daemon:
         schedule_reports(self.scheduler, self.config, lambda: self.pipeline.snapshot, self.history)
 
     def reload(self) -> None:
-        """Re-read the config file: add, remove or replace changed sources; keep everything else."""
+        """Re-read the config file: add, remove or replace changed sources; keep everything else.
+
+        The whole file is validated (bounds included) before anything is applied; a refused file keeps
+        the running config, is logged, and shows as `capacityd_config_last_reload_successful 0`.
+        """
         if self.config_path is None:
             return
         try:
             new = load_config(self.config_path)
         except ConfigError as error:
             log.error("reload refused, keeping the running config: %s", "; ".join(error.errors))
+            self._reload_failed()
             return
+        except Exception as error:  # noqa: BLE001 - load_config should only raise ConfigError; never die here
+            log.error("reload refused, keeping the running config: %s while loading %s",
+                      type(error).__name__, self.config_path)
+            self._reload_failed()
+            return
+        if new.web_config_file is not None:
+            from exporters.prometheus.webconfig import WebConfigError, load_web_config
+
+            try:
+                load_web_config(new.web_config_file)
+            except WebConfigError as error:
+                log.error("reload refused, keeping the running config: web config: %s", "; ".join(error.errors))
+                self._reload_failed()
+                return
+        try:
+            applied = self._apply(new)
+        except Exception:
+            log.exception("reload: applying %s failed part-way; sources kept as far as applied", self.config_path)
+            self._reload_failed()
+            return
+        if not applied:
+            self._reload_failed()
+            return
+        self.reload_status.succeeded()
+        self.pipeline.refresh()
+        log.info("configuration reloaded from %s (%d sources)", self.config_path, len(new.sources))
+
+    def _reload_failed(self) -> None:
+        self.reload_status.failed()
+        self.pipeline.refresh()
+
+    def _apply(self, new: Config) -> bool:
+        """Apply a validated config; False if the web config could not be re-read (the rest is applied)."""
         if (new.listen, new.state_dir, new.web_config_file) != (
             self.config.listen, self.config.state_dir, self.config.web_config_file
         ):
@@ -313,11 +408,12 @@ class Daemon:
                 self.server.reload()  # rotated certificates and users, without rebinding
             except WebConfigError as error:
                 log.error("reload: web config refused, keeping the running one: %s", "; ".join(error.errors))
-        self.pipeline.refresh()
-        log.info("configuration reloaded from %s (%d sources)", self.config_path, len(new.sources))
+                return False
+        return True
 
     def stop(self) -> None:
         self._stop.set()
+        self.ticker.shutdown(wait=False)
         self.scheduler.shutdown(wait=False)
         for name in list(self.runners):
             runner = self.runners.pop(name)
@@ -339,7 +435,11 @@ class Daemon:
                 if self._reload.wait(timeout=0.5):
                     self._reload.clear()
                     sd_notify("RELOADING=1")
-                    self.reload()
+                    try:
+                        self.reload()
+                    except Exception:  # a reload never ends the daemon
+                        log.exception("reload failed; the daemon goes on")
+                        self.reload_status.failed()
                     sd_notify("READY=1")
         finally:
             sd_notify("STOPPING=1")

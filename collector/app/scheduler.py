@@ -1,24 +1,31 @@
 """Polling on a schedule: every source at its own interval, isolated from every other.
 
-APScheduler 3 fires one job per source (interval + jitter, `max_instances=1`, misfires coalesced).
-The job does not call the source itself: it hands the poll to the source's own single worker thread
-and waits at most the source's timeout. A hung libvirt or HTTP call therefore costs only that
-source's thread; the job returns, records a `timeout`, and later runs report `still_running` until
-the stuck call comes back — no other source is ever delayed, and polls of one source never overlap.
+`MonotonicScheduler` fires one job per source (interval + jitter, never two runs of a job at once,
+missed runs coalesced). It counts on the monotonic clock: a wall clock stepped back or forward (NTP,
+a VM resumed, an operator's `date -s`) neither stops polling nor fires a burst; wall time is only the
+label a poll's samples carry. APScheduler (`make_scheduler`) is kept for what really is wall-time
+(the weekly report's cron). The job does not call the source itself: it hands the poll to the
+source's own single worker thread and waits at most the source's timeout. A hung libvirt or HTTP
+call therefore costs only that source's thread; the job returns, records a `timeout`, and later
+runs report `still_running` until the stuck call comes back — no other source is ever
+delayed, and polls of one source never overlap.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import random
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 
 from collector.estate import Estate
 from collector.sources.base import PollResult, Source, SourceError
@@ -90,7 +97,7 @@ class SourceRunner:
 
 
 def make_scheduler(job_threads: int) -> BackgroundScheduler:
-    """A background scheduler whose job pool is large enough that one job never waits for another."""
+    """APScheduler for wall-time jobs (report crons); interval jobs go on a `MonotonicScheduler`."""
     return BackgroundScheduler(
         timezone=UTC,
         executors={"default": JobExecutor(max_workers=max(4, job_threads))},
@@ -98,14 +105,125 @@ def make_scheduler(job_threads: int) -> BackgroundScheduler:
     )
 
 
-def schedule_source(scheduler: BackgroundScheduler, runner: SourceRunner, interval: float, jitter: float) -> None:
+Clock = Callable[[], float]
+
+
+@dataclass
+class _Job:
+    id: str
+    func: Callable[[], object]
+    interval: float
+    jitter: float
+    base: float
+    """Monotonic time of the current period's start; the run fires at base + a random jitter."""
+    due: float
+    generation: int = 0
+    running: bool = False
+    runs: int = 0
+    skipped: int = 0
+    tags: dict[str, object] = field(default_factory=dict)
+
+
+class MonotonicScheduler:
+    """Interval jobs on the monotonic clock, run on a thread pool; one run of a job at a time.
+
+    A run that is due while the previous one is still going is skipped (coalesced), and a dispatcher
+    that wakes late (suspend, overload) schedules the next run one interval after now, never a burst.
+    `clock` and `wait` are injectable so tests can drive time; by default they are `time.monotonic` and
+    an Event wait, which CPython times on CLOCK_MONOTONIC.
+    """
+
+    def __init__(self, job_threads: int = 4, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
+        self._jobs: dict[str, _Job] = {}
+        self._heap: list[tuple[float, int, str, int]] = []
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=max(4, job_threads), thread_name_prefix="job")
+        self._thread: threading.Thread | None = None
+
+    def add_job(self, job_id: str, func: Callable[[], object], interval: float, *, jitter: float = 0.0,
+                first_delay: float = 0.0) -> None:
+        """(Re)place job `job_id`: first run after `first_delay` seconds, then every `interval` seconds."""
+        if not interval > 0:
+            raise ValueError(f"job {job_id}: interval must be positive")
+        now = self.clock()
+        with self._lock:
+            old = self._jobs.get(job_id)
+            generation = old.generation + 1 if old else 0
+            job = _Job(job_id, func, interval, max(0.0, jitter), base=now + first_delay, due=now + first_delay,
+                       generation=generation)
+            self._jobs[job_id] = job
+            self._push(job)
+        self._wake.set()
+
+    def remove_job(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+    def get_job(self, job_id: str) -> _Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def _push(self, job: _Job) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (job.due, self._seq, job.id, job.generation))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._dispatch, name="monotonic-scheduler", daemon=True)
+        self._thread.start()
+
+    def shutdown(self, wait: bool = False) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def _dispatch(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            ready: list[_Job] = []
+            with self._lock:
+                now = self.clock()
+                while self._heap and self._heap[0][0] <= now:
+                    _, _, job_id, generation = heapq.heappop(self._heap)
+                    job = self._jobs.get(job_id)
+                    if job is None or job.generation != generation:
+                        continue  # removed or replaced
+                    self._advance(job, now)
+                    if job.running:
+                        job.skipped += 1
+                    else:
+                        job.running = True
+                        ready.append(job)
+                    self._push(job)
+                delay = self._heap[0][0] - now if self._heap else 1.0
+            for job in ready:
+                try:
+                    self._pool.submit(self._run, job)
+                except RuntimeError:  # shut down meanwhile
+                    return
+            self._wake.wait(timeout=min(max(delay, 0.001), 1.0))
+
+    def _advance(self, job: _Job, now: float) -> None:
+        """Next period: one interval after this one, or after now if the dispatcher fell behind."""
+        job.base += job.interval
+        if job.base <= now:
+            job.base = now + job.interval
+        job.due = job.base + (random.uniform(0, job.jitter) if job.jitter else 0.0)
+
+    def _run(self, job: _Job) -> None:
+        try:
+            job.func()
+        except Exception:
+            log.exception("job %s failed", job.id)
+        finally:
+            with self._lock:
+                job.running = False
+                job.runs += 1
+
+
+def schedule_source(scheduler: MonotonicScheduler, runner: SourceRunner, interval: float, jitter: float) -> None:
     """Poll now, then every `interval` seconds with up to `jitter` seconds of random delay."""
-    scheduler.add_job(
-        runner.run,
-        IntervalTrigger(seconds=interval, jitter=jitter or None, timezone=UTC),
-        id=f"source:{runner.source.name}",
-        name=f"poll {runner.source.name}",
-        next_run_time=datetime.now(UTC),
-        misfire_grace_time=max(1, int(interval)),
-        replace_existing=True,
-    )
+    scheduler.add_job(f"source:{runner.source.name}", runner.run, interval, jitter=jitter)

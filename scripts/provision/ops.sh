@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-packages=(prometheus systemd openssl)
+packages=(prometheus systemd openssl faketime)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

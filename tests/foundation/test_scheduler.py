@@ -7,7 +7,7 @@ import time
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
-from collector.app.scheduler import SourceRunner, make_scheduler, schedule_source
+from collector.app.scheduler import MonotonicScheduler, SourceRunner, schedule_source
 from collector.contract.schema import CAPACITY
 from collector.estate import Estate
 from collector.sources.base import PollResult, Source, SourceError
@@ -115,7 +115,7 @@ def test_a_hung_source_never_delays_another_in_the_scheduler():
     estate = Estate()
     hung = ScriptedSource("hung", "hang")
     fast = ScriptedSource("fast")
-    scheduler = make_scheduler(job_threads=4)
+    scheduler = MonotonicScheduler(job_threads=4)
     for source, timeout in ((hung, 5.0), (fast, 0.5)):
         runner = make(estate, source, timeout)
         schedule_source(scheduler, runner, interval=0.2, jitter=0.0)

@@ -1,0 +1,72 @@
+"""The daemon's own health beyond sources: analyses and config reloads (docs/metrics.md).
+
+Built from the `analyses` and `config_reload` frames the daemon puts in every snapshot, so this module
+renders frames like any other exporter and never reaches into the app that computes them.
+
+- `capacityd_analysis_success{analysis}`: 1 if the analysis' last run succeeded. A failed one keeps its
+  last good frames exported, with `capacityd_analysis_stale{analysis}` 1 (the sources' convention).
+- `capacityd_analysis_duration_seconds{analysis}` and `capacityd_analysis_last_success_timestamp_seconds`.
+- `capacityd_config_last_reload_successful` and `capacityd_config_last_reload_success_timestamp_seconds`
+  (the names Prometheus uses for its own reloads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from collector.estate import Snapshot
+from exporters.prometheus.exposition import family_builder
+
+
+def _seconds(column: pd.Series) -> np.ndarray:
+    """Unix seconds of a UTC timestamp column; NaN where null."""
+    values = column.to_numpy(dtype="datetime64[ns]")
+    seconds: np.ndarray = values.astype("int64").astype(float) / 1e9
+    seconds[np.isnat(values)] = np.nan
+    return seconds
+
+
+@family_builder
+def build(snapshot: Snapshot) -> Iterator[Metric]:
+    labels = ["analysis"]
+    success = GaugeMetricFamily("capacityd_analysis_success", "1 if the last run of the analysis succeeded.",
+                                labels=labels)
+    stale = GaugeMetricFamily(
+        "capacityd_analysis_stale",
+        "1 if the frames exported for the analysis come from an earlier run (the last one failed).", labels=labels,
+    )
+    duration = GaugeMetricFamily("capacityd_analysis_duration_seconds", "Duration of the last run of the analysis.",
+                                 labels=labels)
+    last_success = GaugeMetricFamily(
+        "capacityd_analysis_last_success_timestamp_seconds", "Unix time of the last successful run of the analysis.",
+        labels=labels,
+    )
+    analyses = snapshot.frames.get("analyses")
+    if analyses is not None and not analyses.empty:
+        names = analyses["analysis"].astype(str).tolist()
+        when = _seconds(analyses["last_success"])
+        for row, name in enumerate(names):
+            success.add_metric([name], 1.0 if analyses["success"].iat[row] else 0.0)
+            stale.add_metric([name], 1.0 if analyses["stale"].iat[row] else 0.0)
+            duration.add_metric([name], float(analyses["duration_seconds"].iat[row]))
+            if not np.isnan(when[row]):
+                last_success.add_metric([name], float(when[row]))
+    yield from (success, stale, duration, last_success)
+
+    reload = snapshot.frames.get("config_reload")
+    if reload is not None and not reload.empty:
+        ok = GaugeMetricFamily("capacityd_config_last_reload_successful",
+                               "1 if the last configuration load (start or SIGHUP) was applied; 0 if it was refused "
+                               "and the previous configuration is still running.")
+        ok.add_metric([], 1.0 if reload["successful"].iat[0] else 0.0)
+        yield ok
+        when = _seconds(reload["last_success"])
+        if not np.isnan(when[0]):
+            stamp = GaugeMetricFamily("capacityd_config_last_reload_success_timestamp_seconds",
+                                      "Unix time the running configuration was loaded.")
+            stamp.add_metric([], float(when[0]))
+            yield stamp
