@@ -42,6 +42,13 @@ log = logging.getLogger(__name__)
 SERIES_KEY = ["layer", "cloud", "pool", "resource", "basis"]
 INPUT_COLUMNS = [*SERIES_KEY, "timestamp", "value", "limit"]
 INSUFFICIENT = "insufficient_history"
+EXHAUSTED = "exhausted"
+WITHIN_HORIZON = "within_horizon"
+BEYOND_HORIZON = "beyond_horizon"
+NOT_GROWING = "not_growing"
+NO_LIMIT = "no_limit"
+REASONS = (EXHAUSTED, WITHIN_HORIZON, BEYOND_HORIZON, NOT_GROWING, NO_LIMIT, INSUFFICIENT)
+"""Values of the forecast frame's `exhaustion_reason` (docs/forecasting.md#exhaustion-reason)."""
 
 
 def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
@@ -162,14 +169,40 @@ def _forecast_rows(keys: pd.DataFrame, values: np.ndarray, limits: np.ndarray, b
         "p50": daily.crossing("p50", limits),
         "p90": daily.crossing("p10", limits),
     }
+    bands_of = {"p10": bands.p90, "p50": bands.p50, "p90": bands.p10}
+    rows = np.arange(n)
     for quantile, index in crossings.items():
-        when = np.maximum(grid_end_ns + index.astype(np.int64) * step_ns, now_ns)
+        # Linear interpolation between the last point below the limit and the first at or above it (the
+        # current value at `now` before the first forecast hour): with bands strictly apart, the dates
+        # are then strictly ordered instead of landing in the same hour.
+        band = bands_of[quantile]
+        at = np.maximum(index, 0)
+        reached_value = band[rows, at] if band.shape[1] else np.full(n, np.nan)
+        before_value = np.where(index > 0, band[rows, np.maximum(index - 1, 0)] if band.shape[1] else np.nan,
+                                current)
+        reached_ns = grid_end_ns + at.astype(np.int64) * step_ns
+        before_ns = np.where(index > 0, reached_ns - step_ns, np.minimum(now_ns, grid_end_ns))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fraction = (limits - before_value) / (reached_value - before_value)
+        fraction = np.where(np.isfinite(fraction), np.clip(fraction, 0.0, 1.0), 1.0)
+        offset = np.round(fraction * (reached_ns - before_ns) / 1e9).astype(np.int64) * 1_000_000_000
+        when = before_ns + offset  # whole seconds: blocks of another size do not move a date by nanoseconds
+        when = np.maximum(when, now_ns)
         found = enough & valid_limit & (index >= 0) & (when <= end_ns)
         when = np.where(exhausted_now, now_ns, when)
         found |= exhausted_now
         columns[f"exhaustion_{quantile}"] = pd.to_datetime(np.where(found, when, np.iinfo(np.int64).min), utc=True)
         columns[f"seconds_{quantile}"] = np.where(found, (when - now_ns) / 1e9, np.inf)
-    columns["growth_per_day"] = np.where(enough, _slope_per_day(bands), np.nan)
+    growth = np.where(enough, _slope_per_day(bands), np.nan)
+    reason = np.full(n, BEYOND_HORIZON, dtype=object)
+    reason[np.isfinite(columns["seconds_p50"])] = WITHIN_HORIZON
+    with np.errstate(invalid="ignore"):
+        reason[(reason == BEYOND_HORIZON) & ~(growth > 0)] = NOT_GROWING
+    reason[~valid_limit] = NO_LIMIT
+    reason[~enough] = INSUFFICIENT
+    reason[exhausted_now] = EXHAUSTED
+    columns["exhaustion_reason"] = reason
+    columns["growth_per_day"] = growth
     columns["model"] = np.where(enough, bands.model.astype(object), INSUFFICIENT)
     columns["mase"] = np.where(enough, bands.mase, np.nan)
     columns["history_points"] = counts.astype(np.int64)
