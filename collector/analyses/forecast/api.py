@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,7 +32,6 @@ from collector.analyses.forecast.preprocess import (
     DAY,
     Grid,
     block_mean,
-    coarser_grid,
     epoch_seconds,
     last_per_series,
     pivot,
@@ -109,40 +110,87 @@ def forecast_matrix(
     """forecast_series on series already on a regular grid (row i of `matrix` is series keys.iloc[i]).
 
     A grid finer than the working step (hourly) is averaged to it first. Series are processed in
-    blocks of `options.chunk`, so memory stays bounded whatever the number of series and horizon.
+    blocks of `options.chunk`, so working memory stays bounded whatever the number of series and horizon.
+    """
+    options = options or ForecastOptions()
+    keys = keys.reset_index(drop=True)
+    limits = np.asarray(limits, dtype=float)
+    blocks = ((keys.iloc[start:start + options.chunk], matrix[start:start + options.chunk], grid,
+               limits[start:start + options.chunk]) for start in range(0, len(keys), options.chunk))
+    return forecast_blocks(blocks, total=len(keys), now=now, horizon=horizon, options=options)
+
+
+SeriesBlock = tuple[pd.DataFrame, np.ndarray, Grid, np.ndarray]
+"""(keys, matrix, grid, limits) of some series: a block of the input, as `forecast_matrix` takes it whole."""
+
+
+def forecast_blocks(
+    blocks: Iterable[SeriesBlock],
+    *,
+    total: int | None = None,
+    now: datetime,
+    horizon: timedelta = timedelta(days=180),
+    options: ForecastOptions | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """forecast_matrix on an input that arrives in blocks (e.g. read or generated block by block).
+
+    Streaming: only the blocks being forecast (one per worker thread, plus one read ahead) are held,
+    so the input never has to fit in memory at once; what is kept is the output (one `forecast` row a
+    series and its daily `forecast_points`). Blocks are cut to at most `options.chunk` series.
+    `total` (the number of series, when known) decides whether the expensive models fit the
+    compute budget; unknown means "many" (cheap models only).
     """
     options = options or ForecastOptions()
     now_ts = _utc(now)
-    native = grid
-    if grid.step < options.working_step:  # averaged block by block, inside the workers
-        grid = coarser_grid(grid, options.working_step)[0]
-    limits = np.asarray(limits, dtype=float)
-    steps = max(1, math.ceil(horizon.total_seconds() / grid.step))
     horizon_end = now_ts + horizon
-    candidates = choose_candidates(len(keys), options)
-    keys = keys.reset_index(drop=True)
+    candidates = choose_candidates(total if total is not None else 1 << 30, options)
+    workers = max(1, options.threads or os.cpu_count() or 1)
 
-    def run(start: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-        block = slice(start, start + options.chunk)
-        values = matrix[block] if native is grid else block_mean(matrix[block], native, options.working_step)[0]
+    def run(block: SeriesBlock, offset: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+        chunk_keys, matrix, native, limits = block
+        values = matrix
+        grid = native
+        if native.step < options.working_step:
+            values, grid = block_mean(matrix, native, options.working_step)
+        steps = max(1, math.ceil(horizon.total_seconds() / grid.step))
         bands = fit_and_forecast(values, grid, steps, options, candidates)
-        chunk_keys = keys.iloc[block].reset_index(drop=True)
         daily = _DailyMaxima(bands, horizon_end)
-        return (_forecast_rows(chunk_keys, values, limits[block], bands, daily, now_ts, horizon_end),
-                daily.points(start))
+        return (_forecast_rows(chunk_keys.reset_index(drop=True), values, np.asarray(limits, dtype=float), bands,
+                               daily, now_ts, horizon_end),
+                daily.points(offset))
 
-    starts = range(0, len(keys), options.chunk)
-    workers = min(options.threads or os.cpu_count() or 1, len(starts))
+    def pieces() -> Iterator[SeriesBlock]:
+        for chunk_keys, matrix, grid, limits in blocks:
+            for start in range(0, len(chunk_keys), options.chunk):
+                stop = start + options.chunk
+                yield chunk_keys.iloc[start:stop], matrix[start:stop], grid, np.asarray(limits)[start:stop]
+
+    results: list[tuple[pd.DataFrame, dict[str, np.ndarray]]] = []
+    key_parts: list[pd.DataFrame] = []
+    offset = 0
     with single_threaded_blas():
         if workers > 1:  # numpy releases the GIL in the heavy loops: blocks run in parallel
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="forecast") as pool:
-                results = list(pool.map(run, starts))
+                pending: deque[Future[tuple[pd.DataFrame, dict[str, np.ndarray]]]] = deque()
+                for block in pieces():
+                    key_parts.append(block[0][SERIES_KEY].reset_index(drop=True))
+                    pending.append(pool.submit(run, block, offset))
+                    offset += len(block[0])
+                    del block
+                    while len(pending) > workers:  # bounded: the input is not read faster than it is used
+                        results.append(pending.popleft().result())
+                results.extend(future.result() for future in pending)
         else:
-            results = [run(start) for start in starts]
+            for block in pieces():
+                key_parts.append(block[0][SERIES_KEY].reset_index(drop=True))
+                results.append(run(block, offset))
+                offset += len(block[0])
     if not results:
         return FORECAST.empty(), FORECAST_POINTS.empty()
     forecast = FORECAST.coerce(pd.concat([r[0] for r in results], ignore_index=True))
-    return forecast, _points_frame(keys, [r[1] for r in results])
+    keys = pd.concat(key_parts, ignore_index=True)
+    points = _points_frame(keys, [r[1] for r in results])
+    return forecast, points
 
 
 def _forecast_rows(keys: pd.DataFrame, values: np.ndarray, limits: np.ndarray, bands: Bands, daily: _DailyMaxima,

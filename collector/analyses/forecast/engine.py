@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from collector.analyses.forecast.models import BASELINE, DEFAULT_CANDIDATES, MODELS, FitInput
-from collector.analyses.forecast.preprocess import DAY, HOUR, Grid, block_mean, forward_fill
+from collector.analyses.forecast.preprocess import DAY, HOUR, Grid, block_mean, forward_fill, recent_level_shift
 
 MIN_WIDTH = 0.01
 """Narrowest band on either side, as a fraction of the series' naive scale (in-sample MAE of the daily
@@ -177,6 +177,7 @@ def fit_and_forecast(values: np.ndarray, grid: Grid, steps: int, options: Foreca
     n, length = values.shape
     day = grid.steps_per(DAY)
     names = candidates or choose_candidates(n, options)
+    values = follow_recent_shift(values, day)
     horizon = round(options.backtest_horizon.total_seconds() / grid.step)
     horizon = max(1, min(horizon, length // 4))
     min_train = max(2 * day, 2, length // 3)
@@ -223,6 +224,23 @@ def fit_and_forecast(values: np.ndarray, grid: Grid, steps: int, options: Foreca
             rows = chosen == name
             mase[rows] = scores[name][rows]
     return Bands(grid, chosen, mase, p10, p50, p90, scores, seconds)
+
+
+def follow_recent_shift(values: np.ndarray, day: int) -> np.ndarray:
+    """The history with the part before a fresh level shift moved to the new level.
+
+    Every model (and the backtest that picks one) then sees the pool at the level it is at now: a
+    pool that lost a big tenant hours ago is forecast from its new level, not extrapolated from the
+    old one, and the shift is not read as growth.
+    """
+    start, size = recent_level_shift(values, day)
+    rows = np.flatnonzero(start >= 0)
+    if rows.size == 0:
+        return values
+    adjusted = values.copy()
+    columns = np.arange(values.shape[1])
+    adjusted[rows] += np.where(columns[None, :] < start[rows, None], size[rows, None], 0.0)
+    return adjusted
 
 
 def _select(names: list[str], scores: dict[str, np.ndarray], per_origin: dict[str, np.ndarray], n: int,
