@@ -172,13 +172,17 @@ def forecast_blocks(
         if workers > 1:  # numpy releases the GIL in the heavy loops: blocks run in parallel
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="forecast") as pool:
                 pending: deque[Future[tuple[pd.DataFrame, dict[str, np.ndarray]]]] = deque()
-                for block in pieces():
+                source = pieces()
+                while True:
+                    while len(pending) >= workers:  # bounded: the next block is read only when a worker is free
+                        results.append(pending.popleft().result())
+                    block = next(source, None)
+                    if block is None:
+                        break
                     key_parts.append(block[0][SERIES_KEY].reset_index(drop=True))
                     pending.append(pool.submit(run, block, offset))
                     offset += len(block[0])
                     del block
-                    while len(pending) > workers:  # bounded: the input is not read faster than it is used
-                        results.append(pending.popleft().result())
                 results.extend(future.result() for future in pending)
         else:
             for block in pieces():
@@ -320,15 +324,20 @@ class _DailyMaxima:
 
 def _points_frame(keys: pd.DataFrame, parts: list[dict[str, np.ndarray]]) -> pd.DataFrame:
     """One `forecast_points` frame from every block's columns, built once with the contract's dtypes."""
-    merged = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-    keep = ~(np.isnan(merged["p10"]) | np.isnan(merged["p50"]) | np.isnan(merged["p90"]))
-    series = merged["series"][keep]
+    kept = []
+    for part in parts:  # filtered block by block: no second full-size copy of every column
+        keep = ~(np.isnan(part["p10"]) | np.isnan(part["p50"]) | np.isnan(part["p90"]))
+        kept.append({name: column[keep] for name, column in part.items()})
+    parts.clear()
+    merged = {name: np.concatenate([part[name] for part in kept]) for name in kept[0]}
+    kept.clear()
+    series = merged.pop("series")
     columns: dict[str, Any] = {}
     for column in SERIES_KEY:  # StringArray.take: no per-element validation of ~2 million strings
         columns[column] = keys[column].astype("string").array.take(series)
-    columns["timestamp"] = pd.DatetimeIndex(merged["timestamp"][keep]).tz_localize("UTC")
+    columns["timestamp"] = pd.DatetimeIndex(merged.pop("timestamp")).tz_localize("UTC")
     for name in ("p10", "p50", "p90"):
-        columns[name] = merged[name][keep]
+        columns[name] = merged.pop(name)
     return pd.DataFrame(columns)[FORECAST_POINTS.column_names]
 
 
