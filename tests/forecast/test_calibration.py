@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.analyses.forecast import forecast_series
+from collector.analyses.forecast import describe_horizon, forecast_series
 from collector.analyses.forecast.api import REASONS, forecast_blocks, forecast_matrix
 from collector.analyses.forecast.backtest import run_backtest, summarize
 from collector.analyses.forecast.engine import forecast_native
@@ -92,7 +92,7 @@ def test_a_non_negative_series_never_gets_a_negative_band(seed: int) -> None:
     """Usage near zero with noise and a slight decline. Was: p10 below zero."""
     rng = np.random.default_rng(seed)
     values = np.clip(4 - 0.02 * np.arange(LENGTH) / 24 + rng.normal(0, 3, LENGTH), 0, None)
-    forecast, points = forecast_series(long_frame(values, limit=100), now=end_of(values), options=FAST)
+    _, points = forecast_series(long_frame(values, limit=100), now=end_of(values), options=FAST)
     assert (points[["p10", "p50", "p90"]] >= 0).all().all()
     bands = forecast_native(values[None, :], Grid(START, HOUR, LENGTH), 7 * 24, FAST)
     assert (bands.p10 >= 0).all()
@@ -160,3 +160,11 @@ def test_streamed_blocks_give_the_same_frames_as_the_whole_matrix() -> None:
     streamed, streamed_points = forecast_blocks(iter(blocks), total=5, now=now, options=FAST)
     pd.testing.assert_frame_equal(whole, streamed)
     pd.testing.assert_frame_equal(whole_points, streamed_points)
+
+
+def test_the_daemon_log_names_the_horizon_as_a_person_would() -> None:
+    """Was: 'exhausting within 180 days, 0:00:00'."""
+    assert describe_horizon(timedelta(days=180)) == "180 days"
+    assert describe_horizon(timedelta(hours=36)) == "36 hours"
+    assert describe_horizon(timedelta(days=1)) == "1 day"
+
