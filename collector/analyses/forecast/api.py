@@ -146,12 +146,12 @@ def forecast_blocks(
     candidates = choose_candidates(total if total is not None else 1 << 30, options)
     workers = max(1, options.threads or os.cpu_count() or 1)
 
-    def run(block: SeriesBlock, offset: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-        chunk_keys, matrix, native, limits = block
-        values = matrix
-        grid = native
-        if native.step < options.working_step:
-            values, grid = block_mean(matrix, native, options.working_step)
+    def run(holder: list[SeriesBlock], offset: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+        # The block comes in a list that is emptied here, so a fine-grained input (5-minute points) is
+        # freed as soon as it is averaged, not when the worker finishes.
+        chunk_keys, values, grid, limits = holder.pop()
+        if grid.step < options.working_step:
+            values, grid = block_mean(values, grid, options.working_step)
         steps = max(1, math.ceil(horizon.total_seconds() / grid.step))
         bands = fit_and_forecast(values, grid, steps, options, candidates)
         daily = _DailyMaxima(bands, horizon_end)
@@ -180,20 +180,22 @@ def forecast_blocks(
                     if block is None:
                         break
                     key_parts.append(block[0][SERIES_KEY].reset_index(drop=True))
-                    pending.append(pool.submit(run, block, offset))
+                    pending.append(pool.submit(run, [block], offset))
                     offset += len(block[0])
                     del block
                 results.extend(future.result() for future in pending)
         else:
             for block in pieces():
                 key_parts.append(block[0][SERIES_KEY].reset_index(drop=True))
-                results.append(run(block, offset))
+                results.append(run([block], offset))
                 offset += len(block[0])
     if not results:
         return FORECAST.empty(), FORECAST_POINTS.empty()
     forecast = FORECAST.coerce(pd.concat([r[0] for r in results], ignore_index=True))
     keys = pd.concat(key_parts, ignore_index=True)
-    points = _points_frame(keys, [r[1] for r in results])
+    parts = [r[1] for r in results]
+    results.clear()  # the blocks' points are then referenced once, and freed as _points_frame merges them
+    points = _points_frame(keys, parts)
     return forecast, points
 
 
@@ -325,20 +327,25 @@ class _DailyMaxima:
 def _points_frame(keys: pd.DataFrame, parts: list[dict[str, np.ndarray]]) -> pd.DataFrame:
     """One `forecast_points` frame from every block's columns, built once with the contract's dtypes."""
     kept = []
-    for part in parts:  # filtered block by block: no second full-size copy of every column
+    while parts:  # filtered block by block (no second full-size copy), each block freed once filtered
+        part = parts.pop(0)
         keep = ~(np.isnan(part["p10"]) | np.isnan(part["p50"]) | np.isnan(part["p90"]))
         kept.append({name: column[keep] for name, column in part.items()})
-    parts.clear()
-    merged = {name: np.concatenate([part[name] for part in kept]) for name in kept[0]}
+        del part
+    merged: dict[str, np.ndarray] = {}
+    for name in list(kept[0]):  # one column at a time, dropping the blocks' copies of it as it goes
+        merged[name] = np.concatenate([part.pop(name) for part in kept])
     kept.clear()
     series = merged.pop("series")
     columns: dict[str, Any] = {}
     for column in SERIES_KEY:  # StringArray.take: no per-element validation of ~2 million strings
         columns[column] = keys[column].astype("string").array.take(series)
+    del series
     columns["timestamp"] = pd.DatetimeIndex(merged.pop("timestamp")).tz_localize("UTC")
     for name in ("p10", "p50", "p90"):
         columns[name] = merged.pop(name)
-    return pd.DataFrame(columns)[FORECAST_POINTS.column_names]
+    # built in the contract's column order (SERIES_KEY, timestamp, p10, p50, p90): no reindexing copy
+    return pd.DataFrame(columns, copy=False)
 
 
 def pool_series_for_forecast(history: Any, now: datetime, lookback: timedelta = timedelta(days=56)) -> pd.DataFrame:

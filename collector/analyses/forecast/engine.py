@@ -209,8 +209,10 @@ def fit_and_forecast(values: np.ndarray, grid: Grid, steps: int, options: Foreca
         p50[rows] = MODELS[name].forecast(whole.rows(rows), steps)
     floor = MIN_WIDTH * naive_scale(values, day)
     bias, lower, upper = _interval_widths(chosen, errors, horizon, steps, day, options, values, floor)
-    p50 = p50 + bias
-    p10, p90 = p50 - lower, p50 + upper
+    p50 += bias
+    del bias
+    p10 = np.subtract(p50, lower, out=lower)  # in place: the horizon's matrices are the block's largest
+    p90 = np.add(p50, upper, out=upper)
     # A series that never went below zero (usage, allocations) has no negative future either.
     lowest = np.fmin.reduce(values, axis=1) if length else np.full(n, np.nan)  # NaN-skipping, no warning
     with np.errstate(invalid="ignore"):
