@@ -250,8 +250,12 @@ def _forecast_rows(keys: pd.DataFrame, values: np.ndarray, limits: np.ndarray, b
     growth = np.where(enough, _slope_per_day(bands), np.nan)
     reason = np.full(n, BEYOND_HORIZON, dtype=object)
     reason[np.isfinite(columns["seconds_p50"])] = WITHIN_HORIZON
+    horizon_days = (end_ns - now_ns) / 1e9 / DAY
+    scale = np.fmax(np.abs(np.nan_to_num(current)), np.abs(np.nan_to_num(limits)))
     with np.errstate(invalid="ignore"):
-        reason[(reason == BEYOND_HORIZON) & ~(growth > 0)] = NOT_GROWING
+        # rounding noise is no growth: a rise over the whole horizon below a millionth of the level
+        rising = growth * horizon_days > 1e-6 * np.maximum(scale, 1e-12)
+        reason[(reason == BEYOND_HORIZON) & ~rising] = NOT_GROWING
     reason[~valid_limit] = NO_LIMIT
     reason[~enough] = INSUFFICIENT
     reason[exhausted_now] = EXHAUSTED
