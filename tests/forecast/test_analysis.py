@@ -118,3 +118,15 @@ def test_family_is_empty_without_forecasts() -> None:
     families = list(forecast_metrics.build(snapshot))
     assert [family.name for family in families] == ["capacity_exhaustion_seconds", "capacity_exhaustion_info"]
     assert all(family.samples == [] for family in families)
+
+
+def test_demo_exhaustion_intervals_are_intervals(demo_history: tuple[History, object]) -> None:
+    """Issue 11: the demo showed "77 d (77-77 d)" (p50 equal to p90 to the second). Strictly ordered now."""
+    history, estate = demo_history
+    frame = pool_series_for_forecast(history, estate.now)
+    forecast, _ = forecast_series(frame, now=estate.now, options=FAST)
+    crossing = forecast[np.isfinite(forecast["seconds_p50"]) & (forecast["seconds_p50"] > 0)]
+    assert len(crossing) > 0
+    assert (crossing["seconds_p10"] < crossing["seconds_p50"]).all()
+    assert (crossing["seconds_p50"] < crossing["seconds_p90"]).all()
+    assert (crossing["exhaustion_reason"] == "within_horizon").all()

@@ -284,11 +284,11 @@ def _interval_widths(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bias, lower and upper band widths (series, steps) from the chosen model's backtest errors.
 
-    Conformal quantile calibration: the 10th, 50th and 90th percentiles of the errors (actual -
-    forecast) per day of lead time. The median error is the model's bias at that lead (a growing
-    series that every origin under-forecast: all errors positive) and is added to the point forecast;
-    the band widths are the distances of the outer quantiles from it, so they are never clipped to
-    zero on one side when the errors all have one sign. Widths are at least `floor` (a small fraction
+    Conformal quantile calibration on the errors (actual - forecast) per day of lead time. The bias
+    every origin agrees on is added to the point forecast where a leave-one-origin-out backtest says
+    it pays (`_bias_pays`); the band widths are the distances of the 10th and 90th percentiles from
+    the errors' median, so they are never clipped to zero on one side when the errors all have one
+    sign. Widths are at least `floor` (a small fraction
     of the series' naive scale), so p10 < p50 < p90 strictly.
     """
     n = chosen.shape[0]
@@ -315,9 +315,11 @@ def _interval_widths(
         mid *= _bias_pays(chosen_errors, means, bucket)[:, None]
         for b in range(buckets):
             window = chosen_errors[:, :, b * bucket:(b + 1) * bucket]
-            lower_q, upper_q = row_quantiles(window.reshape(n, -1), (alpha, 1 - alpha))
-            low[:, b] = mid[:, b] - lower_q
-            high[:, b] = upper_q - mid[:, b]
+            lower_q, median, upper_q = row_quantiles(window.reshape(n, -1), (alpha, 0.5, 1 - alpha))
+            # The band's shape is the errors' spread around their own median, whether or not the bias
+            # moved the point forecast: one-signed errors give a lopsided band, never a zero-width side.
+            low[:, b] = median - lower_q
+            high[:, b] = upper_q - median
     else:
         # No room for a backtest: in-sample spread of the series around its mean, growing with lead.
         with warnings.catch_warnings():
