@@ -106,9 +106,27 @@ def test_exhaustion_seconds_family(tmp_path: Path) -> None:
             'quantile="0.5",resource="vcpu"} +Inf')
     assert idle in text
     assert text.count("capacity_exhaustion_seconds{") == 6
+    assert "# TYPE capacity_exhaustion_info gauge" in text
+    assert ('capacity_exhaustion_info{basis="allocated",cloud="test",layer="openstack",pool="busy",'
+            'reason="within_horizon",resource="vcpu"} 1.0') in text
+    assert ('capacity_exhaustion_info{basis="used",cloud="test",layer="openstack",pool="idle",'
+            'reason="not_growing",resource="vcpu"} 1.0') in text
 
 
 def test_family_is_empty_without_forecasts() -> None:
     snapshot = Snapshot(taken_at=pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime(), frames={}, statuses=())
     families = list(forecast_metrics.build(snapshot))
-    assert len(families) == 1 and families[0].samples == []
+    assert [family.name for family in families] == ["capacity_exhaustion_seconds", "capacity_exhaustion_info"]
+    assert all(family.samples == [] for family in families)
+
+
+def test_demo_exhaustion_intervals_are_intervals(demo_history: tuple[History, object]) -> None:
+    """Issue 11: the demo showed "77 d (77-77 d)" (p50 equal to p90 to the second). Strictly ordered now."""
+    history, estate = demo_history
+    frame = pool_series_for_forecast(history, estate.now)
+    forecast, _ = forecast_series(frame, now=estate.now, options=FAST)
+    crossing = forecast[np.isfinite(forecast["seconds_p50"]) & (forecast["seconds_p50"] > 0)]
+    assert len(crossing) > 0
+    assert (crossing["seconds_p10"] < crossing["seconds_p50"]).all()
+    assert (crossing["seconds_p50"] < crossing["seconds_p90"]).all()
+    assert (crossing["exhaustion_reason"] == "within_horizon").all()

@@ -27,6 +27,16 @@ DEFAULT_HORIZON = timedelta(days=180)
 DEFAULT_LOOKBACK = timedelta(days=56)
 
 
+def describe_horizon(horizon: timedelta) -> str:
+    """'180 days', '36 hours': a horizon as a person writes it (str(timedelta) gave '180 days, 0:00:00')."""
+    seconds = horizon.total_seconds()
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g} seconds"
+
+
 def _setting(context: AnalysisContext, name: str, default: timedelta) -> timedelta:
     """A forecast setting from the config's `forecast:` section when there is one."""
     section = getattr(context.config, "forecast", None)
@@ -46,6 +56,6 @@ def forecast_analysis(context: AnalysisContext) -> FrameSet:
     if frame.empty:
         return empty
     forecast, points = forecast_series(frame, now=context.now, horizon=horizon)
-    log.info("forecast: %d series, %d exhausting within %g days (median)", len(forecast),
-             int((forecast["seconds_p50"] < float("inf")).sum()), horizon / timedelta(days=1))
+    log.info("forecast: %d series, %d exhausting within %s (median)", len(forecast),
+             int((forecast["seconds_p50"] < float("inf")).sum()), describe_horizon(horizon))
     return {"forecast": forecast, "forecast_points": points}

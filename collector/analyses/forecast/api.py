@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,7 +32,6 @@ from collector.analyses.forecast.preprocess import (
     DAY,
     Grid,
     block_mean,
-    coarser_grid,
     epoch_seconds,
     last_per_series,
     pivot,
@@ -42,6 +43,13 @@ log = logging.getLogger(__name__)
 SERIES_KEY = ["layer", "cloud", "pool", "resource", "basis"]
 INPUT_COLUMNS = [*SERIES_KEY, "timestamp", "value", "limit"]
 INSUFFICIENT = "insufficient_history"
+EXHAUSTED = "exhausted"
+WITHIN_HORIZON = "within_horizon"
+BEYOND_HORIZON = "beyond_horizon"
+NOT_GROWING = "not_growing"
+NO_LIMIT = "no_limit"
+REASONS = (EXHAUSTED, WITHIN_HORIZON, BEYOND_HORIZON, NOT_GROWING, NO_LIMIT, INSUFFICIENT)
+"""Values of the forecast frame's `exhaustion_reason` (docs/forecasting.md#exhaustion-reason)."""
 
 
 def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
@@ -102,40 +110,93 @@ def forecast_matrix(
     """forecast_series on series already on a regular grid (row i of `matrix` is series keys.iloc[i]).
 
     A grid finer than the working step (hourly) is averaged to it first. Series are processed in
-    blocks of `options.chunk`, so memory stays bounded whatever the number of series and horizon.
+    blocks of `options.chunk`, so working memory stays bounded whatever the number of series and horizon.
+    """
+    options = options or ForecastOptions()
+    keys = keys.reset_index(drop=True)
+    limits = np.asarray(limits, dtype=float)
+    blocks = ((keys.iloc[start:start + options.chunk], matrix[start:start + options.chunk], grid,
+               limits[start:start + options.chunk]) for start in range(0, len(keys), options.chunk))
+    return forecast_blocks(blocks, total=len(keys), now=now, horizon=horizon, options=options)
+
+
+SeriesBlock = tuple[pd.DataFrame, np.ndarray, Grid, np.ndarray]
+"""(keys, matrix, grid, limits) of some series: a block of the input, as `forecast_matrix` takes it whole."""
+
+
+def forecast_blocks(
+    blocks: Iterable[SeriesBlock],
+    *,
+    total: int | None = None,
+    now: datetime,
+    horizon: timedelta = timedelta(days=180),
+    options: ForecastOptions | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """forecast_matrix on an input that arrives in blocks (e.g. read or generated block by block).
+
+    Streaming: only the blocks being forecast (one per worker thread, plus one read ahead) are held,
+    so the input never has to fit in memory at once; what is kept is the output (one `forecast` row a
+    series and its daily `forecast_points`). Blocks are cut to at most `options.chunk` series.
+    `total` (the number of series, when known) decides whether the expensive models fit the
+    compute budget; unknown means "many" (cheap models only).
     """
     options = options or ForecastOptions()
     now_ts = _utc(now)
-    native = grid
-    if grid.step < options.working_step:  # averaged block by block, inside the workers
-        grid = coarser_grid(grid, options.working_step)[0]
-    limits = np.asarray(limits, dtype=float)
-    steps = max(1, math.ceil(horizon.total_seconds() / grid.step))
     horizon_end = now_ts + horizon
-    candidates = choose_candidates(len(keys), options)
-    keys = keys.reset_index(drop=True)
+    candidates = choose_candidates(total if total is not None else 1 << 30, options)
+    workers = max(1, options.threads or os.cpu_count() or 1)
 
-    def run(start: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-        block = slice(start, start + options.chunk)
-        values = matrix[block] if native is grid else block_mean(matrix[block], native, options.working_step)[0]
+    def run(holder: list[SeriesBlock], offset: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+        # The block comes in a list that is emptied here, so a fine-grained input (5-minute points) is
+        # freed as soon as it is averaged, not when the worker finishes.
+        chunk_keys, values, grid, limits = holder.pop()
+        if grid.step < options.working_step:
+            values, grid = block_mean(values, grid, options.working_step)
+        steps = max(1, math.ceil(horizon.total_seconds() / grid.step))
         bands = fit_and_forecast(values, grid, steps, options, candidates)
-        chunk_keys = keys.iloc[block].reset_index(drop=True)
         daily = _DailyMaxima(bands, horizon_end)
-        return (_forecast_rows(chunk_keys, values, limits[block], bands, daily, now_ts, horizon_end),
-                daily.points(start))
+        return (_forecast_rows(chunk_keys.reset_index(drop=True), values, np.asarray(limits, dtype=float), bands,
+                               daily, now_ts, horizon_end),
+                daily.points(offset))
 
-    starts = range(0, len(keys), options.chunk)
-    workers = min(options.threads or os.cpu_count() or 1, len(starts))
+    def pieces() -> Iterator[SeriesBlock]:
+        for chunk_keys, matrix, grid, limits in blocks:
+            for start in range(0, len(chunk_keys), options.chunk):
+                stop = start + options.chunk
+                yield chunk_keys.iloc[start:stop], matrix[start:stop], grid, np.asarray(limits)[start:stop]
+
+    results: list[tuple[pd.DataFrame, dict[str, np.ndarray]]] = []
+    key_parts: list[pd.DataFrame] = []
+    offset = 0
     with single_threaded_blas():
         if workers > 1:  # numpy releases the GIL in the heavy loops: blocks run in parallel
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="forecast") as pool:
-                results = list(pool.map(run, starts))
+                pending: deque[Future[tuple[pd.DataFrame, dict[str, np.ndarray]]]] = deque()
+                source = pieces()
+                while True:
+                    while len(pending) >= workers:  # bounded: the next block is read only when a worker is free
+                        results.append(pending.popleft().result())
+                    block = next(source, None)
+                    if block is None:
+                        break
+                    key_parts.append(block[0][SERIES_KEY].reset_index(drop=True))
+                    pending.append(pool.submit(run, [block], offset))
+                    offset += len(block[0])
+                    del block
+                results.extend(future.result() for future in pending)
         else:
-            results = [run(start) for start in starts]
+            for block in pieces():
+                key_parts.append(block[0][SERIES_KEY].reset_index(drop=True))
+                results.append(run([block], offset))
+                offset += len(block[0])
     if not results:
         return FORECAST.empty(), FORECAST_POINTS.empty()
     forecast = FORECAST.coerce(pd.concat([r[0] for r in results], ignore_index=True))
-    return forecast, _points_frame(keys, [r[1] for r in results])
+    keys = pd.concat(key_parts, ignore_index=True)
+    parts = [r[1] for r in results]
+    results.clear()  # the blocks' points are then referenced once, and freed as _points_frame merges them
+    points = _points_frame(keys, parts)
+    return forecast, points
 
 
 def _forecast_rows(keys: pd.DataFrame, values: np.ndarray, limits: np.ndarray, bands: Bands, daily: _DailyMaxima,
@@ -162,14 +223,44 @@ def _forecast_rows(keys: pd.DataFrame, values: np.ndarray, limits: np.ndarray, b
         "p50": daily.crossing("p50", limits),
         "p90": daily.crossing("p10", limits),
     }
+    bands_of = {"p10": bands.p90, "p50": bands.p50, "p90": bands.p10}
+    rows = np.arange(n)
     for quantile, index in crossings.items():
-        when = np.maximum(grid_end_ns + index.astype(np.int64) * step_ns, now_ns)
+        # Linear interpolation between the last point below the limit and the first at or above it (the
+        # current value at `now` before the first forecast hour): with bands strictly apart, the dates
+        # are then strictly ordered instead of landing in the same hour.
+        band = bands_of[quantile]
+        at = np.maximum(index, 0)
+        reached_value = band[rows, at] if band.shape[1] else np.full(n, np.nan)
+        before_value = np.where(index > 0, band[rows, np.maximum(index - 1, 0)] if band.shape[1] else np.nan,
+                                current)
+        reached_ns = grid_end_ns + at.astype(np.int64) * step_ns
+        before_ns = np.where(index > 0, reached_ns - step_ns, np.minimum(now_ns, grid_end_ns))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fraction = (limits - before_value) / (reached_value - before_value)
+        fraction = np.where(np.isfinite(fraction), np.clip(fraction, 0.0, 1.0), 1.0)
+        offset = np.round(fraction * (reached_ns - before_ns) / 1e9).astype(np.int64) * 1_000_000_000
+        when = before_ns + offset  # whole seconds: blocks of another size do not move a date by nanoseconds
+        when = np.maximum(when, now_ns)
         found = enough & valid_limit & (index >= 0) & (when <= end_ns)
         when = np.where(exhausted_now, now_ns, when)
         found |= exhausted_now
         columns[f"exhaustion_{quantile}"] = pd.to_datetime(np.where(found, when, np.iinfo(np.int64).min), utc=True)
         columns[f"seconds_{quantile}"] = np.where(found, (when - now_ns) / 1e9, np.inf)
-    columns["growth_per_day"] = np.where(enough, _slope_per_day(bands), np.nan)
+    growth = np.where(enough, _slope_per_day(bands), np.nan)
+    reason = np.full(n, BEYOND_HORIZON, dtype=object)
+    reason[np.isfinite(columns["seconds_p50"])] = WITHIN_HORIZON
+    horizon_days = (end_ns - now_ns) / 1e9 / DAY
+    scale = np.fmax(np.abs(np.nan_to_num(current)), np.abs(np.nan_to_num(limits)))
+    with np.errstate(invalid="ignore"):
+        # rounding noise is no growth: a rise over the whole horizon below a millionth of the level
+        rising = growth * horizon_days > 1e-6 * np.maximum(scale, 1e-12)
+        reason[(reason == BEYOND_HORIZON) & ~rising] = NOT_GROWING
+    reason[~valid_limit] = NO_LIMIT
+    reason[~enough] = INSUFFICIENT
+    reason[exhausted_now] = EXHAUSTED
+    columns["exhaustion_reason"] = reason
+    columns["growth_per_day"] = growth
     columns["model"] = np.where(enough, bands.model.astype(object), INSUFFICIENT)
     columns["mase"] = np.where(enough, bands.mase, np.nan)
     columns["history_points"] = counts.astype(np.int64)
@@ -239,16 +330,26 @@ class _DailyMaxima:
 
 def _points_frame(keys: pd.DataFrame, parts: list[dict[str, np.ndarray]]) -> pd.DataFrame:
     """One `forecast_points` frame from every block's columns, built once with the contract's dtypes."""
-    merged = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-    keep = ~(np.isnan(merged["p10"]) | np.isnan(merged["p50"]) | np.isnan(merged["p90"]))
-    series = merged["series"][keep]
+    kept = []
+    while parts:  # filtered block by block (no second full-size copy), each block freed once filtered
+        part = parts.pop(0)
+        keep = ~(np.isnan(part["p10"]) | np.isnan(part["p50"]) | np.isnan(part["p90"]))
+        kept.append({name: column[keep] for name, column in part.items()})
+        del part
+    merged: dict[str, np.ndarray] = {}
+    for name in list(kept[0]):  # one column at a time, dropping the blocks' copies of it as it goes
+        merged[name] = np.concatenate([part.pop(name) for part in kept])
+    kept.clear()
+    series = merged.pop("series")
     columns: dict[str, Any] = {}
     for column in SERIES_KEY:  # StringArray.take: no per-element validation of ~2 million strings
         columns[column] = keys[column].astype("string").array.take(series)
-    columns["timestamp"] = pd.DatetimeIndex(merged["timestamp"][keep]).tz_localize("UTC")
+    del series
+    columns["timestamp"] = pd.DatetimeIndex(merged.pop("timestamp")).tz_localize("UTC")
     for name in ("p10", "p50", "p90"):
-        columns[name] = merged[name][keep]
-    return pd.DataFrame(columns)[FORECAST_POINTS.column_names]
+        columns[name] = merged.pop(name)
+    # built in the contract's column order (SERIES_KEY, timestamp, p10, p50, p90): no reindexing copy
+    return pd.DataFrame(columns, copy=False)
 
 
 def pool_series_for_forecast(history: Any, now: datetime, lookback: timedelta = timedelta(days=56)) -> pd.DataFrame:

@@ -28,7 +28,11 @@ import numpy as np
 import pandas as pd
 
 from collector.analyses.forecast.models import BASELINE, DEFAULT_CANDIDATES, MODELS, FitInput
-from collector.analyses.forecast.preprocess import DAY, HOUR, Grid, block_mean, forward_fill
+from collector.analyses.forecast.preprocess import DAY, HOUR, Grid, block_mean, forward_fill, recent_level_shift
+
+MIN_WIDTH = 0.01
+"""Narrowest band on either side, as a fraction of the series' naive scale (in-sample MAE of the daily
+seasonal naive): a series every model fits exactly still gets p10 < p50 < p90."""
 
 SCORE_TOLERANCE = 1e-6
 """MASE differences below this are ties (a constant series: every model is exact up to rounding)."""
@@ -173,6 +177,7 @@ def fit_and_forecast(values: np.ndarray, grid: Grid, steps: int, options: Foreca
     n, length = values.shape
     day = grid.steps_per(DAY)
     names = candidates or choose_candidates(n, options)
+    values = follow_recent_shift(values, day)
     horizon = round(options.backtest_horizon.total_seconds() / grid.step)
     horizon = max(1, min(horizon, length // 4))
     min_train = max(2 * day, 2, length // 3)
@@ -202,13 +207,42 @@ def fit_and_forecast(values: np.ndarray, grid: Grid, steps: int, options: Foreca
     for name in np.unique(chosen):
         rows = chosen == name
         p50[rows] = MODELS[name].forecast(whole.rows(rows), steps)
-    lower, upper = _interval_widths(chosen, errors, horizon, steps, day, options, values)
+    floor = MIN_WIDTH * naive_scale(values, day)
+    bias, lower, upper = _interval_widths(chosen, errors, horizon, steps, day, options, values, floor)
+    p50 += bias
+    del bias
+    p10 = np.subtract(p50, lower, out=lower)  # in place: the horizon's matrices are the block's largest
+    p90 = np.add(p50, upper, out=upper)
+    # A series that never went below zero (usage, allocations) has no negative future either.
+    lowest = np.fmin.reduce(values, axis=1) if length else np.full(n, np.nan)  # NaN-skipping, no warning
+    with np.errstate(invalid="ignore"):
+        non_negative = lowest >= 0
+    if non_negative.any():
+        for band in (p10, p50, p90):
+            np.maximum(band, 0.0, out=band, where=non_negative[:, None])
     mase = np.full(n, np.nan)
     for name in np.unique(chosen):
         if name in scores:
             rows = chosen == name
             mase[rows] = scores[name][rows]
-    return Bands(grid, chosen, mase, p50 - lower, p50, p50 + upper, scores, seconds)
+    return Bands(grid, chosen, mase, p10, p50, p90, scores, seconds)
+
+
+def follow_recent_shift(values: np.ndarray, day: int) -> np.ndarray:
+    """The history with the part before a fresh level shift moved to the new level.
+
+    Every model (and the backtest that picks one) then sees the pool at the level it is at now: a
+    pool that lost a big tenant hours ago is forecast from its new level, not extrapolated from the
+    old one, and the shift is not read as growth.
+    """
+    start, size = recent_level_shift(values, day)
+    rows = np.flatnonzero(start >= 0)
+    if rows.size == 0:
+        return values
+    adjusted = values.copy()
+    columns = np.arange(values.shape[1])
+    adjusted[rows] += np.where(columns[None, :] < start[rows, None], size[rows, None], 0.0)
+    return adjusted
 
 
 def _select(names: list[str], scores: dict[str, np.ndarray], per_origin: dict[str, np.ndarray], n: int,
@@ -246,14 +280,23 @@ def _select(names: list[str], scores: dict[str, np.ndarray], per_origin: dict[st
 
 def _interval_widths(
     chosen: np.ndarray, errors: dict[str, np.ndarray], horizon: int, steps: int, day: int,
-    options: ForecastOptions, values: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper band widths (series, steps) from the chosen model's backtest errors."""
+    options: ForecastOptions, values: np.ndarray, floor: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bias, lower and upper band widths (series, steps) from the chosen model's backtest errors.
+
+    Conformal quantile calibration on the errors (actual - forecast) per day of lead time. The bias
+    every origin agrees on is added to the point forecast where a leave-one-origin-out backtest says
+    it pays (`_bias_pays`); the band widths are the distances of the 10th and 90th percentiles from
+    the errors' median, so they are never clipped to zero on one side when the errors all have one
+    sign. Widths are at least `floor` (a small fraction
+    of the series' naive scale), so p10 < p50 < p90 strictly.
+    """
     n = chosen.shape[0]
     alpha = (1 - options.coverage) / 2
     bucket = max(1, min(day or horizon, horizon))
     buckets = -(-horizon // bucket)
     low = np.zeros((n, buckets))
+    mid = np.zeros((n, buckets))
     high = np.zeros((n, buckets))
     if errors:
         chosen_errors = np.full_like(next(iter(errors.values())), np.nan)
@@ -261,38 +304,93 @@ def _interval_widths(
             if name in errors:
                 rows = chosen == name
                 chosen_errors[rows] = errors[name][rows]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            for b in range(buckets):
-                block = chosen_errors[:, :, b * bucket:(b + 1) * bucket].reshape(n, -1)
-                lower_q, upper_q = row_quantiles(block, (alpha, 1 - alpha))
-                low[:, b] = -lower_q
-                high[:, b] = upper_q
+        means = np.full((n, chosen_errors.shape[1], buckets), np.nan)  # mean error per origin and bucket
+        for b in range(buckets):
+            window = chosen_errors[:, :, b * bucket:(b + 1) * bucket]
+            observed = (~np.isnan(window)).sum(axis=2)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means[:, :, b] = np.where(observed > 0, np.where(np.isnan(window), 0.0, window).sum(axis=2)
+                                          / np.maximum(observed, 1), np.nan)
+            mid[:, b] = _consistent_bias(means[:, :, b])
+        mid *= _bias_pays(chosen_errors, means, bucket)[:, None]
+        for b in range(buckets):
+            window = chosen_errors[:, :, b * bucket:(b + 1) * bucket]
+            lower_q, median, upper_q = row_quantiles(window.reshape(n, -1), (alpha, 0.5, 1 - alpha))
+            # The band's shape is the errors' spread around their own median, whether or not the bias
+            # moved the point forecast: one-signed errors give a lopsided band, never a zero-width side.
+            low[:, b] = median - lower_q
+            high[:, b] = upper_q - median
     else:
         # No room for a backtest: in-sample spread of the series around its mean, growing with lead.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            spread = np.nanstd(np.diff(values, axis=1), axis=1) * 1.2816
+            spread = np.nanstd(np.diff(values, axis=1), axis=1) * 1.2816 if values.shape[1] > 1 else np.zeros(n)
         low[:] = spread[:, None]
         high[:] = spread[:, None]
-    low = np.maximum.accumulate(np.clip(np.nan_to_num(low), 0, None), axis=1) * options.interval_scale
-    high = np.maximum.accumulate(np.clip(np.nan_to_num(high), 0, None), axis=1) * options.interval_scale
+    floor = np.nan_to_num(floor)[:, None]
+    scale = options.interval_scale
+    low = np.maximum(np.maximum.accumulate(np.nan_to_num(low), axis=1) * scale, floor)
+    high = np.maximum(np.maximum.accumulate(np.nan_to_num(high), axis=1) * scale, floor)
     # Each bucket's quantile is the width at the bucket's middle lead time; in between, linear; before
-    # the first and after the last middle, growing with the square root of the lead (random-walk-like).
+    # the first middle, the first bucket's width (the errors of the first hours carry the series' whole
+    # short-term noise: shrinking them towards lead 0 under-covered on the real traces); after the last
+    # middle, growing with the square root of the lead (random-walk-like). The bias is held at its first
+    # and last bucket's value outside them.
     lead = np.arange(1, steps + 1, dtype=float)
     centres = (np.arange(buckets) + 0.5) * bucket
     position = np.interp(lead, centres, np.arange(buckets, dtype=float))
     below = np.floor(position).astype(int)
     above = np.minimum(below + 1, buckets - 1)
     fraction = position - below
-    growth = np.where(lead < centres[0], np.sqrt(lead / centres[0]), 1.0)
-    growth = np.where(lead > centres[-1], np.sqrt(lead / centres[-1]), growth)
-    # (buckets x steps) interpolation matrix: one matrix product per band instead of fancy indexing
-    weights = np.zeros((buckets, steps))
+    growth = np.where(lead > centres[-1], np.sqrt(lead / centres[-1]), 1.0)
+    # (buckets x steps) interpolation matrices: one matrix product per band instead of fancy indexing
+    flat = np.zeros((buckets, steps))
     columns = np.arange(steps)
-    np.add.at(weights, (below, columns), (1 - fraction) * growth)
-    np.add.at(weights, (above, columns), fraction * growth)
-    return low @ weights, high @ weights
+    np.add.at(flat, (below, columns), 1 - fraction)
+    np.add.at(flat, (above, columns), fraction)
+    weights = flat * growth[None, :]
+    return mid @ flat, low @ weights, high @ weights
+
+
+def _consistent_bias(per_origin: np.ndarray) -> np.ndarray:
+    """The bias every backtest origin agrees on (series,): 0 unless all origins' mean errors share a sign.
+
+    Then the smallest of them in magnitude: the part of the error that no origin contradicts. A
+    growing series that every origin under-forecast gets its median lifted; noise, which makes some
+    origins too high and some too low, moves nothing (four origins agree by chance one time in eight,
+    and then by the least of their four errors).
+    """
+    seen = ~np.isnan(per_origin)
+    count = seen.sum(axis=1)
+    positive = ((per_origin > 0) & seen).sum(axis=1)
+    negative = ((per_origin < 0) & seen).sum(axis=1)
+    magnitude = np.where(seen, np.abs(per_origin), np.inf).min(axis=1)
+    agree = (count >= 2) & ((positive == count) | (negative == count))
+    return np.where(agree, np.where(positive == count, magnitude, -magnitude), 0.0)
+
+
+def _bias_pays(errors: np.ndarray, means: np.ndarray, bucket: int) -> np.ndarray:
+    """Per series: does correcting the bias lower the backtest error when the bias is learnt elsewhere?
+
+    Leave one origin out: the bias is estimated on the other origins (`_consistent_bias`) and taken
+    off the held-out origin's errors. Only where that lowers the mean absolute error over all origins
+    is the correction applied: a bias that does not carry over from one week to the next (measured on
+    the public traces: most of it did not) is noise, not a bias.
+    """
+    n, k, horizon = errors.shape
+    if k < 3:
+        return np.zeros(n)
+    corrected = np.empty_like(errors)
+    columns = np.minimum(np.arange(horizon) // bucket, means.shape[2] - 1)
+    for origin in range(k):
+        others = np.delete(means, origin, axis=1)
+        bias = np.stack([_consistent_bias(others[:, :, b]) for b in range(means.shape[2])], axis=1)
+        corrected[:, origin] = errors[:, origin] - bias[:, columns]
+    seen = ~np.isnan(errors)
+    count = np.maximum(seen.sum(axis=(1, 2)), 1)
+    raw = np.where(seen, np.abs(errors), 0.0).sum(axis=(1, 2)) / count
+    loo = np.where(seen, np.abs(corrected), 0.0).sum(axis=(1, 2)) / count
+    return (loo < raw).astype(float)
 
 
 def row_quantiles(matrix: np.ndarray, quantiles: tuple[float, ...]) -> list[np.ndarray]:
@@ -345,18 +443,27 @@ def forecast_native(values: np.ndarray, grid: Grid, steps: int, options: Forecas
     # the last hour with data anchors the interpolation before the first forecast hour
     last_hour = forward_fill(hourly)[:, -1] if hourly.shape[1] else np.full(hourly.shape[0], np.nan)
 
-    def resample(band: np.ndarray) -> np.ndarray:
-        full = np.concatenate((np.where(np.isnan(last_hour), band[:, 0], last_hour)[:, None], band), axis=1)
+    def resample(band: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+        full = np.concatenate((np.where(np.isnan(anchor), band[:, 0], anchor)[:, None], band), axis=1)
         out = np.empty((band.shape[0], steps))
         for row in range(band.shape[0]):
             out[row] = np.interp(targets, centres, full[row])
         return out
 
-    p50 = resample(bands.p50)
+    p50 = resample(bands.p50, last_hour)
     sub_low, sub_high = _subhourly_spread(values, grid, factor, options)
-    low = np.sqrt(resample(bands.p50 - bands.p10) ** 2 + sub_low[:, None] ** 2)
-    high = np.sqrt(resample(bands.p90 - bands.p50) ** 2 + sub_high[:, None] ** 2)
-    return Bands(grid, bands.model, bands.mase, p50 - low, p50, p50 + high, bands.scores, bands.seconds)
+    # The widths are anchored on the first forecast hour's width: a width, not the last hour's level
+    # (which made the band span the whole series for the first half hour of every forecast).
+    low_width, high_width = bands.p50 - bands.p10, bands.p90 - bands.p50
+    low = np.sqrt(resample(low_width, low_width[:, 0]) ** 2 + sub_low[:, None] ** 2)
+    high = np.sqrt(resample(high_width, high_width[:, 0]) ** 2 + sub_high[:, None] ** 2)
+    p10, p90 = p50 - low, p50 + high
+    lowest = np.fmin.reduce(values, axis=1)
+    with np.errstate(invalid="ignore"):
+        non_negative = lowest >= 0
+    for band in (p10, p50, p90):
+        np.maximum(band, 0.0, out=band, where=non_negative[:, None])
+    return Bands(grid, bands.model, bands.mase, p10, p50, p90, bands.scores, bands.seconds)
 
 
 def _subhourly_spread(values: np.ndarray, grid: Grid, factor: int, options: ForecastOptions

@@ -50,6 +50,11 @@ FORECAST = register(
             C("mase", FLOAT, "Backtest MASE of the chosen model (scale: in-sample daily seasonal naive).",
               nullable=True, non_negative=True),
             C("history_points", INT, "Hourly points of history the forecast was fitted on."),
+            C("exhaustion_reason", STRING, "Why exhaustion_p50 is or is not a date: exhausted, within_horizon, "
+              "beyond_horizon (growing, but the median stays below the limit over the horizon), not_growing "
+              "(the median forecast is flat or falling), no_limit (allocatable unknown), insufficient_history.",
+              nullable=True, choices=("exhausted", "within_horizon", "beyond_horizon", "not_growing", "no_limit",
+                                      "insufficient_history")),
         ),
     )
 )
