@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -29,6 +30,7 @@ import io
 import logging
 import os
 import re
+import resource
 import selectors
 import socket
 import ssl
@@ -254,7 +256,7 @@ class Limits:
 class _Conn:
     """One client connection and where it is: reading its request head in the loop, or in a worker."""
 
-    __slots__ = ("address", "allowed_sans", "buffer", "deadline", "partial", "sock", "ssl_context", "stage")
+    __slots__ = ("address", "allowed_sans", "buffer", "deadline", "partial", "served", "sock", "ssl_context", "stage")
 
     def __init__(self, sock: socket.socket, address: Any, settings: _Settings, deadline: float):
         self.sock: socket.socket = sock
@@ -265,6 +267,7 @@ class _Conn:
         self.stage = "peek" if settings.ssl_context is not None else "head"
         self.deadline = deadline
         self.partial = False  # bytes of an unfinished request (or handshake) arrived
+        self.served = False  # answered a request already: a kept-alive client, dropped last
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -318,8 +321,11 @@ class _Server:
         self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         self._pool = ThreadPoolExecutor(limits.max_request_threads, thread_name_prefix="metrics-request")
         self._returned: deque[tuple[_Conn, bool]] = deque()
-        self._partial: dict[_Conn, None] = {}  # waiting in the loop, oldest first: unfinished heads
-        self._idle: dict[_Conn, None] = {}  # waiting in the loop with nothing received yet
+        # Connections waiting in the loop, oldest first, in the order they are dropped at max_connections:
+        # unfinished request heads, new connections that sent nothing yet, kept-alive ones between requests.
+        self._partial: dict[_Conn, None] = {}
+        self._fresh: dict[_Conn, None] = {}
+        self._kept: dict[_Conn, None] = {}
         self._open = 0
         self._stopping = False
         self._stopped = threading.Event()
@@ -330,22 +336,23 @@ class _Server:
         try:
             next_sweep = time.monotonic()
             while not self._stopping:
+                pending = False
                 for key, _ in self._selector.select(0.25):
                     if key.data is None:
-                        self._accept()
+                        pending = True
                     elif key.data is _WAKE:
                         self._take_returned()
                     else:
                         self._advance(key.data)
+                if pending:  # after the connections already held: a flood of new ones cannot starve them
+                    self._accept()
                 now = time.monotonic()
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + 0.25
         finally:
-            for conn in (*self._partial, *self._idle):
+            for conn in (*self._partial, *self._fresh, *self._kept):
                 conn.close()
-            self._partial.clear()
-            self._idle.clear()
             self._selector.close()
             self.socket.close()
             self._wake_r.close()
@@ -363,13 +370,15 @@ class _Server:
             self._wake_w.send(b"\0")
 
     def _accept(self) -> None:
-        for _ in range(512):
+        for _ in range(64):  # a bounded batch, so readiness of held connections is seen often
             try:
                 sock, address = self.socket.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as error:  # EMFILE and friends: try again on the next loop turn
+            except OSError as error:  # out of file descriptors: make room for the next turn
                 log.debug("accept failed: %s", error)
+                if not self._evict():
+                    time.sleep(0.01)  # nothing to drop: do not spin on a listening socket that stays ready
                 return
             if self._open >= self.limits.max_connections and not self._evict():
                 sock.close()  # every connection is being answered: nothing is slower than this one
@@ -380,10 +389,12 @@ class _Server:
             conn = _Conn(sock, address, self.settings, time.monotonic() + self.limits.read_header_timeout)
             self._open += 1
             self._wait(conn, selectors.EVENT_READ)
+            self._advance(conn)  # a scraper's request is usually there already: it is then no longer droppable
 
     def _evict(self) -> bool:
-        """Drop the oldest unfinished request, else the oldest idle connection, to make room."""
-        for waiting in (self._partial, self._idle):
+        """Drop the oldest unfinished request, else the oldest silent new connection, else the oldest
+        kept-alive one, to make room: a scraper sends its request at once and is never the first choice."""
+        for waiting in (self._partial, self._fresh, self._kept):
             if waiting:
                 conn = next(iter(waiting))
                 log.debug("connection limit %d reached: dropping %s", self.limits.max_connections, conn.address[0])
@@ -392,7 +403,7 @@ class _Server:
         return False
 
     def _wait(self, conn: _Conn, events: int) -> None:
-        (self._partial if conn.partial else self._idle)[conn] = None
+        (self._partial if conn.partial else self._kept if conn.served else self._fresh)[conn] = None
         try:
             self._selector.register(conn.sock, events, conn)
         except KeyError:  # already registered: only the events change
@@ -400,7 +411,8 @@ class _Server:
 
     def _unwait(self, conn: _Conn) -> None:
         self._partial.pop(conn, None)
-        self._idle.pop(conn, None)
+        self._fresh.pop(conn, None)
+        self._kept.pop(conn, None)
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._selector.unregister(conn.sock)
 
@@ -413,11 +425,12 @@ class _Server:
         if not conn.partial:
             conn.partial = True
             conn.deadline = time.monotonic() + self.limits.read_header_timeout
-            self._idle.pop(conn, None)
+            self._fresh.pop(conn, None)
+            self._kept.pop(conn, None)
             self._partial[conn] = None
 
     def _sweep(self, now: float) -> None:
-        for conn in [c for c in (*self._partial, *self._idle) if c.deadline <= now]:
+        for conn in [c for c in (*self._partial, *self._fresh, *self._kept) if c.deadline <= now]:
             log.debug("closing %s: no complete request in time", conn.address[0])
             self._close(conn)
 
@@ -532,6 +545,7 @@ class _Server:
                 self._open -= 1
                 continue
             conn.partial = bool(conn.buffer)
+            conn.served = True
             timeout = self.limits.read_header_timeout if conn.partial else self.limits.idle_timeout
             conn.deadline = time.monotonic() + timeout
             self._wait(conn, selectors.EVENT_READ)
@@ -699,6 +713,27 @@ class MetricsServer:
         self._thread.join(timeout=10)
 
 
+_OTHER_DESCRIPTORS = 256  # history, sources, logs: what the rest of the daemon may hold open
+
+
+def _within_descriptor_limit(limits: Limits) -> Limits:
+    """Raise the soft open-files limit towards the hard one if max_connections needs it (as Go does at
+    start), else lower max_connections to fit, saying so: running out of descriptors would refuse scrapes."""
+    wanted = limits.max_connections + _OTHER_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        fitting = max(16, soft - _OTHER_DESCRIPTORS)
+        log.warning("web.max_connections %d lowered to %d: the open-files limit is %d (raise LimitNOFILE)",
+                    limits.max_connections, fitting, soft)
+        return dataclasses.replace(limits, max_connections=fitting)
+    return limits
+
+
 def _address_family(host: str, port: int) -> socket.AddressFamily:
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -720,7 +755,8 @@ def start_server(
     host = host.strip("[]")
     if isinstance(limits, WebSettings):
         limits = Limits.from_settings(limits)
-    server = _Server((host, port), _address_family(host, port), settings, cache, limits or Limits())
+    limits = _within_descriptor_limit(limits or Limits())
+    server = _Server((host, port), _address_family(host, port), settings, cache, limits)
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
     running = MetricsServer(server, thread, web_config_file)
