@@ -3,6 +3,7 @@ descriptor each, never a thread, and a scraper keeps being answered at once."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import resource
@@ -39,10 +40,8 @@ class Daemon:
         fds = Path(f"/proc/{self.process.pid}/fd")
         count = 0
         for fd in fds.iterdir():
-            try:
+            with contextlib.suppress(OSError):  # closed meanwhile
                 count += os.readlink(fd).startswith("socket:")
-            except OSError:
-                pass
         return count
 
 
