@@ -277,7 +277,7 @@ def render_families(families: Iterable[Metric]) -> bytes:
             _render_blocks(family, samples, output, labels_cache)
         else:
             output.append(generate_latest(_One(family)).decode("utf-8"))
-    return "".join(output).encode("utf-8")
+    return b"".join([piece.encode("utf-8") for piece in output])  # no single multi-MB str to encode
 
 
 class _One(Collector):
@@ -356,9 +356,10 @@ def _render_block(name: str, label_names: tuple[str, ...], block: _FrameBlock, o
         codes, uniques = pd.factorize(values[rows].view(np.int64))  # by bit pattern: -0.0 stays "-0.0"
         texts = np.array([floatToGoString(v) for v in uniques.view(np.float64).tolist()], dtype=object)[codes]
         if labels is not None:
-            output.extend([f"{name}{{{label}}} {text}\n" for label, text in zip(labels[rows], texts, strict=True)])
+            output.append("".join([f"{name}{{{label}}} {text}\n"
+                                   for label, text in zip(labels[rows], texts, strict=True)]))
         else:
-            output.extend([f"{name} {text}\n" for text in texts])
+            output.append("".join([f"{name} {text}\n" for text in texts]))
 
 
 @dataclass(frozen=True)

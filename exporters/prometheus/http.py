@@ -34,6 +34,7 @@ import resource
 import selectors
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 # wrong user name costs as much time as a wrong password.
 _DUMMY_HASH = b"$2b$10$S7HCuI4ztVNLzIJl53V8ruRQo0lrwUTZcv/qgRWTa33aCq28/kU8a"
 AUTH_CACHE_SIZE = 1024
+SWITCH_INTERVAL_SECONDS = 0.001
 _TLS_HANDSHAKE_RECORD = 0x16
 
 LANDING_PAGE = """<!DOCTYPE html>
@@ -756,6 +758,10 @@ def start_server(
     if isinstance(limits, WebSettings):
         limits = Limits.from_settings(limits)
     limits = _within_descriptor_limit(limits or Limits())
+    if sys.getswitchinterval() > SWITCH_INTERVAL_SECONDS:
+        # A render (or a poll's parsing) holds the GIL for up to the switch interval each time a scrape's
+        # thread wants it back, a few times per scrape: 5 ms by default, so ~1 ms keeps scrapes fast.
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     server = _Server((host, port), _address_family(host, port), settings, cache, limits)
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
