@@ -345,7 +345,12 @@ class _Server:
                     elif key.data is _WAKE:
                         self._take_returned()
                     else:
-                        self._advance(key.data)
+                        try:
+                            self._advance(key.data)
+                        except Exception:  # one client's surprise must not stop the server
+                            log.debug("error reading from %s", key.data.address[0], exc_info=True)
+                            if key.data.sock.fileno() >= 0:
+                                self._close(key.data)
                 if pending:  # after the connections already held: a flood of new ones cannot starve them
                     self._accept()
                 now = time.monotonic()
