@@ -66,14 +66,17 @@ listener.listen(16)
 def serve(conn):
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     data = b""
-    while True:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        data += chunk
-        while b"\\r\\n\\r\\n" in data:
-            _, data = data.split(b"\\r\\n\\r\\n", 1)
-            conn.sendall(reply)
+    try:
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+            while b"\\r\\n\\r\\n" in data:
+                _, data = data.split(b"\\r\\n\\r\\n", 1)
+                conn.sendall(reply)
+    except OSError:  # Prometheus gave up on a scrape (timeout): it reconnects
+        conn.close()
 while True:
     threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
 """
