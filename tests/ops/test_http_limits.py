@@ -193,7 +193,7 @@ def test_thousands_of_slow_clients_cost_no_threads_and_scrapes_stay_fast(daemon:
     # measured by `bench/bench_metrics.py --slow-clients 4000`; on a shared CI machine only a bound that
     # tells "served at once" from "queued" is asserted here.
     assert p99_keep < 0.5
-    assert p99_fresh < 1.0  # a new connection also waits in the accept queue behind reconnecting clients
+    assert p99_fresh < 2.0  # a new connection also waits in the accept queue behind reconnecting clients
 
 
 @pytest.mark.parametrize(
