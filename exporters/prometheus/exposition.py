@@ -5,6 +5,10 @@ rendered when the snapshot changes (after a poll) and every scrape gets the cach
 pre-compressed gzip copy). A scrape therefore never polls anything and costs microseconds, however
 large the estate.
 
+Frame-backed families (`add_frame_samples`) are written column-wise by `render_families`, byte for
+byte what prometheus_client's `generate_latest` writes, ~10x faster (100k series in ~0.1-0.2 s), in
+short chunks so a render never holds the GIL long enough to delay a scrape.
+
 Core families are built here; other modules add families with `@family_builder` (headroom,
 forecasts, reports). Names follow Prometheus conventions and are a contract: docs/metrics.md.
 """

@@ -4,12 +4,18 @@ A scrape never computes anything: `/metrics` answers with `ExpositionCache.curre
 pre-compressed gzip copy when the client accepts gzip). Security follows the exporter-toolkit web
 config (exporters/prometheus/webconfig.py), so the file SREs write for node_exporter works here:
 
-* TLS: the listening socket stays plain and each accepted connection is wrapped in the worker thread,
-  so a slow or hostile handshake never blocks `accept()`, and `reload()` can swap certificates (or turn
-  TLS on) without rebinding. A plain-HTTP request to a TLS listener gets Go's answer, a 400 saying so.
+* Connections: one event-loop thread accepts, does TLS handshakes and reads request heads without
+  blocking, so a slow or silent client costs a descriptor, never a thread; complete requests are
+  answered by that loop (nothing to check) or by a bounded pool (basic auth's bcrypt, TLS writes).
+  Limits and timeouts come from the `web:` config section (`Limits`); see `_Server`.
+* TLS: the listening socket stays plain and each accepted connection is wrapped after its first
+  byte, so `reload()` can swap certificates (or turn TLS on) without rebinding. A plain-HTTP request
+  to a TLS listener gets Go's answer, a 400 saying so.
 * Basic auth: bcrypt is deliberately slow (~100 ms at cost 10), so the verdict is cached per
   credential under a keyed digest (the password itself is never kept) in a bounded LRU; user lookup
-  is constant time and unknown users still pay a bcrypt check, so timing reveals nothing.
+  is constant time and every uncached check does the bcrypt work of the dearest configured hash, so
+  timing does not tell whether a user exists (`BasicAuth`).
+* Replies: `TCP_NODELAY`, and headers and body in one write, so no scrape waits for a delayed ACK.
 * Nothing logs a credential: request logging is at debug level and never includes headers.
 
 `start_server()` is what the daemon calls; `/`, `/-/healthy` and `/-/ready` complete the usual
