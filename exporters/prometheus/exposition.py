@@ -15,9 +15,10 @@ forecasts, reports). Names follow Prometheus conventions and are a contract: doc
 
 from __future__ import annotations
 
-import gzip
+import functools
 import logging
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -262,7 +263,16 @@ class SnapshotCollector(Collector):
 
 def render(snapshot: Snapshot) -> bytes:
     """The text exposition (format 0.0.4) of a snapshot: what `generate_latest` writes, byte for byte."""
-    return render_families(SnapshotCollector(snapshot).collect())
+    return b"".join(render_chunks(snapshot))
+
+
+def render_chunks(snapshot: Snapshot) -> list[bytes]:
+    """`render` in pieces of about `CHUNK_BYTES`: joining tens of MB into one bytes object is a single
+    C call that holds the GIL for tens of ms (fresh pages faulted in), so the cache keeps the pieces."""
+    return _render_chunks(SnapshotCollector(snapshot).collect())
+
+
+CHUNK_BYTES = 1 << 20
 
 
 def render_families(families: Iterable[Metric]) -> bytes:
@@ -273,6 +283,10 @@ def render_families(families: Iterable[Metric]) -> bytes:
     and formatted, and one f-string per row joins the pieces. Chunks keep every C call short, so a
     render never holds the GIL long enough to delay a scrape served by another thread.
     """
+    return b"".join(_render_chunks(families))
+
+
+def _render_chunks(families: Iterable[Metric]) -> list[bytes]:
     output: list[str] = []
     labels_cache: _LabelCache = {}
     for family in families:
@@ -281,7 +295,18 @@ def render_families(families: Iterable[Metric]) -> bytes:
             _render_blocks(family, samples, output, labels_cache)
         else:
             output.append(generate_latest(_One(family)).decode("utf-8"))
-    return b"".join([piece.encode("utf-8") for piece in output])  # no single multi-MB str to encode
+    chunks: list[bytes] = []
+    pending: list[str] = []
+    size = 0
+    for piece in output:  # small pieces (headers, small families) grouped, big ones (row chunks) alone
+        pending.append(piece)
+        size += len(piece)
+        if size >= CHUNK_BYTES:
+            chunks.append("".join(pending).encode("utf-8"))
+            pending, size = [], 0
+    if pending:
+        chunks.append("".join(pending).encode("utf-8"))
+    return chunks
 
 
 class _One(Collector):
@@ -368,8 +393,31 @@ def _render_block(name: str, label_names: tuple[str, ...], block: _FrameBlock, o
 
 @dataclass(frozen=True)
 class Exposition:
-    body: bytes
-    gzipped: bytes
+    """One rendered exposition, plain and gzipped, each kept as the pieces it was made of (see
+    `render_chunks`): the server writes the pieces; `body` and `gzipped` join them on first use."""
+
+    chunks: tuple[bytes, ...]
+    gzipped_chunks: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, chunks: Iterable[bytes]) -> Exposition:
+        chunks = tuple(chunk for chunk in chunks if chunk)
+        compressor = zlib.compressobj(5, zlib.DEFLATED, 31)  # gzip framing; deflate releases the GIL
+        gzipped = [compressor.compress(chunk) for chunk in chunks]
+        gzipped.append(compressor.flush())
+        return cls(chunks, tuple(piece for piece in gzipped if piece))
+
+    @functools.cached_property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+    @functools.cached_property
+    def gzipped(self) -> bytes:
+        return b"".join(self.gzipped_chunks)
+
+    @property
+    def size(self) -> int:
+        return sum(len(chunk) for chunk in self.chunks)
 
 
 class ExpositionCache:
@@ -377,11 +425,10 @@ class ExpositionCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._current = Exposition(b"", gzip.compress(b""))
+        self._current = Exposition.of([])
 
     def update(self, snapshot: Snapshot) -> Exposition:
-        body = render(snapshot)
-        exposition = Exposition(body, gzip.compress(body, compresslevel=5))
+        exposition = Exposition.of(render_chunks(snapshot))
         with self._lock:
             self._current = exposition
         return exposition

@@ -643,7 +643,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def __init__(self, conn: _Conn, head: bytes, server: _Server, inline: bool = False):
         self._head = head
-        self._body = b""
+        self._body: tuple[bytes, ...] = ()
         self._inline = inline  # on the loop thread: the socket is non-blocking, never wait on it
         self.unsent: list[memoryview] = []
         super().__init__(conn.sock, conn.address, server)  # type: ignore[arg-type]
@@ -664,8 +664,8 @@ class _Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         assert isinstance(self.wfile, io.BytesIO)
         head = self.wfile.getvalue()
+        pieces = [head, *self._body]
         if self._inline:
-            pieces = [head, self._body] if self._body else [head]
             try:
                 sent = self.connection.sendmsg(pieces)  # one write, as much as the socket buffer takes
             except BlockingIOError:
@@ -677,11 +677,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.unsent.append(memoryview(piece)[sent:])
                 sent = 0
             return
-        if len(self._body) <= 65536:
-            self.connection.sendall(head + self._body)
-        else:  # TCP_NODELAY is set: two writes cost no delayed-ACK wait, and save copying a large body
-            self.connection.sendall(head)
-            self.connection.sendall(self._body)
+        if sum(len(piece) for piece in pieces) <= 65536:
+            self.connection.sendall(b"".join(pieces))
+        else:  # TCP_NODELAY is set: several writes cost no delayed-ACK wait, and save copying a large body
+            for piece in pieces:
+                self.connection.sendall(piece)
 
     def do_GET(self) -> None:
         self._dispatch(head=False)
@@ -712,7 +712,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/-/healthy":
             self._reply(HTTPStatus.OK, b"capacityd is Healthy.\n", head=head)
         elif path == "/-/ready":
-            if self.server.cache.current.body:
+            if self.server.cache.current.size:
                 self._reply(HTTPStatus.OK, b"capacityd is Ready.\n", head=head)
             else:
                 self._reply(HTTPStatus.SERVICE_UNAVAILABLE, b"capacityd is not ready: no collection yet.\n",
@@ -725,21 +725,24 @@ class _Handler(BaseHTTPRequestHandler):
         extra = {"Vary": "Accept-Encoding"}
         if accepts_gzip(self.headers.get("Accept-Encoding")):
             extra["Content-Encoding"] = "gzip"
-            body = exposition.gzipped
+            body = exposition.gzipped_chunks
         else:
-            body = exposition.body
+            body = exposition.chunks
         self._reply(HTTPStatus.OK, body, CONTENT_TYPE, head=head, extra=extra)
 
-    def _reply(self, status: HTTPStatus, body: bytes, content_type: str = "text/plain; charset=utf-8",
-               head: bool = False, extra: dict[str, str] | None = None) -> None:
+    def _reply(self, status: HTTPStatus, body: bytes | tuple[bytes, ...],
+               content_type: str = "text/plain; charset=utf-8", head: bool = False,
+               extra: dict[str, str] | None = None) -> None:
+        """The reply; a body given in pieces (the exposition's chunks) is written piece by piece."""
+        pieces = (body,) if isinstance(body, bytes) else body
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(sum(len(piece) for piece in pieces)))
         for name, value in {**self.server.settings.headers, **(extra or {})}.items():
             self.send_header(name, value)
         self.end_headers()
         if not head:
-            self._body = body
+            self._body = pieces
 
     def log_message(self, format: str, *args: Any) -> None:
         # The request line and status only: never headers (Authorization), never at info level.
