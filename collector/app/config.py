@@ -18,6 +18,7 @@ from collector.analyses.headroom.settings import HeadroomConfig, PodShape
 from collector.contract.settings import ConfigError, StrictModel
 from collector.sources import source_settings_models
 from collector.store.settings import HistoryConfig
+from exporters.prometheus.settings import WebSettings
 from exporters.report.settings import ReportConfig, SmtpConfig
 
 # Every registered source kind (entry points `capacityd.sources`), told apart by its `kind` key.
@@ -34,6 +35,7 @@ class Config(StrictModel):
         default=None, description="exporter-toolkit web config (TLS, basic auth) for /metrics."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    web: WebSettings = Field(default_factory=WebSettings, description="/metrics server limits (docs/config.md).")
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
     shapes: dict[str, PodShape] = Field(default_factory=dict, description="Pod shapes to count slots for.")

@@ -321,7 +321,7 @@ class Daemon:
         self._schedule_reports()
         self.pipeline.refresh()
         host, port = self.config.listen_host_port
-        self.server = start_server(self.cache, host, port, self.config.web_config_file)
+        self.server = start_server(self.cache, host, port, self.config.web_config_file, self.config.web)
         self.scheduler.start()
         self.ticker.start()
         threading.Thread(target=self.pipeline.run_refresher, args=(self._stop,), name="refresher",

@@ -4,12 +4,18 @@ A scrape never computes anything: `/metrics` answers with `ExpositionCache.curre
 pre-compressed gzip copy when the client accepts gzip). Security follows the exporter-toolkit web
 config (exporters/prometheus/webconfig.py), so the file SREs write for node_exporter works here:
 
-* TLS: the listening socket stays plain and each accepted connection is wrapped in the worker thread,
-  so a slow or hostile handshake never blocks `accept()`, and `reload()` can swap certificates (or turn
-  TLS on) without rebinding. A plain-HTTP request to a TLS listener gets Go's answer, a 400 saying so.
+* Connections: one event-loop thread accepts, does TLS handshakes and reads request heads without
+  blocking, so a slow or silent client costs a descriptor, never a thread; complete requests are
+  answered by that loop (nothing to check) or by a bounded pool (basic auth's bcrypt, TLS writes).
+  Limits and timeouts come from the `web:` config section (`Limits`); see `_Server`.
+* TLS: the listening socket stays plain and each accepted connection is wrapped after its first
+  byte, so `reload()` can swap certificates (or turn TLS on) without rebinding. A plain-HTTP request
+  to a TLS listener gets Go's answer, a 400 saying so.
 * Basic auth: bcrypt is deliberately slow (~100 ms at cost 10), so the verdict is cached per
   credential under a keyed digest (the password itself is never kept) in a bounded LRU; user lookup
-  is constant time and unknown users still pay a bcrypt check, so timing reveals nothing.
+  is constant time and every uncached check does the bcrypt work of the dearest configured hash, so
+  timing does not tell whether a user exists (`BasicAuth`).
+* Replies: `TCP_NODELAY`, and headers and body in one write, so no scrape waits for a delayed ACK.
 * Nothing logs a credential: request logging is at debug level and never includes headers.
 
 `start_server()` is what the daemon calls; `/`, `/-/healthy` and `/-/ready` complete the usual
@@ -21,19 +27,27 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
+import functools
 import hashlib
 import hmac
 import html
+import io
 import logging
 import os
+import re
+import resource
+import selectors
 import socket
 import ssl
+import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +56,7 @@ import bcrypt
 
 from collector import __version__
 from exporters.prometheus.exposition import CONTENT_TYPE, ExpositionCache
+from exporters.prometheus.settings import WebSettings
 from exporters.prometheus.webconfig import WebConfig, build_ssl_context, load_web_config
 
 log = logging.getLogger(__name__)
@@ -50,8 +65,7 @@ log = logging.getLogger(__name__)
 # wrong user name costs as much time as a wrong password.
 _DUMMY_HASH = b"$2b$10$S7HCuI4ztVNLzIJl53V8ruRQo0lrwUTZcv/qgRWTa33aCq28/kU8a"
 AUTH_CACHE_SIZE = 1024
-HANDSHAKE_TIMEOUT_SECONDS = 10.0
-REQUEST_TIMEOUT_SECONDS = 60.0
+SWITCH_INTERVAL_SECONDS = 0.001
 _TLS_HANDSHAKE_RECORD = 0x16
 
 LANDING_PAGE = """<!DOCTYPE html>
@@ -68,8 +82,30 @@ LANDING_PAGE = """<!DOCTYPE html>
 """
 
 
+_BCRYPT_COST_RE = re.compile(rb"^\$2[aby]?\$(\d\d)\$")
+
+
+@functools.lru_cache(maxsize=32)
+def _dummy_hash(cost: int) -> bytes:
+    """A bcrypt hash of a throw-away string at `cost`, made once per cost a web config uses."""
+    if cost == 10:
+        return _DUMMY_HASH
+    return bcrypt.hashpw(os.urandom(16).hex().encode("ascii"), bcrypt.gensalt(rounds=cost))
+
+
+def _cost(hashed: bytes) -> int:
+    match = _BCRYPT_COST_RE.match(hashed)
+    return int(match.group(1)) if match else 10
+
+
 class BasicAuth:
-    """Checks `Authorization: Basic` headers against bcrypt hashes, caching verdicts per credential."""
+    """Checks `Authorization: Basic` headers against bcrypt hashes, caching verdicts per credential.
+
+    Constant time whether or not the user exists, even when users' hashes have different costs: every
+    uncached check does the bcrypt work of one hash at the highest configured cost. An unknown user is
+    checked against a dummy hash of that cost; a known user whose hash is cheaper (cost c < max) is
+    topped up with dummy checks at costs c, c+1, ... max-1 (2^c + 2^c + ... + 2^(max-1) = 2^max).
+    """
 
     def __init__(self, users: dict[str, bytes], cache_size: int = AUTH_CACHE_SIZE):
         self._users = [(name.encode("utf-8"), hashed) for name, hashed in users.items()]
@@ -77,6 +113,11 @@ class BasicAuth:
         self._cache_size = cache_size
         self._key = os.urandom(32)  # the cache key is an HMAC: a memory dump shows no password
         self._lock = threading.Lock()
+        costs = [_cost(hashed) for _, hashed in self._users]
+        self._max_cost = max(costs, default=10)
+        self._unknown = _dummy_hash(self._max_cost) if self._users else _DUMMY_HASH
+        # Dummy hashes for every cost a known user's check may need topping up with.
+        self._padding = {cost: _dummy_hash(cost) for cost in range(min(costs, default=10), self._max_cost)}
 
     def __bool__(self) -> bool:
         return bool(self._users)
@@ -95,7 +136,7 @@ class BasicAuth:
         user, sep, password = decoded.partition(b":")
         if not sep:
             return None
-        hashed = _DUMMY_HASH
+        hashed = self._unknown
         known = False
         for name, candidate in self._users:  # visit every entry: time does not depend on which matched
             if hmac.compare_digest(name, user):
@@ -106,10 +147,9 @@ class BasicAuth:
             if verdict is not None:
                 self._cache.move_to_end(key)
         if verdict is None:
-            try:
-                verdict = bcrypt.checkpw(password, hashed)
-            except ValueError:  # longer than bcrypt's 72 bytes, or a hash bcrypt refuses
-                verdict = False
+            verdict = _checkpw(password, hashed)
+            for cost in range(_cost(hashed), self._max_cost):  # empty for the dummy and max-cost users
+                _checkpw(password, self._padding[cost])
             with self._lock:
                 self._cache[key] = verdict
                 while len(self._cache) > self._cache_size:
@@ -117,6 +157,13 @@ class BasicAuth:
         if verdict and known:
             return user.decode("utf-8", errors="replace")
         return None
+
+
+def _checkpw(password: bytes, hashed: bytes) -> bool:
+    try:
+        return bcrypt.checkpw(password, hashed)
+    except ValueError:  # longer than bcrypt's 72 bytes, or a hash bcrypt refuses
+        return False
 
 
 class RateLimiter:
@@ -192,76 +239,449 @@ def accepts_gzip(header: str | None) -> bool:
     return False
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 64
+@dataclass(frozen=True)
+class Limits:
+    """How much the server holds at once and for how long (the `web:` config section)."""
+
+    max_connections: int = 512
+    max_request_threads: int = 64
+    read_header_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    write_timeout: float = 60.0
+    max_header_bytes: int = 65536
+
+    @classmethod
+    def from_settings(cls, settings: WebSettings) -> Limits:
+        return cls(
+            max_connections=settings.max_connections,
+            max_request_threads=settings.max_request_threads,
+            read_header_timeout=settings.read_header_timeout.total_seconds(),
+            idle_timeout=settings.idle_timeout.total_seconds(),
+            write_timeout=settings.write_timeout.total_seconds(),
+        )
+
+
+class _Conn:
+    """One client connection and where it is: reading its request head in the loop, or in a worker."""
+
+    __slots__ = ("address", "allowed_sans", "buffer", "deadline", "partial", "served", "sock", "ssl_context", "stage")
+
+    def __init__(self, sock: socket.socket, address: Any, settings: _Settings, deadline: float):
+        self.sock: socket.socket = sock
+        self.address = address
+        self.buffer = bytearray()
+        self.ssl_context = settings.ssl_context
+        self.allowed_sans = settings.allowed_sans
+        self.stage = "peek" if settings.ssl_context is not None else "head"
+        self.deadline = deadline
+        self.partial = False  # bytes of an unfinished request (or handshake) arrived
+        self.served = False  # answered a request already: a kept-alive client, dropped last
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _head_end(buffer: bytearray) -> int:
+    """Index just past the blank line ending a request head, or -1."""
+    ends = [i + len(mark) for mark in (b"\r\n\r\n", b"\n\n") if (i := buffer.find(mark)) >= 0]
+    return min(ends) if ends else -1
+
+
+_WAKE = object()
+
+
+class _Server:
+    """/metrics over HTTP/1.1: one event-loop thread holds every connection, a bounded pool answers.
+
+    A connection costs a file descriptor and a buffer, not a thread, until its request head (after
+    the TLS handshake, done non-blocking here too) has fully arrived; only then does one of at most
+    `max_request_threads` workers check credentials and reply. Heads must arrive within
+    `read_header_timeout`, idle keep-alive connections are closed after `idle_timeout`, and at
+    `max_connections` the oldest unfinished request is dropped to make room (then the oldest idle
+    connection), so thousands of slow clients cannot crowd out a scraper, which sends its request in
+    one packet. Request bodies are never read: a request with one is answered and its connection closed.
+    """
 
     def __init__(self, address: tuple[str, int], family: socket.AddressFamily, settings: _Settings,
-                 cache: ExpositionCache):
-        self.address_family = family
+                 cache: ExpositionCache, limits: Limits):
         self.settings = settings
         self.cache = cache
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN through DNS: skipped, it can hang without a resolver.
-        if self.address_family == socket.AF_INET6 and self.server_address[0] in ("::", ""):
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # [::] also takes IPv4
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.bind(self.server_address)
-        self.server_address = self.socket.getsockname()
-        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """TLS handshake (when configured) in the worker thread, then the normal request handling."""
-        settings = self.settings
-        if settings.ssl_context is not None:
-            wrapped = self._wrap_tls(request, client_address, settings)
-            if wrapped is None:
-                self.shutdown_request(request)
-                return
-            request = wrapped
-        super().process_request_thread(request, client_address)
-
-    def _wrap_tls(self, request: socket.socket, client_address: Any, settings: _Settings) -> ssl.SSLSocket | None:
-        assert settings.ssl_context is not None
+        self.limits = limits
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
-            request.settimeout(HANDSHAKE_TIMEOUT_SECONDS)
-            first = request.recv(1, socket.MSG_PEEK)
-            if not first:
-                return None
-            if first[0] != _TLS_HANDSHAKE_RECORD:
-                # What Go's net/http answers, so a misconfigured scrape (http:// instead of https://) says why.
-                request.sendall(
-                    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
-                    b"Client sent an HTTP request to an HTTPS server.\n"
-                )
-                log.debug("plain HTTP request from %s to the TLS listener refused", client_address[0])
-                return None
-            wrapped = settings.ssl_context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as error:
-            log.debug("TLS handshake with %s failed: %s", client_address[0], error)
-            return None
-        if settings.allowed_sans and not (_peer_sans(wrapped) & settings.allowed_sans):
-            log.warning("client certificate of %s has no SAN in client_allowed_sans: connection closed",
-                        client_address[0])
-            with contextlib.suppress(OSError):
-                wrapped.close()
-            return None
-        wrapped.settimeout(REQUEST_TIMEOUT_SECONDS)
-        return wrapped
+            if family == socket.AF_INET6 and address[0] in ("::", ""):
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # [::] also takes IPv4
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind(address)
+            self.socket.listen(min(socket.SOMAXCONN, 4096))
+            self.socket.setblocking(False)
+        except OSError:
+            self.socket.close()
+            raise
+        bound = self.socket.getsockname()
+        self.server_name, self.server_port = str(bound[0]), int(bound[1])
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.socket, selectors.EVENT_READ, None)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._pool = ThreadPoolExecutor(limits.max_request_threads, thread_name_prefix="metrics-request")
+        self._returned: deque[tuple[_Conn, bool]] = deque()
+        # Connections waiting in the loop, oldest first, in the order they are dropped at max_connections:
+        # unfinished request heads, new connections that sent nothing yet, kept-alive ones between requests.
+        self._partial: dict[_Conn, None] = {}
+        self._fresh: dict[_Conn, None] = {}
+        self._kept: dict[_Conn, None] = {}
+        self._open = 0
+        self._stopping = False
+        self._stopped = threading.Event()
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("error serving %s", client_address[0] if client_address else "?", exc_info=True)
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        try:
+            next_sweep = time.monotonic()
+            while not self._stopping:
+                pending = False
+                for key, _ in self._selector.select(0.25):
+                    if key.data is None:
+                        pending = True
+                    elif key.data is _WAKE:
+                        self._take_returned()
+                    else:
+                        try:
+                            self._advance(key.data)
+                        except Exception:  # one client's surprise must not stop the server
+                            log.debug("error reading from %s", key.data.address[0], exc_info=True)
+                            if key.data.sock.fileno() >= 0:
+                                self._close(key.data)
+                if pending:  # after the connections already held: a flood of new ones cannot starve them
+                    self._accept()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + 0.25
+        finally:
+            for conn in (*self._partial, *self._fresh, *self._kept):
+                conn.close()
+            self._selector.close()
+            self.socket.close()
+            self._wake_r.close()
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        self._wake()
+        self._stopped.wait(10)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._wake_w.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
+            self._wake_w.send(b"\0")
+
+    def _accept(self) -> None:
+        for _ in range(64):  # a bounded batch, so readiness of held connections is seen often
+            try:
+                sock, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # out of file descriptors: make room for the next turn
+                log.debug("accept failed: %s", error)
+                if not self._evict():
+                    time.sleep(0.01)  # nothing to drop: do not spin on a listening socket that stays ready
+                return
+            if self._open >= self.limits.max_connections and not self._evict():
+                sock.close()  # every connection is being answered: nothing is slower than this one
+                continue
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Conn(sock, address, self.settings, time.monotonic() + self.limits.read_header_timeout)
+            self._open += 1
+            self._wait(conn, selectors.EVENT_READ)
+            self._advance(conn)  # a scraper's request is usually there already: it is then no longer droppable
+
+    def _evict(self) -> bool:
+        """Drop the oldest unfinished request, else the oldest silent new connection, else the oldest
+        kept-alive one, to make room: a scraper sends its request at once and is never the first choice."""
+        for waiting in (self._partial, self._fresh, self._kept):
+            if waiting:
+                conn = next(iter(waiting))
+                log.debug("connection limit %d reached: dropping %s", self.limits.max_connections, conn.address[0])
+                self._close(conn)
+                return True
+        return False
+
+    def _wait(self, conn: _Conn, events: int) -> None:
+        (self._partial if conn.partial else self._kept if conn.served else self._fresh)[conn] = None
+        try:
+            self._selector.register(conn.sock, events, conn)
+        except KeyError:  # already registered: only the events change
+            self._selector.modify(conn.sock, events, conn)
+
+    def _unwait(self, conn: _Conn) -> None:
+        self._partial.pop(conn, None)
+        self._fresh.pop(conn, None)
+        self._kept.pop(conn, None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(conn.sock)
+
+    def _close(self, conn: _Conn) -> None:
+        self._unwait(conn)
+        conn.close()
+        self._open -= 1
+
+    def _mark_partial(self, conn: _Conn) -> None:
+        if not conn.partial:
+            conn.partial = True
+            conn.deadline = time.monotonic() + self.limits.read_header_timeout
+            self._fresh.pop(conn, None)
+            self._kept.pop(conn, None)
+            self._partial[conn] = None
+
+    def _sweep(self, now: float) -> None:
+        for conn in [c for c in (*self._partial, *self._fresh, *self._kept) if c.deadline <= now]:
+            log.debug("closing %s: no complete request in time", conn.address[0])
+            self._close(conn)
+
+    def _advance(self, conn: _Conn) -> None:
+        """Move a connection on as far as the bytes received allow: peek, TLS handshake, request head."""
+        if conn.stage == "peek" and not self._peek(conn):
+            return
+        if conn.stage == "handshake" and not self._handshake(conn):
+            return
+        self._read_head(conn)
+
+    def _peek(self, conn: _Conn) -> bool:
+        try:
+            first = conn.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self._close(conn)
+            return False
+        if not first:
+            self._close(conn)
+            return False
+        self._mark_partial(conn)
+        if first[0] != _TLS_HANDSHAKE_RECORD:
+            # What Go's net/http answers, so a misconfigured scrape (http:// instead of https://) says why.
+            with contextlib.suppress(OSError):
+                conn.sock.recv(65536)  # read what came, so closing does not reset the answer away
+                conn.sock.send(b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+                               b"Client sent an HTTP request to an HTTPS server.\n")
+                conn.sock.shutdown(socket.SHUT_WR)
+            log.debug("plain HTTP request from %s to the TLS listener refused", conn.address[0])
+            self._close(conn)
+            return False
+        assert conn.ssl_context is not None
+        self._unwait(conn)
+        try:
+            conn.sock = conn.ssl_context.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
+        except (ssl.SSLError, OSError) as error:
+            log.debug("TLS setup for %s failed: %s", conn.address[0], error)
+            conn.close()
+            self._open -= 1
+            return False
+        conn.stage = "handshake"
+        self._wait(conn, selectors.EVENT_READ)
+        return True
+
+    def _handshake(self, conn: _Conn) -> bool:
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._wait(conn, selectors.EVENT_READ)
+            return False
+        except ssl.SSLWantWriteError:
+            self._wait(conn, selectors.EVENT_WRITE)
+            return False
+        except (ssl.SSLError, OSError) as error:
+            log.debug("TLS handshake with %s failed: %s", conn.address[0], error)
+            self._close(conn)
+            return False
+        if conn.allowed_sans and not (_peer_sans(sock) & conn.allowed_sans):
+            log.warning("client certificate of %s has no SAN in client_allowed_sans: connection closed",
+                        conn.address[0])
+            self._close(conn)
+            return False
+        conn.stage = "head"
+        self._wait(conn, selectors.EVENT_READ)
+        return True
+
+    def _read_head(self, conn: _Conn) -> None:
+        while _head_end(conn.buffer) < 0:
+            try:
+                data = conn.sock.recv(65536)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                self._wait(conn, selectors.EVENT_READ)
+                return
+            except ssl.SSLWantWriteError:
+                self._wait(conn, selectors.EVENT_WRITE)
+                return
+            except OSError:  # reset, or a TLS error
+                self._close(conn)
+                return
+            if not data:
+                self._close(conn)
+                return
+            conn.buffer += data
+            self._mark_partial(conn)
+            if len(conn.buffer) > self.limits.max_header_bytes and _head_end(conn.buffer) < 0:
+                with contextlib.suppress(OSError):
+                    conn.sock.recv(65536)  # what else came, so closing does not reset the answer away
+                with contextlib.suppress(OSError):
+                    conn.sock.send(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n"
+                                   b"Connection: close\r\n\r\n")
+                    conn.sock.shutdown(socket.SHUT_WR)
+                self._close(conn)
+                return
+        self._dispatch(conn)
+
+    def _dispatch(self, conn: _Conn) -> None:
+        end = _head_end(conn.buffer)
+        head = bytes(conn.buffer[:end])
+        del conn.buffer[:end]
+        self._unwait(conn)
+        if not self.settings.auth and not isinstance(conn.sock, ssl.SSLSocket):
+            self._answer_inline(conn, head)
+        else:
+            self._pool.submit(self._answer, conn, head)
+
+    def _answer_inline(self, conn: _Conn, head: bytes) -> None:
+        """No credential to check (no bcrypt) and a plain socket: answered on the loop thread, without the
+        hand-off to a worker (one GIL acquisition fewer per scrape while a render runs). What the socket
+        buffer does not take at once is sent by a worker, so the loop never blocks on a slow reader."""
+        try:
+            handler = _Handler(conn, head, self, inline=True)
+        except Exception:
+            log.debug("error serving %s", conn.address[0], exc_info=True)
+            self._finish(conn, keep=False)
+            return
+        keep = not handler.close_connection
+        if handler.unsent:
+            self._pool.submit(self._send_rest, conn, handler.unsent, keep)
+        elif keep and _head_end(conn.buffer) >= 0:  # pipelined: a worker takes it (no recursion here)
+            conn.served = True
+            self._dispatch_to_worker(conn)
+        else:
+            self._finish(conn, keep, read_now=False)
+
+    def _dispatch_to_worker(self, conn: _Conn) -> None:
+        end = _head_end(conn.buffer)
+        head = bytes(conn.buffer[:end])
+        del conn.buffer[:end]
+        self._pool.submit(self._answer, conn, head)
+
+    def _take_returned(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+        while self._returned:
+            conn, keep = self._returned.popleft()
+            self._finish(conn, keep)
+
+    def _finish(self, conn: _Conn, keep: bool, read_now: bool = True) -> None:
+        """A request was answered: close, or wait for the connection's next request."""
+        if not keep or self._stopping:
+            conn.close()
+            self._open -= 1
+            return
+        conn.partial = bool(conn.buffer)
+        conn.served = True
+        timeout = self.limits.read_header_timeout if conn.partial else self.limits.idle_timeout
+        conn.deadline = time.monotonic() + timeout
+        self._wait(conn, selectors.EVENT_READ)
+        if read_now:
+            self._read_head(conn)  # a pipelined request, or TLS bytes already decrypted, need no wake-up
+
+    # -- the workers ---------------------------------------------------------------------------------
+
+    def _send_rest(self, conn: _Conn, pieces: list[memoryview], keep: bool) -> None:
+        try:
+            conn.sock.settimeout(self.limits.write_timeout)
+            for piece in pieces:
+                conn.sock.sendall(piece)
+            conn.sock.setblocking(False)
+        except OSError as error:
+            log.debug("sending to %s failed: %s", conn.address[0], error)
+            keep = False
+        if self._stopping:
+            conn.close()
+            keep = False
+        self._returned.append((conn, keep))
+        self._wake()
+
+    def _answer(self, conn: _Conn, head: bytes) -> None:
+        keep = False
+        try:
+            conn.sock.settimeout(self.limits.write_timeout)
+            handler = _Handler(conn, head, self)
+            keep = not handler.close_connection
+            conn.sock.setblocking(False)
+        except Exception:
+            log.debug("error serving %s", conn.address[0], exc_info=True)
+        if self._stopping:
+            conn.close()
+            keep = False
+        self._returned.append((conn, keep))
+        self._wake()
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """One request whose head was read by the loop; the reply goes out in one write when it is small."""
+
     protocol_version = "HTTP/1.1"
     server_version = f"capacityd/{__version__}"
     sys_version = ""
-    timeout = REQUEST_TIMEOUT_SECONDS
-    server: _Server
+    server: _Server  # type: ignore[assignment]
+
+    def __init__(self, conn: _Conn, head: bytes, server: _Server, inline: bool = False):
+        self._head = head
+        self._body: tuple[bytes, ...] = ()
+        self._inline = inline  # on the loop thread: the socket is non-blocking, never wait on it
+        self.unsent: list[memoryview] = []
+        super().__init__(conn.sock, conn.address, server)  # type: ignore[arg-type]
+
+    def setup(self) -> None:
+        self.connection = self.request
+        self.rfile = io.BytesIO(self._head)
+        self.wfile = io.BytesIO()
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.handle_one_request()
+        headers = getattr(self, "headers", None)
+        if headers is not None and (headers.get("Transfer-Encoding") or
+                                    headers.get("Content-Length", "0").strip() not in ("", "0")):
+            self.close_connection = True  # the body is never read: it must not be taken for the next request
+
+    def finish(self) -> None:
+        assert isinstance(self.wfile, io.BytesIO)
+        head = self.wfile.getvalue()
+        pieces = [head, *self._body]
+        if self._inline:
+            try:
+                sent = self.connection.sendmsg(pieces)  # one write, as much as the socket buffer takes
+            except BlockingIOError:
+                sent = 0
+            for piece in pieces:
+                if sent >= len(piece):
+                    sent -= len(piece)
+                    continue
+                self.unsent.append(memoryview(piece)[sent:])
+                sent = 0
+            return
+        if sum(len(piece) for piece in pieces) <= 65536:
+            self.connection.sendall(b"".join(pieces))
+        else:  # TCP_NODELAY is set: several writes cost no delayed-ACK wait, and save copying a large body
+            for piece in pieces:
+                self.connection.sendall(piece)
 
     def do_GET(self) -> None:
         self._dispatch(head=False)
@@ -292,7 +712,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/-/healthy":
             self._reply(HTTPStatus.OK, b"capacityd is Healthy.\n", head=head)
         elif path == "/-/ready":
-            if self.server.cache.current.body:
+            if self.server.cache.current.size:
                 self._reply(HTTPStatus.OK, b"capacityd is Ready.\n", head=head)
             else:
                 self._reply(HTTPStatus.SERVICE_UNAVAILABLE, b"capacityd is not ready: no collection yet.\n",
@@ -305,21 +725,24 @@ class _Handler(BaseHTTPRequestHandler):
         extra = {"Vary": "Accept-Encoding"}
         if accepts_gzip(self.headers.get("Accept-Encoding")):
             extra["Content-Encoding"] = "gzip"
-            body = exposition.gzipped
+            body = exposition.gzipped_chunks
         else:
-            body = exposition.body
+            body = exposition.chunks
         self._reply(HTTPStatus.OK, body, CONTENT_TYPE, head=head, extra=extra)
 
-    def _reply(self, status: HTTPStatus, body: bytes, content_type: str = "text/plain; charset=utf-8",
-               head: bool = False, extra: dict[str, str] | None = None) -> None:
+    def _reply(self, status: HTTPStatus, body: bytes | tuple[bytes, ...],
+               content_type: str = "text/plain; charset=utf-8", head: bool = False,
+               extra: dict[str, str] | None = None) -> None:
+        """The reply; a body given in pieces (the exposition's chunks) is written piece by piece."""
+        pieces = (body,) if isinstance(body, bytes) else body
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(sum(len(piece) for piece in pieces)))
         for name, value in {**self.server.settings.headers, **(extra or {})}.items():
             self.send_header(name, value)
         self.end_headers()
         if not head:
-            self.wfile.write(body)
+            self._body = pieces
 
     def log_message(self, format: str, *args: Any) -> None:
         # The request line and status only: never headers (Authorization), never at info level.
@@ -359,10 +782,38 @@ class MetricsServer:
         self.web_config_file = path
         log.info("metrics server: web config %s", f"reloaded from {path}" if path else "cleared")
 
+    @property
+    def limits(self) -> Limits:
+        return self._server.limits
+
+    def set_limits(self, limits: Limits) -> None:
+        """New limits (a reloaded `web:` section); the thread pool keeps the size it was started with."""
+        self._server.limits = limits
+
     def shutdown(self) -> None:
         self._server.shutdown()
-        self._server.server_close()
         self._thread.join(timeout=10)
+
+
+_OTHER_DESCRIPTORS = 256  # history, sources, logs: what the rest of the daemon may hold open
+
+
+def _within_descriptor_limit(limits: Limits) -> Limits:
+    """Raise the soft open-files limit towards the hard one if max_connections needs it (as Go does at
+    start), else lower max_connections to fit, saying so: running out of descriptors would refuse scrapes."""
+    wanted = limits.max_connections + _OTHER_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        fitting = max(16, soft - _OTHER_DESCRIPTORS)
+        log.warning("web.max_connections %d lowered to %d: the open-files limit is %d (raise LimitNOFILE)",
+                    limits.max_connections, fitting, soft)
+        return dataclasses.replace(limits, max_connections=fitting)
+    return limits
 
 
 def _address_family(host: str, port: int) -> socket.AddressFamily:
@@ -374,16 +825,24 @@ def _address_family(host: str, port: int) -> socket.AddressFamily:
 
 
 def start_server(
-    cache: ExpositionCache, host: str, port: int, web_config_file: Path | None = None
+    cache: ExpositionCache, host: str, port: int, web_config_file: Path | None = None,
+    limits: Limits | WebSettings | None = None,
 ) -> MetricsServer:
-    """Serve `cache` on host:port (0 picks a free port) in a background thread.
+    """Serve `cache` on host:port (0 picks a free port) in a background thread, within `limits`.
 
     Raises WebConfigError for an unusable web config and OSError when the address cannot be bound.
     """
     config = load_web_config(web_config_file) if web_config_file is not None else WebConfig()
     settings = _Settings.from_web_config(config, str(web_config_file))
     host = host.strip("[]")
-    server = _Server((host, port), _address_family(host, port), settings, cache)
+    if isinstance(limits, WebSettings):
+        limits = Limits.from_settings(limits)
+    limits = _within_descriptor_limit(limits or Limits())
+    if sys.getswitchinterval() > SWITCH_INTERVAL_SECONDS:
+        # A render (or a poll's parsing) holds the GIL for up to the switch interval each time a scrape's
+        # thread wants it back, a few times per scrape: 5 ms by default, so ~1 ms keeps scrapes fast.
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    server = _Server((host, port), _address_family(host, port), settings, cache, limits)
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
     running = MetricsServer(server, thread, web_config_file)
