@@ -15,12 +15,18 @@ Calls per poll (microversion negotiated up to 2.104):
   `GET /flavors/{id}/os-flavor-access` per private flavor.
 * `GET /os-aggregates`: hosts, metadata (availability_zone, filter_tenant_id*, anything used by
   `aggregate_instance_extra_specs`) and, from 2.41, the uuid (= the Placement aggregate uuid).
-* with `quotas: true`: `GET /os-quota-sets/{project}/detail` for each project that has servers.
+* with `quotas: true`: `GET /os-quota-sets/{project}/detail` for a project that has servers when it is first seen and
+  then about once per `quotas_interval` (limits change rarely; reading every project every poll made a steady poll
+  grow with the number of projects). Usage (`in_use`) is counted from the servers this poll listed — vCPUs and RAM
+  of their flavors, and their number — as Nova's counting quota driver does, so it is fresh every poll.
 """
 
 from __future__ import annotations
 
+import time
+import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -115,13 +121,29 @@ def _has_next(body: dict[str, Any], key: str) -> bool:
     return any(isinstance(link, dict) and link.get("rel") == "next" for link in links)
 
 
-class NovaReader:
-    """Reads Nova for one cloud (stateless between polls)."""
+@dataclass
+class _QuotaLimits:
+    """One project's quota limits and reservations (bytes for RAM) as last read, and when to read them again."""
 
-    def __init__(self, client: OpenStackClient, page_size: int = 1000, quotas: bool = True):
+    limits: dict[str, float]
+    reserved: dict[str, float]
+    due: float
+
+
+QUOTA_KEYS = (("cores", "cpu", 1), ("ram", "memory", 2**20), ("instances", "instances", 1))
+
+
+class NovaReader:
+    """Reads Nova for one cloud; between polls it keeps only each project's quota limits (see `quotas_interval`)."""
+
+    def __init__(self, client: OpenStackClient, page_size: int = 1000, quotas: bool = True,
+                 quotas_interval: float = 3600.0, clock: Callable[[], float] = time.monotonic):
         self.client = client
         self.page_size = page_size
         self.quotas = quotas
+        self.quotas_interval = quotas_interval
+        self.clock = clock
+        self._limits: dict[str, _QuotaLimits] = {}
 
     def read(self) -> NovaState:
         version = self.client.microversion("compute")
@@ -135,9 +157,38 @@ class NovaReader:
         )
         state.servers = self._servers(version, flavors, state)
         if self.quotas:
-            projects = sorted({s.project for s in state.servers if s.project})
-            state.quotas = [q for p in projects for q in self._quota(p, version)]
+            state.quotas = self._quotas(state.servers, version)
         return state
+
+    def _quotas(self, servers: list[Server], version: Version) -> list[Quota]:
+        """Limits (cached, re-read about once per `quotas_interval`, spread per project) and usage counted now."""
+        used: dict[str, dict[str, float]] = {}
+        for server in servers:
+            if not server.project:
+                continue
+            mine = used.setdefault(server.project, {"cores": 0.0, "ram": 0.0, "instances": 0.0})
+            mine["instances"] += 1
+            if server.flavor is not None:
+                mine["cores"] += server.flavor.vcpus
+                mine["ram"] += server.flavor.ram_mb
+        now = self.clock()
+        for project in list(self._limits):
+            if project not in used:
+                del self._limits[project]  # no servers left: read afresh if it comes back
+        rows: list[Quota] = []
+        for project in sorted(used):
+            cached = self._limits.get(project)
+            if cached is None or now >= cached.due:
+                cached = self._read_limits(project, version, now)
+                self._limits[project] = cached
+            for key, resource, scale in QUOTA_KEYS:
+                if key not in cached.limits:
+                    continue
+                limit = cached.limits[key]
+                rows.append(Quota(project=project, resource=resource,
+                                  limit=float("nan") if limit < 0 else limit * scale,
+                                  in_use=used[project][key] * scale, reserved=cached.reserved[key] * scale))
+        return rows
 
     # -- paging -----------------------------------------------------------------------------
 
@@ -265,27 +316,25 @@ class NovaReader:
                 raise _malformed("GET /servers/detail", f"server entry {item.get('id')!r}: {error}") from None
         return servers
 
-    def _quota(self, project: str, version: Version) -> list[Quota]:
+    def _read_limits(self, project: str, version: Version, now: float) -> _QuotaLimits:
         body = self.client.get("compute", f"/os-quota-sets/{project}/detail", microversion=version)
         quota_set = body.get("quota_set")
         if not isinstance(quota_set, dict):
             raise _malformed(f"GET /os-quota-sets/{project}/detail", "no 'quota_set' object")
-        rows = []
-        for key, resource, scale in (("cores", "cpu", 1), ("ram", "memory", 2**20), ("instances", "instances", 1)):
+        limits: dict[str, float] = {}
+        reserved: dict[str, float] = {}
+        for key, _, _ in QUOTA_KEYS:
             entry = quota_set.get(key)
-            if not isinstance(entry, dict):
-                continue
-            limit = float(entry.get("limit", -1))
-            rows.append(
-                Quota(
-                    project=project,
-                    resource=resource,
-                    limit=float("nan") if limit < 0 else limit * scale,
-                    in_use=float(entry.get("in_use", 0)) * scale,
-                    reserved=float(entry.get("reserved", 0)) * scale,
-                )
-            )
-        return rows
+            if isinstance(entry, dict):
+                try:
+                    limits[key] = float(entry.get("limit", -1))
+                    reserved[key] = float(entry.get("reserved", 0))
+                except (TypeError, ValueError):
+                    raise _malformed(f"GET /os-quota-sets/{project}/detail", f"{key!r} is not a number") from None
+        # Spread re-reads: each project comes due between 0.75 and 1.25 intervals from now (by its id), so a
+        # cloud's projects are not all read again in the same poll an hour after start.
+        spread = 0.75 + 0.5 * (zlib.crc32(project.encode()) / 2**32)
+        return _QuotaLimits(limits, reserved, now + self.quotas_interval * spread)
 
 
 def _server_flavor(embedded: dict[str, Any], flavors: dict[str, Flavor], by_name: dict[str, Flavor]) -> Flavor | None:

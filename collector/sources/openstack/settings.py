@@ -31,7 +31,12 @@ class OpenStackSourceConfig(SourceBase):
     default_zone: str = Field(
         default="nova", description="AZ of hosts in no AZ aggregate (Nova's default_availability_zone)."
     )
-    quotas: bool = Field(default=True, description="Read per-project quota usage (one call per project with servers).")
+    quotas: bool = Field(default=True, description="Read per-project quotas into `openstack_quotas`.")
+    quotas_interval: Duration = Field(
+        default=timedelta(hours=1),
+        description="Re-read each project's quota limits about this often (one call per project; usage is counted "
+        "from the servers every poll).",
+    )
     concurrency: int = Field(default=4, ge=1, le=32, description="Placement providers read in parallel.")
     max_response_size: Quantity = Field(
         default=DEFAULT_MAX_RESPONSE_SIZE,

@@ -31,7 +31,8 @@ class OpenStackSource(Source):
             self.cloud, connector, retry=retry, max_response_bytes=int(config.max_response_size), **kwargs
         )
         self.placement = PlacementReader(self.client, concurrency=config.concurrency)
-        self.nova = NovaReader(self.client, page_size=config.page_size, quotas=config.quotas)
+        self.nova = NovaReader(self.client, page_size=config.page_size, quotas=config.quotas,
+                               quotas_interval=config.quotas_interval.total_seconds())
         self.polls = 0
 
     def poll(self, now: datetime) -> PollResult:
