@@ -25,6 +25,7 @@ HEADERS = {
 }
 
 _DOUBLE = struct.Struct("<d")
+_ZERO = _DOUBLE.pack(0.0)
 
 
 def _varint(value: int) -> bytes:
@@ -53,8 +54,14 @@ def encode_labels(labels: Labels) -> bytes:
 
 
 def encode_sample(timestamp_ms: int, value: float) -> bytes:
-    """One `samples` field (TimeSeries field 2): value is field 1 (double), timestamp field 2 (int64 ms)."""
-    return _field(2, b"\x09" + _DOUBLE.pack(value) + b"\x10" + _varint(timestamp_ms))
+    """One `samples` field (TimeSeries field 2): value is field 1 (double), timestamp field 2 (int64 ms).
+
+    Zero scalars are left out, as proto3 encoders do (byte-identical to the reference implementation)."""
+    packed = _DOUBLE.pack(value)
+    payload = (b"\x09" + packed if packed != _ZERO else b"") + (
+        b"\x10" + _varint(timestamp_ms) if timestamp_ms else b""
+    )
+    return _field(2, payload)
 
 
 def encode_series(encoded_labels: bytes, samples: Iterable[tuple[int, float]]) -> bytes:
