@@ -120,6 +120,7 @@ class RemoteWriter:
         self._queued = 0
         self._lock = threading.Lock()  # one poll's request at a time keeps the samples in time order
         self._failing = False
+        self.last_rejection = ""
 
     @property
     def queue_length(self) -> int:
@@ -143,6 +144,12 @@ class RemoteWriter:
             self.stats.set(queue_length=self._queued)
             return True
 
+    def send(self, series: list[bytes], samples: int) -> str:
+        """One request outside the queue (backfill, which reports refusals itself rather than logging each):
+        'ok', 'rejected' (4xx) or 'retry' (retries exhausted)."""
+        with self._lock:
+            return self._send(_Batch(series, samples), quiet=True)
+
     def _trim(self) -> None:
         """Drop the oldest queued polls beyond `queue_samples` (counted): the newest matter most to a planner."""
         while self._queue and self._queued > self.config.queue_samples:
@@ -152,7 +159,7 @@ class RemoteWriter:
             log.warning("history.remote: retry queue full (%d samples): dropped a poll of %d samples",
                         self.config.queue_samples, batch.samples)  # fmt: skip
 
-    def _send(self, batch: _Batch) -> str:
+    def _send(self, batch: _Batch, quiet: bool = False) -> str:
         """'ok', 'rejected' (4xx: final) or 'retry' (retries exhausted: the batch stays queued)."""
         body = encode_request(batch.series)
         delay = self.config.min_backoff.total_seconds()
@@ -176,6 +183,9 @@ class RemoteWriter:
             self.stats.add(failed_requests=1)
             if 400 <= status < 500 and status != 429:
                 self.stats.add(failed_samples=batch.samples)
+                self.last_rejection = f"HTTP {status}: {text[:300].decode(errors='replace').strip()}"
+                if quiet:
+                    return "rejected"
                 log.warning("history.remote: %s refused a poll of %d samples (HTTP %d, not retried): %s",
                             _origin(self.config.write_url), batch.samples, status,
                             text[:300].decode(errors="replace").strip())  # fmt: skip

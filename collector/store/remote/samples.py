@@ -35,7 +35,8 @@ class SeriesEncoder:
     def __init__(self) -> None:
         self._labels: dict[tuple[str, ...], bytes] = {}
 
-    def _encoded(self, key: tuple[str, ...]) -> bytes:
+    def labels_of(self, key: tuple[str, ...]) -> bytes:
+        """Encoded labels of (metric name, *SERIES_LABELS values), cached."""
         cached = self._labels.get(key)
         if cached is None:
             if len(self._labels) >= _LABEL_CACHE_LIMIT:
@@ -58,7 +59,7 @@ class SeriesEncoder:
                 continue
             values = frame[column].to_numpy(dtype=float, na_value=np.nan)
             for index in np.flatnonzero(np.isfinite(values)).tolist():
-                out.append(_series(self._encoded((metric, *rows[index])), encode_sample(ts_ms, float(values[index]))))
+                out.append(_series(self.labels_of((metric, *rows[index])), encode_sample(ts_ms, float(values[index]))))
         return out, len(out)
 
 
