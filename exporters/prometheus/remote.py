@@ -20,8 +20,8 @@ PREFIX = "capacityd_remote_storage_"
 
 COUNTERS = {
     "samples": "Samples the remote TSDB accepted (HTTP 2xx).",
-    "failed_samples": "Samples of requests that failed for good (4xx, never retried) or ran out of retries "
-    "(those stay queued and are counted again in samples_total if a later send succeeds).",
+    "failed_samples": "Samples the TSDB refused for good (HTTP 4xx other than 429, never retried). Every sample "
+    "ends in exactly one of samples_total, failed_samples_total, dropped_samples_total or queue_length.",
     "retried_samples": "Samples sent again after a 5xx, 429 or network failure.",
     "dropped_samples": "Samples never sent: the in-memory retry queue was full (oldest polls dropped first).",
     "requests": "Remote-write requests made (one per poll, plus retries and queued polls).",

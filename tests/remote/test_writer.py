@@ -114,7 +114,7 @@ def test_full_queue_drops_the_oldest_polls_and_counts_them() -> None:
         for i in range(5):
             assert not writer.write(*poll(i))
         assert writer.queue_length == 2 * count
-        assert writer.stats.dropped_samples == 3 * count
+        assert writer.stats.dropped_samples == 3 * count and writer.stats.failed_samples == 0
         frame = writer.stats.frame().set_index("metric")
         assert frame.loc["queue_length", "value"] == 2 * count
         assert frame.loc["dropped_samples", "value"] == 3 * count

@@ -205,7 +205,6 @@ class RemoteWriter:
                 f"HTTP {status}" if status else text[:200].decode(),
             )
             self._failing = True
-        self.stats.add(failed_samples=batch.samples)
         return "retry"
 
 

@@ -42,7 +42,7 @@ class RemoteStats:
     """Thread-safe counters; `frame()` is a consistent copy."""
 
     samples: int = 0  # accepted by the receiver (2xx)
-    failed_samples: int = 0  # rejected for good (4xx) or given up after the retries
+    failed_samples: int = 0  # refused for good (4xx): never retried
     retried_samples: int = 0  # sent again after a 5xx/429/network failure
     dropped_samples: int = 0  # never sent: the retry queue was full
     requests: int = 0
