@@ -36,7 +36,7 @@ SLICE = timedelta(minutes=30)
 READ_CHUNK = timedelta(days=1)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("history", help="history store tools (export to a remote TSDB)",
                                    description="Tools for the history store.")  # fmt: skip
     commands = parser.add_subparsers(dest="history_command", metavar="SUBCOMMAND", required=True)
@@ -210,7 +210,8 @@ def _send(writer: Any, batch: list[tuple[tuple[str, ...], bytes, int]], result: 
 
 def _first_time(history: Any, end: datetime) -> datetime:
     """Where per-host history can start: host_retention before `end` (older host rows are gone)."""
-    return end - history.config.host_retention - timedelta(hours=1)
+    retention: timedelta = history.config.host_retention
+    return end - retention - timedelta(hours=1)
 
 
 RETENTION_MARGIN = 3600.0
