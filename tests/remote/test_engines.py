@@ -83,6 +83,33 @@ def test_pool_and_host_series_equal_the_embedded_store(engine: Service, tmp_path
         history.close()
 
 
+def test_forecast_input_from_the_tsdb_equals_the_embedded_one(engine: Service, tmp_path: Path) -> None:
+    """What the forecast (and what-if) analyses read: 8 weeks of hourly pool totals, per basis."""
+    from collector.analyses.forecast.api import pool_series_for_forecast
+
+    t0 = recent_t0()
+    polls = 4 * 12
+    history = open_backend(tmp_path / "state", remote_config(engine))
+    assert isinstance(history, RemoteHistory)
+    try:
+        poll_estate(history, t0, polls)
+        flush(engine)
+        now = t0 + polls * POLL
+        local = pool_series_for_forecast(history.local, now)
+        remote = pool_series_for_forecast(history, now)
+        assert history.remote_stats.read_errors == 0
+        # 4 hours x (7 pool series x 2 bases - 2 hypervisor cpu allocated (overcommit) - az2 memory used (unknown))
+        assert len(local) == 4 * (7 * 2 - 2 - 1)
+        order = ["layer", "cloud", "pool", "resource", "basis", "timestamp"]
+        local = local.sort_values(order, ignore_index=True)
+        remote = remote.sort_values(order, ignore_index=True)
+        pd.testing.assert_frame_equal(remote[order], local[order], check_dtype=False)
+        for column in ("value", "limit"):
+            np.testing.assert_allclose(remote[column], local[column], rtol=1e-11, err_msg=column)
+    finally:
+        history.close()
+
+
 def test_long_ranges_are_split_under_the_11000_point_limit(engine: Service, tmp_path: Path) -> None:
     """8 weeks at 5 minutes is 16,128 points: Prometheus refuses that in one query; the reader splits it."""
     t0 = recent_t0()
