@@ -77,3 +77,21 @@ def test_capacity_frame_becomes_metrics_md_series() -> None:
 def test_special_values_round_trip(value: float) -> None:
     body = encode_request([encode_series(encode_labels((("__name__", "x"),)), [(-5, value)])])
     assert decode(body) == [({"__name__": "x"}, [(-5, value)])]
+
+
+def test_series_encoder_equals_the_generic_encoder_including_zeros() -> None:
+    """The fast per-poll path (cached rows, timestamp encoded once) builds the same bytes as encode_series."""
+    when = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    frame = capacity_frame(when, pools=("az1", "az2"), hosts_per_pool=3, resources=("cpu", "memory"),
+                           allocated=np.array([0.0, -0.0, 0.5, 1.0, 0.25, 0.0] * 2), used=np.nan)  # fmt: skip
+    encoder = SeriesEncoder()
+    for _ in range(2):  # cold, then cached
+        parts, count = encoder.encode("kvm", frame, when)
+        expected = []
+        for column in ("capacity", "reserved", "allocatable", "allocated"):
+            for _, row in frame.iterrows():
+                labels = {"__name__": f"capacity_resource_{column}", "source": "kvm",
+                          **{c: row[c] for c in ("layer", "cloud", "pool", "host", "scope", "resource")}}  # fmt: skip
+                stamp = int(when.timestamp() * 1000)
+                expected.append(encode_series(encode_labels(sort_labels(labels)), [(stamp, float(row[column]))]))
+        assert parts == expected and count == 4 * 12

@@ -16,7 +16,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from collector.store.remote.wire import _field, encode_labels, encode_sample, sort_labels
+from collector.store.remote.wire import _varint, encode_labels, sort_labels
 
 VALUE_METRICS = {
     "capacity": "capacity_resource_capacity",
@@ -30,41 +30,60 @@ _LABEL_CACHE_LIMIT = 1_000_000
 
 
 class SeriesEncoder:
-    """Builds a poll's `timeseries` fields; encoded label sets are cached per series (~6x faster)."""
+    """Builds a poll's `timeseries` fields. Each row's encoded labels are cached (the metric name, which sorts
+    first, is prepended), and a poll's timestamp is encoded once: a poll's request costs ~10 µs per sample."""
 
     def __init__(self) -> None:
-        self._labels: dict[tuple[str, ...], bytes] = {}
+        self._rows: dict[tuple[str, ...], bytes] = {}
+        self._names = {metric: encode_labels((("__name__", metric),)) for metric in VALUE_METRICS.values()}
 
     def labels_of(self, key: tuple[str, ...]) -> bytes:
-        """Encoded labels of (metric name, *SERIES_LABELS values), cached."""
-        cached = self._labels.get(key)
+        """Encoded labels of (metric name, *SERIES_LABELS values), cached per row."""
+        name = self._names.get(key[0]) or encode_labels((("__name__", key[0]),))
+        return name + self._row(key[1:])
+
+    def _row(self, row: tuple[str, ...]) -> bytes:
+        cached = self._rows.get(row)
         if cached is None:
-            if len(self._labels) >= _LABEL_CACHE_LIMIT:
-                self._labels.clear()
-            labels = dict(zip(("__name__", *SERIES_LABELS), key, strict=True))
-            cached = self._labels[key] = encode_labels(sort_labels(labels))
+            if len(self._rows) >= _LABEL_CACHE_LIMIT:
+                self._rows.clear()
+            # `__name__` sorts before every lowercase label name, so name + sorted rest is the spec's order.
+            cached = self._rows[row] = encode_labels(sort_labels(dict(zip(SERIES_LABELS, row, strict=True))))
         return cached
 
     def encode(self, source: str, capacity: pd.DataFrame | None, when: datetime) -> tuple[list[bytes], int]:
         """(timeseries fields, sample count) of one poll: one sample per known value."""
         if capacity is None or not len(capacity):
             return [], 0
-        ts_ms = round(when.timestamp() * 1000)
+        timestamp = _timestamp_part(round(when.timestamp() * 1000))
         frame = capacity.assign(source=source)
         labels = [frame[c].astype("string").fillna("").to_numpy(dtype=object) for c in SERIES_LABELS]
-        rows = list(zip(*labels, strict=True))
+        encoded = [self._row(row) for row in zip(*labels, strict=True)]
         out: list[bytes] = []
         for column, metric in VALUE_METRICS.items():
             if column not in frame.columns:
                 continue
+            name = self._names[metric]
             values = frame[column].to_numpy(dtype=float, na_value=np.nan)
+            packed = values.astype("<f8").tobytes()
             for index in np.flatnonzero(np.isfinite(values)).tolist():
-                out.append(_series(self.labels_of((metric, *rows[index])), encode_sample(ts_ms, float(values[index]))))
+                sample = _sample_field(packed[8 * index : 8 * index + 8], timestamp)
+                body = name + encoded[index]
+                out.append(b"\x0a" + _varint(len(body) + len(sample)) + body + sample)
         return out, len(out)
 
 
-def _series(labels: bytes, sample: bytes) -> bytes:
-    return _field(1, labels + sample)
+_ZERO = bytes(8)
+
+
+def _timestamp_part(timestamp_ms: int) -> bytes:
+    return b"\x10" + _varint(timestamp_ms) if timestamp_ms else b""
+
+
+def _sample_field(packed_value: bytes, timestamp_part: bytes) -> bytes:
+    """A Sample field from an 8-byte little-endian double and an encoded timestamp (zeros left out, as proto3)."""
+    payload = (b"\x09" + packed_value if packed_value != _ZERO else b"") + timestamp_part
+    return b"\x12" + _varint(len(payload)) + payload
 
 
 def history_series(rows: pd.DataFrame) -> Iterator[tuple[tuple[str, ...], int, float]]:
