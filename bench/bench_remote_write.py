@@ -8,7 +8,8 @@ and reading a forecast pass's pool totals back through PromQL.
    building message objects for the same request (the peer), median of `--runs`, and the ratio.
 2. Write: the same polls POSTed to a real VictoriaMetrics (loopback, temp dir): samples per second.
 3. Read: a forecast pass's input (8 weeks of hourly pool totals, `sum by` pushed into PromQL) after
-   writing 8 weeks of hourly polls of 200 hosts in 20 pools; seconds, median of `--runs`.
+   writing 8 weeks of hourly polls of 200 hosts in 20 pools, in a fresh VictoriaMetrics, next to the
+   embedded store's pool_series on the same polls (the peer); seconds, median of `--runs`, and the ratio.
 Needs `victoria-metrics` (scripts/provision/tsdb.sh) and `protobuf` (the `test` extra).
 """
 
@@ -24,16 +25,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cramjam  # noqa: E402
+import cramjam
 
-from collector.store.remote.client import RemoteWriter  # noqa: E402
-from collector.store.remote.promql import PromReader  # noqa: E402
-from collector.store.remote.samples import SERIES_LABELS, VALUE_METRICS, SeriesEncoder  # noqa: E402
-from collector.store.remote.wire import encode_request  # noqa: E402
-from collector.store.settings import RemoteHistoryConfig  # noqa: E402
-from tests.history.frames import capacity_frame  # noqa: E402
-from tests.remote.prompb import WriteRequest  # noqa: E402
-from tests.remote.tsdb import flush, victoria_metrics  # noqa: E402
+from collector.store.history import History
+from collector.store.remote.client import RemoteWriter
+from collector.store.remote.promql import PromReader
+from collector.store.remote.samples import SERIES_LABELS, VALUE_METRICS, SeriesEncoder
+from collector.store.remote.wire import encode_request
+from collector.store.settings import HistoryConfig, RemoteHistoryConfig
+from tests.history.frames import capacity_frame
+from tests.remote.prompb import WriteRequest
+from tests.remote.tsdb import flush, victoria_metrics
 
 
 def median_seconds(func, runs: int) -> float:  # type: ignore[no-untyped-def]
@@ -97,24 +99,35 @@ def main() -> int:
                   f"{args.runs}, {samples / write:,.0f} samples/s; encode+write {samples / (write + ours):,.0f}"
                   " samples/s")  # fmt: skip
 
+        finally:
+            vm.stop()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        vm = victoria_metrics(Path(tmp))
+        history = History.open(Path(tmp) / "state", HistoryConfig())
+        try:
+            writer = RemoteWriter(RemoteHistoryConfig(write_url=f"{vm.url}/api/v1/write", max_retries=0))
             small = capacity_frame(when, pools=tuple(f"p{i}" for i in range(20)), hosts_per_pool=10,
                                    resources=("cpu", "memory"))  # fmt: skip
             start = when - timedelta(weeks=8)
             for hour in range(8 * 7 * 24):
                 at = start + timedelta(hours=hour)
-                writer.write(*encoder.encode("kvm", small.assign(allocated=small["allocated"] * (1 + hour / 2000)),
-                                             at))  # fmt: skip
+                poll = small.assign(allocated=small["allocated"] * (1 + hour / 2000))
+                writer.write(*encoder.encode("kvm", poll, at))
+                history.append("kvm", {"capacity": poll}, at)
             flush(vm)
             reader = PromReader(RemoteHistoryConfig(write_url=f"{vm.url}/api/v1/write"))
-            rows = reader.pool_series(start=start, end=when + timedelta(hours=1), step=timedelta(hours=1))
-            read = median_seconds(lambda: reader.pool_series(start=start, end=when + timedelta(hours=1),
-                                                             step=timedelta(hours=1)), args.runs)  # fmt: skip
-            raw = median_seconds(lambda: reader.host_series(start=start, end=start + timedelta(days=7)), 3)
-            print(f"read a forecast pass (8 weeks hourly, 40 pool series from 400 host series, sum by in PromQL):"
-                  f" {read:.2f} s median of {args.runs} ({len(rows)} rows)")  # fmt: skip
-            print(f"  peer: pulling one week of the raw host series instead: {raw:.2f} s; "
-                  f"ratio 8-week pool read / 1-week host read: {read / raw:.2f}")  # fmt: skip
+            end = when + timedelta(hours=1)
+            rows = reader.pool_series(start=start, end=end, step=timedelta(hours=1))
+            read = median_seconds(lambda: reader.pool_series(start=start, end=end, step=timedelta(hours=1)), args.runs)
+            local = median_seconds(lambda: history.pool_series(start=start, end=end, step=timedelta(hours=1)),
+                                   args.runs)  # fmt: skip
+            print(f"read a forecast pass (8 weeks hourly, 40 pool series summed in PromQL from 400 host series): "
+                  f"{read:.2f} s median of {args.runs} ({len(rows)} rows)")  # fmt: skip
+            print(f"  peer: the embedded store's pool_series on the same polls: {local:.2f} s; "
+                  f"ratio remote / embedded: {read / local:.2f}")  # fmt: skip
         finally:
+            history.close()
             vm.stop()
     return 0
 
