@@ -106,6 +106,23 @@ def test_exhausted_retries_queue_the_poll_and_send_it_first_next_time() -> None:
         assert writer.stats.dropped_samples == 0
 
 
+def test_while_failing_each_poll_probes_once_instead_of_retrying() -> None:
+    """A blackholed TSDB must not hold every poll thread for (max_retries + 1) x timeout."""
+    with receiver() as r:
+        r.default = 503
+        writer, sleeps = make_writer(r.url)
+        assert not writer.write(*poll(0))
+        assert len(r.requests) == 4 and len(sleeps) == 3
+        assert not writer.write(*poll(1))
+        assert len(r.requests) == 5 and len(sleeps) == 3  # one probe, no backoff
+        r.default = 204
+        assert writer.write(*poll(2))
+        assert len(r.requests) == 5 + 3 and writer.queue_length == 0
+        r.script.extend([500])
+        assert writer.write(*poll(3))  # recovered: retries again
+        assert len(sleeps) == 4
+
+
 def test_full_queue_drops_the_oldest_polls_and_counts_them() -> None:
     with receiver() as r:
         r.default = 500

@@ -163,7 +163,10 @@ class RemoteWriter:
         """'ok', 'rejected' (4xx: final) or 'retry' (retries exhausted: the batch stays queued)."""
         body = encode_request(batch.series)
         delay = self.config.min_backoff.total_seconds()
-        for attempt in range(self.config.max_retries + 1):
+        # While the TSDB is known to be failing, each poll probes it once instead of retrying: a blackholed
+        # endpoint would otherwise hold every poll thread for (max_retries + 1) x timeout.
+        retries = 0 if self._failing else self.config.max_retries
+        for attempt in range(retries + 1):
             if attempt:
                 self.stats.add(retried_samples=batch.samples)
             started = time.monotonic()
@@ -190,7 +193,7 @@ class RemoteWriter:
                             _origin(self.config.write_url), batch.samples, status,
                             text[:300].decode(errors="replace").strip())  # fmt: skip
                 return "rejected"
-            if attempt == self.config.max_retries:
+            if attempt == retries:
                 break
             wait = delay
             retry_after = headers.get("Retry-After") or headers.get("retry-after")
