@@ -125,3 +125,19 @@ def test_long_ranges_are_split_under_the_11000_point_limit(engine: Service, tmp_
         assert history.remote_stats.read_errors == 0
     finally:
         history.close()
+
+
+def test_last_timestamp_of_a_source_from_the_tsdb(engine: Service, tmp_path: Path) -> None:
+    """What a planner without a local store uses to tell a source's freshness."""
+    from datetime import UTC, datetime
+
+    history = open_backend(tmp_path / "state", remote_config(engine))
+    assert isinstance(history, RemoteHistory)
+    try:
+        when = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+        assert history.append("kvm", {"capacity": capacity_frame(when, source="kvm")}, when)
+        flush(engine)
+        assert history.reader.last_timestamp("kvm") == when
+        assert history.reader.last_timestamp("other") is None
+    finally:
+        history.close()

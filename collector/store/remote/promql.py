@@ -125,8 +125,8 @@ class PromReader:
             return _matrix_series(result, POOL_BY, shift=step_s - _MS)
 
         # The TSDB does the work: a few queries in flight at once cut a forecast pass's wall time.
-        with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES) as pool:
-            columns = dict(zip(queries, pool.map(run, queries.values()), strict=True))
+        with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES) as executor:
+            columns = dict(zip(queries, executor.map(run, queries.values()), strict=True))
         frame = pd.DataFrame(columns)
         if frame.empty:
             return _empty(POOL_SERIES_COLUMNS)
