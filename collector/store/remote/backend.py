@@ -93,6 +93,8 @@ class RemoteHistory:
         self.local.close()
 
     def __getattr__(self, name: str) -> Any:  # anything else History offers (verify, backfill, ...)
+        if name == "local":  # not yet set (a failed __init__): no recursion
+            raise AttributeError(name)
         return getattr(self.local, name)
 
     def __enter__(self) -> RemoteHistory:
