@@ -130,3 +130,26 @@ def test_export_without_history_is_a_clear_error(tmp_path: Path, capsys: pytest.
     with receiver() as r:
         assert main(["history", "export", "--state-dir", str(tmp_path), "--to", r.url]) == 2
     assert "no history.sqlite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dedup", [True, False])
+def test_victoria_metrics_duplicates_need_dedup(
+    tmp_path: Path, dedup: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backfill run twice (or a retried request that had arrived) writes every sample twice: VictoriaMetrics
+    keeps both unless -dedup.minScrapeInterval is set (docs/scale-out.md)."""
+    t0 = recent_t0()
+    fill(tmp_path / "state", t0, 12).close()
+    service = victoria_metrics(tmp_path, dedup=dedup)
+    try:
+        for _ in range(2):
+            assert main(["history", "export", "--state-dir", str(tmp_path / "state"), "--to", write_url(service),
+                         "--start", t0.isoformat(), "--end", (t0 + 12 * POLL).isoformat()]) == 0  # fmt: skip
+        capsys.readouterr()
+        flush(service)
+        reader = PromReader(RemoteHistoryConfig(write_url=write_url(service)))
+        counts = reader.query("sum(count_over_time(capacity_resource_capacity[1h]))", (t0 + 12 * POLL).timestamp())
+        # (t0, t0 + 1h]: the 11 polls after t0, 12 series
+        assert float(counts[0]["value"][1]) == 11 * 12 * (1 if dedup else 2)
+    finally:
+        service.stop()

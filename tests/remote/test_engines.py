@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from collector.store.remote.backend import RemoteHistory, open_backend
+from collector.store.remote.client import RemoteError
 from collector.store.remote.promql import PromReader
 from collector.store.settings import HistoryConfig, RemoteHistoryConfig
 from tests.history.frames import capacity_frame
@@ -123,6 +124,11 @@ def test_long_ranges_are_split_under_the_11000_point_limit(engine: Service, tmp_
                                    step=POLL)  # fmt: skip
         assert sorted(set(frame["timestamp"])) == [t0 + i * POLL for i in range(3)]
         assert history.remote_stats.read_errors == 0
+        if engine.name == "prometheus":  # the engine behaviour the split avoids
+            start = (t0 - timedelta(weeks=8)).timestamp()
+            with pytest.raises(RemoteError, match=r"11,?000"):
+                reader.http.get_json("/api/v1/query_range", {"query": "capacity_resource_capacity",
+                                     "start": f"{start}", "end": f"{t0.timestamp()}", "step": "300"})  # fmt: skip
     finally:
         history.close()
 
