@@ -80,10 +80,10 @@ class ReloadStatus:
 
 def open_history(config: Config) -> Any | None:
     """The history store under state_dir, or None (with a warning) when it cannot be opened."""
-    from collector.store.history import History
+    from collector.store.remote.backend import open_backend  # history.backend: embedded | remote
 
     try:
-        return History.open(config.state_dir, config.history)
+        return open_backend(config.state_dir, config.history)
     except OSError as error:
         log.warning("history disabled: cannot open %s: %s", config.state_dir, error)
         return None
