@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -212,7 +213,15 @@ class TargetFleet(Source):
             table = self._targets_frame()
         frames = concat(parts)
         frames["targets"] = table
-        return PollResult(frames=frames)
+        skipped: Counter[str] = Counter()
+        consumers = frames.get("consumers")
+        if consumers is not None and len(consumers) and consumers["id"].duplicated().any():
+            # A live migration shows the domain on both hosts for a moment: keep the one holding capacity.
+            ordered = consumers.sort_values("holds_capacity", ascending=False, kind="stable")
+            kept = ordered[~ordered.duplicated(["source", "id"])].sort_index()
+            skipped["domain_on_two_targets"] = len(consumers) - len(kept)
+            frames["consumers"] = kept.reset_index(drop=True)
+        return PollResult(frames=frames, skipped=skipped)
 
     def _targets_frame(self) -> pd.DataFrame:
         states = sorted(self.states.items())

@@ -1,0 +1,222 @@
+"""Per-target scheduling of a discovered source (issue 16, docs/discovery.md).
+
+A source with `discover:` is one `TargetFleet` (collector/sources/discovery/fleet.py) with many
+targets. `FleetRunner` replaces the one-job-per-source schedule for it:
+
+* each target is polled once per interval at its own offset, a hash of (source, target) — the way
+  Prometheus spreads scrapes — so 1000 hosts never fire at once and a target keeps its slot;
+* at most `max_concurrency` polls run at the same time, on a bounded pool; each target's Source (and
+  its libvirt connection) lives as long as the target, so connections are reused between polls;
+* a target whose previous poll has not returned is not polled again (counted as `still_running`
+  against that target only); a slow or dead host costs one worker, never another target's slot;
+* discovery is re-run every `refresh_interval` (file_sd) or whenever the OpenStack source's frames
+  change (Nova); new targets get their slot in the current interval, gone ones stop;
+* the merged frames of all targets are published to the Estate at most every `publish_period`, and
+  to history (through `on_success`) once per interval: the store sums pools per append, so it must
+  see every target of the source in one append, like any other source's poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from collector.contract.schema import FrameSet
+from collector.estate import Estate
+from collector.sources.base import PollResult, SourceError
+from collector.sources.discovery.fleet import TargetFleet
+
+log = logging.getLogger(__name__)
+
+OnSuccess = Callable[[str, PollResult, datetime], None]
+
+
+def slot_offset(source: str, identity: str, interval: float) -> float:
+    """Seconds into each interval at which this target is polled: stable per (source, target), uniform."""
+    return zlib.crc32(f"{source}\0{identity}".encode()) / 2**32 * interval
+
+
+def estate_inventory(estate: Estate, source_name: str) -> Callable[[], FrameSet | None]:
+    """The latest good frames of `source_name` (the OpenStack source discovery reads), or None."""
+
+    def inventory() -> FrameSet | None:
+        for status in estate.snapshot().statuses:
+            if status.name == source_name:
+                return status.frames or None
+        return None
+
+    return inventory
+
+
+class FleetRunner:
+    """Drives one TargetFleet: discovery refreshes, spread per-target polls, publication to the Estate."""
+
+    def __init__(self, fleet: TargetFleet, estate: Estate, interval: float, timeout: float,
+                 on_success: OnSuccess | None = None, publish_period: float | None = None):
+        self.source = fleet
+        self.fleet = fleet
+        self.estate = estate
+        self.interval = interval
+        self.timeout = timeout
+        self.on_success = on_success
+        self.publish_period = publish_period if publish_period is not None else max(1.0, min(15.0, interval / 4))
+        self._next_history = time.monotonic() + interval
+        self.refresh_period = min(interval, fleet.discover.refresh_interval.total_seconds())
+        self._pool = ThreadPoolExecutor(max_workers=fleet.discover.max_concurrency,
+                                        thread_name_prefix=f"poll-{fleet.name}")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._inflight: set[str] = set()
+        self._due: dict[str, float] = {}
+        self._dirty = threading.Event()
+        self.inflight_peak = 0
+        self.started_at: list[tuple[str, float]] = []
+        """(target, monotonic start) of every poll; kept for the last few intervals (bench, tests)."""
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> FleetRunner:
+        self._thread = threading.Thread(target=self._loop, name=f"fleet-{self.fleet.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.fleet.close()
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_refresh = next_publish = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_refresh:
+                self.refresh(now)
+                next_refresh = now + self.refresh_period
+            self._submit_due(now)
+            if self._dirty.is_set() and now >= next_publish:
+                self._dirty.clear()
+                self.publish()
+                next_publish = now + self.publish_period
+            upcoming = min([next_refresh, next_publish if self._dirty.is_set() else next_refresh,
+                            *self._due.values()], default=next_refresh)
+            self._stop.wait(min(max(upcoming - time.monotonic(), 0.01), 0.5))
+        self.publish()
+
+    def refresh(self, now: float | None = None) -> bool:
+        """Re-run discovery; new targets get their slot in the current interval. False if it failed."""
+        now = time.monotonic() if now is None else now
+        try:
+            changes = self.fleet.refresh()
+        except SourceError as error:
+            self.estate.record_failure(self.fleet.name, error.reason, str(error), datetime.now(UTC), 0.0)
+            log.warning("source %s: discovery failed (%s): %s", self.fleet.name, error.reason, error)
+            return False
+        active = set(self.fleet.active())
+        cycle = now - now % self.interval
+        with self._lock:
+            for identity in active - self._due.keys():
+                due = cycle + slot_offset(self.fleet.name, identity, self.interval)
+                self._due[identity] = due if due >= now else due + self.interval
+            for identity in self._due.keys() - active:
+                del self._due[identity]
+        if changes.added or changes.removed or changes.relabelled:
+            self._dirty.set()
+        return True
+
+    def _submit_due(self, now: float) -> None:
+        with self._lock:
+            due = [i for i, at in self._due.items() if at <= now]
+            for identity in due:
+                self._due[identity] += self.interval * max(1, int((now - self._due[identity]) // self.interval) + 1)
+        for identity in due:
+            with self._lock:
+                busy = identity in self._inflight
+                if not busy:
+                    self._inflight.add(identity)
+                    self.inflight_peak = max(self.inflight_peak, len(self._inflight))
+            if busy:
+                log.warning("source %s: target %s: previous poll still running; skipped", self.fleet.name, identity)
+                self._count_still_running(identity)
+                continue
+            self._pool.submit(self._poll_one, identity)
+
+    def _count_still_running(self, identity: str) -> None:
+        with self.fleet._lock:
+            state = self.fleet.states.get(identity)
+            if state is not None:
+                state.errors_total += 1
+                state.last_error_reason = "still_running"
+        self._dirty.set()
+
+    def _poll_one(self, identity: str) -> None:
+        started = time.monotonic()
+        self.started_at.append((identity, started))
+        if len(self.started_at) > 50_000:
+            del self.started_at[:10_000]
+        when = datetime.now(UTC)
+        try:
+            self.fleet.poll_target(identity, when)
+        except SourceError as error:
+            log.info("source %s: target %s failed (%s): %s", self.fleet.name, identity, error.reason, error)
+        except Exception:
+            log.exception("source %s: target %s: unexpected error", self.fleet.name, identity)
+        finally:
+            with self._lock:
+                self._inflight.discard(identity)
+            self._dirty.set()
+
+    def publish(self) -> None:
+        """Hand the merged frames of all targets (and the `targets` frame) to the Estate."""
+        started = time.monotonic()
+        when = datetime.now(UTC)
+        result = self.fleet.merged()
+        self.estate.record_success(self.fleet.name, result.frames, when, time.monotonic() - started, result.skipped)
+        if self.on_success is not None and started >= self._next_history:
+            self._next_history = started + self.interval
+            self.on_success(self.fleet.name, result, when)
+
+    def run(self) -> bool:
+        """One synchronous pass (discover + poll every target): what a one-job schedule would do."""
+        when = datetime.now(UTC)
+        try:
+            result = self.fleet.checked_poll(when)
+        except SourceError as error:
+            self.estate.record_failure(self.fleet.name, error.reason, str(error), when, 0.0)
+            return False
+        self.estate.record_success(self.fleet.name, result.frames, when, 0.0, result.skipped)
+        return True
+
+
+def start_fleet(fleet: TargetFleet, estate: Estate, config: Any, on_success: OnSuccess | None) -> FleetRunner:
+    """Wire a discovered source into the daemon: its inventory from the Estate, then its own schedule."""
+    if fleet.discover.from_ is not None:
+        fleet.set_inventory(estate_inventory(estate, fleet.discover.from_))
+    return FleetRunner(fleet, estate, config.interval.total_seconds(), config.effective_timeout.total_seconds(),
+                       on_success).start()
+
+
+def split_discovered(runners: list[Any], estate: Estate) -> tuple[list[Any], list[Any]]:
+    """For one-off collection: (plain runners, discovered ones), the latter wired to the Estate's inventory.
+
+    The discovered ones must run after the plain ones: Nova discovery reads the OpenStack source's poll.
+    """
+    plain, fleets = [], []
+    for runner in runners:
+        if isinstance(runner.source, TargetFleet):
+            if runner.source.discover.from_ is not None:
+                runner.source.set_inventory(estate_inventory(estate, runner.source.discover.from_))
+            fleets.append(runner)
+        else:
+            plain.append(runner)
+    return plain, fleets
