@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import yaml
 
 from collector.sources.discovery.targets import Target, render, unique
+
+log = logging.getLogger(__name__)
 
 POOL_LABEL = "pool"
 """A file_sd label that sets the target's `pool` (like `__meta_*` relabelling would)."""
@@ -83,7 +86,9 @@ class FileSD:
                 with open(path, encoding="utf-8") as handle:
                     pairs = parse_groups(path, handle.read())
             except (OSError, FileSDError) as error:
-                self.errors[path] = str(error)  # keep the file's previous targets
+                if self.errors.get(path) != str(error):  # once per distinct problem, not every scan
+                    log.error("file_sd: %s (keeping the file's previous targets)", error)
+                self.errors[path] = str(error)
                 continue
             self.errors.pop(path, None)
             self._files[path] = _File(stamp, pairs)
