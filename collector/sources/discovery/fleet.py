@@ -73,7 +73,9 @@ class TargetFleet(Source):
 
     kind = "libvirt"
 
-    def __init__(self, config: Any, make_source: Callable[[Target], Source], clock: Callable[[], datetime] | None = None):
+    def __init__(
+        self, config: Any, make_source: Callable[[Target], Source], clock: Callable[[], datetime] | None = None
+    ):
         super().__init__(config)
         self.discover: DiscoverConfig = config.discover
         self._make_source = make_source
@@ -200,7 +202,9 @@ class TargetFleet(Source):
             list(pool.map(one, identities))
         if identities and len(errors) == len(identities):
             first = next(iter(errors.items()))
-            raise SourceError("all_targets_down", f"source {self.name}: every target failed, e.g. {first[0]}: {first[1]}")
+            raise SourceError(
+                "all_targets_down", f"source {self.name}: every target failed, e.g. {first[0]}: {first[1]}"
+            )
         result = self.merged(now)
         result.notes.extend(f"target {t}: {e}" for t, e in sorted(errors.items()))
         result.skipped.update({"target_down": len(errors)} if errors else {})
@@ -252,7 +256,7 @@ class TargetFleet(Source):
 def _close(source: Source) -> None:
     try:
         source.close()
-    except Exception:  # noqa: BLE001 - closing a dead link must not stop the others
+    except Exception:  # closing a dead link must not stop the others
         log.debug("closing %s failed", source.name, exc_info=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from string import Formatter
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from collector.contract.settings import Duration, StrictModel
 
@@ -41,7 +41,7 @@ class DiscoverConfig(StrictModel):
         default=timedelta(minutes=15), description="How long a target that left the list stays listed as gone."
     )
 
-    model_config = {**StrictModel.model_config, "populate_by_name": True}
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
     @field_validator("uri")
     @classmethod
@@ -50,7 +50,7 @@ class DiscoverConfig(StrictModel):
             template_fields(uri)
         except ValueError as error:
             raise ValueError(f"uri is not a valid template: {error}") from None
-        if "://" not in uri:
+        if "://" not in uri and not template_fields(uri):  # a field may hold the whole URI (file_sd label)
             raise ValueError("a libvirt URI template looks like qemu+tls://{target}/system")
         return uri
 
