@@ -220,3 +220,112 @@ def split_discovered(runners: list[Any], estate: Estate) -> tuple[list[Any], lis
         else:
             plain.append(runner)
     return plain, fleets
+
+
+# -- fleet-scale CLI: `check-config --show-targets`, `once --source NAME --target HOST` -------------------
+
+
+def _inventory_now(config: Any, fleet: TargetFleet) -> None:
+    """Give a Nova-discovered fleet the frames of one fresh poll of its OpenStack source."""
+    from collector.sources import create_source
+
+    name = fleet.discover.from_
+    if name is None:
+        return
+    openstack = next((s for s in config.sources if s.name == name), None)
+    if openstack is None:
+        raise SourceError("no_inventory", f"source {fleet.name}: discover.from names {name!r}, which is not a source")
+    source = create_source(openstack)
+    try:
+        frames = source.checked_poll(datetime.now(UTC)).frames
+    finally:
+        source.close()
+    fleet.set_inventory(lambda: frames)
+
+
+def target_rows(config: Any) -> list[dict[str, str]]:
+    """What the daemon would poll: one row per target of every libvirt source (discovered or listed).
+
+    Discovery runs for real (file_sd files are read, the OpenStack source is polled once); a source whose
+    discovery fails gets one row with the error instead of targets.
+    """
+    from collector.sources import create_source
+
+    rows: list[dict[str, str]] = []
+    for source_config in config.sources:
+        if getattr(source_config, "discover", None) is None:
+            if source_config.kind == "libvirt":
+                rows.append({"source": source_config.name, "target": "-", "uri": _shown(source_config.uri),
+                             "pool": source_config.pool, "state": "listed"})
+            continue
+        fleet = create_source(source_config)
+        assert isinstance(fleet, TargetFleet)
+        try:
+            _inventory_now(config, fleet)
+            targets, duplicates = fleet.discovered()
+        except SourceError as error:
+            rows.append({"source": fleet.name, "target": "-", "uri": "-", "pool": "-", "state": f"ERROR: {error}"})
+            continue
+        for path, problem in sorted(fleet.file_sd_errors.items()):
+            rows.append({"source": fleet.name, "target": "-", "uri": path, "pool": "-", "state": f"ERROR: {problem}"})
+        for target in targets:
+            rows.append({"source": fleet.name, "target": target.identity, "uri": _shown(target.uri),
+                         "pool": target.pool, "state": "disabled" if target.disabled else "active"})
+        for identity in duplicates:
+            rows.append({"source": fleet.name, "target": identity, "uri": "-", "pool": "-", "state": "duplicate (ignored)"})
+    return rows
+
+
+def _shown(uri: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def format_targets(rows: list[dict[str, str]]) -> str:
+    columns = ("source", "target", "pool", "state", "uri")
+    widths = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in columns}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip()]
+    lines += ["  ".join(r[c].ljust(widths[c]) for c in columns).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def poll_one(config: Any, source_name: str, target: str | None) -> tuple[Estate, str | None]:
+    """Poll one source (or one target of a discovered source) once; (estate with the outcome, error or None)."""
+    from collector.sources import create_source
+
+    source_config = next((s for s in config.sources if s.name == source_name), None)
+    if source_config is None:
+        names = ", ".join(s.name for s in config.sources) or "none"
+        return Estate(), f"no source named {source_name!r} (sources: {names})"
+    estate = Estate()
+    estate.add_source(source_config.name, source_config.kind, source_config.interval)
+    source = create_source(source_config)
+    when = datetime.now(UTC)
+    started = time.monotonic()
+    try:
+        if target is None:
+            result = source.checked_poll(when)
+        elif not isinstance(source, TargetFleet):
+            return estate, f"source {source_name!r} has no discovered targets (--target needs `discover:`)"
+        else:
+            _inventory_now(config, source)
+            source.refresh()
+            if target not in source.active():
+                known = source.active()
+                return estate, (f"source {source_name!r} has no target {target!r} "
+                                f"({len(known)} discovered, e.g. {', '.join(known[:5]) or 'none'})")
+            source.poll_target(target, when)
+            result = source.merged(when)
+    except SourceError as error:
+        estate.record_failure(source_name, error.reason, str(error), when, time.monotonic() - started)
+        return estate, f"{error.reason}: {error}"
+    finally:
+        source.close()
+    estate.record_success(source_name, result.frames, when, time.monotonic() - started, result.skipped,
+                          result.api_calls)
+    return estate, None

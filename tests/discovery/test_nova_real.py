@@ -117,3 +117,18 @@ def test_targets_follow_the_nova_hypervisor_list(cloud: tuple[Nova, Path], tmp_p
     finally:
         fleet.close()
         openstack.close()
+
+
+def test_show_targets_polls_nova_once(cloud: tuple[Nova, Path], tmp_path: Path) -> None:
+    from collector.app.targets import target_rows
+
+    _, clouds = cloud
+    config = parse_config({"sources": [
+        {"kind": "openstack", "name": "nova", "cloud": "disc", "clouds_yaml": str(clouds)},
+        {"kind": "libvirt", "name": "kvm", "discover": {"from": "nova", "uri": "qemu+tls://{hypervisor_hostname}/system"}},
+        {"kind": "libvirt", "name": "orphan", "discover": {"from": "nowhere", "uri": "qemu+tls://{target}/system"}},
+    ]})
+    rows = {(r["source"], r["target"]): r for r in target_rows(config)}
+    assert rows[("kvm", "compute-b")]["uri"] == "qemu+tls://compute-b/system"
+    assert rows[("kvm", "compute-b")]["pool"] == "az1"
+    assert "not a source" in rows[("orphan", "-")]["state"]
