@@ -272,7 +272,8 @@ def target_rows(config: Any) -> list[dict[str, str]]:
             rows.append({"source": fleet.name, "target": target.identity, "uri": _shown(target.uri),
                          "pool": target.pool, "state": "disabled" if target.disabled else "active"})
         for identity in duplicates:
-            rows.append({"source": fleet.name, "target": identity, "uri": "-", "pool": "-", "state": "duplicate (ignored)"})
+            rows.append({"source": fleet.name, "target": identity, "uri": "-", "pool": "-",
+                         "state": "duplicate (ignored)"})
     return rows
 
 
