@@ -146,7 +146,7 @@ class FleetRunner:
                     self._inflight.add(identity)
                     self.inflight_peak = max(self.inflight_peak, len(self._inflight))
             if busy:
-                log.warning("source %s: target %s: previous poll still running; skipped", self.fleet.name, identity)
+                log.debug("source %s: target %s: previous poll still running; skipped", self.fleet.name, identity)
                 self._count_still_running(identity)
                 continue
             self._pool.submit(self._poll_one, identity)
