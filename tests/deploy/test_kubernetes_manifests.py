@@ -63,8 +63,8 @@ def test_one_verb_removed_fails_clearly(observed: dict[str, Any]) -> None:
 def test_manifests_fit_together() -> None:
     """Static: the Deployment runs as the ServiceAccount the binding names, hardened; Service and
     ServiceMonitor select its pods and port."""
-    docs = {(d["kind"], d["metadata"]["name"]): d for f in sorted(DEPLOY.glob("*.yaml")) if f.name != "kustomization.yaml"
-            for d in yaml.safe_load_all(f.read_text())}
+    files = [f for f in sorted(DEPLOY.glob("*.yaml")) if f.name != "kustomization.yaml"]
+    docs = {(d["kind"], d["metadata"]["name"]): d for f in files for d in yaml.safe_load_all(f.read_text())}
     deployment = docs[("Deployment", "capacityd")]["spec"]
     pod = deployment["template"]["spec"]
     binding = docs[("ClusterRoleBinding", "capacityd-reader")]
