@@ -215,9 +215,9 @@ class Daemon:
             log.error("source %s: cannot be created: %s", source_config.name, error)
             self.estate.record_failure(source_config.name, "config", str(error), datetime.now(UTC), 0.0)
             return
-        if getattr(source_config, "discover", None) is not None:  # issue 16: per-target schedule
-            from collector.app.targets import start_fleet
+        from collector.app.targets import is_fleet, start_fleet  # issue 16: discovered targets, own schedule
 
+        if is_fleet(source):
             self.runners[source_config.name] = start_fleet(source, self.estate, source_config, self._on_success)  # type: ignore[arg-type,assignment]
             return
         runner = SourceRunner(source, self.estate, _timeout_seconds(source_config), self._on_success)

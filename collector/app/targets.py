@@ -198,6 +198,11 @@ class FleetRunner:
         return True
 
 
+def is_fleet(source: Any) -> bool:
+    """A source whose targets are discovered (libvirt `discover:`, kubernetes `contexts:`)."""
+    return isinstance(source, TargetFleet)
+
+
 def start_fleet(fleet: TargetFleet, estate: Estate, config: Any, on_success: OnSuccess | None) -> FleetRunner:
     """Wire a discovered source into the daemon: its inventory from the Estate, then its own schedule."""
     if fleet.discover.from_ is not None:
@@ -253,18 +258,19 @@ def target_rows(config: Any) -> list[dict[str, str]]:
 
     rows: list[dict[str, str]] = []
     for source_config in config.sources:
-        if getattr(source_config, "discover", None) is None:
+        if getattr(source_config, "discover", None) is None and getattr(source_config, "contexts", None) is None:
             if source_config.kind == "libvirt":
                 rows.append({"source": source_config.name, "target": "-", "uri": _shown(source_config.uri),
                              "pool": source_config.pool, "state": "listed"})
             continue
-        fleet = create_source(source_config)
-        assert isinstance(fleet, TargetFleet)
         try:
+            fleet = create_source(source_config)
+            assert isinstance(fleet, TargetFleet)
             _inventory_now(config, fleet)
             targets, duplicates = fleet.discovered()
         except SourceError as error:
-            rows.append({"source": fleet.name, "target": "-", "uri": "-", "pool": "-", "state": f"ERROR: {error}"})
+            rows.append({"source": source_config.name, "target": "-", "uri": "-", "pool": "-",
+                         "state": f"ERROR: {error}"})
             continue
         for path, problem in sorted(fleet.file_sd_errors.items()):
             rows.append({"source": fleet.name, "target": "-", "uri": path, "pool": "-", "state": f"ERROR: {problem}"})

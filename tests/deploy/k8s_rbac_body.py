@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from collector.demo.standins.kubernetes import FakeKubelet
+from collector.demo.standins.kubernetes import FakeKubelet, write_kubeconfig
 from collector.sources.base import SourceError
 from collector.sources.kubernetes.settings import KubernetesSourceConfig
 from collector.sources.kubernetes.source import KubernetesSource
@@ -76,6 +76,34 @@ def in_cluster_poll() -> dict[str, Any]:
         source.close()
 
 
+def contexts_poll(api: KubeApiServer, workdir: Path) -> dict[str, Any]:
+    """`contexts: ["prod-*"]` on a kubeconfig with three contexts: one target per matching context."""
+    from collector.app.config import parse_config
+    from collector.sources.discovery.fleet import TargetFleet
+
+    merged: dict[str, Any] = {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": [],
+                              "current-context": "dev"}
+    for context, token in (("prod-a", "collector-token"), ("prod-b", "collector-token"), ("dev", "viewer-token")):
+        single = yaml.safe_load(write_kubeconfig(workdir / f"kc-{context}", api.url, Path(api.ca), token, context,
+                                                 user=f"user-{context}").read_text())
+        for key in ("clusters", "users", "contexts"):
+            merged[key] += single[key]
+    path = workdir / "kubeconfig-multi"
+    path.write_text(yaml.safe_dump(merged))
+    config = parse_config({"sources": [{"kind": "kubernetes", "name": "k8s", "kubeconfig": str(path),
+                                        "contexts": ["prod-*"], "kubelet": {"timeout": "3s"}}]})
+    fleet = config.sources[0].create_source()
+    assert isinstance(fleet, TargetFleet)
+    try:
+        result = fleet.checked_poll(datetime.now(UTC))
+        hosts = result.frames["hosts"]
+        return {"targets": sorted(result.frames["targets"]["target"]),
+                "hosts": sorted(f"{s}|{c}|{h}" for s, c, h in zip(hosts["source"], hosts["cloud"], hosts["host"],
+                                                                   strict=True))}
+    finally:
+        fleet.close()
+
+
 def main(workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run"], check=True)  # private: this mount namespace only
@@ -91,6 +119,7 @@ def main(workdir: Path) -> dict[str, Any]:
         os.environ["KUBERNETES_SERVICE_HOST"] = "127.0.0.1"
         os.environ["KUBERNETES_SERVICE_PORT"] = str(SECURE_PORT)
         out["full_role"] = in_cluster_poll()
+        out["contexts"] = contexts_poll(api, workdir)
         # Least privilege, seen from the API: nothing beyond the listed verbs.
         out["beyond"] = {
             what: api.request("GET", path, token=token)[0] for what, path in (

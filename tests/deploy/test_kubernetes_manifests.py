@@ -49,6 +49,11 @@ def test_in_cluster_as_the_service_account_succeeds(observed: dict[str, Any]) ->
     assert not any("forbidden" in reason for reason in observed["full_role"]["skipped"])
 
 
+def test_kubeconfig_contexts_glob_gives_one_target_per_context(observed: dict[str, Any]) -> None:
+    assert observed["contexts"]["targets"] == ["prod-a", "prod-b"]  # `dev` does not match prod-*
+    assert observed["contexts"]["hosts"] == ["k8s:prod-a|prod-a|node-a", "k8s:prod-b|prod-b|node-a"]
+
+
 def test_nothing_beyond_the_verbs_capacityd_uses(observed: dict[str, Any]) -> None:
     assert observed["beyond"] == {"list secrets": 403, "watch pods": 403, "get node": 403, "list namespaces": 403,
                                   "create configmap": 403}

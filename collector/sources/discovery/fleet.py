@@ -33,6 +33,8 @@ from collector.sources.discovery.targets import Target
 
 log = logging.getLogger(__name__)
 
+Producer = Callable[[], tuple[list[Target], list[str]]]
+"""Returns the current targets and the identities dropped as duplicates."""
 Inventory = Callable[[], FrameSet | None]
 """Returns the latest frames of the OpenStack source named in `discover.from` (None: not polled yet)."""
 
@@ -74,13 +76,18 @@ class TargetFleet(Source):
     kind = "libvirt"
 
     def __init__(
-        self, config: Any, make_source: Callable[[Target], Source], clock: Callable[[], datetime] | None = None
+        self, config: Any, make_source: Callable[[Target], Source], clock: Callable[[], datetime] | None = None,
+        *, discover: DiscoverConfig | None = None, producer: Producer | None = None, relabel: bool = True,
     ):
+        """`discover` defaults to `config.discover`; `producer` replaces Nova/file_sd discovery (kubeconfig
+        contexts); `relabel` False keeps the targets' own host/pool labels (clusters, not hypervisors)."""
         super().__init__(config)
-        self.discover: DiscoverConfig = config.discover
+        self.discover: DiscoverConfig = discover if discover is not None else config.discover
         self._make_source = make_source
         self._clock = clock or (lambda: datetime.now(UTC))
         self._inventory: Inventory | None = None
+        self._producer = producer
+        self._relabel = relabel
         self._file_sd = (
             FileSD(list(self.discover.file_sd), self.discover.uri, getattr(config, "pool", "default"))
             if self.discover.file_sd else None
@@ -96,6 +103,8 @@ class TargetFleet(Source):
 
     def discovered(self) -> tuple[list[Target], list[str]]:
         """The targets the inventory lists now (raises SourceError when there is no inventory yet)."""
+        if self._producer is not None:
+            return self._producer()
         if self._file_sd is not None:
             return self._file_sd.scan()
         frames = self._inventory() if self._inventory is not None else None
@@ -127,7 +136,7 @@ class TargetFleet(Source):
                         to_close.append(state.source)
                         state.source = None
                     state.target = target
-                    state.frames = _relabel(state.frames, target) if state.frames else {}
+                    state.frames = self._relabelled(state.frames, target) if state.frames else {}
                     changes.relabelled.append(identity)
             retention = self.discover.gone_retention
             for identity, state in list(self.states.items()):
@@ -177,7 +186,7 @@ class TargetFleet(Source):
                     state.last_error_reason = reason
                     state.duration = time.monotonic() - started
                 raise
-            frames = _relabel(result.frames, target)
+            frames = self._relabelled(result.frames, target)
             with self._lock:
                 if state.gone_since is None and self.states.get(identity) is state:
                     state.frames = frames
@@ -243,6 +252,9 @@ class TargetFleet(Source):
             "last_success": [s.last_success for _, s in states],
             "poll_duration_seconds": [s.duration for _, s in states],
         })
+
+    def _relabelled(self, frames: FrameSet, target: Target) -> FrameSet:
+        return _relabel(frames, target) if self._relabel else frames
 
     def close(self) -> None:
         with self._lock:
