@@ -7,7 +7,7 @@ Each target is a real libvirt test-driver connection behind the URI template
 file_sd file. `FleetRunner` (collector/app/targets.py) polls them with `max_concurrency` 16, each at
 its hash-spread slot. The interval is compressed (default 20 s) so several intervals fit in a run: the
 work per interval does not depend on its length (every target is polled once, the merged frames are
-published 4 times), so CPU seconds per interval at 20 s is what a 60 s interval costs, and the share of
+published twice), so CPU seconds per interval at 20 s is what a 60 s interval costs, and the share of
 one core at 60 s is that figure / 60.
 
 Printed (median of --runs runs, each measuring --intervals steady-state intervals after a warm-up):
