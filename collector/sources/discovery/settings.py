@@ -30,7 +30,7 @@ class DiscoverConfig(StrictModel):
         default_factory=list, description="Globs of Prometheus file_sd files (JSON or YAML) listing the targets."
     )
     uri: str = Field(
-        default="qemu+tls://{target}/system?readonly=1",
+        default="qemu+tls://{target}/system",
         description="libvirt URI template; fields: target, hypervisor_hostname, zone, aggregates, file_sd labels.",
     )
     max_concurrency: int = Field(default=16, ge=1, le=1024, description="Targets polled at the same time, at most.")
