@@ -18,6 +18,7 @@ targets. `FleetRunner` replaces the one-job-per-source schedule for it:
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -77,6 +78,8 @@ class FleetRunner:
         self._lock = threading.Lock()
         self._inflight: set[str] = set()
         self._due: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        """(next poll time, target), a min-heap; entries whose time no longer matches `_due` are stale."""
         self._dirty = threading.Event()
         self._running = 0
         self.inflight_peak = 0
@@ -112,8 +115,9 @@ class FleetRunner:
                 self._dirty.clear()
                 self.publish()
                 next_publish = now + self.publish_period
-            upcoming = min([next_refresh, next_publish if self._dirty.is_set() else next_refresh,
-                            *self._due.values()], default=next_refresh)
+            with self._lock:
+                first_due = self._heap[0][0] if self._heap else next_refresh
+            upcoming = min(next_refresh, next_publish if self._dirty.is_set() else next_refresh, first_due)
             self._stop.wait(min(max(upcoming - time.monotonic(), 0.01), 0.5))
         self.publish()
 
@@ -131,18 +135,27 @@ class FleetRunner:
         with self._lock:
             for identity in active - self._due.keys():
                 due = cycle + slot_offset(self.fleet.name, identity, self.interval)
-                self._due[identity] = due if due >= now else due + self.interval
+                due = due if due >= now else due + self.interval
+                self._due[identity] = due
+                heapq.heappush(self._heap, (due, identity))
             for identity in self._due.keys() - active:
-                del self._due[identity]
+                del self._due[identity]  # its heap entry is now stale and dropped when it comes up
         if changes.added or changes.removed or changes.relabelled:
             self._dirty.set()
         return True
 
     def _submit_due(self, now: float) -> None:
+        due: list[str] = []
         with self._lock:
-            due = [i for i, at in self._due.items() if at <= now]
-            for identity in due:
-                self._due[identity] += self.interval * max(1, int((now - self._due[identity]) // self.interval) + 1)
+            heap = self._heap
+            while heap and heap[0][0] <= now:
+                at, identity = heapq.heappop(heap)
+                if self._due.get(identity) != at:
+                    continue  # the target left (or was re-added with another slot)
+                following = at + self.interval * max(1, int((now - at) // self.interval) + 1)
+                self._due[identity] = following
+                heapq.heappush(heap, (following, identity))
+                due.append(identity)
         for identity in due:
             with self._lock:
                 busy = identity in self._inflight
