@@ -110,7 +110,8 @@ class TargetFleet(Source):
         frames = self._inventory() if self._inventory is not None else None
         if frames is None:
             raise SourceError(
-                "no_inventory", f"source {self.name}: OpenStack source {self.discover.from_!r} has not been polled yet"
+                "no_inventory", f"source {self.name}: OpenStack source {self.discover.from_!r} has not been polled yet "
+                "(or is not a source of this config)"
             )
         return targets_from_frames(frames, str(self.discover.from_), self.discover.uri)
 
@@ -240,7 +241,7 @@ class TargetFleet(Source):
         states = sorted(self.states.items())
         if not states:
             return TARGETS.empty()
-        return TARGETS.build({
+        columns: dict[str, list[Any]] = {
             "source": [self.name] * len(states),
             "target": [i for i, _ in states],
             "state": [s.state for _, s in states],
@@ -251,7 +252,8 @@ class TargetFleet(Source):
             "last_error_reason": [s.last_error_reason for _, s in states],
             "last_success": [s.last_success for _, s in states],
             "poll_duration_seconds": [s.duration for _, s in states],
-        })
+        }
+        return TARGETS.build(columns)
 
     def _relabelled(self, frames: FrameSet, target: Target) -> FrameSet:
         return _relabel(frames, target) if self._relabel else frames
