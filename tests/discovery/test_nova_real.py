@@ -122,7 +122,7 @@ def test_targets_follow_the_nova_hypervisor_list(cloud: tuple[Nova, Path], tmp_p
 def test_show_targets_polls_nova_once(cloud: tuple[Nova, Path], tmp_path: Path) -> None:
     from collector.app.targets import target_rows
 
-    _, clouds = cloud
+    nova, clouds = cloud
     config = parse_config({"sources": [
         {"kind": "openstack", "name": "nova", "cloud": "disc", "clouds_yaml": str(clouds)},
         {"kind": "libvirt", "name": "kvm", "discover": {"from": "nova", "uri": "qemu+tls://{hypervisor_hostname}/system"}},
@@ -132,3 +132,13 @@ def test_show_targets_polls_nova_once(cloud: tuple[Nova, Path], tmp_path: Path) 
     assert rows[("kvm", "compute-b")]["uri"] == "qemu+tls://compute-b/system"
     assert rows[("kvm", "compute-b")]["pool"] == "az1"
     assert "not a source" in rows[("orphan", "-")]["state"]
+    truth = {h["hypervisor_hostname"]: h for h in nova.call("GET", "/os-hypervisors/detail")["hypervisors"]}
+    config = parse_config({"sources": [
+        {"kind": "openstack", "name": "nova", "cloud": "disc", "clouds_yaml": str(clouds)},
+        {"kind": "libvirt", "name": "kvm", "discover": {
+            "from": "nova", "uri": "qemu+ssh://{service_host}@{host_ip}/system?az={zone}&aggs={aggregates}"}},
+    ]})
+    rows = {(r["source"], r["target"]): r for r in target_rows(config)}
+    assert truth["compute-b"]["host_ip"]  # Nova reports one; the template must carry exactly it
+    assert rows[("kvm", "compute-b")]["uri"] == (
+        f"qemu+ssh://{truth['compute-b']['service']['host']}@{truth['compute-b']['host_ip']}/system?az=az1&aggs=az1,gpu")

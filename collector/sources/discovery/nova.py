@@ -27,6 +27,12 @@ def targets_from_frames(frames: FrameSet, openstack_source: str, template: str) 
     if aggregates_frame is not None and len(aggregates_frame):
         mine = aggregates_frame[aggregates_frame["source"] == openstack_source]
         names = dict(zip(mine["uuid"].astype(str), mine["aggregate"].astype(str), strict=True))
+    nova_side: dict[str, tuple[str | None, str | None]] = {}
+    hypervisors = frames.get("openstack_hypervisors")
+    if hypervisors is not None and len(hypervisors):
+        mine = hypervisors[hypervisors["source"] == openstack_source]
+        for name, ip, service in zip(mine["hypervisor_hostname"], mine["host_ip"], mine["service_host"], strict=True):
+            nova_side[str(name)] = (_text(ip), _text(service))
     targets = []
     for row in hosts.itertuples(index=False):
         hostname = _text(row.hypervisor) or str(row.host)
@@ -36,6 +42,11 @@ def targets_from_frames(frames: FrameSet, openstack_source: str, template: str) 
             "target": hostname, "hypervisor_hostname": hostname, "zone": zone, "availability_zone": zone,
             "aggregates": ",".join(aggregate_names), "cloud": str(row.cloud),
         }
+        host_ip, service_host = nova_side.get(hostname, (None, None))
+        if host_ip is not None:  # absent fields stay absent: a template using one fails naming it
+            fields["host_ip"] = host_ip
+        if service_host is not None:
+            fields["service_host"] = service_host
         targets.append(Target(
             identity=hostname, uri=render(template, fields), pool=zone, disabled=not bool(row.schedulable),
             labels={"zone": zone, "aggregates": ",".join(aggregate_names)},

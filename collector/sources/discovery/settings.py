@@ -10,9 +10,9 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from collector.contract.settings import Duration, StrictModel
 
 NOVA_FIELDS = frozenset({
-    "target", "hypervisor_hostname", "availability_zone", "zone", "aggregates", "cloud",
+    "target", "hypervisor_hostname", "host_ip", "service_host", "availability_zone", "zone", "aggregates", "cloud",
 })
-"""Template fields a Nova-discovered target offers (host_ip and service_host are not yet: docs/discovery.md)."""
+"""Template fields a Nova-discovered target offers (docs/discovery.md)."""
 
 
 def template_fields(template: str) -> set[str]:
