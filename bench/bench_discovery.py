@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -77,7 +78,7 @@ def fleet_run(work: Path, hosts: list[str], interval: float, intervals: int) -> 
         polled = Counter(identity for identity, at in runner.started_at if begin <= at < begin + wall)
         phase = sorted((at - begin) % interval for at in starts)
         tenths = Counter(int(p / interval * 10) for p in phase)
-        gaps = [b - a for a, b in zip(phase, phase[1:], strict=False)] or [interval]
+        gaps = [b - a for a, b in pairwise(phase)] or [interval]
         up = int(estate.snapshot().frames["targets"]["up"].sum())
         return {
             "cpu_per_interval": spent / (wall / interval), "peak": float(runner.inflight_peak),
@@ -91,7 +92,8 @@ def fleet_run(work: Path, hosts: list[str], interval: float, intervals: int) -> 
 
 def baseline_run(work: Path, hosts: list[str]) -> float:
     """CPU seconds for one sequential poll of every host as its own plain source (connections kept)."""
-    sources = [LibvirtSource(LibvirtSourceConfig(kind="libvirt", name=f"kvm-{h}", uri=f"test://{work / 'nodes'}/{h}.xml"))
+    nodes = work / "nodes"
+    sources = [LibvirtSource(LibvirtSourceConfig(kind="libvirt", name=f"kvm-{h}", uri=f"test://{nodes}/{h}.xml"))
                for h in hosts]
     try:
         for source in sources:  # warm-up, like the fleet's first interval
