@@ -65,6 +65,7 @@ class FleetRunner:
         self.estate = estate
         self.interval = interval
         self.timeout = timeout
+        """Each target poll's limit; enforced by the target's own Source (its settings carry the source's timeout)."""
         self.on_success = on_success
         # Merging 1000 targets' frames costs ~0.5 s of CPU: twice per interval keeps data at most half an
         # interval older than its poll, at a bounded cost.
@@ -168,11 +169,7 @@ class FleetRunner:
             self._pool.submit(self._poll_one, identity)
 
     def _count_still_running(self, identity: str) -> None:
-        with self.fleet._lock:
-            state = self.fleet.states.get(identity)
-            if state is not None:
-                state.errors_total += 1
-                state.last_error_reason = "still_running"
+        self.fleet.record_failure(identity, "still_running")
         self._dirty.set()
 
     def _poll_one(self, identity: str) -> None:
@@ -205,17 +202,6 @@ class FleetRunner:
         if self.on_success is not None and started >= self._next_history:
             self._next_history = started + self.interval
             self.on_success(self.fleet.name, result, when)
-
-    def run(self) -> bool:
-        """One synchronous pass (discover + poll every target): what a one-job schedule would do."""
-        when = datetime.now(UTC)
-        try:
-            result = self.fleet.checked_poll(when)
-        except SourceError as error:
-            self.estate.record_failure(self.fleet.name, error.reason, str(error), when, 0.0)
-            return False
-        self.estate.record_success(self.fleet.name, result.frames, when, 0.0, result.skipped)
-        return True
 
 
 def is_fleet(source: Any) -> bool:

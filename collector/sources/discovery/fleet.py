@@ -196,6 +196,14 @@ class TargetFleet(Source):
         result.frames = frames
         return result
 
+    def record_failure(self, identity: str, reason: str) -> None:
+        """Count a failure the scheduler saw (e.g. `still_running`) against this target only."""
+        with self._lock:
+            state = self.states.get(identity)
+            if state is not None:
+                state.errors_total += 1
+                state.last_error_reason = reason
+
     def poll(self, now: datetime) -> PollResult:
         """Discover, then poll every target once (at most `max_concurrency` at a time): `capacityd once`."""
         self.refresh()
