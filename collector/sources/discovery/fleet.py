@@ -189,7 +189,10 @@ class TargetFleet(Source):
                 raise
             frames = self._relabelled(result.frames, target)
             with self._lock:
-                if state.gone_since is None and self.states.get(identity) is state:
+                # Relabelled or reconnected meanwhile: keep what this poll read only if it is still that target's.
+                if state.gone_since is None and self.states.get(identity) is state and state.source is source:
+                    if state.target is not target:
+                        frames = self._relabelled(result.frames, state.target)
                     state.frames = frames
                 state.up, state.polls_total = True, state.polls_total + 1
                 state.last_success, state.duration = now, time.monotonic() - started
