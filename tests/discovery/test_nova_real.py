@@ -142,3 +142,48 @@ def test_show_targets_polls_nova_once(cloud: tuple[Nova, Path], tmp_path: Path) 
     assert truth["compute-b"]["host_ip"]  # Nova reports one; the template must carry exactly it
     assert rows[("kvm", "compute-b")]["uri"] == (
         f"qemu+ssh://{truth['compute-b']['service']['host']}@{truth['compute-b']['host_ip']}/system?az=az1&aggs=az1,gpu")
+
+
+def test_the_daemon_wiring_feeds_discovery_from_the_estate(cloud: tuple[Nova, Path], tmp_path: Path) -> None:
+    """start_fleet (what the daemon calls): the inventory is the OpenStack source's frames in the Estate."""
+    from datetime import timedelta
+
+    from collector.app.targets import start_fleet
+    from collector.estate import Estate
+
+    _, clouds = cloud
+    nodes = tmp_path / "nodes"
+    nodes.mkdir()
+    for spec in HOSTS:
+        write_node(nodes, spec.name)
+    config = parse_config({"sources": [
+        {"kind": "openstack", "name": "nova", "cloud": "disc", "clouds_yaml": str(clouds)},
+        {"kind": "libvirt", "name": "kvm", "interval": "2s", "discover": {
+            "from": "nova", "uri": f"test://{nodes}/{{hypervisor_hostname}}.xml", "refresh_interval": "1s"}},
+    ]})
+    estate = Estate()
+    for source_config in config.sources:
+        estate.add_source(source_config.name, source_config.kind, timedelta(seconds=2))
+    appended: list[set[str]] = []
+    runner = start_fleet(config.sources[1].create_source(), estate, config.sources[1],
+                         lambda name, result, when: appended.append(set(result.frames["hosts"]["host"])))
+    try:
+        time.sleep(1.5)
+        kvm = next(s for s in estate.snapshot().statuses if s.name == "kvm")
+        assert not kvm.up and "has not been polled yet" in (kvm.last_error or "")
+        openstack = make_source(clouds, "disc", name="nova")
+        try:
+            estate.record_success("nova", openstack.checked_poll(datetime.now(UTC)).frames, datetime.now(UTC), 0.1)
+        finally:
+            openstack.close()
+        nova_hosts = set(estate.snapshot().frames["hosts"].query("source == 'nova'")["host"])
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            kvm = next(s for s in estate.snapshot().statuses if s.name == "kvm")
+            if kvm.up and set(kvm.frames["hosts"]["host"]) == nova_hosts and appended and appended[-1] == nova_hosts:
+                break
+            time.sleep(0.3)
+        assert kvm.up and set(kvm.frames["hosts"]["host"]) == nova_hosts
+        assert appended[-1] == nova_hosts  # history gets whole-source appends (every target in one)
+    finally:
+        runner.close()
