@@ -213,8 +213,12 @@ def collect_once(config: Config, *, history: Any | None = None, analyses: bool =
         if progress:
             _progress(f"{'polled' if ok else 'FAILED'} {runner.source.name} ({time.monotonic() - started:.1f}s)")
 
+    from collector.app.targets import split_discovered  # issue 16: discovered sources poll after the others
+
+    plain, discovered = split_discovered(runners, estate)
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(runners)))) as pool:
-        list(pool.map(run, runners))
+        list(pool.map(run, plain))
+        list(pool.map(run, discovered))
     for runner in runners:
         runner.close()
     pipeline = Pipeline(config, estate, history, cache=None)
@@ -273,6 +277,11 @@ class Daemon:
         except Exception as error:  # noqa: BLE001 - one bad source never stops the others
             log.error("source %s: cannot be created: %s", source_config.name, error)
             self.estate.record_failure(source_config.name, "config", str(error), datetime.now(UTC), 0.0)
+            return
+        from collector.app.targets import is_fleet, start_fleet  # issue 16: discovered targets, own schedule
+
+        if is_fleet(source):
+            self.runners[source_config.name] = start_fleet(source, self.estate, source_config, self._on_success)  # type: ignore[arg-type,assignment]
             return
         runner = SourceRunner(source, self.estate, _timeout_seconds(source_config), self._on_success)
         self.runners[source_config.name] = runner

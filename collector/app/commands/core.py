@@ -31,10 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     once.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
     once.add_argument("--format", choices=("table", "json"), default="table")
     once.add_argument("--no-history", action="store_true", help="do not read history from state_dir")
+    once.add_argument("--source", help="poll only this source (no analyses): troubleshooting")  # issue 16
+    once.add_argument("--target", help="with --source: poll only this discovered target")  # issue 16
     once.set_defaults(func=cmd_once)
 
     check = subparsers.add_parser("check-config", help="validate a config file; print every error")
     check.add_argument("file", type=Path)
+    check.add_argument("--show-targets", action="store_true", help="run discovery and list what would be polled")
     check.set_defaults(func=cmd_check_config)
 
 
@@ -66,6 +69,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 1
     kinds = ", ".join(f"{s.name} ({s.kind})" for s in config.sources) or "none"
     print(f"{args.file}: OK — sources: {kinds}")
+    if getattr(args, "show_targets", False):  # issue 16
+        from collector.app.targets import format_targets, target_rows
+
+        rows = target_rows(config)
+        print(format_targets(rows))
+        return 1 if any(r["state"].startswith("ERROR") for r in rows) else 0
     return 0
 
 
@@ -87,6 +96,8 @@ def cmd_once(args: argparse.Namespace) -> int:
         return 1
     from collector.app.commands.progress import Progress
 
+    if getattr(args, "source", None) or getattr(args, "target", None):  # issue 16: one source / one target
+        return _once_one(args, config)
     history = None if args.no_history or not config.state_dir.exists() else open_history(config)
     with Progress("capacityd once") as progress:
         progress.stage(f"polling {len(config.sources)} source(s), then headroom and forecasts")
@@ -97,6 +108,24 @@ def cmd_once(args: argparse.Namespace) -> int:
         print(frames_to_table(snapshot.frames))
     failed = [s.name for s in snapshot.statuses if not s.up]
     return 2 if failed and len(failed) == len(snapshot.statuses) else 0
+
+
+def _once_one(args: argparse.Namespace, config: Config) -> int:
+    from collector.app.targets import poll_one
+
+    if not args.source:
+        print("capacityd once: --target needs --source", file=sys.stderr)
+        return 1
+    estate, error = poll_one(config, args.source, args.target)
+    if error is not None:
+        print(f"capacityd once: {error}", file=sys.stderr)
+        return 2
+    frames = {name: frame for name, frame in estate.snapshot().frames.items() if len(frame)}
+    if args.format == "json":
+        sys.stdout.buffer.write(frames_to_json(frames) + b"\n")
+    else:
+        print(frames_to_table(frames))
+    return 0
 
 
 def _jsonable_column(series: pd.Series) -> list[Any]:

@@ -44,6 +44,9 @@ class KubernetesSourceConfig(SourceBase):
 
     kind: Literal["kubernetes"]
     context: str | None = Field(default=None, description="kubeconfig context; unset = current context.")
+    contexts: list[str] | None = Field(  # issue 16: one target per matching context (docs/discovery.md)
+        default=None, description="Globs of kubeconfig contexts to poll, one target each (e.g. ['*'])."
+    )
     kubeconfig: Path | None = Field(default=None, description="Default: $KUBECONFIG or ~/.kube/config.")
     in_cluster: bool = False
     cluster: str | None = Field(default=None, description="`cloud` label value (default: the context).")
@@ -61,4 +64,9 @@ class KubernetesSourceConfig(SourceBase):
     def create_source(self) -> Source:
         from collector.sources.kubernetes.source import KubernetesSource
 
+        if self.contexts is not None:  # issue 16: every matching context is a target (collector/sources/discovery)
+            from collector.sources.discovery.kubeconfig import cluster_fleet
+
+            return cluster_fleet(self, lambda name: KubernetesSource(self.model_copy(
+                update={"contexts": None, "context": name, "name": f"{self.name}:{name}", "cluster": name})))
         return KubernetesSource(self)

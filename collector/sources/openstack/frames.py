@@ -37,6 +37,7 @@ from collector.contract.schema import (
     OPENSTACK_QUOTAS,
     FrameSet,
 )
+from collector.sources.openstack.hypervisors import hypervisors_frame
 from collector.sources.openstack.nova import Aggregate, Flavor, NovaState, Server
 from collector.sources.openstack.placement import DISABLED_TRAIT, SHARING_TRAIT, PlacementState, Provider
 
@@ -326,6 +327,7 @@ def build_frames(
         "flavors": _frame(FLAVORS, flavors),
         "openstack_aggregates": _frame(OPENSTACK_AGGREGATES, aggregates),
         "openstack_quotas": _frame(OPENSTACK_QUOTAS, quotas),
+        "openstack_hypervisors": hypervisors_frame(nova, source, cloud, now),  # issue 16: discovery fields
     }
 
 

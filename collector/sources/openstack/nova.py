@@ -45,6 +45,8 @@ class Hypervisor:
     enabled: bool
     up: bool
     disabled_reason: str | None = None
+    host_ip: str | None = None
+    """The IP Nova reports for the hypervisor (issue 16: discovery template field)."""
 
 
 @dataclass
@@ -231,6 +233,7 @@ class NovaReader:
                         enabled=item["status"] == "enabled",
                         up=item["state"] == "up",
                         disabled_reason=service.get("disabled_reason"),
+                        host_ip=str(item["host_ip"]) if item.get("host_ip") else None,
                     )
                 )
             except (KeyError, TypeError) as error:
