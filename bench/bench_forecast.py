@@ -386,11 +386,13 @@ def real_exhaustion(sets: list[AccuracySet]) -> None:
             continue
         title = "TUNING part (not a verdict)" if part == "tune" else "HELD-OUT part"
         missed = count_all - len(errors_all)
+        # a p50 that never crossed is an infinite error, not a crossing left out of the median
+        overall = float(np.median(errors_all + [np.inf] * missed))
         print(f"   {title}: {count_all} crossings; actual date inside p10-p90 in {np.mean(inside_all):.0%} "
-              f"(>= 70 %): {_verdict(np.mean(inside_all) >= 0.7)}; p50 |error| median "
+              f"(>= 70 %): {_verdict(np.mean(inside_all) >= 0.7)}; p50 |error| median over all crossings "
+              f"{overall:.1f} h (never crossed = inf; < 24 h): {_verdict(overall < 24)}; "
               f"{np.median(errors_all) if errors_all else float('nan'):.1f} h over the {len(errors_all)} the p50 "
-              f"crossed (< 24 h): {_verdict(bool(errors_all) and np.median(errors_all) < 24)}, and {missed} where "
-              f"it never crossed within 4 horizons; trend |error| median "
+              f"crossed, and {missed} where it never crossed within 4 horizons; trend |error| median "
               f"{np.median(trend_all) if trend_all else float('nan'):.1f} h")
 
 
