@@ -42,6 +42,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from collector.analyses.forecast import engine
 from collector.analyses.forecast.api import forecast_blocks
 from collector.analyses.forecast.backtest import run_backtest, summarize
 from collector.analyses.forecast.engine import ForecastOptions, first_crossing, forecast_native
@@ -100,7 +101,9 @@ def synthetic_blocks(n: int, distinct: list[np.ndarray]) -> Iterator[tuple[pd.Da
 
 def child(n: int, variant: str) -> None:
     """One measured run in a fresh process (so its peak RSS is its own): prints a JSON line."""
-    options = ForecastOptions() if variant == "capacityd" else ForecastOptions(candidates=("trend",))
+    options = ForecastOptions(candidates=("trend",)) if variant == "trend" else ForecastOptions()
+    if variant == "capacityd-no-regime":  # A/B of the regime widening's cost: `--child 10000 capacityd-no-regime`
+        engine.REGIME_WIDENING = False
     now = (START + pd.Timedelta(days=56)).to_pydatetime()
     started = time.perf_counter()
     distinct = [synthetic_block(min(BLOCK, n), seed=seed + 1) for seed in range(min(DISTINCT_BLOCKS, -(-n // BLOCK)))]
