@@ -42,6 +42,16 @@ INTERVAL_SCALE = 1.0
 with 1.0 (synthetic and Google trace series, 5-minute and hourly): inside 75-85 %, so none is applied."""
 
 
+REGIME_WIDENING = True
+"""Widen the band by `regime_factor` (a series livelier now than over the history it was calibrated on)."""
+
+REGIME_DAYS = 2
+"""The recent window `regime_factor` compares with the whole history."""
+
+REGIME_MAX = 3.0
+"""At most this much widening: a burst of a few hours is not a new regime for a whole week."""
+
+
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """BLAS on one thread while forecasting.
@@ -207,8 +217,13 @@ def fit_and_forecast(values: np.ndarray, grid: Grid, steps: int, options: Foreca
     for name in np.unique(chosen):
         rows = chosen == name
         p50[rows] = MODELS[name].forecast(whole.rows(rows), steps)
-    floor = MIN_WIDTH * naive_scale(values, day)
+    scale = naive_scale(values, day)
+    floor = MIN_WIDTH * scale
     bias, lower, upper = _interval_widths(chosen, errors, horizon, steps, day, options, values, floor)
+    if REGIME_WIDENING:
+        widen = regime_factor(values, day, scale)[:, None]
+        lower *= widen
+        upper *= widen
     p50 += bias
     del bias
     p10 = np.subtract(p50, lower, out=lower)  # in place: the horizon's matrices are the block's largest
@@ -226,6 +241,40 @@ def fit_and_forecast(values: np.ndarray, grid: Grid, steps: int, options: Foreca
             rows = chosen == name
             mase[rows] = scores[name][rows]
     return Bands(grid, chosen, mase, p10, p50, p90, scores, seconds)
+
+
+def regime_factor(values: np.ndarray, day: int, scale: np.ndarray) -> np.ndarray:
+    """How much livelier the series is now than over its history (series,): >= 1, at most REGIME_MAX.
+
+    The daily seasonal naive's MAE over the last `REGIME_DAYS` days, over the largest of the same
+    MAE on the same days of the week one and two weeks earlier and the whole history's. The backtest
+    errors the band is calibrated on come from the history's regime; a pool whose day-to-day movement
+    just grew (a tenant churning, a migration under way) gets its band widened by that ratio, never
+    narrowed (a quiet spell is no promise of a quiet week). Comparing with the same weekdays keeps an
+    ordinary weekday/weekend transition from counting as a new regime.
+    """
+    n, length = values.shape
+    window = REGIME_DAYS * day
+
+    def window_mae(end: int) -> tuple[np.ndarray, np.ndarray]:
+        tail = values[:, end - window - day:end]
+        change = np.abs(tail[:, day:] - tail[:, :-day])
+        seen = ~np.isnan(change)
+        count = seen.sum(axis=1)
+        return np.where(seen, change, 0.0).sum(axis=1) / np.maximum(count, 1), count
+
+    if day < 1 or length < window + day:
+        return np.ones(n)
+    recent, count = window_mae(length)
+    reference = np.nan_to_num(scale).copy()
+    for weeks in (1, 2):
+        end = length - weeks * 7 * day
+        if end >= window + day:
+            earlier, seen = window_mae(end)
+            reference = np.maximum(reference, np.where(seen >= day, earlier, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where((count >= day) & (reference > 0), recent / reference, 1.0)
+    return np.clip(np.nan_to_num(ratio, nan=1.0, posinf=REGIME_MAX), 1.0, REGIME_MAX)
 
 
 def follow_recent_shift(values: np.ndarray, day: int) -> np.ndarray:
