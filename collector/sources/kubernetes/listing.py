@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 from kubernetes.client.exceptions import ApiException
 
+from collector.sources.http_limits import ResponseTruncated, read_bounded, remaining
 from collector.sources.kubernetes.podrequests import Amounts, SpecError, effective_resources, parse_resource_list
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 MAX_LIST_RESTARTS = 3
+DEFAULT_MAX_PAGE_BYTES = 256 * 2**20
 _gc_lock = threading.Lock()
 _gc_pausers = 0
 _gc_was_enabled = False
@@ -96,35 +98,41 @@ def list_paged(
     timeout: float,
     what: str,
     stats: ListStats | None = None,
+    max_bytes: int = DEFAULT_MAX_PAGE_BYTES,
+    deadline: float | None = None,
 ) -> T:
     """Run a LIST to completion through `call` (e.g. `CoreV1Api.list_node`) and fill a fresh table.
 
     `call` gets `limit`, `_continue`, `_preload_content=False` and `_request_timeout`. Raises the
     client's `ApiException` for HTTP errors other than an expired continue token, `InvalidResponse`
-    for an answer that is not a list, and `ListExpired` when the snapshot keeps expiring.
+    for an answer that is not a list, and `ListExpired` when the snapshot keeps expiring. Each page is
+    read with at most `max_bytes` and before `deadline` (time.monotonic()): `ResponseTooLarge`,
+    `ResponseTruncated` (also for JSON that stops mid-document) and `DeadlineExceeded` otherwise.
     """
     stats = stats if stats is not None else ListStats()
     with paused_gc():
-        return _list_paged(call, new_table, page_size=page_size, timeout=timeout, what=what, stats=stats)
+        return _list_paged(call, new_table, page_size=page_size, timeout=timeout, what=what, stats=stats,
+                           max_bytes=max_bytes, deadline=deadline)
 
 
 def _list_paged(
     call: Callable[..., Any], new_table: Callable[[], T], *, page_size: int, timeout: float, what: str,
-    stats: ListStats,
+    stats: ListStats, max_bytes: int, deadline: float | None,
 ) -> T:
     for _attempt in range(MAX_LIST_RESTARTS + 1):
         table = new_table()
         token: str | None = None
         try:
             while True:
-                kwargs: dict[str, Any] = {"limit": page_size, "_preload_content": False, "_request_timeout": timeout}
+                left = remaining(deadline, f"{what} list")
+                request_timeout = timeout if left is None else min(timeout, left)
+                kwargs: dict[str, Any] = {"limit": page_size, "_preload_content": False,
+                                          "_request_timeout": request_timeout}
                 if token:
                     kwargs["_continue"] = token
                 response = call(**kwargs)
-                try:
-                    body = response.data
-                finally:
-                    response.release_conn()
+                body = read_bounded(response, max_bytes=max_bytes, deadline=deadline,
+                                    what=f"{what} list page {stats.pages + 1}")
                 stats.pages += 1
                 page = _decode_list(body, what)
                 table.add(page["items"])
@@ -143,6 +151,9 @@ def _decode_list(body: bytes, what: str) -> dict[str, Any]:
     try:
         page = orjson.loads(body)
     except orjson.JSONDecodeError as error:
+        if body[:1] == b"{" and error.pos >= len(body.rstrip()) - 1:
+            # valid up to its last byte: the answer was cut off, not a page of something else
+            raise ResponseTruncated(f"{what} list: the JSON answer stops after {len(body)} bytes ({error})") from None
         raise InvalidResponse(f"{what} list: answer is not JSON ({error}; starts {body[:60]!r})") from None
     if not isinstance(page, dict) or not isinstance(page.get("items"), list):
         kind = page.get("kind") if isinstance(page, dict) else type(page).__name__
