@@ -282,6 +282,11 @@ class PodTable:
     """Kept only for unscheduled pods (to name the pool they wait for)."""
     skipped: int = 0
     notes: list[str] = field(default_factory=list)
+    _common: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """One copy of each namespace, phase, node and shape name: a pod keeps only its uid and name as its own
+    strings. Decoding allocates fresh strings for every pod; keeping them would leave ~6 live objects per
+    pod scattered through the memory that the next pages' temporary objects reuse, and the slowdown
+    of that fragmented heap (+35 % per page at 150,000 pods) made list decoding grow faster than the list."""
 
     def add(self, items: list[dict[str, Any]]) -> None:
         for item in items:
@@ -305,12 +310,15 @@ class PodTable:
             if owner.get("controller") or owner_kind is None:
                 owner_kind, owner_name = owner.get("kind"), owner.get("name")
         labels = meta.get("labels") or {}
+        common = self._common
+        shape = pod_shape(owner_kind, owner_name, name, labels.get("pod-template-hash"), node)
         self.uid.append(meta["uid"])
-        self.namespace.append(namespace)
+        self.namespace.append(common.setdefault(namespace, namespace))
         self.name.append(name)
-        self.phase.append(status.get("phase") or "Unknown")
-        self.node.append(node)
-        self.shape.append(pod_shape(owner_kind, owner_name, name, labels.get("pod-template-hash"), node))
+        phase = status.get("phase") or "Unknown"
+        self.phase.append(common.setdefault(phase, phase))
+        self.node.append(node if node is None else common.setdefault(node, node))
+        self.shape.append(common.setdefault(shape, shape))
         self.requests.append(requests)
         self.limits.append(limits)
         self.node_selector.append(spec.get("nodeSelector") if node is None else None)
