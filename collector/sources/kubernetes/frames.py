@@ -21,7 +21,7 @@ from collector.contract.schema import CAPACITY, CONSUMERS, HOSTS, FrameSet
 from collector.sources.kubernetes.listing import NodeTable, PodTable, parse_provider_id
 from collector.sources.kubernetes.settings import NodeLabelKeys
 
-__all__ = ["FrameContext", "build_frames", "holds_capacity", "node_pool"]
+__all__ = ["FrameContext", "PodUsage", "build_frames", "holds_capacity", "node_pool"]
 
 NAN = math.nan
 DEFAULT_POOL = "default"
@@ -39,6 +39,16 @@ class FrameContext:
     source: str
     cluster: str
     labels: NodeLabelKeys
+
+
+@dataclass(frozen=True)
+class PodUsage:
+    """Kubelet usage as three columns aligned with the pod table (NaN where unknown): what the source
+    builds, so no per-pod dict or tuple is made between the scrapes and the frame."""
+
+    cpu: Sequence[float]
+    memory: Sequence[float]
+    cpu_seconds: Sequence[float]
 
 
 def holds_capacity(phase: str, node: str | None) -> bool:
@@ -72,9 +82,10 @@ def build_frames(
     nodes: NodeTable,
     pods: PodTable,
     node_usage: Mapping[str, tuple[float, float]],
-    pod_usage: Mapping[str, tuple[float, float, float]],
+    pod_usage: Mapping[str, tuple[float, float, float]] | PodUsage,
 ) -> FrameSet:
-    """node_usage: node -> (cpu cores, memory bytes); pod_usage: pod uid -> (cores, bytes, cpu seconds).
+    """node_usage: node -> (cpu cores, memory bytes); pod_usage: pod uid -> (cores, bytes, cpu seconds), or
+    the same as columns aligned with `pods` (`PodUsage`).
 
     Missing usage is NaN. Returns validated `capacity`, `consumers` and `hosts` frames.
     """
@@ -187,7 +198,7 @@ def _consumers(
     pods: PodTable,
     pools: list[str],
     node_index: Mapping[str, int],
-    pod_usage: Mapping[str, tuple[float, float, float]],
+    pod_usage: Mapping[str, tuple[float, float, float]] | PodUsage,
 ) -> pd.DataFrame:
     """Column-wise: one comprehension per column, and the request/limit figures computed once per
     distinct (requests, limits) pair (the tables share those maps between the pods of a shape), so a
@@ -217,10 +228,12 @@ def _consumers(
         return found
 
     per_pod = [shape_figures(r, lim) for r, lim in zip(pods.requests, pods.limits, strict=True)]
-    nan_usage = (NAN, NAN, NAN)
-    usage = [pod_usage.get(uid, nan_usage) for uid in pods.uid]
     cpu, memory, cpu_limit, memory_limit, resources = _columns(per_pod, 5)
-    cpu_used, memory_used, cpu_seconds = _columns(usage, 3)
+    if isinstance(pod_usage, PodUsage):
+        cpu_used, memory_used, cpu_seconds = pod_usage.cpu, pod_usage.memory, pod_usage.cpu_seconds
+    else:
+        nan_usage = (NAN, NAN, NAN)
+        cpu_used, memory_used, cpu_seconds = _columns([pod_usage.get(uid, nan_usage) for uid in pods.uid], 3)
     names = [f"{ns}/{name}" for ns, name in zip(pods.namespace, pods.name, strict=True)]
     return CONSUMERS.build(
         {
