@@ -466,7 +466,7 @@ class FakeKubelet:
         return "\n".join(out)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Fault:
     """An injected transport fault for 200 answers (lists of the API server, or one fake kubelet):
 
@@ -479,6 +479,8 @@ class Fault:
     kind: str
     size: int = 100 * 2**20
     interval: float = 1.0
+    sent: int = 0
+    """Bytes of oversize bodies written so far (the client's socket buffers included)."""
 
     KINDS: ClassVar[frozenset[str]] = frozenset({"oversize", "oversize_unannounced", "drip", "truncated"})
 
@@ -513,7 +515,7 @@ class _QuietHandler(BaseHTTPRequestHandler):
 
     def _send_faulty(self, fault: Fault, body: bytes, content_type: str) -> None:
         """A 200 answer of `body` spoiled as `fault` says (see `Fault`)."""
-        if fault.kind == "oversize":
+        if fault.kind.startswith("oversize"):
             body = _pad(body, fault.size)
         announced = fault.kind != "oversize_unannounced"
         self.send_response(200)
@@ -535,10 +537,10 @@ class _QuietHandler(BaseHTTPRequestHandler):
                     self.wfile.write(body[index : index + 1])
                     self.wfile.flush()
                     time.sleep(fault.interval)
-            elif fault.kind == "oversize_unannounced":
-                self.wfile.write(_pad(body, fault.size))
             else:
-                self.wfile.write(body)
+                for start in range(0, len(body), 64 * 1024):  # counted, to show how much a client took
+                    self.wfile.write(body[start : start + 64 * 1024])
+                    fault.sent += len(body[start : start + 64 * 1024])
         except OSError:
             self.close_connection = True  # the client gave up (as it should): nothing to report
 
