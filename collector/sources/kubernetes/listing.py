@@ -270,9 +270,7 @@ def pod_shape(
 class PodTable:
     """Column lists of the pods of one list; pods with unreadable resources are skipped and noted."""
 
-    uid: list[str] = field(default_factory=list)
     namespace: list[str] = field(default_factory=list)
-    name: list[str] = field(default_factory=list)
     phase: list[str] = field(default_factory=list)
     node: list[str | None] = field(default_factory=list)
     shape: list[str] = field(default_factory=list)
@@ -283,12 +281,41 @@ class PodTable:
     skipped: int = 0
     notes: list[str] = field(default_factory=list)
     _common: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
-    """One copy of each namespace, phase, node and shape name: a pod keeps only its uid and name as its own
-    strings. Decoding allocates fresh strings for every pod; keeping them would leave ~6 live objects per
-    pod scattered through the memory that the next pages' temporary objects reuse, and the slowdown
-    of that fragmented heap (+35 % per page at 150,000 pods) made list decoding grow faster than the list."""
+    """One copy of each namespace, phase, node and shape name."""
+    _uid_pages: list[str | list[str]] = field(default_factory=list, repr=False, compare=False)
+    _name_pages: list[str | list[str]] = field(default_factory=list, repr=False, compare=False)
+    _page_uid: list[str] = field(default_factory=list, repr=False, compare=False)
+    _page_name: list[str] = field(default_factory=list, repr=False, compare=False)
+    _columns: tuple[list[str], list[str]] | None = field(default=None, repr=False, compare=False)
+
+    # Why uid and name are kept as one joined string per page (and namespace/phase/node/shape as shared
+    # copies): decoding allocates fresh strings for every pod, and keeping them would leave ~6 live objects
+    # per pod scattered through the memory that the next pages' temporary objects reuse. Decoding a page
+    # then slowed as the table grew (the same 500-pod page: +15-35 % by 300,000 pods), so list decoding
+    # grew faster than the list. Joined per page, a pod keeps no object of its own until the columns are
+    # first read, when they are split out contiguously.
+
+    @property
+    def uid(self) -> list[str]:
+        return self._materialized()[0]
+
+    @property
+    def name(self) -> list[str]:
+        return self._materialized()[1]
+
+    def _materialized(self) -> tuple[list[str], list[str]]:
+        if self._columns is None or len(self._columns[0]) != len(self.phase):
+            columns: tuple[list[str], list[str]] = ([], [])
+            for pages, column in ((self._uid_pages, columns[0]), (self._name_pages, columns[1])):
+                for page in pages:
+                    column.extend(page.split("\0") if isinstance(page, str) else page)
+            self._columns = columns
+        return self._columns
 
     def add(self, items: list[dict[str, Any]]) -> None:
+        uids, names = self._page_uid, self._page_name
+        uids.clear()
+        names.clear()
         for item in items:
             try:
                 self._add(item)
@@ -297,12 +324,22 @@ class PodTable:
                 if len(self.notes) < _NOTE_LIMIT:
                     detail = error if isinstance(error, SpecError) else f"pod {_safe_name(item)}: malformed ({error!r})"
                     self.notes.append(f"{detail} (pod skipped)")
+        for column, pages in ((uids, self._uid_pages), (names, self._name_pages)):
+            if not column:
+                continue
+            joined = "\0".join(column)
+            # (a NUL inside a value, impossible in a valid object, would misalign the split: keep that page as is)
+            pages.append(joined if joined.count("\0") == len(column) - 1 else list(column))
+        uids.clear()
+        names.clear()
 
     def _add(self, item: dict[str, Any]) -> None:
         meta = item["metadata"]
         spec = item["spec"]
         status = item.get("status") or {}
-        namespace, name = meta["namespace"], meta["name"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        if not (isinstance(namespace, str) and isinstance(name, str) and isinstance(uid, str)):
+            raise TypeError("metadata.namespace, .name and .uid must be strings")
         requests, limits = effective_resources(spec, f"{namespace}/{name}")
         node = spec.get("nodeName") or None
         owner_kind = owner_name = None
@@ -312,19 +349,23 @@ class PodTable:
         labels = meta.get("labels") or {}
         common = self._common
         shape = pod_shape(owner_kind, owner_name, name, labels.get("pod-template-hash"), node)
-        self.uid.append(meta["uid"])
-        self.namespace.append(common.setdefault(namespace, namespace))
-        self.name.append(name)
         phase = status.get("phase") or "Unknown"
+        if not isinstance(phase, str) or not (node is None or isinstance(node, str)):
+            raise TypeError("status.phase and spec.nodeName must be strings")
+        selector = spec.get("nodeSelector") if node is None else None
+        # (everything is read and checked above: the columns below are appended all or none)
+        self._page_uid.append(uid)
+        self.namespace.append(common.setdefault(namespace, namespace))
+        self._page_name.append(name)
         self.phase.append(common.setdefault(phase, phase))
         self.node.append(node if node is None else common.setdefault(node, node))
         self.shape.append(common.setdefault(shape, shape))
         self.requests.append(requests)
         self.limits.append(limits)
-        self.node_selector.append(spec.get("nodeSelector") if node is None else None)
+        self.node_selector.append(selector)
 
     def __len__(self) -> int:
-        return len(self.uid)
+        return len(self.phase)
 
 
 def _safe_name(item: Any) -> str:
