@@ -234,3 +234,5 @@ def test_pod_table_columns_stay_aligned_across_pages_and_bad_pods() -> None:
     assert table.uid[2] == "uid-with-\0-inside" and table.uid[3] == good[2]["metadata"]["uid"]
     assert table.node == ["n0", "n0", "n1", "n0"]
     assert len(table.uid) == len(table.phase) == len(table.requests) == len(table.node_selector) == 4
+    table.add([make_pod("apps", "late", node="n2")])  # a page after the columns were read
+    assert table.name == ["web-0", "web-1", "nul", "web-2", "late"] and len(table.uid) == len(table) == 5

@@ -310,6 +310,8 @@ class PodTable:
                 for page in pages:
                     column.extend(page.split("\0") if isinstance(page, str) else page)
             self._columns = columns
+            # the split columns replace the joined pages (one copy in memory; later pages extend them)
+            self._uid_pages, self._name_pages = [columns[0]], [columns[1]]
         return self._columns
 
     def add(self, items: list[dict[str, Any]]) -> None:
