@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from collector.demo.standins.kubernetes import FakeKubelet, make_pod
-from collector.sources.kubernetes.kubelet import CpuRates, MetricsFormatError, parse_resource_metrics
+from collector.sources.kubernetes.kubelet import (
+    CpuRates,
+    KubeletScraper,
+    MetricsFormatError,
+    ScrapeTarget,
+    parse_resource_metrics,
+)
 from tests.kubernetes.conftest import TESTDATA
 
 
@@ -84,3 +93,34 @@ def test_a_missed_poll_keeps_the_baseline_for_a_while() -> None:
     assert rates.update([("n", 60.0, 60.0)], now=60.0) == {"n": 1.0}
     rates.update([], now=100.0)
     assert rates.update([("n", 300.0, 300.0)], now=300.0) == {}  # baseline too old: forgotten
+
+
+def test_scraper_pool_is_bounded_and_fed_incrementally() -> None:
+    """At most `concurrency` scrapes in flight, and a target is taken only when a worker is free."""
+    text = (TESTDATA / "metrics_resource_v1.35.txt").read_bytes()
+    lock = threading.Lock()
+    state = {"pulled": 0, "done": 0, "active": 0, "max_active": 0, "max_ahead": 0}
+
+    def targets():
+        for i in range(200):
+            with lock:
+                state["pulled"] += 1
+                state["max_ahead"] = max(state["max_ahead"], state["pulled"] - state["done"])
+            yield ScrapeTarget(f"node-{i}", "127.0.0.1", None)
+
+    def fetch(target: ScrapeTarget, timeout: float) -> bytes:
+        with lock:
+            state["active"] += 1
+            state["max_active"] = max(state["max_active"], state["active"])
+        time.sleep(0.002)
+        with lock:
+            state["active"] -= 1
+            state["done"] += 1
+        if target.node == "node-7":
+            raise OSError("connection refused")
+        return text
+
+    result = KubeletScraper(fetch, concurrency=4, timeout=1.0, mode="proxy").scrape(targets())
+    assert len(result.usage) == 199 and result.failures == {"kubelet_unreachable": 1}
+    assert state["max_active"] <= 4
+    assert state["max_ahead"] <= 4  # nothing queued beyond the workers (no 10,000 futures up front)

@@ -211,3 +211,28 @@ def test_paused_gc_nests_and_restores() -> None:
         assert not gc.isenabled()  # left as the application had it
     finally:
         gc.enable()
+
+
+def test_pod_table_columns_stay_aligned_across_pages_and_bad_pods() -> None:
+    """uid and name are kept joined per page: a skipped pod, an empty page or a NUL never misaligns them."""
+    from collector.demo.standins.kubernetes import make_pod
+    from collector.sources.kubernetes.listing import PodTable
+
+    table = PodTable()
+    good = [make_pod("apps", f"web-{i}", node="n0") for i in range(3)]
+    bad_phase = make_pod("apps", "bad-phase", node="n0")
+    bad_phase["status"]["phase"] = ["Running"]
+    bad_node = make_pod("apps", "bad-node", node="n0")
+    bad_node["spec"]["nodeName"] = {"name": "n0"}
+    nul = make_pod("apps", "nul", node="n1")
+    nul["metadata"]["uid"] = "uid-with-\0-inside"
+    table.add([good[0], bad_phase, good[1]])
+    table.add([])
+    table.add([bad_node, nul, good[2]])
+    assert table.skipped == 2 and len(table) == 4
+    assert table.name == ["web-0", "web-1", "nul", "web-2"]
+    assert table.uid[2] == "uid-with-\0-inside" and table.uid[3] == good[2]["metadata"]["uid"]
+    assert table.node == ["n0", "n0", "n1", "n0"]
+    assert len(table.uid) == len(table.phase) == len(table.requests) == len(table.node_selector) == 4
+    table.add([make_pod("apps", "late", node="n2")])  # a page after the columns were read
+    assert table.name == ["web-0", "web-1", "nul", "web-2", "late"] and len(table.uid) == len(table) == 5

@@ -20,7 +20,8 @@ server (behaviour checked against kube-apiserver 1.20 in tests/kubernetes/test_e
 
 `FakeKubelet` renders `/metrics/resource` in the kubelet's format (the real capture in
 `testdata/metrics_resource_v1.35.txt`), with CPU counters that grow with time; behaviours `ok`,
-`hang`, `malformed`, `down`, `forbidden` and `reset_counters()` make the failure cases.
+`hang`, `malformed`, `down`, `forbidden` and `reset_counters()` make the failure cases, and a `Fault`
+(oversize, drip, truncated answers) spoils the transport of a kubelet's or the lists' answers.
 `KubeletServer` serves fake kubelets over HTTPS for `kubelet.mode: direct` and behind a real
 API server's node proxy.
 
@@ -39,6 +40,7 @@ import hashlib
 import ipaddress
 import json
 import random
+import socket
 import ssl
 import sys
 import threading
@@ -49,13 +51,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import yaml
 
 __all__ = [
     "FakeKubelet",
+    "Fault",
     "KubeletServer",
     "StandinApiServer",
     "TLSFiles",
@@ -400,9 +403,11 @@ class FakeKubelet:
     CPU request (default 50m) and of its memory request (default 64 MiB); counters grow from `boot`.
     """
 
-    def __init__(self, node: str, behaviour: str = "ok", hang_seconds: float = 60.0):
+    def __init__(self, node: str, behaviour: str = "ok", hang_seconds: float = 60.0, fault: Fault | None = None):
         self.node = node
         self.behaviour = behaviour
+        self.fault = fault
+        """A transport fault for this kubelet's answers (oversize, drip, truncated), else None."""
         self.hang_seconds = hang_seconds
         self.boot = time.time() - 3600.0
         self.pods: list[_PodLoad] = []
@@ -461,6 +466,37 @@ class FakeKubelet:
         return "\n".join(out)
 
 
+@dataclass
+class Fault:
+    """An injected transport fault for 200 answers (lists of the API server, or one fake kubelet):
+
+    * `oversize`: the body padded (valid JSON / Prometheus text) to `size` bytes, Content-Length announced;
+    * `oversize_unannounced`: the same without Content-Length (the body ends when the connection closes);
+    * `drip`: the real body, one byte every `interval` seconds;
+    * `truncated`: Content-Length of the whole body, then half of it and the connection closed.
+    """
+
+    kind: str
+    size: int = 100 * 2**20
+    interval: float = 1.0
+    sent: int = 0
+    """Bytes of oversize bodies written so far (the client's socket buffers included)."""
+
+    KINDS: ClassVar[frozenset[str]] = frozenset({"oversize", "oversize_unannounced", "drip", "truncated"})
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ValueError(f"unknown fault {self.kind!r} (one of {sorted(self.KINDS)})")
+
+
+def _pad(body: bytes, size: int) -> bytes:
+    """`body` grown to `size` bytes and still well-formed: JSON gets a padding field, text a comment."""
+    missing = max(0, size - len(body))
+    if body.startswith(b"{"):
+        return b'{"padding":"' + b"x" * max(0, missing - 14) + b'",' + body[1:]
+    return b"# " + b"x" * max(0, missing - 3) + b"\n" + body
+
+
 class _QuietHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "standin"
@@ -476,6 +512,37 @@ class _QuietHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _send_faulty(self, fault: Fault, body: bytes, content_type: str) -> None:
+        """A 200 answer of `body` spoiled as `fault` says (see `Fault`)."""
+        if fault.kind.startswith("oversize"):
+            body = _pad(body, fault.size)
+        announced = fault.kind != "oversize_unannounced"
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        if announced:
+            self.send_header("Content-Length", str(len(body)))
+        else:
+            self.send_header("Connection", "close")  # the body ends when the connection does (HTTP/1.1 allows it)
+            self.close_connection = True
+        self.end_headers()
+        try:
+            if fault.kind == "truncated":
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)  # half the announced bytes, then the end
+            elif fault.kind == "drip":
+                for index in range(len(body)):
+                    self.wfile.write(body[index : index + 1])
+                    self.wfile.flush()
+                    time.sleep(fault.interval)
+            else:
+                for start in range(0, len(body), 64 * 1024):  # counted, to show how much a client took
+                    self.wfile.write(body[start : start + 64 * 1024])
+                    fault.sent += len(body[start : start + 64 * 1024])
+        except OSError:
+            self.close_connection = True  # the client gave up (as it should): nothing to report
 
 
 class _TLSServer(ThreadingHTTPServer):
@@ -550,6 +617,9 @@ def _kubelet_answer(kubelet: FakeKubelet, handler: _QuietHandler) -> None:
         handler._send(403, b"Forbidden (user=system:anonymous, verb=get, resource=nodes, "
                            b"subresource=metrics)\n", "text/plain; charset=utf-8")
         return
+    if kubelet.fault is not None:
+        handler._send_faulty(kubelet.fault, kubelet.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
+        return
     handler._send(200, kubelet.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -608,6 +678,8 @@ class StandinApiServer:
         self.requests: list[str] = []
         self.record_requests = False
         self.down = False
+        self.list_fault: Fault | None = None
+        """A transport fault for list answers (oversize, drip, truncated); None = healthy."""
         self._loads: dict[str, list[_PodLoad]] = {}
         outer = self
 
@@ -806,7 +878,10 @@ class StandinApiServer:
             b'{"kind":"', res.kind.encode(), b'List","apiVersion":"v1","metadata":', orjson.dumps(metadata),
             b',"items":[', b",".join(chosen), b"]}",
         ))
-        handler._send(200, body)
+        if self.list_fault is not None:
+            handler._send_faulty(self.list_fault, body, "application/json")
+        else:
+            handler._send(200, body)
         if more and self.after_page is not None:
             self.after_page(resource, int(bool(token)) + 1)
 

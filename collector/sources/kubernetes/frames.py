@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
 from collector.contract.quantity import NANO
@@ -20,7 +21,7 @@ from collector.contract.schema import CAPACITY, CONSUMERS, HOSTS, FrameSet
 from collector.sources.kubernetes.listing import NodeTable, PodTable, parse_provider_id
 from collector.sources.kubernetes.settings import NodeLabelKeys
 
-__all__ = ["FrameContext", "build_frames", "holds_capacity", "node_pool"]
+__all__ = ["FrameContext", "PodUsage", "build_frames", "holds_capacity", "node_pool"]
 
 NAN = math.nan
 DEFAULT_POOL = "default"
@@ -38,6 +39,16 @@ class FrameContext:
     source: str
     cluster: str
     labels: NodeLabelKeys
+
+
+@dataclass(frozen=True)
+class PodUsage:
+    """Kubelet usage as three columns aligned with the pod table (NaN where unknown): what the source
+    builds, so no per-pod dict or tuple is made between the scrapes and the frame."""
+
+    cpu: Sequence[float]
+    memory: Sequence[float]
+    cpu_seconds: Sequence[float]
 
 
 def holds_capacity(phase: str, node: str | None) -> bool:
@@ -71,9 +82,10 @@ def build_frames(
     nodes: NodeTable,
     pods: PodTable,
     node_usage: Mapping[str, tuple[float, float]],
-    pod_usage: Mapping[str, tuple[float, float, float]],
+    pod_usage: Mapping[str, tuple[float, float, float]] | PodUsage,
 ) -> FrameSet:
-    """node_usage: node -> (cpu cores, memory bytes); pod_usage: pod uid -> (cores, bytes, cpu seconds).
+    """node_usage: node -> (cpu cores, memory bytes); pod_usage: pod uid -> (cores, bytes, cpu seconds), or
+    the same as columns aligned with `pods` (`PodUsage`).
 
     Missing usage is NaN. Returns validated `capacity`, `consumers` and `hosts` frames.
     """
@@ -135,7 +147,7 @@ def _capacity_columns(
                 used.append(NAN)
     n = len(host)
     return {
-        "timestamp": [ctx.now] * n,
+        "timestamp": _constant_time(ctx.now, n),
         "source": [ctx.source] * n,
         "layer": ["kubernetes"] * n,
         "cloud": [ctx.cluster] * n,
@@ -186,41 +198,46 @@ def _consumers(
     pods: PodTable,
     pools: list[str],
     node_index: Mapping[str, int],
-    pod_usage: Mapping[str, tuple[float, float, float]],
+    pod_usage: Mapping[str, tuple[float, float, float]] | PodUsage,
 ) -> pd.DataFrame:
+    """Column-wise: one comprehension per column, and the request/limit figures computed once per
+    distinct (requests, limits) pair (the tables share those maps between the pods of a shape), so a
+    pod costs a few lookups, not a dict of its own."""
     n = len(pods)
     pool_keys = ctx.labels.pool
-    pool: list[str] = []
-    provider: list[str | None] = []
-    holds: list[bool] = []
-    cpu, memory, cpu_limit, memory_limit, resources = [], [], [], [], []
-    cpu_used, memory_used, cpu_seconds = [], [], []
-    nan_usage = (NAN, NAN, NAN)
-    for i in range(n):
-        node = pods.node[i]
-        index = node_index.get(node) if node is not None else None
-        if index is not None:
-            pool.append(pools[index])
-            provider.append(nodes.provider_id[index])
-        else:
-            # Unscheduled: the pool its nodeSelector asks for, if any (that is where the demand is).
-            pool.append(node_pool(pods.node_selector[i] or {}, pool_keys))
-            provider.append(None)
-        holds.append(holds_capacity(pods.phase[i], node))
-        requests, limits = pods.requests[i], pods.limits[i]
-        cpu.append(requests.get("cpu", 0) / NANO)
-        memory.append(requests.get("memory", 0) / NANO)
-        cpu_limit.append(_float(limits.get("cpu")))
-        memory_limit.append(_float(limits.get("memory")))
-        resources.append({name: amount / NANO for name, amount in requests.items()})
-        usage = pod_usage.get(pods.uid[i], nan_usage)
-        cpu_used.append(usage[0])
-        memory_used.append(usage[1])
-        cpu_seconds.append(usage[2])
+    positions = [None if node is None else node_index.get(node) for node in pods.node]
+    pool = [pools[i] if i is not None else node_pool(selector or {}, pool_keys)  # unscheduled: the pool it asks for
+            for i, selector in zip(positions, pods.node_selector, strict=True)]
+    provider = [None if i is None else nodes.provider_id[i] for i in positions]
+    holds = [node is not None and phase not in FINISHED_PHASES
+             for phase, node in zip(pods.phase, pods.node, strict=True)]
+    lower = {phase: phase.lower() for phase in set(pods.phase)}
+
+    figures: dict[tuple[int, int], tuple[float, float, float, float, dict[str, float]]] = {}
+
+    def shape_figures(requests: dict[str, int], limits: dict[str, int]) -> tuple[float, float, float, float,
+                                                                               dict[str, float]]:
+        key = (id(requests), id(limits))
+        found = figures.get(key)
+        if found is None:
+            found = figures[key] = (
+                requests.get("cpu", 0) / NANO, requests.get("memory", 0) / NANO,
+                _float(limits.get("cpu")), _float(limits.get("memory")),
+                {name: amount / NANO for name, amount in requests.items()},
+            )
+        return found
+
+    per_pod = [shape_figures(r, lim) for r, lim in zip(pods.requests, pods.limits, strict=True)]
+    cpu, memory, cpu_limit, memory_limit, resources = _columns(per_pod, 5)
+    if isinstance(pod_usage, PodUsage):
+        cpu_used, memory_used, cpu_seconds = pod_usage.cpu, pod_usage.memory, pod_usage.cpu_seconds
+    else:
+        nan_usage = (NAN, NAN, NAN)
+        cpu_used, memory_used, cpu_seconds = _columns([pod_usage.get(uid, nan_usage) for uid in pods.uid], 3)
     names = [f"{ns}/{name}" for ns, name in zip(pods.namespace, pods.name, strict=True)]
     return CONSUMERS.build(
         {
-            "timestamp": [ctx.now] * n,
+            "timestamp": _constant_time(ctx.now, n),
             "source": [ctx.source] * n,
             "layer": ["kubernetes"] * n,
             "cloud": [ctx.cluster] * n,
@@ -228,13 +245,13 @@ def _consumers(
             "host": pods.node,
             "id": pods.uid,
             "name": names,
-            "state": [phase.lower() for phase in pods.phase],
+            "state": [lower[phase] for phase in pods.phase],
             "holds_capacity": holds,
             "project": pods.namespace,
             "flavor": pods.shape,
             "cpu": cpu,
             "memory": memory,
-            "disk": [NAN] * n,
+            "disk": np.full(n, NAN),
             "resources": resources,
             "cpu_limit": cpu_limit,
             "memory_limit": memory_limit,
@@ -246,3 +263,17 @@ def _consumers(
             "k8s_provider_id": provider,
         }
     )
+
+
+def _columns(rows: list[tuple], width: int) -> list[list]:
+    """Rows of equal-width tuples -> `width` column lists (transposed in C by zip)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _constant_time(now: datetime, n: int) -> pd.DatetimeIndex:
+    """`n` copies of `now` as a UTC datetime64 column (a list of n datetime objects costs ~1 us each to convert)."""
+    stamp = pd.Timestamp(now)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return pd.DatetimeIndex([stamp]).repeat(n)

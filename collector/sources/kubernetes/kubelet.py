@@ -18,12 +18,14 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
+
+from collector.sources.http_limits import DeadlineExceeded, ResponseTooLarge, ResponseTruncated, read_bounded
 
 __all__ = [
     "CpuRates",
@@ -40,7 +42,7 @@ NODE_MEMORY = "node_memory_working_set_bytes"
 POD_CPU = "pod_cpu_usage_seconds_total"
 POD_MEMORY = "pod_memory_working_set_bytes"
 _WANTED = (NODE_CPU, NODE_MEMORY, POD_CPU, POD_MEMORY)
-_MAX_BODY = 16 * 1024 * 1024  # a node with 250 pods answers ~250 KB; more is not /metrics/resource
+MAX_BODY = 16 * 1024 * 1024  # a node with 250 pods answers ~250 KB; more is not /metrics/resource
 
 _PAIR_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"')
 _LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(?:,|$)')
@@ -183,7 +185,12 @@ _NOTE_LIMIT = 5
 
 
 class KubeletScraper:
-    """Scrapes many kubelets on a bounded thread pool; one node's trouble never fails the poll."""
+    """Scrapes many kubelets on a bounded pool of workers; one node's trouble never fails the poll.
+
+    `concurrency` workers pull the next target from one shared iterator and keep their results in
+    their own dicts, merged once at the end: no future or shared result lock per node (the previous
+    `ThreadPoolExecutor.map` created 10,000 futures up front and took a shared lock per node).
+    """
 
     def __init__(
         self,
@@ -198,39 +205,53 @@ class KubeletScraper:
         self._timeout = timeout
         self._mode = mode
 
-    def scrape(self, targets: list[ScrapeTarget], deadline: float | None = None) -> ScrapeResult:
+    def scrape(self, targets: Iterable[ScrapeTarget], deadline: float | None = None) -> ScrapeResult:
         """Scrape every target; none is started after `deadline` (time.monotonic()), so a poll ends in time
         even when many kubelets hang (those left out are counted as `kubelet_deadline`)."""
         result = ScrapeResult()
-        lock = threading.Lock()
         forbidden = threading.Event()
+        feed = iter(targets)
+        feed_lock = threading.Lock()
 
-        def one(target: ScrapeTarget) -> None:
-            if forbidden.is_set():
-                reason, note = "kubelet_forbidden", None
-            elif deadline is not None and time.monotonic() + 0.1 >= deadline:
-                reason, note = "kubelet_deadline", (
-                    f"kubelet of node {target.node}: not scraped, the poll ran out of time (timeout)")
-            else:
-                reason, note = self._scrape_one(target, result, lock, forbidden, deadline)
-            if reason:
-                with lock:
-                    result.failures[reason] += 1
-                    if note and len(result.notes) < _NOTE_LIMIT:
-                        result.notes.append(note)
+        def work() -> tuple[dict[str, NodeUsage], Counter[str], list[str]]:
+            usage: dict[str, NodeUsage] = {}
+            failures: Counter[str] = Counter()
+            notes: list[str] = []
+            while True:
+                with feed_lock:
+                    target = next(feed, None)
+                if target is None:
+                    return usage, failures, notes
+                if forbidden.is_set():
+                    reason, note = "kubelet_forbidden", None
+                elif deadline is not None and time.monotonic() + 0.1 >= deadline:
+                    reason, note = "kubelet_deadline", (
+                        f"kubelet of node {target.node}: not scraped, the poll ran out of time (timeout)")
+                else:
+                    reason, note = self._scrape_one(target, usage, forbidden, deadline)
+                if reason:
+                    failures[reason] += 1
+                    if note and len(notes) < _NOTE_LIMIT:
+                        notes.append(note)
 
-        if targets:
-            with ThreadPoolExecutor(max_workers=min(self._concurrency, len(targets)),
-                                    thread_name_prefix="kubelet") as pool:
-                list(pool.map(one, targets))
+        workers = self._concurrency
+        if isinstance(targets, Sized):
+            workers = min(workers, len(targets))
+        if workers:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kubelet") as pool:
+                parts = [pool.submit(work) for _ in range(workers)]
+                for part in parts:
+                    usage, failures, notes = part.result()
+                    result.usage.update(usage)
+                    result.failures.update(failures)
+                    result.notes.extend(notes[: max(0, _NOTE_LIMIT - len(result.notes))])
         result.forbidden = forbidden.is_set()
         return result
 
     def _scrape_one(
         self,
         target: ScrapeTarget,
-        result: ScrapeResult,
-        lock: threading.Lock,
+        usage: dict[str, NodeUsage],
         forbidden: threading.Event,
         deadline: float | None,
     ) -> tuple[str | None, str | None]:
@@ -250,7 +271,11 @@ class KubeletScraper:
             if error.status == 401:
                 return "kubelet_unauthorized", f"{where}: 401 Unauthorized"
             return "kubelet_error", f"{where}: HTTP {error.status} {_status_message(error)}"
-        except MetricsFormatError as error:
+        except DeadlineExceeded:
+            return "kubelet_deadline", f"{where}: not complete by the per-poll deadline (timeout)"
+        except ResponseTooLarge as error:
+            return "kubelet_too_large", f"{where}: {error}"
+        except (MetricsFormatError, ResponseTruncated) as error:
             return "kubelet_malformed", f"{where}: malformed /metrics/resource answer: {error}"
         except (urllib3.exceptions.HTTPError, OSError) as error:
             cause = error.reason if isinstance(error, urllib3.exceptions.MaxRetryError) else error
@@ -262,11 +287,9 @@ class KubeletScraper:
             return "kubelet_unreachable", f"{where}: {error}"
         try:
             text = body.decode("utf-8")
-            usage = parse_resource_metrics(text)
+            usage[target.node] = parse_resource_metrics(text)
         except (UnicodeDecodeError, MetricsFormatError) as error:
             return "kubelet_malformed", f"{where}: malformed /metrics/resource answer: {error}"
-        with lock:
-            result.usage[target.node] = usage
         return None, None
 
 
@@ -289,16 +312,6 @@ def _short(error: BaseException) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-def read_limited(response: urllib3.BaseHTTPResponse) -> bytes:
-    """Read an answer body, refusing one larger than any real `/metrics/resource`."""
-    try:
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.stream(256 * 1024):
-            size += len(chunk)
-            if size > _MAX_BODY:
-                raise MetricsFormatError(f"answer larger than {_MAX_BODY // (1024 * 1024)} MiB")
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        response.release_conn()
+def read_limited(response: urllib3.BaseHTTPResponse, max_bytes: int = MAX_BODY, deadline: float | None = None) -> bytes:
+    """Read a `/metrics/resource` answer, refusing one larger than `max_bytes` or not complete by `deadline`."""
+    return read_bounded(response, max_bytes=max_bytes, deadline=deadline, what="kubelet answer")

@@ -111,6 +111,29 @@ def _aggregate(app: Iterable[Amounts], init: Iterable[tuple[Amounts, bool]]) -> 
     return total
 
 
+def _container_lists(containers: Any, pod: str, kind: str) -> tuple[list[Amounts], list[Amounts]]:
+    """Parsed (requests, limits) of each container; the error message is only formatted on an error."""
+    requests: list[Amounts] = []
+    limits: list[Amounts] = []
+    for index, container in enumerate(containers):
+        resources = container.get("resources") or {}
+        for part, into in (("requests", requests), ("limits", limits)):
+            values = resources.get(part)
+            if not values:
+                into.append(_EMPTY)
+                continue
+            try:
+                into.append(_parse_items(tuple(values.items())))
+            except (_BadQuantity, TypeError, AttributeError):
+                # the slow path names the pod and the field (and handles unhashable or non-map values)
+                into.append(parse_resource_list(
+                    values, f"pod {pod}: {kind}[{container.get('name', index)}].resources.{part}"))
+    return requests, limits
+
+
+_EMPTY: Amounts = {}
+
+
 def effective_resources(spec: Mapping[str, Any], pod: str) -> tuple[Amounts, Amounts]:
     """(requests, limits) of a pod spec as the scheduler and kubelet count them.
 
@@ -119,32 +142,20 @@ def effective_resources(spec: Mapping[str, Any], pod: str) -> tuple[Amounts, Amo
     """
     containers = spec.get("containers") or ()
     init_containers = spec.get("initContainers") or ()
-    app_requests: list[Amounts] = []
-    app_limits: list[Amounts] = []
-    for index, container in enumerate(containers):
-        resources = container.get("resources") or {}
-        where = f"pod {pod}: containers[{container.get('name', index)}].resources"
-        app_requests.append(parse_resource_list(resources.get("requests"), f"{where}.requests"))
-        app_limits.append(parse_resource_list(resources.get("limits"), f"{where}.limits"))
+    app_requests, app_limits = _container_lists(containers, pod, "containers")
 
     if not init_containers and len(app_requests) == 1:
         # The common case (one container, no init): no aggregation, and the cached maps are shared
         # between the many pods of a shape (copied below only if overhead or pod-level values change them).
         requests, limits = app_requests[0], app_limits[0]
     else:
-        init_requests: list[tuple[Amounts, bool]] = []
-        init_limits: list[tuple[Amounts, bool]] = []
-        for index, container in enumerate(init_containers):
-            resources = container.get("resources") or {}
-            where = f"pod {pod}: initContainers[{container.get('name', index)}].resources"
-            restartable = container.get("restartPolicy") == "Always"
-            init_requests.append((parse_resource_list(resources.get("requests"), f"{where}.requests"), restartable))
-            init_limits.append((parse_resource_list(resources.get("limits"), f"{where}.limits"), restartable))
-        requests = _aggregate(app_requests, init_requests)
-        limits = _aggregate(app_limits, init_limits)
+        init_req, init_lim = _container_lists(init_containers, pod, "initContainers")
+        restartable = [container.get("restartPolicy") == "Always" for container in init_containers]
+        requests = _aggregate(app_requests, zip(init_req, restartable, strict=True))
+        limits = _aggregate(app_limits, zip(init_lim, restartable, strict=True))
 
     pod_level = spec.get("resources") or {}
-    overhead = parse_resource_list(spec.get("overhead"), f"pod {pod}: overhead")
+    overhead = parse_resource_list(spec.get("overhead"), f"pod {pod}: overhead") if spec.get("overhead") else _EMPTY
     if pod_level or overhead:
         requests, limits = dict(requests), dict(limits)
     if pod_level:

@@ -22,6 +22,10 @@ class KubeletConfig(StrictModel):
     timeout: Duration = timedelta(seconds=10)
     concurrency: int = Field(default=16, ge=1, le=256)
     insecure_skip_tls_verify: bool = False
+    max_response_bytes: int = Field(
+        default=16 * 2**20, ge=64 * 2**10, le=2**30,
+        description="Largest /metrics/resource answer read (a node with 250 pods answers ~250 KB).",
+    )
 
 
 class NodeLabelKeys(StrictModel):
@@ -51,8 +55,21 @@ class KubernetesSourceConfig(SourceBase):
     in_cluster: bool = False
     cluster: str | None = Field(default=None, description="`cloud` label value (default: the context).")
     page_size: int = Field(default=500, ge=1, le=10000)
+    max_response_bytes: int = Field(
+        default=256 * 2**20, ge=2**20, le=8 * 2**30,
+        description="Largest list page read (500 pods are ~2-15 MB); a larger answer fails the poll (too_large).",
+    )
+    poll_deadline: Duration | None = Field(
+        default=None,
+        description="Wall-clock limit of one poll's reads (default: the source's timeout); reads still "
+                    "running then are cut off and the poll fails (timeout).",
+    )
     kubelet: KubeletConfig = Field(default_factory=KubeletConfig)
     node_labels: NodeLabelKeys = Field(default_factory=NodeLabelKeys)
+
+    @property
+    def effective_poll_deadline(self) -> timedelta:
+        return self.poll_deadline or self.effective_timeout
 
     @model_validator(mode="before")
     @classmethod
