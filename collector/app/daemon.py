@@ -22,6 +22,7 @@ from typing import Any
 from apscheduler.triggers.interval import IntervalTrigger
 
 from collector.analyses.registry import AnalysisContext, load_builtin_analyses, run_analyses
+from collector.app.cluster.roles import Coordinator, exposition_cache  # cluster (issue 13)
 from collector.app.config import Config, load_config
 from collector.app.scheduler import SourceRunner, make_scheduler, schedule_source
 from collector.contract.schema import FrameSet
@@ -183,7 +184,8 @@ class Daemon:
         self.config_path = config_path
         self.estate = Estate()
         self.history = open_history(config)
-        self.cache = ExpositionCache()
+        self.cluster = Coordinator(config.cluster)  # cluster: roles and sharding (issue 13)
+        self.cache: ExpositionCache = exposition_cache(self.cluster, self.estate)  # cluster: role-gated
         self.pipeline = Pipeline(config, self.estate, self.history, self.cache)
         source_count = len(config.sources)
         self.scheduler = make_scheduler(job_threads=source_count + 4)
@@ -191,6 +193,7 @@ class Daemon:
         self.server: Any = None
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._rebalance_lock = threading.Lock()  # cluster
         self.first_forecast_done = threading.Event()
 
     # -- polling ---------------------------------------------------------------------------------
@@ -251,8 +254,10 @@ class Daemon:
     def start(self) -> None:
         from exporters.prometheus.http import start_server
 
+        self.cluster.set_targets(s.name for s in self.config.sources)  # cluster: shard ownership
         for source_config in self.config.sources:
-            self._start_source(source_config)
+            if self.cluster.owns(source_config.name):  # cluster: poll only owned targets
+                self._start_source(source_config)
         self.scheduler.add_job(
             self._forecast_job, IntervalTrigger(seconds=FORECAST_INTERVAL.total_seconds(), timezone=UTC),
             id="analyses:expensive", name="forecasts", misfire_grace_time=60,
@@ -262,8 +267,10 @@ class Daemon:
             id="history:compact", name="history compaction", next_run_time=datetime.now(UTC),
             misfire_grace_time=600,
         )
-        self._schedule_reports()
+        if self.cluster.role != "collector":  # cluster: collectors send no reports
+            self._schedule_reports()
         self.pipeline.refresh()
+        self.cluster.start(on_members=self._rebalance, on_leader=self._on_leader)  # cluster
         host, port = self.config.listen_host_port
         self.server = start_server(self.cache, host, port, self.config.web_config_file)
         self.scheduler.start()
@@ -272,6 +279,27 @@ class Daemon:
         threading.Thread(target=self._first_forecast_after_polls, name="first-forecast", daemon=True).start()
         log.info("capacityd serving /metrics on %s:%s with %d sources", host, self.server.port,
                  len(self.config.sources))
+
+    # -- cluster hooks (issue 13; collector/app/cluster) -------------------------------------------
+
+    def _rebalance(self, _members: list[str]) -> None:
+        """The shard set changed: start the sources we now own, stop those that moved away."""
+        with self._rebalance_lock:
+            for source_config in self.config.sources:
+                owned, running = self.cluster.owns(source_config.name), source_config.name in self.runners
+                if owned and not running:
+                    self._start_source(source_config)
+                elif running and not owned:
+                    self._stop_source(source_config.name)
+            self.pipeline.request_refresh()
+
+    def _on_leader(self, leading: bool) -> None:
+        """Planner leadership changed: re-render /metrics at once (losing it drops every planning family)."""
+        regate = getattr(self.cache, "regate", None)
+        if regate is not None:
+            regate()
+        if leading:
+            threading.Thread(target=self._forecast_job, name="leader-forecast", daemon=True).start()
 
     def _schedule_reports(self) -> None:
         try:
@@ -302,8 +330,9 @@ class Daemon:
                 self._stop_source(name)
         self.config = new
         self.pipeline.config = new
+        self.cluster.set_targets(new_sources)  # cluster
         for name, source_config in new_sources.items():
-            if name not in self.runners:
+            if name not in self.runners and self.cluster.owns(name):  # cluster: owned only
                 self._start_source(source_config)
         self._schedule_reports()
         if self.server is not None and self.config.web_config_file is not None:
@@ -318,6 +347,7 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+        self.cluster.stop()  # cluster: leave the shard set / release the planner Lease
         self.scheduler.shutdown(wait=False)
         for name in list(self.runners):
             runner = self.runners.pop(name)

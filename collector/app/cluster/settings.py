@@ -1,0 +1,40 @@
+"""`cluster:` settings (docs/config.md#cluster): role, shard identity, Lease membership and leader election."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from collector.contract.settings import StrictModel
+
+
+class ClusterConfig(StrictModel):
+    """How this process takes part in a scaled-out deployment; the defaults are one `all` process."""
+
+    role: Literal["all", "collector", "planner"] = Field(
+        default="all", description="all: poll + plan (single process); collector: poll own targets; planner: plan."
+    )
+    membership: Literal["static", "ordinal", "lease"] = Field(
+        default="static", description="How the shard set is known: flags, StatefulSet ordinal, or Kubernetes Leases."
+    )
+    shard: int | None = Field(default=None, ge=0, description="This collector's shard (static membership).")
+    total_shards: int = Field(default=1, ge=1, description="Number of shards (static and ordinal membership).")
+    identity: str | None = Field(
+        default=None, description="Member / candidate name in Leases; the hostname when unset."
+    )
+    namespace: str = Field(default="default", description="Namespace holding the Lease objects.")
+    lease_prefix: str = Field(
+        default="capacityd", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Lease names: <prefix>-collector-<identity> (membership) and <prefix>-planner (leader).",
+    )
+    lease_duration_seconds: int = Field(default=15, ge=1, description="A dead member/planner is replaced after this.")
+    kubeconfig: Path | None = Field(default=None, description="kubeconfig for Leases; in-cluster config when unset.")
+    workers: int = Field(default=16, ge=1, description="Bounded poll worker pool size for a collector.")
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> ClusterConfig:
+        if self.shard is not None and self.shard >= self.total_shards:
+            raise ValueError(f"shard must be below total_shards ({self.total_shards}); shards count from 0")
+        return self
