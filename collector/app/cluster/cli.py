@@ -28,7 +28,8 @@ def apply_arguments(config: Any, args: argparse.Namespace, path: str = "<command
     try:
         cluster = ClusterConfig.model_validate({**config.cluster.model_dump(), **overrides})
     except ValidationError as error:
-        raise ConfigError(path, [f"--{'-'.join(str(p) for p in e['loc']) or 'shard'}: {e['msg']}"
-                                 .replace("total_shards", "total-shards")
-                                 for e in error.errors(include_input=False, include_url=False)]) from None
+        raise ConfigError(path, [
+            f"--{str(e['loc'][0]).replace('_', '-') if e['loc'] else 'shard'}: "
+            + e["msg"].removeprefix("Value error, ").replace("total_shards", "--total-shards")
+            for e in error.errors(include_input=False, include_url=False)]) from None
     return config.model_copy(update={"cluster": cluster})
