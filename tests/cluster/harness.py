@@ -22,7 +22,8 @@ def libvirt_sources(count: int, interval: str = "1s") -> list[str]:
 
 
 def write_config(path: Path, port: int, state_dir: Path, sources: list[str], cluster: str = "") -> Path:
-    path.write_text(f"listen: 127.0.0.1:{port}\nstate_dir: {state_dir}\nsources:\n" + "\n".join(sources)
+    listed = "sources:\n" + "\n".join(sources) if sources else "sources: []"
+    path.write_text(f"listen: 127.0.0.1:{port}\nstate_dir: {state_dir}\n{listed}"
                     + (f"\ncluster:\n{cluster}" if cluster else "") + "\n")
     return path
 
