@@ -188,7 +188,8 @@ class Daemon:
         self.cache: ExpositionCache = exposition_cache(self.cluster, self.estate)  # cluster: role-gated
         self.pipeline = Pipeline(config, self.estate, self.history, self.cache)
         source_count = len(config.sources)
-        self.scheduler = make_scheduler(job_threads=source_count + 4)
+        self.poll_pool = self.cluster.poll_pool()  # cluster: bounded pool for collectors (None: a thread each)
+        self.scheduler = make_scheduler(job_threads=self.cluster.job_threads(source_count + 4))  # cluster
         self.runners: dict[str, SourceRunner] = {}
         self.server: Any = None
         self._stop = threading.Event()
@@ -214,7 +215,8 @@ class Daemon:
             log.error("source %s: cannot be created: %s", source_config.name, error)
             self.estate.record_failure(source_config.name, "config", str(error), datetime.now(UTC), 0.0)
             return
-        runner = SourceRunner(source, self.estate, _timeout_seconds(source_config), self._on_success)
+        runner = SourceRunner(source, self.estate, _timeout_seconds(source_config), self._on_success,
+                              executor=self.poll_pool)  # cluster: shared bounded pool (None: own thread)
         self.runners[source_config.name] = runner
         schedule_source(
             self.scheduler, runner, source_config.interval.total_seconds(),
@@ -348,6 +350,8 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
         self.cluster.stop()  # cluster: leave the shard set / release the planner Lease
+        if self.poll_pool is not None:  # cluster
+            self.poll_pool.close()
         self.scheduler.shutdown(wait=False)
         for name in list(self.runners):
             runner = self.runners.pop(name)

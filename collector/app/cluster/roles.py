@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from collector.app.cluster.leader import LeaderElector
 from collector.app.cluster.leases import LeaseStore, api_client
 from collector.app.cluster.membership import LeaseMembership, StaticMembership
+from collector.app.cluster.pool import SharedPollPool
 from collector.app.cluster.settings import ClusterConfig
 from collector.app.cluster.sharding import assign, owner
 from collector.estate import Estate, Snapshot
@@ -78,6 +79,14 @@ class Coordinator:
     @property
     def me(self) -> str:
         return self.membership.me if self.membership is not None else self.identity
+
+    def poll_pool(self) -> SharedPollPool | None:
+        """A collector's bounded worker pool; None keeps today's thread per source (role all)."""
+        return SharedPollPool(self.config.workers) if self.role == "collector" else None
+
+    def job_threads(self, default: int) -> int:
+        """APScheduler job threads: bounded like the pool for a collector (a job waits at most its timeout)."""
+        return min(default, self.config.workers + 4) if self.role == "collector" else default
 
     def members(self) -> list[str]:
         with self._lock:
