@@ -184,7 +184,7 @@ class Daemon:
         self.config_path = config_path
         self.estate = Estate()
         self.history = open_history(config)
-        self.cluster = Coordinator(config.cluster)  # cluster: roles and sharding (issue 13)
+        self.cluster = Coordinator(config.cluster, listen=config.listen)  # cluster: roles and sharding (issue 13)
         self.cache: ExpositionCache = exposition_cache(self.cluster, self.estate)  # cluster: role-gated
         self.pipeline = Pipeline(config, self.estate, self.history, self.cache)
         source_count = len(config.sources)
@@ -272,7 +272,8 @@ class Daemon:
         if self.cluster.role != "collector":  # cluster: collectors send no reports
             self._schedule_reports()
         self.pipeline.refresh()
-        self.cluster.start(on_members=self._rebalance, on_leader=self._on_leader)  # cluster
+        self.cluster.start(on_members=self._rebalance, on_leader=self._on_leader, estate=self.estate,  # cluster
+                           on_poll=self._on_success, on_pulled=self._on_pulled)
         host, port = self.config.listen_host_port
         self.server = start_server(self.cache, host, port, self.config.web_config_file)
         self.scheduler.start()
@@ -302,6 +303,12 @@ class Daemon:
             regate()
         if leading:
             threading.Thread(target=self._forecast_job, name="leader-forecast", daemon=True).start()
+
+    def _on_pulled(self) -> None:
+        """Planner: a round of collectors' snapshots is in the estate; the first one gets forecasts at once."""
+        self.pipeline.request_refresh()
+        if self.cluster.puller is not None and self.cluster.puller.rounds == 1:
+            threading.Thread(target=self._forecast_job, name="first-pull-forecast", daemon=True).start()
 
     def _schedule_reports(self) -> None:
         try:

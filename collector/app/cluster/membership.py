@@ -15,12 +15,21 @@ import threading
 import time
 from collections.abc import Callable
 
-from collector.app.cluster.leases import GROUP_LABEL, ROLE_LABEL, LeaseConflict, LeaseError, LeaseStore
+from collector.app.cluster.leases import (
+    GROUP_LABEL,
+    ROLE_LABEL,
+    LeaseConflict,
+    LeaseError,
+    LeaseRecord,
+    LeaseStore,
+)
 from collector.app.cluster.sharding import ordinal_from_hostname, static_members
 
 log = logging.getLogger(__name__)
 
 OnChange = Callable[[list[str]], None]
+IDENTITY = "capacityd.io/identity"
+SNAPSHOT_URL = "capacityd.io/snapshot-url"
 
 
 class StaticMembership:
@@ -50,7 +59,8 @@ class LeaseMembership:
     """Membership through one Lease per collector; `members()` is the live set, this one included."""
 
     def __init__(self, store: LeaseStore, identity: str, *, prefix: str = "capacityd", duration_seconds: int = 15,
-                 group: str = "collectors", clock: Callable[[], float] = time.monotonic):
+                 group: str = "collectors", clock: Callable[[], float] = time.monotonic,
+                 annotations: dict[str, str] | None = None):
         self.store = store
         self.me = identity
         self.prefix = prefix
@@ -64,6 +74,7 @@ class LeaseMembership:
         self._thread: threading.Thread | None = None
         self._own = None
         self.errors_total = 0
+        self.annotations = {IDENTITY: identity, **(annotations or {})}
 
     @property
     def lease_name(self) -> str:
@@ -78,29 +89,34 @@ class LeaseMembership:
         try:
             self._own = self.store.write(
                 self.lease_name, self.me, self.duration, previous=self._own,
-                transitions=0, labels=self.labels, annotations={"capacityd.io/identity": self.me})
+                transitions=0, labels=self.labels, annotations=self.annotations)
         except LeaseConflict:
             self._own = self.store.get(self.lease_name)  # restarted with the same identity: take it over
             self._own = self.store.write(
                 self.lease_name, self.me, self.duration, previous=self._own, transitions=0, labels=self.labels,
-                annotations={"capacityd.io/identity": self.me})
+                annotations=self.annotations)
 
-    def observe(self) -> list[str]:
-        """List the group's Leases and return the live members (sorted)."""
+    def live_records(self) -> list[LeaseRecord]:
+        """The group's Leases that changed within their duration, by this process's clock."""
         now = self.clock()
-        alive = {self.me}
         current: dict[str, tuple[str, float]] = {}
+        live = []
         for record in self.store.list(self.labels):
-            identity = record.annotations.get("capacityd.io/identity") or record.holder
+            identity = record.annotations.get(IDENTITY) or record.holder
             if not identity:
                 continue
             previous = self._seen.get(identity)
             changed_at = now if previous is None or previous[0] != record.resource_version else previous[1]
             current[identity] = (record.resource_version, changed_at)
             if now - changed_at < record.duration_seconds or identity == self.me:
-                alive.add(identity)
+                live.append(record)
         self._seen = current
-        members = sorted(alive)
+        return live
+
+    def observe(self) -> list[str]:
+        """List the group's Leases and return the live members (sorted), this one included."""
+        alive = {self.me} | {r.annotations.get(IDENTITY) or r.holder or "" for r in self.live_records()}
+        members = sorted(alive - {""})
         with self._lock:
             self._members = members
         return members

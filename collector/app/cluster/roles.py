@@ -15,6 +15,7 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,12 +23,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from collector.app.cluster.leader import LeaderElector
-from collector.app.cluster.leases import LeaseStore, api_client
-from collector.app.cluster.membership import LeaseMembership, StaticMembership
+from collector.app.cluster.leases import LeaseConflict, LeaseError, LeaseStore, api_client
+from collector.app.cluster.membership import SNAPSHOT_URL, LeaseMembership, StaticMembership
 from collector.app.cluster.pool import SharedPollPool
 from collector.app.cluster.settings import ClusterConfig
 from collector.app.cluster.sharding import assign, owner
+from collector.app.cluster.snapshot import SnapshotPuller, SnapshotServing
 from collector.estate import Estate, Snapshot
+from collector.sources.base import PollResult
 from exporters.prometheus.exposition import Exposition, ExpositionCache, SnapshotCollector
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,8 @@ log = logging.getLogger(__name__)
 class Coordinator:
     """Shard ownership and planner leadership for one process, from its `cluster:` settings."""
 
-    def __init__(self, config: ClusterConfig, *, hostname: str | None = None, store: LeaseStore | None = None):
+    def __init__(self, config: ClusterConfig, *, hostname: str | None = None, store: LeaseStore | None = None,
+                 listen: str | None = None):
         self.config = config
         self.role = config.role
         self.identity = config.identity or hostname or socket.gethostname()
@@ -45,14 +49,20 @@ class Coordinator:
         self._targets: list[str] = []
         self._members: list[str] = []
         self._lock = threading.Lock()
-        needs_leases = self.role == "planner" or (self.polls and config.membership == "lease")
+        self.puller: SnapshotPuller | None = None
+        self.collectors_seen: LeaseMembership | None = None  # planner: collectors' Leases, observed only
+        self.advertise_url = config.advertise_url or (f"http://{listen}" if listen else None)
+        elects = self.role == "planner" and config.leader_election
+        needs_leases = elects or (self.role == "planner" and config.membership == "lease") or (
+            self.polls and config.membership == "lease")
         if needs_leases and store is None:
             store = LeaseStore(api_client(config.kubeconfig), config.namespace)
         if self.polls:
             if config.membership == "lease":
                 assert store is not None
-                self.membership = LeaseMembership(store, self.identity, prefix=config.lease_prefix,
-                                                  duration_seconds=config.lease_duration_seconds)
+                self.membership = LeaseMembership(
+                    store, self.identity, prefix=config.lease_prefix, duration_seconds=config.lease_duration_seconds,
+                    annotations={SNAPSHOT_URL: self.advertise_url} if self.advertise_url else None)
             elif config.membership == "ordinal":
                 self.membership = StaticMembership.from_hostname(self.identity, config.total_shards)
             elif config.shard is not None or config.total_shards > 1:
@@ -60,10 +70,14 @@ class Coordinator:
                     raise ValueError("total_shards > 1 needs shard (or membership: ordinal / lease)")
                 self.membership = StaticMembership(config.shard, config.total_shards)
             self._members = self.membership.members() if self.membership is not None else []
-        if self.role == "planner":
+        if elects:
             assert store is not None
             self.elector = LeaderElector(store, self.identity, prefix=config.lease_prefix,
                                          duration_seconds=config.lease_duration_seconds)
+        if self.role == "planner" and config.membership == "lease":
+            assert store is not None
+            self.collectors_seen = LeaseMembership(store, f"planner:{self.identity}", prefix=config.lease_prefix,
+                                                   duration_seconds=config.lease_duration_seconds)
 
     @property
     def polls(self) -> bool:
@@ -107,9 +121,27 @@ class Coordinator:
         with self._lock:
             self._targets = sorted(set(targets))
 
+    def collector_urls(self) -> list[str]:
+        """Planner: the collectors to pull /snapshot from (configured, plus live collector Leases)."""
+        urls = list(self.config.collectors)
+        if self.collectors_seen is not None:
+            try:
+                records = self.collectors_seen.live_records()
+            except (LeaseError, LeaseConflict) as error:
+                log.warning("planner: cannot list collector Leases: %s", error)
+                records = []
+            urls += sorted(r.annotations[SNAPSHOT_URL] for r in records if r.annotations.get(SNAPSHOT_URL))
+        return list(dict.fromkeys(urls))
+
     def start(self, on_members: Callable[[list[str]], None] | None = None,
-              on_leader: Callable[[bool], None] | None = None) -> None:
-        """Start membership and/or election; callbacks run on the coordination threads."""
+              on_leader: Callable[[bool], None] | None = None, estate: Estate | None = None,
+              on_poll: Callable[[str, PollResult, datetime], None] | None = None,
+              on_pulled: Callable[[], None] | None = None) -> None:
+        """Start membership, election and (planner) pulling; callbacks run on the coordination threads."""
+        if self.role == "planner" and estate is not None and (self.config.collectors or self.collectors_seen):
+            self.puller = SnapshotPuller(estate, self.collector_urls, self.config.pull_interval_seconds,
+                                         self.config.pull_timeout_seconds, on_poll, on_pulled)
+            self.puller.start()
         if self.membership is not None:
             def changed(members: list[str]) -> None:
                 with self._lock:
@@ -124,6 +156,8 @@ class Coordinator:
             self.elector.start()
 
     def stop(self) -> None:
+        if self.puller is not None:
+            self.puller.stop()
         if self.elector is not None:
             self.elector.stop()
         if self.membership is not None:
@@ -186,6 +220,11 @@ class RoleExpositionCache(ExpositionCache):
         self.estate = estate
         self._last: Snapshot | None = None
         self._render_lock = threading.Lock()
+        self._serving = SnapshotServing(estate, coordinator.identity) if coordinator.role == "collector" else None
+
+    def snapshot_document(self, path: str) -> tuple[int, bytes, str] | None:
+        """A collector's /snapshot answers (docs/scale-out.md); None on other roles (then 404)."""
+        return self._serving.document(path) if self._serving is not None else None
 
     def _gate(self, snapshot: Snapshot) -> Snapshot:
         if self.coordinator.role == "collector":
