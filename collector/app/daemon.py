@@ -307,7 +307,7 @@ class Daemon:
     def _on_pulled(self) -> None:
         """Planner: a round of collectors' snapshots is in the estate; the first one gets forecasts at once."""
         self.pipeline.request_refresh()
-        if self.cluster.puller is not None and self.cluster.puller.rounds == 1:
+        if self.cluster.first_complete_pull(self.estate):
             threading.Thread(target=self._forecast_job, name="first-pull-forecast", daemon=True).start()
 
     def _schedule_reports(self) -> None:

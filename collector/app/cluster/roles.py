@@ -50,6 +50,7 @@ class Coordinator:
         self._members: list[str] = []
         self._lock = threading.Lock()
         self.puller: SnapshotPuller | None = None
+        self._pulled_complete = False
         self.collectors_seen: LeaseMembership | None = None  # planner: collectors' Leases, observed only
         self.advertise_url = config.advertise_url or (f"http://{listen}" if listen else None)
         elects = self.role == "planner" and config.leader_election
@@ -120,6 +121,14 @@ class Coordinator:
         """All targets of the deployment (for `capacityd_shard_targets`)."""
         with self._lock:
             self._targets = sorted(set(targets))
+
+    def first_complete_pull(self, estate: Estate) -> bool:
+        """True once: the first pull after which every source the collectors list has data (forecast then)."""
+        if self._pulled_complete:
+            return False
+        statuses = estate.snapshot().statuses
+        self._pulled_complete = bool(statuses) and all(s.last_success is not None for s in statuses)
+        return self._pulled_complete
 
     def collector_urls(self) -> list[str]:
         """Planner: the collectors to pull /snapshot from (configured, plus live collector Leases)."""
