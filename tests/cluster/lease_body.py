@@ -122,9 +122,17 @@ def lease_collectors(workdir: Path, kubeconfig: Path) -> dict[str, Any]:
             config = write_config(workdir / f"{identity}.yaml", port, workdir / f"{identity}-state",
                                   libvirt_sources(TARGETS, "1s"), cluster_yaml(kubeconfig, identity, "collector"))
             running.append(Collector(config, port, workdir / f"{identity}.log").start(wait=False))
-        for process in running:
-            wait_for(process.answers, 60, "a collector to serve")
+        port = free_port()  # a planner that finds the collectors through their Leases
+        config = write_config(workdir / "puller.yaml", port, workdir / "puller-state", [],
+                              cluster_yaml(kubeconfig, "puller", "planner") + "\n  pull_interval_seconds: 1")
+        planner = Collector(config, port, workdir / "puller.log").start(wait=False)
+        for process in [*running, planner]:
+            wait_for(process.answers, 60, "a collector or the planner to serve")
         expected = assign(names, identities)
+
+        def planner_sees_all_up() -> bool:
+            up = planner.samples("capacityd_source_up")
+            return sorted(dict(k)["source"] for k, v in up.items() if v == 1.0) == names
 
         def split_as_expected(procs: list[Collector], members: list[str]) -> bool:
             want = assign(names, members)
@@ -132,6 +140,7 @@ def lease_collectors(workdir: Path, kubeconfig: Path) -> dict[str, Any]:
                        for p, ident in zip(procs, members, strict=True))
 
         wait_for(lambda: split_as_expected(running, identities), 60, "the three-way split")
+        wait_for(planner_sees_all_up, 30, "the planner to pull every target from the collectors' Leases")
         victim = running[1]
         victim_targets = sorted(n for n, m in expected.items() if m == "collector-1")
         survivors = [running[0], running[2]]
@@ -146,6 +155,10 @@ def lease_collectors(workdir: Path, kubeconfig: Path) -> dict[str, Any]:
 
         wait_for(taken_over, 30, "the survivors to poll the dead collector's targets", every=0.1)
         takeover = time.monotonic() - killed
+        wait_for(planner_sees_all_up, 30, "the planner to see every target up again", every=0.1)
+        planner_recovered = time.monotonic() - killed
+        planner_capacity = sum(v for k, v in planner.samples("capacity_resource_capacity").items()
+                               if dict(k).get("resource") == "cpu")
         wait_for(lambda: all(p.value("capacityd_shard_members") == 2.0 for p in survivors), 10, "2 members")
         # after the move: every target's polls grow on exactly one survivor
         before = [p.polls() for p in survivors]
@@ -153,11 +166,14 @@ def lease_collectors(workdir: Path, kubeconfig: Path) -> dict[str, Any]:
         after = [p.polls() for p in survivors]
         owners = {n: [i for i in (0, 1) if after[i].get(n, 0) > before[i].get(n, 0)] for n in names}
         return {"victim_targets": victim_targets, "takeover_seconds": takeover,
+                "planner_recovered_seconds": planner_recovered, "planner_cpu_capacity": planner_capacity,
                 "owners_after": owners,
                 "expected_after": assign(names, ["collector-0", "collector-2"])}
     finally:
         for process in running:
             process.stop()
+        if "planner" in locals():
+            planner.stop()
 
 
 def main(workdir: Path) -> dict[str, Any]:

@@ -56,6 +56,9 @@ def test_a_dead_collectors_targets_move_to_the_survivors(observed: dict[str, Any
     collectors = observed["collectors"]
     assert collectors["victim_targets"]
     assert collectors["takeover_seconds"] <= observed["lease"] + SLACK
+    # the planner found the collectors through their Leases' snapshot URLs, before and after the move
+    assert collectors["planner_recovered_seconds"] <= observed["lease"] + SLACK + 2  # + one pull interval
+    assert collectors["planner_cpu_capacity"] > 0
     expected = collectors["expected_after"]
     index = {"collector-0": 0, "collector-2": 1}
     assert collectors["owners_after"] == {name: [index[member]] for name, member in expected.items()}

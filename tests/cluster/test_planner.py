@@ -14,7 +14,7 @@ from collector.demo.standins.openstack import StandinServer, from_demo_estate
 from tests.cluster.harness import Collector, free_port, wait_for, write_config
 from tests.faults.harness import NODE5, libvirt_source, openstack_source, parse_samples
 
-PLANNING_PREFIXES = ("capacity_headroom", "capacity_slots", "capacity_n_plus_one", "capacity_reclaimable")
+PLANNING_PREFIXES = ("capacity_headroom", "capacity_reclaimable", "capacity_exhaustion")
 
 
 def _families(text: str, prefix: str = "capacity_") -> set[tuple[str, tuple[tuple[str, str], ...], float]]:

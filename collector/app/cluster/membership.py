@@ -1,9 +1,11 @@
 """Who is in the shard set: static flags, a StatefulSet ordinal, or live Kubernetes Leases.
 
 Lease membership: every collector holds its own Lease `<prefix>-collector-<identity>` and renews it
-every third of a lease period; the shard set is every Lease of the group that changed within the
-last lease period, as *observed by this process's own monotonic clock* (the way client-go's leader
-election judges expiry, so skewed wall clocks between hosts do not matter). A collector that dies
+every third of a lease period, and looks at the others every tenth of one; the shard set is every
+Lease of the group that changed within the last lease period, timed by this process's own monotonic
+clock (the way client-go's leader election judges expiry). When a Lease changed between two looks,
+its renewTime places the change inside that window; a skewed clock can move it only within the
+window, never outside, so skew costs at most one look. A collector that dies
 stops renewing, and within one lease period every survivor drops it and re-hashes its targets.
 A collector that stops cleanly deletes its Lease so the others re-hash at their next look.
 """
@@ -14,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from collector.app.cluster.leases import (
     GROUP_LABEL,
@@ -74,6 +77,8 @@ class LeaseMembership:
         self._thread: threading.Thread | None = None
         self._own = None
         self.errors_total = 0
+        self._last_look = 0.0
+        self._last_renew: float | None = None
         self.annotations = {IDENTITY: identity, **(annotations or {})}
 
     @property
@@ -98,7 +103,7 @@ class LeaseMembership:
 
     def live_records(self) -> list[LeaseRecord]:
         """The group's Leases that changed within their duration, by this process's clock."""
-        now = self.clock()
+        now, wall = self.clock(), datetime.now(UTC)
         current: dict[str, tuple[str, float]] = {}
         live = []
         for record in self.store.list(self.labels):
@@ -106,11 +111,21 @@ class LeaseMembership:
             if not identity:
                 continue
             previous = self._seen.get(identity)
-            changed_at = now if previous is None or previous[0] != record.resource_version else previous[1]
+            if previous is None or previous[0] != record.resource_version:
+                # it changed between our last look and now; its renewTime says when, if the clocks agree
+                renewed = record.renew_time
+                if renewed is not None and renewed.tzinfo is None:
+                    renewed = renewed.replace(tzinfo=UTC)
+                age = (wall - renewed).total_seconds() if renewed is not None else 0.0
+                since_last_look = now - self._last_look if previous is not None else 0.0
+                changed_at = now - min(max(age, 0.0), since_last_look)
+            else:
+                changed_at = previous[1]
             current[identity] = (record.resource_version, changed_at)
             if now - changed_at < record.duration_seconds or identity == self.me:
                 live.append(record)
         self._seen = current
+        self._last_look = now
         return live
 
     def observe(self) -> list[str]:
@@ -122,13 +137,17 @@ class LeaseMembership:
         return members
 
     def tick(self) -> list[str]:
-        self.renew()
+        """Renew every third of a lease period; look at the others at every tick (a tenth of one)."""
+        if self._last_renew is None or self.clock() - self._last_renew >= self.duration / 3:
+            started = self.clock()
+            self.renew()
+            self._last_renew = started
         return self.observe()
 
     def start(self, on_change: OnChange) -> None:
         def loop() -> None:
             last: list[str] | None = None
-            period = max(0.2, self.duration / 3)
+            period = max(0.1, self.duration / 10)
             while not self._stop.is_set():
                 try:
                     members = self.tick()
