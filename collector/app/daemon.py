@@ -269,7 +269,7 @@ class Daemon:
             id="history:compact", name="history compaction", next_run_time=datetime.now(UTC),
             misfire_grace_time=600,
         )
-        if self.cluster.role != "collector":  # cluster: collectors send no reports
+        if self.cluster.plans:  # cluster: collectors and standby planners send no reports
             self._schedule_reports()
         self.pipeline.refresh()
         self.cluster.start(on_members=self._rebalance, on_leader=self._on_leader, estate=self.estate,  # cluster
@@ -301,6 +301,7 @@ class Daemon:
         regate = getattr(self.cache, "regate", None)
         if regate is not None:
             regate()
+        self._schedule_reports(None if leading else self.config.model_copy(update={"reports": []}))
         if leading:
             threading.Thread(target=self._forecast_job, name="leader-forecast", daemon=True).start()
 
@@ -310,12 +311,12 @@ class Daemon:
         if self.cluster.first_complete_pull(self.estate):
             threading.Thread(target=self._forecast_job, name="first-pull-forecast", daemon=True).start()
 
-    def _schedule_reports(self) -> None:
+    def _schedule_reports(self, config: Config | None = None) -> None:  # cluster: config without reports unschedules
         try:
             from exporters.report import schedule_reports
         except ImportError:
             return
-        schedule_reports(self.scheduler, self.config, lambda: self.pipeline.snapshot, self.history)
+        schedule_reports(self.scheduler, config or self.config, lambda: self.pipeline.snapshot, self.history)
 
     def reload(self) -> None:
         """Re-read the config file: add, remove or replace changed sources; keep everything else."""
@@ -340,10 +341,11 @@ class Daemon:
         self.config = new
         self.pipeline.config = new
         self.cluster.set_targets(new_sources)  # cluster
+        reports_config = new if self.cluster.plans else new.model_copy(update={"reports": []})  # cluster
         for name, source_config in new_sources.items():
             if name not in self.runners and self.cluster.owns(name):  # cluster: owned only
                 self._start_source(source_config)
-        self._schedule_reports()
+        self._schedule_reports(reports_config)  # cluster: gated by planner leadership
         if self.server is not None and self.config.web_config_file is not None:
             from exporters.prometheus.webconfig import WebConfigError
 

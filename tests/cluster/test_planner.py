@@ -82,3 +82,15 @@ def test_the_planner_serves_what_one_process_serves(deployment: dict[str, object
                              ) from None
     for collector in collectors:
         assert not {s for s in _families(collector.scrape()) if s[0].startswith(PLANNING_PREFIXES)}
+    # static shards: a dead collector's targets are not moved; the planner shows them down and stale, data kept
+    victim = next(c for c, o in zip(collectors, owners, strict=True) if o)
+    lost = sorted(victim.polls())
+    capacity_before = {s for s in _families(planner.scrape(), "capacity_resource_capacity")}
+    victim.kill9()
+    wait_for(lambda: all(planner.value("capacityd_source_up", source=n) == 0.0
+                         and planner.value("capacityd_source_stale", source=n) == 1.0
+                         and (planner.value("capacityd_source_errors_total", source=n, reason="unreachable") or 0) > 0
+                         for n in lost), 15, "the planner to show the dead collector's sources down and stale")
+    assert _families(planner.scrape(), "capacity_resource_capacity") == capacity_before
+    others = [n for n in (CLOUD, "default", "node5") if n not in lost]
+    assert all(planner.value("capacityd_source_up", source=n) == 1.0 for n in others)
