@@ -44,9 +44,9 @@ def api_client(kubeconfig: Path | None) -> Any:
     from kubernetes import client, config
 
     if kubeconfig is not None:
-        return config.new_client_from_config(config_file=str(kubeconfig))
+        return config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     configuration = client.Configuration()
-    config.load_incluster_config(client_configuration=configuration)
+    config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     return client.ApiClient(configuration)
 
 

@@ -75,7 +75,7 @@ class LeaseMembership:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._own = None
+        self._own: LeaseRecord | None = None
         self.errors_total = 0
         self._last_look = 0.0
         self._last_renew: float | None = None

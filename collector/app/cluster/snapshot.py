@@ -64,7 +64,7 @@ def encode_frame(frame: pd.DataFrame) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def decode_frame(name: str, data: bytes) -> pd.DataFrame:
