@@ -137,8 +137,8 @@ class Coordinator:
         return counts
 
     def first_complete_pull(self, estate: Estate) -> bool:
-        """True once: the first pull after which every source the collectors list has data (forecast then)."""
-        if self._pulled_complete:
+        """True once: the first pull in which every collector answered and every source it lists has data."""
+        if self._pulled_complete or self.puller is None or self.puller.last_round_failures:
             return False
         statuses = estate.snapshot().statuses
         self._pulled_complete = bool(statuses) and all(s.last_success is not None for s in statuses)

@@ -143,6 +143,7 @@ class SnapshotPuller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.rounds = 0
+        self.last_round_failures = 0
 
     def pull_once(self) -> None:
         """Fetch every collector, then record each source from the collector serving it now."""
@@ -188,6 +189,7 @@ class SnapshotPuller:
             if status.name not in known and status.name not in served:
                 self.estate.remove_source(status.name)
         self.rounds += 1
+        self.last_round_failures = len(failures)
         if self.on_round is not None:
             self.on_round()
 
