@@ -45,4 +45,15 @@ class ClusterConfig(StrictModel):
     def _shard_in_range(self) -> ClusterConfig:
         if self.shard is not None and self.shard >= self.total_shards:
             raise ValueError(f"shard must be below total_shards ({self.total_shards}); shards count from 0")
+        polls = self.role != "planner"
+        if polls and self.membership == "static" and self.total_shards > 1 and self.shard is None:
+            raise ValueError("shard is required when total_shards > 1 (or use membership: ordinal or lease)")
+        if polls and self.membership == "ordinal":
+            import socket
+
+            from collector.app.cluster.sharding import ordinal_from_hostname
+
+            ordinal = ordinal_from_hostname(self.identity or socket.gethostname())
+            if ordinal >= self.total_shards:
+                raise ValueError(f"the pod ordinal {ordinal} is not below total_shards ({self.total_shards})")
         return self
