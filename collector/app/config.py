@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from collector.analyses.forecast.settings import ForecastConfig
 from collector.analyses.headroom.settings import HeadroomConfig, PodShape
+from collector.app.cluster.settings import ClusterConfig  # cluster: roles and sharding (issue 13)
 from collector.contract.settings import ConfigError, StrictModel
 from collector.sources import source_settings_models
 from collector.store.settings import HistoryConfig
@@ -43,6 +44,7 @@ class Config(StrictModel):
     forecast: ForecastConfig = Field(default_factory=ForecastConfig)
     smtp: SmtpConfig | None = Field(default=None, description="Mail relay for reports.")
     reports: list[ReportConfig] = Field(default_factory=list, description="Scheduled email reports.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Roles and sharding (scale-out).")
 
     @field_validator("listen")
     @classmethod

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from collector.analyses.registry import AnalysisContext, AnalysisHealth, load_builtin_analyses, run_analyses
+from collector.app.cluster.roles import Coordinator, exposition_cache  # cluster (issue 13)
 from collector.app.config import Config, load_config
 from collector.app.scheduler import MonotonicScheduler, SourceRunner, make_scheduler, schedule_source
 from collector.contract.schema import BOOL, TIMESTAMP, Column, FrameSchema, FrameSet, register
@@ -246,17 +247,21 @@ class Daemon:
         self.config_path = config_path
         self.estate = Estate()
         self.history = open_history(config)
-        self.cache = ExpositionCache()
+        self.cluster = Coordinator(config.cluster, listen=config.listen)  # cluster: roles and sharding (issue 13)
+        self.cache: ExpositionCache = exposition_cache(self.cluster, self.estate)  # cluster: role-gated
         self.pipeline = Pipeline(config, self.estate, self.history, self.cache)
         self.reload_status = ReloadStatus()
         self.pipeline.reload_status = self.reload_status
         source_count = len(config.sources)
+        self.poll_pool = self.cluster.poll_pool()  # cluster: bounded pool for collectors (None: a thread each)
         self.scheduler = make_scheduler(job_threads=4)  # wall-time jobs only (report crons)
-        self.ticker = MonotonicScheduler(job_threads=source_count + 16)  # polls, forecasts, compaction
+        # polls, forecasts, compaction (cluster: bounded like the pool for a collector)
+        self.ticker = MonotonicScheduler(job_threads=self.cluster.job_threads(source_count + 16))
         self.runners: dict[str, SourceRunner] = {}
         self.server: Any = None
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._rebalance_lock = threading.Lock()  # cluster
         self.first_forecast_done = threading.Event()
 
     # -- polling ---------------------------------------------------------------------------------
@@ -283,7 +288,8 @@ class Daemon:
         if is_fleet(source):
             self.runners[source_config.name] = start_fleet(source, self.estate, source_config, self._on_success)  # type: ignore[arg-type,assignment]
             return
-        runner = SourceRunner(source, self.estate, _timeout_seconds(source_config), self._on_success)
+        runner = SourceRunner(source, self.estate, _timeout_seconds(source_config), self._on_success,
+                              executor=self.poll_pool)  # cluster: shared bounded pool (None: own thread)
         self.runners[source_config.name] = runner
         schedule_source(
             self.ticker, runner, source_config.interval.total_seconds(),
@@ -322,13 +328,18 @@ class Daemon:
     def start(self) -> None:
         from exporters.prometheus.http import start_server
 
+        self.cluster.set_targets(s.name for s in self.config.sources)  # cluster: shard ownership
         for source_config in self.config.sources:
-            self._start_source(source_config)
+            if self.cluster.owns(source_config.name):  # cluster: poll only owned targets
+                self._start_source(source_config)
         forecast_every = FORECAST_INTERVAL.total_seconds()
         self.ticker.add_job("analyses:expensive", self._forecast_job, forecast_every, first_delay=forecast_every)
         self.ticker.add_job("history:compact", self._compact_job, COMPACT_INTERVAL.total_seconds())
-        self._schedule_reports()
+        if self.cluster.plans:  # cluster: collectors and standby planners send no reports
+            self._schedule_reports()
         self.pipeline.refresh()
+        self.cluster.start(on_members=self._rebalance, on_leader=self._on_leader, estate=self.estate,  # cluster
+                           on_poll=self._on_success, on_pulled=self._on_pulled)
         host, port = self.config.listen_host_port
         self.server = start_server(self.cache, host, port, self.config.web_config_file, self.config.web)
         self.scheduler.start()
@@ -339,12 +350,40 @@ class Daemon:
         log.info("capacityd serving /metrics on %s:%s with %d sources", host, self.server.port,
                  len(self.config.sources))
 
-    def _schedule_reports(self) -> None:
+    # -- cluster hooks (issue 13; collector/app/cluster) -------------------------------------------
+
+    def _rebalance(self, _members: list[str]) -> None:
+        """The shard set changed: start the sources we now own, stop those that moved away."""
+        with self._rebalance_lock:
+            for source_config in self.config.sources:
+                owned, running = self.cluster.owns(source_config.name), source_config.name in self.runners
+                if owned and not running:
+                    self._start_source(source_config)
+                elif running and not owned:
+                    self._stop_source(source_config.name)
+            self.pipeline.request_refresh()
+
+    def _on_leader(self, leading: bool) -> None:
+        """Planner leadership changed: re-render /metrics at once (losing it drops every planning family)."""
+        regate = getattr(self.cache, "regate", None)
+        if regate is not None:
+            regate()
+        self._schedule_reports(None if leading else self.config.model_copy(update={"reports": []}))
+        if leading:
+            threading.Thread(target=self._forecast_job, name="leader-forecast", daemon=True).start()
+
+    def _on_pulled(self) -> None:
+        """Planner: a round of collectors' snapshots is in the estate; the first one gets forecasts at once."""
+        self.pipeline.request_refresh()
+        if self.cluster.first_complete_pull(self.estate):
+            threading.Thread(target=self._forecast_job, name="first-pull-forecast", daemon=True).start()
+
+    def _schedule_reports(self, config: Config | None = None) -> None:  # cluster: config without reports unschedules
         try:
             from exporters.report import schedule_reports
         except ImportError:
             return
-        schedule_reports(self.scheduler, self.config, lambda: self.pipeline.snapshot, self.history)
+        schedule_reports(self.scheduler, config or self.config, lambda: self.pipeline.snapshot, self.history)
 
     def reload(self) -> None:
         """Re-read the config file: add, remove or replace changed sources; keep everything else.
@@ -406,10 +445,12 @@ class Daemon:
                 self._stop_source(name)
         self.config = new
         self.pipeline.config = new
+        self.cluster.set_targets(new_sources)  # cluster
+        reports_config = new if self.cluster.plans else new.model_copy(update={"reports": []})  # cluster
         for name, source_config in new_sources.items():
-            if name not in self.runners:
+            if name not in self.runners and self.cluster.owns(name):  # cluster: owned only
                 self._start_source(source_config)
-        self._schedule_reports()
+        self._schedule_reports(reports_config)  # cluster: gated by planner leadership
         if self.server is not None and self.config.web_config_file is not None:
             from exporters.prometheus.webconfig import WebConfigError
 
@@ -423,6 +464,9 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
         self.ticker.shutdown(wait=False)
+        self.cluster.stop()  # cluster: leave the shard set / release the planner Lease
+        if self.poll_pool is not None:  # cluster
+            self.poll_pool.close()
         self.scheduler.shutdown(wait=False)
         for name in list(self.runners):
             runner = self.runners.pop(name)

@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -38,12 +39,14 @@ OnSuccess = Callable[[str, PollResult, datetime], None]
 class SourceRunner:
     """Runs one source's polls on a dedicated thread with a timeout; records the outcome in the Estate."""
 
-    def __init__(self, source: Source, estate: Estate, timeout: float, on_success: OnSuccess | None = None):
+    def __init__(self, source: Source, estate: Estate, timeout: float, on_success: OnSuccess | None = None,
+                 executor: Any = None):
         self.source = source
         self.estate = estate
         self.timeout = timeout
         self.on_success = on_success
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"poll-{source.name}")
+        # cluster: a collector's runners share one bounded pool (collector/app/cluster/pool.py)
+        self._worker = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"poll-{source.name}")
         self._inflight: Future[PollResult] | None = None
 
     def run(self) -> bool:
@@ -61,6 +64,7 @@ class SourceRunner:
         try:
             result = self._inflight.result(timeout=self.timeout)
         except FutureTimeout:
+            self._inflight.cancel()  # cluster: a poll still queued in a shared pool is dropped, not run late
             self._fail(when, started, "timeout", f"poll did not finish within {self.timeout:g}s")
             return False
         except SourceError as error:

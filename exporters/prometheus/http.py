@@ -709,6 +709,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/":
             page = LANDING_PAGE.format(version=html.escape(__version__)).encode("utf-8")
             self._reply(HTTPStatus.OK, page, "text/html; charset=utf-8", head=head)
+        elif path.startswith("/snapshot") and hasattr(self.server.cache, "snapshot_document") and (
+                answer := self.server.cache.snapshot_document(path)) is not None:  # collectors (docs/scale-out.md)
+            self._reply(HTTPStatus(answer[0]), answer[1], answer[2], head=head)
         elif path == "/-/healthy":
             self._reply(HTTPStatus.OK, b"capacityd is Healthy.\n", head=head)
         elif path == "/-/ready":

@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from collector.app.cluster import cli as cluster_cli  # cluster: roles and sharding (issue 13)
 from collector.app.config import Config, load_config
 from collector.contract.settings import ConfigError
 
@@ -25,6 +26,7 @@ TABLE_FRAMES = ("sources", "capacity", "headroom", "forecast", "reclaimable")
 def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser("run", help="run the daemon (poll on schedule, serve /metrics)")
     run.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
+    cluster_cli.add_arguments(run)  # cluster: --role/--shard/--total-shards (issue 13)
     run.set_defaults(func=cmd_run)
 
     once = subparsers.add_parser("once", help="poll every source once and print the frames")
@@ -83,6 +85,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     if config is None:
+        return 1
+    try:  # cluster: command-line role/shard override the config keys (issue 13)
+        config = cluster_cli.apply_arguments(config, args)
+    except ConfigError as error:
+        print(f"{error.path}: {'; '.join(error.errors)}", file=sys.stderr)
         return 1
     logging.getLogger().setLevel(config.log_level.upper())
     return Daemon(config, config_path=args.config).run_forever()
