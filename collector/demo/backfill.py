@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from collector.demo.model import CLOUD, MIB, Estate
+from collector.demo.model import CLOUD, MIB, Estate, Host
 
 GIB = 1024**3
 
@@ -26,7 +28,8 @@ def _rhythm(times: pd.DatetimeIndex, seed: int) -> np.ndarray:
     hours = times.hour.to_numpy() + times.minute.to_numpy() / 60
     daily = 0.5 + 0.5 * np.sin((hours - 9) / 24 * 2 * np.pi)
     weekend = np.where(times.dayofweek.to_numpy() >= 5, 0.75, 1.0)
-    return np.clip((0.65 + 0.4 * daily) * weekend + rng.normal(0, 0.03, len(times)), 0.3, 1.2)
+    rhythm: np.ndarray = np.clip((0.65 + 0.4 * daily) * weekend + rng.normal(0, 0.03, len(times)), 0.3, 1.2)
+    return rhythm
 
 
 def backfill_rows(estate: Estate, weeks: int = 8, step: timedelta = timedelta(hours=1)) -> pd.DataFrame:
@@ -37,7 +40,7 @@ def backfill_rows(estate: Estate, weeks: int = 8, step: timedelta = timedelta(ho
     created = np.array([s.created_at.timestamp() for s in estate.servers])
     t = times.asi8 // 10**9
     alive = created[None, :] <= t[:, None]  # time x server
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
 
     def add(source: str, layer: str, pool: str, resource: str, capacity: float, allocatable: float,
             allocated: np.ndarray, used: np.ndarray | None, hosts: int) -> None:
@@ -64,7 +67,7 @@ def backfill_rows(estate: Estate, weeks: int = 8, step: timedelta = timedelta(ho
             mem_alloc, None, 1)
 
     # OpenStack layer: Placement's view per AZ; every server holds its allocation, shut off or not
-    by_zone: dict[str, list] = defaultdict(list)
+    by_zone: dict[str, list[Host]] = defaultdict(list)
     for host in estate.hosts:
         by_zone[host.zone].append(host)
     for zone, hosts in by_zone.items():
@@ -95,7 +98,8 @@ def _unit_hash(text: str) -> float:
     return (int(hashlib.sha1(text.encode()).hexdigest()[:8], 16) % 10_000) / 10_000
 
 
-def usage_polls(consumers: pd.DataFrame, now: pd.Timestamp, days: dict[str, int]):
+def usage_polls(consumers: pd.DataFrame, now: pd.Timestamp,
+                days: dict[str, int]) -> Iterator[tuple[str, datetime, pd.DataFrame]]:
     """Past polls of per-consumer usage, hour by hour: (source, when, consumers frame with usage set).
 
     Only layers that measure usage in production get it: libvirt domains (CPU) and pods (CPU and

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = subparsers.add_parser("demo", help="run the daemon on the embedded demo estate")
     demo.add_argument("--listen", default="127.0.0.1:9847", help="HOST:PORT for /metrics (default %(default)s)")
     demo.add_argument("--state-dir", type=Path, default=None,

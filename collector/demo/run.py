@@ -91,7 +91,7 @@ def run_demo(listen: str, state_dir: Path | None, duration: float | None) -> int
     from collector.app.daemon import Daemon
 
     temporary = state_dir is None
-    workdir = Path(tempfile.mkdtemp(prefix="capacityd-demo-")) if temporary else state_dir
+    workdir = Path(tempfile.mkdtemp(prefix="capacityd-demo-")) if state_dir is None else state_dir
     workdir.mkdir(parents=True, exist_ok=True)
     parts: list[DemoPart] = []
     stop = threading.Event()

@@ -138,31 +138,33 @@ def _growth(content: ReportContent, status: PoolStatus) -> Chart | None:
     key = (status.layer, status.cloud, status.pool, resource, basis)
     history = content.series.get(key)
     points = content.chart_points.get(key)
-    has_history = history is not None and not history.empty and basis in history.columns
-    has_points = points is not None and not points.empty
-    if not has_history and not has_points:
+    if history is not None and (history.empty or basis not in history.columns):
+        history = None
+    if points is not None and points.empty:
+        points = None
+    if history is None and points is None:
         return None
     figure = _figure(7.2, 2.7)
     axes = figure.add_axes((0.11, 0.17, 0.86, 0.66))
     _style(axes)
     now = pd.Timestamp(content.generated_at)
     limit_value = math.nan
-    if has_history:
-        frame = history.sort_values("timestamp")  # type: ignore[union-attr]
+    if history is not None:
+        frame = history.sort_values("timestamp")
         times = frame["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None)
         axes.plot(times, frame[basis].astype(float), color=HISTORY_COLOR, linewidth=1.2, label=f"{basis}")
         if "allocatable" in frame.columns and frame["allocatable"].notna().any():
             axes.step(times, frame["allocatable"].astype(float), where="post", color=INK, linewidth=1.0,
                       linestyle="--", label="allocatable")
             limit_value = float(frame["allocatable"].dropna().iloc[-1])
-    if has_points:
+    if points is not None:
         # The first three months: what the headroom table's +30/+60/+90 days columns are about.
-        points = points[pd.to_datetime(points["timestamp"], utc=True)  # type: ignore[index]
+        points = points[pd.to_datetime(points["timestamp"], utc=True)
                         <= pd.Timestamp(content.generated_at) + pd.Timedelta(days=FORECAST_DAYS)]
-        times = pd.to_datetime(points["timestamp"], utc=True).dt.tz_localize(None)  # type: ignore[index]
-        axes.fill_between(times, points["p10"].astype(float), points["p90"].astype(float),  # type: ignore[index]
+        times = pd.to_datetime(points["timestamp"], utc=True).dt.tz_localize(None)
+        axes.fill_between(times, points["p10"].astype(float), points["p90"].astype(float),
                           color=FORECAST_COLOR, alpha=0.18, linewidth=0, label="80 % interval")
-        axes.plot(times, points["p50"].astype(float), color=FORECAST_COLOR, linewidth=1.4,  # type: ignore[index]
+        axes.plot(times, points["p50"].astype(float), color=FORECAST_COLOR, linewidth=1.4,
                   label="forecast (median)")
         if math.isnan(limit_value):
             row = next((r for r in content.pool_rows if (r.layer, r.cloud, r.pool, r.resource)
@@ -174,8 +176,9 @@ def _growth(content: ReportContent, status: PoolStatus) -> Chart | None:
     axes.text(now.tz_convert("UTC").tz_localize(None), axes.get_ylim()[1], " now", fontsize=7, color=MUTED,
               va="top")
     axes.yaxis.set_major_formatter(_unit_formatter(resource))
-    axes.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=4, maxticks=9))
-    axes.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
+    # matplotlib.dates leaves these constructors unannotated.
+    axes.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=4, maxticks=9))  # type: ignore[no-untyped-call]
+    axes.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))  # type: ignore[no-untyped-call]
     bottom = axes.get_ylim()[0]
     axes.set_ylim(bottom=min(0.0, bottom))
     axes.legend(loc="upper left", fontsize=7, frameon=False, ncol=4)

@@ -132,7 +132,8 @@ def _cell(value: Any) -> str:
         if value is pd.NaT or (isinstance(value, pd.Timestamp) and pd.isna(value)):
             return ""
         if isinstance(value, pd.Timestamp):
-            return value.isoformat()
+            iso: str = value.isoformat()
+            return iso
     except (TypeError, ValueError):
         pass
     return str(value)
@@ -255,7 +256,7 @@ def compose_message(content: ReportContent, config: ReportConfig, charts: list[C
         message.set_content(render_text(content, top_n=top_n, csv_note=csv_note), subtype="plain", charset="utf-8")
         message.add_alternative(render_html(content, kept, top_n=top_n, csv_note=csv_note), subtype="html",
                                 charset="utf-8")
-        html_part = message.get_payload()[1]  # type: ignore[index]
+        html_part = list(message.iter_parts())[1]
         for chart in kept:
             html_part.add_related(chart.png, maintype="image", subtype="png", cid=f"<{chart.cid}>",
                                   filename=f"{chart.cid.split('@')[0]}.png", disposition="inline")

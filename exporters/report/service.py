@@ -142,7 +142,7 @@ def latest_period(report: ReportConfig, now: datetime) -> datetime | None:
     for window in (timedelta(hours=1), timedelta(days=1), timedelta(days=8), timedelta(days=32),
                    timedelta(days=370)):
         fire = trigger.get_next_fire_time(None, now - window)
-        latest = None
+        latest: datetime | None = None
         while fire is not None and fire <= now:
             latest = fire
             fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))

@@ -81,7 +81,8 @@ def _reusable(key: tuple[str, str], names: list[str], settings: Any, now: dateti
               reuse: bool) -> dict[tuple[str, str], FailureResult] | None:
     interval = getattr(settings, "failure_interval", None)
     cached = _FAILURE_CACHE.get(key) if reuse and interval is not None else None
-    if cached is None or cached.shapes != tuple(names) or not timedelta(0) <= now - cached.at < interval:
+    if (cached is None or interval is None or cached.shapes != tuple(names)
+            or not timedelta(0) <= now - cached.at < interval):
         return None
     return cached.results
 
@@ -190,8 +191,8 @@ def _pool_rows(
     for kind, name, mask, failure in pools:
         totals, binds = pool_totals(result, shapes.requests, table, mask)
         limits = dominant_limit(result, mask, eligible, table.resources)
-        for s in np.flatnonzero(binds):
-            limits[s] = _shared_resource(table, shapes.requests[s], mask) or limits[s]
+        for b in np.flatnonzero(binds):
+            limits[b] = _shared_resource(table, shapes.requests[b], mask) or limits[b]
         host_counts = (eligible & mask[None, :]).sum(axis=1)
         after: Any = None
         if failure and reused is not None and (kind, name) in reused:
@@ -250,8 +251,8 @@ def _isolated_rows(rows: _Rows, state: LayerState, aggregates: Mapping[str, Aggr
             totals, binds = pool_totals(result, requests, table, mask)
             usable = eligible & active[None, :]
             limits = dominant_limit(result, mask, usable, table.resources)
-            for s in np.flatnonzero(binds):
-                limits[s] = _shared_resource(table, requests[s], mask) or limits[s]
+            for b in np.flatnonzero(binds):
+                limits[b] = _shared_resource(table, requests[b], mask) or limits[b]
             counts = usable.sum(axis=1)
             for s, flavor in enumerate(flavors):
                 rows.add(timestamp=now, layer=table.layer, cloud=table.cloud, pool=aggregate.name,
@@ -284,7 +285,8 @@ def _combine(per_pool: list[tuple[np.ndarray, FailureResult]], totals: np.ndarra
             name = result.domain[s]
             if name is None:
                 continue
-            if domain[s] is None or loss[s] > best_loss[s] or (loss[s] == best_loss[s] and name < domain[s]):
+            current = domain[s]
+            if current is None or loss[s] > best_loss[s] or (loss[s] == best_loss[s] and name < current):
                 domain[s], best_loss[s] = name, loss[s]
                 slots_after[s] = totals[s] - loss[s]
         pool_shortfall = float(result.shortfall[0]) if s_count else 0.0

@@ -141,7 +141,8 @@ class HostTable:
 
     @property
     def free(self) -> np.ndarray:
-        return np.clip(self.allocatable - self.allocated, 0.0, None)
+        free: np.ndarray = np.clip(self.allocatable - self.allocated, 0.0, None)
+        return free
 
     def index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.names)}

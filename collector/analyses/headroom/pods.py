@@ -13,7 +13,7 @@ DaemonSet and static pods are not shapes (one per node by construction) and do n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,12 +168,14 @@ def pod_classes(table: HostTable, consumers: pd.DataFrame | None) -> ConsumerCla
         return str(record.get("flavor") or "")
 
     def key(frame: pd.DataFrame) -> list[str]:
-        return frame["flavor"].astype(object).where(frame["flavor"].notna(), "").astype(str).tolist()
+        keys: list[str] = frame["flavor"].astype(object).where(frame["flavor"].notna(), "").astype(str).tolist()
+        return keys
 
     def movable(frame: pd.DataFrame) -> np.ndarray:
-        return ~frame["flavor"].fillna("").astype(str).str.startswith(PINNED_OWNERS).to_numpy(dtype=bool)
+        pinned: np.ndarray = frame["flavor"].fillna("").astype(str).str.startswith(PINNED_OWNERS).to_numpy(dtype=bool)
+        return ~pinned
 
-    def eligibility(records: list[Mapping[str, Any]]) -> np.ndarray:
+    def eligibility(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         specs = [PodShapeSpec(owner(r), {}, tolerated_taints=frozenset(taints_by_owner.get(owner(r), ())))
                  for r in records]
         return pod_eligibility(table, specs)

@@ -29,7 +29,7 @@ IDLE_PERCENTILE = 95.0
 
 
 def _hours(window: Any) -> float:
-    return max(window.total_seconds() / 3600.0, 1.0)
+    return max(float(window.total_seconds()) / 3600.0, 1.0)
 
 
 def reclaimable_frame(frames: Mapping[str, pd.DataFrame], history: Any, settings: Any, now: datetime) -> pd.DataFrame:

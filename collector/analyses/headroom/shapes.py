@@ -8,7 +8,7 @@ is a fill in host order, so re-placing a class is one cumulative sum instead of 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,8 +99,8 @@ def consumer_classes(
     consumers: pd.DataFrame | None,
     *,
     movable: Callable[[pd.DataFrame], np.ndarray],
-    class_key: Callable[[pd.DataFrame], list[Hashable]],
-    eligibility: Callable[[list[Mapping[str, Any]]], np.ndarray],
+    class_key: Callable[[pd.DataFrame], Sequence[Hashable]],
+    eligibility: Callable[[Sequence[Mapping[str, Any]]], np.ndarray],
 ) -> ConsumerClasses:
     """Group the table's placed consumers into classes, column-wise (150k pods in well under a second).
 

@@ -13,7 +13,7 @@ Everything is vectorized over hosts: a flavor x host x resource pass is a few nu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,7 +221,7 @@ def vm_classes(table: HostTable, consumers: pd.DataFrame | None, flavors: Iterab
         projects = frame["project"].astype(object).where(frame["project"].isin(isolated), "").astype(str).tolist()
         return list(zip(flavors, projects, strict=True))
 
-    def eligibility(records: list[Mapping[str, Any]]) -> np.ndarray:
+    def eligibility(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         constraints = []
         for record in records:
             base = by_name.get(str(record.get("flavor") or ""), VmConstraints())

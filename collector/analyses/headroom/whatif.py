@@ -213,7 +213,7 @@ def _concat(parts: list[pd.DataFrame], like: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True).astype(dtypes)
 
 
-def _signature(capacity: pd.DataFrame, layer: str, host: str) -> tuple:
+def _signature(capacity: pd.DataFrame, layer: str, host: str) -> tuple[tuple[str, float], ...]:
     rows = capacity[(capacity["layer"] == layer) & (capacity["host"].astype(str) == host)]
     return tuple(sorted((str(r), round(float(a), 3)) for r, a in zip(rows["resource"], rows["allocatable"],
                                                                       strict=True)))
@@ -353,7 +353,8 @@ def _add_consumers(frames: FrameSet, scenario: AddConsumers, effect: Effect, con
     consumers = frames["consumers"]
     capacity = frames["capacity"].copy()
     requests = {table.resources[r]: float(a) for r, a in enumerate(request[0]) if a > 0}
-    rows, delta = [], defaultdict(float)
+    rows: list[dict[str, Any]] = []
+    delta: dict[tuple[str, str], float] = defaultdict(float)
     serial = 0
     for h in np.flatnonzero(placed):
         for _ in range(int(placed[h])):
@@ -496,7 +497,8 @@ def _used_share(series: pd.DataFrame, key: pd.Series) -> np.ndarray:
     if "allocated" not in last or "used" not in last:
         return np.ones(len(series))
     share = (last["used"] / last["allocated"].replace(0, np.nan)).clip(0, 1).fillna(1.0)
-    return key.map(share).fillna(1.0).to_numpy()
+    used: np.ndarray = key.map(share).fillna(1.0).to_numpy()
+    return used
 
 
 @dataclass

@@ -30,7 +30,7 @@ class InputError(ValueError):
     """The CSV cannot be backtested; the message says what is wrong and where."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "backtest",
         help="rolling-origin backtest of capacityd's forecasting on a series from a CSV file",
@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _iso(stamp: pd.Timestamp) -> str:
-    return stamp.isoformat().replace("+00:00", "Z")
+    iso: str = stamp.isoformat()
+    return iso.replace("+00:00", "Z")
 
 
 def _number(value: float) -> float | None:

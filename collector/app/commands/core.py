@@ -7,7 +7,7 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import orjson
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 TABLE_FRAMES = ("sources", "capacity", "headroom", "forecast", "reclaimable")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = subparsers.add_parser("run", help="run the daemon (poll on schedule, serve /metrics)")
     run.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
     cluster_cli.add_arguments(run)  # cluster: --role/--shard/--total-shards (issue 13)
@@ -65,11 +65,18 @@ def _load(path: Path) -> Config | None:
     return config
 
 
+class _SourceSummary(Protocol):
+    name: str
+    kind: str
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.file)
     if config is None:
         return 1
-    kinds = ", ".join(f"{s.name} ({s.kind})" for s in config.sources) or "none"
+    # Config.sources is a union built at runtime from the source plugins, so mypy cannot see its members.
+    sources = cast(list[_SourceSummary], config.sources)
+    kinds = ", ".join(f"{s.name} ({s.kind})" for s in sources) or "none"
     print(f"{args.file}: OK — sources: {kinds}")
     if getattr(args, "show_targets", False):  # issue 16
         from collector.app.targets import format_targets, target_rows
@@ -141,7 +148,8 @@ def _jsonable_column(series: pd.Series) -> list[Any]:
     if pd.api.types.is_float_dtype(series):
         return [None if (math.isnan(v) or math.isinf(v)) else v for v in series.to_numpy(dtype=float).tolist()]
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_integer_dtype(series):
-        return series.tolist()
+        values: list[Any] = series.tolist()
+        return values
     return [_plain(v) for v in series.tolist()]
 
 

@@ -26,7 +26,7 @@ HEADROOM_KEY = ["layer", "cloud", "pool_kind", "pool", "shape_kind", "shape", "t
 SERIES_KEY = ["layer", "cloud", "pool", "resource", "basis"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "forecast", help="headroom and exhaustion dates, optionally under what-if scenarios",
         description="Poll once, then print slots per pool and shape and when each pool runs out, before and "
@@ -114,7 +114,8 @@ def _num(value: Any) -> float | None:
 def _time(value: Any) -> str | None:
     if value is None or pd.isna(value):
         return None
-    return pd.Timestamp(value).isoformat().replace("+00:00", "Z")
+    iso: str = pd.Timestamp(value).isoformat()
+    return iso.replace("+00:00", "Z")
 
 
 def build_document(result: Any, *, scenarios_given: bool) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from exporters.report.settings import ReportConfig
 log = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "report", help="build the capacity report now: write HTML, optionally send it",
         description="Collect once, build the capacity report, write it as HTML (and CSV), optionally mail it.",

@@ -119,7 +119,8 @@ class StandinCloud:
     quota_limits: dict[str, int] = field(default_factory=lambda: {"cores": 400, "ram": 1638400, "instances": 200})
     clock: Callable[[], float] = time.time
 
-    _view: tuple[Any, ...] | None = field(default=None, repr=False)
+    _view: tuple[tuple[int, int, int], tuple[list[Server], dict[str, dict[str, float]], dict[str, int]]] | None = (
+        field(default=None, repr=False))
 
     def _state(self) -> tuple[list[Server], dict[str, dict[str, float]], dict[str, int]]:
         """Visible servers, usages and allocation counts per provider (recomputed when time or servers move)."""
@@ -427,7 +428,8 @@ def _negotiate(service: str, headers: Any, versions: tuple[tuple[int, int], tupl
 
 
 def _check_token(headers: Any) -> str | None:
-    return headers.get("X-Auth-Token")
+    token: str | None = headers.get("X-Auth-Token")
+    return token
 
 
 def _json(body: Any) -> bytes:
@@ -620,7 +622,7 @@ def _compute(server: StandinServer, path: str, query: dict[str, list[str]], head
 
 def _page_of(items: list[Any], query: dict[str, list[str]], href: str) -> tuple[list[Any], list[dict[str, str]]]:
     """`_page` over model objects with an `id`: the page and its next link (if full and more follow)."""
-    marker = (query.get("marker") or [None])[0]
+    marker = next(iter(query.get("marker") or []), None)
     if marker is not None:
         position = next((i for i, item in enumerate(items) if str(item.id) == marker), None)
         if position is None:
@@ -640,7 +642,7 @@ def _page_of(items: list[Any], query: dict[str, list[str]], href: str) -> tuple[
 def _page(items: list[dict[str, Any]], key: str, query: dict[str, list[str]], pageable: bool, href: str) -> bytes:
     """Nova's marker/limit paging: items after `marker`, at most `limit`, a next link when full."""
     if pageable:
-        marker = (query.get("marker") or [None])[0]
+        marker = next(iter(query.get("marker") or []), None)
         if marker is not None:
             ids = [str(i["id"]) for i in items]
             if marker not in ids:
@@ -821,9 +823,9 @@ def from_demo_estate(estate: Any, start: float | None = None, growth_every: floa
     for flavor in estate.flavors:
         cloud.flavors[flavor.id] = Flavor(flavor.id, flavor.name, flavor.vcpus, flavor.ram_mb, flavor.disk_gb,
                                           dict(flavor.extra_specs), flavor.is_public, list(flavor.projects))
-    hosts = {h.name: h for h in estate.hosts}
+    host_by_name = {h.name: h for h in estate.hosts}
     for server in estate.servers:
-        host = hosts[server.host]
+        host = host_by_name[server.host]
         cloud.servers.append(Server(
             server.id, server.name, estate.flavor(server.flavor).id, host.name, server.project, server.status,
             server.created_at, _allocations(estate.flavor(server.flavor), host, gpu_child, shared),
@@ -904,7 +906,8 @@ def _inventory(total: float, reserved: float, ratio: float, max_unit: float | No
             "allocation_ratio": float(ratio)}
 
 
-def _allocations(flavor: Any, host: Any, gpu_child: dict[str, str], shared: dict[str, str]) -> dict:
+def _allocations(flavor: Any, host: Any, gpu_child: dict[str, str],
+                 shared: dict[str, str]) -> dict[str, dict[str, int]]:
     cpu_class = "PCPU" if flavor.extra_specs.get("hw:cpu_policy") == "dedicated" else "VCPU"
     allocations: dict[str, dict[str, int]] = {host.uuid: {cpu_class: flavor.vcpus, "MEMORY_MB": flavor.ram_mb}}
     if flavor.disk_gb:

@@ -18,12 +18,15 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import libvirt
 
 from collector.sources.base import SourceError
+
+if TYPE_CHECKING:
+    from collector.sources.libvirt.settings import LibvirtSourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +138,7 @@ class Connector:
     def __init__(
         self,
         name: str,
-        config: Any,
+        config: LibvirtSourceConfig,
         clock: Callable[[], float],
         backoff_max: Callable[[], float],
     ):
@@ -198,7 +201,7 @@ class Connector:
     @staticmethod
     def alive(link: Connection) -> bool:
         try:
-            return link.conn.isAlive() == 1
+            return bool(link.conn.isAlive() == 1)  # libvirt-python ships no type hints
         except libvirt.libvirtError:
             return False
 
@@ -282,7 +285,7 @@ class Connector:
             stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
             return stem or "test"
         calls.count += 1
-        return conn.getHostname()
+        return str(conn.getHostname())  # libvirt-python ships no type hints
 
     @staticmethod
     def _host_uuid(conn: Any, calls: CallCounter) -> str | None:

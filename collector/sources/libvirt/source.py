@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import libvirt
 
@@ -64,6 +64,9 @@ from collector.sources.libvirt.stats import (
     guest_memory_used,
     node_busy_nanoseconds,
 )
+
+if TYPE_CHECKING:
+    from collector.sources.libvirt.settings import LibvirtSourceConfig
 
 # Names importable from here before the module was split by concern (tests, bench, other code).
 __all__ = [
@@ -103,6 +106,7 @@ class LibvirtSource(Source):
     """Hypervisor capacity and domains from one libvirt URI (see the module docstring)."""
 
     kind = "libvirt"
+    config: LibvirtSourceConfig
 
     reconnect_backoff_max = 300.0
     """Longest wait between reconnect attempts to a dead URI, in seconds."""
@@ -113,7 +117,7 @@ class LibvirtSource(Source):
     ends with its own `timeout` error before the scheduler abandons it (and the next poll is not
     `still_running`). One libvirt call cannot be interrupted; the deadline is checked between calls."""
 
-    def __init__(self, config: Any, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, config: LibvirtSourceConfig, clock: Callable[[], float] = time.monotonic):
         super().__init__(config)
         self._clock = clock
         self._lock = threading.Lock()

@@ -166,8 +166,8 @@ class Topology:
 def topology(placement: PlacementState, nova: NovaState, default_zone: str) -> Topology:
     hypervisors = {h.hostname: h for h in nova.hypervisors}
     node_of_service: dict[str, list[str]] = defaultdict(list)
-    for hypervisor in nova.hypervisors:
-        node_of_service[hypervisor.service_host or hypervisor.hostname].append(hypervisor.hostname)
+    for hv in nova.hypervisors:
+        node_of_service[hv.service_host or hv.hostname].append(hv.hostname)
     service_zone: dict[str, str] = {}
     service_aggregates: dict[str, list[str]] = defaultdict(list)
     aggregate_hosts: dict[str, list[str]] = {}
@@ -194,7 +194,7 @@ def topology(placement: PlacementState, nova: NovaState, default_zone: str) -> T
 def sharing_pool(provider: Provider, nova: NovaState, topo: Topology, default_zone: str) -> str:
     """The AZ a sharing provider serves: an AZ aggregate it shares with, else its members' common AZ."""
     by_uuid = {a.uuid: a for a in nova.aggregates}
-    zones = sorted({by_uuid[u].zone for u in provider.aggregates if u in by_uuid and by_uuid[u].zone})
+    zones = sorted({z for u in provider.aggregates if u in by_uuid and (z := by_uuid[u].zone)})
     if not zones:
         members = {h for u in provider.aggregates for h in topo.aggregate_hosts.get(u, [])}
         zones = sorted({topo.host_zone[h] for h in members if h in topo.host_zone})
@@ -335,7 +335,8 @@ def _frame(schema: Any, rows: list[dict[str, Any]]) -> pd.DataFrame:
     return schema.build(rows) if rows else schema.empty()
 
 
-def _consumer(server: Server, source: str, cloud: str, now: datetime, topo: Topology, default_zone: str) -> dict:
+def _consumer(server: Server, source: str, cloud: str, now: datetime, topo: Topology,
+              default_zone: str) -> dict[str, Any]:
     placed = server.host is not None and server.status not in RELEASED_STATUSES
     request = flavor_request(server.flavor, server.boot_from_volume) if server.flavor else None
     resources = request.resources if request else None

@@ -194,7 +194,8 @@ class NovaReader:
 
     # -- paging -----------------------------------------------------------------------------
 
-    def _pages(self, path: str, key: str, params: dict[str, str], version: Version, paged: bool) -> list[dict]:
+    def _pages(self, path: str, key: str, params: dict[str, str], version: Version,
+               paged: bool) -> list[dict[str, Any]]:
         """Every item of a marker/limit-paged collection (one request when the API cannot page)."""
         items: list[dict[str, Any]] = []
         marker: str | None = None
