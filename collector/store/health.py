@@ -100,6 +100,7 @@ class WriteHealth:
     dropped: int = 0
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
     last_success: float | None = None
+    last_success_mono: float | None = None
     failing: str | None = None
     _episode_started: float = 0.0
     _episode_errors: int = 0
@@ -135,7 +136,7 @@ class WriteHealth:
     def succeeded(self) -> None:
         """A write committed: end the episode (one log line) if there was one."""
         with self._lock:
-            self.last_success = time.time()
+            self.last_success, self.last_success_mono = time.time(), time.monotonic()
             if self.failing is None:
                 return
             reason, errors, dropped = self.failing, self._episode_errors, self._episode_dropped
@@ -152,6 +153,21 @@ class WriteHealth:
                 write_errors={reason: self.errors.get(reason, 0) for reason in REASONS},
                 dropped_samples=self.dropped,
                 rejected_samples=dict(self.rejected),
-                last_write_success=self.last_success,
+                last_write_success=_wall_label(self.last_success, self.last_success_mono),
                 failing=self.failing,
             )
+
+
+STEP_TOLERANCE_SECONDS = 2.0
+
+
+def _wall_label(recorded: float | None, recorded_mono: float | None) -> float | None:
+    """The wall time of an event, re-derived from its monotonic age when the wall clock was stepped since.
+
+    A success recorded before a backward step would otherwise be exported in the future (the daemon's rule for every
+    timestamp it exports, collector/estate.py `wall_label`).
+    """
+    if recorded is None or recorded_mono is None:
+        return recorded
+    derived = time.time() - max(0.0, time.monotonic() - recorded_mono)
+    return recorded if abs(derived - recorded) <= STEP_TOLERANCE_SECONDS else derived

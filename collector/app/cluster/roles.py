@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import gzip
 import logging
 import socket
 import threading
@@ -18,7 +17,6 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -31,7 +29,7 @@ from collector.app.cluster.sharding import assign, owner
 from collector.app.cluster.snapshot import SnapshotPuller, SnapshotServing
 from collector.estate import Estate, Snapshot
 from collector.sources.base import PollResult
-from exporters.prometheus.exposition import Exposition, ExpositionCache, SnapshotCollector
+from exporters.prometheus.exposition import Exposition, ExpositionCache, SnapshotCollector, render_families
 
 log = logging.getLogger(__name__)
 
@@ -257,11 +255,9 @@ class RoleExpositionCache(ExpositionCache):
     def update(self, snapshot: Snapshot) -> Exposition:
         with self._render_lock:
             self._last = snapshot
-            registry = CollectorRegistry(auto_describe=False)
-            registry.register(SnapshotCollector(self._gate(snapshot)))
-            registry.register(_Families(self.coordinator.families))
-            body = generate_latest(registry)
-            exposition = Exposition(body, gzip.compress(body, compresslevel=5))
+            families = [*SnapshotCollector(self._gate(snapshot)).collect(),
+                        *_Families(self.coordinator.families).collect()]
+            exposition = Exposition.of([render_families(families)])  # the vectorised renderer, as the plain cache
             with self._lock:
                 self._current = exposition
             return exposition
