@@ -100,6 +100,7 @@ class WriteHealth:
     dropped: int = 0
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
     last_success: float | None = None
+    last_success_mono: float | None = None
     failing: str | None = None
     _episode_started: float = 0.0
     _episode_errors: int = 0
@@ -135,7 +136,7 @@ class WriteHealth:
     def succeeded(self) -> None:
         """A write committed: end the episode (one log line) if there was one."""
         with self._lock:
-            self.last_success = time.time()
+            self.last_success, self.last_success_mono = time.time(), time.monotonic()
             if self.failing is None:
                 return
             reason, errors, dropped = self.failing, self._episode_errors, self._episode_dropped
@@ -152,6 +153,8 @@ class WriteHealth:
                 write_errors={reason: self.errors.get(reason, 0) for reason in REASONS},
                 dropped_samples=self.dropped,
                 rejected_samples=dict(self.rejected),
-                last_write_success=self.last_success,
+                # labelled on today's wall clock (a step back never puts it in the future)
+                last_write_success=None if self.last_success_mono is None
+                else time.time() - (time.monotonic() - self.last_success_mono),
                 failing=self.failing,
             )
