@@ -63,8 +63,11 @@ if what == "checkpoint":
         print(json.dumps(db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()))
 elif what == "integrity":
     print(json.dumps(integrity_problems(state)))
-else:
-    print(json.dumps(poll_times(state, what) if (state / "history.sqlite").exists() else []))
+else:  # nothing stored yet: no file, or an empty one left by an open that failed on the full disk
+    try:
+        print(json.dumps(poll_times(state, what)))
+    except sqlite3.OperationalError:
+        print("[]")
 """
 
 
