@@ -7,12 +7,16 @@ Estate and analysis code, so what a one-off command prints is what the daemon wo
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -79,15 +83,85 @@ class ReloadStatus:
         })
 
 
-def open_history(config: Config) -> Any | None:
-    """The history store under state_dir, or None (with a warning) when it cannot be opened."""
+def open_history(config: Config, unavailable: HistoryUnavailable | None = None) -> Any | None:
+    """The history store under state_dir, or None (logged, and counted in `unavailable`) when it cannot be opened.
+
+    A full disk at start fails the open with "disk I/O error" (HistoryError): the daemon still starts and serves
+    /metrics from memory, and `Daemon` retries the open on a backoff (`HistoryUnavailable`).
+    """
     from collector.store.remote.backend import open_backend  # history.backend: embedded | remote
+    from collector.store.schema import HistoryError
 
     try:
-        return open_backend(config.state_dir, config.history)
-    except OSError as error:
-        log.warning("history disabled: cannot open %s: %s", config.state_dir, error)
+        history = open_backend(config.state_dir, config.history)
+    except (OSError, HistoryError, sqlite3.Error) as error:
+        if unavailable is None:
+            log.warning("history disabled: cannot open %s: %s", config.state_dir, error)
+        else:
+            unavailable.failed(config.state_dir, error)
         return None
+    if unavailable is not None:
+        unavailable.opened()
+    return history
+
+
+HISTORY_ANALYSES = ("forecast", "reclaimable", "report_history")
+"""Analyses that read history: marked stale in `analyses` while the store cannot write (or is not open)."""
+HISTORY_RETRY_MIN, HISTORY_RETRY_MAX = 2.0, 300.0
+"""Backoff (seconds, doubling) between attempts to open a history store that could not be opened."""
+
+
+class HistoryUnavailable:
+    """Why history could not be opened, counted like the store's own write errors so the same metrics and
+    alerts show it: capacityd_history_write_errors_total{reason} and capacityd_history_dropped_samples_total."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.errors: Counter[str] = Counter()
+        self.dropped = 0
+        self.failing: str | None = None
+
+    @staticmethod
+    def reason(state_dir: Path, error: BaseException) -> str:
+        from collector.store.health import classify
+
+        cause = error.__cause__ or error.__context__
+        reason = classify(cause) if cause is not None else classify(error)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            reason = "disk_full"
+        with contextlib.suppress(OSError):  # SQLite reports a full disk at open as a plain I/O error
+            if reason in ("io", "other") and os.statvfs(state_dir).f_bavail == 0:
+                reason = "disk_full"
+        return reason
+
+    def failed(self, state_dir: Path, error: BaseException) -> None:
+        reason = self.reason(state_dir, error)
+        with self._lock:
+            first = self.failing is None
+            self.errors[reason] += 1
+            self.failing = reason
+        if first:  # one line per episode; retries are only counted
+            log.error("history unavailable (%s): cannot open %s: %s; serving /metrics from memory, retrying",
+                      reason, state_dir, error)
+
+    def opened(self) -> None:
+        with self._lock:
+            was, self.failing = self.failing, None
+        if was is not None:
+            log.warning("history opened after %d failed attempts (%s)", sum(self.errors.values()), was)
+
+    def dropped_rows(self, rows: int) -> None:
+        with self._lock:
+            self.dropped += rows
+
+    def stats_frames(self) -> FrameSet:
+        from collector.store.health import REASONS, HistoryStats
+
+        with self._lock:
+            stats = HistoryStats(write_errors={r: self.errors.get(r, 0) for r in REASONS},
+                                 dropped_samples=self.dropped, rejected_samples={}, last_write_success=None,
+                                 failing=self.failing)
+        return {"history_stats": stats.frame()}
 
 
 class Pipeline:
@@ -103,6 +177,7 @@ class Pipeline:
         self.analysis_errors: dict[str, str] = {}
         self.analysis_health = AnalysisHealth()
         self.reload_status: ReloadStatus | None = None
+        self.history_unavailable: HistoryUnavailable | None = None
         self._lock = threading.Lock()
         self._pending = threading.Event()
         self._requested = threading.Event()
@@ -159,10 +234,25 @@ class Pipeline:
 
     def _health_frames(self, now: datetime) -> FrameSet:
         """The daemon's own health as frames (`analyses`, `config_reload`), rendered by exporters like any other."""
-        health: FrameSet = {"analyses": self.analysis_health.frame(now)}
+        health: FrameSet = {"analyses": self._mark_history_stale(self.analysis_health.frame(now))}
         if self.reload_status is not None:
             health["config_reload"] = self.reload_status.frame(now)
         return health
+
+    def history_failing(self) -> str | None:
+        """Why history cannot be written right now (a write error reason), or None while it can."""
+        if self.history is None:
+            return self.history_unavailable.failing if self.history_unavailable is not None else None
+        stats = getattr(self.history, "stats", None)
+        return getattr(stats(), "failing", None) if stats is not None else None
+
+    def _mark_history_stale(self, analyses: pd.DataFrame) -> pd.DataFrame:
+        """While history cannot be written, what the history-based analyses show stops moving: mark them stale."""
+        if self.history_failing() is None or analyses.empty:
+            return analyses
+        analyses = analyses.copy()
+        analyses.loc[analyses["analysis"].isin(HISTORY_ANALYSES), "stale"] = True
+        return analyses
 
     def _compute(self, *, expensive: bool) -> Snapshot:
         base = self.estate.snapshot()
@@ -175,7 +265,12 @@ class Pipeline:
                                       health=self.analysis_health)
         frames.update(self._health_frames(base.taken_at))
         self.analysis_errors.update(errors)
-        stats = self.history.stats_frames() if self.history is not None else {}  # history_stats (store health)
+        if self.history is not None:
+            stats = self.history.stats_frames()  # history_stats (store health)
+        elif self.history_unavailable is not None:
+            stats = self.history_unavailable.stats_frames()  # the store could not be opened (yet)
+        else:
+            stats = {}
         snapshot = Snapshot(
             taken_at=base.taken_at,
             frames={**base.frames, **self._expensive, **frames, **stats},
@@ -246,10 +341,12 @@ class Daemon:
         self.config = config
         self.config_path = config_path
         self.estate = Estate()
-        self.history = open_history(config)
+        self.history_unavailable = HistoryUnavailable()
+        self.history = open_history(config, self.history_unavailable)
         self.cluster = Coordinator(config.cluster, listen=config.listen)  # cluster: roles and sharding (issue 13)
         self.cache: ExpositionCache = exposition_cache(self.cluster, self.estate)  # cluster: role-gated
         self.pipeline = Pipeline(config, self.estate, self.history, self.cache)
+        self.pipeline.history_unavailable = self.history_unavailable
         self.reload_status = ReloadStatus()
         self.pipeline.reload_status = self.reload_status
         source_count = len(config.sources)
@@ -272,6 +369,8 @@ class Daemon:
                 self.history.append(name, result.frames, when)
             except Exception:
                 log.exception("history: could not store the poll of %s", name)
+        elif self.history_unavailable.failing is not None:
+            self.history_unavailable.dropped_rows(sum(len(frame) for frame in result.frames.values()))
         self.pipeline.request_refresh()
 
     def _start_source(self, source_config: Any) -> None:
@@ -347,8 +446,21 @@ class Daemon:
         threading.Thread(target=self.pipeline.run_refresher, args=(self._stop,), name="refresher",
                          daemon=True).start()
         threading.Thread(target=self._first_forecast_after_polls, name="first-forecast", daemon=True).start()
+        if self.history is None and self.history_unavailable.failing is not None:
+            threading.Thread(target=self._retry_history, name="history-open", daemon=True).start()
         log.info("capacityd serving /metrics on %s:%s with %d sources", host, self.server.port,
                  len(self.config.sources))
+
+    def _retry_history(self) -> None:
+        """Open history once it can be (room made on a full disk), retrying on a doubling backoff."""
+        delay = HISTORY_RETRY_MIN
+        while not self._stop.wait(delay):
+            history = open_history(self.config, self.history_unavailable)
+            if history is not None:
+                self.history = self.pipeline.history = history
+                self.pipeline.request_refresh()
+                return
+            delay = min(delay * 2, HISTORY_RETRY_MAX)
 
     # -- cluster hooks (issue 13; collector/app/cluster) -------------------------------------------
 
