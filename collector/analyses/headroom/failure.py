@@ -603,9 +603,7 @@ def _front_receivers(evacuation: _Evacuation, candidates: list[tuple[str, np.nda
         return rest
     position = np.full(table.size, -1, dtype=np.int64)
     position[front] = np.arange(len(front))
-    in_prefix = np.zeros((len(rows), len(front)), dtype=bool)
-    for j, prefix in enumerate(prefixes):
-        in_prefix[j, position[prefix]] = True
+    columns = [position[prefix] for prefix in prefixes]  # each class's prefix, in name order
     class_req = evacuation.requests[rows]  # (K', R)
     local = ~table.shared[front]  # (F, R)
     old_front = shape_slots[:, front].T  # (F, S)
@@ -625,28 +623,33 @@ def _front_receivers(evacuation: _Evacuation, candidates: list[tuple[str, np.nda
             wanted = wanted_all[:, j]
             who = np.flatnonzero(wanted > 0)
             q = class_req[j]
-            fit = np.full((len(who), len(front)), float(_BIG))
+            cols = columns[j]
+            sub = free[np.ix_(who, cols)]  # (w, c, R)
+            fit = np.full((len(who), len(cols)), float(_BIG))
             for r in np.flatnonzero(q > 0).tolist():
-                count = np.floor(free[who, :, r] / q[r] + EPSILON)
-                fit = np.minimum(fit, np.where(local[None, :, r], count, float(_BIG)))
-            fit = np.where(in_prefix[j][None, :] & alive[who], np.maximum(fit, 0.0), 0.0)
+                count = np.floor(sub[:, :, r] / q[r] + EPSILON)
+                fit = np.minimum(fit, np.where(local[None, cols, r], count, float(_BIG)))
+            fit = np.where(alive[np.ix_(who, cols)], np.maximum(fit, 0.0), 0.0)
             want = wanted[who][:, None].astype(float)
             fit = np.minimum(fit, want)
             placed_before = np.cumsum(fit, axis=1) - fit
             take = np.clip(want - placed_before, 0.0, fit)
             ok[who[take.sum(axis=1) < want[:, 0]]] = False
-            free[who] -= take[:, :, None] * np.where(local, q[None, :], 0.0)[None, :, :]
+            free[np.ix_(who, cols)] = sub - take[:, :, None] * np.where(local[cols], q[None, :], 0.0)[None, :, :]
+        touched = (free != table.free[front][None, :, :]).any(axis=2) & alive  # (n, F)
+        tc, tf = np.nonzero(touched)
         with np.errstate(divide="ignore", invalid="ignore"):
-            counts = np.floor(free[:, :, None, :] / requests[None, None, :, :] + EPSILON)  # (n, F, S, R)
-        use = (requests[None, None, :, :] > 0) & local[None, :, None, :]
-        new = np.where(use, counts, np.inf).min(axis=3)  # (n, F, S)
-        old = np.broadcast_to(old_front[None, :, :], new.shape)
+            counts = np.floor(free[tc, tf][:, None, :] / requests[None, :, :] + EPSILON)  # (P, S, R)
+        use = (requests[None, :, :] > 0) & local[tf][:, None, :]
+        new = np.where(use, counts, np.inf).min(axis=2)  # (P, S)
+        old = old_front[tf]
         new = np.where(np.isinf(old), old, np.minimum(new, old))
         new = np.where(old > 0, np.maximum(new, 0.0), 0.0)
         change = np.where(np.isinf(old), 0.0, old) - np.where(np.isinf(new), 0.0, new)
-        change = np.where(alive[:, :, None], change, 0.0)  # the lost host's slots are counted whole below
+        cost = np.zeros((n, len(before)))
+        np.add.at(cost, tc, change)  # the lost host is not alive: its slots are counted whole below
         own = shape_slots[:, hosts].T
-        after = before[None, :] - np.where(np.isinf(own), 0.0, own) - change.sum(axis=1)
+        after = before[None, :] - np.where(np.isinf(own), 0.0, own) - cost
         best.offer_many(index[ok], after[ok])
         best.evaluated += int(ok.sum())
         best.at_once += int(ok.sum())
