@@ -18,7 +18,9 @@ Cost: consumers are grouped into classes of identical request and constraints
 cumulative sum. For N+1, `_Evacuation` precomputes where each class fits today, so a candidate's
 re-placement walks a few hosts per displaced class; only the hosts that received consumers are
 recounted and the pool totals are updated incrementally. Candidates whose displaced classes each land
-whole on their first fitting survivor are evaluated together with numpy; of the rest, those whose upper
+whole on their first fitting survivor are evaluated together with numpy; so are those whose load spills
+over several survivors within each class's first FRONT fitting hosts (a lockstep first-fit over all
+candidates, `_front_receivers`); of the rest, those whose upper
 bound of lost slots cannot beat the worst found, and whose load one survivor could take whole, are
 skipped (exactly: a property test compares with the brute force).
 """
