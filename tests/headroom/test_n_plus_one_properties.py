@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from collector.analyses.headroom import compute_headroom
+from collector.analyses.headroom import compute_headroom, failure
 from collector.analyses.headroom.failure import FailureResult, n_plus_one, replace_consumers
 from collector.analyses.headroom.model import HostTable, build_host_tables, pool_totals, slot_matrix, widen
 from collector.analyses.headroom.pods import PodShapeSpec, pod_classes, pod_shapes
@@ -141,6 +141,52 @@ def test_n_plus_one_is_the_minimum_over_every_failure_and_pruning_is_exact(hosts
             assert (pruned.slots_after[s], pruned.domain[s]) == (max(slots[s], 0.0), names[s])
         assert (float(pruned.shortfall[0]) if len(shapes) else 0.0, pruned.shortfall_domain) == (
             worst if len(shapes) else 0.0, domain if len(shapes) else pruned.shortfall_domain)
+
+
+small_host = st.fixed_dictionaries({
+    "cpus": st.integers(2, 8), "ratio": st.sampled_from([1.0, 2.0]), "memory": st.integers(4, 24),
+    "pool": st.just("az1"), "ssd": st.booleans(), "enabled": st.sampled_from([True, True, True, False]),
+    "shared_disk": st.just(False)})
+
+
+@SETTINGS
+@given(st.lists(small_host, min_size=2, max_size=10), st.lists(vm_spec, min_size=5, max_size=60),
+       st.integers(1, 4))
+def test_spilled_load_lockstep_equals_brute_force(hosts: list[dict], vms: list, front: int) -> None:
+    """Small, loaded hosts: a lost host's VMs spill over several survivors (the lockstep path), with a
+    short prefix so some candidates run past it and fall back one by one."""
+    table, shapes, classes = vm_parts(vm_estate(hosts, vms))
+    result = slot_matrix(shapes.requests, table, shapes.eligible)
+    mask = table.pools == "az1"
+    saved = failure.FRONT
+    try:
+        failure.FRONT = front
+        pruned = n_plus_one(table, shapes, result, classes, mask)
+    finally:
+        failure.FRONT = saved
+    brute = n_plus_one(table, shapes, result, classes, mask, exhaustive=True)
+    assert same(pruned, brute), (pruned, brute)
+    slots, names, worst, _ = expected(every_failure(table, shapes, classes, mask), len(shapes))
+    for s in range(len(shapes)):
+        if slots[s] is not None:
+            assert (pruned.slots_after[s], pruned.domain[s]) == (max(slots[s], 0.0), names[s])
+    assert float(pruned.shortfall[0]) == worst
+
+
+def test_spill_over_several_hosts_is_evaluated_at_once() -> None:
+    """Six hosts with room for one more large each, three larges on each: a lost host's three go to three
+    survivors. Every candidate takes the lockstep path, and the answer is the brute force's."""
+    hosts = [dict(cpus=16, ratio=1.0, memory=32, pool="az1", ssd=False, enabled=True, shared_disk=False)] * 6
+    vms = [(h, "large") for h in range(6) for _ in range(3)]
+    table, shapes, classes = vm_parts(vm_estate(hosts, vms))
+    result = slot_matrix(shapes.requests, table, shapes.eligible)
+    mask = table.pools == "az1"
+    pruned = n_plus_one(table, shapes, result, classes, mask)
+    brute = n_plus_one(table, shapes, result, classes, mask, exhaustive=True)
+    assert same(pruned, brute), (pruned, brute)
+    assert (pruned.evaluated, pruned.at_once) == (6, 6)
+    large = shapes.names.index("large")
+    assert pruned.slots_after[large] == 6 - 1 - 3  # one slot per host, the lost one's gone, three taken
 
 
 pod_spec = st.tuples(st.integers(0, 11), st.sampled_from([0.1, 0.25, 0.5, 1.0, 2.0]),

@@ -18,7 +18,9 @@ Cost: consumers are grouped into classes of identical request and constraints
 cumulative sum. For N+1, `_Evacuation` precomputes where each class fits today, so a candidate's
 re-placement walks a few hosts per displaced class; only the hosts that received consumers are
 recounted and the pool totals are updated incrementally. Candidates whose displaced classes each land
-whole on their first fitting survivor are evaluated together with numpy; of the rest, those whose upper
+whole on their first fitting survivor are evaluated together with numpy; so are those whose load spills
+over several survivors within each class's first FRONT fitting hosts (a lockstep first-fit over all
+candidates, `_front_receivers`); of the rest, those whose upper
 bound of lost slots cannot beat the worst found, and whose load one survivor could take whole, are
 skipped (exactly: a property test compares with the brute force).
 """
@@ -443,6 +445,7 @@ def n_plus_one(
         best.evaluated = len(candidates)
         return best.result(before)
     rest = _first_receivers(evacuation, candidates, shape_slots, requests, table, mask, before, best)
+    rest = _front_receivers(evacuation, candidates, rest, shape_slots, requests, table, mask, before, best)
     bounds_ub = _loss_bounds([candidates[i] for i in rest], shape_slots, classes, evacuation.requests, requests)
     order = sorted(range(len(rest)),
                    key=lambda j: (-float((bounds_ub[j] / (before + 1.0)).max(initial=0.0)), best.rank[rest[j]]))
@@ -570,6 +573,91 @@ def _first_receivers(evacuation: _Evacuation, candidates: list[tuple[str, np.nda
     best.at_once = int(fast.sum())
     done = set(index[fast].tolist())
     return [i for i in range(len(candidates)) if i not in done]
+
+
+FRONT = 16
+"""How many of each class's first fitting hosts the lockstep re-placement (`_front_receivers`) follows."""
+
+
+def _front_receivers(evacuation: _Evacuation, candidates: list[tuple[str, np.ndarray]], rest: list[int],
+                     shape_slots: np.ndarray, requests: np.ndarray, table: HostTable, mask: np.ndarray,
+                     before: np.ndarray, best: _Best, chunk: int = 256) -> list[int]:
+    """First-fit decreasing for many single-host candidates in lockstep, when the load spills over hosts.
+
+    Each class's walk visits its fitting hosts (today's, `fit0` > 0: placing only lowers free room)
+    in name order. If every displaced class finds room for all its consumers among its first FRONT
+    fitting hosts other than the lost one, the walk never leaves that prefix, so simulating the
+    re-placement on the union of the prefixes (columns in name order, class k restricted to its own
+    prefix) with per-candidate free rows is exactly what `_Evacuation.run` does. Classes are taken in
+    the same rank order; per class, one cumulative sum over the prefix places every candidate at once.
+    Candidates whose consumers outrun a prefix are returned to be evaluated one by one.
+    """
+    if not rest or table.shared[mask].any():
+        return rest
+    single = [i for i in rest if len(candidates[i][1]) == 1]
+    rows = np.flatnonzero(evacuation.row_of >= 0)
+    if not single or not len(rows):
+        return rest
+    rows = rows[np.argsort(evacuation.rank[rows], kind="stable")]
+    prefixes = [evacuation.targets[evacuation.row_of[k]][:FRONT + 1] for k in rows]
+    front = np.unique(np.concatenate(prefixes)) if prefixes else np.zeros(0, np.int64)
+    if not len(front):
+        return rest
+    position = np.full(table.size, -1, dtype=np.int64)
+    position[front] = np.arange(len(front))
+    columns = [position[prefix] for prefix in prefixes]  # each class's prefix, in name order
+    class_req = evacuation.requests[rows]  # (K', R)
+    local = ~table.shared[front]  # (F, R)
+    old_front = shape_slots[:, front].T  # (F, S)
+    done: list[int] = []
+    for start in range(0, len(single), chunk):
+        index = np.array(single[start:start + chunk], dtype=np.int64)
+        hosts = np.array([int(candidates[i][1][0]) for i in index.tolist()], dtype=np.int64)
+        n = len(hosts)
+        wanted_all = evacuation.counts_of(rows, hosts).T.astype(np.int64)  # (n, K')
+        free = np.broadcast_to(table.free[front], (n, len(front), table.free.shape[1])).copy()
+        alive = np.ones((n, len(front)), dtype=bool)
+        dead_pos = position[hosts]
+        has_dead = dead_pos >= 0
+        alive[np.flatnonzero(has_dead), dead_pos[has_dead]] = False
+        ok = np.ones(n, dtype=bool)
+        for j in np.flatnonzero(wanted_all.any(axis=0)).tolist():
+            wanted = wanted_all[:, j]
+            who = np.flatnonzero(wanted > 0)
+            q = class_req[j]
+            cols = columns[j]
+            sub = free[np.ix_(who, cols)]  # (w, c, R)
+            fit = np.full((len(who), len(cols)), float(_BIG))
+            for r in np.flatnonzero(q > 0).tolist():
+                count = np.floor(sub[:, :, r] / q[r] + EPSILON)
+                fit = np.minimum(fit, np.where(local[None, cols, r], count, float(_BIG)))
+            fit = np.where(alive[np.ix_(who, cols)], np.maximum(fit, 0.0), 0.0)
+            want = wanted[who][:, None].astype(float)
+            fit = np.minimum(fit, want)
+            placed_before = np.cumsum(fit, axis=1) - fit
+            take = np.clip(want - placed_before, 0.0, fit)
+            ok[who[take.sum(axis=1) < want[:, 0]]] = False
+            free[np.ix_(who, cols)] = sub - take[:, :, None] * np.where(local[cols], q[None, :], 0.0)[None, :, :]
+        touched = (free != table.free[front][None, :, :]).any(axis=2) & alive  # (n, F)
+        tc, tf = np.nonzero(touched)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            counts = np.floor(free[tc, tf][:, None, :] / requests[None, :, :] + EPSILON)  # (P, S, R)
+        use = (requests[None, :, :] > 0) & local[tf][:, None, :]
+        new = np.where(use, counts, np.inf).min(axis=2)  # (P, S)
+        old = old_front[tf]
+        new = np.where(np.isinf(old), old, np.minimum(new, old))
+        new = np.where(old > 0, np.maximum(new, 0.0), 0.0)
+        change = np.where(np.isinf(old), 0.0, old) - np.where(np.isinf(new), 0.0, new)
+        cost = np.zeros((n, len(before)))
+        np.add.at(cost, tc, change)  # the lost host is not alive: its slots are counted whole below
+        own = shape_slots[:, hosts].T
+        after = before[None, :] - np.where(np.isinf(own), 0.0, own) - cost
+        best.offer_many(index[ok], after[ok])
+        best.evaluated += int(ok.sum())
+        best.at_once += int(ok.sum())
+        done.extend(index[ok].tolist())
+    finished = set(done)
+    return [i for i in rest if i not in finished]
 
 
 def _loss_bounds(candidates: list[tuple[str, np.ndarray]], shape_slots: np.ndarray, classes: ConsumerClasses,
