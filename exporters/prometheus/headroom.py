@@ -3,8 +3,8 @@
 Built from the `headroom`, `headroom_hosts` and `reclaimable` frames (docs/metrics.md, "Headroom").
 Each pool row carries `pool_kind` (az, aggregate, cloud, node_pool, cluster): an AZ, an aggregate
 and the whole cloud overlap, so only `sum by` within one pool_kind is meaningful.
-`capacity_headroom_host_slots` is per host and shape (hosts x shapes samples); it is left out, with a
-warning, when that would exceed `headroom.host_metrics_limit` samples.
+`capacity_headroom_host_slots` is per host and shape (hosts x shapes samples); the headroom analysis leaves the
+`headroom_hosts` frame empty, with a warning, when it would exceed `headroom.host_metrics_limit` rows.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections.abc import Iterator
 import pandas as pd
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from collector.analyses.headroom import frames as headroom_frames
 from collector.estate import Snapshot
 from exporters.prometheus.exposition import add_frame_samples, family_builder
 
@@ -25,7 +24,6 @@ SLOT_LABELS = ["layer", "cloud", "pool", "pool_kind", "shape"]
 FAILURE_LABELS = [*SLOT_LABELS, "failure_domain"]
 HOST_LABELS = ["layer", "cloud", "pool", "host", "shape"]
 RECLAIM_LABELS = ["layer", "cloud", "pool", "resource"]
-_warned_limit: list[int] = []
 
 
 ISOLATED_LABELS = ["layer", "cloud", "pool", "shape", "tenant"]
@@ -69,15 +67,8 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
         "capacity_headroom_host_slots", "How many more of a flavor or pod shape fit on this host.",
         labels=HOST_LABELS,
     )
-    hosts = snapshot.frames.get("headroom_hosts")
-    limit = headroom_frames.HOST_METRICS_LIMIT
-    if hosts is not None and len(hosts) > limit:
-        if _warned_limit != [len(hosts)]:
-            log.warning("capacity_headroom_host_slots left out: %d samples > headroom.host_metrics_limit %d",
-                        len(hosts), limit)
-            _warned_limit[:] = [len(hosts)]
-    else:
-        add_frame_samples(per_host, hosts, HOST_LABELS, "slots")
+    # headroom.host_metrics_limit is applied by the headroom analysis (the frame is empty past it)
+    add_frame_samples(per_host, snapshot.frames.get("headroom_hosts"), HOST_LABELS, "slots")
     yield per_host
     reclaimable = GaugeMetricFamily(
         "capacity_reclaimable",

@@ -7,7 +7,6 @@ import math
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.analyses.headroom import frames as headroom_frames
 from collector.analyses.registry import ANALYSES, AnalysisContext, load_builtin_analyses, run_analyses
 from collector.app.commands.core import frames_to_json
 from collector.app.config import parse_config
@@ -66,14 +65,12 @@ def test_per_host_family_is_left_out_beyond_the_limit() -> None:
     derived, errors = run_analyses(AnalysisContext(now=NOW, frames=frames, history=None, config=config),
                                    expensive=False)
     assert not errors
-    try:
-        load_builtin_family_modules()
-        text = render(Snapshot(taken_at=NOW, frames={**frames, **derived}, statuses=())).decode()
-        families = {f.name: f for f in text_string_to_metric_families(text)}
-        assert not families["capacity_headroom_host_slots"].samples
-        assert families["capacity_headroom_slots"].samples
-    finally:
-        headroom_frames.HOST_METRICS_LIMIT = 20000
+    assert derived["headroom_hosts"].empty  # the analysis applies the limit: no module-global setting
+    load_builtin_family_modules()
+    text = render(Snapshot(taken_at=NOW, frames={**frames, **derived}, statuses=())).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert not families["capacity_headroom_host_slots"].samples
+    assert families["capacity_headroom_slots"].samples
 
 
 def test_not_computed_failure_is_absent_not_zero() -> None:

@@ -16,9 +16,6 @@ SHAPE_KINDS = ("flavor", "pod_shape", "worker_vm")
 
 C = Column
 
-HOST_METRICS_LIMIT = 20000
-"""Most `capacity_headroom_host_slots` samples exported; the headroom analysis sets it from the config."""
-
 HEADROOM = register(
     FrameSchema(
         name="headroom",
