@@ -107,3 +107,20 @@ def test_config_accepts_dask() -> None:
     assert ForecastConfig().executor == "local"
     assert ForecastConfig(executor="dask", dask_scheduler="tcp://10.0.0.1:8786").dask_chunk_series == 1000
     assert ForecastConfig(executor="dask", local_cluster_workers=2).local_cluster_workers == 2
+
+
+def test_forecast_analysis_starts_its_local_cluster(history: History) -> None:
+    """The daemon's `forecast` analysis with executor dask + local_cluster_workers equals the local one."""
+    from types import SimpleNamespace
+
+    from collector.analyses.forecast import forecast_analysis
+    from collector.analyses.registry import AnalysisContext
+
+    def run(config: ForecastConfig) -> pd.DataFrame:
+        context = AnalysisContext(now=NOW, frames={}, history=history, config=SimpleNamespace(forecast=config))
+        return _sorted(forecast_analysis(context)["forecast"], [])
+
+    local = run(ForecastConfig(lookback=LOOKBACK))
+    dask = run(ForecastConfig(lookback=LOOKBACK, executor="dask", local_cluster_workers=2))
+    assert len(dask) == len(local) == 1000
+    np.testing.assert_allclose(dask["seconds_p50"].to_numpy(float), local["seconds_p50"].to_numpy(float), rtol=1e-9)

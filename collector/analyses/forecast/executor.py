@@ -9,6 +9,7 @@ were 1.6x faster on 2 workers (docs/scale-out.md, "Forecasts on Dask").
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sqlite3
 import threading
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import pandas as pd
@@ -65,8 +66,7 @@ class HistorySource:
         if self.history is not None and getattr(self.history, "remote", None) is not None:
             from collector.store.remote.promql import PromReader
 
-            reader: PoolReader = PromReader(self.history.remote)
-            return reader
+            return cast(PoolReader, PromReader(self.history.remote))
         raise ValueError("history source: neither a SQLite path nor remote history settings")
 
 
@@ -84,7 +84,7 @@ def source_of(history: Any) -> HistorySource:
 def _read_only_reader_class() -> type:
     from collector.store.reader import Reader
 
-    class _ReadOnly(Reader):  # type: ignore[misc]
+    class _ReadOnly(Reader):
         """collector.store Reader on a read-only connection: no writer, no schema change, no lock."""
 
         def __init__(self, path: Path, config: Any):  # Database.__init__ would open a writer
@@ -286,16 +286,16 @@ def count_chunk(source: HistorySource, keys: list[Key], now: datetime, lookback:
 def dask_client(config: ForecastConfig) -> Iterator[Any]:
     """A distributed.Client on `dask_scheduler`, or on a LocalCluster of `local_cluster_workers` processes."""
     try:
-        from distributed import Client, LocalCluster
+        dist: Any = importlib.import_module("distributed")  # untyped: used through Any
     except ImportError:
         raise RuntimeError("forecast.executor is dask but Dask is not installed: "
                            "pip install 'capacityd[dask]'") from None
     if config.dask_scheduler is not None:
-        with Client(config.dask_scheduler, timeout=30) as client:
+        with dist.Client(config.dask_scheduler, timeout=30) as client:
             yield client
         return
-    with LocalCluster(n_workers=config.local_cluster_workers or 1, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as client:
+    with dist.LocalCluster(n_workers=config.local_cluster_workers or 1, threads_per_worker=1, processes=True,
+                      host="127.0.0.1", dashboard_address=None) as cluster, dist.Client(cluster) as client:
         yield client
 
 
