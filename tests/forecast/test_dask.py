@@ -56,7 +56,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
 @pytest.fixture(scope="module")
 def client() -> Iterator[object]:
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as dask:
+                                  dashboard_address="127.0.0.1:0") as cluster, distributed.Client(cluster) as dask:
         yield dask
 
 

@@ -295,7 +295,7 @@ def dask_client(config: ForecastConfig) -> Iterator[Any]:
             yield client
         return
     with dist.LocalCluster(n_workers=config.local_cluster_workers or 1, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address=None) as cluster, dist.Client(cluster) as client:
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, dist.Client(cluster) as client:
         yield client
 
 
