@@ -124,3 +124,41 @@ def test_forecast_analysis_starts_its_local_cluster(history: History) -> None:
     dask = run(ForecastConfig(lookback=LOOKBACK, executor="dask", local_cluster_workers=2))
     assert len(dask) == len(local) == 1000
     np.testing.assert_allclose(dask["seconds_p50"].to_numpy(float), local["seconds_p50"].to_numpy(float), rtol=1e-9)
+
+
+@pytest.mark.slow
+def test_dask_tasks_read_remote_history_through_promql(tmp_path: Path, client: object) -> None:
+    """Remote backend: tasks build their own PromReader from the settings (real VictoriaMetrics on loopback)."""
+    from collector.analyses.forecast.api import forecast_series, pool_series_for_forecast
+    from collector.analyses.forecast.engine import ForecastOptions
+    from collector.analyses.forecast.executor import HistorySource, run_dask
+    from collector.app.cli import main
+    from collector.store.remote.promql import PromReader
+    from collector.store.settings import RemoteHistoryConfig
+    from tests.remote.conftest import recent_t0, write_url
+    from tests.remote.test_backfill import POLL, fill
+    from tests.remote.tsdb import flush, victoria_metrics
+
+    t0 = recent_t0()
+    polls = 12 * 12
+    now = t0 + polls * POLL
+    fill(tmp_path / "state", t0, polls).close()
+    service = victoria_metrics(tmp_path)
+    try:
+        assert main(["history", "export", "--state-dir", str(tmp_path / "state"), "--to", write_url(service),
+                     "--start", t0.isoformat(), "--end", now.isoformat()]) == 0  # fmt: skip
+        flush(service)
+        remote = RemoteHistoryConfig(write_url=write_url(service))
+        config = HistoryConfig(backend="remote", remote=remote)
+        lookback = timedelta(days=1)
+        frame = pool_series_for_forecast(PromReader(remote), now, lookback)
+        assert not frame.empty
+        local, _ = forecast_series(frame, now=now)
+        dask, _ = run_dask(client, HistorySource(history=config), now=now, lookback=lookback,
+                           horizon=timedelta(days=180), options=ForecastOptions(), chunk=1)  # a task per key
+    finally:
+        service.stop()
+    local, dask = _sorted(local, []), _sorted(dask, [])
+    assert dask[SERIES_KEY].astype(str).values.tolist() == local[SERIES_KEY].astype(str).values.tolist()
+    np.testing.assert_allclose(dask["seconds_p50"].to_numpy(float), local["seconds_p50"].to_numpy(float), rtol=1e-9)
+    np.testing.assert_allclose(dask["current"].to_numpy(float), local["current"].to_numpy(float), rtol=1e-9)
