@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from collector.analyses.forecast.api import forecast_series, pool_series_for_forecast
 from collector.analyses.forecast.frames import FORECAST, FORECAST_POINTS
+from collector.analyses.forecast.settings import ForecastConfig
 from collector.analyses.registry import AnalysisContext, analysis
 from collector.contract.schema import FrameSet
 
@@ -52,10 +53,18 @@ def forecast_analysis(context: AnalysisContext) -> FrameSet:
         return empty
     lookback = _setting(context, "lookback", DEFAULT_LOOKBACK)
     horizon = _setting(context, "horizon", DEFAULT_HORIZON)
-    frame = pool_series_for_forecast(context.history, context.now, lookback)
-    if frame.empty:
-        return empty
-    forecast, points = forecast_series(frame, now=context.now, horizon=horizon)
+    section = getattr(context.config, "forecast", None)
+    if isinstance(section, ForecastConfig) and section.executor == "dask":  # docs/scale-out.md, "Forecasts on Dask"
+        from collector.analyses.forecast.executor import forecast_pools
+
+        forecast, points = forecast_pools(context.history, section, now=context.now)
+        if forecast.empty:
+            return empty
+    else:
+        frame = pool_series_for_forecast(context.history, context.now, lookback)
+        if frame.empty:
+            return empty
+        forecast, points = forecast_series(frame, now=context.now, horizon=horizon)
     log.info("forecast: %d series, %d exhausting within %s (median)", len(forecast),
              int((forecast["seconds_p50"] < float("inf")).sum()), describe_horizon(horizon))
     return {"forecast": forecast, "forecast_points": points}
