@@ -3,6 +3,9 @@
 `Daemon` is what `capacityd run` and `capacityd demo` start; `collect_once` is the single
 collection behind `capacityd once`, `forecast` and `report`. Both go through the same Source,
 Estate and analysis code, so what a one-off command prints is what the daemon would export.
+
+Over 500 lines on purpose: this is the one place that wires sources, store, analyses, exporters, reports, discovery
+and the cluster roles together; each part's logic lives in its own package.
 """
 
 from __future__ import annotations

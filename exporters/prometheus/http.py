@@ -20,6 +20,9 @@ config (exporters/prometheus/webconfig.py), so the file SREs write for node_expo
 
 `start_server()` is what the daemon calls; `/`, `/-/healthy` and `/-/ready` complete the usual
 exporter surface (ready once a first exposition was rendered).
+
+Over 500 lines on purpose: the event loop, connection limits, TLS handshakes and auth checks interlock (who may
+hold a thread, when a connection is dropped); split apart, their invariants would be spread over several files.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ The flow for a matrix of series on the hourly working grid:
    backtest horizon the widths follow the square root of the lead time.
 4. Exhaustion: the first hour each band reaches the limit. The upper band gives the earliest
    plausible date (p10 of the time), the median the p50, the lower band the latest (p90).
+
+Over 500 lines on purpose: the models' selection, the bands' calibration and the exhaustion dates read off them
+are one calibrated pipeline, checked together by tests/forecast/test_calibration.py.
 """
 
 from __future__ import annotations

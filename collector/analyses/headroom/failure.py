@@ -23,6 +23,9 @@ over several survivors within each class's first FRONT fitting hosts (a lockstep
 candidates, `_front_receivers`); of the rest, those whose upper
 bound of lost slots cannot beat the worst found, and whose load one survivor could take whole, are
 skipped (exactly: a property test compares with the brute force).
+
+Over 500 lines on purpose: the fast paths, the bounds and the exact fallback must agree to the unit with the brute
+force, and are proven against it together (tests/headroom/test_n_plus_one_properties.py).
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ The same engine then recomputes headroom on the changed frames. For exhaustion d
 series from history are shifted: `limit` by the capacity a scenario adds or removes, `value` by the
 demand it adds (allocated basis: the placed requests; used basis: the same times the pool's current
 used/allocated ratio), or scaled by the demand factor. `forecast_series` then runs on both.
+
+Over 500 lines on purpose: parsing a scenario, applying it to every layer's frames and re-running headroom and
+forecasts on both sides are one transaction on the same copied frames.
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ API server's node proxy.
 
 Run standalone (the benchmark does): `python -m collector.demo.standins.kubernetes --nodes 5000
 --pods 150000 --workdir DIR` prints one JSON line with the kubeconfig path and serves until stdin closes.
+
+Kept in one module (over 500 lines on purpose): it is one fake service — model, list/paging, proxy, fake kubelets
+and fault injection share the same state, and tests compare it as a whole with the real kube-apiserver.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ number of requests: the bad-input tests use it. `inject_transfer(...)` keeps the
 spoils how it travels — `oversize` (padded to N bytes, with or without Content-Length), `drip` (one
 byte per interval) or `truncated` (Content-Length promises more than is sent before the connection
 closes) — for the source's size cap and poll deadline. Loopback only; never expose it.
+
+Kept in one module (over 500 lines on purpose): one fake service whose model, microversion-dependent documents
+and fault injection share state; its answers are checked field by field against the real captures as a whole.
 """
 
 from __future__ import annotations
