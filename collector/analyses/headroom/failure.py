@@ -186,7 +186,8 @@ class _PoolSums:
 
     def totals(self, local: np.ndarray, via: np.ndarray, bounds: np.ndarray | None = None) -> np.ndarray:
         bounds = self.bounds if bounds is None else bounds
-        return (local + np.minimum(via, bounds)).sum(axis=1)
+        result: np.ndarray = (local + np.minimum(via, bounds)).sum(axis=1)
+        return result
 
     def delta(self, hosts: np.ndarray, old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pool sums after slots on `hosts` change from old (S, n) to new (S, n)."""
@@ -277,7 +278,8 @@ class _Evacuation:
 
     def counts_of(self, ks: np.ndarray, hosts: np.ndarray) -> np.ndarray:
         """(len(ks), len(hosts)) consumers of classes `ks` held on `hosts`."""
-        return self.counts[np.ix_(ks, hosts)]
+        result: np.ndarray = self.counts[np.ix_(ks, hosts)]
+        return result
 
     def _fit_row(self, k: int, h: int, row: list[float]) -> int:
         local = self.local_rows[h]
