@@ -274,7 +274,7 @@ class _Evacuation:
         self.asks = [[(r, float(q)) for r, q in enumerate(row) if q > 0] for row in self.requests.tolist()]
         self.pool_list = [str(p) for p in self.pools]
         self.home_list = [str(p) for p in self.home]
-        self.shared_any = table.shared.any(axis=1).tolist()
+        self.shared_any: list[bool] = np.asarray(table.shared.any(axis=1), dtype=bool).tolist()
 
     def counts_of(self, ks: np.ndarray, hosts: np.ndarray) -> np.ndarray:
         """(len(ks), len(hosts)) consumers of classes `ks` held on `hosts`."""
