@@ -8,7 +8,7 @@ file and turns validation errors into one line per problem that never echoes a v
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from collector.analyses.forecast.settings import ForecastConfig
 from collector.analyses.headroom.settings import HeadroomConfig, PodShape
 from collector.app.cluster.settings import ClusterConfig  # cluster: roles and sharding (issue 13)
-from collector.contract.settings import ConfigError, StrictModel
+from collector.contract.settings import ConfigError, SourceBase, StrictModel
 from collector.sources import source_settings_models
 from collector.store.settings import HistoryConfig
 from exporters.prometheus.settings import WebSettings
@@ -24,7 +24,12 @@ from exporters.report.settings import ReportConfig, SmtpConfig
 
 # Every registered source kind (entry points `capacityd.sources`), told apart by its `kind` key.
 SOURCE_KINDS = source_settings_models()
-SourceConfig = Annotated[Union[tuple(SOURCE_KINDS.values())], Field(discriminator="kind")]  # type: ignore[valid-type]  # noqa: UP007
+if TYPE_CHECKING:
+    # The union is built at run time from the plugins; statically every member is a SourceBase with a `kind`.
+    class SourceConfig(SourceBase):
+        kind: str
+else:
+    SourceConfig = Annotated[Union[tuple(SOURCE_KINDS.values())], Field(discriminator="kind")]  # noqa: UP007
 
 
 class Config(StrictModel):

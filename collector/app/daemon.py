@@ -34,7 +34,7 @@ from collector.app.cluster.roles import Coordinator, exposition_cache  # cluster
 from collector.app.config import Config, load_config
 from collector.app.scheduler import MonotonicScheduler, SourceRunner, make_scheduler, schedule_source
 from collector.contract.schema import BOOL, TIMESTAMP, Column, FrameSchema, FrameSet, register
-from collector.contract.settings import ConfigError
+from collector.contract.settings import ConfigError, SourceBase
 from collector.estate import Estate, Snapshot, wall_label
 from collector.sources import create_source
 from collector.sources.base import PollResult
@@ -284,7 +284,7 @@ class Pipeline:
         return snapshot
 
 
-def _timeout_seconds(source_config: Any) -> float:
+def _timeout_seconds(source_config: SourceBase) -> float:
     return source_config.effective_timeout.total_seconds()
 
 

@@ -122,7 +122,7 @@ class _Watchdog:
 def _shutdown(response: urllib3.BaseHTTPResponse) -> None:
     """Unblock a read in progress in another thread (urllib3 >= 2.3: shutdown(SHUT_RD) of its socket)."""
     with contextlib.suppress(ValueError, RuntimeError, OSError, AttributeError):
-        response.shutdown()  # type: ignore[attr-defined]
+        response.shutdown()
 
 
 _WATCHDOG = _Watchdog()
@@ -152,7 +152,7 @@ def read_bounded(
             size = 0
             while True:
                 try:
-                    chunk = response.read1(_CHUNK)  # type: ignore[attr-defined]
+                    chunk = response.read1(_CHUNK)
                 except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError) as error:
                     if guard is not None and guard.fired:
                         raise DeadlineExceeded(f"{what}: not complete by the per-poll deadline") from None

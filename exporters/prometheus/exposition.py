@@ -22,7 +22,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -73,7 +73,14 @@ def load_builtin_family_modules() -> None:
             ) from error
 
 
-def add_frame_samples(family: Metric, frame: pd.DataFrame | None, labels: list[str], value_column: str) -> None:
+# The families a frame block can back: both take add_metric(labelvalues, value) and carry _labelnames.
+FrameFamily = GaugeMetricFamily | CounterMetricFamily
+
+# prometheus_client.utils ships no annotations; this gives its float formatter a signature.
+_float_to_go_string: Callable[[float], str] = floatToGoString
+
+
+def add_frame_samples(family: FrameFamily, frame: pd.DataFrame | None, labels: list[str], value_column: str) -> None:
     """Add one sample per row of `frame` to `family`: unknown (NaN) and infinite values are left out
     (unknown is absent, never 0), null label values become "". Shared by every frame-backed family.
 
@@ -129,10 +136,10 @@ class _LazySamples(list):  # type: ignore[type-arg]
 
     def __init__(self, items: Iterable[Any] = ()) -> None:
         super().__init__(items)
-        self.family: Metric | None = None
+        self.family: FrameFamily | None = None
         self.blocks: list[_FrameBlock] = []
 
-    def add_block(self, family: Metric, block: _FrameBlock) -> None:
+    def add_block(self, family: FrameFamily, block: _FrameBlock) -> None:
         self.family = family
         self.blocks.append(block)
 
@@ -327,7 +334,8 @@ def _render_blocks(family: Metric, samples: _LazySamples, output: list[str], lab
     output.append(f"# HELP {name} {documentation}\n# TYPE {name} {family.type}\n")
     plain = list.__iter__(samples)  # added with add_metric before the first block
     output.extend(_sample_line(sample) for sample in plain)
-    label_names: tuple[str, ...] = tuple(family._labelnames)
+    # only add_frame_samples makes _LazySamples, and only for a FrameFamily
+    label_names: tuple[str, ...] = tuple(cast(FrameFamily, family)._labelnames)
     for block in samples.blocks:
         _render_block(name, label_names, block, output, labels_cache)
 
@@ -335,8 +343,8 @@ def _render_blocks(family: Metric, samples: _LazySamples, output: list[str], lab
 def _sample_line(sample: Any) -> str:
     labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(sample.labels.items()))
     timestamp = "" if sample.timestamp is None else f" {int(float(sample.timestamp) * 1000):d}"
-    return f"{sample.name}{{{labels}}} {floatToGoString(sample.value)}{timestamp}\n" if labels else \
-        f"{sample.name} {floatToGoString(sample.value)}{timestamp}\n"
+    return f"{sample.name}{{{labels}}} {_float_to_go_string(sample.value)}{timestamp}\n" if labels else \
+        f"{sample.name} {_float_to_go_string(sample.value)}{timestamp}\n"
 
 
 def _escape(value: str) -> str:
@@ -383,7 +391,7 @@ def _render_block(name: str, label_names: tuple[str, ...], block: _FrameBlock, o
     for start in range(0, kept.size, RENDER_CHUNK_ROWS):
         rows = kept[start:start + RENDER_CHUNK_ROWS]
         codes, uniques = pd.factorize(values[rows].view(np.int64))  # by bit pattern: -0.0 stays "-0.0"
-        texts = np.array([floatToGoString(v) for v in uniques.view(np.float64).tolist()], dtype=object)[codes]
+        texts = np.array([_float_to_go_string(v) for v in uniques.view(np.float64).tolist()], dtype=np.object_)[codes]
         if labels is not None:
             output.append("".join([f"{name}{{{label}}} {text}\n"
                                    for label, text in zip(labels[rows], texts, strict=True)]))

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import bcrypt
@@ -219,7 +219,9 @@ class _Settings:
 
 def _peer_sans(sock: ssl.SSLSocket) -> set[str]:
     cert = sock.getpeercert() or {}
-    return {str(value) for _, value in cert.get("subjectAltName", ())}
+    # typeshed gives every certificate field one union type; subjectAltName is always (type, value) pairs
+    sans = cast("tuple[tuple[str, str], ...]", cert.get("subjectAltName", ()))
+    return {str(value) for _, value in sans}
 
 
 def accepts_gzip(header: str | None) -> bool:

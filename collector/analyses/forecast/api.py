@@ -274,7 +274,8 @@ def _slope_per_day(bands: Bands) -> np.ndarray:
         return np.zeros(p50.shape[0])
     t = np.arange(p50.shape[1], dtype=float)
     t -= t.mean()  # centred, so the forecast's own mean drops out of p50 @ t
-    return (p50 @ t) / (t @ t) * DAY / bands.grid.step
+    result: np.ndarray = (p50 @ t) / (t @ t) * DAY / bands.grid.step
+    return result
 
 
 class _DailyMaxima:

@@ -181,17 +181,19 @@ def summarize(results: list[OriginResult], horizon_hours: float | None = None) -
         for result in results:
             e = result.exhaustion
             actual = e.get("actual")
-            within = horizon_hours is None or (e.get("p50") is not None and e["p50"] <= horizon_hours)
+            p50 = e.get("p50")
+            trend = e.get("trend")
+            within = horizon_hours is None or (p50 is not None and p50 <= horizon_hours)
             if actual is None:
-                if e.get("p50") is not None and within:
+                if p50 is not None and within:
                     summary.exhaustion_false_alarms += 1
                 continue
-            if e.get("p50") is None:
+            if p50 is None:
                 summary.exhaustion_missed += 1
             else:
-                errors.append(abs(e["p50"] - actual))
-            if e.get("trend") is not None:
-                trend_errors.append(abs(e["trend"] - actual))
+                errors.append(abs(p50 - actual))
+            if trend is not None:
+                trend_errors.append(abs(trend - actual))
             else:
                 summary.trend_exhaustion_missed += 1
             low, high = e.get("p10"), e.get("p90")

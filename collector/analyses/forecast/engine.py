@@ -138,7 +138,8 @@ def naive_scale(values: np.ndarray, season: int) -> np.ndarray:
         scale = np.nanmean(np.abs(values[:, season:] - values[:, :-season]), axis=1)
         level = np.nanmean(np.abs(values), axis=1)
     floor = np.maximum(np.nan_to_num(level) * 1e-6, 1e-12)
-    return np.where(np.isnan(scale) | (scale < floor), floor, scale)
+    result: np.ndarray = np.where(np.isnan(scale) | (scale < floor), floor, scale)
+    return result
 
 
 def naive_scales(values: np.ndarray, season: int, origins: list[int]) -> np.ndarray:
@@ -164,7 +165,8 @@ def naive_scales(values: np.ndarray, season: int, origins: list[int]) -> np.ndar
 def _mae(errors: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(np.abs(errors), axis=-1)
+        result: np.ndarray = np.nanmean(np.abs(errors), axis=-1)
+        return result
 
 
 def choose_candidates(n: int, options: ForecastOptions) -> list[str]:
@@ -277,7 +279,8 @@ def regime_factor(values: np.ndarray, day: int, scale: np.ndarray) -> np.ndarray
             reference = np.maximum(reference, np.where(seen >= day, earlier, 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where((count >= day) & (reference > 0), recent / reference, 1.0)
-    return np.clip(np.nan_to_num(ratio, nan=1.0, posinf=REGIME_MAX), 1.0, REGIME_MAX)
+    result: np.ndarray = np.clip(np.nan_to_num(ratio, nan=1.0, posinf=REGIME_MAX), 1.0, REGIME_MAX)
+    return result
 
 
 def follow_recent_shift(values: np.ndarray, day: int) -> np.ndarray:
@@ -442,7 +445,8 @@ def _bias_pays(errors: np.ndarray, means: np.ndarray, bucket: int) -> np.ndarray
     count = np.maximum(seen.sum(axis=(1, 2)), 1)
     raw = np.where(seen, np.abs(errors), 0.0).sum(axis=(1, 2)) / count
     loo = np.where(seen, np.abs(corrected), 0.0).sum(axis=(1, 2)) / count
-    return (loo < raw).astype(float)
+    result: np.ndarray = (loo < raw).astype(float)
+    return result
 
 
 def row_quantiles(matrix: np.ndarray, quantiles: tuple[float, ...]) -> list[np.ndarray]:

@@ -67,11 +67,11 @@ class FitInput:
 
     @property
     def n(self) -> int:
-        return self.values.shape[0]
+        return int(self.values.shape[0])
 
     @property
     def length(self) -> int:
-        return self.values.shape[1]
+        return int(self.values.shape[1])
 
     @property
     def steps_per_week(self) -> int:
@@ -79,7 +79,8 @@ class FitInput:
 
     @cached_property
     def observed(self) -> np.ndarray:
-        return ~np.isnan(self.values)
+        result: np.ndarray = ~np.isnan(self.values)
+        return result
 
     @cached_property
     def filled(self) -> np.ndarray:
@@ -98,7 +99,8 @@ class FitInput:
 
     @cached_property
     def observed_count(self) -> np.ndarray:
-        return self.observed.sum(axis=1)
+        result: np.ndarray = self.observed.sum(axis=1)
+        return result
 
     def last_value(self) -> np.ndarray:
         """The last observation of every series (NaN when none)."""
@@ -225,7 +227,8 @@ def _inverse3(m: np.ndarray) -> np.ndarray:
     cofactors[:, 2, 2] = a * e - b * d
     determinant = a * cofactors[:, 0, 0] + b * cofactors[:, 1, 0] + c * cofactors[:, 2, 0]
     with np.errstate(all="ignore"):
-        return cofactors / determinant[:, None, None]
+        result: np.ndarray = cofactors / determinant[:, None, None]
+        return result
 
 
 class Design:
@@ -324,7 +327,8 @@ def trend(data: FitInput, h: int) -> np.ndarray:
     """predict_linear: least squares over every observed point, no shift, no season."""
     y = np.where(data.observed, data.values, 0.0)
     a, b, _ = Design(data.observed, np.full(data.n, -1)).solve(y)
-    return a[:, None] + b[:, None] * _future(data, h)[None, :]
+    result: np.ndarray = a[:, None] + b[:, None] * _future(data, h)[None, :]
+    return result
 
 
 def _seasonal_naive(period_days: int) -> ModelFunc:
@@ -341,7 +345,8 @@ def _seasonal_naive(period_days: int) -> ModelFunc:
 def _trend_with_profile(kind: str) -> ModelFunc:
     def forecast(data: FitInput, h: int) -> np.ndarray:
         profile, level, slope = data.decomposition(kind)
-        return level[:, None] + slope[:, None] * _future(data, h)[None, :] + tile_profile(profile, 0, h)
+        result: np.ndarray = level[:, None] + slope[:, None] * _future(data, h)[None, :] + tile_profile(profile, 0, h)
+        return result
 
     return forecast
 
@@ -357,7 +362,8 @@ def local_week(data: FitInput, h: int) -> np.ndarray:
     shift = np.where(data.shift >= start, data.shift - start, -1)
     a, b, c = Design(observed, shift).solve(deseasonalized)
     level = a + np.where(shift >= 0, c, 0.0)
-    return level[:, None] + b[:, None] * _future(data, h)[None, :] + tile_profile(profile, 0, h)
+    result: np.ndarray = level[:, None] + b[:, None] * _future(data, h)[None, :] + tile_profile(profile, 0, h)
+    return result
 
 
 def anchored_week(data: FitInput, h: int) -> np.ndarray:
@@ -375,7 +381,8 @@ def anchored_week(data: FitInput, h: int) -> np.ndarray:
     level = np.where(fallback, data.last_value(), level)
     t_mean = np.where(fallback, 0.0, t_mean)
     steps = _future(data, h)[None, :] - t_mean[:, None]
-    return level[:, None] + b[:, None] * steps + tile_profile(profile, 0, h)
+    result: np.ndarray = level[:, None] + b[:, None] * steps + tile_profile(profile, 0, h)
+    return result
 
 
 def mstl(data: FitInput, h: int) -> np.ndarray:
@@ -391,7 +398,7 @@ def mstl(data: FitInput, h: int) -> np.ndarray:
             continue
         try:
             if seasons:
-                model = MSTL(season_length=seasons, trend_forecaster=AutoETS(model="ZZN"))
+                model: MSTL | AutoETS = MSTL(season_length=seasons, trend_forecaster=AutoETS(model="ZZN"))
             else:
                 model = AutoETS(model="ZZN")
             with warnings.catch_warnings():

@@ -54,7 +54,8 @@ def series_codes(frame: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, pd.D
 def epoch_seconds(stamps: pd.Series) -> np.ndarray:
     """Integer Unix seconds of timestamps (naive ones are taken as UTC)."""
     moments = pd.to_datetime(stamps, utc=True)  # any resolution (s, ms, us, ns): count whole seconds
-    return ((moments - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
+    result: np.ndarray = ((moments - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
+    return result
 
 
 def pivot(codes: np.ndarray, count: int, seconds: np.ndarray, values: np.ndarray, *, step: float,
@@ -197,7 +198,7 @@ def fill_gaps(matrix: np.ndarray, seasons: tuple[int, ...] = ()) -> np.ndarray:
 def first_valid(matrix: np.ndarray) -> np.ndarray:
     """Index of the first observed column per series (the grid length for an all-NaN row)."""
     observed = ~np.isnan(matrix)
-    first = observed.argmax(axis=1)
+    first: np.ndarray = observed.argmax(axis=1)
     first[~observed.any(axis=1)] = matrix.shape[1]
     return first
 

@@ -189,7 +189,8 @@ class _PoolSums:
 
     def totals(self, local: np.ndarray, via: np.ndarray, bounds: np.ndarray | None = None) -> np.ndarray:
         bounds = self.bounds if bounds is None else bounds
-        return (local + np.minimum(via, bounds)).sum(axis=1)
+        result: np.ndarray = (local + np.minimum(via, bounds)).sum(axis=1)
+        return result
 
     def delta(self, hosts: np.ndarray, old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pool sums after slots on `hosts` change from old (S, n) to new (S, n)."""
@@ -276,11 +277,12 @@ class _Evacuation:
         self.asks = [[(r, float(q)) for r, q in enumerate(row) if q > 0] for row in self.requests.tolist()]
         self.pool_list = [str(p) for p in self.pools]
         self.home_list = [str(p) for p in self.home]
-        self.shared_any = table.shared.any(axis=1).tolist()
+        self.shared_any: list[bool] = np.asarray(table.shared.any(axis=1), dtype=bool).tolist()
 
     def counts_of(self, ks: np.ndarray, hosts: np.ndarray) -> np.ndarray:
         """(len(ks), len(hosts)) consumers of classes `ks` held on `hosts`."""
-        return self.counts[np.ix_(ks, hosts)]
+        result: np.ndarray = self.counts[np.ix_(ks, hosts)]
+        return result
 
     def _fit_row(self, k: int, h: int, row: list[float]) -> int:
         local = self.local_rows[h]

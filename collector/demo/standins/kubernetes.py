@@ -382,12 +382,12 @@ class _PodLoad:
 
 def _pod_loads(pods: Iterable[Mapping[str, Any]]) -> list[_PodLoad]:
     """What a kubelet needs to know of its running pods to make up their usage."""
-    loads = []
+    loads: list[_PodLoad] = []
     for pod in pods:
         if pod.get("status", {}).get("phase") != "Running":
             continue
         meta = pod["metadata"]
-        containers = []
+        containers: list[tuple[str, float, float]] = []
         for c in pod["spec"].get("containers", ()):
             requests = (c.get("resources") or {}).get("requests") or {}
             digest = hashlib.blake2s(f"{meta['namespace']}/{meta['name']}/{c['name']}".encode(),
@@ -551,6 +551,7 @@ class _QuietHandler(BaseHTTPRequestHandler):
 class _TLSServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
+    server_address: tuple[str, int]  # always bound to an AF_INET (host, port)
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], tls: TLSFiles):
         super().__init__(address, handler)
@@ -957,8 +958,8 @@ class _Selector:
         return all(check(entry) for check in self.checks)
 
 
-_FIELDS = {"pods": {"spec.nodeName": 0, "status.phase": 1, "metadata.name": 2},
-           "nodes": {"metadata.name": 2, "spec.unschedulable": None}}
+_FIELDS: dict[str, dict[str, int | None]] = {"pods": {"spec.nodeName": 0, "status.phase": 1, "metadata.name": 2},
+                                            "nodes": {"metadata.name": 2, "spec.unschedulable": None}}
 
 
 def _label_check(term: str) -> Callable[[Any], bool]:
@@ -985,7 +986,11 @@ def _selectors(query: Mapping[str, list[str]], resource: str) -> _Selector:
             raise _ApiError(400, _status(400, "BadRequest",
                                          f'field label not supported: {name}'))
         slot = _FIELDS[resource][name]
-        checks.append(lambda e, s=slot, v=value, n=negate: ((e[s] or "") == v) != n)
+
+        def check(e: Any, s: int | None = slot, v: str = value, n: bool = negate) -> bool:
+            return ((e[s] or "") == v) != n
+
+        checks.append(check)
     for term in filter(None, (query.get("labelSelector") or [""])[0].split(",")):
         checks.append(_label_check(term.strip()))
     return _Selector(checks)

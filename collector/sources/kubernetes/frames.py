@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -123,15 +124,23 @@ def _capacity_columns(
     allocated: list[dict[str, int]],
     pod_count: list[int],
     node_usage: Mapping[str, tuple[float, float]],
-) -> dict[str, list]:
-    host, pool, resource, capacity, reserved, allocatable, alloc, used = ([] for _ in range(8))
+) -> dict[str, list[Any]]:
+    host: list[str] = []
+    pool: list[str] = []
+    resource: list[str] = []
+    capacity: list[float] = []
+    reserved: list[float] = []
+    allocatable: list[float] = []
+    alloc: list[float] = []
+    used: list[float] = []
     for i, name in enumerate(nodes.name):
         node_capacity, node_allocatable = nodes.capacity[i], nodes.allocatable[i]
         usage = node_usage.get(name)
         for res in sorted(node_capacity.keys() | node_allocatable.keys()):
-            cap = node_capacity.get(res)
-            free = node_allocatable.get(res, cap)
-            cap = free if cap is None or cap < free else cap  # allocatable never exceeds capacity
+            # res is in at least one of the two, so the fallback 0 is never used
+            free = node_allocatable.get(res, node_capacity.get(res, 0))
+            cap = node_capacity.get(res, free)
+            cap = free if cap < free else cap  # allocatable never exceeds capacity
             host.append(name)
             pool.append(pools[i])
             resource.append(res)
@@ -170,26 +179,25 @@ def _capacity_columns(
 def _hosts(ctx: FrameContext, nodes: NodeTable, pools: list[str]) -> pd.DataFrame:
     n = len(nodes)
     keys = ctx.labels
-    return HOSTS.build(
-        {
-            "timestamp": [ctx.now] * n,
-            "source": [ctx.source] * n,
-            "layer": ["kubernetes"] * n,
-            "cloud": [ctx.cluster] * n,
-            "pool": pools,
-            "host": nodes.name,
-            "host_id": nodes.uid,
-            "schedulable": [not flag for flag in nodes.unschedulable],
-            "ready": nodes.ready,
-            "zone": [_label(labels, keys.zone) for labels in nodes.labels],
-            "aggregates": [None] * n,
-            "traits": [sorted(f"{k}={v}" for k, v in labels.items()) for labels in nodes.labels],
-            "taints": nodes.taints,
-            "instance_type": [_label(labels, keys.instance_type) for labels in nodes.labels],
-            "nova_server_id": [parse_provider_id(pid) for pid in nodes.provider_id],
-            "hypervisor": [None] * n,
-        }
-    )
+    columns: dict[str, Sequence[Any]] = {
+        "timestamp": [ctx.now] * n,
+        "source": [ctx.source] * n,
+        "layer": ["kubernetes"] * n,
+        "cloud": [ctx.cluster] * n,
+        "pool": pools,
+        "host": nodes.name,
+        "host_id": nodes.uid,
+        "schedulable": [not flag for flag in nodes.unschedulable],
+        "ready": nodes.ready,
+        "zone": [_label(labels, keys.zone) for labels in nodes.labels],
+        "aggregates": [None] * n,
+        "traits": [sorted(f"{k}={v}" for k, v in labels.items()) for labels in nodes.labels],
+        "taints": nodes.taints,
+        "instance_type": [_label(labels, keys.instance_type) for labels in nodes.labels],
+        "nova_server_id": [parse_provider_id(pid) for pid in nodes.provider_id],
+        "hypervisor": [None] * n,
+    }
+    return HOSTS.build(columns)
 
 
 def _consumers(
@@ -265,7 +273,7 @@ def _consumers(
     )
 
 
-def _columns(rows: list[tuple], width: int) -> list[list]:
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     """Rows of equal-width tuples -> `width` column lists (transposed in C by zip)."""
     if not rows:
         return [[] for _ in range(width)]

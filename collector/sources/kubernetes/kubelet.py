@@ -222,6 +222,8 @@ class KubeletScraper:
                     target = next(feed, None)
                 if target is None:
                     return usage, failures, notes
+                reason: str | None
+                note: str | None
                 if forbidden.is_set():
                     reason, note = "kubelet_forbidden", None
                 elif deadline is not None and time.monotonic() + 0.1 >= deadline:

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 import orjson
@@ -51,6 +51,9 @@ from collector.sources.kubernetes.listing import (
     paused_gc,
 )
 from collector.sources.kubernetes.settings import KubernetesSourceConfig
+
+if TYPE_CHECKING:
+    from kubernetes.client.configuration import APIKeyAuthSetting
 
 __all__ = ["KubernetesSource"]
 
@@ -87,15 +90,15 @@ class KubernetesSource(Source):
         if self._api_client is not None:
             return self._api_client
         cfg = k8s.Configuration()
-        try:
+        try:  # kubernetes.config's loaders ship no annotations (the ignores below)
             if self.config.in_cluster:
-                load_incluster_config(client_configuration=cfg)
+                load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
                 context = None
             else:
                 path = self._kubeconfig_path()
-                _contexts, current = kube_config.list_kube_config_contexts(path)
+                _contexts, current = kube_config.list_kube_config_contexts(path)  # type: ignore[no-untyped-call]
                 context = self.config.context or (current or {}).get("name")
-                kube_config.load_kube_config(
+                kube_config.load_kube_config(  # type: ignore[no-untyped-call]
                     config_file=path, context=context, client_configuration=cfg, persist_config=False
                 )
         except ConfigException as error:
@@ -121,7 +124,7 @@ class KubernetesSource(Source):
     def close(self) -> None:
         if self._api_client is not None:
             with contextlib.suppress(Exception):
-                self._api_client.close()
+                self._api_client.close()  # type: ignore[no-untyped-call]  # ApiClient.close is unannotated
             self._api_client = None
         if self._direct_pool is not None:
             self._direct_pool.clear()
@@ -262,9 +265,12 @@ class KubernetesSource(Source):
         if cfg.refresh_api_key_hook is not None:
             cfg.refresh_api_key_hook(cfg)
         headers = {"Accept": "text/plain"}
-        for setting in cfg.auth_settings().values():
-            if setting.get("in") == "header" and setting.get("value"):
-                headers[setting["key"]] = setting["value"]
+        # AuthSettings is a TypedDict, whose .values() types as object; each entry is an APIKeyAuthSetting
+        settings = cast("dict[str, APIKeyAuthSetting]", cfg.auth_settings())
+        for setting in settings.values():
+            value = setting.get("value")
+            if setting.get("in") == "header" and value:
+                headers[setting["key"]] = value
         return headers
 
     def _direct_fetch(self) -> Fetch:
