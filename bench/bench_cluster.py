@@ -73,11 +73,15 @@ def main() -> None:
     arrow_encode = median_seconds(lambda: [encode_frame(f) for f in frames.values()], args.runs)
     json_encode = median_seconds(lambda: frames_to_json(frames), args.runs)
     print(f"/snapshot of {args.hosts} hosts ({rows}) (median of {args.runs}):")
-    print(f"  Arrow encode {arrow_encode:.3f} s, encode+decode+contract cast {arrow:.3f} s, "
-          f"{sum(len(b) for b in encoded.values()) / 2**20:.1f} MiB")
+    print(
+        f"  Arrow encode {arrow_encode:.3f} s, encode+decode+contract cast {arrow:.3f} s, "
+        f"{sum(len(b) for b in encoded.values()) / 2**20:.1f} MiB"
+    )
     json_mib = len(frames_to_json(frames)) / 2**20
-    print(f"  JSON encode (baseline, `once --format json`) {json_encode:.3f} s, {json_mib:.1f} MiB"
-          f"   ratio Arrow/JSON encode {arrow_encode / json_encode:.2f}x")
+    print(
+        f"  JSON encode (baseline, `once --format json`) {json_encode:.3f} s, {json_mib:.1f} MiB"
+        f"   ratio Arrow/JSON encode {arrow_encode / json_encode:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -79,11 +79,19 @@ def main() -> None:
         history.flush()
         print(f"filled {args.series} series x {args.days} days hourly in {time.perf_counter() - began:.1f} s")
         local_config = ForecastConfig(lookback=lookback)
-        dask_config = ForecastConfig(lookback=lookback, executor="dask", local_cluster_workers=args.workers,
-                                     dask_chunk_series=args.chunk)
-        with distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                      host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
-                distributed.Client(cluster) as client:
+        dask_config = ForecastConfig(
+            lookback=lookback, executor="dask", local_cluster_workers=args.workers, dask_chunk_series=args.chunk
+        )
+        with (
+            distributed.LocalCluster(
+                n_workers=args.workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
 
             def local() -> int:
                 return len(forecast_pools(history, local_config, now=NOW)[0])
@@ -98,19 +106,34 @@ def main() -> None:
                 total = frame[["layer", "cloud", "pool", "resource", "basis"]].drop_duplicates().shape[0]
                 chunks = []
                 for start in range(0, len(keys), args.chunk):
-                    pools = {k[2] for k in keys[start:start + args.chunk]}
+                    pools = {k[2] for k in keys[start : start + args.chunk]}
                     chunks.append(frame[frame["pool"].isin(pools)])
-                futures = client.map(forecast_frame, chunks, now=NOW, horizon=timedelta(days=180),
-                                     options=ForecastOptions(), total=total, first_bucket=first, pure=False)
+                futures = client.map(
+                    forecast_frame,
+                    chunks,
+                    now=NOW,
+                    horizon=timedelta(days=180),
+                    options=ForecastOptions(),
+                    total=total,
+                    first_bucket=first,
+                    pure=False,
+                )
                 return sum(len(r[0]) for r in client.gather(futures))
 
             dask_keys()  # warm the workers' imports
-            results = {name: timed(run, args.runs) for name, run in
-                       (("local executor", local), ("dask: tasks read their keys", dask_keys),
-                        ("dask: ship frames", ship_frames))}
+            results = {
+                name: timed(run, args.runs)
+                for name, run in (
+                    ("local executor", local),
+                    ("dask: tasks read their keys", dask_keys),
+                    ("dask: ship frames", ship_frames),
+                )
+            }
     base = results["local executor"][0]
-    print(f"{args.series} series, {args.days} days hourly, {args.workers} workers, {args.chunk} keys/task, "
-          f"median of {args.runs}")
+    print(
+        f"{args.series} series, {args.days} days hourly, {args.workers} workers, {args.chunk} keys/task, "
+        f"median of {args.runs}"
+    )
     print(f"{'executor':32} {'wall s':>8} {'client CPU s':>13} {'rows':>7} {'vs local':>9}")
     for name, (wall, cpu, rows) in results.items():
         print(f"{name:32} {wall:8.2f} {cpu:13.2f} {rows:7d} {wall / base:8.2f}x")

@@ -60,9 +60,23 @@ def rss_mib() -> float:
 
 
 def fleet_run(work: Path, hosts: list[str], interval: float, intervals: int) -> dict[str, float]:
-    config = parse_config({"sources": [{"kind": "libvirt", "name": "fleet", "interval": f"{interval}s", "discover": {
-        "file_sd": [str(work / "sd.json")], "uri": f"test://{work / 'nodes'}/{{target}}.xml",
-        "max_concurrency": 16, "refresh_interval": f"{interval}s"}}]})
+    config = parse_config(
+        {
+            "sources": [
+                {
+                    "kind": "libvirt",
+                    "name": "fleet",
+                    "interval": f"{interval}s",
+                    "discover": {
+                        "file_sd": [str(work / "sd.json")],
+                        "uri": f"test://{work / 'nodes'}/{{target}}.xml",
+                        "max_concurrency": 16,
+                        "refresh_interval": f"{interval}s",
+                    },
+                }
+            ]
+        }
+    )
     fleet = config.sources[0].create_source()
     assert isinstance(fleet, TargetFleet)
     estate = Estate()
@@ -81,9 +95,12 @@ def fleet_run(work: Path, hosts: list[str], interval: float, intervals: int) -> 
         gaps = [b - a for a, b in pairwise(phase)] or [interval]
         up = int(estate.snapshot().frames["targets"]["up"].sum())
         return {
-            "cpu_per_interval": spent / (wall / interval), "peak": float(runner.inflight_peak),
-            "busiest_tenth": max(tenths.values()) / max(len(phase), 1), "largest_gap": max(gaps),
-            "polls_per_target": statistics.mean(polled[h] for h in hosts) / intervals, "up": float(up),
+            "cpu_per_interval": spent / (wall / interval),
+            "peak": float(runner.inflight_peak),
+            "busiest_tenth": max(tenths.values()) / max(len(phase), 1),
+            "largest_gap": max(gaps),
+            "polls_per_target": statistics.mean(polled[h] for h in hosts) / intervals,
+            "up": float(up),
             "rss": rss_mib(),
         }
     finally:
@@ -93,8 +110,10 @@ def fleet_run(work: Path, hosts: list[str], interval: float, intervals: int) -> 
 def baseline_run(work: Path, hosts: list[str]) -> float:
     """CPU seconds for one sequential poll of every host as its own plain source (connections kept)."""
     nodes = work / "nodes"
-    sources = [LibvirtSource(LibvirtSourceConfig(kind="libvirt", name=f"kvm-{h}", uri=f"test://{nodes}/{h}.xml"))
-               for h in hosts]
+    sources = [
+        LibvirtSource(LibvirtSourceConfig(kind="libvirt", name=f"kvm-{h}", uri=f"test://{nodes}/{h}.xml"))
+        for h in hosts
+    ]
     try:
         for source in sources:  # warm-up, like the fleet's first interval
             source.checked_poll(datetime.now(UTC))
@@ -127,17 +146,27 @@ def main() -> None:
             baselines.append(baseline_run(work, hosts))
     med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
     base = statistics.median(baselines)
-    print(f"bench_discovery: {args.targets} discovered libvirt targets (test driver, 5 domains each), "
-          f"interval compressed to {args.interval:g}s, {args.intervals} intervals x {args.runs} runs (medians)")
-    print(f"  CPU per interval (fleet, spread)       {med['cpu_per_interval']:.2f} s"
-          f"  -> {med['cpu_per_interval'] / 60 * 100:.1f} % of one core at a 60 s interval (target < 25 %)")
-    print(f"  CPU per interval (baseline, {args.targets} plain sources polled sequentially) {base:.2f} s;"
-          f" ratio fleet/baseline {med['cpu_per_interval'] / base:.2f}")
-    print(f"  peak concurrent polls (connections in use) {med['peak']:.0f} (max_concurrency 16); "
-          f"{args.targets} connections open, reused")
-    print(f"  spread: busiest tenth of the interval holds {med['busiest_tenth'] * 100:.1f} % of poll starts "
-          f"(even: 10 %), largest gap {med['largest_gap'] * 1000:.0f} ms; polls per target per interval "
-          f"{med['polls_per_target']:.2f}; targets up {med['up']:.0f}")
+    print(
+        f"bench_discovery: {args.targets} discovered libvirt targets (test driver, 5 domains each), "
+        f"interval compressed to {args.interval:g}s, {args.intervals} intervals x {args.runs} runs (medians)"
+    )
+    print(
+        f"  CPU per interval (fleet, spread)       {med['cpu_per_interval']:.2f} s"
+        f"  -> {med['cpu_per_interval'] / 60 * 100:.1f} % of one core at a 60 s interval (target < 25 %)"
+    )
+    print(
+        f"  CPU per interval (baseline, {args.targets} plain sources polled sequentially) {base:.2f} s;"
+        f" ratio fleet/baseline {med['cpu_per_interval'] / base:.2f}"
+    )
+    print(
+        f"  peak concurrent polls (connections in use) {med['peak']:.0f} (max_concurrency 16); "
+        f"{args.targets} connections open, reused"
+    )
+    print(
+        f"  spread: busiest tenth of the interval holds {med['busiest_tenth'] * 100:.1f} % of poll starts "
+        f"(even: 10 %), largest gap {med['largest_gap'] * 1000:.0f} ms; polls per target per interval "
+        f"{med['polls_per_target']:.2f}; targets up {med['up']:.0f}"
+    )
     print(f"  RSS {med['rss']:.0f} MiB")
 
 

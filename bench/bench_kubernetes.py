@@ -64,8 +64,17 @@ def worker(mode: str, kubeconfig: str, page_size: int) -> dict[str, Any]:
 
     back_to_dicts = [0.0]  # model path: CPU spent turning models back into dicts (not the models' own cost)
     if mode == "model":
-        def model_list_paged(call: Any, new_table: Any, *, page_size: int, timeout: float, what: str,
-                             stats: ListStats | None = None, **_limits: Any) -> Any:
+
+        def model_list_paged(
+            call: Any,
+            new_table: Any,
+            *,
+            page_size: int,
+            timeout: float,
+            what: str,
+            stats: ListStats | None = None,
+            **_limits: Any,
+        ) -> Any:
             table = new_table()
             sanitize = api_client.sanitize_for_serialization
             token = None
@@ -91,8 +100,9 @@ def worker(mode: str, kubeconfig: str, page_size: int) -> dict[str, Any]:
 
         source_module.list_paged = model_list_paged  # type: ignore[assignment]
 
-    config = KubernetesSourceConfig(kind="kubernetes", name="bench", kubeconfig=Path(kubeconfig),
-                                    page_size=page_size, timeout="10m")
+    config = KubernetesSourceConfig(
+        kind="kubernetes", name="bench", kubeconfig=Path(kubeconfig), page_size=page_size, timeout="10m"
+    )
     src = source_module.KubernetesSource(config)
     api_client = src._connect()
     import kubernetes.client.api.core_v1_api  # noqa: F401  (an import, not a cost of the poll)
@@ -122,7 +132,10 @@ def worker(mode: str, kubeconfig: str, page_size: int) -> dict[str, Any]:
 def run_worker(mode: str, kubeconfig: str, page_size: int) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, __file__, "--worker", mode, "--kubeconfig", kubeconfig, "--page-size", str(page_size)],
-        capture_output=True, text=True, check=False, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
     )
     if out.returncode != 0:
         raise SystemExit(f"{mode} worker failed:\n{out.stderr[-3000:]}")
@@ -135,9 +148,21 @@ def standin(nodes: int, pods: int) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="bench-k8s-") as workdir:
         started = time.perf_counter()
         server = subprocess.Popen(
-            [sys.executable, "-m", "collector.demo.standins.kubernetes", "--nodes", str(nodes),
-             "--pods", str(pods), "--workdir", workdir],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "collector.demo.standins.kubernetes",
+                "--nodes",
+                str(nodes),
+                "--pods",
+                str(pods),
+                "--workdir",
+                workdir,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         try:
@@ -146,8 +171,9 @@ def standin(nodes: int, pods: int) -> Iterator[str]:
             if not line:
                 raise SystemExit(f"the stand-in API server did not start ({nodes} nodes, {pods} pods)")
             ready = json.loads(line)
-            print(f"stand-in with {nodes} nodes / {pods} pods ready in {time.perf_counter() - started:.1f} s",
-                  flush=True)
+            print(
+                f"stand-in with {nodes} nodes / {pods} pods ready in {time.perf_counter() - started:.1f} s", flush=True
+            )
             yield ready["kubeconfig"]
         finally:
             if server.stdin:
@@ -160,10 +186,13 @@ def standin(nodes: int, pods: int) -> Iterator[str]:
 
 
 def _report(mode: str, i: int, figures: dict[str, Any]) -> None:
-    print(f"  {mode} run {i + 1}: cpu {figures['cpu']:.2f} s, wall {figures['wall']:.1f} s, "
-          f"peak RSS {figures['rss_mb']:.0f} MB (after imports {figures['rss_before_mb']:.0f}), "
-          f"{figures['nodes']} nodes, {figures['pods']} pods, {figures['with_usage']} pods with usage, "
-          f"skipped {figures['skipped']}", flush=True)
+    print(
+        f"  {mode} run {i + 1}: cpu {figures['cpu']:.2f} s, wall {figures['wall']:.1f} s, "
+        f"peak RSS {figures['rss_mb']:.0f} MB (after imports {figures['rss_before_mb']:.0f}), "
+        f"{figures['nodes']} nodes, {figures['pods']} pods, {figures['with_usage']} pods with usage, "
+        f"skipped {figures['skipped']}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -185,8 +214,10 @@ def main() -> None:
     fast: dict[int, list[dict[str, Any]]] = {pods: [] for pods in sizes}
     model: list[dict[str, Any]] = []
     with contextlib.ExitStack() as servers:
-        kubeconfigs = {pods: servers.enter_context(standin(max(1, pods // args.pods_per_node), pods))
-                       for pods in set(sizes) | ({args.model_pods} if args.model_pods else set())}
+        kubeconfigs = {
+            pods: servers.enter_context(standin(max(1, pods // args.pods_per_node), pods))
+            for pods in set(sizes) | ({args.model_pods} if args.model_pods else set())
+        }
         # Sizes interleaved run by run (all stand-ins stay up, idle between runs): on a shared machine the
         # load changes by the minute, and CPU seconds inflate with it, so each size sees the same load mix.
         for i in range(args.runs):
@@ -201,24 +232,32 @@ def main() -> None:
         return statistics.median(r[key] for r in runs)
 
     print()
-    print(f"Kubernetes poll growth, {args.pods_per_node} pods per node, page size {args.page_size} "
-          f"(median of {args.runs} runs; CPU of the polling process, its own peak RSS)")
-    print(f"{'pods':>8}{'nodes':>8}{'CPU s':>9}{'wall s':>9}{'RSS MB':>9}{'CPU us/pod':>12}{'CPU x prev':>12}"
-          f"{'pods x prev':>13}")
+    print(
+        f"Kubernetes poll growth, {args.pods_per_node} pods per node, page size {args.page_size} "
+        f"(median of {args.runs} runs; CPU of the polling process, its own peak RSS)"
+    )
+    print(
+        f"{'pods':>8}{'nodes':>8}{'CPU s':>9}{'wall s':>9}{'RSS MB':>9}{'CPU us/pod':>12}{'CPU x prev':>12}"
+        f"{'pods x prev':>13}"
+    )
     previous: tuple[int, float] | None = None
     for pods in sizes:
         cpu = med(fast[pods], "cpu")
         growth = f"{cpu / previous[1]:.2f}x" if previous else "-"
         more = f"{pods / previous[0]:.2f}x" if previous else "-"
-        print(f"{pods:>8}{max(1, pods // args.pods_per_node):>8}{cpu:>9.2f}{med(fast[pods], 'wall'):>9.1f}"
-              f"{med(fast[pods], 'rss_mb'):>9.0f}{cpu / pods * 1e6:>12.1f}{growth:>12}{more:>13}")
+        print(
+            f"{pods:>8}{max(1, pods // args.pods_per_node):>8}{cpu:>9.2f}{med(fast[pods], 'wall'):>9.1f}"
+            f"{med(fast[pods], 'rss_mb'):>9.0f}{cpu / pods * 1e6:>12.1f}{growth:>12}{more:>13}"
+        )
         previous = (pods, cpu)
 
     verdict = []
     if 150_000 in fast:
         cpu, rss = med(fast[150_000], "cpu"), med(fast[150_000], "rss_mb")
-        verdict += [f"150k CPU {'OK' if cpu <= 12 else 'MISSED'} ({cpu:.1f} s, <= 12 s)",
-                    f"150k RSS {'OK' if rss <= 600 else 'MISSED'} ({rss:.0f} MB, <= 600 MB)"]
+        verdict += [
+            f"150k CPU {'OK' if cpu <= 12 else 'MISSED'} ({cpu:.1f} s, <= 12 s)",
+            f"150k RSS {'OK' if rss <= 600 else 'MISSED'} ({rss:.0f} MB, <= 600 MB)",
+        ]
     if 150_000 in fast and 300_000 in fast:
         ratio = med(fast[300_000], "cpu") / med(fast[150_000], "cpu")
         verdict.append(f"300k/150k CPU {'OK' if ratio <= 2.1 else 'MISSED'} ({ratio:.2f}x, <= 2.1x)")
@@ -227,19 +266,28 @@ def main() -> None:
         fast_cpu, model_cpu = med(base, "cpu"), med(model, "cpu")
         models_only = statistics.median(r["cpu"] - r["to_dicts"] for r in model)
         print()
-        print(f"Against the client-model baseline at {args.model_pods} pods (same run; median of "
-              f"{args.runs} / {args.model_runs} runs)")
+        print(
+            f"Against the client-model baseline at {args.model_pods} pods (same run; median of "
+            f"{args.runs} / {args.model_runs} runs)"
+        )
         print(f"{'path':<44}{'CPU s':>10}{'wall s':>10}{'peak RSS MB':>14}")
-        print(f"{'capacityd (raw JSON -> tables)':<44}{fast_cpu:>10.1f}{med(base, 'wall'):>10.1f}"
-              f"{med(base, 'rss_mb'):>14.0f}")
-        print(f"{'kubernetes client models':<44}{model_cpu:>10.1f}{med(model, 'wall'):>10.1f}"
-              f"{med(model, 'rss_mb'):>14.0f}")
+        print(
+            f"{'capacityd (raw JSON -> tables)':<44}{fast_cpu:>10.1f}{med(base, 'wall'):>10.1f}"
+            f"{med(base, 'rss_mb'):>14.0f}"
+        )
+        print(
+            f"{'kubernetes client models':<44}{model_cpu:>10.1f}{med(model, 'wall'):>10.1f}"
+            f"{med(model, 'rss_mb'):>14.0f}"
+        )
         print(f"{'  of which models -> dicts for the tables':<44}{med(model, 'to_dicts'):>10.1f}")
         memory_ratio = med(model, "rss_mb") / med(base, "rss_mb")
-        print(f"speed-up (CPU): {model_cpu / fast_cpu:.1f}x; without the models -> dicts step: "
-              f"{models_only / fast_cpu:.1f}x   memory: {memory_ratio:.1f}x")
-        verdict.append(f"ratio {'OK' if models_only / fast_cpu >= 4 else 'MISSED'} "
-                       f"({models_only / fast_cpu:.1f}x, >= 4x)")
+        print(
+            f"speed-up (CPU): {model_cpu / fast_cpu:.1f}x; without the models -> dicts step: "
+            f"{models_only / fast_cpu:.1f}x   memory: {memory_ratio:.1f}x"
+        )
+        verdict.append(
+            f"ratio {'OK' if models_only / fast_cpu >= 4 else 'MISSED'} ({models_only / fast_cpu:.1f}x, >= 4x)"
+        )
     print("targets: " + (", ".join(verdict) if verdict else "(none at these sizes)"))
 
 

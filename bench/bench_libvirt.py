@@ -83,6 +83,7 @@ class Meter:
 
     def measure(self, action: Callable[[], object], other_pid: int | None = None) -> tuple[float, float, float, object]:
         """(wall s, CPU s of this process or of `other_pid`, CPU s of libvirtd, result)."""
+
         def cpu() -> float:
             return process_cpu_seconds(other_pid) if other_pid else time.process_time()
 
@@ -164,7 +165,10 @@ def exporter(uri: str) -> Iterator[tuple[int, int]]:
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             [EXPORTER, f"--libvirt.uri={uri}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         try:
             deadline = time.monotonic() + 30
@@ -221,16 +225,22 @@ def compare(uri: str, runs: int, meter: Meter) -> tuple[dict[str, object], dict[
     number = re.search(r"^libvirt_domains_number (\S+)$", text, re.M)
     return (
         {
-            "cold": cold, "median": median_of(ours_samples), "served": served,
-            "domains": len(consumers), "exposed_domains": int(exposed),
+            "cold": cold,
+            "median": median_of(ours_samples),
+            "served": served,
+            "domains": len(consumers),
+            "exposed_domains": int(exposed),
             "states": dict(sorted(consumers["state"].value_counts().to_dict().items())),
             "api_calls": result.api_calls,
         },
         {
-            "median": median_of(peer_samples), "open": median_of(opens),
+            "median": median_of(peer_samples),
+            "open": median_of(opens),
             # Scrape minus its own run's re-read, per run: the pairs saw the same load.
-            "without": [tuple(a - b for a, b in zip(scrape, reread, strict=True))
-                        for scrape, reread in zip(peer_samples, opens, strict=True)],
+            "without": [
+                tuple(a - b for a, b in zip(scrape, reread, strict=True))
+                for scrape, reread in zip(peer_samples, opens, strict=True)
+            ],
             "up": float(up.group(1)) if up else None,
             "domains_number": int(float(number.group(1))) if number else None,
             "domains": len(set(re.findall(r'domain="([^"]*)"', text))),
@@ -255,8 +265,10 @@ def report(title: str, ours: dict[str, object], peer: dict[str, object], daemon:
     print(f"  {'':<56}{head:<{33 if daemon else 22}} {'domains':>8}")
     row("capacityd: poll + validate + render /metrics (warm)", (ours_wall, ours_cpu, ours_daemon), ours["domains"])
     print(f"  {'capacityd: first collection (connect + read every XML)':<56}{ours['cold'] * MS:>11.1f}")  # type: ignore[operator]
-    print(f"  {'capacityd: one Prometheus scrape (served from memory)':<56}{ours['served'] * MS:>11.2f}"  # type: ignore[operator]
-          f"{'':<{22 if daemon else 11}} {ours['exposed_domains']:>8}")
+    print(
+        f"  {'capacityd: one Prometheus scrape (served from memory)':<56}{ours['served'] * MS:>11.2f}"  # type: ignore[operator]
+        f"{'':<{22 if daemon else 11}} {ours['exposed_domains']:>8}"
+    )
     row("prometheus-libvirt-exporter 0.2.0: one scrape", (peer_wall, peer_cpu, peer_daemon), peer["domains"])
     row("  of which: a new connection re-parsing the node file", (open_wall, open_cpu, open_daemon))
     row("  exporter scrape without that re-parse", fair)
@@ -264,12 +276,16 @@ def report(title: str, ours: dict[str, object], peer: dict[str, object], daemon:
     cpu_ours = ours_cpu + (ours_daemon if daemon else 0.0)
     cpu_peer = peer_cpu + (peer_daemon if daemon else 0.0)
     cpu_fair = fair[1] + (fair[2] if daemon else 0.0)
-    print(f"  speed-up (exporter / capacityd): as measured {ratio_measured:.1f}x wall, {cpu_peer / cpu_ours:.1f}x CPU; "
-          f"without the re-parse {ratio_fair:.1f}x wall, {cpu_fair / cpu_ours:.1f}x CPU"
-          + (" (CPU = client + libvirtd)" if daemon else ""))
-    print(f"  exporter: libvirt_up {peer['up']}, libvirt_domains_number {peer['domains_number']} (active only, "
-          f"512 cap); capacityd: all {ours['domains']} domains {ours['states']}, "
-          f"{ours['api_calls']} libvirt calls per warm poll")
+    print(
+        f"  speed-up (exporter / capacityd): as measured {ratio_measured:.1f}x wall, {cpu_peer / cpu_ours:.1f}x CPU; "
+        f"without the re-parse {ratio_fair:.1f}x wall, {cpu_fair / cpu_ours:.1f}x CPU"
+        + (" (CPU = client + libvirtd)" if daemon else "")
+    )
+    print(
+        f"  exporter: libvirt_up {peer['up']}, libvirt_domains_number {peer['domains_number']} (active only, "
+        f"512 cap); capacityd: all {ours['domains']} domains {ours['states']}, "
+        f"{ours['api_calls']} libvirt calls per warm poll"
+    )
     print()
     return ratio_measured, ratio_fair
 
@@ -287,7 +303,7 @@ def scaled_node(node: Path, domains: int, workdir: Path) -> Path:
     found = list(DOMAIN_RE.finditer(raw))
     if not found:
         raise SystemExit(f"{node}: no <domain type='test'> elements")
-    head, tail = raw[: found[0].start()], raw[found[-1].end():]
+    head, tail = raw[: found[0].start()], raw[found[-1].end() :]
     originals = [match.group(0) for match in found]
     parts = [head]
     for index in range(domains):
@@ -345,9 +361,11 @@ def growth_table(title: str, results: list[SizeResult], daemon: bool) -> None:
     """One row per size: capacityd warm/cold, the exporter as measured, its re-read, and the ratios."""
     print(title)
     cpu_label = "CPU+libvirtd" if daemon else "CPU"
-    print(f"  {'domains':>7} | {'capacityd warm':>14} {cpu_label:>12} {'per domain':>10} {'cold':>8} {'calls':>5}"
-          f" | {'exporter':>9} {'re-read':>8} {'without':>8} {'seen':>5} | {'ratio':>6} {'ratio w/o':>9}"
-          f" {'CPU w/o':>8} {'per dom w/o':>11}")
+    print(
+        f"  {'domains':>7} | {'capacityd warm':>14} {cpu_label:>12} {'per domain':>10} {'cold':>8} {'calls':>5}"
+        f" | {'exporter':>9} {'re-read':>8} {'without':>8} {'seen':>5} | {'ratio':>6} {'ratio w/o':>9}"
+        f" {'CPU w/o':>8} {'per dom w/o':>11}"
+    )
     for r in results:
         wall, cpu, own_daemon = r.ours["median"]  # type: ignore[misc]
         peer_wall = r.peer["median"][0]  # type: ignore[index]
@@ -355,17 +373,21 @@ def growth_table(title: str, results: list[SizeResult], daemon: bool) -> None:
         fair_wall, fair_cpu, fair_daemon = r.fair(daemon)
         ours_cpu = cpu + (own_daemon if daemon else 0.0)
         peer_cpu = fair_cpu + (fair_daemon if daemon else 0.0)
-        print(f"  {r.domains:>7} | {wall * MS:>11.1f} ms {ours_cpu * MS:>9.1f} ms {wall / r.domains * 1e6:>7.1f} us"
-              f" {r.ours['cold']:>7.2f}s {r.ours['api_calls']!s:>5}"  # type: ignore[index]
-              f" | {peer_wall * MS:>6.0f} ms {open_wall * MS:>5.0f} ms {fair_wall * MS:>5.0f} ms"
-              f" {r.peer['domains']!s:>5}"
-              f" | {peer_wall / wall:>5.1f}x {fair_wall / wall:>8.1f}x {peer_cpu / ours_cpu:>7.1f}x"
-              f" {(fair_wall / max(int(r.peer['domains']), 1)) / (wall / r.domains):>10.1f}x")
-    print("  (capacityd warm = poll + validate + render /metrics on its long-lived connection; exporter = one scrape"
-          " as measured, re-read = a new connection re-reading the node file, without = median over runs of each"
-          " scrape minus its own run's re-read;"
-          " seen = domains in the exporter's answer (active only, 512 cap); ratios = exporter / capacityd, medians of"
-          " the same run; per dom w/o = the same per domain each side exposes)")
+        print(
+            f"  {r.domains:>7} | {wall * MS:>11.1f} ms {ours_cpu * MS:>9.1f} ms {wall / r.domains * 1e6:>7.1f} us"
+            f" {r.ours['cold']:>7.2f}s {r.ours['api_calls']!s:>5}"  # type: ignore[index]
+            f" | {peer_wall * MS:>6.0f} ms {open_wall * MS:>5.0f} ms {fair_wall * MS:>5.0f} ms"
+            f" {r.peer['domains']!s:>5}"
+            f" | {peer_wall / wall:>5.1f}x {fair_wall / wall:>8.1f}x {peer_cpu / ours_cpu:>7.1f}x"
+            f" {(fair_wall / max(int(r.peer['domains']), 1)) / (wall / r.domains):>10.1f}x"
+        )
+    print(
+        "  (capacityd warm = poll + validate + render /metrics on its long-lived connection; exporter = one scrape"
+        " as measured, re-read = a new connection re-reading the node file, without = median over runs of each"
+        " scrape minus its own run's re-read;"
+        " seen = domains in the exporter's answer (active only, 512 cap); ratios = exporter / capacityd, medians of"
+        " the same run; per dom w/o = the same per domain each side exposes)"
+    )
     print()
 
 
@@ -374,16 +396,20 @@ def verdicts(label: str, results: list[SizeResult], daemon: bool) -> None:
         ratio = r.fair(daemon)[0] / r.ours_wall
         met = ratio >= 20 and r.all_exposed
         low, high = r.fair_range()
-        print(f"{label}: {r.domains} domains: target >= 20x over the exporter without its re-read, every domain "
-              f"exposed: {'MET' if met else 'MISSED'} ({ratio:.1f}x; per run {low * MS:.0f}..{high * MS:.0f} ms "
-              f"without the re-read vs {r.ours_wall * MS:.0f} ms; capacityd exposes "
-              f"{r.ours['exposed_domains']}/{r.domains}, the exporter {r.peer['domains']})")
+        print(
+            f"{label}: {r.domains} domains: target >= 20x over the exporter without its re-read, every domain "
+            f"exposed: {'MET' if met else 'MISSED'} ({ratio:.1f}x; per run {low * MS:.0f}..{high * MS:.0f} ms "
+            f"without the re-read vs {r.ours_wall * MS:.0f} ms; capacityd exposes "
+            f"{r.ours['exposed_domains']}/{r.domains}, the exporter {r.peer['domains']})"
+        )
     if len(results) >= 2:
         small, large = results[0], results[-1]
         growth = (large.ours_wall / large.domains) / (small.ours_wall / small.domains)
-        print(f"{label}: capacityd linear in domains (warm cost per domain at {large.domains} <= 1.3x that at "
-              f"{small.domains}): {'MET' if growth <= 1.3 else 'MISSED'} ({growth:.2f}x; whole poll "
-              f"{large.ours_wall / small.ours_wall:.1f}x for {large.domains / small.domains:.0f}x the domains)")
+        print(
+            f"{label}: capacityd linear in domains (warm cost per domain at {large.domains} <= 1.3x that at "
+            f"{small.domains}): {'MET' if growth <= 1.3 else 'MISSED'} ({growth:.2f}x; whole poll "
+            f"{large.ours_wall / small.ours_wall:.1f}x for {large.domains / small.domains:.0f}x the domains)"
+        )
 
 
 def main() -> int:
@@ -391,16 +417,22 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed runs of each side per size (median reported)")
     parser.add_argument("--sizes", default="250,500,1000,2000,4000", help="comma-separated domain counts")
     parser.add_argument("--node", type=Path, default=DEFAULT_NODE, help="test-driver node file (.xml or .xml.gz)")
-    parser.add_argument("--mode", choices=["both", "inprocess", "rpc"], default="rpc",
-                        help="rpc (real libvirtd, the headline), inprocess (test:/// in each client), or both")
+    parser.add_argument(
+        "--mode",
+        choices=["both", "inprocess", "rpc"],
+        default="rpc",
+        help="rpc (real libvirtd, the headline), inprocess (test:/// in each client), or both",
+    )
     parser.add_argument("--detail", type=int, default=1000, help="also print the full breakdown at this size")
     args = parser.parse_args()
     if not args.node.exists():
         raise SystemExit(f"node file {args.node} not found (pass --node)")
     sizes = sorted({int(size) for size in args.sizes.split(",") if size.strip()})
     ensure_event_loop()  # also routes libvirt's error printing to the log
-    print(f"sizes {sizes}: {args.runs} runs per side per size, medians; {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f} at start\n")
+    print(
+        f"sizes {sizes}: {args.runs} runs per side per size, medians; {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f} at start\n"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-libvirt-") as workdir:
         nodes = {size: scaled_node(args.node, size, Path(workdir)) for size in sizes}
         if args.mode in ("both", "rpc"):
@@ -416,12 +448,17 @@ def main() -> int:
                     ours, peer = compare(uri, args.runs, meter)
                     rpc.append(SizeResult(size, ours, peer))
                     if size == args.detail:
-                        report(f"{size} domains through a real libvirtd, in detail (test+unix:///...)", ours, peer,
-                               daemon=True)
+                        report(
+                            f"{size} domains through a real libvirtd, in detail (test+unix:///...)",
+                            ours,
+                            peer,
+                            daemon=True,
+                        )
             finally:
                 daemon.stop()
-            growth_table("HEADLINE: through a real libvirtd, every call a round trip (test+unix:///...)", rpc,
-                         daemon=True)
+            growth_table(
+                "HEADLINE: through a real libvirtd, every call a round trip (test+unix:///...)", rpc, daemon=True
+            )
             verdicts("through libvirtd", rpc, daemon=True)
         if args.mode in ("both", "inprocess"):
             local: list[SizeResult] = []
@@ -429,8 +466,9 @@ def main() -> int:
                 ours, peer = compare(f"test://{nodes[size]}", args.runs, Meter())
                 local.append(SizeResult(size, ours, peer))
             print()
-            growth_table("cross-check: in-process test driver (test:///...), calls cost microseconds", local,
-                         daemon=False)
+            growth_table(
+                "cross-check: in-process test driver (test:///...), calls cost microseconds", local, daemon=False
+            )
             verdicts("in-process", local, daemon=False)
     return 0
 

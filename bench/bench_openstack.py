@@ -69,11 +69,14 @@ def populate(placement: Placement) -> None:
         placement.set_aggregates(rp, [aggregates[zone]])
     for i in range(HOSTS):
         rp = placement.create_provider(f"compute-{i:03d}", provider_uuid=_id("host", i))
-        placement.set_inventories(rp, {
-            "VCPU": {"total": 64, "allocation_ratio": 4.0, "max_unit": 64},
-            "MEMORY_MB": {"total": 262144, "reserved": 4096, "max_unit": 262144},
-            "DISK_GB": {"total": 2000, "max_unit": 2000},
-        })
+        placement.set_inventories(
+            rp,
+            {
+                "VCPU": {"total": 64, "allocation_ratio": 4.0, "max_unit": 64},
+                "MEMORY_MB": {"total": 262144, "reserved": 4096, "max_unit": 262144},
+                "DISK_GB": {"total": 2000, "max_unit": 2000},
+            },
+        )
         placement.set_aggregates(rp, [aggregates[i % SHARING]])
         if i < 2:
             placement.set_traits(rp, ["CUSTOM_SSD"])
@@ -83,8 +86,9 @@ def populate(placement: Placement) -> None:
             child = placement.create_provider(f"compute-{i:03d}_pgpu0", parent=rp, provider_uuid=_id("gpu", i))
             placement.set_inventories(child, {"VGPU": {"total": 4, "max_unit": 1}})
         for k in range(SERVERS_PER_HOST):
-            placement.allocate(_id("server", i, k), {rp: {"VCPU": 4, "MEMORY_MB": 8192, "DISK_GB": 80}},
-                               project=f"project-{i % 7}")
+            placement.allocate(
+                _id("server", i, k), {rp: {"VCPU": 4, "MEMORY_MB": 8192, "DISK_GB": 80}}, project=f"project-{i % 7}"
+            )
 
 
 def start_placement(workdir: Path) -> Placement:
@@ -168,8 +172,9 @@ def _measure(action: Any) -> tuple[int, float, float]:
 
 
 def new_source(clouds_yaml: Path) -> OpenStackSource:
-    config = OpenStackSourceConfig(kind="openstack", name="bench", cloud="bench", clouds_yaml=str(clouds_yaml),
-                                   interval="600s")
+    config = OpenStackSourceConfig(
+        kind="openstack", name="bench", cloud="bench", clouds_yaml=str(clouds_yaml), interval="600s"
+    )
     return OpenStackSource(config)
 
 
@@ -221,8 +226,9 @@ def naive_whole_poll(placement_url: str, compute_url: str) -> int:
 def measure_cell(hosts: int, projects: int, runs: int, workdir: Path) -> dict[str, list[tuple[int, float, float]]]:
     samples: dict[str, list[tuple[int, float, float]]] = {"baseline": [], "cold": [], "steady": []}
     with standin_process(hosts, projects) as (_base, placement_url, compute_url):
-        clouds_yaml = write_clouds_yaml(workdir / f"clouds-{hosts}-{projects}.yaml", "bench", placement_url,
-                                        compute_url)
+        clouds_yaml = write_clouds_yaml(
+            workdir / f"clouds-{hosts}-{projects}.yaml", "bench", placement_url, compute_url
+        )
         steady = new_source(clouds_yaml)
         source_poll(steady)  # warm-up: the steady source's first (cold) poll
         for _ in range(runs):  # interleaved, so that all three see the same machine load
@@ -236,19 +242,24 @@ def measure_cell(hosts: int, projects: int, runs: int, workdir: Path) -> dict[st
 
 
 def growth_table(cells: dict[tuple[int, int], dict[str, list[tuple[int, float, float]]]], runs: int) -> None:
-    print(f"\nWhole OpenStack source (Nova + Placement) vs the naive whole-cloud poll, same stand-in, same run; "
-          f"median of {runs} polls per cell; 10 servers per host\n")
-    print(f"{'hosts':>6} {'projects':>8} | {'baseline calls':>14} {'wall':>7} {'CPU':>6} | {'cold calls':>10} "
-          f"{'wall':>7} {'CPU':>6} | {'steady calls':>12} {'wall':>7} {'CPU':>6} | {'calls ratio':>11} "
-          f"{'wall ratio':>10}")
+    print(
+        f"\nWhole OpenStack source (Nova + Placement) vs the naive whole-cloud poll, same stand-in, same run; "
+        f"median of {runs} polls per cell; 10 servers per host\n"
+    )
+    print(
+        f"{'hosts':>6} {'projects':>8} | {'baseline calls':>14} {'wall':>7} {'CPU':>6} | {'cold calls':>10} "
+        f"{'wall':>7} {'CPU':>6} | {'steady calls':>12} {'wall':>7} {'CPU':>6} | {'calls ratio':>11} "
+        f"{'wall ratio':>10}"
+    )
     for (hosts, projects), samples in cells.items():
         med = {k: tuple(statistics.median(column) for column in zip(*v, strict=True)) for k, v in samples.items()}
         base, cold, steady = med["baseline"], med["cold"], med["steady"]
-        print(f"{hosts:>6} {projects:>8} | {base[0]:>14.0f} {base[1]:>6.2f}s {base[2]:>5.2f}s | {cold[0]:>10.0f} "
-              f"{cold[1]:>6.2f}s {cold[2]:>5.2f}s | {steady[0]:>12.0f} {steady[1]:>6.2f}s {steady[2]:>5.2f}s | "
-              f"{base[0] / steady[0]:>10.1f}x {base[1] / steady[1]:>9.1f}x")
-    print("  (CPU = this process only: the stand-in serves from a child process; ratios = baseline / capacityd "
-          "steady)")
+        print(
+            f"{hosts:>6} {projects:>8} | {base[0]:>14.0f} {base[1]:>6.2f}s {base[2]:>5.2f}s | {cold[0]:>10.0f} "
+            f"{cold[1]:>6.2f}s {cold[2]:>5.2f}s | {steady[0]:>12.0f} {steady[1]:>6.2f}s {steady[2]:>5.2f}s | "
+            f"{base[0] / steady[0]:>10.1f}x {base[1] / steady[1]:>9.1f}x"
+        )
+    print("  (CPU = this process only: the stand-in serves from a child process; ratios = baseline / capacityd steady)")
 
 
 def real_placement_crosscheck(runs: int, churn: int) -> None:
@@ -271,8 +282,9 @@ def real_placement_crosscheck(runs: int, churn: int) -> None:
             for run in range(runs):
                 for k in range(churn):
                     host = _id("host", (run * churn + k * 7) % HOSTS)
-                    placement.allocate(_id("churn", run, k), {host: {"VCPU": 1, "MEMORY_MB": 2048}},
-                                       project="project-churn")
+                    placement.allocate(
+                        _id("churn", run, k), {host: {"VCPU": 1, "MEMORY_MB": 2048}}, project="project-churn"
+                    )
                 churned.append(our_poll(reader))
             reader.client.close()
         finally:
@@ -281,13 +293,18 @@ def real_placement_crosscheck(runs: int, churn: int) -> None:
     providers = cold[0][2]
     naive_calls = statistics.median(c for c, _ in naive)
     naive_time = statistics.median(t for _, t in naive)
-    print(f"\nCross-check, REAL Placement (Placement reads only): Placement "
-          f"{_installed_version('openstack-placement')}, {providers} resource providers, "
-          f"{HOSTS * SERVERS_PER_HOST} allocations; median of {runs} polls each\n")
+    print(
+        f"\nCross-check, REAL Placement (Placement reads only): Placement "
+        f"{_installed_version('openstack-placement')}, {providers} resource providers, "
+        f"{HOSTS * SERVERS_PER_HOST} allocations; median of {runs} polls each\n"
+    )
     print(f"{'poller':<44}{'API calls':>10}{'poll time':>12}{'calls ratio':>13}{'speed-up':>10}")
     print(f"{'naive list + inventories + usages':<44}{naive_calls:>10.0f}{naive_time:>11.3f}s{'1.0x':>13}{'1.0x':>10}")
-    for label, polls in (("capacityd, cold (fresh cache)", cold), ("capacityd, steady (nothing changed)", steady),
-                        (f"capacityd, churn ({churn} new servers per poll)", churned)):
+    for label, polls in (
+        ("capacityd, cold (fresh cache)", cold),
+        ("capacityd, steady (nothing changed)", steady),
+        (f"capacityd, churn ({churn} new servers per poll)", churned),
+    ):
         calls = statistics.median(r[0] for r in polls)
         elapsed = statistics.median(r[1] for r in polls)
         print(f"{label:<44}{calls:>10.0f}{elapsed:>11.3f}s{naive_calls / calls:>12.1f}x{naive_time / elapsed:>9.1f}x")
@@ -309,8 +326,9 @@ def main() -> None:
             for projects in project_sizes:
                 started = time.perf_counter()
                 cells[(hosts, projects)] = measure_cell(hosts, projects, args.runs, Path(tmp))
-                print(f"measured {hosts} hosts x {projects} projects in {time.perf_counter() - started:.0f}s",
-                      flush=True)
+                print(
+                    f"measured {hosts} hosts x {projects} projects in {time.perf_counter() - started:.0f}s", flush=True
+                )
     growth_table(cells, args.runs)
     if not args.no_real_placement:
         real_placement_crosscheck(args.runs, args.churn)

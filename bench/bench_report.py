@@ -32,8 +32,10 @@ def main() -> None:
     no_failure = Config(headroom=HeadroomConfig(n_plus_one=False))
     shapes = {f"s{i}": {"cpu": f"{(i % 4 + 1) * 250}m", "memory": f"{(i % 3 + 1) * 512}Mi"} for i in range(5)}
     k8s_config = Config.model_validate({"shapes": shapes, "headroom": {"common_shapes": 5, "n_plus_one": False}})
-    for name, frames, config in (("openstack, 2,000 hosts, 40,000 VMs", openstack_estate(), no_failure),
-                                 ("kubernetes, 5,000 nodes, 150,000 pods", kubernetes_estate(), k8s_config)):
+    for name, frames, config in (
+        ("openstack, 2,000 hosts, 40,000 VMs", openstack_estate(), no_failure),
+        ("kubernetes, 5,000 nodes, 150,000 pods", kubernetes_estate(), k8s_config),
+    ):
         derived = compute_headroom(frames, config, NOW)
         frames = {**frames, "headroom": derived.headroom}
         baseline = timed(lambda frames=frames, config=config: compute_headroom(frames, config, NOW), args.runs)

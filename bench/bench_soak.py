@@ -79,20 +79,33 @@ class Soak:
         nodes = demo_kubernetes.demo_nodes(estate)
         self.kube_server.set_nodes(nodes)
         self.kube_server.set_pods(demo_kubernetes.demo_pods([n["metadata"]["name"] for n in nodes]))
-        kubeconfig = self.kube_server.kubeconfig(workdir / "kubernetes" / "kubeconfig", context=CLUSTER,
-                                                 cluster=CLUSTER)
-        kubernetes = {"kind": "kubernetes", "name": CLUSTER, "kubeconfig": str(kubeconfig), "context": CLUSTER,
-                      "cluster": CLUSTER}
-        openstack = {"kind": "openstack", "name": CLOUD, "cloud": CLOUD, "region": REGION,
-                     "clouds_yaml": str(clouds_yaml), "interval": OPENSTACK_INTERVAL}
+        kubeconfig = self.kube_server.kubeconfig(
+            workdir / "kubernetes" / "kubeconfig", context=CLUSTER, cluster=CLUSTER
+        )
+        kubernetes = {
+            "kind": "kubernetes",
+            "name": CLUSTER,
+            "kubeconfig": str(kubeconfig),
+            "context": CLUSTER,
+            "cluster": CLUSTER,
+        }
+        openstack = {
+            "kind": "openstack",
+            "name": CLOUD,
+            "cloud": CLOUD,
+            "region": REGION,
+            "clouds_yaml": str(clouds_yaml),
+            "interval": OPENSTACK_INTERVAL,
+        }
         self.port = free_port()
         self.state_dir = workdir / "state"
         sources = [*self.libvirt.sources, openstack, kubernetes]
         for source in sources:
             if source["kind"] != "openstack":
                 source["interval"] = "15s"
-        self.good_config = yaml.safe_dump({"listen": f"127.0.0.1:{self.port}", "state_dir": str(self.state_dir),
-                                           "sources": sources})
+        self.good_config = yaml.safe_dump(
+            {"listen": f"127.0.0.1:{self.port}", "state_dir": str(self.state_dir), "sources": sources}
+        )
         self.config_path = workdir / "capacityd.yaml"
         self.config_path.write_text(self.good_config)
         self.daemon = Daemon(self.config_path, self.port, workdir / "daemon.log")
@@ -155,9 +168,13 @@ class Soak:
 
     def run(self, minutes: float) -> dict[str, Any]:
         faults: list[tuple[str, Callable[[], None]]] = [
-            ("server_error", self.fault_server_error), ("malformed", self.fault_malformed),
-            ("hang", self.fault_hang), ("down", self.fault_down), ("bad_reload", self.fault_bad_reload),
-            ("slow_clients", self.fault_slow_clients), ("kubelets_down", self.fault_kubelets_down),
+            ("server_error", self.fault_server_error),
+            ("malformed", self.fault_malformed),
+            ("hang", self.fault_hang),
+            ("down", self.fault_down),
+            ("bad_reload", self.fault_bad_reload),
+            ("slow_clients", self.fault_slow_clients),
+            ("kubelets_down", self.fault_kubelets_down),
         ]
         self.daemon.start()
         time.sleep(20)  # first polls of every source
@@ -198,8 +215,9 @@ class Soak:
         text = self.daemon.scrape()
         rss_end = rss_bytes(self.daemon.pid)
         succeeded: dict[str, float] = {}
-        snapshot_at = next(value for name, _, value in parse_samples(text)
-                           if name == "capacityd_snapshot_timestamp_seconds")
+        snapshot_at = next(
+            value for name, _, value in parse_samples(text) if name == "capacityd_snapshot_timestamp_seconds"
+        )
         for sample_name, labels, value in parse_samples(text):
             source = labels.get("source")
             if source is None:
@@ -210,14 +228,23 @@ class Soak:
                 succeeded[source] = succeeded.get(source, 0.0) - value
         code = self.daemon.stop()
         # polls stored up to the moment the scraped snapshot was taken (a poll still running then is not counted yet)
-        stored = {source: len([t for t in poll_times(self.state_dir, source) if t <= snapshot_at])
-                  for source in succeeded}
+        stored = {
+            source: len([t for t in poll_times(self.state_dir, source) if t <= snapshot_at]) for source in succeeded
+        }
         lost = {source: int(succeeded[source] - stored[source]) for source in succeeded}
         return {
-            "faults": [name for name, _ in faults], "survived": survived, "died": died,
-            "scrapes": len(latencies) + failed_scrapes, "failed_scrapes": failed_scrapes,
-            "latencies": latencies, "rss_start": rss_start, "rss_end": rss_end, "lost": lost, "stored": stored,
-            "integrity": integrity_problems(self.state_dir), "exit_code": code,
+            "faults": [name for name, _ in faults],
+            "survived": survived,
+            "died": died,
+            "scrapes": len(latencies) + failed_scrapes,
+            "failed_scrapes": failed_scrapes,
+            "latencies": latencies,
+            "rss_start": rss_start,
+            "rss_end": rss_end,
+            "lost": lost,
+            "stored": stored,
+            "integrity": integrity_problems(self.state_dir),
+            "exit_code": code,
         }
 
     def close(self) -> None:
@@ -242,16 +269,24 @@ def main() -> int:
         latencies = sorted(result["latencies"]) or [float("nan")]
         p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
         print(f"soak: {args.minutes:g} min, faults in rotation: {', '.join(result['faults'])}")
-        print(f"faults injected: {len(result['survived']) + len(result['died'])}, survived: {len(result['survived'])}"
-              + (f", the daemon died after: {result['died']}" if result["died"] else ""))
-        print(f"scrapes: {result['scrapes']}, failed: {result['failed_scrapes']}, "
-              f"latency median {statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+        print(
+            f"faults injected: {len(result['survived']) + len(result['died'])}, survived: {len(result['survived'])}"
+            + (f", the daemon died after: {result['died']}" if result["died"] else "")
+        )
+        print(
+            f"scrapes: {result['scrapes']}, failed: {result['failed_scrapes']}, "
+            f"latency median {statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+        )
         growth = (result["rss_end"] - result["rss_start"]) / max(result["rss_start"], 1) * 100
-        print(f"RSS: start {result['rss_start'] / 2**20:.0f} MiB, end {result['rss_end'] / 2**20:.0f} MiB "
-              f"({growth:+.1f} %)")
-        print(f"history: polls stored {sum(result['stored'].values())}, rows lost "
-              f"{sum(max(v, 0) for v in result['lost'].values())} (per source: {result['lost']}); "
-              f"integrity: {'ok' if not result['integrity'] else result['integrity']}; exit code {result['exit_code']}")
+        print(
+            f"RSS: start {result['rss_start'] / 2**20:.0f} MiB, end {result['rss_end'] / 2**20:.0f} MiB "
+            f"({growth:+.1f} %)"
+        )
+        print(
+            f"history: polls stored {sum(result['stored'].values())}, rows lost "
+            f"{sum(max(v, 0) for v in result['lost'].values())} (per source: {result['lost']}); "
+            f"integrity: {'ok' if not result['integrity'] else result['integrity']}; exit code {result['exit_code']}"
+        )
         ok = not result["died"] and not result["integrity"] and all(v <= 0 for v in result["lost"].values())
         print("VERDICT:", "survived" if ok else "FAILED")
         return 0 if ok else 1

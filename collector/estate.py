@@ -176,8 +176,9 @@ class Estate:
 STEP_TOLERANCE = timedelta(seconds=1)
 
 
-def wall_label(recorded: datetime | None, recorded_mono: float | None, wall_now: datetime,
-               mono_now: float) -> datetime | None:
+def wall_label(
+    recorded: datetime | None, recorded_mono: float | None, wall_now: datetime, mono_now: float
+) -> datetime | None:
     """`recorded` (wall time of an event), or `wall_now - its monotonic age` if the wall clock stepped since.
 
     An event labelled before a backward step would otherwise lie in the future, and one labelled before a
@@ -195,6 +196,7 @@ def _sources_frame(statuses: tuple[SourceStatus, ...]) -> pd.DataFrame:
     Built directly rather than through `SOURCES.build` (infer, then cast every column): this runs
     on every snapshot, i.e. after every poll, and the generic casts cost milliseconds for a few rows.
     """
+
     def timestamps(values: list[datetime | None]) -> pd.DatetimeIndex:
         return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns")
 

@@ -147,21 +147,32 @@ class AnalysisHealth:
         with self._lock:
             states = sorted(self._states.values(), key=lambda s: s.name)
             mono = self.clock()
-            rows = [(s.name, s.success, not s.success and bool(s.frames), s.duration_seconds,
-                     wall_label(s.last_success, s.last_success_mono, now or datetime.now(UTC), mono), s.last_error)
-                    for s in states]
-        return pd.DataFrame({
-            "analysis": pd.array([r[0] for r in rows], dtype=STRING),
-            "success": np.array([r[1] for r in rows], dtype=bool),
-            "stale": np.array([r[2] for r in rows], dtype=bool),
-            "duration_seconds": np.array([r[3] for r in rows], dtype=float),
-            "last_success": pd.DatetimeIndex(pd.to_datetime([r[4] for r in rows], utc=True)).as_unit("ns"),
-            "last_error": pd.array([r[5] for r in rows], dtype=STRING),
-        })
+            rows = [
+                (
+                    s.name,
+                    s.success,
+                    not s.success and bool(s.frames),
+                    s.duration_seconds,
+                    wall_label(s.last_success, s.last_success_mono, now or datetime.now(UTC), mono),
+                    s.last_error,
+                )
+                for s in states
+            ]
+        return pd.DataFrame(
+            {
+                "analysis": pd.array([r[0] for r in rows], dtype=STRING),
+                "success": np.array([r[1] for r in rows], dtype=bool),
+                "stale": np.array([r[2] for r in rows], dtype=bool),
+                "duration_seconds": np.array([r[3] for r in rows], dtype=float),
+                "last_success": pd.DatetimeIndex(pd.to_datetime([r[4] for r in rows], utc=True)).as_unit("ns"),
+                "last_error": pd.array([r[5] for r in rows], dtype=STRING),
+            }
+        )
 
 
-def run_analyses(context: AnalysisContext, *, expensive: bool | None = None,
-                 health: AnalysisHealth | None = None) -> tuple[FrameSet, dict[str, str]]:
+def run_analyses(
+    context: AnalysisContext, *, expensive: bool | None = None, health: AnalysisHealth | None = None
+) -> tuple[FrameSet, dict[str, str]]:
     """Run analyses (all, or only cheap/expensive ones); returns (frames, errors by analysis name).
 
     One failing analysis is logged and reported; it never stops the others. Each analysis sees the frames
@@ -182,8 +193,9 @@ def run_analyses(context: AnalysisContext, *, expensive: bool | None = None,
             log.exception("analysis %s failed", registered.name)
             errors[registered.name] = f"{type(error).__name__}: {error}"
             if health is not None:
-                frames.update(health.record_failure(registered.name, errors[registered.name],
-                                                    time.monotonic() - started))
+                frames.update(
+                    health.record_failure(registered.name, errors[registered.name], time.monotonic() - started)
+                )
             continue
         frames.update(produced)
         if health is not None:

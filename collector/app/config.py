@@ -85,7 +85,6 @@ class Config(StrictModel):
         return host.strip("[]"), int(port)
 
 
-
 MAX_CONFIG_BYTES = 1024 * 1024
 """A config file is a few kilobytes; anything over 1 MiB is refused before it is parsed."""
 MAX_NESTING = 32
@@ -111,9 +110,7 @@ class _BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no 
         try:
             if self._depth > MAX_NESTING:
                 mark = self.peek_event().start_mark
-                raise yaml.composer.ComposerError(
-                    None, None, f"nested deeper than {MAX_NESTING} levels", mark
-                )
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_NESTING} levels", mark)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1

@@ -80,10 +80,12 @@ class ReloadStatus:
 
     def frame(self, now: datetime) -> pd.DataFrame:
         label = wall_label(self.last_success, self.last_success_mono, now, time.monotonic())
-        return pd.DataFrame({
-            "successful": np.array([self.successful], dtype=bool),
-            "last_success": pd.DatetimeIndex(pd.to_datetime([label], utc=True)).as_unit("ns"),
-        })
+        return pd.DataFrame(
+            {
+                "successful": np.array([self.successful], dtype=bool),
+                "last_success": pd.DatetimeIndex(pd.to_datetime([label], utc=True)).as_unit("ns"),
+            }
+        )
 
 
 def open_history(config: Config, unavailable: HistoryUnavailable | None = None) -> Any | None:
@@ -144,8 +146,12 @@ class HistoryUnavailable:
             self.errors[reason] += 1
             self.failing = reason
         if first:  # one line per episode; retries are only counted
-            log.error("history unavailable (%s): cannot open %s: %s; serving /metrics from memory, retrying",
-                      reason, state_dir, error)
+            log.error(
+                "history unavailable (%s): cannot open %s: %s; serving /metrics from memory, retrying",
+                reason,
+                state_dir,
+                error,
+            )
 
     def opened(self) -> None:
         with self._lock:
@@ -161,9 +167,13 @@ class HistoryUnavailable:
         from collector.store.health import REASONS, HistoryStats
 
         with self._lock:
-            stats = HistoryStats(write_errors={r: self.errors.get(r, 0) for r in REASONS},
-                                 dropped_samples=self.dropped, rejected_samples={}, last_write_success=None,
-                                 failing=self.failing)
+            stats = HistoryStats(
+                write_errors={r: self.errors.get(r, 0) for r in REASONS},
+                dropped_samples=self.dropped,
+                rejected_samples={},
+                last_write_success=None,
+                failing=self.failing,
+            )
         return {"history_stats": stats.frame()}
 
 
@@ -264,8 +274,9 @@ class Pipeline:
             frames, errors = run_analyses(context, expensive=True, health=self.analysis_health)
             self._expensive = frames
             self.analysis_errors.update(errors)
-        frames, errors = run_analyses(replace(context, frames={**base.frames, **self._expensive}), expensive=False,
-                                      health=self.analysis_health)
+        frames, errors = run_analyses(
+            replace(context, frames={**base.frames, **self._expensive}), expensive=False, health=self.analysis_health
+        )
         frames.update(self._health_frames(base.taken_at))
         self.analysis_errors.update(errors)
         if self.history is not None:
@@ -288,8 +299,9 @@ def _timeout_seconds(source_config: SourceBase) -> float:
     return source_config.effective_timeout.total_seconds()
 
 
-def collect_once(config: Config, *, history: Any | None = None, analyses: bool = True,
-                 progress: bool = False) -> Snapshot:
+def collect_once(
+    config: Config, *, history: Any | None = None, analyses: bool = True, progress: bool = False
+) -> Snapshot:
     """Poll every configured source once (in parallel, each with its timeout) and return the snapshot.
 
     Nothing is written to history; `history` (if given) is only read by the analyses.
@@ -377,8 +389,9 @@ class Daemon:
         self.pipeline.request_refresh()
 
     def _start_source(self, source_config: Any) -> None:
-        self.estate.add_source(source_config.name, source_config.kind, source_config.interval,
-                               source_config.effective_timeout)
+        self.estate.add_source(
+            source_config.name, source_config.kind, source_config.interval, source_config.effective_timeout
+        )
         try:
             source = create_source(source_config)
         except Exception as error:  # noqa: BLE001 - one bad source never stops the others
@@ -390,11 +403,14 @@ class Daemon:
         if is_fleet(source):
             self.runners[source_config.name] = start_fleet(source, self.estate, source_config, self._on_success)  # type: ignore[arg-type,assignment]
             return
-        runner = SourceRunner(source, self.estate, _timeout_seconds(source_config), self._on_success,
-                              executor=self.poll_pool)  # cluster: shared bounded pool (None: own thread)
+        runner = SourceRunner(
+            source, self.estate, _timeout_seconds(source_config), self._on_success, executor=self.poll_pool
+        )  # cluster: shared bounded pool (None: own thread)
         self.runners[source_config.name] = runner
         schedule_source(
-            self.ticker, runner, source_config.interval.total_seconds(),
+            self.ticker,
+            runner,
+            source_config.interval.total_seconds(),
             source_config.effective_jitter.total_seconds(),
         )
 
@@ -417,9 +433,7 @@ class Daemon:
 
     def _first_forecast_after_polls(self) -> None:
         """Run the first expensive pass as soon as every source has answered once (or failed)."""
-        deadline = time.monotonic() + max(
-            (_timeout_seconds(s) for s in self.config.sources), default=0.0
-        ) + 5
+        deadline = time.monotonic() + max((_timeout_seconds(s) for s in self.config.sources), default=0.0) + 5
         while time.monotonic() < deadline and not self._stop.is_set():
             statuses = self.estate.snapshot().statuses
             if all(s.last_attempt is not None for s in statuses):
@@ -440,19 +454,24 @@ class Daemon:
         if self.cluster.plans:  # cluster: collectors and standby planners send no reports
             self._schedule_reports()
         self.pipeline.refresh()
-        self.cluster.start(on_members=self._rebalance, on_leader=self._on_leader, estate=self.estate,  # cluster
-                           on_poll=self._on_success, on_pulled=self._on_pulled)
+        self.cluster.start(
+            on_members=self._rebalance,
+            on_leader=self._on_leader,
+            estate=self.estate,  # cluster
+            on_poll=self._on_success,
+            on_pulled=self._on_pulled,
+        )
         host, port = self.config.listen_host_port
         self.server = start_server(self.cache, host, port, self.config.web_config_file, self.config.web)
         self.scheduler.start()
         self.ticker.start()
-        threading.Thread(target=self.pipeline.run_refresher, args=(self._stop,), name="refresher",
-                         daemon=True).start()
+        threading.Thread(target=self.pipeline.run_refresher, args=(self._stop,), name="refresher", daemon=True).start()
         threading.Thread(target=self._first_forecast_after_polls, name="first-forecast", daemon=True).start()
         if self.history is None and self.history_unavailable.failing is not None:
             threading.Thread(target=self._retry_history, name="history-open", daemon=True).start()
-        log.info("capacityd serving /metrics on %s:%s with %d sources", host, self.server.port,
-                 len(self.config.sources))
+        log.info(
+            "capacityd serving /metrics on %s:%s with %d sources", host, self.server.port, len(self.config.sources)
+        )
 
     def _retry_history(self) -> None:
         """Open history once it can be (room made on a full disk), retrying on a doubling backoff."""
@@ -515,8 +534,11 @@ class Daemon:
             self._reload_failed()
             return
         except Exception as error:  # noqa: BLE001 - load_config should only raise ConfigError; never die here
-            log.error("reload refused, keeping the running config: %s while loading %s",
-                      type(error).__name__, self.config_path)
+            log.error(
+                "reload refused, keeping the running config: %s while loading %s",
+                type(error).__name__,
+                self.config_path,
+            )
             self._reload_failed()
             return
         if new.web_config_file is not None:
@@ -548,11 +570,18 @@ class Daemon:
     def _apply(self, new: Config) -> bool:
         """Apply a validated config; False if the web config could not be re-read (the rest is applied)."""
         if (new.listen, new.state_dir, new.web_config_file) != (
-            self.config.listen, self.config.state_dir, self.config.web_config_file
+            self.config.listen,
+            self.config.state_dir,
+            self.config.web_config_file,
         ):
             log.warning("reload: listen, state_dir and web_config_file changes need a restart; ignored")
-            new = new.model_copy(update={"listen": self.config.listen, "state_dir": self.config.state_dir,
-                                         "web_config_file": self.config.web_config_file})
+            new = new.model_copy(
+                update={
+                    "listen": self.config.listen,
+                    "state_dir": self.config.state_dir,
+                    "web_config_file": self.config.web_config_file,
+                }
+            )
         old_sources = {s.name: s for s in self.config.sources}
         new_sources = {s.name: s for s in new.sources}
         for name, source_config in old_sources.items():

@@ -39,8 +39,9 @@ OnSuccess = Callable[[str, PollResult, datetime], None]
 class SourceRunner:
     """Runs one source's polls on a dedicated thread with a timeout; records the outcome in the Estate."""
 
-    def __init__(self, source: Source, estate: Estate, timeout: float, on_success: OnSuccess | None = None,
-                 executor: Any = None):
+    def __init__(
+        self, source: Source, estate: Estate, timeout: float, on_success: OnSuccess | None = None, executor: Any = None
+    ):
         self.source = source
         self.estate = estate
         self.timeout = timeout
@@ -148,8 +149,9 @@ class MonotonicScheduler:
         self._pool = ThreadPoolExecutor(max_workers=max(4, job_threads), thread_name_prefix="job")
         self._thread: threading.Thread | None = None
 
-    def add_job(self, job_id: str, func: Callable[[], object], interval: float, *, jitter: float = 0.0,
-                first_delay: float = 0.0) -> None:
+    def add_job(
+        self, job_id: str, func: Callable[[], object], interval: float, *, jitter: float = 0.0, first_delay: float = 0.0
+    ) -> None:
         """(Re)place job `job_id`: first run after `first_delay` seconds, then every `interval` seconds."""
         if not interval > 0:
             raise ValueError(f"job {job_id}: interval must be positive")
@@ -157,8 +159,15 @@ class MonotonicScheduler:
         with self._lock:
             old = self._jobs.get(job_id)
             generation = old.generation + 1 if old else 0
-            job = _Job(job_id, func, interval, max(0.0, jitter), base=now + first_delay, due=now + first_delay,
-                       generation=generation)
+            job = _Job(
+                job_id,
+                func,
+                interval,
+                max(0.0, jitter),
+                base=now + first_delay,
+                due=now + first_delay,
+                generation=generation,
+            )
             self._jobs[job_id] = job
             self._push(job)
         self._wake.set()

@@ -58,8 +58,15 @@ def estate_inventory(estate: Estate, source_name: str) -> Callable[[], FrameSet 
 class FleetRunner:
     """Drives one TargetFleet: discovery refreshes, spread per-target polls, publication to the Estate."""
 
-    def __init__(self, fleet: TargetFleet, estate: Estate, interval: float, timeout: float,
-                 on_success: OnSuccess | None = None, publish_period: float | None = None):
+    def __init__(
+        self,
+        fleet: TargetFleet,
+        estate: Estate,
+        interval: float,
+        timeout: float,
+        on_success: OnSuccess | None = None,
+        publish_period: float | None = None,
+    ):
         self.source = fleet
         self.fleet = fleet
         self.estate = estate
@@ -72,8 +79,9 @@ class FleetRunner:
         self.publish_period = publish_period if publish_period is not None else max(1.0, min(30.0, interval / 2))
         self._next_history = time.monotonic() + interval
         self.refresh_period = min(interval, fleet.discover.refresh_interval.total_seconds())
-        self._pool = ThreadPoolExecutor(max_workers=fleet.discover.max_concurrency,
-                                        thread_name_prefix=f"poll-{fleet.name}")
+        self._pool = ThreadPoolExecutor(
+            max_workers=fleet.discover.max_concurrency, thread_name_prefix=f"poll-{fleet.name}"
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -213,8 +221,9 @@ def start_fleet(fleet: TargetFleet, estate: Estate, config: Any, on_success: OnS
     """Wire a discovered source into the daemon: its inventory from the Estate, then its own schedule."""
     if fleet.discover.from_ is not None:
         fleet.set_inventory(estate_inventory(estate, fleet.discover.from_))
-    return FleetRunner(fleet, estate, config.interval.total_seconds(), config.effective_timeout.total_seconds(),
-                       on_success).start()
+    return FleetRunner(
+        fleet, estate, config.interval.total_seconds(), config.effective_timeout.total_seconds(), on_success
+    ).start()
 
 
 def split_discovered(runners: list[Any], estate: Estate) -> tuple[list[Any], list[Any]]:
@@ -266,8 +275,15 @@ def target_rows(config: Any) -> list[dict[str, str]]:
     for source_config in config.sources:
         if getattr(source_config, "discover", None) is None and getattr(source_config, "contexts", None) is None:
             if source_config.kind == "libvirt":
-                rows.append({"source": source_config.name, "target": "-", "uri": _shown(source_config.uri),
-                             "pool": source_config.pool, "state": "listed"})
+                rows.append(
+                    {
+                        "source": source_config.name,
+                        "target": "-",
+                        "uri": _shown(source_config.uri),
+                        "pool": source_config.pool,
+                        "state": "listed",
+                    }
+                )
             continue
         try:
             fleet = create_source(source_config)
@@ -275,17 +291,26 @@ def target_rows(config: Any) -> list[dict[str, str]]:
             _inventory_now(config, fleet)
             targets, duplicates = fleet.discovered()
         except SourceError as error:
-            rows.append({"source": source_config.name, "target": "-", "uri": "-", "pool": "-",
-                         "state": f"ERROR: {error}"})
+            rows.append(
+                {"source": source_config.name, "target": "-", "uri": "-", "pool": "-", "state": f"ERROR: {error}"}
+            )
             continue
         for path, problem in sorted(fleet.file_sd_errors.items()):
             rows.append({"source": fleet.name, "target": "-", "uri": path, "pool": "-", "state": f"ERROR: {problem}"})
         for target in targets:
-            rows.append({"source": fleet.name, "target": target.identity, "uri": _shown(target.uri),
-                         "pool": target.pool, "state": "disabled" if target.disabled else "active"})
+            rows.append(
+                {
+                    "source": fleet.name,
+                    "target": target.identity,
+                    "uri": _shown(target.uri),
+                    "pool": target.pool,
+                    "state": "disabled" if target.disabled else "active",
+                }
+            )
         for identity in duplicates:
-            rows.append({"source": fleet.name, "target": identity, "uri": "-", "pool": "-",
-                         "state": "duplicate (ignored)"})
+            rows.append(
+                {"source": fleet.name, "target": identity, "uri": "-", "pool": "-", "state": "duplicate (ignored)"}
+            )
     return rows
 
 
@@ -330,8 +355,10 @@ def poll_one(config: Any, source_name: str, target: str | None) -> tuple[Estate,
             source.refresh()
             if target not in source.active():
                 known = source.active()
-                return estate, (f"source {source_name!r} has no target {target!r} "
-                                f"({len(known)} discovered, e.g. {', '.join(known[:5]) or 'none'})")
+                return estate, (
+                    f"source {source_name!r} has no target {target!r} "
+                    f"({len(known)} discovered, e.g. {', '.join(known[:5]) or 'none'})"
+                )
             source.poll_target(target, when)
             result = source.merged(when)
     except SourceError as error:
@@ -339,6 +366,7 @@ def poll_one(config: Any, source_name: str, target: str | None) -> tuple[Estate,
         return estate, f"{error.reason}: {error}"
     finally:
         source.close()
-    estate.record_success(source_name, result.frames, when, time.monotonic() - started, result.skipped,
-                          result.api_calls)
+    estate.record_success(
+        source_name, result.frames, when, time.monotonic() - started, result.skipped, result.api_calls
+    )
     return estate, None

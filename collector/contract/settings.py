@@ -131,7 +131,6 @@ class SourceBase(StrictModel):
         raise NotImplementedError(f"{type(self).__name__} does not name its Source class")
 
 
-
 def parse_quantity(value: Any) -> float:
     """A Kubernetes resource quantity (`250m`, `512Mi`, `1.5`, `2G`) in base units (cores, bytes, count).
 

@@ -42,15 +42,33 @@ def backfill_rows(estate: Estate, weeks: int = 8, step: timedelta = timedelta(ho
     alive = created[None, :] <= t[:, None]  # time x server
     rows: list[dict[str, Any]] = []
 
-    def add(source: str, layer: str, pool: str, resource: str, capacity: float, allocatable: float,
-            allocated: np.ndarray, used: np.ndarray | None, hosts: int) -> None:
+    def add(
+        source: str,
+        layer: str,
+        pool: str,
+        resource: str,
+        capacity: float,
+        allocatable: float,
+        allocated: np.ndarray,
+        used: np.ndarray | None,
+        hosts: int,
+    ) -> None:
         for i, ts in enumerate(times):
-            rows.append({
-                "timestamp": ts, "source": source, "layer": layer, "cloud": CLOUD, "pool": pool,
-                "resource": resource, "capacity": capacity, "allocatable": allocatable,
-                "allocated": float(allocated[i]),
-                "used": float(used[i]) if used is not None else np.nan, "hosts": hosts,
-            })
+            rows.append(
+                {
+                    "timestamp": ts,
+                    "source": source,
+                    "layer": layer,
+                    "cloud": CLOUD,
+                    "pool": pool,
+                    "resource": resource,
+                    "capacity": capacity,
+                    "allocatable": allocatable,
+                    "allocated": float(allocated[i]),
+                    "used": float(used[i]) if used is not None else np.nan,
+                    "hosts": hosts,
+                }
+            )
 
     # hypervisor layer: one source per host; running and paused domains hold CPU and memory
     for index, host in enumerate(estate.hosts):
@@ -61,10 +79,28 @@ def backfill_rows(estate: Estate, weeks: int = 8, step: timedelta = timedelta(ho
         cpu_alloc = live @ vcpus
         mem_alloc = live @ ram
         rhythm = _rhythm(times, seed=index)
-        add(f"kvm-{host.name}", "hypervisor", host.zone, "cpu", host.cpus, host.cpus, cpu_alloc,
-            np.minimum(cpu_alloc * 0.3 * rhythm, host.cpus), 1)
-        add(f"kvm-{host.name}", "hypervisor", host.zone, "memory", host.memory_bytes, host.memory_bytes,
-            mem_alloc, None, 1)
+        add(
+            f"kvm-{host.name}",
+            "hypervisor",
+            host.zone,
+            "cpu",
+            host.cpus,
+            host.cpus,
+            cpu_alloc,
+            np.minimum(cpu_alloc * 0.3 * rhythm, host.cpus),
+            1,
+        )
+        add(
+            f"kvm-{host.name}",
+            "hypervisor",
+            host.zone,
+            "memory",
+            host.memory_bytes,
+            host.memory_bytes,
+            mem_alloc,
+            None,
+            1,
+        )
 
     # OpenStack layer: Placement's view per AZ; every server holds its allocation, shut off or not
     by_zone: dict[str, list[Host]] = defaultdict(list)
@@ -74,8 +110,9 @@ def backfill_rows(estate: Estate, weeks: int = 8, step: timedelta = timedelta(ho
         names = {h.name for h in hosts}
         in_zone = np.array([s.host in names for s in estate.servers])
         live = alive & in_zone[None, :]
-        dedicated = np.array([flavors[s.flavor].extra_specs.get("hw:cpu_policy") == "dedicated"
-                              for s in estate.servers])
+        dedicated = np.array(
+            [flavors[s.flavor].extra_specs.get("hw:cpu_policy") == "dedicated" for s in estate.servers]
+        )
         vcpus = np.array([flavors[s.flavor].vcpus for s in estate.servers], dtype=float)
         ram = np.array([flavors[s.flavor].ram_mb * MIB for s in estate.servers], dtype=float)
         enabled = hosts  # Placement keeps a disabled host's inventory; headroom excludes it, not the totals
@@ -84,11 +121,19 @@ def backfill_rows(estate: Estate, weeks: int = 8, step: timedelta = timedelta(ho
         pcpu_total = sum(h.pcpus for h in enabled)
         mem_total = sum(h.memory_bytes for h in enabled)
         mem_reserved = sum(h.reserved_memory_bytes for h in enabled)
-        add(CLOUD, "openstack", zone, "vcpu", vcpu_total, vcpu_allocatable,
-            live @ (vcpus * ~dedicated), None, len(hosts))
+        add(
+            CLOUD,
+            "openstack",
+            zone,
+            "vcpu",
+            vcpu_total,
+            vcpu_allocatable,
+            live @ (vcpus * ~dedicated),
+            None,
+            len(hosts),
+        )
         if pcpu_total:
-            add(CLOUD, "openstack", zone, "pcpu", pcpu_total, pcpu_total, live @ (vcpus * dedicated), None,
-                len(hosts))
+            add(CLOUD, "openstack", zone, "pcpu", pcpu_total, pcpu_total, live @ (vcpus * dedicated), None, len(hosts))
         add(CLOUD, "openstack", zone, "memory", mem_total, mem_total - mem_reserved, live @ ram, None, len(hosts))
     return pd.DataFrame(rows)
 
@@ -98,8 +143,9 @@ def _unit_hash(text: str) -> float:
     return (int(hashlib.sha1(text.encode()).hexdigest()[:8], 16) % 10_000) / 10_000
 
 
-def usage_polls(consumers: pd.DataFrame, now: pd.Timestamp,
-                days: dict[str, int]) -> Iterator[tuple[str, datetime, pd.DataFrame]]:
+def usage_polls(
+    consumers: pd.DataFrame, now: pd.Timestamp, days: dict[str, int]
+) -> Iterator[tuple[str, datetime, pd.DataFrame]]:
     """Past polls of per-consumer usage, hour by hour: (source, when, consumers frame with usage set).
 
     Only layers that measure usage in production get it: libvirt domains (CPU) and pods (CPU and
@@ -110,8 +156,11 @@ def usage_polls(consumers: pd.DataFrame, now: pd.Timestamp,
     if live.empty:
         return
     live = live[live["cpu"].fillna(0) > 0].reset_index(drop=True)
-    key = np.where(live["layer"] == "kubernetes",
-                   live["project"].astype(str) + "/" + live["flavor"].astype(str), live["id"].astype(str))
+    key = np.where(
+        live["layer"] == "kubernetes",
+        live["project"].astype(str) + "/" + live["flavor"].astype(str),
+        live["id"].astype(str),
+    )
     share = np.array([_unit_hash(k) for k in key])
     is_vm = (live["layer"] == "hypervisor").to_numpy()
     cpu_share = np.where(is_vm, np.where(share < 0.125, 0.004, 0.1 + 0.5 * share), 0.08 + 0.6 * share)
@@ -122,8 +171,9 @@ def usage_polls(consumers: pd.DataFrame, now: pd.Timestamp,
         rows = (live["layer"] == layer).to_numpy()
         if not rows.any():
             continue
-        times = pd.date_range(end=now.floor("h") - pd.Timedelta(minutes=30), periods=layer_days * 24, freq="h",
-                              tz="UTC")
+        times = pd.date_range(
+            end=now.floor("h") - pd.Timedelta(minutes=30), periods=layer_days * 24, freq="h", tz="UTC"
+        )
         rhythm = _rhythm(times, seed=len(layer))
         for position, when in enumerate(times):
             frame = live[rows].copy()
@@ -145,19 +195,38 @@ def cluster_rows(capacity: pd.DataFrame, now: pd.Timestamp, weeks: int = 8) -> p
     if kube.empty:
         return pd.DataFrame()
     totals = kube.groupby(["source", "cloud", "pool", "resource"], as_index=False).agg(
-        capacity=("capacity", "sum"), allocatable=("allocatable", "sum"), allocated=("allocated", "sum"),
-        used=("used", lambda v: v.sum(min_count=1)), hosts=("host", "nunique"))
+        capacity=("capacity", "sum"),
+        allocatable=("allocatable", "sum"),
+        allocated=("allocated", "sum"),
+        used=("used", lambda v: v.sum(min_count=1)),
+        hosts=("host", "nunique"),
+    )
     times = pd.date_range(end=now.floor("h") - pd.Timedelta(hours=1), periods=weeks * 7 * 24, freq="h", tz="UTC")
     progress = np.linspace(0.0, 1.0, len(times))
     steps = 0.6 + 0.4 * np.floor(progress * 8) / 8  # onboarding in weekly steps
     frames = []
     for index, row in enumerate(totals.itertuples(index=False)):
         allocated = row.allocated * steps
-        used = (allocated * 0.45 * _rhythm(times, seed=100 + index)
-                if row.resource in ("cpu", "memory") else np.full(len(times), np.nan))
-        frames.append(pd.DataFrame({
-            "timestamp": times, "source": row.source, "layer": "kubernetes", "cloud": row.cloud, "pool": row.pool,
-            "resource": row.resource, "capacity": row.capacity, "allocatable": row.allocatable,
-            "allocated": allocated, "used": used, "hosts": row.hosts,
-        }))
+        used = (
+            allocated * 0.45 * _rhythm(times, seed=100 + index)
+            if row.resource in ("cpu", "memory")
+            else np.full(len(times), np.nan)
+        )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "timestamp": times,
+                    "source": row.source,
+                    "layer": "kubernetes",
+                    "cloud": row.cloud,
+                    "pool": row.pool,
+                    "resource": row.resource,
+                    "capacity": row.capacity,
+                    "allocatable": row.allocatable,
+                    "allocated": allocated,
+                    "used": used,
+                    "hosts": row.hosts,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)

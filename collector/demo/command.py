@@ -13,10 +13,15 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = subparsers.add_parser("demo", help="run the daemon on the embedded demo estate")
     demo.add_argument("--listen", default="127.0.0.1:9847", help="HOST:PORT for /metrics (default %(default)s)")
-    demo.add_argument("--state-dir", type=Path, default=None,
-                      help="keep the demo's state here (default: a temporary folder, removed on exit)")
-    demo.add_argument("--duration", type=float, default=None,
-                      help="stop after this many seconds (default: run until interrupted)")
+    demo.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="keep the demo's state here (default: a temporary folder, removed on exit)",
+    )
+    demo.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: run until interrupted)"
+    )
     demo.set_defaults(func=cmd_demo)
 
 

@@ -41,15 +41,27 @@ def demo_nodes(estate: Estate) -> list[dict[str, Any]]:
         zone = estate.host(server.host).zone
         group = "default-worker" if index < (len(estate.k8s_workers) + 1) // 2 else "batch-worker"
         taints = [{"key": "workload", "value": "batch", "effect": "NoSchedule"}] if group == "batch-worker" else []
-        nodes.append(make_node(
-            server.name, cpu=NODE_CPU, memory=NODE_MEMORY, allocatable_cpu=NODE_ALLOCATABLE_CPU,
-            allocatable_memory=NODE_ALLOCATABLE_MEMORY, ephemeral_storage="80Gi",
-            allocatable_ephemeral_storage=str(int(80 * 2**30 * 0.9)),
-            provider_id=f"openstack:///{server.id}", address=f"10.0.10.{10 + index}",
-            labels={POOL_LABEL: group, "topology.kubernetes.io/zone": zone,
-                    "topology.kubernetes.io/region": "RegionOne", "node.kubernetes.io/instance-type": server.flavor},
-            taints=taints, uid=None,
-        ))
+        nodes.append(
+            make_node(
+                server.name,
+                cpu=NODE_CPU,
+                memory=NODE_MEMORY,
+                allocatable_cpu=NODE_ALLOCATABLE_CPU,
+                allocatable_memory=NODE_ALLOCATABLE_MEMORY,
+                ephemeral_storage="80Gi",
+                allocatable_ephemeral_storage=str(int(80 * 2**30 * 0.9)),
+                provider_id=f"openstack:///{server.id}",
+                address=f"10.0.10.{10 + index}",
+                labels={
+                    POOL_LABEL: group,
+                    "topology.kubernetes.io/zone": zone,
+                    "topology.kubernetes.io/region": "RegionOne",
+                    "node.kubernetes.io/instance-type": server.flavor,
+                },
+                taints=taints,
+                uid=None,
+            )
+        )
     return nodes
 
 
@@ -65,45 +77,113 @@ def demo_pods(node_names: list[str]) -> list[dict[str, Any]]:
     # daemonsets: one pod per node
     for node in node_names:
         for name, cpu, memory in (("kube-proxy", "100m", "64Mi"), ("calico-node", "250m", "256Mi")):
-            pods.append(make_pod("kube-system", f"{name}-{_hash(name, node)[:5]}", node=node,
-                                 owner=("DaemonSet", name), containers=[(name, {"cpu": cpu, "memory": memory}, {})]))
+            pods.append(
+                make_pod(
+                    "kube-system",
+                    f"{name}-{_hash(name, node)[:5]}",
+                    node=node,
+                    owner=("DaemonSet", name),
+                    containers=[(name, {"cpu": cpu, "memory": memory}, {})],
+                )
+            )
 
-    def deployment(namespace: str, name: str, replicas: int, nodes: list[str], containers: list[Container],
-                   init: tuple[Container, ...] = (), sidecars: tuple[str, ...] = ()) -> None:
+    def deployment(
+        namespace: str,
+        name: str,
+        replicas: int,
+        nodes: list[str],
+        containers: list[Container],
+        init: tuple[Container, ...] = (),
+        sidecars: tuple[str, ...] = (),
+    ) -> None:
         template_hash = _hash(namespace, name)[:9]
         for i, node in enumerate(spread(nodes, replicas)):
-            pods.append(make_pod(namespace, f"{name}-{template_hash}-{_hash(name, i)[:5]}", node=node,
-                                 owner=("ReplicaSet", f"{name}-{template_hash}"), template_hash=template_hash,
-                                 containers=containers, init_containers=init, sidecars=sidecars,
-                                 labels={"app": name}))
+            pods.append(
+                make_pod(
+                    namespace,
+                    f"{name}-{template_hash}-{_hash(name, i)[:5]}",
+                    node=node,
+                    owner=("ReplicaSet", f"{name}-{template_hash}"),
+                    template_hash=template_hash,
+                    containers=containers,
+                    init_containers=init,
+                    sidecars=sidecars,
+                    labels={"app": name},
+                )
+            )
 
-    deployment("kube-system", "coredns", 2, general,
-               [("coredns", {"cpu": "100m", "memory": "70Mi"}, {"memory": "170Mi"})])
-    deployment("shop", "web", 4, general,
-               [("web", {"cpu": "250m", "memory": "512Mi"}, {"cpu": "1", "memory": "512Mi"})],
-               init=(("mesh-proxy", {"cpu": "50m", "memory": "64Mi"}, {"memory": "128Mi"}),),
-               sidecars=("mesh-proxy",))
-    deployment("shop", "api", 3, general,
-               [("api", {"cpu": "500m", "memory": "1Gi"}, {"memory": "1Gi"})],
-               init=(("migrate", {"cpu": "1", "memory": "256Mi"}, {}),))
+    deployment(
+        "kube-system", "coredns", 2, general, [("coredns", {"cpu": "100m", "memory": "70Mi"}, {"memory": "170Mi"})]
+    )
+    deployment(
+        "shop",
+        "web",
+        4,
+        general,
+        [("web", {"cpu": "250m", "memory": "512Mi"}, {"cpu": "1", "memory": "512Mi"})],
+        init=(("mesh-proxy", {"cpu": "50m", "memory": "64Mi"}, {"memory": "128Mi"}),),
+        sidecars=("mesh-proxy",),
+    )
+    deployment(
+        "shop",
+        "api",
+        3,
+        general,
+        [("api", {"cpu": "500m", "memory": "1Gi"}, {"memory": "1Gi"})],
+        init=(("migrate", {"cpu": "1", "memory": "256Mi"}, {}),),
+    )
     for i, node in enumerate(spread(general, 2)):
-        pods.append(make_pod("shop", f"postgres-{i}", node=node, owner=("StatefulSet", "postgres"),
-                             containers=[("postgres", {"cpu": "1", "memory": "4Gi", "ephemeral-storage": "10Gi"},
-                                          {"memory": "4Gi"})]))
+        pods.append(
+            make_pod(
+                "shop",
+                f"postgres-{i}",
+                node=node,
+                owner=("StatefulSet", "postgres"),
+                containers=[
+                    ("postgres", {"cpu": "1", "memory": "4Gi", "ephemeral-storage": "10Gi"}, {"memory": "4Gi"})
+                ],
+            )
+        )
     # batch: nightly reports (finished), one failed run, a running ETL job, and one that does not fit
     report = [("report", {"cpu": "500m", "memory": "1Gi"}, {"memory": "1Gi"})]
     for day, node in enumerate(spread(batch, 3)):
         job = f"nightly-report-{29707813 + day * 1440}"
-        pods.append(make_pod("batch", f"{job}-{_hash(job)[:5]}", node=node, phase="Succeeded",
-                             owner=("Job", job), containers=report))
-    pods.append(make_pod("batch", f"import-{_hash('import')[:5]}", node=batch[0], phase="Failed",
-                         owner=("Job", "import"), containers=report))
+        pods.append(
+            make_pod(
+                "batch", f"{job}-{_hash(job)[:5]}", node=node, phase="Succeeded", owner=("Job", job), containers=report
+            )
+        )
+    pods.append(
+        make_pod(
+            "batch",
+            f"import-{_hash('import')[:5]}",
+            node=batch[0],
+            phase="Failed",
+            owner=("Job", "import"),
+            containers=report,
+        )
+    )
     for i, node in enumerate(spread(batch, 2)):
-        pods.append(make_pod("batch", f"etl-{_hash('etl', i)[:5]}", node=node, owner=("Job", "etl"),
-                             containers=[("etl", {"cpu": "1500m", "memory": "6Gi"}, {"memory": "8Gi"})]))
-    pods.append(make_pod("batch", "reindex-7f2c9", node=None, phase="Pending", owner=("Job", "reindex"),
-                         containers=[("reindex", {"cpu": "6", "memory": "24Gi"}, {})],
-                         node_selector={POOL_LABEL: "batch-worker"}))
+        pods.append(
+            make_pod(
+                "batch",
+                f"etl-{_hash('etl', i)[:5]}",
+                node=node,
+                owner=("Job", "etl"),
+                containers=[("etl", {"cpu": "1500m", "memory": "6Gi"}, {"memory": "8Gi"})],
+            )
+        )
+    pods.append(
+        make_pod(
+            "batch",
+            "reindex-7f2c9",
+            node=None,
+            phase="Pending",
+            owner=("Job", "reindex"),
+            containers=[("reindex", {"cpu": "6", "memory": "24Gi"}, {})],
+            node_selector={POOL_LABEL: "batch-worker"},
+        )
+    )
     return pods
 
 
@@ -130,5 +210,5 @@ def start(workdir: Path, context: dict[str, Any]) -> DemoPart:
         sources=[source],
         stop=server.stop,
         description=f"kube-apiserver stand-in on {server.url}: {len(nodes)} worker nodes (OpenStack servers), "
-                    f"{len(pods)} pods",
+        f"{len(pods)} pods",
     )

@@ -52,7 +52,13 @@ def start(workdir: Path, context: dict[str, Any]) -> DemoPart:
         description=f"SMTP sink on 127.0.0.1:{port} writing to {folder}",
         extra_config={
             "smtp": {"host": "127.0.0.1", "port": port, "security": "none", "from": SENDER, "attempts": 2},
-            "reports": [{"name": "weekly-demo", "recipients": [RECIPIENT], "schedule": "0 7 * * 1",
-                         "title": "Weekly capacity report — demo estate"}],
+            "reports": [
+                {
+                    "name": "weekly-demo",
+                    "recipients": [RECIPIENT],
+                    "schedule": "0 7 * * 1",
+                    "title": "Weekly capacity report — demo estate",
+                }
+            ],
         },
     )

@@ -241,8 +241,16 @@ def build_estate(now: datetime | None = None, seed: int = 7) -> Estate:
             workers.append(server.id)
 
     # Demand grows: more boots per day as the weeks pass (and a level shift 3 weeks ago).
-    mix = [("m1.tiny", 1), ("m1.small", 4), ("m1.medium", 4), ("m1.large", 3), ("m1.xlarge", 1),
-           ("c1.pinned", 1), ("g1.gpu", 0.3), ("p1.gamma", 0.4)]
+    mix = [
+        ("m1.tiny", 1),
+        ("m1.small", 4),
+        ("m1.medium", 4),
+        ("m1.large", 3),
+        ("m1.xlarge", 1),
+        ("c1.pinned", 1),
+        ("g1.gpu", 0.3),
+        ("p1.gamma", 0.4),
+    ]
     names, weights = zip(*mix, strict=True)
     count = 0
     for day in range(56, 0, -1):

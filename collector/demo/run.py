@@ -49,8 +49,10 @@ def start_parts(workdir: Path) -> tuple[list[DemoPart], dict[str, Any]]:
         parts.append(part)
         config["sources"].extend(part.sources)
         config.update(part.extra_config)
-        _say(f"started {name.rsplit('.', 1)[-1]}: {part.description or len(part.sources)} "
-             f"({time.monotonic() - started:.1f}s)")
+        _say(
+            f"started {name.rsplit('.', 1)[-1]}: {part.description or len(part.sources)} "
+            f"({time.monotonic() - started:.1f}s)"
+        )
     return parts, config
 
 
@@ -68,12 +70,14 @@ def backfill_history(history: Any, estate: Any, config: Any) -> None:
     started = time.monotonic()
     _say("backfilling the demo's history (eight weeks of pools, a few days of per-VM and per-pod usage)...")
     now_frames = collect_once(config, analyses=False).frames
-    history.backfill(pd.concat([backfill_rows(estate), cluster_rows(now_frames["capacity"], pd.Timestamp(estate.now))],
-                               ignore_index=True))
+    history.backfill(
+        pd.concat(
+            [backfill_rows(estate), cluster_rows(now_frames["capacity"], pd.Timestamp(estate.now))], ignore_index=True
+        )
+    )
     consumers = now_frames["consumers"]
     polls = 0
-    for source, when, frame in usage_polls(consumers, pd.Timestamp(estate.now),
-                                           {"hypervisor": 3, "kubernetes": 4}):
+    for source, when, frame in usage_polls(consumers, pd.Timestamp(estate.now), {"hypervisor": 3, "kubernetes": 4}):
         history.append(source, {"consumers": frame}, when)
         polls += 1
     history.flush()
@@ -84,7 +88,7 @@ def forecast_command(config_path: Path) -> str:
     """The exact `capacityd forecast` command to try against the running demo (its config names its state dir)."""
     import shlex
 
-    return (f"capacityd forecast -c {shlex.quote(str(config_path))} --what-if {shlex.quote('+200 m1.large')}")
+    return f"capacityd forecast -c {shlex.quote(str(config_path))} --what-if {shlex.quote('+200 m1.large')}"
 
 
 def run_demo(listen: str, state_dir: Path | None, duration: float | None) -> int:
@@ -143,8 +147,9 @@ def _write_report_when_ready(daemon: Any, workdir: Path) -> None:
             report = config.reports[0]
             period = latest_period(report, datetime.now(UTC))
             if period is not None:
-                outcome = send_report(report, config.smtp, snapshot, daemon.history,
-                                      SendStore.open(config.state_dir), period)
+                outcome = send_report(
+                    report, config.smtp, snapshot, daemon.history, SendStore.open(config.state_dir), period
+                )
                 _say(f"mailed report {report.name} for {period:%Y-%m-%d}: {outcome.status} ({outcome.detail})")
     except Exception:
         log.exception("demo report failed; the demo keeps serving /metrics")

@@ -141,8 +141,9 @@ def read_bounded(
     try:
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
-            raise ResponseTooLarge(f"{what}: {int(declared)} bytes announced, more than the limit of "
-                                   f"{_size(max_bytes)}")
+            raise ResponseTooLarge(
+                f"{what}: {int(declared)} bytes announced, more than the limit of {_size(max_bytes)}"
+            )
         guard = None
         if deadline is not None:
             remaining(deadline, what)

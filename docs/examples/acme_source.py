@@ -46,8 +46,19 @@ class AcmeSource(Source):
         common = {"timestamp": now, "source": self.name, "layer": "hypervisor", "cloud": "acme", "pool": "rack"}
         cores = float(self.settings.cores_per_host)
         capacity = CAPACITY.build(
-            [{**common, "host": name, "scope": "host", "resource": "vcpu", "capacity": cores, "reserved": 0.0,
-              "allocation_ratio": 1.0, "allocatable": cores} for name in names]
+            [
+                {
+                    **common,
+                    "host": name,
+                    "scope": "host",
+                    "resource": "vcpu",
+                    "capacity": cores,
+                    "reserved": 0.0,
+                    "allocation_ratio": 1.0,
+                    "allocatable": cores,
+                }
+                for name in names
+            ]
         )
         hosts = HOSTS.build([{**common, "host": name, "schedulable": True, "ready": True} for name in names])
         return PollResult(frames={"capacity": capacity, "hosts": hosts})

@@ -33,16 +33,20 @@ def _seconds(column: pd.Series) -> np.ndarray:
 @family_builder
 def build(snapshot: Snapshot) -> Iterator[Metric]:
     labels = ["analysis"]
-    success = GaugeMetricFamily("capacityd_analysis_success", "1 if the last run of the analysis succeeded.",
-                                labels=labels)
+    success = GaugeMetricFamily(
+        "capacityd_analysis_success", "1 if the last run of the analysis succeeded.", labels=labels
+    )
     stale = GaugeMetricFamily(
         "capacityd_analysis_stale",
-        "1 if the frames exported for the analysis come from an earlier run (the last one failed).", labels=labels,
+        "1 if the frames exported for the analysis come from an earlier run (the last one failed).",
+        labels=labels,
     )
-    duration = GaugeMetricFamily("capacityd_analysis_duration_seconds", "Duration of the last run of the analysis.",
-                                 labels=labels)
+    duration = GaugeMetricFamily(
+        "capacityd_analysis_duration_seconds", "Duration of the last run of the analysis.", labels=labels
+    )
     last_success = GaugeMetricFamily(
-        "capacityd_analysis_last_success_timestamp_seconds", "Unix time of the last successful run of the analysis.",
+        "capacityd_analysis_last_success_timestamp_seconds",
+        "Unix time of the last successful run of the analysis.",
         labels=labels,
     )
     analyses = snapshot.frames.get("analyses")
@@ -59,14 +63,18 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
 
     reload = snapshot.frames.get("config_reload")
     if reload is not None and not reload.empty:
-        ok = GaugeMetricFamily("capacityd_config_last_reload_successful",
-                               "1 if the last configuration load (start or SIGHUP) was applied; 0 if it was refused "
-                               "and the previous configuration is still running.")
+        ok = GaugeMetricFamily(
+            "capacityd_config_last_reload_successful",
+            "1 if the last configuration load (start or SIGHUP) was applied; 0 if it was refused "
+            "and the previous configuration is still running.",
+        )
         ok.add_metric([], 1.0 if reload["successful"].iat[0] else 0.0)
         yield ok
         when = _seconds(reload["last_success"])
         if not np.isnan(when[0]):
-            stamp = GaugeMetricFamily("capacityd_config_last_reload_success_timestamp_seconds",
-                                      "Unix time the running configuration was loaded.")
+            stamp = GaugeMetricFamily(
+                "capacityd_config_last_reload_success_timestamp_seconds",
+                "Unix time the running configuration was loaded.",
+            )
             stamp.add_metric([], float(when[0]))
             yield stamp

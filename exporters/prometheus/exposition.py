@@ -44,10 +44,14 @@ FAMILY_BUILDERS: list[FamilyBuilder] = []
 
 RESOURCE_LABELS = ["layer", "cloud", "pool", "host", "resource"]
 CAPACITY_FAMILIES = {
-    "capacity": ("capacity_resource_capacity", "Total amount of a resource a host or pool-level provider has "
-                 "(cores, bytes or count)."),
-    "allocatable": ("capacity_resource_allocatable",
-                    "What may be handed out: (capacity - reserved) x allocation ratio."),
+    "capacity": (
+        "capacity_resource_capacity",
+        "Total amount of a resource a host or pool-level provider has (cores, bytes or count).",
+    ),
+    "allocatable": (
+        "capacity_resource_allocatable",
+        "What may be handed out: (capacity - reserved) x allocation ratio.",
+    ),
     "allocated": ("capacity_resource_allocated", "What consumers (VMs, pods) were given."),
     "used": ("capacity_resource_used", "What is measured in use (absent where it cannot be measured)."),
 }
@@ -101,8 +105,9 @@ def add_frame_samples(family: FrameFamily, frame: pd.DataFrame | None, labels: l
     samples.add_block(family, _FrameBlock(frame, tuple(labels), value_column))
 
 
-def _frame_rows(frame: pd.DataFrame, labels: list[str] | tuple[str, ...], value_column: str
-                ) -> Iterator[tuple[tuple[str, ...], float]]:
+def _frame_rows(
+    frame: pd.DataFrame, labels: list[str] | tuple[str, ...], value_column: str
+) -> Iterator[tuple[tuple[str, ...], float]]:
     """(label values, value) per row with a finite value: the per-sample form of a frame block."""
     values = frame[value_column].to_numpy(dtype=float, na_value=np.nan)
     keep = np.isfinite(values)
@@ -164,10 +169,37 @@ def _materialising(name: str) -> Callable[..., Any]:
     return wrapper
 
 
-for _name in ("__iter__", "__len__", "__getitem__", "__setitem__", "__delitem__", "__contains__", "__eq__",
-              "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__repr__", "__reversed__", "__add__", "__iadd__",
-              "__mul__", "__imul__", "append", "extend", "insert", "pop", "remove", "clear", "sort", "reverse",
-              "index", "count", "copy"):
+for _name in (
+    "__iter__",
+    "__len__",
+    "__getitem__",
+    "__setitem__",
+    "__delitem__",
+    "__contains__",
+    "__eq__",
+    "__ne__",
+    "__lt__",
+    "__le__",
+    "__gt__",
+    "__ge__",
+    "__repr__",
+    "__reversed__",
+    "__add__",
+    "__iadd__",
+    "__mul__",
+    "__imul__",
+    "append",
+    "extend",
+    "insert",
+    "pop",
+    "remove",
+    "clear",
+    "sort",
+    "reverse",
+    "index",
+    "count",
+    "copy",
+):
     setattr(_LazySamples, _name, _materialising(_name))
 
 
@@ -186,7 +218,8 @@ def core_families(snapshot: Snapshot) -> Iterator[Metric]:
             yield _gauge_from_frame(name, documentation, capacity, RESOURCE_LABELS, column)
     consumers = snapshot.frames.get("consumers")
     family = GaugeMetricFamily(
-        "capacity_consumers", "Number of consumers (VMs, domains, pods) by state.",
+        "capacity_consumers",
+        "Number of consumers (VMs, domains, pods) by state.",
         labels=["layer", "cloud", "pool", "host", "state"],
     )
     if consumers is not None and not consumers.empty:
@@ -207,7 +240,8 @@ def self_metrics(snapshot: Snapshot) -> Iterator[Metric]:
     labels = ["source", "kind"]
     up = GaugeMetricFamily("capacityd_source_up", "1 if the last poll of the source succeeded.", labels=labels)
     stale = GaugeMetricFamily(
-        "capacityd_source_stale", "1 if the data served for the source is older than its last poll attempt.",
+        "capacityd_source_stale",
+        "1 if the data served for the source is older than its last poll attempt.",
         labels=labels,
     )
     duration = GaugeMetricFamily(
@@ -220,8 +254,9 @@ def self_metrics(snapshot: Snapshot) -> Iterator[Metric]:
         "capacityd_source_errors", "Failed polls of the source, by reason.", labels=[*labels, "reason"]
     )
     skipped = CounterMetricFamily(
-        "capacityd_source_items_skipped", "Items (domains, providers, nodes) left out of otherwise good polls, "
-        "by reason.", labels=[*labels, "reason"]
+        "capacityd_source_items_skipped",
+        "Items (domains, providers, nodes) left out of otherwise good polls, by reason.",
+        labels=[*labels, "reason"],
     )
     polls = CounterMetricFamily("capacityd_source_polls", "Polls attempted.", labels=labels)
     api_calls = GaugeMetricFamily(
@@ -246,9 +281,7 @@ def self_metrics(snapshot: Snapshot) -> Iterator[Metric]:
     info = GaugeMetricFamily("capacityd_build_info", "capacityd version.", labels=["version"])
     info.add_metric([__version__], 1.0)
     yield info
-    taken = GaugeMetricFamily(
-        "capacityd_snapshot_timestamp_seconds", "Unix time the served exposition was rendered."
-    )
+    taken = GaugeMetricFamily("capacityd_snapshot_timestamp_seconds", "Unix time the served exposition was rendered.")
     taken.add_metric([], snapshot.taken_at.timestamp())
     yield taken
 
@@ -343,8 +376,11 @@ def _render_blocks(family: Metric, samples: _LazySamples, output: list[str], lab
 def _sample_line(sample: Any) -> str:
     labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(sample.labels.items()))
     timestamp = "" if sample.timestamp is None else f" {int(float(sample.timestamp) * 1000):d}"
-    return f"{sample.name}{{{labels}}} {_float_to_go_string(sample.value)}{timestamp}\n" if labels else \
-        f"{sample.name} {_float_to_go_string(sample.value)}{timestamp}\n"
+    return (
+        f"{sample.name}{{{labels}}} {_float_to_go_string(sample.value)}{timestamp}\n"
+        if labels
+        else f"{sample.name} {_float_to_go_string(sample.value)}{timestamp}\n"
+    )
 
 
 def _escape(value: str) -> str:
@@ -379,8 +415,9 @@ def _label_texts(frame: pd.DataFrame, pairs: tuple[tuple[str, str], ...], cache:
     return texts
 
 
-def _render_block(name: str, label_names: tuple[str, ...], block: _FrameBlock, output: list[str],
-                  labels_cache: _LabelCache) -> None:
+def _render_block(
+    name: str, label_names: tuple[str, ...], block: _FrameBlock, output: list[str], labels_cache: _LabelCache
+) -> None:
     frame = block.frame
     values = frame[block.value_column].to_numpy(dtype=float, na_value=np.nan)
     kept = np.flatnonzero(np.isfinite(values))
@@ -389,12 +426,13 @@ def _render_block(name: str, label_names: tuple[str, ...], block: _FrameBlock, o
     pairs = tuple(sorted(zip(label_names, block.columns, strict=True)))  # generate_latest sorts labels
     labels = _label_texts(frame, pairs, labels_cache) if pairs else None
     for start in range(0, kept.size, RENDER_CHUNK_ROWS):
-        rows = kept[start:start + RENDER_CHUNK_ROWS]
+        rows = kept[start : start + RENDER_CHUNK_ROWS]
         codes, uniques = pd.factorize(values[rows].view(np.int64))  # by bit pattern: -0.0 stays "-0.0"
         texts = np.array([_float_to_go_string(v) for v in uniques.view(np.float64).tolist()], dtype=np.object_)[codes]
         if labels is not None:
-            output.append("".join([f"{name}{{{label}}} {text}\n"
-                                   for label, text in zip(labels[rows], texts, strict=True)]))
+            output.append(
+                "".join([f"{name}{{{label}}} {text}\n" for label, text in zip(labels[rows], texts, strict=True)])
+            )
         else:
             output.append("".join([f"{name} {text}\n" for text in texts]))
 

@@ -47,10 +47,12 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
                 labels = {name: key[row] for name, key in zip(LABELS[:-1], keys, strict=True)}
                 family.add_sample("capacity_exhaustion_seconds", {**labels, "quantile": quantile}, float(value))
     yield family
-    info = Metric("capacity_exhaustion_info",
-                  "Why the median exhaustion date is or is not within the horizon (value always 1): reason is "
-                  "exhausted, within_horizon, beyond_horizon, not_growing, no_limit or insufficient_history.",
-                  "gauge")
+    info = Metric(
+        "capacity_exhaustion_info",
+        "Why the median exhaustion date is or is not within the horizon (value always 1): reason is "
+        "exhausted, within_horizon, beyond_horizon, not_growing, no_limit or insufficient_history.",
+        "gauge",
+    )
     if forecast is not None and not forecast.empty and "exhaustion_reason" in forecast.columns:
         keys = [forecast[column].astype(str).to_numpy() for column in LABELS[:-1]]
         reasons = forecast["exhaustion_reason"]

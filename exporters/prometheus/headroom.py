@@ -64,7 +64,8 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
     add_frame_samples(reserved, isolated, ISOLATED_LABELS, "slots")
     yield reserved
     per_host = GaugeMetricFamily(
-        "capacity_headroom_host_slots", "How many more of a flavor or pod shape fit on this host.",
+        "capacity_headroom_host_slots",
+        "How many more of a flavor or pod shape fit on this host.",
         labels=HOST_LABELS,
     )
     # headroom.host_metrics_limit is applied by the headroom analysis (the frame is empty past it)

@@ -308,8 +308,14 @@ class _Server:
     one packet. Request bodies are never read: a request with one is answered and its connection closed.
     """
 
-    def __init__(self, address: tuple[str, int], family: socket.AddressFamily, settings: _Settings,
-                 cache: ExpositionCache, limits: Limits):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        family: socket.AddressFamily,
+        settings: _Settings,
+        cache: ExpositionCache,
+        limits: Limits,
+    ):
         self.settings = settings
         self.cache = cache
         self.limits = limits
@@ -476,8 +482,10 @@ class _Server:
             # What Go's net/http answers, so a misconfigured scrape (http:// instead of https://) says why.
             with contextlib.suppress(OSError):
                 conn.sock.recv(65536)  # read what came, so closing does not reset the answer away
-                conn.sock.send(b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
-                               b"Client sent an HTTP request to an HTTPS server.\n")
+                conn.sock.send(
+                    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+                    b"Client sent an HTTP request to an HTTPS server.\n"
+                )
                 conn.sock.shutdown(socket.SHUT_WR)
             log.debug("plain HTTP request from %s to the TLS listener refused", conn.address[0])
             self._close(conn)
@@ -511,8 +519,9 @@ class _Server:
             self._close(conn)
             return False
         if conn.allowed_sans and not (_peer_sans(sock) & conn.allowed_sans):
-            log.warning("client certificate of %s has no SAN in client_allowed_sans: connection closed",
-                        conn.address[0])
+            log.warning(
+                "client certificate of %s has no SAN in client_allowed_sans: connection closed", conn.address[0]
+            )
             self._close(conn)
             return False
         conn.stage = "head"
@@ -541,8 +550,10 @@ class _Server:
                 with contextlib.suppress(OSError):
                     conn.sock.recv(65536)  # what else came, so closing does not reset the answer away
                 with contextlib.suppress(OSError):
-                    conn.sock.send(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n"
-                                   b"Connection: close\r\n\r\n")
+                    conn.sock.send(
+                        b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n"
+                        b"Connection: close\r\n\r\n"
+                    )
                     conn.sock.shutdown(socket.SHUT_WR)
                 self._close(conn)
                 return
@@ -662,8 +673,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.handle_one_request()
         headers = getattr(self, "headers", None)
-        if headers is not None and (headers.get("Transfer-Encoding") or
-                                    headers.get("Content-Length", "0").strip() not in ("", "0")):
+        if headers is not None and (
+            headers.get("Transfer-Encoding") or headers.get("Content-Length", "0").strip() not in ("", "0")
+        ):
             self.close_connection = True  # the body is never read: it must not be taken for the next request
 
     def finish(self) -> None:
@@ -705,8 +717,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.TOO_MANY_REQUESTS, b"Too many requests.\n", head=head)
             return
         if settings.auth and settings.auth.check(self.headers.get("Authorization")) is None:
-            self._reply(HTTPStatus.UNAUTHORIZED, b"Unauthorized\n", head=head,
-                        extra={"WWW-Authenticate": 'Basic realm="capacityd"'})
+            self._reply(
+                HTTPStatus.UNAUTHORIZED,
+                b"Unauthorized\n",
+                head=head,
+                extra={"WWW-Authenticate": 'Basic realm="capacityd"'},
+            )
             return
         path = urlsplit(self.path).path
         if path == "/metrics":
@@ -714,8 +730,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/":
             page = LANDING_PAGE.format(version=html.escape(__version__)).encode("utf-8")
             self._reply(HTTPStatus.OK, page, "text/html; charset=utf-8", head=head)
-        elif path.startswith("/snapshot") and hasattr(self.server.cache, "snapshot_document") and (
-                answer := self.server.cache.snapshot_document(path)) is not None:  # collectors (docs/scale-out.md)
+        elif (
+            path.startswith("/snapshot")
+            and hasattr(self.server.cache, "snapshot_document")
+            and (answer := self.server.cache.snapshot_document(path)) is not None
+        ):  # collectors (docs/scale-out.md)
             self._reply(HTTPStatus(answer[0]), answer[1], answer[2], head=head)
         elif path == "/-/healthy":
             self._reply(HTTPStatus.OK, b"capacityd is Healthy.\n", head=head)
@@ -723,8 +742,7 @@ class _Handler(BaseHTTPRequestHandler):
             if self.server.cache.current.size:
                 self._reply(HTTPStatus.OK, b"capacityd is Ready.\n", head=head)
             else:
-                self._reply(HTTPStatus.SERVICE_UNAVAILABLE, b"capacityd is not ready: no collection yet.\n",
-                            head=head)
+                self._reply(HTTPStatus.SERVICE_UNAVAILABLE, b"capacityd is not ready: no collection yet.\n", head=head)
         else:
             self._reply(HTTPStatus.NOT_FOUND, b"Not found.\n", head=head)
 
@@ -738,9 +756,14 @@ class _Handler(BaseHTTPRequestHandler):
             body = exposition.chunks
         self._reply(HTTPStatus.OK, body, CONTENT_TYPE, head=head, extra=extra)
 
-    def _reply(self, status: HTTPStatus, body: bytes | tuple[bytes, ...],
-               content_type: str = "text/plain; charset=utf-8", head: bool = False,
-               extra: dict[str, str] | None = None) -> None:
+    def _reply(
+        self,
+        status: HTTPStatus,
+        body: bytes | tuple[bytes, ...],
+        content_type: str = "text/plain; charset=utf-8",
+        head: bool = False,
+        extra: dict[str, str] | None = None,
+    ) -> None:
         """The reply; a body given in pieces (the exposition's chunks) is written piece by piece."""
         pieces = (body,) if isinstance(body, bytes) else body
         self.send_response(status)
@@ -818,8 +841,12 @@ def _within_descriptor_limit(limits: Limits) -> Limits:
             soft = raised
     if soft != resource.RLIM_INFINITY and soft < wanted:
         fitting = max(16, soft - _OTHER_DESCRIPTORS)
-        log.warning("web.max_connections %d lowered to %d: the open-files limit is %d (raise LimitNOFILE)",
-                    limits.max_connections, fitting, soft)
+        log.warning(
+            "web.max_connections %d lowered to %d: the open-files limit is %d (raise LimitNOFILE)",
+            limits.max_connections,
+            fitting,
+            soft,
+        )
         return dataclasses.replace(limits, max_connections=fitting)
     return limits
 
@@ -833,7 +860,10 @@ def _address_family(host: str, port: int) -> socket.AddressFamily:
 
 
 def start_server(
-    cache: ExpositionCache, host: str, port: int, web_config_file: Path | None = None,
+    cache: ExpositionCache,
+    host: str,
+    port: int,
+    web_config_file: Path | None = None,
     limits: Limits | WebSettings | None = None,
 ) -> MetricsServer:
     """Serve `cache` on host:port (0 picks a free port) in a background thread, within `limits`.
@@ -855,7 +885,9 @@ def start_server(
     thread.start()
     running = MetricsServer(server, thread, web_config_file)
     log.info(
-        "serving metrics on %s (%s%s)", running.url, "TLS" if running.tls else "plain HTTP",
+        "serving metrics on %s (%s%s)",
+        running.url,
+        "TLS" if running.tls else "plain HTTP",
         ", basic auth" if settings.auth else "",
     )
     return running

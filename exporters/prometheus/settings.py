@@ -15,7 +15,9 @@ class WebSettings(StrictModel):
     """How many clients the /metrics server holds at once and how long each may take."""
 
     max_connections: int = Field(
-        default=512, ge=1, le=65536,
+        default=512,
+        ge=1,
+        le=65536,
         description="Open connections held at once; past it the slowest unfinished request is dropped.",
     )
     max_request_threads: int = Field(

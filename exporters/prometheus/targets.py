@@ -28,26 +28,30 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
         return
     labels = ["source", "target"]
     up = GaugeMetricFamily(
-        "capacityd_target_up", "1 if the last poll of the discovered target succeeded (gone targets: absent).",
+        "capacityd_target_up",
+        "1 if the last poll of the discovered target succeeded (gone targets: absent).",
         labels=[*labels, "pool", "disabled"],
     )
     state = GaugeMetricFamily(
-        "capacityd_target_state", "1 for the target's lifecycle state (active, disabled, gone).",
+        "capacityd_target_state",
+        "1 for the target's lifecycle state (active, disabled, gone).",
         labels=[*labels, "state"],
     )
     duration = GaugeMetricFamily(
         "capacityd_target_poll_duration_seconds", "Duration of the last poll of the target.", labels=labels
     )
     last_success = GaugeMetricFamily(
-        "capacityd_target_last_success_timestamp_seconds", "Unix time of the target's last successful poll.",
+        "capacityd_target_last_success_timestamp_seconds",
+        "Unix time of the target's last successful poll.",
         labels=labels,
     )
-    polls = CounterMetricFamily("capacityd_target_polls", "Polls of the target since it was discovered.",
-                                labels=labels)
-    errors = CounterMetricFamily("capacityd_target_errors", "Failed polls of the target since it was discovered.",
-                                 labels=labels)
-    counts = GaugeMetricFamily("capacityd_discovered_targets", "Discovered targets by lifecycle state.",
-                               labels=["source", "state"])
+    polls = CounterMetricFamily("capacityd_target_polls", "Polls of the target since it was discovered.", labels=labels)
+    errors = CounterMetricFamily(
+        "capacityd_target_errors", "Failed polls of the target since it was discovered.", labels=labels
+    )
+    counts = GaugeMetricFamily(
+        "capacityd_discovered_targets", "Discovered targets by lifecycle state.", labels=["source", "state"]
+    )
     per_state: dict[tuple[str, str], int] = {}
     for row in frame.itertuples(index=False):
         key = [str(row.source), str(row.target)]

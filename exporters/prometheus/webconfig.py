@@ -377,9 +377,7 @@ def build_ssl_context(tls: TLSServerConfig, path: str = "<web config>") -> ssl.S
     return context
 
 
-def _load_cert_chain(
-    context: ssl.SSLContext, cert_pem: str, key_pem: str, tls: TLSServerConfig, path: str
-) -> None:
+def _load_cert_chain(context: ssl.SSLContext, cert_pem: str, key_pem: str, tls: TLSServerConfig, path: str) -> None:
     """`load_cert_chain` only takes files: inline PEM goes through a private temporary file, deleted at once."""
 
     cert_key = "cert_file" if tls.cert_file is not None else "cert"

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from exporters.report.settings import ReportConfig
 
 
-def schedule_reports(scheduler: Any, config: ReportsConfig, snapshot_provider: Callable[[], Snapshot],
-                     history: Any) -> ReportService | None:
+def schedule_reports(
+    scheduler: Any, config: ReportsConfig, snapshot_provider: Callable[[], Snapshot], history: Any
+) -> ReportService | None:
     """(Re)schedule every configured report on the daemon's APScheduler; call at start and on reload.
 
     Returns the service whose methods are the jobs (None when no report is configured)."""

@@ -112,11 +112,21 @@ def _overview(content: ReportContent, max_rows: int) -> Chart | None:
     axes.set_xticks([0, 30, 60, 90, 120], ["0", "30 d", "60 d", "90 d", "120+ d"])
     axes.axvline(30, color=COLORS["red"], linewidth=0.8, linestyle=":")
     axes.axvline(90, color=COLORS["amber"], linewidth=0.8, linestyle=":")
-    figure.suptitle("Days until the first resource runs out (median, 80 % interval)", fontsize=9.5, color=INK,
-                    x=0.02, ha="left", y=1 - 0.08 / height)
-    return Chart(cid=_cid(content.name, "overview"), title="Days until the first resource runs out",
-                 alt="Bar chart: days until each pool's first resource runs out", png=_png(figure),
-                 kind="overview")
+    figure.suptitle(
+        "Days until the first resource runs out (median, 80 % interval)",
+        fontsize=9.5,
+        color=INK,
+        x=0.02,
+        ha="left",
+        y=1 - 0.08 / height,
+    )
+    return Chart(
+        cid=_cid(content.name, "overview"),
+        title="Days until the first resource runs out",
+        alt="Bar chart: days until each pool's first resource runs out",
+        png=_png(figure),
+        kind="overview",
+    )
 
 
 def _unit_formatter(resource: str) -> FuncFormatter:
@@ -154,27 +164,47 @@ def _growth(content: ReportContent, status: PoolStatus) -> Chart | None:
         times = frame["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None)
         axes.plot(times, frame[basis].astype(float), color=HISTORY_COLOR, linewidth=1.2, label=f"{basis}")
         if "allocatable" in frame.columns and frame["allocatable"].notna().any():
-            axes.step(times, frame["allocatable"].astype(float), where="post", color=INK, linewidth=1.0,
-                      linestyle="--", label="allocatable")
+            axes.step(
+                times,
+                frame["allocatable"].astype(float),
+                where="post",
+                color=INK,
+                linewidth=1.0,
+                linestyle="--",
+                label="allocatable",
+            )
             limit_value = float(frame["allocatable"].dropna().iloc[-1])
     if points is not None:
         # The first three months: what the headroom table's +30/+60/+90 days columns are about.
-        points = points[pd.to_datetime(points["timestamp"], utc=True)
-                        <= pd.Timestamp(content.generated_at) + pd.Timedelta(days=FORECAST_DAYS)]
+        points = points[
+            pd.to_datetime(points["timestamp"], utc=True)
+            <= pd.Timestamp(content.generated_at) + pd.Timedelta(days=FORECAST_DAYS)
+        ]
         times = pd.to_datetime(points["timestamp"], utc=True).dt.tz_localize(None)
-        axes.fill_between(times, points["p10"].astype(float), points["p90"].astype(float),
-                          color=FORECAST_COLOR, alpha=0.18, linewidth=0, label="80 % interval")
-        axes.plot(times, points["p50"].astype(float), color=FORECAST_COLOR, linewidth=1.4,
-                  label="forecast (median)")
+        axes.fill_between(
+            times,
+            points["p10"].astype(float),
+            points["p90"].astype(float),
+            color=FORECAST_COLOR,
+            alpha=0.18,
+            linewidth=0,
+            label="80 % interval",
+        )
+        axes.plot(times, points["p50"].astype(float), color=FORECAST_COLOR, linewidth=1.4, label="forecast (median)")
         if math.isnan(limit_value):
-            row = next((r for r in content.pool_rows if (r.layer, r.cloud, r.pool, r.resource)
-                        == (status.layer, status.cloud, status.pool, resource)), None)
+            row = next(
+                (
+                    r
+                    for r in content.pool_rows
+                    if (r.layer, r.cloud, r.pool, r.resource) == (status.layer, status.cloud, status.pool, resource)
+                ),
+                None,
+            )
             limit_value = row.allocatable if row is not None else math.nan
         if not math.isnan(limit_value):
             axes.hlines(limit_value, times.min(), times.max(), color=INK, linewidth=1.0, linestyle="--")
     axes.axvline(now.tz_convert("UTC").tz_localize(None), color=MUTED, linewidth=0.8)
-    axes.text(now.tz_convert("UTC").tz_localize(None), axes.get_ylim()[1], " now", fontsize=7, color=MUTED,
-              va="top")
+    axes.text(now.tz_convert("UTC").tz_localize(None), axes.get_ylim()[1], " now", fontsize=7, color=MUTED, va="top")
     axes.yaxis.set_major_formatter(_unit_formatter(resource))
     # matplotlib.dates leaves these constructors unannotated.
     axes.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=4, maxticks=9))  # type: ignore[no-untyped-call]
@@ -185,6 +215,9 @@ def _growth(content: ReportContent, status: PoolStatus) -> Chart | None:
     unit = {"cores": " (cores)", "bytes": "", "count": ""}[resource_unit(resource)]
     title = f"{status.cloud} / {status.pool} — {resource} {basis}{unit}"
     figure.suptitle(title, fontsize=9.5, color=INK, x=0.02, ha="left", y=0.97)
-    return Chart(cid=_cid(content.name, *key), title=title,
-                 alt=f"Growth of {resource} {basis} in {status.cloud}/{status.pool} with forecast band",
-                 png=_png(figure))
+    return Chart(
+        cid=_cid(content.name, *key),
+        title=title,
+        alt=f"Growth of {resource} {basis} in {status.cloud}/{status.pool} with forecast band",
+        png=_png(figure),
+    )

@@ -42,8 +42,16 @@ from exporters.report.quality import HistoryReader, SafeHistory, data_quality, h
 from exporters.report.select import rows_of_report
 from exporters.report.settings import ReportConfig
 
-__all__ = ["HORIZONS_DAYS", "STATUS_RANK", "BuildInputs", "Chart", "ReportContent", "build_content",
-           "describe_scope", "summary_record"]
+__all__ = [
+    "HORIZONS_DAYS",
+    "STATUS_RANK",
+    "BuildInputs",
+    "Chart",
+    "ReportContent",
+    "build_content",
+    "describe_scope",
+    "summary_record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +125,16 @@ def build_content(config: ReportConfig, inputs: BuildInputs) -> ReportContent:
     if capacity.empty:
         notes.append("No capacity data is in scope: every source of this report is down or not configured.")
     if frames.get("forecast") is None or frames["forecast"].empty:
-        notes.append("Forecasts have not been computed yet (the daemon computes them after its first polls); "
-                     "pool colours are by utilization until they are.")
+        notes.append(
+            "Forecasts have not been computed yet (the daemon computes them after its first polls); "
+            "pool colours are by utilization until they are."
+        )
     pools_frame = rows_of_report(frames.get("report_pools"), spec)
     if pools_frame is None:
-        notes.append(f"The report figures for {config.name!r} have not been computed yet (the daemon's `report` "
-                     "analysis computes them for every configured report).")
+        notes.append(
+            f"The report figures for {config.name!r} have not been computed yet (the daemon's `report` "
+            "analysis computes them for every configured report)."
+        )
         pools_frame = pd.DataFrame()
 
     history = SafeHistory(inputs.history, notes)
@@ -149,8 +161,9 @@ def build_content(config: ReportConfig, inputs: BuildInputs) -> ReportContent:
         reclaimable=_reclaim_rows(scoped("reclaimable")),
         pool_rows=pool_rows,
         data_quality=data_quality(frames.get("sources"), week, resources, now),
-        accuracy=select_accuracy(frames, spec, config.accuracy_backtest, inputs.previous_forecasts,
-                                 inputs.previous_forecasts_made_at, now),
+        accuracy=select_accuracy(
+            frames, spec, config.accuracy_backtest, inputs.previous_forecasts, inputs.previous_forecasts_made_at, now
+        ),
         notes=notes,
         top_n=config.top_n,
         red_days=config.red_days,
@@ -195,8 +208,11 @@ def _n1_text(row: Any) -> str:
         return f"losing {domain} leaves {format_count(_float(row['n1_shortfall']))} of its consumers without a home"
     if row["n1"] == "ok":
         after = _float(row["n1_slots"])
-        return (f"survives losing {domain}; {format_count(after)} × {row['headroom_shape']} still fit"
-                if not math.isnan(after) else f"survives losing {domain}")
+        return (
+            f"survives losing {domain}; {format_count(after)} × {row['headroom_shape']} still fit"
+            if not math.isnan(after)
+            else f"survives losing {domain}"
+        )
     return ""
 
 
@@ -205,12 +221,22 @@ def _pool_statuses(frame: pd.DataFrame, previous: dict[str, Any] | None) -> list
     statuses = []
     for _, row in frame.iterrows():
         status = PoolStatus(
-            layer=str(row["layer"]), cloud=str(row["cloud"]), pool=str(row["pool"]), status=str(row["status"]),
-            reason=_reason(row, float(row["amber_days"])), resource=_text(row["resource"]),
-            basis=_text(row["basis"]), days_p50=_float(row["days_p50"]), days_low=_float(row["days_p10"]),
-            days_high=_float(row["days_p90"]), utilization=_float(row["utilization"]),
-            utilization_change=_float(row["utilization_change"]), headroom_shape=_text(row["headroom_shape"]),
-            headroom_slots=_float(row["headroom_slots"]), n1=str(row["n1"]), n1_text=_n1_text(row),
+            layer=str(row["layer"]),
+            cloud=str(row["cloud"]),
+            pool=str(row["pool"]),
+            status=str(row["status"]),
+            reason=_reason(row, float(row["amber_days"])),
+            resource=_text(row["resource"]),
+            basis=_text(row["basis"]),
+            days_p50=_float(row["days_p50"]),
+            days_low=_float(row["days_p10"]),
+            days_high=_float(row["days_p90"]),
+            utilization=_float(row["utilization"]),
+            utilization_change=_float(row["utilization_change"]),
+            headroom_shape=_text(row["headroom_shape"]),
+            headroom_slots=_float(row["headroom_slots"]),
+            n1=str(row["n1"]),
+            n1_text=_n1_text(row),
             hosts=_float(row["hosts"]),
         )
         if row["rule"] == "n1_fails":
@@ -223,20 +249,29 @@ def _pool_statuses(frame: pd.DataFrame, previous: dict[str, Any] | None) -> list
     return statuses
 
 
-def _pool_rows(resources: pd.DataFrame, forecast: pd.DataFrame,
-               status_of: dict[tuple[str, str, str], str]) -> list[PoolRow]:
+def _pool_rows(
+    resources: pd.DataFrame, forecast: pd.DataFrame, status_of: dict[tuple[str, str, str], str]
+) -> list[PoolRow]:
     index = forecast_index(forecast)
     rows = []
     for record in resources.itertuples(index=False):
         key = (str(record.layer), str(record.cloud), str(record.pool), str(record.resource))
-        rows.append(PoolRow(
-            layer=key[0], cloud=key[1], pool=key[2], resource=key[3], hosts=_float(record.hosts),
-            capacity=_float(record.capacity), allocatable=_float(record.allocatable),
-            allocated=_float(record.allocated), used=_float(record.used),
-            status=status_of.get(key[:3], "unknown"),
-            forecasts={basis: index[(*key, basis)] for basis in ("allocated", "used") if (*key, basis) in index},
-            reclaimable=_float(record.reclaimable),
-        ))
+        rows.append(
+            PoolRow(
+                layer=key[0],
+                cloud=key[1],
+                pool=key[2],
+                resource=key[3],
+                hosts=_float(record.hosts),
+                capacity=_float(record.capacity),
+                allocatable=_float(record.allocatable),
+                allocated=_float(record.allocated),
+                used=_float(record.used),
+                status=status_of.get(key[:3], "unknown"),
+                forecasts={basis: index[(*key, basis)] for basis in ("allocated", "used") if (*key, basis) in index},
+                reclaimable=_float(record.reclaimable),
+            )
+        )
     rows.sort(key=lambda r: (STATUS_RANK[r.status], _min_days(r), r.layer, r.cloud, r.pool, r.resource))
     return rows
 
@@ -257,10 +292,16 @@ def _clouds(statuses: list[PoolStatus], top_n: int) -> list[CloudSummary]:
         counts = dict.fromkeys(STATUS_RANK, 0)
         for pool in pools:
             counts[pool.status] += 1
-        summaries.append(CloudSummary(
-            kind=kind, name=name, layers=sorted({p.layer for p in pools}), pools=pools, counts=counts,
-            hidden=max(0, len(pools) - top_n),
-        ))
+        summaries.append(
+            CloudSummary(
+                kind=kind,
+                name=name,
+                layers=sorted({p.layer for p in pools}),
+                pools=pools,
+                counts=counts,
+                hidden=max(0, len(pools) - top_n),
+            )
+        )
     summaries.sort(key=lambda s: (min(STATUS_RANK[p.status] for p in s.pools), s.kind, s.name))
     return summaries
 
@@ -276,17 +317,33 @@ def _headroom_rows(frame: pd.DataFrame) -> list[HeadroomRow]:
     """The analysis's slots now and ahead; pools first (AZs, node pools), then clouds, then aggregates."""
     rows = [
         HeadroomRow(
-            layer=str(r["layer"]), cloud=str(r["cloud"]), pool=str(r["pool"]), pool_kind=str(r["pool_kind"]),
-            shape=str(r["shape"]), shape_kind=str(r["shape_kind"]), slots=_float(r["slots"]),
+            layer=str(r["layer"]),
+            cloud=str(r["cloud"]),
+            pool=str(r["pool"]),
+            pool_kind=str(r["pool_kind"]),
+            shape=str(r["shape"]),
+            shape_kind=str(r["shape_kind"]),
+            slots=_float(r["slots"]),
             future={d: _float(r[f"slots_{d}d"]) for d in HORIZONS_DAYS},
-            slots_after_failure=_float(r["slots_after_failure"]), failure_domain=_text(r["failure_domain"]),
-            shortfall=_float(r["shortfall"]), limiting_resource=_text(r["limiting_resource"]),
+            slots_after_failure=_float(r["slots_after_failure"]),
+            failure_domain=_text(r["failure_domain"]),
+            shortfall=_float(r["shortfall"]),
+            limiting_resource=_text(r["limiting_resource"]),
             hosts=_float(r["hosts"]),
         )
         for _, r in frame.iterrows()
     ]
-    rows.sort(key=lambda r: (POOL_KIND_ORDER.get(r.pool_kind, 9), _nan_last(r.future[HORIZONS_DAYS[-1]]),
-                             _nan_last(r.slots), r.layer, r.cloud, r.pool, r.shape))
+    rows.sort(
+        key=lambda r: (
+            POOL_KIND_ORDER.get(r.pool_kind, 9),
+            _nan_last(r.future[HORIZONS_DAYS[-1]]),
+            _nan_last(r.slots),
+            r.layer,
+            r.cloud,
+            r.pool,
+            r.shape,
+        )
+    )
     return rows
 
 
@@ -295,14 +352,23 @@ def _growers(frame: pd.DataFrame, has_history: bool, top_n: int) -> tuple[list[G
     if not has_history:
         return [], "Needs history: top growers appear once capacityd has recorded consumers for a while."
     if frame.empty:
-        return [], ("Needs at least two recorded collections of a source over the week to measure growth "
-                    "(existing VMs and pods are never counted as growth).")
+        return [], (
+            "Needs at least two recorded collections of a source over the week to measure growth "
+            "(existing VMs and pods are never counted as growth)."
+        )
     growers = [
-        Grower(layer=str(r["layer"]), cloud=str(r["cloud"]), project=str(r["project"]),
-               count_now=float(r["count_now"]), delta_count=float(r["delta_count"]),
-               delta_cpu=float(r["delta_cpu"]), delta_memory=float(r["delta_memory"]),
-               since=pd.Timestamp(r["start"]).to_pydatetime())
-        for _, r in frame.iterrows() if float(r["delta_count"]) > 0 or float(r["delta_cpu"]) > 0
+        Grower(
+            layer=str(r["layer"]),
+            cloud=str(r["cloud"]),
+            project=str(r["project"]),
+            count_now=float(r["count_now"]),
+            delta_count=float(r["delta_count"]),
+            delta_cpu=float(r["delta_cpu"]),
+            delta_memory=float(r["delta_memory"]),
+            since=pd.Timestamp(r["start"]).to_pydatetime(),
+        )
+        for _, r in frame.iterrows()
+        if float(r["delta_count"]) > 0 or float(r["delta_cpu"]) > 0
     ]
     growers.sort(key=lambda g: (-g.delta_cpu, -g.delta_count, g.layer, g.cloud, g.project))
     note = "" if growers else "No project or namespace grew this week."
@@ -317,8 +383,15 @@ def _reclaim_rows(reclaimable: pd.DataFrame) -> list[ReclaimRow]:
         amounts = {str(r["resource"]): float(r["amount"]) for _, r in group.iterrows()}
         if not any(v > 0 for v in amounts.values()):
             continue
-        rows.append(ReclaimRow(layer=str(layer), cloud=str(cloud), pool=str(pool), amounts=amounts,
-                               consumers=float(group["consumers"].max())))
+        rows.append(
+            ReclaimRow(
+                layer=str(layer),
+                cloud=str(cloud),
+                pool=str(pool),
+                amounts=amounts,
+                consumers=float(group["consumers"].max()),
+            )
+        )
     rows.sort(key=lambda r: (-r.consumers, r.layer, r.cloud, r.pool))
     return rows
 
@@ -326,40 +399,56 @@ def _reclaim_rows(reclaimable: pd.DataFrame) -> list[ReclaimRow]:
 # -- charts and the send record -------------------------------------------------------------------------
 
 
-def _chart_series(history: SafeHistory, statuses: list[PoolStatus], charts: int,
-                  now: datetime) -> dict[tuple[str, str, str, str, str], pd.DataFrame]:
+def _chart_series(
+    history: SafeHistory, statuses: list[PoolStatus], charts: int, now: datetime
+) -> dict[tuple[str, str, str, str, str], pd.DataFrame]:
     """History of the most urgent pools' limiting series (six weeks), for the growth charts."""
     series = {}
     for status in [s for s in statuses if s.resource and s.basis][:charts]:
-        frame = history.pool_series(layer=status.layer, cloud=status.cloud, pool=status.pool,
-                                    resource=status.resource, start=now - timedelta(days=42), end=now,
-                                    step=timedelta(hours=1))
+        frame = history.pool_series(
+            layer=status.layer,
+            cloud=status.cloud,
+            pool=status.pool,
+            resource=status.resource,
+            start=now - timedelta(days=42),
+            end=now,
+            step=timedelta(hours=1),
+        )
         series[(status.layer, status.cloud, status.pool, str(status.resource), str(status.basis))] = frame
     return series
 
 
-def _chart_points(points: pd.DataFrame, keys: list[tuple[str, str, str, str, str]]) -> dict[
-        tuple[str, str, str, str, str], pd.DataFrame]:
+def _chart_points(
+    points: pd.DataFrame, keys: list[tuple[str, str, str, str, str]]
+) -> dict[tuple[str, str, str, str, str], pd.DataFrame]:
     """The forecast bands of the charted series, split once (the points frame can be large)."""
     if points is None or points.empty or not keys:
         return {}
     columns = ["layer", "cloud", "pool", "resource", "basis"]
     wanted = pd.MultiIndex.from_tuples(keys, names=columns)
     mask = pd.MultiIndex.from_frame(points[columns].astype(str)).isin(wanted)
-    return {tuple(map(str, key)): group.sort_values("timestamp")  # type: ignore[misc]
-            for key, group in points[mask].groupby(columns, observed=True)}
+    return {
+        tuple(map(str, key)): group.sort_values("timestamp")  # type: ignore[misc]
+        for key, group in points[mask].groupby(columns, observed=True)
+    }
 
 
 def summary_record(content: ReportContent) -> dict[str, Any]:
     """What a send stores for next week's 'change since last week' (JSON-safe)."""
+
     def clean(value: float) -> float | None:
         return value if math.isfinite(value) else None
 
     return {
         "generated_at": content.generated_at.isoformat(),
         "pools": [
-            {"key": list(p.key), "status": p.status, "days_p50": clean(p.days_p50),
-             "headroom_slots": clean(p.headroom_slots), "utilization": clean(p.utilization)}
+            {
+                "key": list(p.key),
+                "status": p.status,
+                "days_p50": clean(p.days_p50),
+                "headroom_slots": clean(p.headroom_slots),
+                "utilization": clean(p.utilization),
+            }
             for p in content.pools
         ],
     }

@@ -48,7 +48,9 @@ def smtp_password(config: SmtpConfig) -> str | None:
         if value is None:
             raise DeliveryError(
                 f"smtp.password_env: environment variable {config.password_env} is not set "
-                "(put it in the service's environment file)", transient=False)
+                "(put it in the service's environment file)",
+                transient=False,
+            )
         return value
     if config.password is not None:
         return config.password.get_secret_value()
@@ -68,8 +70,7 @@ def _where(config: SmtpConfig) -> str:
 
 
 def _reply(error: smtplib.SMTPResponseException) -> str:
-    text = error.smtp_error.decode("utf-8", "replace") if isinstance(error.smtp_error, bytes) else \
-        str(error.smtp_error)
+    text = error.smtp_error.decode("utf-8", "replace") if isinstance(error.smtp_error, bytes) else str(error.smtp_error)
     return f"{error.smtp_code} {text}".strip()
 
 
@@ -78,16 +79,18 @@ def _send_once(config: SmtpConfig, message: EmailMessage, recipients: list[str])
     password = smtp_password(config)
     client: smtplib.SMTP
     if config.security == "tls":
-        client = smtplib.SMTP_SSL(config.host, config.effective_port, timeout=timeout,
-                                  context=_tls_context(config))
+        client = smtplib.SMTP_SSL(config.host, config.effective_port, timeout=timeout, context=_tls_context(config))
     else:
         client = smtplib.SMTP(config.host, config.effective_port, timeout=timeout)
     try:
         client.ehlo()
         if config.security == "starttls":
             if not client.has_extn("starttls"):
-                raise DeliveryError(f"{_where(config)}: the server does not offer STARTTLS; refusing to send "
-                                    "in clear text (set smtp.security: none if that is intended)", transient=False)
+                raise DeliveryError(
+                    f"{_where(config)}: the server does not offer STARTTLS; refusing to send "
+                    "in clear text (set smtp.security: none if that is intended)",
+                    transient=False,
+                )
             client.starttls(context=_tls_context(config))
             client.ehlo()
         if config.username:
@@ -107,19 +110,26 @@ def classify(error: BaseException, config: SmtpConfig) -> DeliveryError:
     if isinstance(error, DeliveryError):
         return error
     if isinstance(error, smtplib.SMTPAuthenticationError):
-        return DeliveryError(f"{where}: authentication failed for user {config.username!r}: {_reply(error)} "
-                             f"(check smtp.username and the password in {config.password_env or 'smtp.password'})",
-                             transient=False)
+        return DeliveryError(
+            f"{where}: authentication failed for user {config.username!r}: {_reply(error)} "
+            f"(check smtp.username and the password in {config.password_env or 'smtp.password'})",
+            transient=False,
+        )
     if isinstance(error, smtplib.SMTPNotSupportedError):
         return DeliveryError(f"{where}: {error} (the server may not offer AUTH before TLS)", transient=False)
     if isinstance(error, ssl.SSLCertVerificationError):
-        return DeliveryError(f"{where}: the server's TLS certificate does not verify: {error.verify_message} "
-                             "(set smtp.ca_file to the CA that signed it)", transient=False)
+        return DeliveryError(
+            f"{where}: the server's TLS certificate does not verify: {error.verify_message} "
+            "(set smtp.ca_file to the CA that signed it)",
+            transient=False,
+        )
     if isinstance(error, ssl.SSLError):
         return DeliveryError(f"{where}: TLS failed: {error.reason or error}", transient=False)
     if isinstance(error, smtplib.SMTPRecipientsRefused):
-        detail = "; ".join(f"{address}: {code} {reply.decode('utf-8', 'replace')}"
-                           for address, (code, reply) in error.recipients.items())
+        detail = "; ".join(
+            f"{address}: {code} {reply.decode('utf-8', 'replace')}"
+            for address, (code, reply) in error.recipients.items()
+        )
         transient = all(400 <= code < 500 for code, _ in error.recipients.values())
         return DeliveryError(f"{where}: every recipient was refused: {detail}", transient=transient)
     if isinstance(error, smtplib.SMTPResponseException):
@@ -135,8 +145,9 @@ def classify(error: BaseException, config: SmtpConfig) -> DeliveryError:
     return DeliveryError(f"{where}: {type(error).__name__}: {error}", transient=False)
 
 
-def send(config: SmtpConfig, message: EmailMessage, recipients: list[str], *,
-         sleep: Callable[[float], None] = time.sleep) -> Delivered:
+def send(
+    config: SmtpConfig, message: EmailMessage, recipients: list[str], *, sleep: Callable[[float], None] = time.sleep
+) -> Delivered:
     """Send `message`; retries transient failures with backoff, raises DeliveryError when it gives up."""
     delay = config.backoff.total_seconds()
     for attempt in range(1, config.attempts + 1):
@@ -148,8 +159,14 @@ def send(config: SmtpConfig, message: EmailMessage, recipients: list[str], *,
                 suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
                 raise DeliveryError(f"{error}{suffix}", transient=error.transient) from None
             wait = delay * (1 + random.random() * 0.25)
-            log.warning("report mail to %s failed (attempt %d of %d), retrying in %.1f s: %s",
-                        _where(config), attempt, config.attempts, wait, error)
+            log.warning(
+                "report mail to %s failed (attempt %d of %d), retrying in %.1f s: %s",
+                _where(config),
+                attempt,
+                config.attempts,
+                wait,
+                error,
+            )
             sleep(wait)
             delay *= 2
             continue

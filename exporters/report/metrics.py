@@ -70,10 +70,13 @@ def states() -> dict[str, ReportState]:
 def build(snapshot: Snapshot) -> Iterator[Metric]:
     last = GaugeMetricFamily(
         "capacityd_report_last_success_timestamp_seconds",
-        "Unix time the report was last sent successfully (absent: never sent).", labels=["report"],
+        "Unix time the report was last sent successfully (absent: never sent).",
+        labels=["report"],
     )
     failures = CounterMetricFamily(
-        "capacityd_report_failures", "Report sends that failed after their retries.", labels=["report"],
+        "capacityd_report_failures",
+        "Report sends that failed after their retries.",
+        labels=["report"],
     )
     for name, state in sorted(states().items()):
         if state.last_success is not None:

@@ -243,5 +243,3 @@ class ReportContent:
         for pool in self.pools:
             counts[pool.status] += 1
         return counts
-
-

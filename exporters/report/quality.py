@@ -23,8 +23,16 @@ WEEK = timedelta(days=7)
 class HistoryReader(Protocol):
     """What the report reads from `collector.store.history.History` (charts and notes)."""
 
-    def pool_series(self, layer: Any = None, cloud: Any = None, pool: Any = None, resource: Any = None,
-                    start: Any = None, end: Any = None, step: Any = None) -> pd.DataFrame: ...
+    def pool_series(
+        self,
+        layer: Any = None,
+        cloud: Any = None,
+        pool: Any = None,
+        resource: Any = None,
+        start: Any = None,
+        end: Any = None,
+        step: Any = None,
+    ) -> pd.DataFrame: ...
 
 
 def _to_utc(value: datetime) -> pd.Timestamp:
@@ -47,8 +55,9 @@ class SafeHistory:
             frame = getattr(self.history, method)(**kwargs)
         except Exception as error:  # a broken history must not stop the report
             log.exception("report: reading history (%s) failed", method)
-            self.notes.append(f"History could not be read ({type(error).__name__}: {error}); "
-                              "sections that need it are left out.")
+            self.notes.append(
+                f"History could not be read ({type(error).__name__}: {error}); sections that need it are left out."
+            )
             self._failed = True
             return pd.DataFrame()
         return frame if frame is not None else pd.DataFrame()
@@ -65,20 +74,27 @@ def history_note(week: pd.DataFrame, now: datetime, zone: ZoneInfo, configured: 
     from exporters.report.units import format_age, format_time
 
     if not configured:
-        return ("No history yet: capacityd has no state directory history to read. This report shows the "
-                "current state only; growth, forecasts and week-on-week changes appear once history builds up.")
+        return (
+            "No history yet: capacityd has no state directory history to read. This report shows the "
+            "current state only; growth, forecasts and week-on-week changes appear once history builds up."
+        )
     if week.empty:
-        return ("No history yet: nothing has been recorded in the last week. This report shows the current "
-                "state only; growth, forecasts and week-on-week changes appear once history builds up.")
+        return (
+            "No history yet: nothing has been recorded in the last week. This report shows the current "
+            "state only; growth, forecasts and week-on-week changes appear once history builds up."
+        )
     first = week["timestamp"].min().to_pydatetime()
     if now - first < WEEK - timedelta(hours=12):
-        return (f"History covers only {format_age(now - first)} (since {format_time(first, zone)}); "
-                "week-on-week figures are over that shorter span.")
+        return (
+            f"History covers only {format_age(now - first)} (since {format_time(first, zone)}); "
+            "week-on-week figures are over that shorter span."
+        )
     return ""
 
 
-def data_quality(sources: pd.DataFrame | None, week: pd.DataFrame, totals: pd.DataFrame,
-                  now: datetime) -> list[SourceNote]:
+def data_quality(
+    sources: pd.DataFrame | None, week: pd.DataFrame, totals: pd.DataFrame, now: datetime
+) -> list[SourceNote]:
     """Sources that are down, stale or missing, and pools with gaps in the last week's history."""
     notes: list[SourceNote] = []
     stamp = _to_utc(now)
@@ -87,10 +103,16 @@ def data_quality(sources: pd.DataFrame | None, week: pd.DataFrame, totals: pd.Da
             last_success = row["last_success"] if pd.notna(row["last_success"]) else None
             error = str(row["last_error"]) if pd.notna(row["last_error"]) else ""
             if last_success is None:
-                notes.append(SourceNote(
-                    subject=str(row["source"]), kind=str(row["kind"]), state="missing", since=None, duration=None,
-                    detail="has never been polled successfully" + (f": {error}" if error else ""),
-                ))
+                notes.append(
+                    SourceNote(
+                        subject=str(row["source"]),
+                        kind=str(row["kind"]),
+                        state="missing",
+                        since=None,
+                        duration=None,
+                        detail="has never been polled successfully" + (f": {error}" if error else ""),
+                    )
+                )
                 continue
             age = (stamp - last_success).to_pytimedelta()
             if age >= WEEK:
@@ -102,18 +124,24 @@ def data_quality(sources: pd.DataFrame | None, week: pd.DataFrame, totals: pd.Da
                 state, detail = "stale", "data older than the last poll attempt"
             else:
                 continue
-            notes.append(SourceNote(
-                subject=str(row["source"]), kind=str(row["kind"]), state=state,
-                since=last_success.to_pydatetime(), duration=age,
-                detail=detail + (f": {error}" if error else ""),
-            ))
+            notes.append(
+                SourceNote(
+                    subject=str(row["source"]),
+                    kind=str(row["kind"]),
+                    state=state,
+                    since=last_success.to_pydatetime(),
+                    duration=age,
+                    detail=detail + (f": {error}" if error else ""),
+                )
+            )
     if week is not None and not week.empty:
         start = max(week["timestamp"].min(), stamp - pd.Timedelta(WEEK))
         expected = max(1.0, (stamp - start) / pd.Timedelta(hours=1))
         # A pool series is on a regular grid; an hour without data from any source is NaN, not absent.
         recent = week[(week["timestamp"] >= start) & week["allocatable"].notna()]
         hours = recent.assign(_hour=recent["timestamp"].dt.floor("h")).groupby(
-            ["layer", "cloud", "pool"], observed=True)
+            ["layer", "cloud", "pool"], observed=True
+        )
         seen = {}
         for key, group in hours:
             seen[tuple(map(str, key))] = (group["_hour"].nunique(), group["timestamp"].max())
@@ -124,10 +152,18 @@ def data_quality(sources: pd.DataFrame | None, week: pd.DataFrame, totals: pd.Da
             if missing_hours / expected <= 0.1 or missing_hours < 2:
                 continue
             gap = timedelta(hours=float(missing_hours))
-            notes.append(SourceNote(
-                subject=f"{key[1]}/{key[2]}", kind=key[0], state="gap",
-                since=last.to_pydatetime() if last is not None else None, duration=gap,
-                detail=(f"no data for about {missing_hours:.0f} of the last {expected:.0f} hours"
-                        if count else "no data recorded in the last week"),
-            ))
+            notes.append(
+                SourceNote(
+                    subject=f"{key[1]}/{key[2]}",
+                    kind=key[0],
+                    state="gap",
+                    since=last.to_pydatetime() if last is not None else None,
+                    duration=gap,
+                    detail=(
+                        f"no data for about {missing_hours:.0f} of the last {expected:.0f} hours"
+                        if count
+                        else "no data recorded in the last week"
+                    ),
+                )
+            )
     return notes

@@ -74,8 +74,9 @@ def _reclaim_resources(content: ReportContent) -> list[str]:
     return [r for r in RECLAIM_ORDER if r in seen] + sorted(seen - set(RECLAIM_ORDER))
 
 
-def _context(content: ReportContent, charts: list[Chart], top_n: int, src: Callable[[Chart], str],
-             csv_note: str) -> dict[str, Any]:
+def _context(
+    content: ReportContent, charts: list[Chart], top_n: int, src: Callable[[Chart], str], csv_note: str
+) -> dict[str, Any]:
     overview = next((c for c in charts if c.kind == "overview"), None)
     return {
         "c": content,
@@ -94,21 +95,23 @@ def _context(content: ReportContent, charts: list[Chart], top_n: int, src: Calla
     }
 
 
-def render_html(content: ReportContent, charts: list[Chart], *, top_n: int | None = None, inline: bool = False,
-                csv_note: str = "") -> str:
+def render_html(
+    content: ReportContent, charts: list[Chart], *, top_n: int | None = None, inline: bool = False, csv_note: str = ""
+) -> str:
     """The HTML part; `inline` puts images in data: URIs (a standalone file), else `cid:` references."""
+
     def src(chart: Chart) -> str:
         if inline:
             return "data:image/png;base64," + base64.b64encode(chart.png).decode("ascii")
         return f"cid:{chart.cid}"
 
-    return _HTML.get_template("report.html.j2").render(
-        _context(content, charts, top_n or content.top_n, src, csv_note))
+    return _HTML.get_template("report.html.j2").render(_context(content, charts, top_n or content.top_n, src, csv_note))
 
 
 def render_text(content: ReportContent, *, top_n: int | None = None, csv_note: str = "") -> str:
     return _TEXT.get_template("report.txt.j2").render(
-        _context(content, [], top_n or content.top_n, lambda chart: "", csv_note))
+        _context(content, [], top_n or content.top_n, lambda chart: "", csv_note)
+    )
 
 
 # -- CSV ------------------------------------------------------------------------------------------------
@@ -140,11 +143,32 @@ def _cell(value: Any) -> str:
 
 
 POOL_COLUMNS = [
-    "layer", "cloud", "pool", "resource", "unit", "status", "hosts", "capacity", "allocatable", "allocated", "used",
-    "allocated_ratio", "used_ratio", "reclaimable",
+    "layer",
+    "cloud",
+    "pool",
+    "resource",
+    "unit",
+    "status",
+    "hosts",
+    "capacity",
+    "allocatable",
+    "allocated",
+    "used",
+    "allocated_ratio",
+    "used_ratio",
+    "reclaimable",
 ]
-FORECAST_COLUMNS = ["days_p10", "days_p50", "days_p90", "exhaustion_p10", "exhaustion_p50", "exhaustion_p90",
-                    "growth_per_day", "model", "mase"]
+FORECAST_COLUMNS = [
+    "days_p10",
+    "days_p50",
+    "days_p90",
+    "exhaustion_p10",
+    "exhaustion_p50",
+    "exhaustion_p90",
+    "growth_per_day",
+    "model",
+    "mase",
+]
 
 
 def pools_csv(content: ReportContent) -> bytes:
@@ -154,9 +178,22 @@ def pools_csv(content: ReportContent) -> bytes:
     header = POOL_COLUMNS + [f"{basis}_{column}" for basis in ("allocated", "used") for column in FORECAST_COLUMNS]
     writer.writerow(header)
     for row in content.pool_rows:
-        cells = [row.layer, row.cloud, row.pool, row.resource, _unit(row.resource), row.status, row.hosts,
-                 row.capacity, row.allocatable, row.allocated, row.used, row.allocated_ratio, row.used_ratio,
-                 row.reclaimable]
+        cells = [
+            row.layer,
+            row.cloud,
+            row.pool,
+            row.resource,
+            _unit(row.resource),
+            row.status,
+            row.hosts,
+            row.capacity,
+            row.allocatable,
+            row.allocated,
+            row.used,
+            row.allocated_ratio,
+            row.used_ratio,
+            row.reclaimable,
+        ]
         for basis in ("allocated", "used"):
             fields = row.forecasts.get(basis, {})
             cells.extend(fields.get(column) for column in FORECAST_COLUMNS)
@@ -167,14 +204,44 @@ def pools_csv(content: ReportContent) -> bytes:
 def headroom_csv(content: ReportContent) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["layer", "cloud", "pool_kind", "pool", "shape_kind", "shape", "slots",
-                     *[f"slots_{d}d" for d in HORIZONS_DAYS], "slots_after_failure", "failure_domain", "shortfall",
-                     "limiting_resource", "hosts"])
+    writer.writerow(
+        [
+            "layer",
+            "cloud",
+            "pool_kind",
+            "pool",
+            "shape_kind",
+            "shape",
+            "slots",
+            *[f"slots_{d}d" for d in HORIZONS_DAYS],
+            "slots_after_failure",
+            "failure_domain",
+            "shortfall",
+            "limiting_resource",
+            "hosts",
+        ]
+    )
     for h in content.headroom:
-        writer.writerow([_cell(c) for c in (
-            h.layer, h.cloud, h.pool_kind, h.pool, h.shape_kind, h.shape, h.slots,
-            *[h.future[d] for d in HORIZONS_DAYS], h.slots_after_failure, h.failure_domain, h.shortfall,
-            h.limiting_resource, h.hosts)])
+        writer.writerow(
+            [
+                _cell(c)
+                for c in (
+                    h.layer,
+                    h.cloud,
+                    h.pool_kind,
+                    h.pool,
+                    h.shape_kind,
+                    h.shape,
+                    h.slots,
+                    *[h.future[d] for d in HORIZONS_DAYS],
+                    h.slots_after_failure,
+                    h.failure_domain,
+                    h.shortfall,
+                    h.limiting_resource,
+                    h.hosts,
+                )
+            ]
+        )
     return buffer.getvalue().encode("utf-8")
 
 
@@ -234,8 +301,9 @@ def _variants(config: ReportConfig, charts: int) -> Iterator[tuple[int, int, boo
             yield 0, top_n, True
 
 
-def compose_message(content: ReportContent, config: ReportConfig, charts: list[Chart], *, sender: str,
-                    period_key: str) -> ComposedMessage:
+def compose_message(
+    content: ReportContent, config: ReportConfig, charts: list[Chart], *, sender: str, period_key: str
+) -> ComposedMessage:
     """The MIME message, as rich as fits under `config.max_bytes` (raises ReportTooLarge otherwise)."""
     files = attachments(content)
     overview = [c for c in charts if c.kind == "overview"]
@@ -254,24 +322,34 @@ def compose_message(content: ReportContent, config: ReportConfig, charts: list[C
         message["X-Capacityd-Report"] = content.name
         message["X-Capacityd-Period"] = period_key
         message.set_content(render_text(content, top_n=top_n, csv_note=csv_note), subtype="plain", charset="utf-8")
-        message.add_alternative(render_html(content, kept, top_n=top_n, csv_note=csv_note), subtype="html",
-                                charset="utf-8")
+        message.add_alternative(
+            render_html(content, kept, top_n=top_n, csv_note=csv_note), subtype="html", charset="utf-8"
+        )
         html_part = list(message.iter_parts())[1]
         for chart in kept:
-            html_part.add_related(chart.png, maintype="image", subtype="png", cid=f"<{chart.cid}>",
-                                  filename=f"{chart.cid.split('@')[0]}.png", disposition="inline")
+            html_part.add_related(
+                chart.png,
+                maintype="image",
+                subtype="png",
+                cid=f"<{chart.cid}>",
+                filename=f"{chart.cid.split('@')[0]}.png",
+                disposition="inline",
+            )
         if zipped:
             stamp = units.format_date(content.period, content.zone)
-            message.add_attachment(_zip(files), maintype="application", subtype="zip",
-                                   filename=f"capacity-{content.name}-{stamp}.zip")
+            message.add_attachment(
+                _zip(files), maintype="application", subtype="zip", filename=f"capacity-{content.name}-{stamp}.zip"
+            )
         else:
             for name, data in files.items():
                 message.add_attachment(data, maintype="text", subtype="csv", filename=name)
         size = len(message.as_bytes())
         if size <= config.max_bytes:
             return ComposedMessage(message, size, len(kept), top_n, zipped)
-    raise ReportTooLarge(f"report {content.name!r}: even without charts and with zipped CSVs the mail is "
-                         f"{size:,} bytes, above max_bytes={config.max_bytes:,}; raise max_bytes or narrow the scope")
+    raise ReportTooLarge(
+        f"report {content.name!r}: even without charts and with zipped CSVs the mail is "
+        f"{size:,} bytes, above max_bytes={config.max_bytes:,}; raise max_bytes or narrow the scope"
+    )
 
 
 def write_html(content: ReportContent, charts: list[Chart], path: Path, *, with_csv: bool = True) -> Path:

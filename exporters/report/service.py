@@ -48,8 +48,14 @@ ACCURACY_LOOKBACK = timedelta(days=30)
 # -- building -------------------------------------------------------------------------------------------
 
 
-def build_report(report: ReportConfig, snapshot: Snapshot, history: Any, *, store: SendStore | None = None,
-                 period: datetime | None = None) -> tuple[ReportContent, list[Chart]]:
+def build_report(
+    report: ReportConfig,
+    snapshot: Snapshot,
+    history: Any,
+    *,
+    store: SendStore | None = None,
+    period: datetime | None = None,
+) -> tuple[ReportContent, list[Chart]]:
     """The report's content and charts for `snapshot` (its frames hold the report analysis's figures; history
     is read for the charts and data-quality notes; the send record for last week's and last month's)."""
     from exporters.report.charts import render_charts
@@ -62,8 +68,13 @@ def build_report(report: ReportConfig, snapshot: Snapshot, history: Any, *, stor
         previous_summary = previous.summary if previous else None
         made_at, previous_forecasts = store.sent_forecasts_near(report.name, now - ACCURACY_LOOKBACK)
     inputs = BuildInputs(
-        frames=snapshot.frames, now=now, history=history, previous_summary=previous_summary,
-        previous_forecasts=previous_forecasts, previous_forecasts_made_at=made_at, period=period,
+        frames=snapshot.frames,
+        now=now,
+        history=history,
+        previous_summary=previous_summary,
+        previous_forecasts=previous_forecasts,
+        previous_forecasts_made_at=made_at,
+        period=period,
     )
     content = build_content(report, inputs)
     charts = render_charts(content, report.charts)
@@ -74,8 +85,9 @@ def write_report(snapshot: Snapshot, history: Any, out_dir: Path, *, report: Rep
     """Write `report.html` (images inlined) and its CSVs into out_dir; used by `capacityd demo`."""
     from exporters.report.render import write_html
 
-    report = report or ReportConfig(name="demo", recipients=["capacity-planning@example.org"],
-                                    title="Weekly capacity report — demo estate")
+    report = report or ReportConfig(
+        name="demo", recipients=["capacity-planning@example.org"], title="Weekly capacity report — demo estate"
+    )
     content, charts = build_report(report, snapshot, history)
     return write_html(content, charts, Path(out_dir) / "report.html")
 
@@ -91,8 +103,16 @@ class SendOutcome:
     message_id: str | None = None
 
 
-def send_report(report: ReportConfig, smtp: SmtpConfig, snapshot: Snapshot, history: Any, store: SendStore,
-                period: datetime, *, force: bool = False) -> SendOutcome:
+def send_report(
+    report: ReportConfig,
+    smtp: SmtpConfig,
+    snapshot: Snapshot,
+    history: Any,
+    store: SendStore,
+    period: datetime,
+    *,
+    force: bool = False,
+) -> SendOutcome:
     """Build and send one period's report unless that period was already sent; never raises on failure."""
     from exporters.report.delivery import DeliveryError, send
     from exporters.report.render import compose_message
@@ -113,11 +133,24 @@ def send_report(report: ReportConfig, smtp: SmtpConfig, snapshot: Snapshot, hist
     except Exception as error:  # a bug or bad data must not kill the scheduler thread
         log.exception("report %s for %s could not be built", report.name, key)
         return _failed(report, store, period, f"building the report failed: {type(error).__name__}: {error}")
-    store.mark_sent(report.name, period, message_id=delivered.message_id, size_bytes=composed.size,
-                    summary=summary_record(content), forecasts=content.forecast_points)
+    store.mark_sent(
+        report.name,
+        period,
+        message_id=delivered.message_id,
+        size_bytes=composed.size,
+        summary=summary_record(content),
+        forecasts=content.forecast_points,
+    )
     metrics.record_success(report.name, datetime.now(UTC))
-    log.info("report %s for %s sent to %d recipient(s): %d bytes, %d chart(s), attempt %d", report.name, key,
-             len(report.recipients) - len(delivered.refused), composed.size, composed.charts, delivered.attempts)
+    log.info(
+        "report %s for %s sent to %d recipient(s): %d bytes, %d chart(s), attempt %d",
+        report.name,
+        key,
+        len(report.recipients) - len(delivered.refused),
+        composed.size,
+        composed.charts,
+        delivered.attempts,
+    )
     return SendOutcome("sent", f"sent {composed.size} bytes", composed.size, delivered.message_id)
 
 
@@ -139,8 +172,7 @@ def latest_period(report: ReportConfig, now: datetime) -> datetime | None:
     """The latest scheduled time at or before `now` (the period a run at `now` belongs to)."""
     trigger = _trigger(report)
     now = now.astimezone(ZoneInfo(report.timezone))
-    for window in (timedelta(hours=1), timedelta(days=1), timedelta(days=8), timedelta(days=32),
-                   timedelta(days=370)):
+    for window in (timedelta(hours=1), timedelta(days=1), timedelta(days=8), timedelta(days=32), timedelta(days=370)):
         fire = trigger.get_next_fire_time(None, now - window)
         latest: datetime | None = None
         while fire is not None and fire <= now:
@@ -169,8 +201,14 @@ def _trigger_text(trigger: Any) -> str:
 class ReportService:
     """The report jobs of one scheduler, with everything they need (no module-global state)."""
 
-    def __init__(self, scheduler: Any, config: ReportsConfig, snapshot_provider: Callable[[], Snapshot],
-                 history: Any, store: SendStore):
+    def __init__(
+        self,
+        scheduler: Any,
+        config: ReportsConfig,
+        snapshot_provider: Callable[[], Snapshot],
+        history: Any,
+        store: SendStore,
+    ):
         self.scheduler = scheduler
         self.config = config
         self.snapshot_provider = snapshot_provider
@@ -189,8 +227,12 @@ class ReportService:
         now = datetime.now(UTC)
         trigger = _trigger(report)
         # What a persistent job store would record: the next run after this one, kept across restarts.
-        self.store.save_schedule(JOB_PREFIX + name, name, _trigger_text(trigger),
-                                 trigger.get_next_fire_time(None, now + timedelta(seconds=1)))
+        self.store.save_schedule(
+            JOB_PREFIX + name,
+            name,
+            _trigger_text(trigger),
+            trigger.get_next_fire_time(None, now + timedelta(seconds=1)),
+        )
         period = latest_period(report, now)
         if period is None:
             log.error("report %s: no scheduled time found at or before now; skipping", name)
@@ -220,15 +262,22 @@ class ReportService:
 
         when = when or datetime.now(UTC) + report.retry_interval
         if when > period + report.retry_for:
-            log.error("report %s for %s: giving up after retrying for %s", report.name, period_key(period),
-                      report.retry_for)
+            log.error(
+                "report %s for %s: giving up after retrying for %s", report.name, period_key(period), report.retry_for
+            )
             self.store.drop_schedule(RETRY_PREFIX + report.name)
             return
         self.store.save_schedule(RETRY_PREFIX + report.name, report.name, "retry", when, period_key(period))
         self.scheduler.add_job(
-            self.run_retry, trigger=DateTrigger(when), args=[report.name, period_key(period)],
-            id=RETRY_PREFIX + report.name, name=f"report {report.name} retry", jobstore=JOBSTORE,
-            replace_existing=True, misfire_grace_time=int(report.retry_for.total_seconds()), coalesce=True,
+            self.run_retry,
+            trigger=DateTrigger(when),
+            args=[report.name, period_key(period)],
+            id=RETRY_PREFIX + report.name,
+            name=f"report {report.name} retry",
+            jobstore=JOBSTORE,
+            replace_existing=True,
+            misfire_grace_time=int(report.retry_for.total_seconds()),
+            coalesce=True,
         )
         log.info("report %s for %s: retrying at %s", report.name, period_key(period), when.isoformat())
 
@@ -253,12 +302,26 @@ class ReportService:
                 next_run, kept = trigger.get_next_fire_time(None, now), False
             self.store.save_schedule(job_id, report.name, _trigger_text(trigger), next_run)
             self.scheduler.add_job(
-                self.run_scheduled, trigger=trigger, args=[report.name], id=job_id, name=f"report {report.name}",
-                jobstore=JOBSTORE, replace_existing=True, next_run_time=next_run,
-                misfire_grace_time=int(report.misfire_grace_time.total_seconds()), coalesce=True, max_instances=1,
+                self.run_scheduled,
+                trigger=trigger,
+                args=[report.name],
+                id=job_id,
+                name=f"report {report.name}",
+                jobstore=JOBSTORE,
+                replace_existing=True,
+                next_run_time=next_run,
+                misfire_grace_time=int(report.misfire_grace_time.total_seconds()),
+                coalesce=True,
+                max_instances=1,
             )
-            log.info("report %s scheduled (%s %s); next run %s%s", report.name, report.schedule, report.timezone,
-                     next_run.isoformat() if next_run else "never", " (kept)" if kept else "")
+            log.info(
+                "report %s scheduled (%s %s); next run %s%s",
+                report.name,
+                report.schedule,
+                report.timezone,
+                next_run.isoformat() if next_run else "never",
+                " (kept)" if kept else "",
+            )
             retry = stored.get(RETRY_PREFIX + report.name)
             if retry is not None and retry[2] is not None and retry[3] is not None:
                 self._schedule_retry(report, datetime.fromisoformat(retry[3]), max(retry[2], now))
@@ -273,8 +336,9 @@ def _remove_job(scheduler: Any, job_id: str) -> None:
         scheduler.remove_job(job_id, jobstore=JOBSTORE)
 
 
-def schedule_reports(scheduler: Any, config: ReportsConfig, snapshot_provider: Callable[[], Snapshot],
-                     history: Any) -> ReportService | None:
+def schedule_reports(
+    scheduler: Any, config: ReportsConfig, snapshot_provider: Callable[[], Snapshot], history: Any
+) -> ReportService | None:
     """(Re)schedule every configured report on the daemon's scheduler; call at start and on reload.
 
     Returns the service whose methods are the jobs (None without reports). With no report configured,

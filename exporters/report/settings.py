@@ -62,8 +62,14 @@ def report_cron_trigger(schedule: str, timezone: str) -> Any:
     if len(fields) != 5:
         raise ValueError("a cron expression has 5 fields: minute hour day-of-month month day-of-week")
     minute, hour, day, month, day_of_week = fields
-    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_cron_day_of_week(day_of_week),
-                       timezone=ZoneInfo(timezone))
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=_cron_day_of_week(day_of_week),
+        timezone=ZoneInfo(timezone),
+    )
 
 
 class SmtpConfig(StrictModel):
@@ -72,14 +78,16 @@ class SmtpConfig(StrictModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
     host: str = Field(min_length=1)
-    port: int | None = Field(default=None, ge=1, le=65535,
-                             description="Default: 587 for starttls, 465 for tls, 25 for none.")
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="Default: 587 for starttls, 465 for tls, 25 for none."
+    )
     security: Literal["starttls", "tls", "none"] = Field(
         default="starttls", description="starttls: upgrade a plain connection; tls: implicit TLS (SMTPS)."
     )
     username: str | None = None
     password_env: str | None = Field(
-        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Environment variable holding the password (e.g. set by systemd's EnvironmentFile).",
     )
     password: SecretStr | None = Field(default=None, description="Inline password; prefer password_env.")
@@ -137,7 +145,8 @@ class ReportConfig(StrictModel):
     retry_interval: Duration = Field(default=timedelta(minutes=15), description="Retry a failed send after.")
     retry_for: Duration = Field(default=timedelta(hours=24), description="Give up retrying a period after.")
     accuracy_backtest: bool = Field(
-        default=True, description="Also re-run the forecast from the history of 30 days ago to check accuracy "
+        default=True,
+        description="Also re-run the forecast from the history of 30 days ago to check accuracy "
         "(up to ~30 s of CPU per send; the check from forecasts stored with earlier sends is always made).",
     )
 

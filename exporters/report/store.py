@@ -124,14 +124,22 @@ class SendStore:
         with self._connect() as con:
             row = con.execute(
                 "SELECT report, period, status, attempts, sent_at, message_id, size_bytes, error, summary "
-                "FROM sends WHERE report = ? AND period = ?", (report, period_key(period))).fetchone()
+                "FROM sends WHERE report = ? AND period = ?",
+                (report, period_key(period)),
+            ).fetchone()
         return self._record(row) if row else None
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> SendRecord:
         return SendRecord(
-            report=row[0], period=datetime.fromisoformat(row[1]), status=row[2], attempts=row[3],
-            sent_at=_from_epoch(row[4]), message_id=row[5], size_bytes=row[6], error=row[7],
+            report=row[0],
+            period=datetime.fromisoformat(row[1]),
+            status=row[2],
+            attempts=row[3],
+            sent_at=_from_epoch(row[4]),
+            message_id=row[5],
+            size_bytes=row[6],
+            error=row[7],
             summary=json.loads(row[8]) if row[8] else None,
         )
 
@@ -139,19 +147,24 @@ class SendStore:
         record = self.get(report, period)
         return record is not None and record.status == "sent"
 
-    def claim(self, report: str, period: datetime, *, now: datetime | None = None,
-              lease: timedelta = DEFAULT_LEASE) -> bool:
+    def claim(
+        self, report: str, period: datetime, *, now: datetime | None = None, lease: timedelta = DEFAULT_LEASE
+    ) -> bool:
         """Take the right to send (report, period); False if it was sent or another send holds it."""
         now = now or datetime.now(UTC)
         with self._transaction() as con:
-            row = con.execute("SELECT status, claimed_at FROM sends WHERE report = ? AND period = ?",
-                              (report, period_key(period))).fetchone()
+            row = con.execute(
+                "SELECT status, claimed_at FROM sends WHERE report = ? AND period = ?", (report, period_key(period))
+            ).fetchone()
             if row is not None:
                 status, claimed_at = row
                 if status == "sent":
                     return False
-                if status == "sending" and claimed_at is not None and now.timestamp() - claimed_at < \
-                        lease.total_seconds():
+                if (
+                    status == "sending"
+                    and claimed_at is not None
+                    and now.timestamp() - claimed_at < lease.total_seconds()
+                ):
                     return False
             con.execute(
                 "INSERT INTO sends (report, period, status, attempts, claimed_at) VALUES (?, ?, 'sending', 1, ?) "
@@ -161,8 +174,17 @@ class SendStore:
             )
         return True
 
-    def mark_sent(self, report: str, period: datetime, *, message_id: str, size_bytes: int,
-                  summary: dict[str, Any], forecasts: pd.DataFrame | None, now: datetime | None = None) -> None:
+    def mark_sent(
+        self,
+        report: str,
+        period: datetime,
+        *,
+        message_id: str,
+        size_bytes: int,
+        summary: dict[str, Any],
+        forecasts: pd.DataFrame | None,
+        now: datetime | None = None,
+    ) -> None:
         now = now or datetime.now(UTC)
         key = period_key(period)
         with self._transaction() as con:
@@ -178,9 +200,22 @@ class SendStore:
                 frame, stamps = frame[keep], stamps[keep]
                 con.executemany(
                     "INSERT OR REPLACE INTO sent_forecasts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(report, key, str(r.layer), str(r.cloud), str(r.pool), str(r.resource), str(r.basis),
-                      ts.timestamp(), float(r.p10), float(r.p50), float(r.p90))
-                     for r, ts in zip(frame.itertuples(index=False), stamps, strict=True)],
+                    [
+                        (
+                            report,
+                            key,
+                            str(r.layer),
+                            str(r.cloud),
+                            str(r.pool),
+                            str(r.resource),
+                            str(r.basis),
+                            ts.timestamp(),
+                            float(r.p10),
+                            float(r.p50),
+                            float(r.p90),
+                        )
+                        for r, ts in zip(frame.itertuples(index=False), stamps, strict=True)
+                    ],
                 )
             # Keep the record small: forecasts older than what any accuracy check reads are dropped.
             cutoff = period_key(now - timedelta(days=120))
@@ -188,12 +223,16 @@ class SendStore:
 
     def mark_failed(self, report: str, period: datetime, error: str) -> None:
         with self._transaction() as con:
-            con.execute("UPDATE sends SET status = 'failed', error = ?, claimed_at = NULL "
-                        "WHERE report = ? AND period = ?", (error[:2000], report, period_key(period)))
+            con.execute(
+                "UPDATE sends SET status = 'failed', error = ?, claimed_at = NULL WHERE report = ? AND period = ?",
+                (error[:2000], report, period_key(period)),
+            )
 
     def last_sent(self, report: str, *, before: datetime | None = None) -> SendRecord | None:
-        query = ("SELECT report, period, status, attempts, sent_at, message_id, size_bytes, error, summary "
-                 "FROM sends WHERE report = ? AND status = 'sent'")
+        query = (
+            "SELECT report, period, status, attempts, sent_at, message_id, size_bytes, error, summary "
+            "FROM sends WHERE report = ? AND status = 'sent'"
+        )
         args: list[Any] = [report]
         if before is not None:
             query += " AND period < ?"
@@ -202,33 +241,44 @@ class SendStore:
             row = con.execute(query + " ORDER BY period DESC LIMIT 1", args).fetchone()
         return self._record(row) if row else None
 
-    def sent_forecasts_near(self, report: str, target: datetime, *,
-                            tolerance: timedelta = timedelta(days=10)) -> tuple[datetime | None, pd.DataFrame]:
+    def sent_forecasts_near(
+        self, report: str, target: datetime, *, tolerance: timedelta = timedelta(days=10)
+    ) -> tuple[datetime | None, pd.DataFrame]:
         """The forecast bands stored with the sent report closest to `target` (within tolerance)."""
         low, high = period_key(target - tolerance), period_key(target + tolerance)
         with self._connect() as con:
-            periods = [row[0] for row in con.execute(
-                "SELECT DISTINCT f.period FROM sent_forecasts f JOIN sends s ON s.report = f.report "
-                "AND s.period = f.period AND s.status = 'sent' WHERE f.report = ? AND f.period BETWEEN ? AND ?",
-                (report, low, high))]
+            periods = [
+                row[0]
+                for row in con.execute(
+                    "SELECT DISTINCT f.period FROM sent_forecasts f JOIN sends s ON s.report = f.report "
+                    "AND s.period = f.period AND s.status = 'sent' WHERE f.report = ? AND f.period BETWEEN ? AND ?",
+                    (report, low, high),
+                )
+            ]
             if not periods:
                 return None, pd.DataFrame()
             best = min(periods, key=lambda p: abs((datetime.fromisoformat(p) - target).total_seconds()))
             rows = con.execute(
                 "SELECT layer, cloud, pool, resource, basis, ts, p10, p50, p90 FROM sent_forecasts "
-                "WHERE report = ? AND period = ?", (report, best)).fetchall()
-        frame = pd.DataFrame(rows, columns=["layer", "cloud", "pool", "resource", "basis", "timestamp",
-                                            "p10", "p50", "p90"])
+                "WHERE report = ? AND period = ?",
+                (report, best),
+            ).fetchall()
+        frame = pd.DataFrame(
+            rows, columns=["layer", "cloud", "pool", "resource", "basis", "timestamp", "p10", "p50", "p90"]
+        )
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
         return datetime.fromisoformat(best), frame
 
     # -- schedules: when each report's job runs next, kept across restarts ----------------------------
 
-    def save_schedule(self, job_id: str, report: str, trigger: str, next_run: datetime | None,
-                      period: str | None = None) -> None:
+    def save_schedule(
+        self, job_id: str, report: str, trigger: str, next_run: datetime | None, period: str | None = None
+    ) -> None:
         with self._transaction() as con:
-            con.execute("INSERT OR REPLACE INTO schedules VALUES (?, ?, ?, ?, ?)",
-                        (job_id, report, trigger, next_run.timestamp() if next_run else None, period))
+            con.execute(
+                "INSERT OR REPLACE INTO schedules VALUES (?, ?, ?, ?, ?)",
+                (job_id, report, trigger, next_run.timestamp() if next_run else None, period),
+            )
 
     def schedules(self) -> dict[str, tuple[str, str, datetime | None, str | None]]:
         """job_id -> (report, trigger text, next run, period)."""
@@ -241,8 +291,7 @@ class SendStore:
             con.execute("DELETE FROM schedules WHERE job_id = ?", (job_id,))
 
     def records(self, report: str | None = None) -> list[SendRecord]:
-        query = ("SELECT report, period, status, attempts, sent_at, message_id, size_bytes, error, summary "
-                 "FROM sends")
+        query = "SELECT report, period, status, attempts, sent_at, message_id, size_bytes, error, summary FROM sends"
         args: tuple[Any, ...] = ()
         if report is not None:
             query += " WHERE report = ?"

@@ -17,14 +17,20 @@ __all__ = ["Collector", "free_port", "libvirt_sources", "wait_for", "write_confi
 
 def libvirt_sources(count: int, interval: str = "1s") -> list[str]:
     """`count` libvirt test-driver sources (each its own target), named h00, h01, ..."""
-    return [f"  - kind: libvirt\n    name: h{i:02d}\n    uri: test:///default\n    cloud: lab\n"
-            f"    pool: rack{i % 3}\n    interval: {interval}" for i in range(count)]
+    return [
+        f"  - kind: libvirt\n    name: h{i:02d}\n    uri: test:///default\n    cloud: lab\n"
+        f"    pool: rack{i % 3}\n    interval: {interval}"
+        for i in range(count)
+    ]
 
 
 def write_config(path: Path, port: int, state_dir: Path, sources: list[str], cluster: str = "") -> Path:
     listed = "sources:\n" + "\n".join(sources) if sources else "sources: []"
-    path.write_text(f"listen: 127.0.0.1:{port}\nstate_dir: {state_dir}\n{listed}"
-                    + (f"\ncluster:\n{cluster}" if cluster else "") + "\n")
+    path.write_text(
+        f"listen: 127.0.0.1:{port}\nstate_dir: {state_dir}\n{listed}"
+        + (f"\ncluster:\n{cluster}" if cluster else "")
+        + "\n"
+    )
     return path
 
 
@@ -42,8 +48,12 @@ class Collector:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
             [sys.executable, "-m", "collector", "run", "-c", str(self.config_path), *self.args],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            start_new_session=True,
+        )
         log.close()
         if wait:
             wait_for(self.answers, 60, f"{self.config_path.name} to serve /metrics")
@@ -60,8 +70,7 @@ class Collector:
             return False
 
     def samples(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-        return {tuple(sorted(labels.items())): value for n, labels, value in parse_samples(self.scrape())
-                if n == name}
+        return {tuple(sorted(labels.items())): value for n, labels, value in parse_samples(self.scrape()) if n == name}
 
     def polls(self) -> dict[str, float]:
         """source -> polls attempted, for the sources this process polls."""

@@ -35,14 +35,33 @@ TARGETS = 9
 
 
 def grant_leases(api: KubeApiServer) -> None:
-    api._ok("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "capacityd-leases"},
-        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                   "verbs": ["get", "list", "watch", "create", "update", "delete"]}]})
-    api._ok("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "capacityd-leases"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "capacityd-leases"},
-        "subjects": [{"kind": "User", "name": "capacityd", "apiGroup": "rbac.authorization.k8s.io"}]})
+    api._ok(
+        "POST",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "capacityd-leases"},
+            "rules": [
+                {
+                    "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"],
+                    "verbs": ["get", "list", "watch", "create", "update", "delete"],
+                }
+            ],
+        },
+    )
+    api._ok(
+        "POST",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "capacityd-leases"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "capacityd-leases"},
+            "subjects": [{"kind": "User", "name": "capacityd", "apiGroup": "rbac.authorization.k8s.io"}],
+        },
+    )
 
 
 def planner_loses_api(api: KubeApiServer, kubeconfig: Path) -> dict[str, Any]:
@@ -50,8 +69,11 @@ def planner_loses_api(api: KubeApiServer, kubeconfig: Path) -> dict[str, Any]:
     coordinator = Coordinator(config)
     cache = RoleExpositionCache(coordinator, Estate())
     coordinator.start(on_leader=lambda _leading: cache.regate())
-    snapshot = collect_once(parse_config({"sources": [
-        {"kind": "libvirt", "name": "kvm", "uri": "test:///default", "cloud": "lab", "pool": "rack1"}]}))
+    snapshot = collect_once(
+        parse_config(
+            {"sources": [{"kind": "libvirt", "name": "kvm", "uri": "test:///default", "cloud": "lab", "pool": "rack1"}]}
+        )
+    )
     wait_for(lambda: coordinator.plans, 20, "the in-process planner to lead")
     cache.update(snapshot)
     leading_body = cache.current.body.decode()
@@ -59,8 +81,12 @@ def planner_loses_api(api: KubeApiServer, kubeconfig: Path) -> dict[str, Any]:
     os.kill(apiserver.pid, signal.SIGSTOP)
     stopped = time.monotonic()
     try:
-        wait_for(lambda: "capacity_resource_capacity{" not in cache.current.body.decode(), 10,
-                 "the planner to drop its families", every=0.02)
+        wait_for(
+            lambda: "capacity_resource_capacity{" not in cache.current.body.decode(),
+            10,
+            "the planner to drop its families",
+            every=0.02,
+        )
         dropped_after = time.monotonic() - stopped
     finally:
         os.kill(apiserver.pid, signal.SIGCONT)
@@ -80,8 +106,10 @@ def planner_loses_api(api: KubeApiServer, kubeconfig: Path) -> dict[str, Any]:
 
 
 def cluster_yaml(kubeconfig: Path, identity: str, role: str) -> str:
-    return (f"  role: {role}\n  membership: lease\n  identity: {identity}\n  kubeconfig: {kubeconfig}\n"
-            f"  lease_duration_seconds: {LEASE}")
+    return (
+        f"  role: {role}\n  membership: lease\n  identity: {identity}\n  kubeconfig: {kubeconfig}\n"
+        f"  lease_duration_seconds: {LEASE}"
+    )
 
 
 def planners(workdir: Path, kubeconfig: Path) -> dict[str, Any]:
@@ -89,8 +117,9 @@ def planners(workdir: Path, kubeconfig: Path) -> dict[str, Any]:
     try:
         for name in ("planner-a", "planner-b"):
             port = free_port()
-            config = write_config(workdir / f"{name}.yaml", port, workdir / f"{name}-state", [],
-                                  cluster_yaml(kubeconfig, name, "planner"))
+            config = write_config(
+                workdir / f"{name}.yaml", port, workdir / f"{name}-state", [], cluster_yaml(kubeconfig, name, "planner")
+            )
             running.append(Collector(config, port, workdir / f"{name}.log").start())
 
         def leaders() -> list[int]:
@@ -119,12 +148,22 @@ def lease_collectors(workdir: Path, kubeconfig: Path) -> dict[str, Any]:
     try:
         for identity in identities:
             port = free_port()
-            config = write_config(workdir / f"{identity}.yaml", port, workdir / f"{identity}-state",
-                                  libvirt_sources(TARGETS, "1s"), cluster_yaml(kubeconfig, identity, "collector"))
+            config = write_config(
+                workdir / f"{identity}.yaml",
+                port,
+                workdir / f"{identity}-state",
+                libvirt_sources(TARGETS, "1s"),
+                cluster_yaml(kubeconfig, identity, "collector"),
+            )
             running.append(Collector(config, port, workdir / f"{identity}.log").start(wait=False))
         port = free_port()  # a planner that finds the collectors through their Leases
-        config = write_config(workdir / "puller.yaml", port, workdir / "puller-state", [],
-                              cluster_yaml(kubeconfig, "puller", "planner") + "\n  pull_interval_seconds: 1")
+        config = write_config(
+            workdir / "puller.yaml",
+            port,
+            workdir / "puller-state",
+            [],
+            cluster_yaml(kubeconfig, "puller", "planner") + "\n  pull_interval_seconds: 1",
+        )
         planner = Collector(config, port, workdir / "puller.log").start(wait=False)
         for process in [*running, planner]:
             wait_for(process.answers, 60, "a collector or the planner to serve")
@@ -136,8 +175,10 @@ def lease_collectors(workdir: Path, kubeconfig: Path) -> dict[str, Any]:
 
         def split_as_expected(procs: list[Collector], members: list[str]) -> bool:
             want = assign(names, members)
-            return all(set(p.polls()) == {n for n, m in want.items() if m == ident}
-                       for p, ident in zip(procs, members, strict=True))
+            return all(
+                set(p.polls()) == {n for n, m in want.items() if m == ident}
+                for p, ident in zip(procs, members, strict=True)
+            )
 
         wait_for(lambda: split_as_expected(running, identities), 60, "the three-way split")
         wait_for(planner_sees_all_up, 30, "the planner to pull every target from the collectors' Leases")
@@ -150,25 +191,31 @@ def lease_collectors(workdir: Path, kubeconfig: Path) -> dict[str, Any]:
 
         def taken_over() -> bool:
             now = [p.polls() for p in survivors]
-            return all(any(n in s and s[n] > b.get(n, 0) for s, b in zip(now, baseline, strict=True))
-                       for n in victim_targets)
+            return all(
+                any(n in s and s[n] > b.get(n, 0) for s, b in zip(now, baseline, strict=True)) for n in victim_targets
+            )
 
         wait_for(taken_over, 30, "the survivors to poll the dead collector's targets", every=0.1)
         takeover = time.monotonic() - killed
         wait_for(planner_sees_all_up, 30, "the planner to see every target up again", every=0.1)
         planner_recovered = time.monotonic() - killed
-        planner_capacity = sum(v for k, v in planner.samples("capacity_resource_capacity").items()
-                               if dict(k).get("resource") == "cpu")
+        planner_capacity = sum(
+            v for k, v in planner.samples("capacity_resource_capacity").items() if dict(k).get("resource") == "cpu"
+        )
         wait_for(lambda: all(p.value("capacityd_shard_members") == 2.0 for p in survivors), 10, "2 members")
         # after the move: every target's polls grow on exactly one survivor
         before = [p.polls() for p in survivors]
         time.sleep(4)
         after = [p.polls() for p in survivors]
         owners = {n: [i for i in (0, 1) if after[i].get(n, 0) > before[i].get(n, 0)] for n in names}
-        return {"victim_targets": victim_targets, "takeover_seconds": takeover,
-                "planner_recovered_seconds": planner_recovered, "planner_cpu_capacity": planner_capacity,
-                "owners_after": owners,
-                "expected_after": assign(names, ["collector-0", "collector-2"])}
+        return {
+            "victim_targets": victim_targets,
+            "takeover_seconds": takeover,
+            "planner_recovered_seconds": planner_recovered,
+            "planner_cpu_capacity": planner_capacity,
+            "owners_after": owners,
+            "expected_after": assign(names, ["collector-0", "collector-2"]),
+        }
     finally:
         for process in running:
             process.stop()

@@ -20,28 +20,43 @@ PLANNING_PREFIXES = ("capacity_headroom", "capacity_reclaimable", "capacity_exha
 def _families(text: str, prefix: str = "capacity_") -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
     """Capacity and headroom samples. Forecasts (`capacity_exhaustion_seconds`) are left out: each process's
     first forecast pass runs once its first polls are in, and which polls made it there is a race in both."""
-    return {(name, tuple(sorted(labels.items())), round(value, 9)) for name, labels, value in parse_samples(text)
-            if name.startswith(prefix) and not name.startswith(("capacityd_", "capacity_exhaustion"))}
+    return {
+        (name, tuple(sorted(labels.items())), round(value, 9))
+        for name, labels, value in parse_samples(text)
+        if name.startswith(prefix) and not name.startswith(("capacityd_", "capacity_exhaustion"))
+    }
 
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[dict[str, object]]:
     server = StandinServer(from_demo_estate(build_estate(), growth_every=3600.0)).start()
     clouds_yaml = server.write_clouds_yaml(tmp_path / "clouds.yaml", CLOUD, REGION)
-    sources = [openstack_source(CLOUD, clouds_yaml, CLOUD, "2s", region=REGION),
-               libvirt_source("node5", f"test://{NODE5}", "2s"), libvirt_source("default", "test:///default", "2s")]
+    sources = [
+        openstack_source(CLOUD, clouds_yaml, CLOUD, "2s", region=REGION),
+        libvirt_source("node5", f"test://{NODE5}", "2s"),
+        libvirt_source("default", "test:///default", "2s"),
+    ]
     running: list[Collector] = []
     try:
         ports = [free_port() for _ in range(3)]
         for shard, port in enumerate(ports):
-            config = write_config(tmp_path / f"c{shard}.yaml", port, tmp_path / f"s{shard}", sources,
-                                  f"  role: collector\n  shard: {shard}\n  total_shards: 3")
+            config = write_config(
+                tmp_path / f"c{shard}.yaml",
+                port,
+                tmp_path / f"s{shard}",
+                sources,
+                f"  role: collector\n  shard: {shard}\n  total_shards: 3",
+            )
             running.append(Collector(config, port, tmp_path / f"c{shard}.log").start(wait=False))
         urls = "".join(f"\n    - http://127.0.0.1:{port}" for port in ports)
         planner_port = free_port()
-        config = write_config(tmp_path / "planner.yaml", planner_port, tmp_path / "sp", [],
-                              f"  role: planner\n  leader_election: false\n  pull_interval_seconds: 1\n"
-                              f"  collectors:{urls}")
+        config = write_config(
+            tmp_path / "planner.yaml",
+            planner_port,
+            tmp_path / "sp",
+            [],
+            f"  role: planner\n  leader_election: false\n  pull_interval_seconds: 1\n  collectors:{urls}",
+        )
         planner = Collector(config, planner_port, tmp_path / "planner.log").start(wait=False)
         running.append(planner)
         single_port = free_port()
@@ -80,8 +95,9 @@ def test_the_planner_serves_what_one_process_serves(deployment: dict[str, object
         wait_for(same, 60, "the planner's capacity and headroom to equal the single process's")
     except AssertionError:
         ours, theirs = _families(planner.scrape()), _families(single.scrape())
-        raise AssertionError(f"only planner: {sorted(ours - theirs)[:10]}\nonly single: {sorted(theirs - ours)[:10]}"
-                             ) from None
+        raise AssertionError(
+            f"only planner: {sorted(ours - theirs)[:10]}\nonly single: {sorted(theirs - ours)[:10]}"
+        ) from None
     assert planner.samples("capacity_exhaustion_seconds")  # the planner runs forecasts too
     for collector in collectors:
         text = collector.scrape()
@@ -92,10 +108,16 @@ def test_the_planner_serves_what_one_process_serves(deployment: dict[str, object
     lost = sorted(victim.polls())
     capacity_before = {s for s in _families(planner.scrape(), "capacity_resource_capacity")}
     victim.kill9()
-    wait_for(lambda: all(planner.value("capacityd_source_up", source=n) == 0.0
-                         and planner.value("capacityd_source_stale", source=n) == 1.0
-                         and (planner.value("capacityd_source_errors_total", source=n, reason="unreachable") or 0) > 0
-                         for n in lost), 15, "the planner to show the dead collector's sources down and stale")
+    wait_for(
+        lambda: all(
+            planner.value("capacityd_source_up", source=n) == 0.0
+            and planner.value("capacityd_source_stale", source=n) == 1.0
+            and (planner.value("capacityd_source_errors_total", source=n, reason="unreachable") or 0) > 0
+            for n in lost
+        ),
+        15,
+        "the planner to show the dead collector's sources down and stale",
+    )
     assert _families(planner.scrape(), "capacity_resource_capacity") == capacity_before
     others = [n for n in (CLOUD, "default", "node5") if n not in lost]
     assert all(planner.value("capacityd_source_up", source=n) == 1.0 for n in others)

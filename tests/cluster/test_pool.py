@@ -13,12 +13,24 @@ TARGETS = 24
 
 
 def test_a_collector_polls_many_targets_on_a_bounded_pool(tmp_path: Path) -> None:
-    config = parse_config({
-        "listen": f"127.0.0.1:{free_port()}", "state_dir": str(tmp_path / "state"),
-        "sources": [{"kind": "libvirt", "name": f"h{i:02d}", "uri": "test:///default", "cloud": "lab",
-                     "pool": "rack1", "interval": "2s"} for i in range(TARGETS)],
-        "cluster": {"role": "collector", "workers": 3},
-    })
+    config = parse_config(
+        {
+            "listen": f"127.0.0.1:{free_port()}",
+            "state_dir": str(tmp_path / "state"),
+            "sources": [
+                {
+                    "kind": "libvirt",
+                    "name": f"h{i:02d}",
+                    "uri": "test:///default",
+                    "cloud": "lab",
+                    "pool": "rack1",
+                    "interval": "2s",
+                }
+                for i in range(TARGETS)
+            ],
+            "cluster": {"role": "collector", "workers": 3},
+        }
+    )
     daemon = Daemon(config)
     peak = 0
     try:

@@ -32,8 +32,9 @@ def test_adding_a_member_moves_targets_only_to_it(members: list[str], targets: l
 
 
 @given(members_st.filter(lambda m: len(m) > 1), targets_st, st.data())
-def test_removing_a_member_moves_only_its_own_targets(members: list[str], targets: list[str], data: st.DataObject
-                                                      ) -> None:
+def test_removing_a_member_moves_only_its_own_targets(
+    members: list[str], targets: list[str], data: st.DataObject
+) -> None:
     gone = data.draw(st.sampled_from(members))
     before = assign(targets, members)
     after = assign(targets, [m for m in members if m != gone])

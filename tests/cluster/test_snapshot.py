@@ -26,9 +26,14 @@ def polled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, pd.Da
     server = StandinServer(from_demo_estate(build_estate(), growth_every=3600.0)).start()
     try:
         clouds = server.write_clouds_yaml(tmp_path_factory.mktemp("os") / "clouds.yaml", CLOUD, REGION)
-        config = parse_config({"sources": [
-            {"kind": "openstack", "name": CLOUD, "cloud": CLOUD, "clouds_yaml": str(clouds), "region": REGION},
-            {"kind": "libvirt", "name": "node5", "uri": f"test://{NODE5}"}]})
+        config = parse_config(
+            {
+                "sources": [
+                    {"kind": "openstack", "name": CLOUD, "cloud": CLOUD, "clouds_yaml": str(clouds), "region": REGION},
+                    {"kind": "libvirt", "name": "node5", "uri": f"test://{NODE5}"},
+                ]
+            }
+        )
         snapshot = collect_once(config, analyses=False)
         yield {name: frame for name, frame in snapshot.frames.items() if len(frame) and name != "sources"}
     finally:
@@ -44,14 +49,18 @@ def test_real_frames_round_trip_exactly(polled: dict[str, pd.DataFrame]) -> None
     assert all(isinstance(v, dict) for v in flavors["resources"])  # dicts stay dicts, not Arrow structs
 
 
-amounts = st.dictionaries(st.sampled_from(["vcpu", "memory", "disk", "nvidia_com_gpu"]),
-                          st.floats(min_value=0, max_value=1e15, allow_nan=False), max_size=4)
+amounts = st.dictionaries(
+    st.sampled_from(["vcpu", "memory", "disk", "nvidia_com_gpu"]),
+    st.floats(min_value=0, max_value=1e15, allow_nan=False),
+    max_size=4,
+)
 
 
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.one_of(st.none(), amounts), min_size=1, max_size=20))
 def test_dict_columns_with_different_keys_per_row_come_back_as_they_left(
-        polled: dict[str, pd.DataFrame], resources: list[dict[str, float] | None]) -> None:
+    polled: dict[str, pd.DataFrame], resources: list[dict[str, float] | None]
+) -> None:
     base = polled["consumers"]
     frame = pd.concat([base.iloc[:1]] * len(resources), ignore_index=True)
     frame["id"] = pd.Series([f"vm-{i}" for i in range(len(resources))], dtype="string")  # the key stays unique

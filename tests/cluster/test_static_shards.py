@@ -24,8 +24,13 @@ def collectors(tmp_path: Path) -> Iterator[list[Collector]]:
             port = free_port()
             sources = libvirt_sources(TARGETS, f"{INTERVAL:g}s")
             if shard == 0:  # shard 0 from its config keys, the others from the command line
-                config = write_config(tmp_path / f"c{shard}.yaml", port, tmp_path / f"state{shard}", sources,
-                                      "  role: collector\n  shard: 0\n  total_shards: 3")
+                config = write_config(
+                    tmp_path / f"c{shard}.yaml",
+                    port,
+                    tmp_path / f"state{shard}",
+                    sources,
+                    "  role: collector\n  shard: 0\n  total_shards: 3",
+                )
                 args: list[str] = []
             else:
                 config = write_config(tmp_path / f"c{shard}.yaml", port, tmp_path / f"state{shard}", sources)
@@ -42,8 +47,14 @@ def collectors(tmp_path: Path) -> Iterator[list[Collector]]:
 def test_every_target_polled_by_exactly_one_shard_once_per_interval(collectors: list[Collector]) -> None:
     names = [f"h{i:02d}" for i in range(TARGETS)]
     expected = assign(names, static_members(3))
-    wait_for(lambda: all(len(c.polls()) == list(expected.values()).count(str(i)) and all(c.polls().values())
-                         for i, c in enumerate(collectors)), 60, "every shard polling its targets")
+    wait_for(
+        lambda: all(
+            len(c.polls()) == list(expected.values()).count(str(i)) and all(c.polls().values())
+            for i, c in enumerate(collectors)
+        ),
+        60,
+        "every shard polling its targets",
+    )
     polled_by = {i: set(c.polls()) for i, c in enumerate(collectors)}
     assert set().union(*polled_by.values()) == set(names)
     for i, sources in polled_by.items():
@@ -72,7 +83,13 @@ def test_a_shard_outside_the_set_is_refused(tmp_path: Path) -> None:
     from tests.faults.harness import REPO
 
     config = write_config(tmp_path / "c.yaml", free_port(), tmp_path / "state", libvirt_sources(1))
-    done = subprocess.run([sys.executable, "-m", "collector", "run", "-c", str(config), "--shard", "3",
-                           "--total-shards", "3"], capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "collector", "run", "-c", str(config), "--shard", "3", "--total-shards", "3"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 1
     assert "--shard: shard must be below --total-shards (3)" in done.stderr

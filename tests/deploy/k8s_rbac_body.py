@@ -30,8 +30,14 @@ from tests.kubernetes.e2e_body import nodes
 from tests.services.kube_apiserver import SECURE_PORT, KubeApiServer
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
-APPLY_ORDER = ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "configmap.yaml", "deployment.yaml",
-               "service.yaml")
+APPLY_ORDER = (
+    "namespace.yaml",
+    "serviceaccount.yaml",
+    "rbac.yaml",
+    "configmap.yaml",
+    "deployment.yaml",
+    "service.yaml",
+)
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 COLLECTIONS = {
     "Namespace": "/api/v1/namespaces",
@@ -57,16 +63,20 @@ def apply(api: KubeApiServer) -> list[str]:
 
 
 def service_account_token(api: KubeApiServer) -> str:
-    status, body = api.request("POST", "/api/v1/namespaces/capacityd/serviceaccounts/capacityd/token", {
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}})
+    status, body = api.request(
+        "POST",
+        "/api/v1/namespaces/capacityd/serviceaccounts/capacityd/token",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}},
+    )
     if status >= 300:
         raise AssertionError(f"TokenRequest refused: HTTP {status} {body[:300]!r}")
     return json.loads(body)["status"]["token"]
 
 
 def in_cluster_poll() -> dict[str, Any]:
-    source = KubernetesSource(KubernetesSourceConfig(kind="kubernetes", name="in-cluster", in_cluster=True,
-                                                     kubelet={"timeout": "3s"}))
+    source = KubernetesSource(
+        KubernetesSourceConfig(kind="kubernetes", name="in-cluster", in_cluster=True, kubelet={"timeout": "3s"})
+    )
     try:
         result = source.poll(datetime.now(UTC))
         return {"ok": True, "hosts": sorted(result.frames["hosts"]["host"]), "skipped": dict(result.skipped)}
@@ -81,25 +91,48 @@ def contexts_poll(api: KubeApiServer, workdir: Path) -> dict[str, Any]:
     from collector.app.config import parse_config
     from collector.sources.discovery.fleet import TargetFleet
 
-    merged: dict[str, Any] = {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": [],
-                              "current-context": "dev"}
+    merged: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [],
+        "users": [],
+        "contexts": [],
+        "current-context": "dev",
+    }
     for context, token in (("prod-a", "collector-token"), ("prod-b", "collector-token"), ("dev", "viewer-token")):
-        single = yaml.safe_load(write_kubeconfig(workdir / f"kc-{context}", api.url, Path(api.ca), token, context,
-                                                 user=f"user-{context}").read_text())
+        single = yaml.safe_load(
+            write_kubeconfig(
+                workdir / f"kc-{context}", api.url, Path(api.ca), token, context, user=f"user-{context}"
+            ).read_text()
+        )
         for key in ("clusters", "users", "contexts"):
             merged[key] += single[key]
     path = workdir / "kubeconfig-multi"
     path.write_text(yaml.safe_dump(merged))
-    config = parse_config({"sources": [{"kind": "kubernetes", "name": "k8s", "kubeconfig": str(path),
-                                        "contexts": ["prod-*"], "kubelet": {"timeout": "3s"}}]})
+    config = parse_config(
+        {
+            "sources": [
+                {
+                    "kind": "kubernetes",
+                    "name": "k8s",
+                    "kubeconfig": str(path),
+                    "contexts": ["prod-*"],
+                    "kubelet": {"timeout": "3s"},
+                }
+            ]
+        }
+    )
     fleet = config.sources[0].create_source()
     assert isinstance(fleet, TargetFleet)
     try:
         result = fleet.checked_poll(datetime.now(UTC))
         hosts = result.frames["hosts"]
-        return {"targets": sorted(result.frames["targets"]["target"]),
-                "hosts": sorted(f"{s}|{c}|{h}" for s, c, h in zip(hosts["source"], hosts["cloud"], hosts["host"],
-                                                                   strict=True))}
+        return {
+            "targets": sorted(result.frames["targets"]["target"]),
+            "hosts": sorted(
+                f"{s}|{c}|{h}" for s, c, h in zip(hosts["source"], hosts["cloud"], hosts["host"], strict=True)
+            ),
+        }
     finally:
         fleet.close()
 
@@ -122,18 +155,27 @@ def main(workdir: Path) -> dict[str, Any]:
         out["contexts"] = contexts_poll(api, workdir)
         # Least privilege, seen from the API: nothing beyond the listed verbs.
         out["beyond"] = {
-            what: api.request("GET", path, token=token)[0] for what, path in (
-                ("list secrets", "/api/v1/secrets"), ("watch pods", "/api/v1/pods?watch=1&timeoutSeconds=1"),
-                ("get node", "/api/v1/nodes/node-a"), ("list namespaces", "/api/v1/namespaces"),
+            what: api.request("GET", path, token=token)[0]
+            for what, path in (
+                ("list secrets", "/api/v1/secrets"),
+                ("watch pods", "/api/v1/pods?watch=1&timeoutSeconds=1"),
+                ("get node", "/api/v1/nodes/node-a"),
+                ("list namespaces", "/api/v1/namespaces"),
             )
         }
-        status, _ = api.request("POST", "/api/v1/namespaces/capacityd/configmaps", {
-            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}, token=token)
+        status, _ = api.request(
+            "POST",
+            "/api/v1/namespaces/capacityd/configmaps",
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}},
+            token=token,
+        )
         out["beyond"]["create configmap"] = status
         # Remove one verb (list pods): the poll must fail, naming the 403.
         role = json.loads(api.request("GET", "/apis/rbac.authorization.k8s.io/v1/clusterroles/capacityd-reader")[1])
-        role["rules"] = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
-                         {"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]
+        role["rules"] = [
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]},
+        ]
         status, body = api.request("PUT", "/apis/rbac.authorization.k8s.io/v1/clusterroles/capacityd-reader", role)
         assert status < 300, body
         deadline = time.monotonic() + 20

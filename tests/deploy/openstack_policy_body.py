@@ -23,8 +23,12 @@ def enforcer(service: str, policy_file: str | None):
 
 def main(service: str, policy_file: str, rules: list[str]) -> dict:
     out = {}
-    reader = {"roles": ["capacityd_reader"], "project_id": "capacityd-project", "user_id": "capacityd",
-              "system_scope": None}
+    reader = {
+        "roles": ["capacityd_reader"],
+        "project_id": "capacityd-project",
+        "user_id": "capacityd",
+        "system_scope": None,
+    }
     plain_reader = {**reader, "roles": ["reader", "member"]}
     target = {"project_id": "someone-else", "user_id": "someone", "project": "someone-else"}
     with_override, defaults = enforcer(service, policy_file)
@@ -33,8 +37,11 @@ def main(service: str, policy_file: str, rules: list[str]) -> dict:
     out["with_role"] = {name: bool(with_override.enforce(name, target, reader)) for name in rules}
     out["reader_without_override"] = {name: bool(without.enforce(name, target, plain_reader)) for name in rules}
     out["overrides"] = {name: str(rule) for name, rule in with_override.file_rules.items()}
-    writes = [name for name in defaults if any(w in name for w in (":create", ":delete", ":update", ":add",
-                                                                    ":remove", ":set", "migrate", ":reboot"))]
+    writes = [
+        name
+        for name in defaults
+        if any(w in name for w in (":create", ":delete", ":update", ":add", ":remove", ":set", "migrate", ":reboot"))
+    ]
     out["writes_allowed"] = sorted(name for name in writes if with_override.enforce(name, target, reader))
     out["writes_checked"] = len(writes)
     return out

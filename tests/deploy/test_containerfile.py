@@ -12,8 +12,11 @@ CONTAINERFILE = REPO / "deploy" / "Containerfile"
 
 def _instructions() -> list[tuple[str, str]]:
     text = re.sub(r"\\\n", " ", CONTAINERFILE.read_text())
-    return [(line.split()[0].upper(), line.split(None, 1)[1]) for line in text.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        (line.split()[0].upper(), line.split(None, 1)[1])
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def test_runs_as_a_fixed_non_root_user_in_the_final_stage() -> None:

@@ -28,8 +28,14 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert os.geteuid() == 0 and shutil.which("unshare"), "this test needs root and unshare (util-linux)"
     workdir = tmp_path_factory.mktemp("deploy-k8s")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    done = subprocess.run(["unshare", "--net", "--mount", "--", sys.executable, "-m", "tests.deploy.k8s_rbac_body",
-                           str(workdir)], capture_output=True, text=True, timeout=300, env=env, check=False)
+    done = subprocess.run(
+        ["unshare", "--net", "--mount", "--", sys.executable, "-m", "tests.deploy.k8s_rbac_body", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
     lines = done.stdout.strip().splitlines()
     assert lines, f"body printed nothing (exit {done.returncode}):\n{done.stderr[-4000:]}"
     result = json.loads(lines[-1])
@@ -38,9 +44,15 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_every_manifest_is_accepted_by_the_real_apiserver(observed: dict[str, Any]) -> None:
-    assert {"Namespace/capacityd", "ServiceAccount/capacityd", "ClusterRole/capacityd-reader",
-            "ClusterRoleBinding/capacityd-reader", "ConfigMap/capacityd", "Deployment/capacityd",
-            "Service/capacityd"} <= set(observed["created"])
+    assert {
+        "Namespace/capacityd",
+        "ServiceAccount/capacityd",
+        "ClusterRole/capacityd-reader",
+        "ClusterRoleBinding/capacityd-reader",
+        "ConfigMap/capacityd",
+        "Deployment/capacityd",
+        "Service/capacityd",
+    } <= set(observed["created"])
 
 
 def test_in_cluster_as_the_service_account_succeeds(observed: dict[str, Any]) -> None:
@@ -55,8 +67,13 @@ def test_kubeconfig_contexts_glob_gives_one_target_per_context(observed: dict[st
 
 
 def test_nothing_beyond_the_verbs_capacityd_uses(observed: dict[str, Any]) -> None:
-    assert observed["beyond"] == {"list secrets": 403, "watch pods": 403, "get node": 403, "list namespaces": 403,
-                                  "create configmap": 403}
+    assert observed["beyond"] == {
+        "list secrets": 403,
+        "watch pods": 403,
+        "get node": 403,
+        "list namespaces": 403,
+        "create configmap": 403,
+    }
 
 
 def test_one_verb_removed_fails_clearly(observed: dict[str, Any]) -> None:
@@ -73,8 +90,9 @@ def test_manifests_fit_together() -> None:
     deployment = docs[("Deployment", "capacityd")]["spec"]
     pod = deployment["template"]["spec"]
     binding = docs[("ClusterRoleBinding", "capacityd-reader")]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"],
-                                    "namespace": "capacityd"}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "capacityd"}
+    ]
     container = pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]

@@ -44,8 +44,18 @@ def test_reader_role_gets_exactly_capacityds_reads(service: str) -> None:
     python = require_venv()
     policy_file = REPO / "deploy" / "openstack" / f"{service}-policy.yaml"
     rules = sorted(set(CALLS[service].values()))
-    done = subprocess.run([str(python), str(REPO / "tests" / "deploy" / "openstack_policy_body.py"), service,
-                           str(policy_file), ",".join(rules)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            str(python),
+            str(REPO / "tests" / "deploy" / "openstack_policy_body.py"),
+            service,
+            str(policy_file),
+            ",".join(rules),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert all(seen["with_role"].values()), seen["with_role"]

@@ -11,8 +11,9 @@ from tests.discovery.conftest import write_node
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "collector.app.cli", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "collector.app.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def _config(tmp_path: Path) -> Path:
@@ -20,10 +21,14 @@ def _config(tmp_path: Path) -> Path:
     nodes.mkdir()
     for host in ("kvm-1", "kvm-2"):
         write_node(nodes, host)
-    (tmp_path / "sd.json").write_text(json.dumps([
-        {"targets": ["kvm-1"], "labels": {"pool": "az1"}},
-        {"targets": ["kvm-2"], "labels": {"pool": "az2", "disabled": "true"}},
-    ]))
+    (tmp_path / "sd.json").write_text(
+        json.dumps(
+            [
+                {"targets": ["kvm-1"], "labels": {"pool": "az1"}},
+                {"targets": ["kvm-2"], "labels": {"pool": "az2", "disabled": "true"}},
+            ]
+        )
+    )
     (tmp_path / "broken.json").write_text("{}")
     config = tmp_path / "capacityd.yaml"
     config.write_text(f"""

@@ -53,8 +53,9 @@ sources:
       max_concurrency: 2
 """)
     log = open(tmp_path / "daemon.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([sys.executable, "-m", "collector.app.cli", "run", "-c", str(config)],
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "collector.app.cli", "run", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         text = scrape_when(port, lambda t: all(_capacity(t, h) for h in ("h1", "h2", "h3")), "first targets")
         assert _capacity(text, "h3", pool="az2") == 16
@@ -68,8 +69,11 @@ sources:
 
         # Changed file: h2 leaves (series end, marked gone), h1 moves to pool az9 and is disabled.
         (sd / "a.json").write_text(json.dumps([{"targets": ["h1"], "labels": {"pool": "az9", "disabled": "true"}}]))
-        text = scrape_when(port, lambda t: _capacity(t, "h2") is None and _capacity(t, "h1", pool="az9") == 16,
-                           "h2 gone, h1 relabelled")
+        text = scrape_when(
+            port,
+            lambda t: _capacity(t, "h2") is None and _capacity(t, "h1", pool="az9") == 16,
+            "h2 gone, h1 relabelled",
+        )
         assert sample(text, "capacityd_target_state", source="fleet", target="h2", state="gone") == 1
         assert sample(text, "capacityd_target_up", source="fleet", target="h2") is None
         assert sample(text, "capacityd_target_up", source="fleet", target="h1", disabled="true") == 1

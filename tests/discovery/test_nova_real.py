@@ -24,9 +24,11 @@ from tests.openstack.conftest import make_source
 from tests.services.openstack import HostSpec, Nova, Placement, write_clouds_yaml
 
 pytestmark = pytest.mark.slow
-HOSTS = [HostSpec("compute-a", vcpus=16, memory_mb=32768, disk_gb=100),
-         HostSpec("compute-b", vcpus=16, memory_mb=32768, disk_gb=100),
-         HostSpec("compute-c", vcpus=8, memory_mb=16384, disk_gb=100)]
+HOSTS = [
+    HostSpec("compute-a", vcpus=16, memory_mb=32768, disk_gb=100),
+    HostSpec("compute-b", vcpus=16, memory_mb=32768, disk_gb=100),
+    HostSpec("compute-c", vcpus=8, memory_mb=16384, disk_gb=100),
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +48,21 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Nova, Path
 
 
 def _fleet(nodes: Path) -> TargetFleet:
-    config = parse_config({"sources": [
-        {"kind": "libvirt", "name": "kvm", "discover": {
-            "from": "nova", "uri": f"test://{nodes}/{{hypervisor_hostname}}.xml", "max_concurrency": 2}},
-    ]})
+    config = parse_config(
+        {
+            "sources": [
+                {
+                    "kind": "libvirt",
+                    "name": "kvm",
+                    "discover": {
+                        "from": "nova",
+                        "uri": f"test://{nodes}/{{hypervisor_hostname}}.xml",
+                        "max_concurrency": 2,
+                    },
+                },
+            ]
+        }
+    )
     fleet = config.sources[0].create_source()
     assert isinstance(fleet, TargetFleet)
     return fleet
@@ -123,25 +136,48 @@ def test_show_targets_polls_nova_once(cloud: tuple[Nova, Path], tmp_path: Path) 
     from collector.app.targets import target_rows
 
     nova, clouds = cloud
-    config = parse_config({"sources": [
-        {"kind": "openstack", "name": "nova", "cloud": "disc", "clouds_yaml": str(clouds)},
-        {"kind": "libvirt", "name": "kvm", "discover": {"from": "nova", "uri": "qemu+tls://{hypervisor_hostname}/system"}},
-        {"kind": "libvirt", "name": "orphan", "discover": {"from": "nowhere", "uri": "qemu+tls://{target}/system"}},
-    ]})
+    config = parse_config(
+        {
+            "sources": [
+                {"kind": "openstack", "name": "nova", "cloud": "disc", "clouds_yaml": str(clouds)},
+                {
+                    "kind": "libvirt",
+                    "name": "kvm",
+                    "discover": {"from": "nova", "uri": "qemu+tls://{hypervisor_hostname}/system"},
+                },
+                {
+                    "kind": "libvirt",
+                    "name": "orphan",
+                    "discover": {"from": "nowhere", "uri": "qemu+tls://{target}/system"},
+                },
+            ]
+        }
+    )
     rows = {(r["source"], r["target"]): r for r in target_rows(config)}
     assert rows[("kvm", "compute-b")]["uri"] == "qemu+tls://compute-b/system"
     assert rows[("kvm", "compute-b")]["pool"] == "az1"
     assert "not a source" in rows[("orphan", "-")]["state"]
     truth = {h["hypervisor_hostname"]: h for h in nova.call("GET", "/os-hypervisors/detail")["hypervisors"]}
-    config = parse_config({"sources": [
-        {"kind": "openstack", "name": "nova", "cloud": "disc", "clouds_yaml": str(clouds)},
-        {"kind": "libvirt", "name": "kvm", "discover": {
-            "from": "nova", "uri": "qemu+ssh://{service_host}@{host_ip}/system?az={zone}&aggs={aggregates}"}},
-    ]})
+    config = parse_config(
+        {
+            "sources": [
+                {"kind": "openstack", "name": "nova", "cloud": "disc", "clouds_yaml": str(clouds)},
+                {
+                    "kind": "libvirt",
+                    "name": "kvm",
+                    "discover": {
+                        "from": "nova",
+                        "uri": "qemu+ssh://{service_host}@{host_ip}/system?az={zone}&aggs={aggregates}",
+                    },
+                },
+            ]
+        }
+    )
     rows = {(r["source"], r["target"]): r for r in target_rows(config)}
     assert truth["compute-b"]["host_ip"]  # Nova reports one; the template must carry exactly it
     assert rows[("kvm", "compute-b")]["uri"] == (
-        f"qemu+ssh://{truth['compute-b']['service']['host']}@{truth['compute-b']['host_ip']}/system?az=az1&aggs=az1,gpu")
+        f"qemu+ssh://{truth['compute-b']['service']['host']}@{truth['compute-b']['host_ip']}/system?az=az1&aggs=az1,gpu"
+    )
 
 
 def test_the_daemon_wiring_feeds_discovery_from_the_estate(cloud: tuple[Nova, Path], tmp_path: Path) -> None:
@@ -156,17 +192,33 @@ def test_the_daemon_wiring_feeds_discovery_from_the_estate(cloud: tuple[Nova, Pa
     nodes.mkdir()
     for spec in HOSTS:
         write_node(nodes, spec.name)
-    config = parse_config({"sources": [
-        {"kind": "openstack", "name": "nova", "cloud": "disc", "clouds_yaml": str(clouds)},
-        {"kind": "libvirt", "name": "kvm", "interval": "2s", "discover": {
-            "from": "nova", "uri": f"test://{nodes}/{{hypervisor_hostname}}.xml", "refresh_interval": "1s"}},
-    ]})
+    config = parse_config(
+        {
+            "sources": [
+                {"kind": "openstack", "name": "nova", "cloud": "disc", "clouds_yaml": str(clouds)},
+                {
+                    "kind": "libvirt",
+                    "name": "kvm",
+                    "interval": "2s",
+                    "discover": {
+                        "from": "nova",
+                        "uri": f"test://{nodes}/{{hypervisor_hostname}}.xml",
+                        "refresh_interval": "1s",
+                    },
+                },
+            ]
+        }
+    )
     estate = Estate()
     for source_config in config.sources:
         estate.add_source(source_config.name, source_config.kind, timedelta(seconds=2))
     appended: list[set[str]] = []
-    runner = start_fleet(config.sources[1].create_source(), estate, config.sources[1],
-                         lambda name, result, when: appended.append(set(result.frames["hosts"]["host"])))
+    runner = start_fleet(
+        config.sources[1].create_source(),
+        estate,
+        config.sources[1],
+        lambda name, result, when: appended.append(set(result.frames["hosts"]["host"])),
+    )
     try:
         time.sleep(1.5)
         kvm = next(s for s in estate.snapshot().statuses if s.name == "kvm")

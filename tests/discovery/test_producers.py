@@ -15,14 +15,17 @@ from collector.sources.discovery.kubeconfig import context_names, context_target
 from collector.sources.discovery.targets import render
 
 
-@pytest.mark.parametrize(("text", "problem"), [
-    ("{}", "expected a list"),
-    ('[{"labels": {}}]', "group 0 has no `targets` list"),
-    ('[{"targets": ["a"], "labelz": {}}]', "unknown key(s) ['labelz']"),
-    ('[{"targets": ["a"], "labels": {"pool": 3}}]', "labels must map names to strings"),
-    ('[{"targets": [""]}]', "non-empty string"),
-    ("[{", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{}", "expected a list"),
+        ('[{"labels": {}}]', "group 0 has no `targets` list"),
+        ('[{"targets": ["a"], "labelz": {}}]', "unknown key(s) ['labelz']"),
+        ('[{"targets": ["a"], "labels": {"pool": 3}}]', "labels must map names to strings"),
+        ('[{"targets": [""]}]', "non-empty string"),
+        ("[{", "not valid JSON"),
+    ],
+)
 def test_file_sd_errors_name_the_file_and_the_problem(text: str, problem: str) -> None:
     with pytest.raises(FileSDError) as error:
         parse_groups("/etc/sd/hosts.json", text)
@@ -34,7 +37,9 @@ def test_file_sd_yaml_and_a_broken_file_keeps_its_previous_targets(tmp_path: Pat
     sd = FileSD([str(tmp_path / "*.yml")], "qemu+tls://{target}/system", "default")
     targets, _ = sd.scan()
     assert [(t.identity, t.uri, t.pool) for t in targets] == [
-        ("kvm-1", "qemu+tls://kvm-1/system", "az1"), ("kvm-2", "qemu+tls://kvm-2/system", "az1")]
+        ("kvm-1", "qemu+tls://kvm-1/system", "az1"),
+        ("kvm-2", "qemu+tls://kvm-2/system", "az1"),
+    ]
     (tmp_path / "a.yml").write_text("- targets: [kvm-1\n")
     again, _ = sd.scan()
     assert [t.identity for t in again] == ["kvm-1", "kvm-2"] and "a.yml" in next(iter(sd.errors))

@@ -27,7 +27,8 @@ HOSTS = [f"kvm-{i:02d}" for i in range(6)]
 
 inventories = st.lists(
     st.lists(st.tuples(st.sampled_from(HOSTS), st.sampled_from(["az1", "az2"]), st.booleans()), max_size=8),
-    min_size=1, max_size=5,
+    min_size=1,
+    max_size=5,
 )
 
 
@@ -51,8 +52,17 @@ def test_churn_never_loses_another_targets_history(steps: list[list[tuple[str, s
         for host in HOSTS:
             write_node(nodes, host)
         sd = work / "sd.json"
-        config = parse_config({"sources": [{"kind": "libvirt", "name": "fleet", "discover": {
-            "file_sd": [str(sd)], "uri": f"test://{nodes}/{{target}}.xml"}}]})
+        config = parse_config(
+            {
+                "sources": [
+                    {
+                        "kind": "libvirt",
+                        "name": "fleet",
+                        "discover": {"file_sd": [str(sd)], "uri": f"test://{nodes}/{{target}}.xml"},
+                    }
+                ]
+            }
+        )
         fleet = config.sources[0].create_source()
         assert isinstance(fleet, TargetFleet)
         history = History.open(work / "state", HistoryConfig())

@@ -24,13 +24,22 @@ pytestmark = pytest.mark.slow
 
 
 def _client_infos(daemon: Libvirtd) -> list[str]:
-    listed = subprocess.run(["virt-admin", "-c", daemon.admin_uri, "srv-clients-list", "libvirtd"],
-                            capture_output=True, text=True, timeout=30, check=True)
+    listed = subprocess.run(
+        ["virt-admin", "-c", daemon.admin_uri, "srv-clients-list", "libvirtd"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     infos = []
     for line in listed.stdout.splitlines()[2:]:
         if line.strip():
-            info = subprocess.run(["virt-admin", "-c", daemon.admin_uri, "client-info", "libvirtd",
-                                   line.split()[0]], capture_output=True, text=True, timeout=30)
+            info = subprocess.run(
+                ["virt-admin", "-c", daemon.admin_uri, "client-info", "libvirtd", line.split()[0]],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             infos.append(info.stdout)
     return infos
 
@@ -38,8 +47,18 @@ def _client_infos(daemon: Libvirtd) -> list[str]:
 def test_discovered_target_through_the_template_is_read_only(libvirtd: Libvirtd, tmp_path: Path) -> None:  # noqa: F811
     sd = tmp_path / "sd.json"
     sd.write_text(json.dumps([{"targets": ["hv-real"], "labels": {"socket": str(libvirtd.socket), "pool": "az1"}}]))
-    config = parse_config({"sources": [{"kind": "libvirt", "name": "fleet", "timeout": "20s", "discover": {
-        "file_sd": [str(sd)], "uri": "qemu+unix:///system?socket={socket}"}}]})
+    config = parse_config(
+        {
+            "sources": [
+                {
+                    "kind": "libvirt",
+                    "name": "fleet",
+                    "timeout": "20s",
+                    "discover": {"file_sd": [str(sd)], "uri": "qemu+unix:///system?socket={socket}"},
+                }
+            ]
+        }
+    )
     fleet = config.sources[0].create_source()
     assert isinstance(fleet, TargetFleet)
     try:
@@ -51,8 +70,12 @@ def test_discovered_target_through_the_template_is_read_only(libvirtd: Libvirtd,
         infos = _client_infos(libvirtd)
         readonly = [i for i in infos if "readonly" in i]
         assert readonly, infos
-        assert all(line.split(":")[-1].strip() in ("yes", "1", "true")
-                   for info in readonly for line in info.splitlines() if line.strip().startswith("readonly")), infos
+        assert all(
+            line.split(":")[-1].strip() in ("yes", "1", "true")
+            for info in readonly
+            for line in info.splitlines()
+            if line.strip().startswith("readonly")
+        ), infos
     finally:
         fleet.close()
     conn = libvirt.openReadOnly(f"qemu+unix:///system?socket={libvirtd.socket}")

@@ -66,8 +66,18 @@ def test_a_hung_host_never_delays_the_others(tmp_path: Path, silent_listener: in
     groups.append({"targets": ["wedged"], "labels": {"uri": f"qemu+tcp://127.0.0.1:{silent_listener}/system"}})
     sd = tmp_path / "sd.json"
     sd.write_text(json.dumps(groups))
-    config = parse_config({"sources": [{"kind": "libvirt", "name": "kvm", "interval": "1s", "discover": {
-        "file_sd": [str(sd)], "uri": "{uri}", "max_concurrency": 2, "refresh_interval": "1s"}}]})
+    config = parse_config(
+        {
+            "sources": [
+                {
+                    "kind": "libvirt",
+                    "name": "kvm",
+                    "interval": "1s",
+                    "discover": {"file_sd": [str(sd)], "uri": "{uri}", "max_concurrency": 2, "refresh_interval": "1s"},
+                }
+            ]
+        }
+    )
     fleet = config.sources[0].create_source()
     assert isinstance(fleet, TargetFleet)
     estate = Estate()
@@ -82,7 +92,9 @@ def test_a_hung_host_never_delays_the_others(tmp_path: Path, silent_listener: in
         table = estate.snapshot().frames["targets"].set_index("target")
         assert all(bool(table.loc[h, "up"]) for h in hosts)
         assert not bool(table.loc["wedged", "up"]) and table.loc["wedged", "last_error_reason"] in (
-            "unreachable", "still_running")
+            "unreachable",
+            "still_running",
+        )
         status = next(s for s in estate.snapshot().statuses if s.name == "kvm")
         assert status.up and set(status.frames["hosts"]["host"]) == set(hosts)
     finally:

@@ -90,7 +90,11 @@ class Daemon:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process; closed by the OS at exit
         self.process = subprocess.Popen(
             [*self.command_prefix, sys.executable, "-m", "collector", "run", "-c", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **self.env}, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, **self.env},
+            start_new_session=True,
         )
         log.close()
         wait_for(self.answers, 60, "the daemon to serve /metrics")
@@ -177,10 +181,14 @@ def integrity_problems(state_dir: Path) -> list[str]:
         result = [row[0] for row in db.execute("PRAGMA integrity_check")]
         if result != ["ok"]:
             problems += [f"integrity_check: {line}" for line in result]
-        for table, key, keys in (("pool_raw", "pkey", "pool_keys"), ("pool_rollup", "pkey", "pool_keys"),
-                                 ("host_raw", "hkey", "host_keys"), ("host_rollup", "hkey", "host_keys"),
-                                 ("consumer_hourly", "ckey", "consumer_keys"),
-                                 ("consumer_counts", "gkey", "count_keys")):
+        for table, key, keys in (
+            ("pool_raw", "pkey", "pool_keys"),
+            ("pool_rollup", "pkey", "pool_keys"),
+            ("host_raw", "hkey", "host_keys"),
+            ("host_rollup", "hkey", "host_keys"),
+            ("consumer_hourly", "ckey", "consumer_keys"),
+            ("consumer_counts", "gkey", "count_keys"),
+        ):
             orphans = db.execute(f"SELECT COUNT(*) FROM {table} WHERE {key} NOT IN (SELECT {key} FROM {keys})")
             count = orphans.fetchone()[0]
             if count:
@@ -216,8 +224,13 @@ def libvirt_source(name: str, uri: str, interval: str = "2s", **extra: str) -> s
 
 
 def openstack_source(name: str, clouds_yaml: Path, cloud: str, interval: str = "3s", **extra: str) -> str:
-    lines = ["  - kind: openstack", f"    name: {name}", f"    cloud: {cloud}", f"    clouds_yaml: {clouds_yaml}",
-             f"    interval: {interval}"]
+    lines = [
+        "  - kind: openstack",
+        f"    name: {name}",
+        f"    cloud: {cloud}",
+        f"    clouds_yaml: {clouds_yaml}",
+        f"    interval: {interval}",
+    ]
     lines += [f"    {key}: {value}" for key, value in extra.items()]
     return "\n".join(lines)
 

@@ -29,8 +29,11 @@ def test_kill_9_mid_write_repeatedly_loses_nothing_committed(daemon: Daemon, est
             assert set(times) <= set(after_kill[source]), f"{source}: committed polls vanished after kill -9"
         restarted = time.time()
         daemon.start()
-        wait_for(lambda since=restarted: [t for t in poll_times(estate.state_dir, "node5") if t >= since - 1],
-                 2.0 + 10, "the hypervisors to be stored again within one interval of the restart (+ start-up)")
+        wait_for(
+            lambda since=restarted: [t for t in poll_times(estate.state_dir, "node5") if t >= since - 1],
+            2.0 + 10,
+            "the hypervisors to be stored again within one interval of the restart (+ start-up)",
+        )
         daemon.wait_metric("capacityd_source_up", lambda v: v == 1, timeout=30, source=CLOUD)
     assert daemon.stop() == 0
     assert not integrity_problems(estate.state_dir)

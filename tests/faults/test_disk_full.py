@@ -32,8 +32,11 @@ def _can_unshare() -> bool:
     return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
 
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),
-              pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare -m (private mount namespace)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare -m (private mount namespace)"),
+]
 
 
 def on_tmpfs(daemon: Daemon, state_dir: Path, size: str, *, full: bool = False) -> Daemon:
@@ -125,12 +128,12 @@ def test_disk_fills_while_running_then_room_is_made(daemon: Daemon, estate: Esta
 
     filler.unlink()
     fault_end = time.time()
-    daemon.wait_metric("capacityd_history_last_write_success_timestamp_seconds", lambda v: v >= fault_end,
-                       timeout=30)
+    daemon.wait_metric("capacityd_history_last_write_success_timestamp_seconds", lambda v: v >= fault_end, timeout=30)
     daemon.wait_metric("capacityd_analysis_stale", lambda v: v == 0, timeout=30, analysis="forecast")
     resumed = time.time()
-    wait_for(lambda: [t for t in in_namespace(daemon, state, "node5") if t >= resumed], 30,
-             "a stored poll after the fault")
+    wait_for(
+        lambda: [t for t in in_namespace(daemon, state, "node5") if t >= resumed], 30, "a stored poll after the fault"
+    )
     gap = longest_gap(in_namespace(daemon, state, "node5"), fault_start - NODE_INTERVAL, time.time())
     assert gap <= (fault_end - fault_start) + 2 * NODE_INTERVAL + 3.0, f"gap of {gap:.1f} s"
     assert daemon.log().count("history: writes succeed again") == 1
@@ -153,8 +156,11 @@ def test_start_on_a_full_disk_serves_from_memory_and_opens_history_later(daemon:
 
     (inside(daemon, state) / "filler").unlink()
     room = time.time()
-    wait_for(lambda: [t for t in in_namespace(daemon, state, "node5") if t >= room - 1], 60,
-             "history to be opened on the retry backoff and a poll stored")
+    wait_for(
+        lambda: [t for t in in_namespace(daemon, state, "node5") if t >= room - 1],
+        60,
+        "history to be opened on the retry backoff and a poll stored",
+    )
     daemon.wait_metric("capacityd_history_last_write_success_timestamp_seconds", lambda v: v >= room, timeout=30)
     daemon.wait_metric("capacityd_analysis_stale", lambda v: v == 0, timeout=60, analysis="forecast")
     assert daemon.alive()

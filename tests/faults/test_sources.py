@@ -34,8 +34,11 @@ def check_survived(daemon: Daemon, estate: Estate, fault_start: float, fault_end
     daemon.wait_metric("capacityd_source_stale", lambda v: v == 0, timeout=30, source=CLOUD)
     assert daemon.metric("capacityd_source_up", source="node5") == 1
     resumed = time.time()
-    wait_for(lambda: [t for t in poll_times(estate.state_dir, CLOUD) if t >= resumed - 1], 30,
-             "a stored poll after the fault")
+    wait_for(
+        lambda: [t for t in poll_times(estate.state_dir, CLOUD) if t >= resumed - 1],
+        30,
+        "a stored poll after the fault",
+    )
     gap = longest_gap(poll_times(estate.state_dir, CLOUD), fault_start - OPENSTACK_INTERVAL, time.time())
     allowed = (fault_end - fault_start) + 2 * OPENSTACK_INTERVAL + 3.0
     assert gap <= allowed, f"history gap of {gap:.1f} s around a {fault_end - fault_start:.1f} s fault"
@@ -67,10 +70,16 @@ def test_a_malformed_answer_is_named_and_loses_nothing(daemon: Daemon, estate: E
     started(daemon)
     fault_start = time.time()
     estate.openstack.inject("compute", r"/servers/detail", status=200, times=3, body=b'{"servers": [{"id": ')
-    wait_for(lambda: errors(daemon, "malformed_response") + errors(daemon, "malformed") >= 3, 60,
-             "the three malformed answers to be counted, each as a malformed answer")
-    by_reason = {labels["reason"]: value for name, labels, value in parse_samples(daemon.scrape())
-                 if name == "capacityd_source_errors_total" and labels.get("source") == CLOUD}
+    wait_for(
+        lambda: errors(daemon, "malformed_response") + errors(daemon, "malformed") >= 3,
+        60,
+        "the three malformed answers to be counted, each as a malformed answer",
+    )
+    by_reason = {
+        labels["reason"]: value
+        for name, labels, value in parse_samples(daemon.scrape())
+        if name == "capacityd_source_errors_total" and labels.get("source") == CLOUD
+    }
     assert "internal_error" not in by_reason, by_reason  # garbage is the cloud's fault, named as such
     check_survived(daemon, estate, fault_start, time.time())
 

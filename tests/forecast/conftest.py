@@ -19,14 +19,30 @@ HOUR = 3600.0
 FAST = ForecastOptions(candidates=tuple(name for name in DEFAULT_CANDIDATES if name != "mstl"))
 
 
-def long_frame(values: np.ndarray, *, limit: float | np.ndarray, step: float = HOUR, pool: str = "az1",
-               resource: str = "vcpu", basis: str = "allocated", start: pd.Timestamp = START) -> pd.DataFrame:
+def long_frame(
+    values: np.ndarray,
+    *,
+    limit: float | np.ndarray,
+    step: float = HOUR,
+    pool: str = "az1",
+    resource: str = "vcpu",
+    basis: str = "allocated",
+    start: pd.Timestamp = START,
+) -> pd.DataFrame:
     """The forecast input for one series (NaN values are dropped: that is what a gap looks like)."""
     stamps = start + pd.to_timedelta(np.arange(len(values)) * step, unit="s")
-    frame = pd.DataFrame({
-        "layer": "openstack", "cloud": "test", "pool": pool, "resource": resource, "basis": basis,
-        "timestamp": stamps, "value": values, "limit": limit,
-    })
+    frame = pd.DataFrame(
+        {
+            "layer": "openstack",
+            "cloud": "test",
+            "pool": pool,
+            "resource": resource,
+            "basis": basis,
+            "timestamp": stamps,
+            "value": values,
+            "limit": limit,
+        }
+    )
     return frame[frame["value"].notna()].reset_index(drop=True)
 
 

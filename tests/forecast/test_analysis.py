@@ -71,8 +71,9 @@ def test_demo_forecasts_are_finite_where_demand_grows(demo_history: tuple[Histor
 
 
 def test_without_history_the_frames_are_empty() -> None:
-    context = AnalysisContext(now=pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime(), frames={}, history=None,
-                              config=None)
+    context = AnalysisContext(
+        now=pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime(), frames={}, history=None, config=None
+    )
     frames, errors = run_analyses(context, expensive=True)
     assert not errors.get("forecast")
     assert frames["forecast"].empty and frames["forecast_points"].empty
@@ -81,8 +82,10 @@ def test_without_history_the_frames_are_empty() -> None:
 def test_exhaustion_seconds_family(tmp_path: Path) -> None:
     growing = np.linspace(10, 80, 24 * 21)
     flat = np.full(24 * 21, 5.0)
-    frame = pd.concat([long_frame(growing, limit=100.0, pool="busy"),
-                       long_frame(flat, limit=100.0, pool="idle", basis="used")], ignore_index=True)
+    frame = pd.concat(
+        [long_frame(growing, limit=100.0, pool="busy"), long_frame(flat, limit=100.0, pool="idle", basis="used")],
+        ignore_index=True,
+    )
     now = end_of(growing)
     forecast, _ = forecast_series(frame, now=now, options=FAST)
     snapshot = Snapshot(taken_at=now, frames={"forecast": forecast}, statuses=())
@@ -97,20 +100,28 @@ def test_exhaustion_seconds_family(tmp_path: Path) -> None:
     assert "# TYPE capacity_exhaustion_seconds summary" in text
     busy = forecast.set_index("pool").loc["busy"]
     for quantile, column in (("0.1", "seconds_p10"), ("0.5", "seconds_p50"), ("0.9", "seconds_p90")):
-        label = (f'capacity_exhaustion_seconds{{basis="allocated",cloud="test",layer="openstack",pool="busy",'
-                 f'quantile="{quantile}",resource="vcpu"}}')
+        label = (
+            f'capacity_exhaustion_seconds{{basis="allocated",cloud="test",layer="openstack",pool="busy",'
+            f'quantile="{quantile}",resource="vcpu"}}'
+        )
         line = next(line for line in text.splitlines() if line.startswith(label))
         assert float(line.split()[-1]) == pytest.approx(busy[column])
         assert 0 < float(line.split()[-1]) < math.inf
-    idle = ('capacity_exhaustion_seconds{basis="used",cloud="test",layer="openstack",pool="idle",'
-            'quantile="0.5",resource="vcpu"} +Inf')
+    idle = (
+        'capacity_exhaustion_seconds{basis="used",cloud="test",layer="openstack",pool="idle",'
+        'quantile="0.5",resource="vcpu"} +Inf'
+    )
     assert idle in text
     assert text.count("capacity_exhaustion_seconds{") == 6
     assert "# TYPE capacity_exhaustion_info gauge" in text
-    assert ('capacity_exhaustion_info{basis="allocated",cloud="test",layer="openstack",pool="busy",'
-            'reason="within_horizon",resource="vcpu"} 1.0') in text
-    assert ('capacity_exhaustion_info{basis="used",cloud="test",layer="openstack",pool="idle",'
-            'reason="not_growing",resource="vcpu"} 1.0') in text
+    assert (
+        'capacity_exhaustion_info{basis="allocated",cloud="test",layer="openstack",pool="busy",'
+        'reason="within_horizon",resource="vcpu"} 1.0'
+    ) in text
+    assert (
+        'capacity_exhaustion_info{basis="used",cloud="test",layer="openstack",pool="idle",'
+        'reason="not_growing",resource="vcpu"} 1.0'
+    ) in text
 
 
 def test_family_is_empty_without_forecasts() -> None:

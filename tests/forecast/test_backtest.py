@@ -13,8 +13,9 @@ from tests.forecast.conftest import FAST, START
 
 
 def test_seasonal_series_beats_the_trend_and_bands_cover() -> None:
-    spec = PoolSeriesSpec(level=1000, growth_per_day=4, daily_amplitude=60, weekly_amplitude=50, noise=8, ar=0.6,
-                          days=35)
+    spec = PoolSeriesSpec(
+        level=1000, growth_per_day=4, daily_amplitude=60, weekly_amplitude=50, noise=8, ar=0.6, days=35
+    )
     values = generate(spec, seed=1)
     grid = Grid(START, 3600.0, len(values))
     results = run_backtest(values, grid, horizon=7 * 24, origins=4, options=FAST)[0]

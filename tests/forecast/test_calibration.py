@@ -38,20 +38,28 @@ def test_a_young_series_beside_old_ones_raises_no_warning(young_hours: int) -> N
     rng = np.random.default_rng(young_hours)
     young = np.full(LENGTH, np.nan)
     young[-young_hours:] = 500 + 0.5 * np.arange(young_hours) + rng.normal(0, 1, young_hours)
-    frame = pd.concat([long_frame(_seasonal(rng), limit=1300, pool="old"),
-                       long_frame(young, limit=800, pool="young")])
+    frame = pd.concat([long_frame(_seasonal(rng), limit=1300, pool="old"), long_frame(young, limit=800, pool="young")])
     forecast, _ = forecast_series(frame, now=end_of(np.empty(LENGTH)), options=FAST)
     assert set(forecast["pool"]) == {"old", "young"}
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(level=st.floats(100, 5000), growth=st.floats(1, 50), amplitude=st.floats(0, 100),
-       noise=st.floats(0, 10), seed=st.integers(0, 1000), days_to_limit=st.floats(3, 60))
-def test_dates_are_strictly_ordered_whenever_the_median_crosses(level: float, growth: float, amplitude: float,
-                                                                noise: float, seed: int, days_to_limit: float) -> None:
+@given(
+    level=st.floats(100, 5000),
+    growth=st.floats(1, 50),
+    amplitude=st.floats(0, 100),
+    noise=st.floats(0, 10),
+    seed=st.integers(0, 1000),
+    days_to_limit=st.floats(3, 60),
+)
+def test_dates_are_strictly_ordered_whenever_the_median_crosses(
+    level: float, growth: float, amplitude: float, noise: float, seed: int, days_to_limit: float
+) -> None:
     """Was: p10 == p50 == p90 to the second (zero-width bands on a series every model fits exactly)."""
-    values = generate(PoolSeriesSpec(level=level, growth_per_day=growth, daily_amplitude=amplitude, noise=noise,
-                                     ar=0.5, days=28), seed=seed)
+    values = generate(
+        PoolSeriesSpec(level=level, growth_per_day=growth, daily_amplitude=amplitude, noise=noise, ar=0.5, days=28),
+        seed=seed,
+    )
     limit = float(values[-24:].max()) + growth * days_to_limit
     forecast, _ = forecast_series(long_frame(values, limit=limit), now=end_of(values), options=FAST)
     row = forecast.iloc[0]
@@ -69,8 +77,9 @@ def test_one_signed_backtest_errors_do_not_collapse_a_band() -> None:
     assert (bands.p90 - bands.p50 > 0).all()
     # and the bias is corrected, not only the band widened: the median lifts towards what the growth does
     truth = 1000 + 0.0004 * (LENGTH + np.arange(7 * 24)) ** 2
-    straight = forecast_native(values[None, :], Grid(START, HOUR, LENGTH), 7 * 24,
-                               FAST.__class__(candidates=FAST.candidates, origins=0))
+    straight = forecast_native(
+        values[None, :], Grid(START, HOUR, LENGTH), 7 * 24, FAST.__class__(candidates=FAST.candidates, origins=0)
+    )
     assert np.mean(np.abs(bands.p50[0] - truth)) < np.mean(np.abs(straight.p50[0] - truth))
 
 
@@ -130,13 +139,15 @@ def test_exhaustion_reason_says_why_there_is_no_date() -> None:
     growing = _seasonal(rng, growth=5)
     flat = 1000 + rng.normal(0, 3, LENGTH)
     slow = _seasonal(rng, growth=0.2)
-    frame = pd.concat([
-        long_frame(growing, limit=1400, pool="growing"),
-        long_frame(flat, limit=2000, pool="flat"),
-        long_frame(slow, limit=2000, pool="slow"),
-        long_frame(flat, limit=900, pool="full"),
-        long_frame(flat, limit=np.nan, pool="unknown"),
-    ])
+    frame = pd.concat(
+        [
+            long_frame(growing, limit=1400, pool="growing"),
+            long_frame(flat, limit=2000, pool="flat"),
+            long_frame(slow, limit=2000, pool="slow"),
+            long_frame(flat, limit=900, pool="full"),
+            long_frame(flat, limit=np.nan, pool="unknown"),
+        ]
+    )
     forecast, _ = forecast_series(frame, now=end_of(flat), horizon=timedelta(days=180), options=FAST)
     reasons = dict(zip(forecast["pool"], forecast["exhaustion_reason"], strict=True))
     assert reasons["growing"] == "within_horizon"
@@ -150,13 +161,20 @@ def test_exhaustion_reason_says_why_there_is_no_date() -> None:
 def test_streamed_blocks_give_the_same_frames_as_the_whole_matrix() -> None:
     rng = np.random.default_rng(9)
     matrix = np.stack([_seasonal(rng, growth=g) for g in (0.5, 2, 5, 8, 12)])
-    keys = pd.DataFrame({"layer": "openstack", "cloud": "c", "pool": [f"p{i}" for i in range(5)],
-                         "resource": "vcpu", "basis": "allocated"})
+    keys = pd.DataFrame(
+        {
+            "layer": "openstack",
+            "cloud": "c",
+            "pool": [f"p{i}" for i in range(5)],
+            "resource": "vcpu",
+            "basis": "allocated",
+        }
+    )
     grid = Grid(START, HOUR, LENGTH)
     limits = np.full(5, 1500.0)
     now = grid.end.to_pydatetime()
     whole, whole_points = forecast_matrix(keys, matrix, grid, limits, now=now, options=FAST)
-    blocks = [(keys.iloc[i:i + 2], matrix[i:i + 2], grid, limits[i:i + 2]) for i in range(0, 5, 2)]
+    blocks = [(keys.iloc[i : i + 2], matrix[i : i + 2], grid, limits[i : i + 2]) for i in range(0, 5, 2)]
     streamed, streamed_points = forecast_blocks(iter(blocks), total=5, now=now, options=FAST)
     pd.testing.assert_frame_equal(whole, streamed)
     pd.testing.assert_frame_equal(whole_points, streamed_points)
@@ -167,4 +185,3 @@ def test_the_daemon_log_names_the_horizon_as_a_person_would() -> None:
     assert describe_horizon(timedelta(days=180)) == "180 days"
     assert describe_horizon(timedelta(hours=36)) == "36 hours"
     assert describe_horizon(timedelta(days=1)) == "1 day"
-

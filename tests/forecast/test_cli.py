@@ -19,14 +19,17 @@ from tests.forecast.conftest import START
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_csv(path: Path, values: np.ndarray, *, step: float = 3600.0, iso: bool = True,
-              drop: slice | None = None) -> Path:
+def write_csv(
+    path: Path, values: np.ndarray, *, step: float = 3600.0, iso: bool = True, drop: slice | None = None
+) -> Path:
     stamps = START + pd.to_timedelta(np.arange(len(values)) * step, unit="s")
-    frame = pd.DataFrame({
-        "when": stamps.strftime("%Y-%m-%dT%H:%M:%SZ") if iso else (stamps.asi8 // 10**9),
-        "vcpus": values,
-        "note": "x",
-    })
+    frame = pd.DataFrame(
+        {
+            "when": stamps.strftime("%Y-%m-%dT%H:%M:%SZ") if iso else (stamps.asi8 // 10**9),
+            "vcpus": values,
+            "note": "x",
+        }
+    )
     if drop is not None:
         frame = frame.drop(frame.index[drop])
     frame.to_csv(path, index=False)
@@ -39,8 +42,9 @@ def series() -> np.ndarray:
     return generate(spec, seed=7)
 
 
-def test_table_on_iso_timestamps_with_a_gap(tmp_path: Path, series: np.ndarray,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_table_on_iso_timestamps_with_a_gap(
+    tmp_path: Path, series: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
     csv = write_csv(tmp_path / "pool.csv", series, drop=slice(400, 460))
     code = main(["backtest", "--csv", str(csv), "--time", "when", "--value", "vcpus", "--capacity", "330"])
     out = capsys.readouterr().out
@@ -57,8 +61,25 @@ def test_table_on_iso_timestamps_with_a_gap(tmp_path: Path, series: np.ndarray,
 
 def test_json_on_unix_seconds(tmp_path: Path, series: np.ndarray, capsys: pytest.CaptureFixture[str]) -> None:
     csv = write_csv(tmp_path / "pool.csv", series, iso=False)
-    code = main(["backtest", "--csv", str(csv), "--time", "when", "--value", "vcpus", "--horizon", "3d",
-                 "--origins", "3", "--capacity", "320", "--format", "json"])
+    code = main(
+        [
+            "backtest",
+            "--csv",
+            str(csv),
+            "--time",
+            "when",
+            "--value",
+            "vcpus",
+            "--horizon",
+            "3d",
+            "--origins",
+            "3",
+            "--capacity",
+            "320",
+            "--format",
+            "json",
+        ]
+    )
     assert code == 0
     document = json.loads(capsys.readouterr().out)
     assert document["step_seconds"] == 3600
@@ -76,8 +97,23 @@ def test_json_on_unix_seconds(tmp_path: Path, series: np.ndarray, capsys: pytest
 def test_five_minute_series_is_forecast_at_its_own_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = PoolSeriesSpec(level=50, growth_per_day=1, daily_amplitude=5, noise=0.5, step_seconds=300, days=12)
     csv = write_csv(tmp_path / "fine.csv", generate(spec, seed=3), step=300)
-    code = main(["backtest", "--csv", str(csv), "--time", "when", "--value", "vcpus", "--horizon", "1d",
-                 "--origins", "2", "--format", "json"])
+    code = main(
+        [
+            "backtest",
+            "--csv",
+            str(csv),
+            "--time",
+            "when",
+            "--value",
+            "vcpus",
+            "--horizon",
+            "1d",
+            "--origins",
+            "2",
+            "--format",
+            "json",
+        ]
+    )
     assert code == 0
     document = json.loads(capsys.readouterr().out)
     assert document["step_seconds"] == 300
@@ -88,8 +124,22 @@ def test_counter_resets_are_undone(tmp_path: Path, capsys: pytest.CaptureFixture
     counter = np.cumsum(np.full(24 * 20, 2.0))
     counter[300:] -= counter[299]  # the exporter restarted
     csv = write_csv(tmp_path / "counter.csv", counter)
-    code = main(["backtest", "--csv", str(csv), "--time", "when", "--value", "vcpus", "--horizon", "2d",
-                 "--counter", "--format", "json"])
+    code = main(
+        [
+            "backtest",
+            "--csv",
+            str(csv),
+            "--time",
+            "when",
+            "--value",
+            "vcpus",
+            "--horizon",
+            "2d",
+            "--counter",
+            "--format",
+            "json",
+        ]
+    )
     assert code == 0
     document = json.loads(capsys.readouterr().out)
     for origin in document["origins"]:
@@ -101,15 +151,24 @@ def test_counter_resets_are_undone(tmp_path: Path, capsys: pytest.CaptureFixture
     ("args", "content", "message"),
     [
         (["--value", "nope"], None, "no column 'nope'"),
-        ([], "when,vcpus\n2026-01-05T00:00:00Z,1\nyesterday,2\n2026-01-05T02:00:00Z,3\n",
-         "row 3: when='yesterday' is neither Unix seconds nor an ISO 8601 time"),
+        (
+            [],
+            "when,vcpus\n2026-01-05T00:00:00Z,1\nyesterday,2\n2026-01-05T02:00:00Z,3\n",
+            "row 3: when='yesterday' is neither Unix seconds nor an ISO 8601 time",
+        ),
         ([], "when,vcpus\n0,1\n3600,lots\n7200,3\n", "row 3: vcpus='lots' is not a number"),
         (["--horizon", "soon"], None, "--horizon: not a duration"),
         (["--horizon", "30d"], None, "not enough history for a backtest"),
     ],
 )
-def test_bad_input_is_named(tmp_path: Path, series: np.ndarray, capsys: pytest.CaptureFixture[str],
-                            args: list[str], content: str | None, message: str) -> None:
+def test_bad_input_is_named(
+    tmp_path: Path,
+    series: np.ndarray,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    content: str | None,
+    message: str,
+) -> None:
     csv = tmp_path / "input.csv"
     if content is None:
         write_csv(csv, series)
@@ -132,9 +191,29 @@ def test_runs_as_a_command(tmp_path: Path, series: np.ndarray) -> None:
     """The real entry point in a process of its own, as an SRE runs it."""
     csv = write_csv(tmp_path / "pool.csv", series)
     done = subprocess.run(
-        [sys.executable, "-m", "collector.app.cli", "backtest", "--csv", str(csv), "--time", "when", "--value",
-         "vcpus", "--horizon", "2d", "--origins", "2", "--format", "json"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "collector.app.cli",
+            "backtest",
+            "--csv",
+            str(csv),
+            "--time",
+            "when",
+            "--value",
+            "vcpus",
+            "--horizon",
+            "2d",
+            "--origins",
+            "2",
+            "--format",
+            "json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["origins"]) == 2
@@ -147,9 +226,13 @@ def libvirt_config(tmp_path: Path, hosts: int = 3) -> Path:
     """Real libvirt test-driver hosts (the `test:///default` driver); state_dir under tmp_path."""
     import yaml
 
-    config = {"state_dir": str(tmp_path / "state"), "sources": [
-        {"kind": "libvirt", "name": f"kvm-{i}", "uri": "test:///default", "cloud": "lab", "pool": "az1"}
-        for i in range(hosts)]}
+    config = {
+        "state_dir": str(tmp_path / "state"),
+        "sources": [
+            {"kind": "libvirt", "name": f"kvm-{i}", "uri": "test:///default", "cloud": "lab", "pool": "az1"}
+            for i in range(hosts)
+        ],
+    }
     path = tmp_path / "capacityd.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -187,13 +270,19 @@ def test_one_off_commands_keep_source_chatter_at_debug(tmp_path: Path) -> None:
     """`once` against three libvirt hosts: no INFO line per connection unless -v."""
     config = libvirt_config(tmp_path)
     command = [sys.executable, "-m", "collector.app.cli"]
-    quiet = subprocess.run([*command, "once", "-c", str(config), "--no-history"], capture_output=True, text=True,
-                           cwd=REPO, timeout=300)
+    quiet = subprocess.run(
+        [*command, "once", "-c", str(config), "--no-history"], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert quiet.returncode == 0, quiet.stderr
     assert "connected to" not in quiet.stderr and "closing connection" not in quiet.stderr, quiet.stderr
     assert " INFO " not in quiet.stderr, quiet.stderr
-    loud = subprocess.run([*command, "-v", "once", "-c", str(config), "--no-history"], capture_output=True,
-                          text=True, cwd=REPO, timeout=300)
+    loud = subprocess.run(
+        [*command, "-v", "once", "-c", str(config), "--no-history"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert loud.returncode == 0, loud.stderr
     assert "connected to" in loud.stderr
 
@@ -217,8 +306,18 @@ def test_forecast_log_line_names_days() -> None:
         def pool_series(self, **kwargs: object) -> pd.DataFrame:
             stamps = pd.date_range(START, periods=24 * 21, freq="h", tz="UTC")
             values = np.linspace(10.0, 90.0, len(stamps))
-            frame = pd.DataFrame({"timestamp": stamps, "layer": "openstack", "cloud": "c", "pool": "p",
-                                  "resource": "vcpu", "allocatable": 100.0, "allocated": values, "used": np.nan})
+            frame = pd.DataFrame(
+                {
+                    "timestamp": stamps,
+                    "layer": "openstack",
+                    "cloud": "c",
+                    "pool": "p",
+                    "resource": "vcpu",
+                    "allocatable": 100.0,
+                    "allocated": values,
+                    "used": np.nan,
+                }
+            )
             return frame
 
     logger = logging.getLogger("collector.analyses.forecast")
@@ -287,14 +386,31 @@ def test_what_if_table_names_the_failure_before_and_after() -> None:
     from collector.app.commands.forecast import render_table
 
     def side(slots: float, after: float, domain: str) -> dict[str, object]:
-        return {"slots": slots, "slots_after_failure": after, "failure_domain": domain, "shortfall": 0.0,
-                "limiting_resource": "memory"}
+        return {
+            "slots": slots,
+            "slots_after_failure": after,
+            "failure_domain": domain,
+            "shortfall": 0.0,
+            "limiting_resource": "memory",
+        }
 
-    entry = {"layer": "openstack", "cloud": "c", "pool_kind": "az", "pool": "az1", "shape": "p1.gamma",
-             "before": side(6, 0, "compute-04"), "after": side(4, 4, "compute-06")}
+    entry = {
+        "layer": "openstack",
+        "cloud": "c",
+        "pool_kind": "az",
+        "pool": "az1",
+        "shape": "p1.gamma",
+        "before": side(6, 0, "compute-04"),
+        "after": side(4, 4, "compute-06"),
+    }
     same = dict(entry, shape="m1.small", before=side(9, 3, "compute-04"), after=side(7, 2, "compute-04"))
-    document = {"scenarios": [{"scenario": "+200 m1.large", "unplaced": 0, "notes": []}],
-                "headroom": [entry, same], "exhaustion": [], "forecast_note": None, "what_if": True}
+    document = {
+        "scenarios": [{"scenario": "+200 m1.large", "unplaced": 0, "notes": []}],
+        "headroom": [entry, same],
+        "exhaustion": [],
+        "forecast_note": None,
+        "what_if": True,
+    }
     lines = {line.split()[4]: line for line in render_table(document).splitlines() if " az1 " in line}
     assert "compute-04 -> compute-06" in lines["p1.gamma"]
     assert "compute-04" in lines["m1.small"] and "->" not in lines["m1.small"]

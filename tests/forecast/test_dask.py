@@ -55,8 +55,12 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[object]:
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address="127.0.0.1:0") as cluster, distributed.Client(cluster) as dask:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        distributed.Client(cluster) as dask,
+    ):
         yield dask
 
 
@@ -76,8 +80,9 @@ def test_dask_equals_local_on_1000_series(history: History, client: object) -> N
         assert len(mine) == len(theirs)
         for column in mine.columns:
             if pd.api.types.is_float_dtype(theirs[column]):
-                np.testing.assert_allclose(mine[column].to_numpy(float), theirs[column].to_numpy(float),
-                                           rtol=1e-9, atol=1e-9, err_msg=column)
+                np.testing.assert_allclose(
+                    mine[column].to_numpy(float), theirs[column].to_numpy(float), rtol=1e-9, atol=1e-9, err_msg=column
+                )
             else:
                 assert mine[column].astype(str).tolist() == theirs[column].astype(str).tolist(), column
     assert (local[0]["seconds_p50"] < float("inf")).any()  # some series exhaust: the comparison is not vacuous
@@ -154,8 +159,15 @@ def test_dask_tasks_read_remote_history_through_promql(tmp_path: Path, client: o
         frame = pool_series_for_forecast(PromReader(remote), now, lookback)
         assert not frame.empty
         local, _ = forecast_series(frame, now=now)
-        dask, _ = run_dask(client, HistorySource(history=config), now=now, lookback=lookback,
-                           horizon=timedelta(days=180), options=ForecastOptions(), chunk=1)  # a task per key
+        dask, _ = run_dask(
+            client,
+            HistorySource(history=config),
+            now=now,
+            lookback=lookback,
+            horizon=timedelta(days=180),
+            options=ForecastOptions(),
+            chunk=1,
+        )  # a task per key
     finally:
         service.stop()
     local, dask = _sorted(local, []), _sorted(dask, [])

@@ -99,15 +99,16 @@ def test_gaps_do_not_move_the_date_much() -> None:
     holed = values.copy()
     rng = np.random.default_rng(0)
     holed[rng.random(len(holed)) < 0.2] = np.nan  # a fifth of the samples lost
-    holed[24 * 30: 24 * 32] = np.nan  # and a two-day outage
+    holed[24 * 30 : 24 * 32] = np.nan  # and a two-day outage
     row, _ = run(holed, 300.0)
     assert abs(row["exhaustion_p50"] - truth(spec, 300.0)) <= pd.Timedelta(hours=24)
     assert row["history_points"] == int(np.isfinite(holed).sum())
 
 
 def test_level_shift_keeps_the_new_level_and_the_old_slope() -> None:
-    spec = PoolSeriesSpec(level=500, growth_per_day=2, daily_amplitude=10, shift_at_day=35, shift_size=200,
-                          noise=2, ar=0.5, days=49)
+    spec = PoolSeriesSpec(
+        level=500, growth_per_day=2, daily_amplitude=10, shift_at_day=35, shift_size=200, noise=2, ar=0.5, days=49
+    )
     values = generate(spec, seed=4)
     row, points = run(values, 1000.0)
     assert row["growth_per_day"] == pytest.approx(2.0, rel=0.15)  # the jump is not read as growth
@@ -119,12 +120,12 @@ def test_level_shift_keeps_the_new_level_and_the_old_slope() -> None:
 
 
 def test_weekly_seasonality_is_recovered() -> None:
-    spec = PoolSeriesSpec(level=800, growth_per_day=3, daily_amplitude=40, weekly_amplitude=120, noise=2,
-                          days=56)
+    spec = PoolSeriesSpec(level=800, growth_per_day=3, daily_amplitude=40, weekly_amplitude=120, noise=2, days=56)
     values = generate(spec, seed=5, extra_days=7)
     history, future = values[:-168], values[-168:]
-    forecast, points = forecast_series(long_frame(history, limit=5000.0), now=end_of(history), options=FAST,
-                                       horizon=timedelta(days=7))
+    forecast, points = forecast_series(
+        long_frame(history, limit=5000.0), now=end_of(history), options=FAST, horizon=timedelta(days=7)
+    )
     assert forecast["model"].iloc[0] not in ("trend", "snaive_day")
     # Daily maxima follow the weekend dip: Saturday's and Sunday's peaks are lower than Friday's.
     by_day = points.set_index("timestamp")["p50"]
@@ -201,7 +202,8 @@ def test_blocks_and_threads_do_not_change_results() -> None:
     now = end_of(np.zeros(28 * 24))
     whole, whole_points = forecast_series(frame, now=now, options=FAST)
     split, split_points = forecast_series(
-        frame, now=now, options=ForecastOptions(candidates=FAST.candidates, chunk=2, threads=3))
+        frame, now=now, options=ForecastOptions(candidates=FAST.candidates, chunk=2, threads=3)
+    )
     pd.testing.assert_frame_equal(whole, split)
     pd.testing.assert_frame_equal(whole_points, split_points)
 

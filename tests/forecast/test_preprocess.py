@@ -20,8 +20,9 @@ from tests.forecast.conftest import START
 
 
 def test_long_to_matrix_buckets_hours_and_keeps_gaps() -> None:
-    stamps = pd.to_datetime(["2026-01-05T00:10Z", "2026-01-05T00:50Z", "2026-01-05T02:05Z",
-                             "2026-01-05T01:30Z"], utc=True)
+    stamps = pd.to_datetime(
+        ["2026-01-05T00:10Z", "2026-01-05T00:50Z", "2026-01-05T02:05Z", "2026-01-05T01:30Z"], utc=True
+    )
     frame = pd.DataFrame({"k": ["a", "a", "a", "b"], "timestamp": stamps, "value": [1.0, 3.0, 7.0, 5.0]})
     keys, matrix, grid = long_to_matrix(frame, ["k"], step=3600)
     assert keys["k"].tolist() == ["a", "b"]
@@ -54,22 +55,25 @@ def test_forward_fill_and_seasonal_gap_fill() -> None:
     t = np.arange(day * 4)
     series = 100 + 10 * np.sin(2 * np.pi * t / day)
     holed = series.copy()
-    holed[day * 3 + 5: day * 3 + 11] = np.nan  # six hours missing on the last day
+    holed[day * 3 + 5 : day * 3 + 11] = np.nan  # six hours missing on the last day
     filled = fill_gaps(holed[None, :], (day,))[0]
     np.testing.assert_allclose(filled, series, atol=1e-9)  # yesterday's shape at today's level
 
 
 def test_level_shift_is_located_to_the_hour() -> None:
-    spec = PoolSeriesSpec(level=500, growth_per_day=2, daily_amplitude=10, shift_at_day=30.25, shift_size=150,
-                          noise=2, days=42)
+    spec = PoolSeriesSpec(
+        level=500, growth_per_day=2, daily_amplitude=10, shift_at_day=30.25, shift_size=150, noise=2, days=42
+    )
     values = generate(spec, seed=1)[None, :]
     shift = detect_level_shift(values, 24)
     assert abs(int(shift[0]) - int(30.25 * 24)) <= 2
 
 
 def test_no_level_shift_in_growth_or_seasonality() -> None:
-    specs = [PoolSeriesSpec(level=500, growth_per_day=5, daily_amplitude=50, weekly_amplitude=40, noise=3, days=42),
-             PoolSeriesSpec(level=100, growth_per_day=0, noise=5, ar=0.8, days=42)]
+    specs = [
+        PoolSeriesSpec(level=500, growth_per_day=5, daily_amplitude=50, weekly_amplitude=40, noise=3, days=42),
+        PoolSeriesSpec(level=100, growth_per_day=0, noise=5, ar=0.8, days=42),
+    ]
     values = np.stack([generate(spec, seed=i) for i, spec in enumerate(specs)])
     assert (detect_level_shift(values, 24) == -1).all()
 

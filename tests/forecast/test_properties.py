@@ -74,9 +74,15 @@ def test_interval_coverage_is_near_eighty_percent() -> None:
     rng = np.random.default_rng(42)
     series = []
     for seed in range(120):
-        spec = PoolSeriesSpec(level=rng.uniform(100, 1000), growth_per_day=rng.uniform(0, 5),
-                              daily_amplitude=rng.uniform(0, 50), weekly_amplitude=rng.uniform(0, 30),
-                              noise=rng.uniform(1, 10), ar=rng.uniform(0, 0.8), days=42)
+        spec = PoolSeriesSpec(
+            level=rng.uniform(100, 1000),
+            growth_per_day=rng.uniform(0, 5),
+            daily_amplitude=rng.uniform(0, 50),
+            weekly_amplitude=rng.uniform(0, 30),
+            noise=rng.uniform(1, 10),
+            ar=rng.uniform(0, 0.8),
+            days=42,
+        )
         series.append(generate(spec, seed=seed, extra_days=7))
     values = np.stack(series)
     history, future = values[:, :-168], values[:, -168:]

@@ -28,7 +28,7 @@ def _weekly(rng: np.random.Generator) -> np.ndarray:
 def test_the_factor_is_between_one_and_its_cap(seed: int, burst: float, gap: float) -> None:
     rng = np.random.default_rng(seed)
     values = _weekly(rng)
-    values[-2 * DAY:] += rng.normal(0, burst + 1e-9, 2 * DAY)
+    values[-2 * DAY :] += rng.normal(0, burst + 1e-9, 2 * DAY)
     values[rng.random(LENGTH) < gap] = np.nan
     factor = regime_factor(values[None, :], DAY, naive_scale(values[None, :], DAY))
     assert factor.shape == (1,)
@@ -47,7 +47,7 @@ def test_an_ordinary_weekend_is_not_a_new_regime() -> None:
 def test_a_series_that_just_became_volatile_gets_a_wider_band() -> None:
     rng = np.random.default_rng(5)
     values = _weekly(rng)
-    values[-2 * DAY:] += rng.normal(0, 60, 2 * DAY)  # a tenant churning for the last two days
+    values[-2 * DAY :] += rng.normal(0, 60, 2 * DAY)  # a tenant churning for the last two days
     matrix = values[None, :]
     grid = Grid(START, HOUR, LENGTH)
     factor = regime_factor(matrix, DAY, naive_scale(matrix, DAY))[0]

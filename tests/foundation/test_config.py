@@ -21,7 +21,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_the_documented_shape_loads(tmp_path):
-    config = load_config(write(tmp_path, """
+    config = load_config(
+        write(
+            tmp_path,
+            """
         listen: 127.0.0.1:9847
         state_dir: /var/lib/capacityd
         sources:
@@ -29,7 +32,9 @@ def test_the_documented_shape_loads(tmp_path):
             name: kvm-a
             uri: qemu+ssh://root@kvm-a/system
             interval: 60s
-    """))
+    """,
+        )
+    )
     (source,) = config.sources
     assert source.kind == "libvirt" and source.name == "kvm-a"
     assert source.interval == timedelta(seconds=60)
@@ -52,17 +57,19 @@ def test_bad_durations(bad):
 
 def test_every_error_is_reported_with_its_location():
     with pytest.raises(ConfigError) as caught:
-        parse_config({
-            "listen": "nowhere",
-            "colour": "blue",
-            "sources": [
-                {"kind": "libvirt", "name": "a", "uri": "test:///default"},
-                {"kind": "libvirt", "name": "b", "uri": "test:///default", "intervall": "5s"},
-                {"kind": "libvirt", "name": "c", "uri": "no-scheme"},
-                {"kind": "zookeeper", "name": "d"},
-                {"kind": "libvirt", "name": "a", "uri": "test:///default"},
-            ],
-        })
+        parse_config(
+            {
+                "listen": "nowhere",
+                "colour": "blue",
+                "sources": [
+                    {"kind": "libvirt", "name": "a", "uri": "test:///default"},
+                    {"kind": "libvirt", "name": "b", "uri": "test:///default", "intervall": "5s"},
+                    {"kind": "libvirt", "name": "c", "uri": "no-scheme"},
+                    {"kind": "zookeeper", "name": "d"},
+                    {"kind": "libvirt", "name": "a", "uri": "test:///default"},
+                ],
+            }
+        )
     errors = caught.value.errors
     assert "listen: Value error, listen must be HOST:PORT, e.g. 127.0.0.1:9847 or [::]:9847" in errors
     assert "colour: unknown key" in errors
@@ -86,7 +93,9 @@ def test_yaml_syntax_error_names_line(tmp_path):
 
 def test_check_config_cli_prints_errors_without_values(tmp_path):
     secret = "hunter2-very-secret"
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         sources:
           - kind: openstack
             cloud: prod
@@ -94,9 +103,14 @@ def test_check_config_cli_prints_errors_without_values(tmp_path):
           - kind: libvirt
             name: kvm
             uri: nope
-    """)
-    done = subprocess.run([sys.executable, "-m", "collector.app.cli", "check-config", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    """,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "collector.app.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert "sources[0].password: unknown key" in done.stderr
     assert "sources[1].uri:" in done.stderr
@@ -105,7 +119,11 @@ def test_check_config_cli_prints_errors_without_values(tmp_path):
 
 def test_check_config_cli_ok(tmp_path):
     path = write(tmp_path, "sources: [{kind: libvirt, name: kvm, uri: 'test:///default'}]\n")
-    done = subprocess.run([sys.executable, "-m", "collector.app.cli", "check-config", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "collector.app.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "kvm (libvirt)" in done.stdout

@@ -39,7 +39,7 @@ CORPUS: dict[str, tuple[bytes, str]] = {
     "nan": (("sources:\n" + SOURCE % "interval: .nan").encode(), "sources[0].interval: "),
     "float_1e300": (("sources:\n" + SOURCE % "interval: 1.0e+300").encode(), "sources[0].interval: "),
     "retention_1e300": (b"history: {retention: 1.0e+300}\n", "history.retention: "),
-    "non_utf8": (b"listen: \"\xff\xfe127.0.0.1:9847\"\n", "line 1: not UTF-8"),
+    "non_utf8": (b'listen: "\xff\xfe127.0.0.1:9847"\n', "line 1: not UTF-8"),
     "deep_nesting": (DEEP.encode(), "nested deeper than"),
     "digits_5000": (("history: {retention: " + "9" * 5000 + "}\n").encode(), "digits"),
     "billion_laughs": (LAUGHS.encode(), "aliases are expanded"),
@@ -51,8 +51,13 @@ CORPUS: dict[str, tuple[bytes, str]] = {
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "collector.app.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ})
+    return subprocess.run(
+        [sys.executable, "-m", "collector.app.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ},
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
@@ -103,16 +108,19 @@ def test_a_10_mb_file_is_refused_quickly(tmp_path):
 SECRET = "hunter2-secret"
 
 
-@pytest.mark.parametrize("text", [
-    # a secret in a secret-named field of the wrong type
-    f"smtp: {{host: mail, port: 25, from: a@b.c, password: [{SECRET}]}}\n",
-    f"smtp: {{host: mail, port: 25, from: a@b.c, password: {{x: {SECRET}}}}}\n",
-    # a secret pasted where a duration belongs
-    "sources:\n" + SOURCE % f"interval: {SECRET}",
-    f"history: {{retention: {SECRET}}}\n",
-    # a secret in a key name is not a value, but a secret-named key's mapping is redacted whole
-    f"sources:\n  - {{kind: openstack, name: a, password: {SECRET}, auth: 3}}\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a secret in a secret-named field of the wrong type
+        f"smtp: {{host: mail, port: 25, from: a@b.c, password: [{SECRET}]}}\n",
+        f"smtp: {{host: mail, port: 25, from: a@b.c, password: {{x: {SECRET}}}}}\n",
+        # a secret pasted where a duration belongs
+        "sources:\n" + SOURCE % f"interval: {SECRET}",
+        f"history: {{retention: {SECRET}}}\n",
+        # a secret in a key name is not a value, but a secret-named key's mapping is redacted whole
+        f"sources:\n  - {{kind: openstack, name: a, password: {SECRET}, auth: 3}}\n",
+    ],
+)
 def test_errors_never_echo_a_secret(tmp_path, text):
     path = tmp_path / "c.yaml"
     path.write_text(text)
@@ -126,19 +134,65 @@ def test_errors_never_echo_a_secret(tmp_path, text):
 
 # -- fuzz ----------------------------------------------------------------------------------------------
 
-KEYS = ["listen", "state_dir", "sources", "history", "kind", "name", "uri", "interval", "timeout", "jitter",
-        "retention", "password", "token", "smtp", "host", "port", "reports", "shapes", "headroom", "forecast",
-        "libvirt", "openstack", "kubernetes", "log_level", "auth", "cpu", "memory"]
+KEYS = [
+    "listen",
+    "state_dir",
+    "sources",
+    "history",
+    "kind",
+    "name",
+    "uri",
+    "interval",
+    "timeout",
+    "jitter",
+    "retention",
+    "password",
+    "token",
+    "smtp",
+    "host",
+    "port",
+    "reports",
+    "shapes",
+    "headroom",
+    "forecast",
+    "libvirt",
+    "openstack",
+    "kubernetes",
+    "log_level",
+    "auth",
+    "cpu",
+    "memory",
+]
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
-    st.sampled_from(["1.0e+300", ".inf", "-.inf", ".nan", "99999999999w", "100000000d", "0.0000001ms", "5m",
-                     "test:///default", "libvirt", "openstack", "kubernetes", "127.0.0.1:9847", "9" * 80]),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "1.0e+300",
+            ".inf",
+            "-.inf",
+            ".nan",
+            "99999999999w",
+            "100000000d",
+            "0.0000001ms",
+            "5m",
+            "test:///default",
+            "libvirt",
+            "openstack",
+            "kubernetes",
+            "127.0.0.1:9847",
+            "9" * 80,
+        ]
+    ),
 )
 TREES = st.recursive(
     SCALARS,
-    lambda children: st.one_of(st.lists(children, max_size=4),
-                               st.dictionaries(st.sampled_from(KEYS), children, max_size=5)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.sampled_from(KEYS), children, max_size=5)
+    ),
     max_leaves=30,
 )
 
@@ -168,9 +222,44 @@ def test_fuzzed_bytes_are_a_config_or_a_config_error(tmp_path, tree, data):
     _load_text(tmp_path, bytes(content))
 
 
-TOKENS = ["&a ", "&b ", "*a", "*b", "[", "]", "{", "}", ", ", ": ", "- ", "\n", "\n  ", "\n    ", "sources", "kind",
-          "libvirt", "name", "uri", "interval", "5m", ".inf", "1.0e+300", "9" * 60, "'x'", '"\\xff"', "!!str ",
-          "!!python/object:os.system ", "<<: *a", "? ", "|\n  ", "---\n", "...\n", "%YAML 1.1\n", "\t", "#c\n"]
+TOKENS = [
+    "&a ",
+    "&b ",
+    "*a",
+    "*b",
+    "[",
+    "]",
+    "{",
+    "}",
+    ", ",
+    ": ",
+    "- ",
+    "\n",
+    "\n  ",
+    "\n    ",
+    "sources",
+    "kind",
+    "libvirt",
+    "name",
+    "uri",
+    "interval",
+    "5m",
+    ".inf",
+    "1.0e+300",
+    "9" * 60,
+    "'x'",
+    '"\\xff"',
+    "!!str ",
+    "!!python/object:os.system ",
+    "<<: *a",
+    "? ",
+    "|\n  ",
+    "---\n",
+    "...\n",
+    "%YAML 1.1\n",
+    "\t",
+    "#c\n",
+]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

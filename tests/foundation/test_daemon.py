@@ -84,8 +84,9 @@ def daemon(tmp_path):
     config = tmp_path / "capacityd.yaml"
     config.write_text(config_text(port, tmp_path / "state"))
     log = open(tmp_path / "daemon.log", "w")  # noqa: SIM115 - closed in teardown
-    process = subprocess.Popen([sys.executable, "-m", "collector.app.cli", "run", "-c", str(config)],
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "collector.app.cli", "run", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+    )
     yield process, port, config, tmp_path
     if process.poll() is None:
         process.kill()
@@ -95,8 +96,14 @@ def daemon(tmp_path):
 
 def test_daemon_exports_good_sources_beside_a_dead_one_and_reloads(daemon):
     process, port, config, tmp_path = daemon
-    text = scrape_when(port, lambda t: sample(t, "capacityd_source_up", source="dead") is not None
-                       and sample(t, "capacityd_source_up", source="node5") == 1, what="first polls")
+    text = scrape_when(
+        port,
+        lambda t: (
+            sample(t, "capacityd_source_up", source="dead") is not None
+            and sample(t, "capacityd_source_up", source="node5") == 1
+        ),
+        what="first polls",
+    )
     assert sample(text, "capacityd_source_up", source="dead", kind="libvirt") == 0
     assert sample(text, "capacityd_source_errors_total", source="dead", reason="unreachable") >= 1
     assert sample(text, "capacity_resource_capacity", host="test-node-5", resource="cpu", layer="hypervisor") == 16
@@ -111,11 +118,13 @@ def test_daemon_exports_good_sources_beside_a_dead_one_and_reloads(daemon):
     time.sleep(1.0)
     assert process.poll() is None, "a bad config on reload must not stop the daemon"
     assert sample(scrape(port), "capacityd_source_up", source="node5") == 1
-    config.write_text(config_text(port, tmp_path / "state").replace(
-        "name: dead\n    uri: qemu+tcp://127.0.0.1:1/system", "name: default\n    uri: test:///default"))
+    config.write_text(
+        config_text(port, tmp_path / "state").replace(
+            "name: dead\n    uri: qemu+tcp://127.0.0.1:1/system", "name: default\n    uri: test:///default"
+        )
+    )
     process.send_signal(signal.SIGHUP)
-    text = scrape_when(port, lambda t: sample(t, "capacityd_source_up", source="default") == 1,
-                       what="reloaded source")
+    text = scrape_when(port, lambda t: sample(t, "capacityd_source_up", source="default") == 1, what="reloaded source")
     assert sample(text, "capacityd_source_up", source="dead") is None
     assert sample(text, "capacityd_source_up", source="node5") == 1
 
@@ -128,8 +137,12 @@ def test_daemon_exports_good_sources_beside_a_dead_one_and_reloads(daemon):
 def test_once_json_has_every_frame(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(config_text(free_port(), tmp_path / "state"))
-    done = subprocess.run([sys.executable, "-m", "collector.app.cli", "once", "-c", str(config), "--format", "json",
-                           "--no-history"], capture_output=True, timeout=120, env={**os.environ})
+    done = subprocess.run(
+        [sys.executable, "-m", "collector.app.cli", "once", "-c", str(config), "--format", "json", "--no-history"],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ},
+    )
     assert done.returncode == 0, done.stderr.decode()
     document = json.loads(done.stdout)
     assert {"capacity", "consumers", "hosts", "sources"} <= set(document)

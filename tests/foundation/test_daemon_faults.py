@@ -28,7 +28,8 @@ LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 
 
 def node5_config(port: int, state: Path, interval: str = "2s", extra: str = "") -> str:
-    return textwrap.dedent(f"""\
+    return (
+        textwrap.dedent(f"""\
         listen: 127.0.0.1:{port}
         state_dir: {state}
         sources:
@@ -36,14 +37,24 @@ def node5_config(port: int, state: Path, interval: str = "2s", extra: str = "") 
             name: node5
             uri: test://{NODE5}
             interval: {interval}
-        """) + extra
+        """)
+        + extra
+    )
 
 
 class Daemon:
     """A `capacityd run` subprocess with its log; `argv_prefix` and `env` inject faults from outside."""
 
-    def __init__(self, tmp_path: Path, text: str, port: int, *, env: dict[str, str] | None = None,
-                 python_prelude: str | None = None, prelude_args: list[str] | None = None):
+    def __init__(
+        self,
+        tmp_path: Path,
+        text: str,
+        port: int,
+        *,
+        env: dict[str, str] | None = None,
+        python_prelude: str | None = None,
+        prelude_args: list[str] | None = None,
+    ):
         self.tmp_path, self.port = tmp_path, port
         self.config = tmp_path / "capacityd.yaml"
         self.config.write_text(text)
@@ -55,8 +66,13 @@ class Daemon:
             prelude = tmp_path / "prelude.py"
             prelude.write_text(python_prelude)
             argv = [sys.executable, str(prelude), *(prelude_args or []), "run", "-c", str(self.config)]
-        self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **(env or {})}, cwd=Path(__file__).parents[2])
+        self.process = subprocess.Popen(
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=Path(__file__).parents[2],
+        )
 
     def metrics(self) -> str:
         assert self.process.poll() is None, f"daemon died:\n{self.log_path.read_text()[-3000:]}"
@@ -99,8 +115,19 @@ def daemons():
 
 # -- reload ------------------------------------------------------------------------------------------------
 
-HOSTILE_RELOADS = ["huge_duration", "days_beyond_scheduler", "interval_over_a_day", "sub_millisecond", "inf",
-                   "float_1e300", "non_utf8", "deep_nesting", "digits_5000", "billion_laughs", "binary"]
+HOSTILE_RELOADS = [
+    "huge_duration",
+    "days_beyond_scheduler",
+    "interval_over_a_day",
+    "sub_millisecond",
+    "inf",
+    "float_1e300",
+    "non_utf8",
+    "deep_nesting",
+    "digits_5000",
+    "billion_laughs",
+    "binary",
+]
 
 
 def test_a_hostile_reload_keeps_the_running_config_and_shows_in_metrics(tmp_path, daemons):
@@ -119,8 +146,9 @@ def test_a_hostile_reload_keeps_the_running_config_and_shows_in_metrics(tmp_path
         assert daemon.value("capacityd_config_last_reload_success_timestamp_seconds") == loaded_at
         polls = daemon.value("capacityd_source_polls_total", source="node5")
         # the running config goes on: node5 is still polled every 2 s
-        daemon.wait_value(lambda v, p=polls: v > p, "capacityd_source_polls_total", f"polling after {name}",
-                          source="node5")
+        daemon.wait_value(
+            lambda v, p=polls: v > p, "capacityd_source_polls_total", f"polling after {name}", source="node5"
+        )
         assert daemon.value("capacityd_source_up", source="node5") == 1
 
         daemon.config.write_text(good)
@@ -256,6 +284,7 @@ def test_a_failing_analysis_is_visible_and_keeps_its_last_good_result(tmp_path, 
 
 # -- clock -------------------------------------------------------------------------------------------------
 
+
 def _timestamps(text: str) -> dict[str, float]:
     """Every exported `*_timestamp_seconds` sample, by its line's head."""
     out = {}
@@ -273,8 +302,12 @@ def test_wall_clock_steps_neither_stop_polling_nor_burst(tmp_path, daemons):
     interval = 2.0
     offset_file = tmp_path / "faketime"
     offset_file.write_text("+0\n")
-    env = {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME_TIMESTAMP_FILE": str(offset_file),
-           "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    env = {
+        "LD_PRELOAD": str(LIBFAKETIME),
+        "FAKETIME_TIMESTAMP_FILE": str(offset_file),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
     port = free_port()
     daemon = daemons(tmp_path, node5_config(port, tmp_path / "state", interval="2s"), port, env=env)
     daemon.wait_value(lambda v: v >= 2, "capacityd_source_polls_total", "first polls", source="node5")
@@ -287,8 +320,11 @@ def test_wall_clock_steps_neither_stop_polling_nor_burst(tmp_path, daemons):
         or timestamped in the future of the daemon's (faked) wall clock by more than an interval."""
         before, started = polls(), time.monotonic()
         # the daemon notices a step within a second and re-renders: wait for that, then hold it to it
-        wait_for(lambda: abs(daemon.value("capacityd_snapshot_timestamp_seconds") - time.time() - offset) < 5,
-                 timeout=5, what="the exposition to follow the stepped clock")
+        wait_for(
+            lambda: abs(daemon.value("capacityd_snapshot_timestamp_seconds") - time.time() - offset) < 5,
+            timeout=5,
+            what="the exposition to follow the stepped clock",
+        )
         while time.monotonic() - started < seconds:
             text = daemon.metrics()
             daemon_now = time.time() + offset
@@ -302,7 +338,8 @@ def test_wall_clock_steps_neither_stop_polling_nor_burst(tmp_path, daemons):
         # a stop makes 0 (the old wall-clock scheduler: none for the hour), a burst many more; the slack
         # below is for a loaded CI machine delaying polls
         assert expected / 2 <= made <= expected + 2, (
-            f"{made} polls in {seconds}s at a {interval}s interval; log:\n{daemon.log_path.read_text()[-2000:]}")
+            f"{made} polls in {seconds}s at a {interval}s interval; log:\n{daemon.log_path.read_text()[-2000:]}"
+        )
 
     watch(6, 0)
     offset_file.write_text("-3600\n")  # an hour back

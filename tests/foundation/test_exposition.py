@@ -16,19 +16,59 @@ NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
 
 def estate_with_data() -> Estate:
-    capacity = CAPACITY.build([
-        dict(timestamp=NOW, source="kvm-a", layer="hypervisor", cloud="c", pool="az1", host="h1", scope="host",
-             resource="cpu", capacity=32.0, reserved=0.0, allocation_ratio=1.0, allocatable=32.0, allocated=10.0,
-             used=np.nan),
-        dict(timestamp=NOW, source="kvm-a", layer="hypervisor", cloud="c", pool="az1", host='h"2\\', scope="host",
-             resource="memory", capacity=2.0**37, reserved=0.0, allocation_ratio=1.0, allocatable=2.0**37,
-             allocated=2.0**34, used=2.0**33),
-    ])
-    consumers = CONSUMERS.build([
-        dict(timestamp=NOW, source="kvm-a", layer="hypervisor", cloud="c", pool="az1", host="h1", id=f"d{i}",
-             name=f"d{i}", state=state, holds_capacity=state != "shutoff")
-        for i, state in enumerate(["running", "running", "paused", "shutoff"])
-    ])
+    capacity = CAPACITY.build(
+        [
+            dict(
+                timestamp=NOW,
+                source="kvm-a",
+                layer="hypervisor",
+                cloud="c",
+                pool="az1",
+                host="h1",
+                scope="host",
+                resource="cpu",
+                capacity=32.0,
+                reserved=0.0,
+                allocation_ratio=1.0,
+                allocatable=32.0,
+                allocated=10.0,
+                used=np.nan,
+            ),
+            dict(
+                timestamp=NOW,
+                source="kvm-a",
+                layer="hypervisor",
+                cloud="c",
+                pool="az1",
+                host='h"2\\',
+                scope="host",
+                resource="memory",
+                capacity=2.0**37,
+                reserved=0.0,
+                allocation_ratio=1.0,
+                allocatable=2.0**37,
+                allocated=2.0**34,
+                used=2.0**33,
+            ),
+        ]
+    )
+    consumers = CONSUMERS.build(
+        [
+            dict(
+                timestamp=NOW,
+                source="kvm-a",
+                layer="hypervisor",
+                cloud="c",
+                pool="az1",
+                host="h1",
+                id=f"d{i}",
+                name=f"d{i}",
+                state=state,
+                holds_capacity=state != "shutoff",
+            )
+            for i, state in enumerate(["running", "running", "paused", "shutoff"])
+        ]
+    )
     estate = Estate()
     estate.add_source("kvm-a", "libvirt", timedelta(seconds=60))
     estate.add_source("kvm-b", "libvirt", timedelta(seconds=60))
@@ -50,8 +90,11 @@ def test_core_families_and_unknown_is_absent():
     assert consumers == {"running": 2, "paused": 1, "shutoff": 1}
     up = {s.labels["source"]: s.value for s in families["capacityd_source_up"]}
     assert up == {"kvm-a": 1, "kvm-b": 0}
-    errors = [(s.labels["source"], s.labels["reason"], s.value) for s in families["capacityd_source_errors"]
-              if s.name.endswith("_total")]
+    errors = [
+        (s.labels["source"], s.labels["reason"], s.value)
+        for s in families["capacityd_source_errors"]
+        if s.name.endswith("_total")
+    ]
     assert errors == [("kvm-b", "unreachable", 1)]
     skipped = [s for s in families["capacityd_source_items_skipped"] if s.name.endswith("_total")]
     assert [(s.labels["reason"], s.value) for s in skipped] == [("vanished", 2)]

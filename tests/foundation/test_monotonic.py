@@ -178,9 +178,14 @@ def test_a_failing_analysis_serves_its_last_good_frames_marked_stale(monkeypatch
     def steady(context: AnalysisContext):
         return {}
 
-    monkeypatch.setattr(registry, "ANALYSES", {
-        "flaky": RegisteredAnalysis("flaky", flaky, False), "steady": RegisteredAnalysis("steady", steady, False),
-    })
+    monkeypatch.setattr(
+        registry,
+        "ANALYSES",
+        {
+            "flaky": RegisteredAnalysis("flaky", flaky, False),
+            "steady": RegisteredAnalysis("steady", steady, False),
+        },
+    )
     first = datetime.now(UTC)
     context = AnalysisContext(now=first, frames={}, history=None, config=None)
     produced, errors = run_analyses(context, health=health)
@@ -221,8 +226,9 @@ def test_the_exposition_turns_stale_when_polls_stop_without_any_new_poll(monkeyp
     refresher.start()
     try:
         clock.advance(25)  # two and a half intervals without a poll
-        assert eventually(lambda: b'capacityd_source_stale{kind="libvirt",source="a"} 1.0' in cache.current.body,
-                          timeout=5)
+        assert eventually(
+            lambda: b'capacityd_source_stale{kind="libvirt",source="a"} 1.0' in cache.current.body, timeout=5
+        )
     finally:
         stop.set()
         refresher.join(5)

@@ -26,24 +26,32 @@ def install_fake_distribution(root: Path, name: str, entry_points: str, modules:
 
 def run_cli(*args: str, path: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(path), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "collector", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "collector", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_a_third_party_source_is_configured_polled_and_exported(tmp_path: Path) -> None:
-    install_fake_distribution(tmp_path / "site", "acme-capacity", """
+    install_fake_distribution(
+        tmp_path / "site",
+        "acme-capacity",
+        """
         [capacityd.sources]
         acme = acme_source:AcmeSourceConfig
-        """, {"acme_source": EXAMPLE.read_text()})
+        """,
+        {"acme_source": EXAMPLE.read_text()},
+    )
     config = tmp_path / "capacityd.yaml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         state_dir: {tmp_path / "state"}
         sources:
           - kind: acme
             name: rack-7
             hosts: 3
             cores_per_host: 48
-    """))
+    """)
+    )
     checked = run_cli("check-config", str(config), path=tmp_path / "site")
     assert checked.returncode == 0, checked.stderr
     assert "rack-7 (acme)" in checked.stdout
@@ -65,15 +73,21 @@ def test_an_unknown_kind_names_the_registered_ones(tmp_path: Path) -> None:
     rejected = run_cli("check-config", str(config), path=tmp_path)
     assert rejected.returncode == 1
     assert "sources[0].kind: unknown kind 'acme'; expected one of 'libvirt', 'openstack', 'kubernetes'" in (
-        rejected.stderr)
+        rejected.stderr
+    )
 
 
 @pytest.mark.parametrize("group", ["capacityd.sources", "capacityd.commands"])
 def test_a_broken_plugin_fails_loudly_with_its_name(tmp_path: Path, group: str) -> None:
-    install_fake_distribution(tmp_path / "site", "broken-plugin", f"""
+    install_fake_distribution(
+        tmp_path / "site",
+        "broken-plugin",
+        f"""
         [{group}]
         broken = broken_plugin:Thing
-        """, {"broken_plugin": "import a_module_that_does_not_exist\n"})
+        """,
+        {"broken_plugin": "import a_module_that_does_not_exist\n"},
+    )
     config = tmp_path / "capacityd.yaml"
     config.write_text("sources: []\n")
     result = run_cli("check-config", str(config), path=tmp_path / "site")

@@ -14,10 +14,28 @@ from collector.sources.base import PollResult, Source, SourceError
 
 
 def frames(name: str, now: datetime):
-    return {"capacity": CAPACITY.build([dict(
-        timestamp=now, source=name, layer="hypervisor", cloud="c", pool="p", host=name, scope="host",
-        resource="cpu", capacity=8.0, reserved=0.0, allocation_ratio=1.0, allocatable=8.0, allocated=1.0, used=0.5,
-    )])}
+    return {
+        "capacity": CAPACITY.build(
+            [
+                dict(
+                    timestamp=now,
+                    source=name,
+                    layer="hypervisor",
+                    cloud="c",
+                    pool="p",
+                    host=name,
+                    scope="host",
+                    resource="cpu",
+                    capacity=8.0,
+                    reserved=0.0,
+                    allocation_ratio=1.0,
+                    allocatable=8.0,
+                    allocated=1.0,
+                    used=0.5,
+                )
+            ]
+        )
+    }
 
 
 class ScriptedSource(Source):

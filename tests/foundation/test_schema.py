@@ -14,9 +14,22 @@ NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
 
 def capacity_rows(**override):
-    row = dict(timestamp=NOW, source="kvm-a", layer="hypervisor", cloud="c", pool="az1", host="h1", scope="host",
-               resource="cpu", capacity=32.0, reserved=0.0, allocation_ratio=1.0, allocatable=32.0, allocated=8.0,
-               used=np.nan)
+    row = dict(
+        timestamp=NOW,
+        source="kvm-a",
+        layer="hypervisor",
+        cloud="c",
+        pool="az1",
+        host="h1",
+        scope="host",
+        resource="cpu",
+        capacity=32.0,
+        reserved=0.0,
+        allocation_ratio=1.0,
+        allocatable=32.0,
+        allocated=8.0,
+        used=np.nan,
+    )
     row.update(override)
     return [row, {**row, "resource": "memory", "capacity": 2.0**37, "allocatable": 2.0**37, "allocated": 2.0**33}]
 
@@ -80,10 +93,27 @@ def test_concat_keeps_contract_dtypes_and_fills_absent_frames():
 
 
 def test_consumers_resources_dict_survives():
-    frame = CONSUMERS.build([dict(
-        timestamp=NOW, source="os", layer="openstack", cloud="c", pool="az1", host="h1", id="u1", name="vm",
-        state="active", holds_capacity=True, project="p", flavor="m1.small", cpu=1, memory=2.0**31, disk=2.0**34,
-        resources={"vcpu": 1, "memory": 2.0**31},
-    )])
+    frame = CONSUMERS.build(
+        [
+            dict(
+                timestamp=NOW,
+                source="os",
+                layer="openstack",
+                cloud="c",
+                pool="az1",
+                host="h1",
+                id="u1",
+                name="vm",
+                state="active",
+                holds_capacity=True,
+                project="p",
+                flavor="m1.small",
+                cpu=1,
+                memory=2.0**31,
+                disk=2.0**34,
+                resources={"vcpu": 1, "memory": 2.0**31},
+            )
+        ]
+    )
     assert frame.loc[0, "resources"] == {"vcpu": 1, "memory": 2.0**31}
     assert pd.isna(frame.loc[0, "cpu_used"])

@@ -53,8 +53,13 @@ def test_a_broken_config_fails_every_start_fast_and_identically(tmp_path):
     config.write_text("sources:\n  - {kind: libvirt, name: a, uri: 'test:///default', interval: 100000000d}\n")
     outputs = set()
     for _ in range(2):
-        done = subprocess.run([sys.executable, "-m", "collector.app.cli", "run", "-c", str(config)],
-                              capture_output=True, text=True, timeout=60, env={**os.environ})
+        done = subprocess.run(
+            [sys.executable, "-m", "collector.app.cli", "run", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ},
+        )
         assert done.returncode == 1  # Restart=on-failure retries; the start limit stops it
         outputs.add(done.stderr)
     assert len(outputs) == 1 and "sources[0].interval" in outputs.pop()

@@ -43,59 +43,136 @@ class Estate:
     aggregates: list[dict[str, Any]] = field(default_factory=list)
     _inventories: list[tuple[str, str, str, str, str, Inventory]] = field(default_factory=list)
 
-    def host(self, name: str, pool: str = "az1", *, resources: dict[str, Inventory | float],
-             schedulable: bool = True, ready: bool = True, zone: str | None = None,
-             aggregates: tuple[str, ...] = (), traits: tuple[str, ...] = (), taints: tuple[str, ...] = (),
-             nova_server_id: str | None = None, layer: str | None = None, cloud: str | None = None) -> Estate:
+    def host(
+        self,
+        name: str,
+        pool: str = "az1",
+        *,
+        resources: dict[str, Inventory | float],
+        schedulable: bool = True,
+        ready: bool = True,
+        zone: str | None = None,
+        aggregates: tuple[str, ...] = (),
+        traits: tuple[str, ...] = (),
+        taints: tuple[str, ...] = (),
+        nova_server_id: str | None = None,
+        layer: str | None = None,
+        cloud: str | None = None,
+    ) -> Estate:
         layer, cloud = layer or self.layer, cloud or self.cloud
         for resource, value in resources.items():
             spec = value if isinstance(value, Inventory) else Inventory(float(value))
             self._inventories.append((layer, cloud, pool, name, "host", resource, spec))  # type: ignore[arg-type]
-        self.hosts.append({
-            "timestamp": NOW, "source": f"{layer}-{cloud}", "layer": layer, "cloud": cloud, "pool": pool,
-            "host": name, "host_id": None, "schedulable": schedulable, "ready": ready,
-            "zone": zone if zone is not None else (pool if layer == "openstack" else None),
-            "aggregates": list(aggregates), "traits": list(traits), "taints": list(taints),
-            "instance_type": None, "nova_server_id": nova_server_id, "hypervisor": None,
-        })
+        self.hosts.append(
+            {
+                "timestamp": NOW,
+                "source": f"{layer}-{cloud}",
+                "layer": layer,
+                "cloud": cloud,
+                "pool": pool,
+                "host": name,
+                "host_id": None,
+                "schedulable": schedulable,
+                "ready": ready,
+                "zone": zone if zone is not None else (pool if layer == "openstack" else None),
+                "aggregates": list(aggregates),
+                "traits": list(traits),
+                "taints": list(taints),
+                "instance_type": None,
+                "nova_server_id": nova_server_id,
+                "hypervisor": None,
+            }
+        )
         return self
 
     def shared(self, name: str, pool: str, resource: str, spec: Inventory) -> Estate:
         self._inventories.append((self.layer, self.cloud, pool, name, "pool", resource, spec))  # type: ignore[arg-type]
         return self
 
-    def flavor(self, name: str, resources: dict[str, float], *, required: tuple[str, ...] = (),
-               forbidden: tuple[str, ...] = (), member_of: tuple[str, ...] = (), zone: str | None = None,
-               is_public: bool = True, projects: tuple[str, ...] = (), cloud: str | None = None) -> Estate:
-        self.flavors.append({
-            "timestamp": NOW, "source": "os", "cloud": cloud or self.cloud, "flavor": name, "flavor_id": f"id-{name}",
-            "resources": dict(resources), "required_traits": list(required), "forbidden_traits": list(forbidden),
-            "member_of": list(member_of), "zone": zone, "is_public": is_public, "projects": list(projects),
-        })
+    def flavor(
+        self,
+        name: str,
+        resources: dict[str, float],
+        *,
+        required: tuple[str, ...] = (),
+        forbidden: tuple[str, ...] = (),
+        member_of: tuple[str, ...] = (),
+        zone: str | None = None,
+        is_public: bool = True,
+        projects: tuple[str, ...] = (),
+        cloud: str | None = None,
+    ) -> Estate:
+        self.flavors.append(
+            {
+                "timestamp": NOW,
+                "source": "os",
+                "cloud": cloud or self.cloud,
+                "flavor": name,
+                "flavor_id": f"id-{name}",
+                "resources": dict(resources),
+                "required_traits": list(required),
+                "forbidden_traits": list(forbidden),
+                "member_of": list(member_of),
+                "zone": zone,
+                "is_public": is_public,
+                "projects": list(projects),
+            }
+        )
         return self
 
-    def consumer(self, cid: str, host: str | None, resources: dict[str, float], *, flavor: str | None = None,
-                 project: str | None = None, holds: bool = True, pool: str | None = None,
-                 layer: str | None = None, cloud: str | None = None, cpu_used: float | None = None,
-                 memory_used: float | None = None) -> Estate:
+    def consumer(
+        self,
+        cid: str,
+        host: str | None,
+        resources: dict[str, float],
+        *,
+        flavor: str | None = None,
+        project: str | None = None,
+        holds: bool = True,
+        pool: str | None = None,
+        layer: str | None = None,
+        cloud: str | None = None,
+        cpu_used: float | None = None,
+        memory_used: float | None = None,
+    ) -> Estate:
         layer, cloud = layer or self.layer, cloud or self.cloud
         if pool is None:
             pool = next((h["pool"] for h in self.hosts if h["host"] == host and h["layer"] == layer), "az1")
         cpu = resources.get("vcpu", resources.get("pcpu", resources.get("cpu")))
-        self.consumers.append({
-            "timestamp": NOW, "source": f"{layer}-{cloud}", "layer": layer, "cloud": cloud, "pool": pool,
-            "host": host, "id": cid, "name": cid, "state": "active" if holds else "succeeded",
-            "holds_capacity": holds, "project": project, "flavor": flavor, "cpu": cpu,
-            "memory": resources.get("memory"), "disk": resources.get("disk"), "resources": dict(resources),
-            "cpu_limit": None, "memory_limit": None, "cpu_used": cpu_used, "memory_used": memory_used,
-            "cpu_time_seconds": None, "nova_instance_uuid": None, "libvirt_domain_uuid": None,
-            "k8s_provider_id": None,
-        })
+        self.consumers.append(
+            {
+                "timestamp": NOW,
+                "source": f"{layer}-{cloud}",
+                "layer": layer,
+                "cloud": cloud,
+                "pool": pool,
+                "host": host,
+                "id": cid,
+                "name": cid,
+                "state": "active" if holds else "succeeded",
+                "holds_capacity": holds,
+                "project": project,
+                "flavor": flavor,
+                "cpu": cpu,
+                "memory": resources.get("memory"),
+                "disk": resources.get("disk"),
+                "resources": dict(resources),
+                "cpu_limit": None,
+                "memory_limit": None,
+                "cpu_used": cpu_used,
+                "memory_used": memory_used,
+                "cpu_time_seconds": None,
+                "nova_instance_uuid": None,
+                "libvirt_domain_uuid": None,
+                "k8s_provider_id": None,
+            }
+        )
         return self
 
     def aggregate(self, uuid: str, name: str, *, zone: str | None = None, **metadata: str) -> Estate:
-        self.aggregates.append({"uuid": uuid, "name": name, "zone": zone, "metadata": dict(metadata),
-                                "cloud": self.cloud})
+        self.aggregates.append(
+            {"uuid": uuid, "name": name, "zone": zone, "metadata": dict(metadata), "cloud": self.cloud}
+        )
         return self
 
     def frames(self) -> FrameSet:
@@ -109,13 +186,27 @@ class Estate:
         rows = []
         for layer, cloud, pool, host, scope, resource, spec in self._inventories:
             allocated = spec.allocated if spec.allocated is not None else used[(layer, cloud, host, resource)]
-            rows.append({
-                "timestamp": NOW, "source": f"{layer}-{cloud}", "layer": layer, "cloud": cloud, "pool": pool,
-                "host": host, "scope": scope, "resource": resource, "capacity": spec.capacity,
-                "reserved": spec.reserved, "allocation_ratio": spec.ratio,
-                "allocatable": max(spec.capacity - spec.reserved, 0) * spec.ratio, "allocated": allocated,
-                "used": None, "min_unit": spec.min_unit, "max_unit": spec.max_unit, "step_size": spec.step_size,
-            })
+            rows.append(
+                {
+                    "timestamp": NOW,
+                    "source": f"{layer}-{cloud}",
+                    "layer": layer,
+                    "cloud": cloud,
+                    "pool": pool,
+                    "host": host,
+                    "scope": scope,
+                    "resource": resource,
+                    "capacity": spec.capacity,
+                    "reserved": spec.reserved,
+                    "allocation_ratio": spec.ratio,
+                    "allocatable": max(spec.capacity - spec.reserved, 0) * spec.ratio,
+                    "allocated": allocated,
+                    "used": None,
+                    "min_unit": spec.min_unit,
+                    "max_unit": spec.max_unit,
+                    "step_size": spec.step_size,
+                }
+            )
         frames: FrameSet = {
             "capacity": CAPACITY.build(rows) if rows else CAPACITY.empty(),
             "hosts": HOSTS.build(self.hosts) if self.hosts else HOSTS.empty(),
@@ -127,12 +218,22 @@ class Estate:
             for h in self.hosts:
                 for uuid in h["aggregates"]:
                     members[uuid].append(h["host"])
-            frames["openstack_aggregates"] = SCHEMAS["openstack_aggregates"].build([
-                {"timestamp": NOW, "source": "os", "cloud": a["cloud"], "aggregate": a["name"], "uuid": a["uuid"],
-                 "zone": a["zone"], "hosts": members[a["uuid"]], "metadata": a["metadata"],
-                 "projects": [v for k, v in a["metadata"].items() if k.startswith("filter_tenant_id")]}
-                for a in self.aggregates
-            ])
+            frames["openstack_aggregates"] = SCHEMAS["openstack_aggregates"].build(
+                [
+                    {
+                        "timestamp": NOW,
+                        "source": "os",
+                        "cloud": a["cloud"],
+                        "aggregate": a["name"],
+                        "uuid": a["uuid"],
+                        "zone": a["zone"],
+                        "hosts": members[a["uuid"]],
+                        "metadata": a["metadata"],
+                        "projects": [v for k, v in a["metadata"].items() if k.startswith("filter_tenant_id")],
+                    }
+                    for a in self.aggregates
+                ]
+            )
         return frames
 
 

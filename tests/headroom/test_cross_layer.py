@@ -21,21 +21,39 @@ def estate() -> Estate:
     e.consumer("srv-odd", "cmp2", {"vcpu": 2.0, "memory": 4 * GIB}, flavor="m1.medium", project="k8s")
     # Kubernetes: the nodes are those servers (providerID -> nova_server_id); each node 4 cores, 15 GiB.
     for i in range(3):
-        e.host(f"node-{i}", "workers", layer="kubernetes", cloud="k1", nova_server_id=f"srv-{i}",
-               resources={"cpu": inv(4), "memory": inv(15 * GIB), "pods": inv(110)})
+        e.host(
+            f"node-{i}",
+            "workers",
+            layer="kubernetes",
+            cloud="k1",
+            nova_server_id=f"srv-{i}",
+            resources={"cpu": inv(4), "memory": inv(15 * GIB), "pods": inv(110)},
+        )
         # a DaemonSet pod on every node: 0.5 core, 1 GiB, comes with each new worker too
-        e.consumer(f"ds-{i}", f"node-{i}", {"cpu": 0.5, "memory": GIB}, flavor="DaemonSet/agent",
-                   layer="kubernetes", cloud="k1")
-    e.host("node-odd", "workers", layer="kubernetes", cloud="k1", nova_server_id="srv-odd",
-           resources={"cpu": inv(2), "memory": inv(3 * GIB), "pods": inv(110)})
-    e.consumer("app-0", "node-0", {"cpu": 1.0, "memory": 2 * GIB}, flavor="Deployment/web", layer="kubernetes",
-               cloud="k1")
+        e.consumer(
+            f"ds-{i}",
+            f"node-{i}",
+            {"cpu": 0.5, "memory": GIB},
+            flavor="DaemonSet/agent",
+            layer="kubernetes",
+            cloud="k1",
+        )
+    e.host(
+        "node-odd",
+        "workers",
+        layer="kubernetes",
+        cloud="k1",
+        nova_server_id="srv-odd",
+        resources={"cpu": inv(2), "memory": inv(3 * GIB), "pods": inv(110)},
+    )
+    e.consumer(
+        "app-0", "node-0", {"cpu": 1.0, "memory": 2 * GIB}, flavor="Deployment/web", layer="kubernetes", cloud="k1"
+    )
     return e
 
 
 def test_new_workers_and_the_pod_slots_they_add() -> None:
-    config = parse_config({"shapes": {"small": {"cpu": "500m", "memory": "1Gi"}},
-                           "headroom": {"common_shapes": 0}})
+    config = parse_config({"shapes": {"small": {"cpu": "500m", "memory": "1Gi"}}, "headroom": {"common_shapes": 0}})
     h = compute_headroom(estate().frames(), config, NOW).headroom
     workers = row(h, pool="new:k8s.worker", shape="k8s.worker")
     # az1 only (where the workers run): cmp1 has 32 - 8 = 24 vCPU, 64 - 32 = 32 GiB -> min(6, 2) = 2;
@@ -46,4 +64,3 @@ def test_new_workers_and_the_pod_slots_they_add() -> None:
     # template node: median allocatable of the k8s.worker nodes (4 cores, 15 GiB) less the DaemonSet
     # pod (0.5, 1 GiB): 3.5 / 0.5 = 7 by cpu, 14 by memory -> 7 per node, 28 for 4 nodes.
     assert small["slots"] == 28 and small["limiting_resource"] == "cpu"
-

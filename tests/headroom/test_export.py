@@ -50,7 +50,9 @@ def test_analysis_is_registered_and_its_frames_reach_metrics_and_json() -> None:
     after = families["capacity_headroom_slots_after_failure"].samples
     # lose cmp2: 5 left; lose cmp1: 3 VMs onto cmp2 -> 8 - 3 = 5. Tie: first name, cmp1.
     assert {(s.labels["pool"], s.labels["failure_domain"], s.value) for s in after} == {
-        ("az1", "cmp1", 5.0), ("c1", "cmp1", 5.0)}
+        ("az1", "cmp1", 5.0),
+        ("c1", "cmp1", 5.0),
+    }
     hosts = {s.labels["host"]: s.value for s in families["capacity_headroom_host_slots"].samples}
     assert hosts == {"cmp1": 5.0, "cmp2": 8.0}
     assert "capacity_reclaimable" in families and not families["capacity_reclaimable"].samples
@@ -62,8 +64,9 @@ def test_analysis_is_registered_and_its_frames_reach_metrics_and_json() -> None:
 def test_per_host_family_is_left_out_beyond_the_limit() -> None:
     frames = snapshot_frames()
     config = parse_config({"headroom": {"host_metrics_limit": 1}})
-    derived, errors = run_analyses(AnalysisContext(now=NOW, frames=frames, history=None, config=config),
-                                   expensive=False)
+    derived, errors = run_analyses(
+        AnalysisContext(now=NOW, frames=frames, history=None, config=config), expensive=False
+    )
     assert not errors
     assert derived["headroom_hosts"].empty  # the analysis applies the limit: no module-global setting
     load_builtin_family_modules()

@@ -19,8 +19,9 @@ LARGE = {"vcpu": 4.0, "memory": 8 * GIB}
 
 def host(e: Estate, name: str, pool: str = "az1", memory: float = 64.5, **kw) -> Estate:
     # memory allocatable = memory - 0.5 GiB reserved; vcpu 16 x 4 = 64
-    return e.host(name, pool, resources={"vcpu": inv(16, ratio=4.0), "memory": inv(memory * GIB, reserved=0.5 * GIB)},
-                  **kw)
+    return e.host(
+        name, pool, resources={"vcpu": inv(16, ratio=4.0), "memory": inv(memory * GIB, reserved=0.5 * GIB)}, **kw
+    )
 
 
 def test_losing_a_loaded_host_re_places_its_vms_which_is_not_subtracting_its_free_room() -> None:
@@ -85,8 +86,9 @@ def test_zone_failure_domain_for_pools_spanning_zones() -> None:
     # Lose za: nothing to move, 3 left. Worst: za.
     assert r["slots"] == 19
     assert r["failure_domain"] == "za" and r["slots_after_failure"] == 3
-    host_mode = compute_headroom(e.frames(), parse_config({"shapes": {"one": {"cpu": 1}},
-                                                          "headroom": {"common_shapes": 0}}), NOW).headroom
+    host_mode = compute_headroom(
+        e.frames(), parse_config({"shapes": {"one": {"cpu": 1}}, "headroom": {"common_shapes": 0}}), NOW
+    ).headroom
     r = row(host_mode, pool="workers", shape="one")
     # Host mode: lose a1 -> 8 + 3 = 11; lose b1 -> 4 move onto a1: 4 + 8 = 12. Worst: a1 (or a2).
     assert r["slots_after_failure"] == 11 and r["failure_domain"] in ("a1", "a2")
@@ -94,10 +96,18 @@ def test_zone_failure_domain_for_pools_spanning_zones() -> None:
 
 def test_pods_on_a_tainted_node_only_move_to_nodes_with_that_taint() -> None:
     e = Estate(layer="kubernetes", cloud="k1")
-    e.host("gpu1", "gpu", resources={"cpu": inv(8), "memory": inv(32 * GIB), "pods": inv(110)},
-           taints=("gpu=true:NoSchedule",))
-    e.host("gpu2", "gpu", resources={"cpu": inv(8), "memory": inv(32 * GIB), "pods": inv(110)},
-           taints=("gpu=true:NoSchedule",))
+    e.host(
+        "gpu1",
+        "gpu",
+        resources={"cpu": inv(8), "memory": inv(32 * GIB), "pods": inv(110)},
+        taints=("gpu=true:NoSchedule",),
+    )
+    e.host(
+        "gpu2",
+        "gpu",
+        resources={"cpu": inv(8), "memory": inv(32 * GIB), "pods": inv(110)},
+        taints=("gpu=true:NoSchedule",),
+    )
     e.host("cpu1", "gpu", resources={"cpu": inv(8), "memory": inv(32 * GIB), "pods": inv(110)})
     for i in range(6):
         e.consumer(f"t{i}", "gpu1", {"cpu": 1.0, "memory": GIB}, flavor="Job/train", layer="kubernetes")
@@ -145,14 +155,19 @@ def test_failure_interval_reuses_recent_results_capped_at_current_slots() -> Non
     assert (first["slots"], first["slots_after_failure"]) == (11, 3)
     for i in range(6):  # cmp2 fills up: 8 - 6 = 2 slots left there, 5 in all
         e.consumer(f"new{i}", "cmp2", LARGE, flavor="m1.large")
-    soon = row(compute_headroom(e.frames(), config, NOW + timedelta(minutes=1), reuse_failures=True).headroom,
-               pool="az1", shape="m1.large")
+    soon = row(
+        compute_headroom(e.frames(), config, NOW + timedelta(minutes=1), reuse_failures=True).headroom,
+        pool="az1",
+        shape="m1.large",
+    )
     assert soon["slots"] == 5 and soon["slots_after_failure"] == 3  # the older N+1, never above slots
-    later = row(compute_headroom(e.frames(), config, NOW + timedelta(minutes=6), reuse_failures=True).headroom,
-                pool="az1", shape="m1.large")
+    later = row(
+        compute_headroom(e.frames(), config, NOW + timedelta(minutes=6), reuse_failures=True).headroom,
+        pool="az1",
+        shape="m1.large",
+    )
     # recomputed: lose cmp1 -> 5 VMs onto cmp2's 2 free slots: 3 homeless
     assert later["shortfall"] == 3 and later["slots_after_failure"] == 0
-    fresh = row(compute_headroom(e.frames(), config, NOW + timedelta(minutes=1)).headroom, pool="az1",
-                shape="m1.large")
+    fresh = row(compute_headroom(e.frames(), config, NOW + timedelta(minutes=1)).headroom, pool="az1", shape="m1.large")
     assert fresh["shortfall"] == 3  # what-if and one-off commands always recompute
     engine._FAILURE_CACHE.clear()

@@ -42,8 +42,18 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_what_if_adds_headroom_and_pushes_exhaustion_out(demo_config: Path, capsys) -> None:
-    code, out, err = run(capsys, "forecast", "-c", str(demo_config), "--format", "json",
-                         "--what-if", "add 2 hosts like compute-01", "--what-if", "+20 m1.large")
+    code, out, err = run(
+        capsys,
+        "forecast",
+        "-c",
+        str(demo_config),
+        "--format",
+        "json",
+        "--what-if",
+        "add 2 hosts like compute-01",
+        "--what-if",
+        "+20 m1.large",
+    )
     assert code == 0, err
     document = orjson.loads(out)
     assert [s["scenario"] for s in document["scenarios"]] == ["add 2 hosts like compute-01", "add 20 m1.large"]
@@ -73,17 +83,18 @@ def test_table_output(demo_config: Path, capsys) -> None:
 def test_bad_scenarios_fail_before_polling_with_a_clear_message(demo_config: Path, capsys) -> None:
     code, _, err = run(capsys, "forecast", "-c", str(demo_config), "--what-if", "double everything")
     assert code == 1 and "cannot read what-if 'double everything'" in err
-    code, _, err = run(capsys, "forecast", "-c", str(demo_config), "--no-history", "--what-if",
-                       "remove 1 host like compute-99")
+    code, _, err = run(
+        capsys, "forecast", "-c", str(demo_config), "--no-history", "--what-if", "remove 1 host like compute-99"
+    )
     assert code == 1 and "no host named 'compute-99'" in err
 
 
-def test_what_if_n_plus_one_is_each_shapes_minimum_not_the_most_homeless_failures(demo_config: Path,
-                                                                                 capsys) -> None:
+def test_what_if_n_plus_one_is_each_shapes_minimum_not_the_most_homeless_failures(demo_config: Path, capsys) -> None:
     """Issue 11 item 3: under "+200 m1.large" az1/p1.gamma's N+1 read 4 (after compute-06, the failure
     stranding the most VMs) although losing compute-04 leaves 0; the cloud row said the same."""
-    code, out, err = run(capsys, "forecast", "-c", str(demo_config), "--no-history", "--format", "json",
-                         "--what-if", "+200 m1.large")
+    code, out, err = run(
+        capsys, "forecast", "-c", str(demo_config), "--no-history", "--format", "json", "--what-if", "+200 m1.large"
+    )
     assert code == 0, err
     headroom = {(e["layer"], e["pool_kind"], e["pool"], e["shape"]): e for e in orjson.loads(out)["headroom"]}
     for pool_kind, pool in (("az", "az1"), ("cloud", "demo-cloud")):

@@ -28,15 +28,17 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 FLAVORS = {"tiny": (1, 1), "small": (1, 2), "medium": (2, 4), "large": (4, 8), "xlarge": (8, 16)}
 
-host_spec = st.fixed_dictionaries({
-    "cpus": st.integers(2, 24),
-    "ratio": st.sampled_from([1.0, 2.0]),
-    "memory": st.integers(4, 64),
-    "pool": st.sampled_from(["az1", "az2"]),
-    "ssd": st.booleans(),
-    "enabled": st.sampled_from([True, True, True, False]),
-    "shared_disk": st.booleans(),
-})
+host_spec = st.fixed_dictionaries(
+    {
+        "cpus": st.integers(2, 24),
+        "ratio": st.sampled_from([1.0, 2.0]),
+        "memory": st.integers(4, 64),
+        "pool": st.sampled_from(["az1", "az2"]),
+        "ssd": st.booleans(),
+        "enabled": st.sampled_from([True, True, True, False]),
+        "shared_disk": st.booleans(),
+    }
+)
 vm_spec = st.tuples(st.integers(0, 9), st.sampled_from(sorted(FLAVORS)))
 
 
@@ -48,15 +50,23 @@ def vm_estate(hosts: list[dict], vms: list[tuple[int, str]], with_shared: bool =
         resources = {"vcpu": inv(spec["cpus"], ratio=spec["ratio"]), "memory": inv(spec["memory"] * GIB)}
         if not (with_shared and spec["shared_disk"]):
             resources["disk"] = inv(400 * GIB)
-        e.host(f"h{i:02d}", spec["pool"], resources=resources, schedulable=spec["enabled"],
-               traits=("CUSTOM_SSD",) if spec["ssd"] else ())
+        e.host(
+            f"h{i:02d}",
+            spec["pool"],
+            resources=resources,
+            schedulable=spec["enabled"],
+            traits=("CUSTOM_SSD",) if spec["ssd"] else (),
+        )
         free[i] = {"vcpu": spec["cpus"] * spec["ratio"], "memory": spec["memory"] * GIB, "disk": 400 * GIB}
     if with_shared:
         for pool in ("az1", "az2"):
             e.shared(f"nfs-{pool}", pool, "disk", inv(600 * GIB))
     for name, (cpus, memory) in FLAVORS.items():
-        e.flavor(name, {"vcpu": cpus, "memory": memory * GIB, "disk": 20 * GIB},
-                 required=("CUSTOM_SSD",) if name == "medium" else ())
+        e.flavor(
+            name,
+            {"vcpu": cpus, "memory": memory * GIB, "disk": 20 * GIB},
+            required=("CUSTOM_SSD",) if name == "medium" else (),
+        )
     for n, (h, name) in enumerate(vms):
         if h >= len(hosts):
             continue
@@ -80,8 +90,9 @@ def vm_parts(e: Estate) -> tuple[HostTable, ShapeSet, ConsumerClasses]:
     return table, shapes, classes
 
 
-def every_failure(table: HostTable, shapes: ShapeSet, classes: ConsumerClasses,
-                  mask: np.ndarray) -> list[tuple[str, np.ndarray, float]]:
+def every_failure(
+    table: HostTable, shapes: ShapeSet, classes: ConsumerClasses, mask: np.ndarray
+) -> list[tuple[str, np.ndarray, float]]:
     """Independent reference: every candidate host re-placed with `replace_consumers`, slots recounted."""
     result = slot_matrix(shapes.requests, table, shapes.eligible)
     loaded = classes.counts.sum(axis=0) > 0 if len(classes) else np.zeros(table.size, dtype=bool)
@@ -114,14 +125,19 @@ def expected(failures: list[tuple[str, np.ndarray, float]], s_count: int) -> tup
 
 
 def same(a: FailureResult, b: FailureResult) -> bool:
-    return (a.slots_after.tolist() == b.slots_after.tolist() and a.domain == b.domain
-            and a.shortfall.tolist() == b.shortfall.tolist() and a.shortfall_domain == b.shortfall_domain)
+    return (
+        a.slots_after.tolist() == b.slots_after.tolist()
+        and a.domain == b.domain
+        and a.shortfall.tolist() == b.shortfall.tolist()
+        and a.shortfall_domain == b.shortfall_domain
+    )
 
 
 @SETTINGS
 @given(st.lists(host_spec, min_size=1, max_size=10), st.lists(vm_spec, max_size=60), st.booleans())
-def test_n_plus_one_is_the_minimum_over_every_failure_and_pruning_is_exact(hosts: list[dict], vms: list,
-                                                                           with_shared: bool) -> None:
+def test_n_plus_one_is_the_minimum_over_every_failure_and_pruning_is_exact(
+    hosts: list[dict], vms: list, with_shared: bool
+) -> None:
     table, shapes, classes = vm_parts(vm_estate(hosts, vms, with_shared))
     result = slot_matrix(shapes.requests, table, shapes.eligible)
     for pool in np.unique(table.pools):
@@ -140,18 +156,26 @@ def test_n_plus_one_is_the_minimum_over_every_failure_and_pruning_is_exact(hosts
             assert all(pruned.slots_after[s] == 0 for _, _, homeless in failures if homeless)
             assert (pruned.slots_after[s], pruned.domain[s]) == (max(slots[s], 0.0), names[s])
         assert (float(pruned.shortfall[0]) if len(shapes) else 0.0, pruned.shortfall_domain) == (
-            worst if len(shapes) else 0.0, domain if len(shapes) else pruned.shortfall_domain)
+            worst if len(shapes) else 0.0,
+            domain if len(shapes) else pruned.shortfall_domain,
+        )
 
 
-small_host = st.fixed_dictionaries({
-    "cpus": st.integers(2, 8), "ratio": st.sampled_from([1.0, 2.0]), "memory": st.integers(4, 24),
-    "pool": st.just("az1"), "ssd": st.booleans(), "enabled": st.sampled_from([True, True, True, False]),
-    "shared_disk": st.just(False)})
+small_host = st.fixed_dictionaries(
+    {
+        "cpus": st.integers(2, 8),
+        "ratio": st.sampled_from([1.0, 2.0]),
+        "memory": st.integers(4, 24),
+        "pool": st.just("az1"),
+        "ssd": st.booleans(),
+        "enabled": st.sampled_from([True, True, True, False]),
+        "shared_disk": st.just(False),
+    }
+)
 
 
 @SETTINGS
-@given(st.lists(small_host, min_size=2, max_size=10), st.lists(vm_spec, min_size=5, max_size=60),
-       st.integers(1, 4))
+@given(st.lists(small_host, min_size=2, max_size=10), st.lists(vm_spec, min_size=5, max_size=60), st.integers(1, 4))
 def test_spilled_load_lockstep_equals_brute_force(hosts: list[dict], vms: list, front: int) -> None:
     """Small, loaded hosts: a lost host's VMs spill over several survivors (the lockstep path), with a
     short prefix so some candidates run past it and fall back one by one."""
@@ -189,14 +213,23 @@ def test_spill_over_several_hosts_is_evaluated_at_once() -> None:
     assert pruned.slots_after[large] == 6 - 1 - 3  # one slot per host, the lost one's gone, three taken
 
 
-pod_spec = st.tuples(st.integers(0, 11), st.sampled_from([0.1, 0.25, 0.5, 1.0, 2.0]),
-                     st.sampled_from([128, 512, 1024, 4096]), st.integers(0, 3))
+pod_spec = st.tuples(
+    st.integers(0, 11),
+    st.sampled_from([0.1, 0.25, 0.5, 1.0, 2.0]),
+    st.sampled_from([128, 512, 1024, 4096]),
+    st.integers(0, 3),
+)
 
 
 @SETTINGS
-@given(st.lists(st.tuples(st.sampled_from([2.0, 4.0, 8.0]), st.sampled_from([8, 16, 32]),
-                          st.sampled_from(["a", "b"])), min_size=1, max_size=12),
-       st.lists(pod_spec, max_size=80))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([2.0, 4.0, 8.0]), st.sampled_from([8, 16, 32]), st.sampled_from(["a", "b"])),
+        min_size=1,
+        max_size=12,
+    ),
+    st.lists(pod_spec, max_size=80),
+)
 def test_pod_n_plus_one_pruned_equals_brute_force(nodes: list[tuple], pods: list[tuple]) -> None:
     """Pods: many small consumers per node, the case the one-receiver shortcut is built for."""
     e = Estate(layer="kubernetes", cloud="k1")
@@ -210,12 +243,18 @@ def test_pod_n_plus_one_pruned_equals_brute_force(nodes: list[tuple], pods: list
         ask = [cpu, memory * MIB, 1.0]
         if all(f >= a for f, a in zip(free[i], ask, strict=True)):
             free[i] = [f - a for f, a in zip(free[i], ask, strict=True)]
-            e.consumer(f"p{n:03d}", f"n{i:02d}", {"cpu": cpu, "memory": memory * MIB},
-                       flavor=f"Deployment/app-{owner}-{cpu}-{memory}", layer="kubernetes")
+            e.consumer(
+                f"p{n:03d}",
+                f"n{i:02d}",
+                {"cpu": cpu, "memory": memory * MIB},
+                flavor=f"Deployment/app-{owner}-{cpu}-{memory}",
+                layer="kubernetes",
+            )
     frames = e.frames()
     table = build_host_tables(frames, "kubernetes")["k1"]
-    specs = [PodShapeSpec(f"s{c}-{m}", {"cpu": c, "memory": m * MIB})
-             for c, m in ((0.25, 512), (1.0, 2048), (2.0, 1024))]
+    specs = [
+        PodShapeSpec(f"s{c}-{m}", {"cpu": c, "memory": m * MIB}) for c, m in ((0.25, 512), (1.0, 2048), (2.0, 1024))
+    ]
     shapes = pod_shapes(table, specs)
     shapes.requests = widen(shapes.requests, len(table.resources))
     classes = pod_classes(table, frames["consumers"])
@@ -238,8 +277,11 @@ def n1(e: Estate) -> dict[tuple[str, str, str], tuple[float, float]]:
     return {(r.pool_kind, r.pool, r.shape): (r.slots_after_failure, r.shortfall) for r in frame.itertuples()}
 
 
-@pytest.mark.xfail(strict=True, reason="first-fit evacuation is greedy: more load can steer an evacuee onto a "
-                   "host where it costs a constrained shape less (see docstring)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="first-fit evacuation is greedy: more load can steer an evacuee onto a "
+    "host where it costs a constrained shape less (see docstring)",
+)
 def test_adding_consumers_never_raises_n_plus_one() -> None:
     """The issue's property, on the smallest counterexample hypothesis found: false for any greedy evacuation.
 
@@ -249,10 +291,12 @@ def test_adding_consumers_never_raises_n_plus_one() -> None:
     failure leaves at least 1. Making N+1 monotone needs a re-placement that optimises per shape
     (an integer program), not name-order first fit; until then this stays a known, pinned limitation.
     """
-    hosts = [dict(cpus=4, ratio=2.0, memory=16, pool="az1", ssd=True, enabled=True, shared_disk=False),
-             dict(cpus=2, ratio=1.0, memory=4, pool="az1", ssd=False, enabled=True, shared_disk=False),
-             dict(cpus=4, ratio=2.0, memory=16, pool="az1", ssd=False, enabled=True, shared_disk=False),
-             dict(cpus=5, ratio=2.0, memory=20, pool="az1", ssd=True, enabled=True, shared_disk=False)]
+    hosts = [
+        dict(cpus=4, ratio=2.0, memory=16, pool="az1", ssd=True, enabled=True, shared_disk=False),
+        dict(cpus=2, ratio=1.0, memory=4, pool="az1", ssd=False, enabled=True, shared_disk=False),
+        dict(cpus=4, ratio=2.0, memory=16, pool="az1", ssd=False, enabled=True, shared_disk=False),
+        dict(cpus=5, ratio=2.0, memory=20, pool="az1", ssd=True, enabled=True, shared_disk=False),
+    ]
     before = n1(vm_estate(hosts, [(3, "xlarge")]))
     after = n1(vm_estate(hosts, [(3, "xlarge"), (0, "large")]))
     assert before[("az", "az1", "medium")][0] == 0
@@ -261,17 +305,28 @@ def test_adding_consumers_never_raises_n_plus_one() -> None:
 
 
 @SETTINGS
-@given(st.lists(host_spec, min_size=1, max_size=8), st.lists(vm_spec, max_size=40), host_spec,
-       st.sampled_from(["h00a", "h99"]))
-def test_adding_an_empty_host_never_lowers_n_plus_one(hosts: list[dict], vms: list, extra: dict,
-                                                      name: str) -> None:
+@given(
+    st.lists(host_spec, min_size=1, max_size=8),
+    st.lists(vm_spec, max_size=40),
+    host_spec,
+    st.sampled_from(["h00a", "h99"]),
+)
+def test_adding_an_empty_host_never_lowers_n_plus_one(hosts: list[dict], vms: list, extra: dict, name: str) -> None:
     e = vm_estate(hosts, vms)
     before = n1(e)
     assume(any(h["pool"] == extra["pool"] for h in hosts))
-    resources = {"vcpu": inv(extra["cpus"], ratio=extra["ratio"]), "memory": inv(extra["memory"] * GIB),
-                 "disk": inv(400 * GIB)}
-    e.host(name, extra["pool"], resources=resources, schedulable=extra["enabled"],
-           traits=("CUSTOM_SSD",) if extra["ssd"] else ())
+    resources = {
+        "vcpu": inv(extra["cpus"], ratio=extra["ratio"]),
+        "memory": inv(extra["memory"] * GIB),
+        "disk": inv(400 * GIB),
+    }
+    e.host(
+        name,
+        extra["pool"],
+        resources=resources,
+        schedulable=extra["enabled"],
+        traits=("CUSTOM_SSD",) if extra["ssd"] else (),
+    )
     after = n1(e)
     for key, (slots, shortfall) in before.items():
         assert after[key][0] >= slots, (key, slots, after[key])

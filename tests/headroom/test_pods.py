@@ -16,8 +16,9 @@ def cluster() -> Estate:
     return Estate(layer="kubernetes", cloud="k1")
 
 
-def node(e: Estate, name: str, pool: str = "workers", *, cpu: float = 4.0, memory: float = 16 * GIB,
-         pods: float = 110, **kw) -> Estate:
+def node(
+    e: Estate, name: str, pool: str = "workers", *, cpu: float = 4.0, memory: float = 16 * GIB, pods: float = 110, **kw
+) -> Estate:
     return e.host(name, pool, resources={"cpu": inv(cpu), "memory": inv(memory), "pods": inv(pods)}, **kw)
 
 
@@ -50,8 +51,11 @@ def test_tainted_node_needs_a_toleration_and_prefer_no_schedule_does_not_block()
     node(e, "soft", taints=("spot=true:PreferNoSchedule",))
     config = shapes_config(
         plain={"cpu": 1, "memory": "1Gi"},
-        tolerant={"cpu": 1, "memory": "1Gi",
-                  "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+        tolerant={
+            "cpu": 1,
+            "memory": "1Gi",
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
         wrong_value={"cpu": 1, "memory": "1Gi", "tolerations": [{"key": "nvidia.com/gpu", "value": "absent"}]},
         everything={"cpu": 1, "memory": "1Gi", "tolerations": [{"operator": "Exists"}]},
     )
@@ -91,14 +95,15 @@ def test_common_shapes_from_the_cluster_with_median_requests_and_no_daemonsets()
     e = cluster()
     node(e, "n1", cpu=16.0, memory=64 * GIB)
     node(e, "n2", cpu=16.0, memory=64 * GIB, taints=("dedicated=batch:NoSchedule",))
-    for i, cpu in enumerate((0.5, 0.5, 1.0)):   # median 0.5 core, 1 GiB
+    for i, cpu in enumerate((0.5, 0.5, 1.0)):  # median 0.5 core, 1 GiB
         e.consumer(f"w{i}", "n1", {"cpu": cpu, "memory": GIB}, flavor="Deployment/web", layer="kubernetes")
-    for i in range(2):                            # runs on the tainted node: tolerates its taint
+    for i in range(2):  # runs on the tainted node: tolerates its taint
         e.consumer(f"b{i}", "n2", {"cpu": 4.0, "memory": 4 * GIB}, flavor="Job/batch", layer="kubernetes")
     for n in ("n1", "n2"):
         for i in range(2):
-            e.consumer(f"ds-{n}-{i}", n, {"cpu": 0.1, "memory": 0.1 * GIB}, flavor="DaemonSet/agent",
-                       layer="kubernetes")
+            e.consumer(
+                f"ds-{n}-{i}", n, {"cpu": 0.1, "memory": 0.1 * GIB}, flavor="DaemonSet/agent", layer="kubernetes"
+            )
     h = compute_headroom(e.frames(), Config(headroom=HeadroomConfig(common_shapes=2)), NOW).headroom
     assert set(h["shape"]) == {"Deployment/web", "Job/batch"}
     # n1 free: 16 - 2 - 0.2 = 13.8 cores -> 27 of 0.5; n2 is tainted and web never ran there.
@@ -110,10 +115,15 @@ def test_common_shapes_from_the_cluster_with_median_requests_and_no_daemonsets()
 def test_node_selector_and_extended_resources() -> None:
     e = cluster()
     node(e, "a", traits=("disk=ssd",))
-    e.host("g", "gpu", resources={"cpu": inv(16), "memory": inv(64 * GIB), "pods": inv(110),
-                                  "nvidia_com_gpu": inv(4)}, traits=("disk=ssd",))
-    config = shapes_config(ssd={"cpu": 1, "node_selector": {"disk": "ssd"}},
-                           trainer={"cpu": 2, "resources": {"nvidia.com/gpu": 1}})
+    e.host(
+        "g",
+        "gpu",
+        resources={"cpu": inv(16), "memory": inv(64 * GIB), "pods": inv(110), "nvidia_com_gpu": inv(4)},
+        traits=("disk=ssd",),
+    )
+    config = shapes_config(
+        ssd={"cpu": 1, "node_selector": {"disk": "ssd"}}, trainer={"cpu": 2, "resources": {"nvidia.com/gpu": 1}}
+    )
     h = headroom(e, config)
     assert row(h, pool="k1", shape="ssd", pool_kind="cluster")["slots"] == 4 + 16
     trainer = row(h, pool="k1", shape="trainer", pool_kind="cluster")

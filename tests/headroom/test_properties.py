@@ -23,16 +23,18 @@ from tests.headroom.builder import GIB, NOW, Estate, inv
 FLAVORS = {"tiny": (1, 1), "small": (1, 2), "medium": (2, 4), "large": (4, 8), "pinned": (2, 4)}
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-host_spec = st.fixed_dictionaries({
-    "cpus": st.integers(2, 32),
-    "ratio": st.sampled_from([1.0, 2.0, 4.0]),
-    "memory": st.integers(4, 128),
-    "pcpus": st.integers(0, 8),
-    "pool": st.sampled_from(["az1", "az2"]),
-    "ssd": st.booleans(),
-    "enabled": st.booleans(),
-    "max_unit": st.one_of(st.none(), st.integers(1, 8)),
-})
+host_spec = st.fixed_dictionaries(
+    {
+        "cpus": st.integers(2, 32),
+        "ratio": st.sampled_from([1.0, 2.0, 4.0]),
+        "memory": st.integers(4, 128),
+        "pcpus": st.integers(0, 8),
+        "pool": st.sampled_from(["az1", "az2"]),
+        "ssd": st.booleans(),
+        "enabled": st.booleans(),
+        "max_unit": st.one_of(st.none(), st.integers(1, 8)),
+    }
+)
 vm_spec = st.tuples(st.integers(0, 7), st.sampled_from(sorted(FLAVORS)))
 
 
@@ -42,17 +44,23 @@ def build(hosts: list[dict], vms: list[tuple[int, str]], extra_memory: dict[int,
     free = {}
     for i, spec in enumerate(hosts):
         memory = spec["memory"] + (extra_memory or {}).get(i, 0.0)
-        resources = {"vcpu": inv(spec["cpus"], ratio=spec["ratio"], max_unit=spec["max_unit"]),
-                     "memory": inv(memory * GIB)}
+        resources = {
+            "vcpu": inv(spec["cpus"], ratio=spec["ratio"], max_unit=spec["max_unit"]),
+            "memory": inv(memory * GIB),
+        }
         if spec["pcpus"]:
             resources["pcpu"] = inv(spec["pcpus"])
-        e.host(f"h{i}", spec["pool"], resources=resources, schedulable=spec["enabled"],
-               traits=("CUSTOM_SSD",) if spec["ssd"] else ())
+        e.host(
+            f"h{i}",
+            spec["pool"],
+            resources=resources,
+            schedulable=spec["enabled"],
+            traits=("CUSTOM_SSD",) if spec["ssd"] else (),
+        )
         free[i] = {"vcpu": spec["cpus"] * spec["ratio"], "pcpu": float(spec["pcpus"]), "memory": memory * GIB}
     for name, (cpus, memory) in FLAVORS.items():
         cpu_class = "pcpu" if name == "pinned" else "vcpu"
-        e.flavor(name, {cpu_class: cpus, "memory": memory * GIB},
-                 required=("CUSTOM_SSD",) if name == "medium" else ())
+        e.flavor(name, {cpu_class: cpus, "memory": memory * GIB}, required=("CUSTOM_SSD",) if name == "medium" else ())
     for n, (h, name) in enumerate(vms):
         if h >= len(hosts):
             continue
@@ -97,11 +105,11 @@ def test_adding_consumers_never_raises_slots(hosts: list[dict], vms: list, more:
 
 
 @SETTINGS
-@given(st.lists(host_spec, min_size=1, max_size=6), st.lists(vm_spec, max_size=30),
-       st.sampled_from(["host", "zone"]))
+@given(st.lists(host_spec, min_size=1, max_size=6), st.lists(vm_spec, max_size=30), st.sampled_from(["host", "zone"]))
 def test_n_plus_one_never_exceeds_n(hosts: list[dict], vms: list, domain: str) -> None:
-    frame = compute_headroom(build(hosts, vms).frames(), Config(headroom=HeadroomConfig(failure_domain=domain)),
-                             NOW).headroom
+    frame = compute_headroom(
+        build(hosts, vms).frames(), Config(headroom=HeadroomConfig(failure_domain=domain)), NOW
+    ).headroom
     computed = frame[frame["slots_after_failure"].notna()]
     assert (computed["slots_after_failure"] <= computed["slots"]).all()
     assert (computed["shortfall"] >= 0).all()

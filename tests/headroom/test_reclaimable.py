@@ -32,10 +32,24 @@ def poll(hour: int) -> tuple[dict, dict]:
     pods = Estate(layer="kubernetes", cloud="k1")
     pods.host("n1", "workers", resources={"cpu": inv(16), "memory": inv(64 * GIB), "pods": inv(110)})
     for i in range(2):
-        pods.consumer(f"web-{i}", "n1", {"cpu": 2.0, "memory": 4 * GIB}, flavor="Deployment/web", project="shop",
-                      cpu_used=0.1 + 0.3 * ((hour + i) % 4 == 0), memory_used=(0.5 + 0.5 * (hour % 2)) * GIB)
-    pods.consumer("tight", "n1", {"cpu": 0.5, "memory": GIB}, flavor="Deployment/tight", project="shop",
-                  cpu_used=0.6, memory_used=1.2 * GIB)
+        pods.consumer(
+            f"web-{i}",
+            "n1",
+            {"cpu": 2.0, "memory": 4 * GIB},
+            flavor="Deployment/web",
+            project="shop",
+            cpu_used=0.1 + 0.3 * ((hour + i) % 4 == 0),
+            memory_used=(0.5 + 0.5 * (hour % 2)) * GIB,
+        )
+    pods.consumer(
+        "tight",
+        "n1",
+        {"cpu": 0.5, "memory": GIB},
+        flavor="Deployment/tight",
+        project="shop",
+        cpu_used=0.6,
+        memory_used=1.2 * GIB,
+    )
     return vms.frames(), pods.frames()
 
 

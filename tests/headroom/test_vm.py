@@ -14,8 +14,12 @@ STD = {"vcpu": 4.0, "memory": 8 * GIB, "disk": 80 * GIB}
 
 def standard_host(e: Estate, name: str, pool: str = "az1", **kw) -> Estate:
     # vcpu: (16 - 0) x 4 = 64; memory: (64 - 0.5) GiB x 1.0 = 63.5 GiB; disk 1000 GiB
-    return e.host(name, pool, resources={"vcpu": inv(16, ratio=4.0), "memory": inv(64 * GIB, reserved=0.5 * GIB),
-                                         "disk": inv(1000 * GIB)}, **kw)
+    return e.host(
+        name,
+        pool,
+        resources={"vcpu": inv(16, ratio=4.0), "memory": inv(64 * GIB, reserved=0.5 * GIB), "disk": inv(1000 * GIB)},
+        **kw,
+    )
 
 
 def headroom(e: Estate, **settings) -> pd.DataFrame:
@@ -26,8 +30,13 @@ def headroom(e: Estate, **settings) -> pd.DataFrame:
 def test_placement_arithmetic_reserved_and_ratio() -> None:
     e = Estate()
     # vcpu: (20 - 4) x 2.0 - 10 = 22 free; memory: (40 - 8) x 1.5 - 12 = 36 GiB free
-    e.host("h1", resources={"vcpu": inv(20, reserved=4, ratio=2.0, allocated=10.0),
-                            "memory": inv(40 * GIB, reserved=8 * GIB, ratio=1.5, allocated=12 * GIB)})
+    e.host(
+        "h1",
+        resources={
+            "vcpu": inv(20, reserved=4, ratio=2.0, allocated=10.0),
+            "memory": inv(40 * GIB, reserved=8 * GIB, ratio=1.5, allocated=12 * GIB),
+        },
+    )
     e.flavor("a", {"vcpu": 2, "memory": 4 * GIB})  # min(22/2=11, 36/4=9) = 9, memory
     e.flavor("b", {"vcpu": 4, "memory": 2 * GIB})  # min(22/4=5, 36/2=18) = 5, vcpu
     h = headroom(e)
@@ -42,8 +51,8 @@ def test_max_unit_trap_a_big_flavor_fits_nowhere_on_a_host_with_room() -> None:
     # h1 has 256 vcpu free but max_unit 16: a 32-vCPU request fits nowhere there, however much is free.
     e.host("h1", resources={"vcpu": inv(64, ratio=4.0, max_unit=16), "memory": inv(512 * GIB)})
     e.host("h2", resources={"vcpu": inv(64, ratio=1.0, max_unit=64), "memory": inv(512 * GIB)})
-    e.flavor("huge", {"vcpu": 32, "memory": 64 * GIB})   # h1: 0 (max_unit); h2: min(64/32, 512/64) = 2
-    e.flavor("big", {"vcpu": 16, "memory": 64 * GIB})    # h1: min(256/16=16, 8) = 8; h2: min(4, 8) = 4
+    e.flavor("huge", {"vcpu": 32, "memory": 64 * GIB})  # h1: 0 (max_unit); h2: min(64/32, 512/64) = 2
+    e.flavor("big", {"vcpu": 16, "memory": 64 * GIB})  # h1: min(256/16=16, 8) = 8; h2: min(4, 8) = 4
     h = headroom(e)
     assert row(h, pool="az1", shape="huge")["slots"] == 2
     assert row(h, pool="az1", shape="big")["slots"] == 12
@@ -52,9 +61,9 @@ def test_max_unit_trap_a_big_flavor_fits_nowhere_on_a_host_with_room() -> None:
 def test_min_unit_and_step_size() -> None:
     e = Estate()
     e.host("h1", resources={"vcpu": inv(64), "memory": inv(64 * GIB, min_unit=1 * GIB, step_size=1 * GIB)})
-    e.flavor("odd", {"vcpu": 1, "memory": 1.5 * GIB})   # not a multiple of the 1 GiB step: 0
+    e.flavor("odd", {"vcpu": 1, "memory": 1.5 * GIB})  # not a multiple of the 1 GiB step: 0
     e.flavor("tiny", {"vcpu": 1, "memory": 0.5 * GIB})  # below min_unit: 0
-    e.flavor("ok", {"vcpu": 1, "memory": 2 * GIB})      # 64/2 = 32 by memory, 64 by vcpu
+    e.flavor("ok", {"vcpu": 1, "memory": 2 * GIB})  # 64/2 = 32 by memory, 64 by vcpu
     h = headroom(e)
     assert row(h, pool="az1", shape="odd")["slots"] == 0
     assert row(h, pool="az1", shape="tiny")["slots"] == 0
@@ -103,8 +112,11 @@ def test_shared_storage_bounds_the_pool_not_the_host_and_is_not_a_host() -> None
 def test_nested_gpu_flavor_needs_the_trait_and_a_whole_vgpu_per_child() -> None:
     e = Estate()
     # The GPU host's two pGPU children (1 VGPU each) are folded into the root: vgpu 2, max_unit 1.
-    e.host("gpu1", resources={"vcpu": inv(48, ratio=4.0), "memory": inv(256 * GIB), "vgpu": inv(2, max_unit=1)},
-           traits=("CUSTOM_GPU_A100",))
+    e.host(
+        "gpu1",
+        resources={"vcpu": inv(48, ratio=4.0), "memory": inv(256 * GIB), "vgpu": inv(2, max_unit=1)},
+        traits=("CUSTOM_GPU_A100",),
+    )
     e.host("cpu1", resources={"vcpu": inv(48, ratio=4.0), "memory": inv(256 * GIB)})
     e.consumer("g0", "gpu1", {"vcpu": 8, "memory": 32 * GIB, "vgpu": 1}, flavor="g1.gpu")
     e.flavor("g1.gpu", {"vcpu": 8, "memory": 32 * GIB, "vgpu": 1}, required=("CUSTOM_GPU_A100",))
@@ -123,8 +135,8 @@ def test_host_in_two_aggregates_counted_once_per_pool() -> None:
     e.aggregate("agg-ssd", "ssd")
     e.aggregate("agg-fast", "fast")
     standard_host(e, "h1", aggregates=("agg-ssd", "agg-fast"))  # 63.5/8 = 7 m1.large
-    standard_host(e, "h2", aggregates=("agg-ssd",))             # 7
-    standard_host(e, "h3")                                     # 7
+    standard_host(e, "h2", aggregates=("agg-ssd",))  # 7
+    standard_host(e, "h3")  # 7
     e.flavor("m1.large", STD)
     e.flavor("ssd.large", STD, member_of=("agg-ssd",))
     h = headroom(e)
@@ -153,9 +165,9 @@ def test_required_forbidden_traits_zone_and_private_flavor_tenant_isolation() ->
     standard_host(e, "h1", traits=("CUSTOM_SSD",))
     standard_host(e, "h2", aggregates=("agg-gamma",))
     standard_host(e, "h3", "az2")
-    e.flavor("ssd", STD, required=("CUSTOM_SSD",))        # h1 only: 7
-    e.flavor("no-ssd", STD, forbidden=("CUSTOM_SSD",))    # h3 (h2 isolated for other tenants): 7
-    e.flavor("az2-only", STD, zone="az2")                 # h3: 7
+    e.flavor("ssd", STD, required=("CUSTOM_SSD",))  # h1 only: 7
+    e.flavor("no-ssd", STD, forbidden=("CUSTOM_SSD",))  # h3 (h2 isolated for other tenants): 7
+    e.flavor("az2-only", STD, zone="az2")  # h3: 7
     e.flavor("gamma", STD, is_public=False, projects=("project-gamma",))  # confined to h2: 7
     h = headroom(e)
     assert row(h, pool="c1", shape="ssd", pool_kind="cloud")["slots"] == 7

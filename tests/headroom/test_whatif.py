@@ -27,31 +27,37 @@ from tests.headroom.builder import GIB, NOW, Estate, inv, row
 LARGE = {"vcpu": 4.0, "memory": 8 * GIB}
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("add 10 hosts like compute-01", AddHosts(10, "compute-01")),
-    ("+10 hosts like compute-01", AddHosts(10, "compute-01")),
-    ("ADD 1 host LIKE cmp1", AddHosts(1, "cmp1")),
-    ("remove 2 hosts like compute-03", RemoveHosts(2, "compute-03")),
-    ("-2 hosts like compute-03", RemoveHosts(2, "compute-03")),
-    ("+200 m1.large", AddConsumers(200, "m1.large")),
-    ("add 5 Deployment/web", AddConsumers(5, "Deployment/web")),
-    ("+20% demand", ScaleDemand(20.0)),
-    ("-12.5 % demand", ScaleDemand(-12.5)),
-    ("  +200   m1.large ", AddConsumers(200, "m1.large")),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("add 10 hosts like compute-01", AddHosts(10, "compute-01")),
+        ("+10 hosts like compute-01", AddHosts(10, "compute-01")),
+        ("ADD 1 host LIKE cmp1", AddHosts(1, "cmp1")),
+        ("remove 2 hosts like compute-03", RemoveHosts(2, "compute-03")),
+        ("-2 hosts like compute-03", RemoveHosts(2, "compute-03")),
+        ("+200 m1.large", AddConsumers(200, "m1.large")),
+        ("add 5 Deployment/web", AddConsumers(5, "Deployment/web")),
+        ("+20% demand", ScaleDemand(20.0)),
+        ("-12.5 % demand", ScaleDemand(-12.5)),
+        ("  +200   m1.large ", AddConsumers(200, "m1.large")),
+    ],
+)
 def test_parse(text: str, expected: object) -> None:
     assert parse_scenario(text) == expected
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("", "empty what-if scenario"),
-    ("add ten hosts like x", "'ten' is not a whole number"),
-    ("+0 m1.large", "'0' is not a whole number of at least 1"),
-    ("+1.5 m1.large", "'1.5' is not a whole number"),
-    ("+abc% demand", "'abc' is not a percentage"),
-    ("-100% demand", "more than -100 %"),
-    ("make it bigger", "cannot read what-if 'make it bigger'; use one of"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty what-if scenario"),
+        ("add ten hosts like x", "'ten' is not a whole number"),
+        ("+0 m1.large", "'0' is not a whole number of at least 1"),
+        ("+1.5 m1.large", "'1.5' is not a whole number"),
+        ("+abc% demand", "'abc' is not a percentage"),
+        ("-100% demand", "more than -100 %"),
+        ("make it bigger", "cannot read what-if 'make it bigger'; use one of"),
+    ],
+)
 def test_parse_errors_say_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(ScenarioError, match=None) as error:
         parse_scenario(text)
@@ -125,17 +131,28 @@ def test_shift_series_moves_limits_and_values() -> None:
     rows = []
     for basis, values in (("allocated", [10.0, 20.0, 30.0, 40.0]), ("used", [5.0, 10.0, 15.0, 20.0])):
         for t, v in zip(times, values, strict=True):
-            rows.append({"layer": "openstack", "cloud": "c1", "pool": "az1", "resource": "vcpu", "basis": basis,
-                         "timestamp": t, "value": v, "limit": 100.0})
+            rows.append(
+                {
+                    "layer": "openstack",
+                    "cloud": "c1",
+                    "pool": "az1",
+                    "resource": "vcpu",
+                    "basis": basis,
+                    "timestamp": t,
+                    "value": v,
+                    "limit": 100.0,
+                }
+            )
     series = pd.DataFrame(rows)
-    _, effects = apply_scenarios(estate().frames(), [parse_scenario("add 1 hosts like cmp3"),
-                                                     parse_scenario("+2 m1.large")], Config())
+    _, effects = apply_scenarios(
+        estate().frames(), [parse_scenario("add 1 hosts like cmp3"), parse_scenario("+2 m1.large")], Config()
+    )
     shifted = shift_series(series, effects)
     assert (shifted["limit"] == 164.0).all()
     allocated = shifted[shifted["basis"] == "allocated"]["value"].to_numpy()
     used = shifted[shifted["basis"] == "used"]["value"].to_numpy()
-    np.testing.assert_allclose(allocated, [18, 28, 38, 48])      # +2 x 4 vCPU
-    np.testing.assert_allclose(used, [9, 14, 19, 24])            # x the pool's used share 20/40
+    np.testing.assert_allclose(allocated, [18, 28, 38, 48])  # +2 x 4 vCPU
+    np.testing.assert_allclose(used, [9, 14, 19, 24])  # x the pool's used share 20/40
     _, effects = apply_scenarios(estate().frames(), [parse_scenario("+50% demand")], Config())
     np.testing.assert_allclose(shift_series(series, effects)["value"].to_numpy()[:4], [15, 30, 45, 60])
 
@@ -183,8 +200,11 @@ def test_new_and_homeless_vms_shift_the_hypervisor_layer_forecast_too() -> None:
     """What-if used to move only the OpenStack series: the hypervisors under the new VMs saw nothing."""
     e = estate()
     for name in ("cmp1", "cmp2", "cmp3", "big"):
-        e.host(name, resources={"cpu": inv(16, allocated=8.0), "memory": inv(64 * GIB, allocated=32 * GIB)},
-               layer="hypervisor")
+        e.host(
+            name,
+            resources={"cpu": inv(16, allocated=8.0), "memory": inv(64 * GIB, allocated=32 * GIB)},
+            layer="hypervisor",
+        )
     frames = e.frames()
     capacity = frames["capacity"]
     hypervisor = capacity["layer"] == "hypervisor"
@@ -194,12 +214,26 @@ def test_new_and_homeless_vms_shift_the_hypervisor_layer_forecast_too() -> None:
     assert effects[0].demand_delta[("hypervisor", "c1", "az1", "cpu")] == 2 * 4
     assert effects[0].demand_delta[("hypervisor", "c1", "az1", "memory")] == 2 * 8 * GIB
     times = pd.date_range(NOW - timedelta(hours=1), NOW, freq="h")
-    series = pd.DataFrame([{"layer": "hypervisor", "cloud": "c1", "pool": "az1", "resource": "cpu", "basis": "used",
-                            "timestamp": t, "value": 8.0, "limit": 64.0} for t in times])
+    series = pd.DataFrame(
+        [
+            {
+                "layer": "hypervisor",
+                "cloud": "c1",
+                "pool": "az1",
+                "resource": "cpu",
+                "basis": "used",
+                "timestamp": t,
+                "value": 8.0,
+                "limit": 64.0,
+            }
+            for t in times
+        ]
+    )
     # hypervisor CPU is forecast on used: 8 new vCPUs x the pool's used/allocated share 8/32
     np.testing.assert_allclose(shift_series(series, effects)["value"].to_numpy(), [10.0, 10.0])
     # 16 new VMs fill big (first in name order); then the three small hosts go and their 7 VMs are homeless
-    _, effects = apply_scenarios(frames, [parse_scenario("+16 m1.large"), parse_scenario("remove 3 hosts like cmp1")],
-                                 Config())
+    _, effects = apply_scenarios(
+        frames, [parse_scenario("+16 m1.large"), parse_scenario("remove 3 hosts like cmp1")], Config()
+    )
     assert effects[1].unplaced == 7
     assert effects[1].demand_delta[("hypervisor", "c1", "az1", "memory")] == -7 * 8 * GIB

@@ -21,8 +21,16 @@ def test_demo_cluster(tmp_path: Path) -> None:
     part = demo_part.start(tmp_path, context)
     try:
         kubeconfig = context["kubernetes"]["kubeconfig"]
-        assert part.sources == [{"kind": "kubernetes", "name": CLUSTER, "kubeconfig": kubeconfig,
-                                 "context": CLUSTER, "cluster": CLUSTER, "interval": "30s"}]
+        assert part.sources == [
+            {
+                "kind": "kubernetes",
+                "name": CLUSTER,
+                "kubeconfig": kubeconfig,
+                "context": CLUSTER,
+                "cluster": CLUSTER,
+                "interval": "30s",
+            }
+        ]
         config = parse_config({"sources": part.sources})
         source = create_source(config.sources[0])
         source.poll(datetime.now(UTC))

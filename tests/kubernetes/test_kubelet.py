@@ -35,8 +35,10 @@ def test_v121_capture_old_format() -> None:
 
 
 def test_samples_without_timestamps_and_escaped_labels() -> None:
-    text = ("node_cpu_usage_seconds_total 10\nnode_memory_working_set_bytes 2e9\n"
-            'pod_cpu_usage_seconds_total{namespace="a",pod="we\\"ird"} 1.5\n')
+    text = (
+        "node_cpu_usage_seconds_total 10\nnode_memory_working_set_bytes 2e9\n"
+        'pod_cpu_usage_seconds_total{namespace="a",pod="we\\"ird"} 1.5\n'
+    )
     usage = parse_resource_metrics(text)
     assert usage.node_cpu == (10.0, None) and usage.pod_cpu == {("a", 'we"ird'): (1.5, None)}
 
@@ -52,8 +54,8 @@ def test_samples_without_timestamps_and_escaped_labels() -> None:
         "node_cpu_usage_seconds_total -1\nnode_memory_working_set_bytes 1\n",
         "node_cpu_usage_seconds_total NaN\nnode_memory_working_set_bytes 1\n",
         'node_cpu_usage_seconds_total 1\nnode_memory_working_set_bytes 1\npod_cpu_usage_seconds_total{pod="x"} 1\n',
-        'node_cpu_usage_seconds_total 1\nnode_memory_working_set_bytes 1\n'
-        'pod_memory_working_set_bytes{namespace=x} 1\n',
+        "node_cpu_usage_seconds_total 1\nnode_memory_working_set_bytes 1\n"
+        "pod_memory_working_set_bytes{namespace=x} 1\n",
     ],
 )
 def test_malformed_answers_are_rejected(text: str) -> None:
@@ -69,8 +71,11 @@ def test_fake_kubelet_speaks_the_same_format() -> None:
     cores = usage.pod_cpu[("a", "p1")][0] / 100
     assert 0.03 <= cores <= 0.09  # 30-90 % of its 100m request
     # same family order, help and type lines as the real capture
-    real = [line for line in (TESTDATA / "metrics_resource_v1.35.txt").read_text().splitlines()
-            if line.startswith("# TYPE") and "swap" not in line and "scrape_error" not in line]
+    real = [
+        line
+        for line in (TESTDATA / "metrics_resource_v1.35.txt").read_text().splitlines()
+        if line.startswith("# TYPE") and "swap" not in line and "scrape_error" not in line
+    ]
     fake = [line for line in kubelet.metrics().splitlines() if line.startswith("# TYPE") and "scrape" not in line]
     assert fake == real
 

@@ -25,8 +25,13 @@ MIB = 2**20
 
 def cluster(server: StandinApiServer, nodes: int = 3, **kubelets: FakeKubelet) -> None:
     server.set_nodes([make_node(f"n{i}", address="127.0.0.1") for i in range(nodes)], kubelets)
-    server.set_pods([make_pod("apps", f"web-{i}-{j}", node=f"n{i}", owner=("StatefulSet", "web"))
-                     for i in range(nodes) for j in range(3)])
+    server.set_pods(
+        [
+            make_pod("apps", f"web-{i}-{j}", node=f"n{i}", owner=("StatefulSet", "web"))
+            for i in range(nodes)
+            for j in range(3)
+        ]
+    )
 
 
 def source(server: StandinApiServer, tmp_path: Path, **config: Any) -> Any:
@@ -46,8 +51,9 @@ def test_defaults_are_documented_values() -> None:
     assert config.max_response_bytes == 256 * MIB
     assert config.kubelet.max_response_bytes == 16 * MIB
     assert config.poll_deadline is None and config.effective_poll_deadline == timedelta(seconds=48)  # = timeout
-    assert KubernetesSourceConfig(kind="kubernetes", name="k8s", timeout="5m").effective_poll_deadline == \
-        timedelta(minutes=5)
+    assert KubernetesSourceConfig(kind="kubernetes", name="k8s", timeout="5m").effective_poll_deadline == timedelta(
+        minutes=5
+    )
 
 
 @pytest.mark.parametrize("kind", ["oversize", "oversize_unannounced"])
@@ -83,14 +89,18 @@ def test_a_dripping_list_is_cut_off_at_the_poll_deadline(standin: StandinApiServ
     assert 1.4 <= elapsed < 4.0
 
 
-@pytest.mark.parametrize(("fault", "skipped"), [
-    (Fault("oversize", size=2 * MIB), "kubelet_too_large"),
-    (Fault("oversize_unannounced", size=2 * MIB), "kubelet_too_large"),
-    (Fault("truncated"), "kubelet_malformed"),
-    (Fault("drip", interval=0.02), "kubelet_deadline"),
-])
-def test_a_faulty_kubelet_loses_its_usage_only(standin: StandinApiServer, tmp_path: Path, fault: Fault,
-                                               skipped: str) -> None:
+@pytest.mark.parametrize(
+    ("fault", "skipped"),
+    [
+        (Fault("oversize", size=2 * MIB), "kubelet_too_large"),
+        (Fault("oversize_unannounced", size=2 * MIB), "kubelet_too_large"),
+        (Fault("truncated"), "kubelet_malformed"),
+        (Fault("drip", interval=0.02), "kubelet_deadline"),
+    ],
+)
+def test_a_faulty_kubelet_loses_its_usage_only(
+    standin: StandinApiServer, tmp_path: Path, fault: Fault, skipped: str
+) -> None:
     cluster(standin, n1=FakeKubelet("n1", fault=fault))
     src = source(standin, tmp_path, poll_deadline="2s", kubelet={"max_response_bytes": MIB})
     started = time.monotonic()

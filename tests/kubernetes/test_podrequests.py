@@ -22,8 +22,15 @@ def nanos(amounts: dict[str, Fraction | int]) -> dict[str, int]:
     return out
 
 
-def c(name: str, cpu: str | None = None, memory: str | None = None, *, limits: dict[str, str] | None = None,
-      sidecar: bool = False, **extra: str) -> dict[str, Any]:
+def c(
+    name: str,
+    cpu: str | None = None,
+    memory: str | None = None,
+    *,
+    limits: dict[str, str] | None = None,
+    sidecar: bool = False,
+    **extra: str,
+) -> dict[str, Any]:
     requests = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v is not None}
     requests.update({k.replace("__", "/").replace("_", "."): v for k, v in extra.items()})
     container: dict[str, Any] = {"name": name, "resources": {"requests": requests, "limits": limits or {}}}
@@ -37,8 +44,9 @@ def requests(containers: list[dict], init: list[dict] | None = None, **spec: Any
 
 
 def test_app_containers_are_summed() -> None:
-    assert requests([c("a", "100m", "64Mi"), c("b", "250m", "1Gi")]) == nanos({
-        "cpu": Fraction(7, 20), "memory": 64 * 2**20 + 2**30})
+    assert requests([c("a", "100m", "64Mi"), c("b", "250m", "1Gi")]) == nanos(
+        {"cpu": Fraction(7, 20), "memory": 64 * 2**20 + 2**30}
+    )
 
 
 def test_a_larger_init_container_sets_the_request() -> None:
@@ -52,8 +60,9 @@ def test_a_sidecar_adds_to_the_app_phase() -> None:
 
 
 def test_several_sidecars_all_count() -> None:
-    result = requests([c("app", "1")], [c("s1", "1", sidecar=True), c("s2", "2", sidecar=True),
-                                        c("s3", "3", sidecar=True)])
+    result = requests(
+        [c("app", "1")], [c("s1", "1", sidecar=True), c("s2", "2", sidecar=True), c("s3", "3", sidecar=True)]
+    )
     assert result == nanos({"cpu": 7})
 
 
@@ -69,24 +78,30 @@ def test_an_init_before_a_sidecar_does_not() -> None:
 
 
 def test_overhead_is_added_to_requests_and_to_set_limits_only() -> None:
-    spec = {"containers": [c("app", "500m", "256Mi", limits={"memory": "512Mi"})],
-            "overhead": {"cpu": "250m", "memory": "120Mi"}}
+    spec = {
+        "containers": [c("app", "500m", "256Mi", limits={"memory": "512Mi"})],
+        "overhead": {"cpu": "250m", "memory": "120Mi"},
+    }
     reqs, limits = effective_resources(spec, "ns/pod")
     assert reqs == nanos({"cpu": Fraction(3, 4), "memory": 376 * 2**20})
     assert limits == nanos({"memory": 632 * 2**20})  # no cpu limit: overhead does not invent one
 
 
 def test_pod_level_resources_replace_the_container_aggregate() -> None:
-    spec = {"containers": [c("a", "100m", "64Mi"), c("b", "100m", "64Mi", nvidia__com_gpu="1")],
-            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2"}}}
+    spec = {
+        "containers": [c("a", "100m", "64Mi"), c("b", "100m", "64Mi", nvidia__com_gpu="1")],
+        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2"}},
+    }
     reqs, limits = effective_resources(spec, "ns/pod")
     assert reqs == nanos({"cpu": 1, "memory": 2**30, "nvidia_com_gpu": 1})
     assert limits == nanos({"cpu": 2})
 
 
 def test_limits_follow_the_same_phases() -> None:
-    spec = {"containers": [c("app", limits={"cpu": "1", "memory": "1Gi"})],
-            "initContainers": [c("proxy", limits={"cpu": "500m"}, sidecar=True), c("init", limits={"cpu": "4"})]}
+    spec = {
+        "containers": [c("app", limits={"cpu": "1", "memory": "1Gi"})],
+        "initContainers": [c("proxy", limits={"cpu": "500m"}, sidecar=True), c("init", limits={"cpu": "4"})],
+    }
     assert effective_resources(spec, "ns/pod")[1] == nanos({"cpu": Fraction(9, 2), "memory": 2**30})
 
 

@@ -64,8 +64,9 @@ def test_non_string_quantities() -> None:
 
 @given(st.integers(min_value=0, max_value=10**12), st.sampled_from(["", "m", "k", "M", "G", "Ki", "Mi", "Gi"]))
 def test_integers_with_suffixes(number: int, suffix: str) -> None:
-    scale = {"": 1, "m": Fraction(1, 1000), "k": 10**3, "M": 10**6, "G": 10**9, "Ki": 2**10, "Mi": 2**20,
-             "Gi": 2**30}[suffix]
+    scale = {"": 1, "m": Fraction(1, 1000), "k": 10**3, "M": 10**6, "G": 10**9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}[
+        suffix
+    ]
     assert parse_quantity(f"{number}{suffix}") == number * scale
 
 

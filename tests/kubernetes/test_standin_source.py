@@ -31,18 +31,24 @@ GIB = 2**30
 
 
 def cluster(server: StandinApiServer, nodes: int = 3, pods_per_node: int = 3, **kubelets: FakeKubelet) -> None:
-    node_objects = [make_node(f"n{i}", provider_id=f"openstack:///{i:08d}-0000-4000-8000-000000000000",
-                              address="127.0.0.1") for i in range(nodes)]
-    pods = [make_pod("apps", f"web-{i}-{j}", node=f"n{i}", owner=("StatefulSet", "web"))
-            for i in range(nodes) for j in range(pods_per_node)]
+    node_objects = [
+        make_node(f"n{i}", provider_id=f"openstack:///{i:08d}-0000-4000-8000-000000000000", address="127.0.0.1")
+        for i in range(nodes)
+    ]
+    pods = [
+        make_pod("apps", f"web-{i}-{j}", node=f"n{i}", owner=("StatefulSet", "web"))
+        for i in range(nodes)
+        for j in range(pods_per_node)
+    ]
     pods.append(make_pod("apps", "pending", node=None, phase="Pending"))
     pods.append(make_pod("batch", "done", node="n0", phase="Succeeded", owner=("Job", "nightly")))
     server.set_nodes(node_objects, kubelets)
     server.set_pods(pods)
 
 
-def source(server: StandinApiServer, tmp_path: Path, token: str = "admin-token", name: str = "k8s",
-           **config: Any) -> Any:
+def source(
+    server: StandinApiServer, tmp_path: Path, token: str = "admin-token", name: str = "k8s", **config: Any
+) -> Any:
     kubeconfig = server.kubeconfig(tmp_path / f"kubeconfig-{name}-{token}", token=token, context=f"ctx-{name}")
     return SOURCE(KubernetesSourceConfig(kind="kubernetes", name=name, kubeconfig=kubeconfig, **config))
 
@@ -54,8 +60,11 @@ def poll(src: Any):
 
 
 def queries(server: StandinApiServer, path: str) -> list[dict[str, list[str]]]:
-    return [urllib.parse.parse_qs(urllib.parse.urlsplit(p).query) for p in server.requests
-            if urllib.parse.urlsplit(p).path == path]
+    return [
+        urllib.parse.parse_qs(urllib.parse.urlsplit(p).query)
+        for p in server.requests
+        if urllib.parse.urlsplit(p).path == path
+    ]
 
 
 def test_full_poll(standin: StandinApiServer, tmp_path: Path) -> None:
@@ -191,8 +200,13 @@ def test_api_server_unavailable(standin: StandinApiServer, tmp_path: Path) -> No
 
 
 def test_one_kubelet_hanging_one_malformed_one_down(standin: StandinApiServer, tmp_path: Path) -> None:
-    cluster(standin, nodes=6, n1=FakeKubelet("n1", "hang", hang_seconds=6), n2=FakeKubelet("n2", "malformed"),
-            n3=FakeKubelet("n3", "down"))
+    cluster(
+        standin,
+        nodes=6,
+        n1=FakeKubelet("n1", "hang", hang_seconds=6),
+        n2=FakeKubelet("n2", "malformed"),
+        n3=FakeKubelet("n3", "down"),
+    )
     src = source(standin, tmp_path, kubelet={"timeout": "1s", "concurrency": 4})
     started = time.monotonic()
     result = poll(src)
@@ -221,8 +235,10 @@ def test_counter_reset_gives_a_sane_rate(standin: StandinApiServer, tmp_path: Pa
 
 def test_invalid_quantity_skips_only_that_pod(standin: StandinApiServer, tmp_path: Path) -> None:
     cluster(standin, nodes=1, pods_per_node=2)
-    pods = [make_pod("apps", "ok", node="n0"),
-            make_pod("apps", "broken", node="n0", containers=[("app", {"memory": "12 GB"}, {})])]
+    pods = [
+        make_pod("apps", "ok", node="n0"),
+        make_pod("apps", "broken", node="n0", containers=[("app", {"memory": "12 GB"}, {})]),
+    ]
     standin.set_pods(pods)
     result = poll(source(standin, tmp_path))
     assert result.skipped["invalid_pod"] == 1
@@ -235,8 +251,10 @@ def test_direct_mode_reaches_kubelets_with_the_kubeconfig_token(standin: Standin
     kubelets = [("127.0.0.1", 0, FakeKubelet(f"n{i}")) for i in range(3)]
     server = KubeletServer(kubelets, tls, token="admin-token")
     try:
-        nodes = [make_node(name, address=address, kubelet_port=port)
-                 for name, (address, port) in sorted(server.addresses.items())]
+        nodes = [
+            make_node(name, address=address, kubelet_port=port)
+            for name, (address, port) in sorted(server.addresses.items())
+        ]
         by_name = {k.node: k for k in server.kubelets.values()}
         standin.set_nodes(nodes)
         standin.set_pods([make_pod("apps", f"p{i}", node=f"n{i}") for i in range(3)])

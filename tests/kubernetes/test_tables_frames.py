@@ -132,11 +132,16 @@ def pd_isna(value: object) -> bool:
 def test_pods_get_their_node_pool_and_provider_id_and_pending_pods_their_selected_pool() -> None:
     labels = {"node.kubernetes.io/pool": "gpu"}
     nodes, pods = _tables(
-        [make_node("n1", provider_id="openstack:///11111111-2222-3333-4444-555555555555", labels=labels),
-         make_node("n2")],
-        [make_pod("a", "p1", node="n1"), make_pod("a", "p2", node="n2"),
-         make_pod("a", "p3", node=None, phase="Pending", node_selector={"node.kubernetes.io/pool": "gpu"}),
-         make_pod("a", "p4", node="gone-node")],
+        [
+            make_node("n1", provider_id="openstack:///11111111-2222-3333-4444-555555555555", labels=labels),
+            make_node("n2"),
+        ],
+        [
+            make_pod("a", "p1", node="n1"),
+            make_pod("a", "p2", node="n2"),
+            make_pod("a", "p3", node=None, phase="Pending", node_selector={"node.kubernetes.io/pool": "gpu"}),
+            make_pod("a", "p4", node="gone-node"),
+        ],
     )
     frames = _frames(nodes, pods)
     consumers = frames["consumers"].set_index("name")
@@ -162,8 +167,14 @@ def test_usage_goes_to_cpu_and_memory_rows_and_pods() -> None:
 def test_extended_resources_become_capacity_rows() -> None:
     nodes, pods = _tables(
         [make_node("gpu-1", extended={"nvidia.com/gpu": "4"})],
-        [make_pod("ml", "train", node="gpu-1",
-                  containers=[("t", {"cpu": "2", "nvidia.com/gpu": "3"}, {"nvidia.com/gpu": "3"})])],
+        [
+            make_pod(
+                "ml",
+                "train",
+                node="gpu-1",
+                containers=[("t", {"cpu": "2", "nvidia.com/gpu": "3"}, {"nvidia.com/gpu": "3"})],
+            )
+        ],
     )
     capacity = _frames(nodes, pods)["capacity"].set_index("resource")
     assert capacity.loc["nvidia_com_gpu", "capacity"] == 4 and capacity.loc["nvidia_com_gpu", "allocated"] == 3
@@ -171,16 +182,26 @@ def test_extended_resources_become_capacity_rows() -> None:
 
 def test_bad_objects_are_skipped_counted_and_named() -> None:
     bad_pod = make_pod("shop", "web-1", node="n1", containers=[("web", {"cpu": "two"}, {})])
-    nodes, pods = _tables([make_node("n1"), {"metadata": {"name": "broken"}, "status": {"capacity": {"cpu": "x"}}}],
-                          [bad_pod, make_pod("shop", "ok", node="n1"), {"metadata": {"name": "no-spec"}}])
+    nodes, pods = _tables(
+        [make_node("n1"), {"metadata": {"name": "broken"}, "status": {"capacity": {"cpu": "x"}}}],
+        [bad_pod, make_pod("shop", "ok", node="n1"), {"metadata": {"name": "no-spec"}}],
+    )
     assert nodes.skipped == 1 and "node broken" in nodes.notes[0]
     assert pods.skipped == 2 and len(pods) == 1
     assert "pod shop/web-1" in pods.notes[0] and "'two'" in pods.notes[0]
 
 
-@pytest.mark.parametrize(("phase", "node", "holds"), [
-    ("Running", "n", True), ("Pending", "n", True), ("Unknown", "n", True), ("Pending", None, False),
-    ("Succeeded", "n", False), ("Failed", "n", False)])
+@pytest.mark.parametrize(
+    ("phase", "node", "holds"),
+    [
+        ("Running", "n", True),
+        ("Pending", "n", True),
+        ("Unknown", "n", True),
+        ("Pending", None, False),
+        ("Succeeded", "n", False),
+        ("Failed", "n", False),
+    ],
+)
 def test_holds_capacity(phase: str, node: str | None, holds: bool) -> None:
     assert holds_capacity(phase, node) is holds
 

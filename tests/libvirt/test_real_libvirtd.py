@@ -126,14 +126,11 @@ def test_real_guest_end_to_end(libvirtd: Libvirtd, source: LibvirtSource) -> Non
     assert source.connect_attempts == 1
 
 
-@pytest.mark.parametrize(
-    "stage", ["between stats and first XML read", "fallback: between list and per-domain stats"]
-)
+@pytest.mark.parametrize("stage", ["between stats and first XML read", "fallback: between list and per-domain stats"])
 def test_domain_destroyed_mid_poll_is_skipped(
     stage: str, libvirtd: Libvirtd, source: LibvirtSource, extra_guests: list[str]
 ) -> None:
-    victim = GuestSpec("victim", "11111111-2222-3333-4444-00000000dead", kernel=False, memory_mib=32,
-                       nova_flavor=None)
+    victim = GuestSpec("victim", "11111111-2222-3333-4444-00000000dead", kernel=False, memory_mib=32, nova_flavor=None)
     _poll(source)  # connection open, linux guest's XML cached
     libvirtd.create_transient(victim)  # transient: destroyed = gone entirely
     extra_guests.append(victim.name)
@@ -187,8 +184,9 @@ def test_reconnects_after_the_connection_dies(libvirtd: Libvirtd, source: Libvir
 
 
 def test_restart_resets_the_cpu_counter(libvirtd: Libvirtd, source: LibvirtSource, extra_guests: list[str]) -> None:
-    spec = GuestSpec("restarter", "11111111-2222-3333-4444-0000000000aa", kernel=False, memory_mib=32,
-                     nova_flavor="m1.micro")
+    spec = GuestSpec(
+        "restarter", "11111111-2222-3333-4444-0000000000aa", kernel=False, memory_mib=32, nova_flavor="m1.micro"
+    )
     libvirtd.define_guest(spec, start=True)
     extra_guests.append(spec.name)
     first = _poll(source).frames["consumers"].set_index("id")

@@ -39,8 +39,9 @@ def real_placement(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Placeme
         placement.stop()
 
 
-def make_source(clouds_yaml: Path, cloud: str, name: str | None = None, sleeps: list[float] | None = None,
-                **config: object) -> OpenStackSource:
+def make_source(
+    clouds_yaml: Path, cloud: str, name: str | None = None, sleeps: list[float] | None = None, **config: object
+) -> OpenStackSource:
     """An OpenStackSource as the daemon builds it, with a recorded (instant) backoff sleep."""
     settings = {"kind": "openstack", "cloud": cloud, "clouds_yaml": str(clouds_yaml), "interval": "60s", **config}
     if name:

@@ -62,8 +62,9 @@ class FixtureClient:
         raise AssertionError(f"not captured: {service} GET {path}")
 
 
-def nova_responses(servers_mv: str, flavors_mv: str = "2.104", hypervisors_mv: str = "2.88",
-                   aggregates_mv: str = "2.104") -> dict[tuple[str, str], Any]:
+def nova_responses(
+    servers_mv: str, flavors_mv: str = "2.104", hypervisors_mv: str = "2.88", aggregates_mv: str = "2.104"
+) -> dict[tuple[str, str], Any]:
     b = bundle()
     flavors_61 = b["nova GET /v2.1/flavors/detail?is_public=None @2.61"]["flavors"]
     responses: dict[tuple[str, str], Any] = {
@@ -76,7 +77,8 @@ def nova_responses(servers_mv: str, flavors_mv: str = "2.104", hypervisors_mv: s
         responses[("compute", f"/flavors/{flavor['id']}/os-extra_specs")] = {"extra_specs": flavor["extra_specs"]}
         if not flavor["os-flavor-access:is_public"]:
             responses[("compute", f"/flavors/{flavor['id']}/os-flavor-access")] = {
-                "flavor_access": [{"flavor_id": flavor["id"], "tenant_id": "beta0000000000000000000000000000"}]}
+                "flavor_access": [{"flavor_id": flavor["id"], "tenant_id": "beta0000000000000000000000000000"}]
+            }
     return responses
 
 
@@ -90,13 +92,15 @@ def placement_responses() -> dict[tuple[str, str], Any]:
         uuid = rp["uuid"]
         for what in ("inventories", "usages"):
             responses[("placement", f"/resource_providers/{uuid}/{what}")] = b[
-                f"placement GET /resource_providers/{uuid}/{what} @1.39"]
+                f"placement GET /resource_providers/{uuid}/{what} @1.39"
+            ]
         traits[uuid] = b[f"placement GET /resource_providers/{uuid}/traits @1.39"]["traits"]
     custom = sorted({t for ts in traits.values() for t in ts if t.startswith("CUSTOM_")})
     responses[("placement", "/traits?associated=true&name=startswith:CUSTOM_")] = {"traits": custom}
     for trait in {t for ts in traits.values() for t in ts} | {"MISC_SHARES_VIA_AGGREGATE"}:
         responses[("placement", f"/resource_providers?required={trait}")] = {
-            "resource_providers": [rp for rp in listing["resource_providers"] if trait in traits[rp["uuid"]]]}
+            "resource_providers": [rp for rp in listing["resource_providers"] if trait in traits[rp["uuid"]]]
+        }
     return responses
 
 
@@ -105,8 +109,9 @@ def _frames(servers_mv: str, nova_version: tuple[int, int], **kwargs: str):
     placement = FixtureClient({"placement": (1, 39)}, placement_responses())
     nova_state = NovaReader(nova, quotas=False).read()  # type: ignore[arg-type]
     placement_state = PlacementReader(placement, concurrency=1).read()  # type: ignore[arg-type]
-    frames = build_frames(source="live", cloud="live", now=_now(), placement=placement_state, nova=nova_state,
-                          default_zone="nova")
+    frames = build_frames(
+        source="live", cloud="live", now=_now(), placement=placement_state, nova=nova_state, default_zone="nova"
+    )
     return frames, nova, placement
 
 
@@ -116,19 +121,20 @@ def _now():
     return datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("mv", "version"), [("2.1", (2, 1)), ("2.47", (2, 47)), ("2.96", (2, 96)),
-                                             ("2.104", (2, 104))])
+@pytest.mark.parametrize(
+    ("mv", "version"), [("2.1", (2, 1)), ("2.47", (2, 47)), ("2.96", (2, 96)), ("2.104", (2, 104))]
+)
 def test_servers_read_the_same_at_every_microversion(mv: str, version: tuple[int, int]) -> None:
     """2.1 names the flavor by id (sizes from the flavor list); from 2.47 the flavor is embedded."""
     flavors_mv = "2.1" if version < (2, 61) else "2.104"
-    frames, nova, _ = _frames(mv, version, flavors_mv=flavors_mv, hypervisors_mv="2.87" if version < (2, 88)
-                              else "2.88", aggregates_mv="2.41")
+    frames, nova, _ = _frames(
+        mv, version, flavors_mv=flavors_mv, hypervisors_mv="2.87" if version < (2, 88) else "2.88", aggregates_mv="2.41"
+    )
     consumers = frames["consumers"].set_index("name")
     assert len(consumers) == 8
     assert consumers.loc["vm-03", "state"] == "shutoff" and consumers.loc["vm-03", "holds_capacity"]
     xlarge = consumers.loc["vm-07"]
-    assert (xlarge["flavor"], xlarge["cpu"], xlarge["memory"], xlarge["disk"]) == ("m1.xlarge", 8, 16 * GIB,
-                                                                                  160 * GIB)
+    assert (xlarge["flavor"], xlarge["cpu"], xlarge["memory"], xlarge["disk"]) == ("m1.xlarge", 8, 16 * GIB, 160 * GIB)
     assert consumers.loc["vm-00", "host"] == "compute-01" and consumers.loc["vm-07", "pool"] == "az2"
     extra_spec_calls = [a for a in nova.asked if "os-extra_specs" in a]
     assert bool(extra_spec_calls) == (version < (2, 61))
@@ -142,10 +148,13 @@ def test_hypervisors_at_each_microversion(mv: str) -> None:
     client = FixtureClient({"compute": version}, {("compute", "/os-hypervisors/detail"): body})
     hypervisors = NovaReader(client)._hypervisors(version)  # type: ignore[arg-type]
     assert [(h.hostname, h.service_host, h.enabled, h.up) for h in hypervisors] == [
-        ("compute-01", "compute-01", True, True), ("compute-02", "compute-02", False, True),
-        ("compute-03", "compute-03", True, True)]
-    placement_uuids = {rp["name"]: rp["uuid"] for rp in
-                       bundle()["placement GET /resource_providers @1.39"]["resource_providers"]}
+        ("compute-01", "compute-01", True, True),
+        ("compute-02", "compute-02", False, True),
+        ("compute-03", "compute-03", True, True),
+    ]
+    placement_uuids = {
+        rp["name"]: rp["uuid"] for rp in bundle()["placement GET /resource_providers @1.39"]["resource_providers"]
+    }
     if version >= (2, 53):
         assert {h.hostname: h.id for h in hypervisors} == placement_uuids
     else:
@@ -193,17 +202,27 @@ def test_paging_follows_the_next_link_with_the_last_id_as_marker() -> None:
     assert seen == ["/os-hypervisors/detail?limit=1", "/os-hypervisors/detail?limit=1&marker=2"]
 
 
-@pytest.mark.parametrize("name", ["nova_servers_detail_v2.1.json", "nova_servers_detail_v2.47.json",
-                                  "nova_servers_detail_v2.73.json", "nova_servers_detail_v2.96.json",
-                                  "nova_servers_detail_v2.100.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "nova_servers_detail_v2.1.json",
+        "nova_servers_detail_v2.47.json",
+        "nova_servers_detail_v2.73.json",
+        "nova_servers_detail_v2.96.json",
+        "nova_servers_detail_v2.100.json",
+    ],
+)
 def test_upstream_server_samples_parse(name: str) -> None:
     body = load(name)
     flavors = load("nova_flavors_detail_v2.61.json")
     version = (2, int(name.split("_v2.")[1].split(".")[0]))
-    client = FixtureClient({"compute": version}, {  # the samples carry a next link: the 2nd page is empty
-        ("compute", "/servers/detail?all_tenants=1"): lambda path: {"servers": []} if "marker" in path else body,
-        ("compute", "/flavors/detail?is_public=None"): flavors,
-    })
+    client = FixtureClient(
+        {"compute": version},
+        {  # the samples carry a next link: the 2nd page is empty
+            ("compute", "/servers/detail?all_tenants=1"): lambda path: {"servers": []} if "marker" in path else body,
+            ("compute", "/flavors/detail?is_public=None"): flavors,
+        },
+    )
     reader = NovaReader(client, quotas=False)  # type: ignore[arg-type]
     known = reader._flavors((2, 61))
     servers = reader._servers(version, known, type("S", (), {"skipped": {}, "notes": []})())
@@ -212,12 +231,14 @@ def test_upstream_server_samples_parse(name: str) -> None:
 
 
 def test_aggregates_without_uuid_before_2_41_get_a_stable_stand_in_id() -> None:
-    client = FixtureClient({"compute": (2, 1)}, {("compute", "/os-aggregates"): load(
-        "nova_os-aggregates_list_v2.1.json")})
+    client = FixtureClient(
+        {"compute": (2, 1)}, {("compute", "/os-aggregates"): load("nova_os-aggregates_list_v2.1.json")}
+    )
     aggregates = NovaReader(client)._aggregates((2, 1))  # type: ignore[arg-type]
     assert aggregates and all(a.uuid.startswith("nova-aggregate-") for a in aggregates)
-    client = FixtureClient({"compute": (2, 41)}, {("compute", "/os-aggregates"): load(
-        "nova_os-aggregates_list_v2.41.json")})
+    client = FixtureClient(
+        {"compute": (2, 41)}, {("compute", "/os-aggregates"): load("nova_os-aggregates_list_v2.41.json")}
+    )
     assert all("-" in a.uuid and not a.uuid.startswith("nova-") for a in NovaReader(client)._aggregates((2, 41)))
 
 
@@ -249,11 +270,14 @@ class _Response:
 def test_placement_error_bodies_are_quoted() -> None:
     not_found = _error_detail(_Response(load("placement_error_404_rp-not-found__live-placement-16.0.0.json"), 404))
     assert "No resource provider with uuid 2ed02727-59a1-573c-b7ea-211cc773be63 found" in not_found
-    bad_version = _error_detail(_Response(load("placement_error_406_bad-microversion__live-placement-16.0.0.json"),
-                                          406))
+    bad_version = _error_detail(
+        _Response(load("placement_error_406_bad-microversion__live-placement-16.0.0.json"), 406)
+    )
     assert "Unacceptable version header: 1.99" in bad_version and "1.0..1.39" in bad_version
-    assert _error_detail(_Response({"itemNotFound": {"code": 404, "message": "Flavor x could not be found."}},
-                                   404)) == "Flavor x could not be found."
+    assert (
+        _error_detail(_Response({"itemNotFound": {"code": 404, "message": "Flavor x could not be found."}}, 404))
+        == "Flavor x could not be found."
+    )
 
 
 def test_flavor_translation_follows_nova() -> None:

@@ -29,7 +29,10 @@ def test_demo_part_serves_the_estate_to_the_real_source(tmp_path: Path) -> None:
         config = parse_config({"sources": part.sources})
         (source_config,) = config.sources
         assert (source_config.kind, source_config.name, source_config.interval.total_seconds()) == (
-            "openstack", "demo-cloud", 30)
+            "openstack",
+            "demo-cloud",
+            30,
+        )
         result = create_source(source_config).checked_poll(datetime.now(UTC))
     finally:
         part.stop()
@@ -67,8 +70,9 @@ def test_demand_grows_while_the_demo_runs(tmp_path: Path) -> None:
     # only the providers the five new servers landed on were re-read (2 GETs each), not all of them
     touched = {rp for s in cloud.servers if 0 < s.visible_from <= now[0] for rp in s.allocations}
     assert 0 < len(touched) < len(cloud.providers)
-    assert sorted(reads) == sorted(f"/placement/resource_providers/{rp}/{what}" for rp in touched
-                                   for what in ("inventories", "usages"))
+    assert sorted(reads) == sorted(
+        f"/placement/resource_providers/{rp}/{what}" for rp in touched for what in ("inventories", "usages")
+    )
     assert later.api_calls < first.api_calls
 
 
@@ -95,8 +99,9 @@ def test_standin_406_bodies_match_the_real_services(standin: StandinServer) -> N
 
 def test_standin_404_and_401_bodies(standin: StandinServer) -> None:
     real = load("placement_error_404_rp-not-found__live-placement-16.0.0.json")["errors"][0]
-    answer = _get(f"{standin.placement_url}/resource_providers/2ed02727-59a1-573c-b7ea-211cc773be63/inventories",
-                  "placement 1.39")
+    answer = _get(
+        f"{standin.placement_url}/resource_providers/2ed02727-59a1-573c-b7ea-211cc773be63/inventories", "placement 1.39"
+    )
     assert answer.status_code == 404 and set(answer.json()["errors"][0]) == set(real)
     assert _get(f"{standin.compute_url}/os-aggregates", "compute 2.90", token="nope").status_code == 401
 
@@ -108,17 +113,25 @@ def test_standin_404_and_401_bodies(standin: StandinServer) -> None:
         ("/os-hypervisors/detail", "compute 2.88", "nova GET /v2.1/os-hypervisors/detail @2.88", "hypervisors"),
         ("/os-hypervisors/detail", "compute 2.87", "nova GET /v2.1/os-hypervisors/detail @2.87", "hypervisors"),
         ("/os-hypervisors/detail", "compute 2.1", "nova GET /v2.1/os-hypervisors/detail @2.1", "hypervisors"),
-        ("/servers/detail?all_tenants=1", "compute 2.47", "nova GET /v2.1/servers/detail?all_tenants=1 @2.47",
-         "servers"),
-        ("/servers/detail?all_tenants=1", "compute 2.1", "nova GET /v2.1/servers/detail?all_tenants=1 @2.1",
-         "servers"),
-        ("/flavors/detail?is_public=None", "compute 2.61", "nova GET /v2.1/flavors/detail?is_public=None @2.61",
-         "flavors"),
+        (
+            "/servers/detail?all_tenants=1",
+            "compute 2.47",
+            "nova GET /v2.1/servers/detail?all_tenants=1 @2.47",
+            "servers",
+        ),
+        ("/servers/detail?all_tenants=1", "compute 2.1", "nova GET /v2.1/servers/detail?all_tenants=1 @2.1", "servers"),
+        (
+            "/flavors/detail?is_public=None",
+            "compute 2.61",
+            "nova GET /v2.1/flavors/detail?is_public=None @2.61",
+            "flavors",
+        ),
         ("/os-aggregates", "compute 2.41", "nova GET /v2.1/os-aggregates @2.41", "aggregates"),
     ],
 )
-def test_standin_answers_carry_the_fields_of_the_live_captures(standin: StandinServer, path: str, version: str,
-                                                               capture: str, key: str) -> None:
+def test_standin_answers_carry_the_fields_of_the_live_captures(
+    standin: StandinServer, path: str, version: str, capture: str, key: str
+) -> None:
     """Every field the real service returned at that microversion is there (the collector reads a subset)."""
     base = standin.placement_url if version.startswith("placement") else standin.compute_url
     answer = _get(base + path, version)
@@ -126,12 +139,29 @@ def test_standin_answers_carry_the_fields_of_the_live_captures(standin: StandinS
     assert answer.headers["OpenStack-API-Version"] == version
     real_item = bundle()[capture][key][0]
     mine = answer.json()[key][0]
-    missing = set(real_item) - set(mine) - {"host_status", "locked", "description", "tags", "config_drive",
-                                            "key_name", "progress", "OS-DCF:diskConfig", "OS-SRV-USG:launched_at",
-                                            "OS-SRV-USG:terminated_at", "OS-EXT-SRV-ATTR:hostname",
-                                            "OS-EXT-SRV-ATTR:kernel_id", "OS-EXT-SRV-ATTR:launch_index",
-                                            "OS-EXT-SRV-ATTR:ramdisk_id", "OS-EXT-SRV-ATTR:reservation_id",
-                                            "OS-EXT-SRV-ATTR:root_device_name", "OS-EXT-SRV-ATTR:user_data"}
+    missing = (
+        set(real_item)
+        - set(mine)
+        - {
+            "host_status",
+            "locked",
+            "description",
+            "tags",
+            "config_drive",
+            "key_name",
+            "progress",
+            "OS-DCF:diskConfig",
+            "OS-SRV-USG:launched_at",
+            "OS-SRV-USG:terminated_at",
+            "OS-EXT-SRV-ATTR:hostname",
+            "OS-EXT-SRV-ATTR:kernel_id",
+            "OS-EXT-SRV-ATTR:launch_index",
+            "OS-EXT-SRV-ATTR:ramdisk_id",
+            "OS-EXT-SRV-ATTR:reservation_id",
+            "OS-EXT-SRV-ATTR:root_device_name",
+            "OS-EXT-SRV-ATTR:user_data",
+        }
+    )
     assert not missing, f"stand-in lacks {sorted(missing)}"
     if key == "flavors":
         assert "extra_specs" in mine
@@ -148,7 +178,8 @@ def test_down_compute_and_orphan_provider(tmp_path: Path) -> None:
     cloud = from_demo_estate(build_estate(), growth_count=0)
     next(h for h in cloud.hypervisors if h.hostname == "compute-02").up = False
     cloud.providers["0rphan00-0000-4000-8000-000000000000"] = Provider(
-        "0rphan00-0000-4000-8000-000000000000", "compute-99",
+        "0rphan00-0000-4000-8000-000000000000",
+        "compute-99",
         {"VCPU": {"total": 8, "reserved": 0, "min_unit": 1, "max_unit": 8, "step_size": 1, "allocation_ratio": 4.0}},
     )
     server = StandinServer(cloud).start()

@@ -35,10 +35,13 @@ def _placement_slots(cloud: RealCloud, host: str) -> dict[str, int]:
     uuid = next(rp["uuid"] for rp in providers if rp["name"] == host)
     inventories = cloud.placement.call("GET", f"/resource_providers/{uuid}/inventories")["inventories"]
     usages = cloud.placement.call("GET", f"/resource_providers/{uuid}/usages")["usages"]
-    free = {rc: (inv["total"] - inv["reserved"]) * inv["allocation_ratio"] - usages.get(rc, 0)
-            for rc, inv in inventories.items()}
-    return {name: min(math.floor(free[rc] / amount) for rc, amount in request.items())
-            for name, request in FLAVORS.items()}
+    free = {
+        rc: (inv["total"] - inv["reserved"]) * inv["allocation_ratio"] - usages.get(rc, 0)
+        for rc, inv in inventories.items()
+    }
+    return {
+        name: min(math.floor(free[rc] / amount) for rc, amount in request.items()) for name, request in FLAVORS.items()
+    }
 
 
 def test_tenant_sees_its_reserved_hosts_while_public_rows_leave_them_out(real_cloud: RealCloud) -> None:
@@ -70,10 +73,14 @@ def test_tenant_sees_its_reserved_hosts_while_public_rows_leave_them_out(real_cl
     load_builtin_family_modules()
     text = render(Snapshot(taken_at=now, frames={**frames, "headroom": headroom}, statuses=())).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    reserved = {(s.labels["pool"], s.labels["tenant"], s.labels["shape"]): s.value
-                for s in families["capacity_headroom_isolated_slots"].samples}
+    reserved = {
+        (s.labels["pool"], s.labels["tenant"], s.labels["shape"]): s.value
+        for s in families["capacity_headroom_isolated_slots"].samples
+    }
     assert reserved[("gamma-only", gamma, "m1.small")] == expected["m1.small"]
     assert all("tenant" not in s.labels for s in families["capacity_headroom_slots"].samples)
-    keys = [(s.labels["pool_kind"], s.labels["pool"], s.labels["shape"])
-            for s in families["capacity_headroom_slots"].samples]
+    keys = [
+        (s.labels["pool_kind"], s.labels["pool"], s.labels["shape"])
+        for s in families["capacity_headroom_slots"].samples
+    ]
     assert len(keys) == len(set(keys))

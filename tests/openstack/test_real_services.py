@@ -62,7 +62,10 @@ def test_capacity_matches_placement_inventories_and_usages(real_cloud: RealCloud
             )
             assert row["allocated"] == truth[spec.name]["usages"][rc] * scale
             assert (row["min_unit"], row["max_unit"], row["step_size"]) == (
-                inventory["min_unit"] * scale, inventory["max_unit"] * scale, inventory["step_size"] * scale)
+                inventory["min_unit"] * scale,
+                inventory["max_unit"] * scale,
+                inventory["step_size"] * scale,
+            )
             assert math.isnan(row["used"])  # Placement measures nothing
     # az2 hosts have no local disk: it is the sharing provider's
     assert ("compute-05", "disk") not in capacity.index and ("compute-06", "disk") not in capacity.index
@@ -78,7 +81,8 @@ def test_nested_gpu_child_rolls_up_into_its_compute_host(real_cloud: RealCloud, 
     child = truth["compute-03_pgpu0"]
     assert child["rp"]["parent_provider_uuid"] == truth["compute-03"]["rp"]["uuid"]
     assert "compute-03_pgpu0" not in set(capacity["host"]) and "compute-03_pgpu0" not in set(
-        result.frames["hosts"]["host"])
+        result.frames["hosts"]["host"]
+    )
     vgpu = capacity[(capacity.host == "compute-03") & (capacity.resource == "vgpu")].iloc[0]
     assert (vgpu["capacity"], vgpu["allocated"], vgpu["scope"]) == (2, child["usages"]["VGPU"], "host")
     assert child["usages"]["VGPU"] == 1  # the g1.gpu server
@@ -116,8 +120,9 @@ def test_hosts_frame_scheduling_facts(real_cloud: RealCloud, polled) -> None:
     assert all(hosts.loc[h.name, "schedulable"] for h in TEST_HOSTS if h.name != "compute-04")
     assert "CUSTOM_SSD" in hosts.loc["compute-01", "traits"]
     assert "CUSTOM_GPU_A100" in hosts.loc["compute-03", "traits"]
-    assert hosts["zone"].to_dict() == {h.name: ("az2" if h.name in ("compute-05", "compute-06") else "az1")
-                                       for h in TEST_HOSTS}
+    assert hosts["zone"].to_dict() == {
+        h.name: ("az2" if h.name in ("compute-05", "compute-06") else "az1") for h in TEST_HOSTS
+    }
 
 
 def test_pools_partition_hosts_although_aggregates_overlap(polled) -> None:
@@ -185,8 +190,9 @@ def test_aggregates_and_quotas_frames(real_cloud: RealCloud, polled) -> None:
     _, result = polled
     aggregates = result.frames["openstack_aggregates"].set_index("aggregate")
     assert aggregates.loc["gamma-only", "projects"] == [PROJECTS["gamma"]]
-    assert aggregates.loc["az2", "zone"] == "az2" and aggregates.loc["az2", "uuid"] == real_cloud.aggregates["az2"][
-        "uuid"]
+    assert (
+        aggregates.loc["az2", "zone"] == "az2" and aggregates.loc["az2", "uuid"] == real_cloud.aggregates["az2"]["uuid"]
+    )
     quotas = result.frames["openstack_quotas"].set_index(["project", "resource"])
     nova = real_cloud.nova.call("GET", f"/os-quota-sets/{PROJECTS['alpha']}/detail", microversion="2.57")
     assert quotas.loc[(PROJECTS["alpha"], "cpu"), "in_use"] == nova["quota_set"]["cores"]["in_use"] == 4 + 4 + 1 + 1
@@ -200,7 +206,8 @@ def test_second_poll_reuses_unchanged_providers_and_sees_a_new_server(real_cloud
         again = source.checked_poll(datetime.now(UTC))
         assert again.api_calls < first.api_calls
         pd.testing.assert_frame_equal(
-            first.frames["capacity"].drop(columns="timestamp"), again.frames["capacity"].drop(columns="timestamp"))
+            first.frames["capacity"].drop(columns="timestamp"), again.frames["capacity"].drop(columns="timestamp")
+        )
         calls_quiet = again.api_calls
         # A new server changes one host's generation: only that host is re-read.
         server = real_cloud.nova.boot("late-1", real_cloud.flavors["m1.small"], PROJECTS["beta"], "az1")

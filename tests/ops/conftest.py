@@ -53,13 +53,22 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     path.chmod(0o600)
 
 
-def _issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, issuer_key: ec.EllipticCurvePrivateKey,
-           *, ca: bool = False, sans: list[x509.GeneralName] | None = None, client: bool = False) -> x509.Certificate:
+def _issue(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool = False,
+    sans: list[x509.GeneralName] | None = None,
+    client: bool = False,
+) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -73,16 +82,28 @@ def _issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, iss
     )
     if ca:
         builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False), critical=True)
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     else:
         builder = builder.add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]),
-            critical=False)
+            critical=False,
+        )
         builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+        )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
@@ -106,17 +127,42 @@ def make_pki(directory: Path) -> Pki:
 
     save("ca", ca_cert, None)
     server_key = _key()
-    save("server", _issue("localhost", server_key, ca_name, ca_key, sans=[
-        x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), server_key)
+    save(
+        "server",
+        _issue(
+            "localhost",
+            server_key,
+            ca_name,
+            ca_key,
+            sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        ),
+        server_key,
+    )
     client_key = _key()
-    save("client", _issue("prometheus", client_key, ca_name, ca_key, client=True,
-                          sans=[x509.DNSName("prometheus.example.org")]), client_key)
+    save(
+        "client",
+        _issue("prometheus", client_key, ca_name, ca_key, client=True, sans=[x509.DNSName("prometheus.example.org")]),
+        client_key,
+    )
     other_key = _key()
-    save("other_client", _issue("intruder", other_key, ca_name, ca_key, client=True,
-                                sans=[x509.DNSName("intruder.example.org")]), other_key)
+    save(
+        "other_client",
+        _issue("intruder", other_key, ca_name, ca_key, client=True, sans=[x509.DNSName("intruder.example.org")]),
+        other_key,
+    )
     untrusted_key = _key()
-    save("untrusted_client", _issue("prometheus", untrusted_key, other_ca_name, other_ca_key, client=True,
-                                    sans=[x509.DNSName("prometheus.example.org")]), untrusted_key)
+    save(
+        "untrusted_client",
+        _issue(
+            "prometheus",
+            untrusted_key,
+            other_ca_name,
+            other_ca_key,
+            client=True,
+            sans=[x509.DNSName("prometheus.example.org")],
+        ),
+        untrusted_key,
+    )
     return Pki(**paths)
 
 

@@ -17,8 +17,21 @@ MAX_UID_LENGTH = 40
 DATASOURCE_VARIABLE = "${datasource}"
 # Grafana's global variables: always defined.
 BUILTIN_VARIABLES = {
-    "__interval", "__interval_ms", "__rate_interval", "__rate_interval_ms", "__range", "__range_s", "__range_ms",
-    "__from", "__to", "__dashboard", "__org", "__user", "__timeFilter", "__name", "timeFilter",
+    "__interval",
+    "__interval_ms",
+    "__rate_interval",
+    "__rate_interval_ms",
+    "__range",
+    "__range_s",
+    "__range_ms",
+    "__from",
+    "__to",
+    "__dashboard",
+    "__org",
+    "__user",
+    "__timeFilter",
+    "__name",
+    "timeFilter",
 }
 _VARIABLE_RE = re.compile(r"\$\{(\w+)(?::[\w-]+)?\}|\$(\w+)|\[\[(\w+)(?::[\w-]+)?\]\]")
 

@@ -17,8 +17,14 @@ from .conftest import REPO
 from .dashlint import lint, lint_all, panels, variables_used
 
 DASHBOARDS = REPO / "dashboards"
-EXPECTED = {"capacity-overview", "openstack-pools", "kubernetes-clusters", "hypervisor-detail", "forecasts",
-            "collector-health"}
+EXPECTED = {
+    "capacity-overview",
+    "openstack-pools",
+    "kubernetes-clusters",
+    "hypervisor-detail",
+    "forecasts",
+    "collector-health",
+}
 
 
 def load_generator() -> ModuleType:
@@ -81,8 +87,9 @@ def test_required_views() -> None:
     for quantile in ("0.1", "0.5", "0.9"):
         assert f'quantile="{quantile}"' in forecast_exprs
     band = next(p for p in panels(boards["forecasts"]) if p["title"].startswith("Time to exhaustion"))
-    fill = [prop for o in band["fieldConfig"]["overrides"] for prop in o["properties"]
-            if prop["id"] == "custom.fillBelowTo"]
+    fill = [
+        prop for o in band["fieldConfig"]["overrides"] for prop in o["properties"] if prop["id"] == "custom.fillBelowTo"
+    ]
     assert fill, "the forecast panel must shade its interval band"
     overview = " ".join(t["expr"] for p in panels(boards["capacity-overview"]) for t in p.get("targets", []))
     for metric in ("capacity_headroom_slots", "capacity_headroom_slots_after_failure", "capacity_exhaustion_seconds"):
@@ -99,7 +106,7 @@ def broken(board: dict[str, Any], change: str) -> dict[str, Any]:
     elif change == "empty expr":
         real[0]["targets"][0]["expr"] = " "
     elif change == "undeclared variable":
-        real[0]["targets"][0]["expr"] += ' + on() vector($nosuchvar)'
+        real[0]["targets"][0]["expr"] += " + on() vector($nosuchvar)"
     elif change == "hard-coded datasource":
         real[0]["datasource"] = {"type": "prometheus", "uid": "P1809F7CD0C75ACF3"}
     elif change == "long uid":
@@ -107,8 +114,9 @@ def broken(board: dict[str, Any], change: str) -> dict[str, Any]:
     return board
 
 
-@pytest.mark.parametrize("change", ["duplicate id", "off grid", "empty expr", "undeclared variable",
-                                    "hard-coded datasource", "long uid"])
+@pytest.mark.parametrize(
+    "change", ["duplicate id", "off grid", "empty expr", "undeclared variable", "hard-coded datasource", "long uid"]
+)
 def test_the_checks_catch_what_they_claim(change: str) -> None:
     board = committed()["capacity-overview"]
     assert lint(board) == []

@@ -107,6 +107,7 @@ class Prometheus:
 
 def substitute(text: str, values: dict[str, str], multi: dict[str, bool]) -> str:
     """Grafana's interpolation for Prometheus: multi-value variables are regex-escaped, others verbatim."""
+
     def replace(match: re.Match[str]) -> str:
         name = next(group for group in match.groups() if group)
         if name in BUILTINS:
@@ -139,13 +140,21 @@ def targets_of(board: dict[str, Any]) -> list[Target]:
     found = []
     for panel in panels(board):
         for target in panel.get("targets", []):
-            found.append(Target(panel["title"], target["refId"], target["expr"], target.get("legendFormat", ""),
-                                bool(target.get("instant")) and not target.get("range")))
+            found.append(
+                Target(
+                    panel["title"],
+                    target["refId"],
+                    target["expr"],
+                    target.get("legendFormat", ""),
+                    bool(target.get("instant")) and not target.get("range"),
+                )
+            )
     return found
 
 
-def run(prometheus: Prometheus, target: Target, values: dict[str, str], multi: dict[str, bool]
-        ) -> tuple[str, list[dict[str, Any]]]:
+def run(
+    prometheus: Prometheus, target: Target, values: dict[str, str], multi: dict[str, bool]
+) -> tuple[str, list[dict[str, Any]]]:
     expr = substitute(target.expr, values, multi)
     result = prometheus.instant(expr) if target.instant else prometheus.range(expr)
     return expr, result
@@ -178,14 +187,15 @@ def choose_variables(prometheus: Prometheus, board: dict[str, Any]) -> tuple[dic
         assert candidates, f"{board['uid']}: variable ${name} has no values (query {variable['query']!r})"
         # Later multi-value variables match everything (Grafana's "All"); targets that need a later
         # single-value variable cannot be tried yet and do not count.
-        later = {v["name"]: ".*" for v in variables[position + 1:] if multi[v["name"]]}
-        unresolved = [v["name"] for v in variables[position + 1:] if not multi[v["name"]]]
+        later = {v["name"]: ".*" for v in variables[position + 1 :] if multi[v["name"]]}
+        unresolved = [v["name"] for v in variables[position + 1 :] if not multi[v["name"]]]
         relevant = [t for t in targets if uses(t, name) and not any(uses(t, other) for other in unresolved)]
         best, best_score = candidates[0], -1
         for candidate in candidates:
             trial = {**chosen, name: candidate, **later}
-            score = sum(has_data(run(prometheus, t, trial, multi)[1], legend_labels(t.legend, trial, multi))
-                        for t in relevant)
+            score = sum(
+                has_data(run(prometheus, t, trial, multi)[1], legend_labels(t.legend, trial, multi)) for t in relevant
+            )
             if score > best_score:
                 best, best_score = candidate, score
         chosen[name] = best
@@ -206,9 +216,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     demo_port, prometheus_port = free_port(), free_port()
     demo_log = (workdir / "demo.log").open("wb")
     demo = subprocess.Popen(
-        [sys.executable, "-m", "collector.app.cli", "demo", "--listen", f"127.0.0.1:{demo_port}",
-         "--state-dir", str(workdir / "demo"), "--duration", str(STACK_LIFETIME)],
-        cwd=REPO, stdout=demo_log, stderr=subprocess.STDOUT, preexec_fn=memory_deny_write_execute,
+        [
+            sys.executable,
+            "-m",
+            "collector.app.cli",
+            "demo",
+            "--listen",
+            f"127.0.0.1:{demo_port}",
+            "--state-dir",
+            str(workdir / "demo"),
+            "--duration",
+            str(STACK_LIFETIME),
+        ],
+        cwd=REPO,
+        stdout=demo_log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=memory_deny_write_execute,
     )
     prometheus_process: subprocess.Popen[bytes] | None = None
     try:
@@ -216,38 +239,49 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         deadline = time.monotonic() + DEMO_READY_TIMEOUT
         body = b""
         while time.monotonic() < deadline:
-            assert demo.poll() is None, f"capacityd demo exited ({demo.returncode}):\n" + (
-                workdir / "demo.log").read_text()[-4000:]
+            assert demo.poll() is None, (
+                f"capacityd demo exited ({demo.returncode}):\n" + (workdir / "demo.log").read_text()[-4000:]
+            )
             status, body = http_get(metrics_url)
             if status == 200 and b"\ncapacity_exhaustion_seconds{" in body:
                 break
             time.sleep(2)
         else:
-            pytest.fail(f"capacityd demo did not serve forecasts within {DEMO_READY_TIMEOUT}s; log:\n"
-                        + (workdir / "demo.log").read_text()[-4000:])
+            pytest.fail(
+                f"capacityd demo did not serve forecasts within {DEMO_READY_TIMEOUT}s; log:\n"
+                + (workdir / "demo.log").read_text()[-4000:]
+            )
         (workdir / "capacityd.rules.yml").write_text(RULES.read_text())
         config = {
             "global": {"scrape_interval": f"{SCRAPE_INTERVAL}s", "evaluation_interval": f"{SCRAPE_INTERVAL}s"},
             "rule_files": [str(workdir / "capacityd.rules.yml")],
-            "scrape_configs": [{"job_name": "capacityd", "static_configs": [
-                {"targets": [f"127.0.0.1:{demo_port}"]}]}],
+            "scrape_configs": [{"job_name": "capacityd", "static_configs": [{"targets": [f"127.0.0.1:{demo_port}"]}]}],
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         prometheus_log = (workdir / "prometheus.log").open("wb")
         # Under coreutils `timeout`: Prometheus stops by itself even if this test is killed before cleanup
         # (`timeout` passes our SIGTERM on to it).
         prometheus_process = subprocess.Popen(
-            [require_binary("timeout", "coreutils"), "--kill-after=10", str(STACK_LIFETIME), prometheus_bin,
-             f"--config.file={workdir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prometheus_port}",
-             "--storage.tsdb.retention.time=1d", "--log.level=warn"],
-            stdout=prometheus_log, stderr=subprocess.STDOUT,
+            [
+                require_binary("timeout", "coreutils"),
+                "--kill-after=10",
+                str(STACK_LIFETIME),
+                prometheus_bin,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prometheus_port}",
+                "--storage.tsdb.retention.time=1d",
+                "--log.level=warn",
+            ],
+            stdout=prometheus_log,
+            stderr=subprocess.STDOUT,
         )
         prometheus = Prometheus(f"http://127.0.0.1:{prometheus_port}")
         deadline = time.monotonic() + SAMPLES_TIMEOUT
         while time.monotonic() < deadline:
-            assert prometheus_process.poll() is None, "prometheus exited:\n" + (
-                workdir / "prometheus.log").read_text()[-4000:]
+            assert prometheus_process.poll() is None, (
+                "prometheus exited:\n" + (workdir / "prometheus.log").read_text()[-4000:]
+            )
             if http_get(f"{prometheus.base}/-/ready")[0] == 200:
                 scrapes = prometheus.instant('count_over_time(up{job="capacityd"}[5m])')
                 up = prometheus.instant('up{job="capacityd"}')
@@ -255,8 +289,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     break
             time.sleep(1)
         else:
-            pytest.fail("Prometheus did not collect 5 scrapes of capacityd in time; log:\n"
-                        + (workdir / "prometheus.log").read_text()[-4000:])
+            pytest.fail(
+                "Prometheus did not collect 5 scrapes of capacityd in time; log:\n"
+                + (workdir / "prometheus.log").read_text()[-4000:]
+            )
         time.sleep(2 * SCRAPE_INTERVAL)  # one more rule evaluation over real data
         yield Stack(prometheus, body.decode())
     finally:
@@ -270,8 +306,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.mark.timeout(900)
 def test_promtool_check_metrics_on_the_demo_exposition(stack: Stack) -> None:
     exposition = stack.exposition
-    result = subprocess.run([require_binary("promtool", "prometheus"), "check", "metrics"], input=exposition,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [require_binary("promtool", "prometheus"), "check", "metrics"],
+        input=exposition,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     problems = sorted(set((result.stdout + result.stderr).splitlines()))
     assert result.returncode == 0 and not problems, "promtool check metrics:\n" + "\n".join(problems)
 
@@ -355,7 +396,7 @@ def test_demo_exposition_keeps_every_family_and_label_set(stack: Stack) -> None:
 
 
 def test_the_exposition_contract_check_can_fail() -> None:
-    exposition = "# TYPE capacity_headroom_slots gauge\ncapacity_headroom_slots{cloud=\"a\",pool=\"p\"} 1\n"
+    exposition = '# TYPE capacity_headroom_slots gauge\ncapacity_headroom_slots{cloud="a",pool="p"} 1\n'
     rows = exposition_contract(exposition)
     assert rows == {"family capacity_headroom_slots gauge", "sample capacity_headroom_slots cloud,pool"}
     assert "sample capacity_headroom_slots cloud,layer,pool,pool_kind,shape" not in rows

@@ -25,19 +25,47 @@ def estate() -> Estate:
     for host in ("compute-01", "compute-02"):
         resources = (("vcpu", 64.0, 40.0, np.nan), ("memory", 2.0**38, 2.0**37, 2.0**36))
         for resource, capacity, allocated, used in resources:
-            rows.append(dict(timestamp=NOW, source="nova", layer="openstack", cloud="prod", pool="az1", host=host,
-                             scope="host", resource=resource, capacity=capacity, reserved=0.0, allocation_ratio=1.0,
-                             allocatable=capacity, allocated=allocated, used=used))
-    consumers = CONSUMERS.build([
-        dict(timestamp=NOW, source="nova", layer="openstack", cloud="prod", pool="az1", host="compute-01",
-             id=f"vm{i}", name=f"vm{i}", state=state, holds_capacity=True)
-        for i, state in enumerate(["active", "active", "shutoff"])
-    ])
+            rows.append(
+                dict(
+                    timestamp=NOW,
+                    source="nova",
+                    layer="openstack",
+                    cloud="prod",
+                    pool="az1",
+                    host=host,
+                    scope="host",
+                    resource=resource,
+                    capacity=capacity,
+                    reserved=0.0,
+                    allocation_ratio=1.0,
+                    allocatable=capacity,
+                    allocated=allocated,
+                    used=used,
+                )
+            )
+    consumers = CONSUMERS.build(
+        [
+            dict(
+                timestamp=NOW,
+                source="nova",
+                layer="openstack",
+                cloud="prod",
+                pool="az1",
+                host="compute-01",
+                id=f"vm{i}",
+                name=f"vm{i}",
+                state=state,
+                holds_capacity=True,
+            )
+            for i, state in enumerate(["active", "active", "shutoff"])
+        ]
+    )
     result = Estate()
     result.add_source("nova", "openstack", timedelta(seconds=60))
     result.add_source("kvm", "libvirt", timedelta(seconds=60))
-    result.record_success("nova", {"capacity": CAPACITY.build(rows), "consumers": consumers}, NOW, 0.4,
-                          Counter(vanished=1), 12)
+    result.record_success(
+        "nova", {"capacity": CAPACITY.build(rows), "consumers": consumers}, NOW, 0.4, Counter(vanished=1), 12
+    )
     result.record_failure("kvm", "unreachable", "connection refused", NOW, 0.01)
     return result
 
@@ -49,8 +77,9 @@ def test_promtool_check_metrics_on_served_exposition() -> None:
     cache.update(estate().snapshot(NOW))
     server = start_server(cache, "127.0.0.1", 0, None)
     try:
-        response = requests.get(f"http://127.0.0.1:{server.port}/metrics", headers={"Accept-Encoding": "gzip"},
-                                timeout=10, stream=True)
+        response = requests.get(
+            f"http://127.0.0.1:{server.port}/metrics", headers={"Accept-Encoding": "gzip"}, timeout=10, stream=True
+        )
         body = gzip.decompress(response.raw.read(decode_content=False))
     finally:
         server.shutdown()

@@ -23,10 +23,12 @@ def header(user: str) -> str:
 
 @pytest.fixture(scope="module")
 def auth() -> BasicAuth:
-    return BasicAuth({
-        "cheap": bcrypt.hashpw(b"pw-cheap", bcrypt.gensalt(rounds=CHEAP)),
-        "dear": bcrypt.hashpw(b"pw-dear", bcrypt.gensalt(rounds=DEAR)),
-    })
+    return BasicAuth(
+        {
+            "cheap": bcrypt.hashpw(b"pw-cheap", bcrypt.gensalt(rounds=CHEAP)),
+            "dear": bcrypt.hashpw(b"pw-dear", bcrypt.gensalt(rounds=DEAR)),
+        }
+    )
 
 
 def work(auth: BasicAuth, user: str, monkeypatch: pytest.MonkeyPatch) -> int:
@@ -69,8 +71,10 @@ def median_seconds(check: Callable[[], None], runs: int = 15) -> float:
 def test_timing_does_not_tell_whether_a_user_exists(auth: BasicAuth) -> None:
     # Interleaved medians, so machine load moves every case alike. Without the padding the cheap user
     # answers 16x faster than the dear one and an unknown user costs a cost-10 hash (64x).
-    rounds = [{user: median_seconds(lambda u=user: auth.check(header(u))) for user in ("nobody", "cheap", "dear")}
-              for _ in range(3)]
+    rounds = [
+        {user: median_seconds(lambda u=user: auth.check(header(u))) for user in ("nobody", "cheap", "dear")}
+        for _ in range(3)
+    ]
     medians = {user: statistics.median(r[user] for r in rounds) for user in ("nobody", "cheap", "dear")}
     slowest, fastest = max(medians.values()), min(medians.values())
     assert slowest / fastest < 1.6, medians

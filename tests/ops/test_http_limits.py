@@ -54,8 +54,21 @@ def daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Daemon]:
     log_path = tmp_path / "daemon.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [require_binary("timeout", "coreutils"), "--kill-after=10", str(LIFETIME), sys.executable, "-m",
-             "collector.app.cli", "run", "-c", str(config)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            [
+                require_binary("timeout", "coreutils"),
+                "--kill-after=10",
+                str(LIFETIME),
+                sys.executable,
+                "-m",
+                "collector.app.cli",
+                "run",
+                "-c",
+                str(config),
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -120,7 +133,7 @@ class SlowClients(threading.Thread):
                 for entry in socks:
                     sock, sent = entry
                     try:
-                        sent += sock.send(head[sent:sent + 1])
+                        sent += sock.send(head[sent : sent + 1])
                         entry[1] = sent
                     except BlockingIOError:
                         pass  # still connecting, or the server's window is full
@@ -186,9 +199,11 @@ def test_thousands_of_slow_clients_cost_no_threads_and_scrapes_stay_fast(daemon:
     assert max(threads) <= baseline + 8, (baseline, max(threads))
     assert max(sockets) <= 512 + 16  # connections held, plus listening and internal sockets
     p99_keep, p99_fresh = np.percentile(keep_alive, 99), np.percentile(fresh, 99)
-    print(f"under 4000 slow clients: keep-alive p99 {p99_keep * 1e3:.1f} ms ({len(keep_alive)} scrapes), "
-          f"new connection p99 {p99_fresh * 1e3:.1f} ms ({len(fresh)}); max threads {max(threads)} "
-          f"(baseline {baseline}), max sockets {max(sockets)}, slow clients dropped {attack.dropped}")
+    print(
+        f"under 4000 slow clients: keep-alive p99 {p99_keep * 1e3:.1f} ms ({len(keep_alive)} scrapes), "
+        f"new connection p99 {p99_fresh * 1e3:.1f} ms ({len(fresh)}); max threads {max(threads)} "
+        f"(baseline {baseline}), max sockets {max(sockets)}, slow clients dropped {attack.dropped}"
+    )
     # Queued behind slow clients, scrapes would wait seconds (read_header_timeout). The < 100 ms figure is
     # measured by `bench/bench_metrics.py --slow-clients 4000`; on a shared CI machine only a bound that
     # tells "served at once" from "queued" is asserted here.

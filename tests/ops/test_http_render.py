@@ -17,11 +17,14 @@ from prometheus_client.registry import Collector
 from exporters.prometheus.exposition import RENDER_CHUNK_ROWS, add_frame_samples, render_families
 
 LABEL_VALUES = st.one_of(
-    st.none(), st.just(np.nan), st.sampled_from(["", "a", 'q"uote', "back\\slash", "new\nline", "é", "h1"]),
+    st.none(),
+    st.just(np.nan),
+    st.sampled_from(["", "a", 'q"uote', "back\\slash", "new\nline", "é", "h1"]),
     st.text(max_size=6),
 )
 VALUES = st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 64.0, 2.0**38, 1e21, 0.1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 64.0, 2.0**38, 1e21, 0.1]),
 )
 
 
@@ -52,8 +55,11 @@ def build(frame: pd.DataFrame) -> list[Metric]:
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(LABEL_VALUES, LABEL_VALUES, VALUES, VALUES), max_size=40))
 def test_byte_for_byte_what_generate_latest_writes(rows: list[tuple]) -> None:
-    frame = pd.DataFrame(rows, columns=["pool", "host", "value", "other"]) if rows else \
-        pd.DataFrame({"pool": [], "host": [], "value": [], "other": []})
+    frame = (
+        pd.DataFrame(rows, columns=["pool", "host", "value", "other"])
+        if rows
+        else pd.DataFrame({"pool": [], "host": [], "value": [], "other": []})
+    )
     fast = render_families(build(frame))
     reference = generate_latest(_Families(build(frame)))  # iterating `samples` turns blocks into Samples
     assert fast == reference
@@ -61,12 +67,14 @@ def test_byte_for_byte_what_generate_latest_writes(rows: list[tuple]) -> None:
 
 def test_more_rows_than_a_chunk_with_a_string_dtype_frame() -> None:
     rows = 2 * RENDER_CHUNK_ROWS + 17
-    frame = pd.DataFrame({
-        "pool": pd.array([f"az{i % 3}" if i % 11 else None for i in range(rows)], dtype="string"),
-        "host": pd.array([f"h{i // 4}" for i in range(rows)], dtype="string"),
-        "value": np.where(np.arange(rows) % 7 == 0, np.nan, np.arange(rows) * 1.5),
-        "other": np.full(rows, math.inf),
-    })
+    frame = pd.DataFrame(
+        {
+            "pool": pd.array([f"az{i % 3}" if i % 11 else None for i in range(rows)], dtype="string"),
+            "host": pd.array([f"h{i // 4}" for i in range(rows)], dtype="string"),
+            "value": np.where(np.arange(rows) % 7 == 0, np.nan, np.arange(rows) * 1.5),
+            "other": np.full(rows, math.inf),
+        }
+    )
     fast = render_families(build(frame))
     assert fast == generate_latest(_Families(build(frame)))
     assert fast.count(b"\nt_free{") == rows - len(range(0, rows, 7))

@@ -22,11 +22,19 @@ from exporters.prometheus.http import MetricsServer, start_server
 def cache() -> ExpositionCache:
     """A multi-megabyte exposition: more than a socket buffer takes in one write."""
     rows = 40_000
-    frame = pd.DataFrame({
-        "layer": "openstack", "cloud": "c", "pool": [f"az{i % 3}" for i in range(rows)],
-        "host": [f"compute-{i:06d}" for i in range(rows)], "resource": "cpu",
-        "capacity": [float(i) for i in range(rows)], "allocatable": 1.0, "allocated": 1.0, "used": 1.0,
-    })
+    frame = pd.DataFrame(
+        {
+            "layer": "openstack",
+            "cloud": "c",
+            "pool": [f"az{i % 3}" for i in range(rows)],
+            "host": [f"compute-{i:06d}" for i in range(rows)],
+            "resource": "cpu",
+            "capacity": [float(i) for i in range(rows)],
+            "allocatable": 1.0,
+            "allocated": 1.0,
+            "used": 1.0,
+        }
+    )
     cache = ExpositionCache()
     cache.update(Snapshot(taken_at=datetime.now(UTC), frames={"capacity": frame}, statuses=()))
     assert len(cache.current.body) > 4_000_000
@@ -59,8 +67,9 @@ def read_response(sock: socket.socket, pending: bytearray) -> tuple[bytes, bytes
     end = pending.index(b"\r\n\r\n") + 4
     head = bytes(pending[:end])
     del pending[:end]
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length"))
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
     while len(pending) < length:
         chunk = sock.recv(1 << 20)
         assert chunk, "connection closed inside a body"
@@ -75,8 +84,9 @@ def test_large_replies_on_a_kept_alive_connection(server: MetricsServer, cache: 
     if server.web_config_file:
         session.auth = ("u", "pw")
     for encoding in ("identity", "gzip", "identity"):
-        response = session.get(f"http://127.0.0.1:{server.port}/metrics", headers={"Accept-Encoding": encoding},
-                               timeout=30, stream=True)
+        response = session.get(
+            f"http://127.0.0.1:{server.port}/metrics", headers={"Accept-Encoding": encoding}, timeout=30, stream=True
+        )
         raw = response.raw.read(decode_content=False)
         assert response.status_code == 200
         assert (gzip.decompress(raw) if encoding == "gzip" else raw) == cache.current.body
@@ -94,8 +104,9 @@ def test_pipelined_requests_are_answered_in_order(server: MetricsServer, cache: 
 
 def test_a_request_with_a_body_is_answered_then_closed(server: MetricsServer) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        sock.sendall(b"POST /metrics HTTP/1.1\r\nHost: x\r\n" + auth_header(server) +
-                     b"Content-Length: 5\r\n\r\nGET /")  # the body looks like a request: never taken for one
+        sock.sendall(
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\n" + auth_header(server) + b"Content-Length: 5\r\n\r\nGET /"
+        )  # the body looks like a request: never taken for one
         head, _ = read_response(sock, bytearray())
         assert head.split(b" ")[1] == b"405"
         assert sock.recv(1) == b""

@@ -15,14 +15,20 @@ RULES = REPO / "dashboards" / "prometheus" / "capacityd.rules.yml"
 RULE_TESTS = REPO / "dashboards" / "prometheus" / "capacityd.rules.test.yml"
 ALERTS_DOC = REPO / "docs" / "alerts.md"
 REQUIRED_ALERTS = {
-    "CapacityHeadroomLow", "CapacityNPlusOneViolated", "CapacityExhaustionWithin30Days",
-    "CapacityExhaustionWithin90Days", "CapacitydSourceDown", "CapacitydSourceStale", "CapacitydReportNotSent",
+    "CapacityHeadroomLow",
+    "CapacityNPlusOneViolated",
+    "CapacityExhaustionWithin30Days",
+    "CapacityExhaustionWithin90Days",
+    "CapacitydSourceDown",
+    "CapacitydSourceStale",
+    "CapacitydReportNotSent",
 }
 
 
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([require_binary("promtool", "prometheus"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [require_binary("promtool", "prometheus"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def alerts() -> list[dict]:
@@ -48,8 +54,9 @@ def test_rule_tests_catch_a_changed_threshold(tmp_path: Path) -> None:
     (tmp_path / RULE_TESTS.name).write_text(yaml.safe_dump(suite))
     shutil.copy(RULES, tmp_path / RULES.name)
     assert promtool("test", "rules", RULE_TESTS.name, cwd=tmp_path).returncode == 0
-    (tmp_path / RULES.name).write_text(RULES.read_text().replace("(capacity_headroom_slots) < 5",
-                                                                 "(capacity_headroom_slots) < 2"))
+    (tmp_path / RULES.name).write_text(
+        RULES.read_text().replace("(capacity_headroom_slots) < 5", "(capacity_headroom_slots) < 2")
+    )
     result = promtool("test", "rules", RULE_TESTS.name, cwd=tmp_path)
     assert result.returncode != 0 and "CapacityHeadroomLow" in result.stdout + result.stderr
 

@@ -43,7 +43,7 @@ def fake_root(tmp_path: Path) -> Path:
     shutil.copytree("/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
     binary = root / exec_start_binary().lstrip("/")
     binary.parent.mkdir(parents=True)
-    binary.write_text(f"#!/bin/sh\nexec {REPO}/.venv/bin/python -m collector.app.cli \"$@\"\n")
+    binary.write_text(f'#!/bin/sh\nexec {REPO}/.venv/bin/python -m collector.app.cli "$@"\n')
     binary.chmod(0o755)
     (root / "bin").mkdir()
     shutil.copy("/bin/kill", root / "bin/kill")
@@ -53,9 +53,16 @@ def fake_root(tmp_path: Path) -> Path:
 def test_unit_has_the_required_hardening() -> None:
     settings = unit_settings()
     expected = {
-        "Type": "notify", "DynamicUser": "yes", "StateDirectory": "capacityd", "ProtectSystem": "strict",
-        "ProtectHome": "yes", "PrivateTmp": "yes", "NoNewPrivileges": "yes", "CapabilityBoundingSet": "",
-        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6", "ExecReload": "/bin/kill -HUP $MAINPID",
+        "Type": "notify",
+        "DynamicUser": "yes",
+        "StateDirectory": "capacityd",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "NoNewPrivileges": "yes",
+        "CapabilityBoundingSet": "",
+        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+        "ExecReload": "/bin/kill -HUP $MAINPID",
         "EnvironmentFile": "-/etc/capacityd/env",
     }
     for key, value in expected.items():
@@ -66,21 +73,30 @@ def test_unit_has_the_required_hardening() -> None:
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = require_binary("systemd-analyze", "systemd")
     root = fake_root(tmp_path)
-    result = subprocess.run([analyze, "verify", f"--root={root}", "--man=no", "capacityd.service"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [analyze, "verify", f"--root={root}", "--man=no", "capacityd.service"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
     # The check can fail: a unit with a broken directive is reported.
     broken = root / "etc/systemd/system/capacityd.service"
     broken.write_text(broken.read_text().replace("Type=notify", "Type=notifyy"))
-    result = subprocess.run([analyze, "verify", f"--root={root}", "--man=no", "capacityd.service"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [analyze, "verify", f"--root={root}", "--man=no", "capacityd.service"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "notifyy" in result.stderr
 
 
 def exposure(unit: Path) -> tuple[float, str]:
     analyze = require_binary("systemd-analyze", "systemd")
-    result = subprocess.run([analyze, "security", "--offline=yes", "--no-pager", str(unit)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [analyze, "security", "--offline=yes", "--no-pager", str(unit)], capture_output=True, text=True, timeout=120
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout + result.stderr)
     assert match, f"no exposure level in systemd-analyze output:\n{result.stdout}\n{result.stderr}"
     return float(match.group(1)), result.stdout
@@ -95,8 +111,11 @@ def test_security_exposure_at_most_2() -> None:
 def test_exposure_parser_sees_a_weaker_unit(tmp_path: Path) -> None:
     """Guards the parser: the same unit without its sandbox must score worse."""
     weak = tmp_path / "capacityd.service"
-    kept = [line for line in UNIT.read_text().splitlines()
-            if not line.startswith(("Protect", "Private", "SystemCall", "Restrict", "CapabilityBoundingSet"))]
+    kept = [
+        line
+        for line in UNIT.read_text().splitlines()
+        if not line.startswith(("Protect", "Private", "SystemCall", "Restrict", "CapabilityBoundingSet"))
+    ]
     weak.write_text("\n".join(kept) + "\n")
     score, _ = exposure(weak)
     assert score > exposure(UNIT)[0] + 2
@@ -145,7 +164,8 @@ def test_runs_under_memory_deny_write_execute() -> None:
     """The unit sets MemoryDenyWriteExecute=yes: prove the heavy dependencies (statsforecast, matplotlib,
     libvirt, bcrypt, pyarrow) work without writable+executable memory, using the kernel's own switch
     (PR_SET_MDWE, Linux >= 6.3), the same policy systemd applies."""
-    result = subprocess.run([str(REPO / ".venv/bin/python"), "-c", MDWE_PROBE], cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [str(REPO / ".venv/bin/python"), "-c", MDWE_PROBE], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stdout + result.stderr
     assert "MemoryDenyWriteExecute=yes" in UNIT.read_text()

@@ -56,7 +56,9 @@ def serve(cache: ExpositionCache) -> Iterator:
 
 
 def tls_auth_config(directory: Path, pki: Pki, extra: str = "") -> Path:
-    return write(directory, f"""
+    return write(
+        directory,
+        f"""
         tls_server_config:
           cert_file: {pki.server_cert}
           key_file: {pki.server_key}
@@ -68,7 +70,8 @@ def tls_auth_config(directory: Path, pki: Pki, extra: str = "") -> Path:
         basic_auth_users:
           prometheus: {HTPASSWD_HASH}
           other: {HASH}
-        """)
+        """,
+    )
 
 
 # -- the file format --------------------------------------------------------------------------------
@@ -80,26 +83,40 @@ def tls_auth_config(directory: Path, pki: Pki, extra: str = "") -> Path:
         ("tls_server_config:\n  cert_fil: a\n", "tls_server_config.cert_fil: unknown key"),
         ("tls_server_config:\n  cert_file: a.crt\n", "tls_server_config: exactly one of key_file and key"),
         ("basic_auth_users:\n  alice: hunter2\n", "basic_auth_users: user 'alice': not a bcrypt hash"),
-        ("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAnyClientCert\n",
-         "tls_server_config.client_auth_type: RequireAnyClientCert"),
-        ("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n",
-         "needs client_ca_file"),
-        ("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: Sometimes\n",
-         "tls_server_config.client_auth_type: Input should be"),
-        ("tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\n",
-         "tls_server_config.cipher_suites: unknown or unsupported cipher suite 'TLS_AES_128_GCM_SHA256'"),
-        ("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS13\n  max_version: TLS12\n",
-         "min_version is above max_version"),
-        ("tls_server_config:\n  cert_file: a\n  key_file: b\n  curve_preferences: [CurveP256, X25519]\n",
-         "tls_server_config.curve_preferences: Python's ssl module can restrict the handshake to one curve"),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAnyClientCert\n",
+            "tls_server_config.client_auth_type: RequireAnyClientCert",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n",
+            "needs client_ca_file",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: Sometimes\n",
+            "tls_server_config.client_auth_type: Input should be",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\n",
+            "tls_server_config.cipher_suites: unknown or unsupported cipher suite 'TLS_AES_128_GCM_SHA256'",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS13\n  max_version: TLS12\n",
+            "min_version is above max_version",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  curve_preferences: [CurveP256, X25519]\n",
+            "tls_server_config.curve_preferences: Python's ssl module can restrict the handshake to one curve",
+        ),
         ("http_server_config:\n  headers:\n    Server: nginx\n", "http_server_config.headers: header 'Server'"),
         ("http_server_config:\n  headers:\n    X-Frame-Options: allow\n", "X-Frame-Options accepts deny or sameorigin"),
         ("rate_limit:\n  interval: 1s\n", "rate_limit: burst must be at least 1"),
         ("rate_limit:\n  interval: soon\n  burst: 2\n", "rate_limit.interval: not a duration"),
         ("- a list\n", "(top level): expected a mapping"),
         ("tls_server_config: [\n", "line 2, column 1"),
-        ("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n",
-         "tls_server_config.cert_file: cannot read"),
+        (
+            "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n",
+            "tls_server_config.cert_file: cannot read",
+        ),
     ],
 )
 def test_bad_web_config_names_the_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -136,8 +153,9 @@ def test_missing_file_and_empty_file(tmp_path: Path) -> None:
 
 
 def test_relative_paths_resolve_against_the_file(tmp_path: Path, pki: Pki) -> None:
-    config = load_web_config(write(pki.directory, "tls_server_config:\n  cert_file: server.crt\n"
-                                                  "  key_file: server.key\n", name="rel.yml"))
+    config = load_web_config(
+        write(pki.directory, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n", name="rel.yml")
+    )
     assert config.tls_server_config is not None
     assert config.tls_server_config.cert_file == pki.server_cert
 
@@ -182,8 +200,9 @@ def test_not_ready_before_the_first_collection(serve) -> None:
 # -- TLS and basic auth on loopback -------------------------------------------------------------------
 
 
-def test_tls_with_basic_auth(serve, tmp_path: Path, pki: Pki, cache: ExpositionCache,
-                             caplog: pytest.LogCaptureFixture) -> None:
+def test_tls_with_basic_auth(
+    serve, tmp_path: Path, pki: Pki, cache: ExpositionCache, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level("DEBUG")
     server = serve(tls_auth_config(tmp_path, pki))
     assert server.tls and server.url.startswith("https://")
@@ -201,12 +220,15 @@ def test_tls_with_basic_auth(serve, tmp_path: Path, pki: Pki, cache: ExpositionC
         assert b"capacityd_build_info" not in denied.content
         assert denied.headers["X-Content-Type-Options"] == "nosniff"  # configured headers on every response
     # Health endpoints are protected too, as in exporter-toolkit.
-    assert requests.get(f"https://127.0.0.1:{server.port}/-/healthy", verify=str(pki.ca_cert),
-                        timeout=5).status_code == 401
+    assert (
+        requests.get(f"https://127.0.0.1:{server.port}/-/healthy", verify=str(pki.ca_cert), timeout=5).status_code
+        == 401
+    )
     # Malformed Authorization headers are plain 401s, not errors.
     for header in ("Basic !!!", "Bearer abc", "Basic " + "cHJvbWV0aGV1cw==", ""):
-        assert requests.get(url, headers={"Authorization": header}, verify=str(pki.ca_cert),
-                            timeout=5).status_code == 401
+        assert (
+            requests.get(url, headers={"Authorization": header}, verify=str(pki.ca_cert), timeout=5).status_code == 401
+        )
     assert PASSWORD not in caplog.text and "cHJvbWV0aGV1cw" not in caplog.text
 
 
@@ -220,8 +242,15 @@ def test_plain_http_refused_when_tls_is_on(serve, tmp_path: Path, pki: Pki) -> N
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"\x00\x01garbage\r\n\r\n")
         assert b"capacityd_build_info" not in sock.recv(4096)
-    assert requests.get(f"https://127.0.0.1:{server.port}/metrics", auth=("prometheus", PASSWORD),
-                        verify=str(pki.ca_cert), timeout=5).status_code == 200
+    assert (
+        requests.get(
+            f"https://127.0.0.1:{server.port}/metrics",
+            auth=("prometheus", PASSWORD),
+            verify=str(pki.ca_cert),
+            timeout=5,
+        ).status_code
+        == 200
+    )
 
 
 def test_server_certificate_is_the_configured_one(serve, tmp_path: Path, pki: Pki) -> None:
@@ -237,18 +266,25 @@ def test_min_version_is_enforced(serve, tmp_path: Path, pki: Pki) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw, pytest.raises(ssl.SSLError):
         context.wrap_socket(raw, server_hostname="localhost")
     context = ssl.create_default_context(cafile=str(pki.ca_cert))
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw, \
-            context.wrap_socket(raw, server_hostname="localhost") as tls:
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
         assert tls.version() == "TLSv1.3"
 
 
 def test_cipher_suites_are_applied(serve, tmp_path: Path, pki: Pki) -> None:
-    config = tls_auth_config(tmp_path, pki, extra=(
-        "  max_version: TLS12\n          cipher_suites: [TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256]"))
+    config = tls_auth_config(
+        tmp_path,
+        pki,
+        extra=("  max_version: TLS12\n          cipher_suites: [TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256]"),
+    )
     server = serve(config)
     context = ssl.create_default_context(cafile=str(pki.ca_cert))
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw, \
-            context.wrap_socket(raw, server_hostname="localhost") as tls:
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
         assert tls.cipher()[0] == "ECDHE-ECDSA-CHACHA20-POLY1305"
     context.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
     context.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -257,30 +293,42 @@ def test_cipher_suites_are_applied(serve, tmp_path: Path, pki: Pki) -> None:
 
 
 def test_client_certificates(serve, tmp_path: Path, pki: Pki) -> None:
-    config = write(tmp_path, f"""
+    config = write(
+        tmp_path,
+        f"""
         tls_server_config:
           cert_file: {pki.server_cert}
           key_file: {pki.server_key}
           client_auth_type: RequireAndVerifyClientCert
           client_ca_file: {pki.ca_cert}
           client_allowed_sans: [prometheus.example.org]
-        """)
+        """,
+    )
     server = serve(config)
     url = f"https://127.0.0.1:{server.port}/metrics"
     ok = requests.get(url, cert=(str(pki.client_cert), str(pki.client_key)), verify=str(pki.ca_cert), timeout=5)
     assert ok.status_code == 200
-    for cert in (None, (str(pki.untrusted_client_cert), str(pki.untrusted_client_key)),
-                 (str(pki.other_client_cert), str(pki.other_client_key))):
+    for cert in (
+        None,
+        (str(pki.untrusted_client_cert), str(pki.untrusted_client_key)),
+        (str(pki.other_client_cert), str(pki.other_client_key)),
+    ):
         with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
             requests.get(url, cert=cert, verify=str(pki.ca_cert), timeout=5)
 
 
 def test_inline_pem(serve, tmp_path: Path, pki: Pki) -> None:
-    config = write(tmp_path, "tls_server_config:\n  cert: |\n" + textwrap.indent(pki.server_cert.read_text(), "    ")
-                   + "  key: |\n" + textwrap.indent(pki.server_key.read_text(), "    "))
+    config = write(
+        tmp_path,
+        "tls_server_config:\n  cert: |\n"
+        + textwrap.indent(pki.server_cert.read_text(), "    ")
+        + "  key: |\n"
+        + textwrap.indent(pki.server_key.read_text(), "    "),
+    )
     server = serve(config)
-    assert requests.get(f"https://127.0.0.1:{server.port}/metrics", verify=str(pki.ca_cert),
-                        timeout=5).status_code == 200
+    assert (
+        requests.get(f"https://127.0.0.1:{server.port}/metrics", verify=str(pki.ca_cert), timeout=5).status_code == 200
+    )
 
 
 def test_rate_limit(serve, tmp_path: Path) -> None:
@@ -294,8 +342,15 @@ def test_reload_swaps_users_and_turns_tls_on(serve, tmp_path: Path, pki: Pki) ->
     assert requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).status_code == 200
     server.reload(tls_auth_config(tmp_path, pki))
     assert requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).status_code == 400
-    assert requests.get(f"https://127.0.0.1:{server.port}/metrics", auth=("prometheus", PASSWORD),
-                        verify=str(pki.ca_cert), timeout=5).status_code == 200
+    assert (
+        requests.get(
+            f"https://127.0.0.1:{server.port}/metrics",
+            auth=("prometheus", PASSWORD),
+            verify=str(pki.ca_cert),
+            timeout=5,
+        ).status_code
+        == 200
+    )
     bad = write(tmp_path, "basic_auth_users:\n  x: nope\n", name="bad.yml")
     with pytest.raises(WebConfigError):
         server.reload(bad)
@@ -337,14 +392,17 @@ def test_cached_scrape_is_cheap(serve, tmp_path: Path, pki: Pki) -> None:
     assert (time.perf_counter() - started) / 20 < 0.05
 
 
-
 def test_a_stalled_handshake_does_not_block_other_scrapes(serve, tmp_path: Path, pki: Pki) -> None:
     server = serve(tls_auth_config(tmp_path, pki))
     stalled = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)]
     try:  # three clients connect and never speak; a real scrape must still be answered at once
         started = time.perf_counter()
-        response = requests.get(f"https://127.0.0.1:{server.port}/metrics", auth=("prometheus", PASSWORD),
-                                verify=str(pki.ca_cert), timeout=5)
+        response = requests.get(
+            f"https://127.0.0.1:{server.port}/metrics",
+            auth=("prometheus", PASSWORD),
+            verify=str(pki.ca_cert),
+            timeout=5,
+        )
         assert response.status_code == 200 and time.perf_counter() - started < 2
     finally:
         for sock in stalled:

@@ -48,19 +48,25 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "capacityd test relay")])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "relay.crt", directory / "relay.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return Certificate(cert_path, key_path)
 
 
@@ -87,15 +93,19 @@ class Handler:
         if self.fail_next > 0:
             self.fail_next -= 1
             return "451 4.3.0 try again later"
-        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content
-                                                                                         or envelope.content)))
+        self.messages.append(
+            Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content or envelope.content))
+        )
         self.arrived.set()
         return "250 2.0.0 OK"
 
 
 def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and auth_data.login == USER.encode() \
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login == USER.encode()
         and auth_data.password == PASSWORD.encode()
+    )
     return AuthResult(success=ok, handled=False)
 
 
@@ -121,8 +131,12 @@ def start_server(certificate: Certificate, security: str = "starttls") -> SmtpSe
     context.load_cert_chain(certificate.cert, certificate.key)
     handler = Handler()
     port = free_port()
-    kwargs: dict[str, Any] = {"authenticator": authenticator, "auth_required": True,
-                              "server_hostname": "relay.test", "data_size_limit": 50_000_000}
+    kwargs: dict[str, Any] = {
+        "authenticator": authenticator,
+        "auth_required": True,
+        "server_hostname": "relay.test",
+        "data_size_limit": 50_000_000,
+    }
     if security == "tls":
         # Implicit TLS: the whole connection is TLS, but aiosmtpd only counts STARTTLS as "TLS" for its
         # auth_require_tls check, so it must be off here (the wire is still encrypted end to end).
@@ -154,11 +168,26 @@ def fresh_metrics() -> Iterator[None]:
 
 
 def make_config(state_dir: Path, server: SmtpServer, certificate: Certificate, **report: Any) -> Config:
-    smtp = {"host": "127.0.0.1", "port": server.port, "security": server.security, "username": USER,
-            "password_env": PASSWORD_ENV, "from": "capacityd@example.org", "ca_file": str(certificate.cert),
-            "timeout": "10s", "attempts": 3, "backoff": "0.2s"}
-    entry = {"name": "weekly", "recipients": ["planners@example.org", "sre@example.org"], "schedule": "0 7 * * 1",
-             "timezone": "Europe/Berlin", "accuracy_backtest": False, **report}
+    smtp = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "security": server.security,
+        "username": USER,
+        "password_env": PASSWORD_ENV,
+        "from": "capacityd@example.org",
+        "ca_file": str(certificate.cert),
+        "timeout": "10s",
+        "attempts": 3,
+        "backoff": "0.2s",
+    }
+    entry = {
+        "name": "weekly",
+        "recipients": ["planners@example.org", "sre@example.org"],
+        "schedule": "0 7 * * 1",
+        "timezone": "Europe/Berlin",
+        "accuracy_backtest": False,
+        **report,
+    }
     return parse_config({"state_dir": str(state_dir), "smtp": smtp, "reports": [entry]})
 
 

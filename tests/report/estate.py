@@ -81,9 +81,18 @@ class SyntheticEstate:
     # -- building -------------------------------------------------------------------------------------
 
     @classmethod
-    def build(cls, *, now: datetime = NOW, clouds: int = 1, clusters: int = 1, pools_per_cloud: int = 3,
-              hosts: int = 6, seed: int = 1, down_sources: dict[str, timedelta] | None = None,
-              consumers: bool = True) -> SyntheticEstate:
+    def build(
+        cls,
+        *,
+        now: datetime = NOW,
+        clouds: int = 1,
+        clusters: int = 1,
+        pools_per_cloud: int = 3,
+        hosts: int = 6,
+        seed: int = 1,
+        down_sources: dict[str, timedelta] | None = None,
+        consumers: bool = True,
+    ) -> SyntheticEstate:
         rng = random.Random(seed)
         pools: list[Pool] = []
         # A spread of urgencies: one pool nearly full and growing fast, one growing, the rest calm.
@@ -121,11 +130,18 @@ class SyntheticEstate:
             # Creation times: uniform over `growth_days` back, so demand grows linearly at today's rate.
             age = rng.random() * pool.growth_days
             project = projects[min(len(projects) - 1, int(rng.random() ** 1.6 * len(projects)))]
-            self.consumers.append(Consumer(
-                pool=pool, id=f"{pool.cloud}-{pool.pool}-{n:05d}", host=f"{pool.pool}-host-{n % pool.hosts:02d}",
-                project=f"{pool.cloud}-{project}" if pool.layer == "openstack" else project, flavor=flavor,
-                cpu=float(cpu), memory=float(memory), created=self.now - timedelta(days=age),
-            ))
+            self.consumers.append(
+                Consumer(
+                    pool=pool,
+                    id=f"{pool.cloud}-{pool.pool}-{n:05d}",
+                    host=f"{pool.pool}-host-{n % pool.hosts:02d}",
+                    project=f"{pool.cloud}-{project}" if pool.layer == "openstack" else project,
+                    flavor=flavor,
+                    cpu=float(cpu),
+                    memory=float(memory),
+                    created=self.now - timedelta(days=age),
+                )
+            )
             total += cpu
             n += 1
 
@@ -145,31 +161,71 @@ class SyntheticEstate:
             records = out.setdefault(pool.source, {"capacity": [], "consumers": [], "hosts": []})
             for host in self.host_names(pool):
                 placed = by_host.get((pool.cloud, pool.pool, host), [])
-                requested = {pool.cpu_resource: sum(c.cpu for c in placed), "memory": sum(c.memory for c in placed),
-                             "disk": sum(40.0 * GIB for _ in placed), "pods": float(len(placed))}
+                requested = {
+                    pool.cpu_resource: sum(c.cpu for c in placed),
+                    "memory": sum(c.memory for c in placed),
+                    "disk": sum(40.0 * GIB for _ in placed),
+                    "pods": float(len(placed)),
+                }
                 for resource, (capacity, ratio) in pool.per_host.items():
                     allocated = requested[resource]
                     used = allocated * 0.55 if resource in ("cpu", "vcpu", "memory") else math.nan
-                    records["capacity"].append({
-                        "timestamp": when, "source": pool.source, "layer": pool.layer, "cloud": pool.cloud,
-                        "pool": pool.pool, "host": host, "scope": "host", "resource": resource,
-                        "capacity": capacity, "reserved": 0.0, "allocation_ratio": ratio,
-                        "allocatable": capacity * ratio, "allocated": allocated, "used": used,
-                    })
-                records["hosts"].append({
-                    "timestamp": when, "source": pool.source, "layer": pool.layer, "cloud": pool.cloud,
-                    "pool": pool.pool, "host": host, "schedulable": True, "ready": True, "zone": pool.pool,
-                })
+                    records["capacity"].append(
+                        {
+                            "timestamp": when,
+                            "source": pool.source,
+                            "layer": pool.layer,
+                            "cloud": pool.cloud,
+                            "pool": pool.pool,
+                            "host": host,
+                            "scope": "host",
+                            "resource": resource,
+                            "capacity": capacity,
+                            "reserved": 0.0,
+                            "allocation_ratio": ratio,
+                            "allocatable": capacity * ratio,
+                            "allocated": allocated,
+                            "used": used,
+                        }
+                    )
+                records["hosts"].append(
+                    {
+                        "timestamp": when,
+                        "source": pool.source,
+                        "layer": pool.layer,
+                        "cloud": pool.cloud,
+                        "pool": pool.pool,
+                        "host": host,
+                        "schedulable": True,
+                        "ready": True,
+                        "zone": pool.pool,
+                    }
+                )
                 for c in placed:
-                    records["consumers"].append({
-                        "timestamp": when, "source": pool.source, "layer": pool.layer, "cloud": pool.cloud,
-                        "pool": pool.pool, "host": host, "id": c.id, "name": c.id,
-                        "state": "active" if pool.layer == "openstack" else "running", "holds_capacity": True,
-                        "project": c.project, "flavor": c.flavor, "cpu": c.cpu, "memory": c.memory,
-                    })
+                    records["consumers"].append(
+                        {
+                            "timestamp": when,
+                            "source": pool.source,
+                            "layer": pool.layer,
+                            "cloud": pool.cloud,
+                            "pool": pool.pool,
+                            "host": host,
+                            "id": c.id,
+                            "name": c.id,
+                            "state": "active" if pool.layer == "openstack" else "running",
+                            "holds_capacity": True,
+                            "project": c.project,
+                            "flavor": c.flavor,
+                            "cpu": c.cpu,
+                            "memory": c.memory,
+                        }
+                    )
         return {
-            source: {"capacity": CAPACITY.build(r["capacity"]), "consumers": CONSUMERS.build(r["consumers"])
-                     if r["consumers"] else CONSUMERS.empty(), "hosts": HOSTS.build(r["hosts"])}
+            source: {
+                "capacity": CAPACITY.build(r["capacity"]),
+                "consumers": CONSUMERS.build(r["consumers"]) if r["consumers"] else CONSUMERS.empty(),
+                "hosts": HOSTS.build(r["hosts"]),
+            }
             for source, r in out.items()
         }
 
@@ -178,13 +234,18 @@ class SyntheticEstate:
         for source in sorted({p.source for p in self.pools}):
             down = self.down_sources.get(source)
             kind = "openstack" if source.endswith("nova") else "kubernetes"
-            rows.append({
-                "source": source, "kind": kind, "up": down is None, "stale": down is not None,
-                "last_success": self.now - down if down is not None else self.now,
-                "last_attempt": self.now,
-                "last_error": "connection refused by 10.0.0.5:8774" if down is not None else None,
-                "poll_duration_seconds": 1.25,
-            })
+            rows.append(
+                {
+                    "source": source,
+                    "kind": kind,
+                    "up": down is None,
+                    "stale": down is not None,
+                    "last_success": self.now - down if down is not None else self.now,
+                    "last_attempt": self.now,
+                    "last_error": "connection refused by 10.0.0.5:8774" if down is not None else None,
+                    "poll_duration_seconds": 1.25,
+                }
+            )
         return SOURCES.build(rows)
 
     # -- pool-level truth: what the engine's derived frames would say ---------------------------------
@@ -221,45 +282,93 @@ class SyntheticEstate:
                         rate = growth * speed
                         left = (limit - current) / rate * DAY if rate > 0 else math.inf
                         seconds[quantile] = left if left <= horizon_days * DAY else math.inf
-                    forecast.append({
-                        "timestamp": self.now, "layer": pool.layer, "cloud": pool.cloud, "pool": pool.pool,
-                        "resource": resource, "basis": basis, "current": current, "limit": limit,
-                        **{f"exhaustion_{q}": (self.now + timedelta(seconds=s) if math.isfinite(s) else pd.NaT)
-                           for q, s in seconds.items()},
-                        **{f"seconds_{q}": s for q, s in seconds.items()},
-                        "growth_per_day": growth, "model": "trend_weekly", "mase": 0.82, "history_points": 1344,
-                    })
-                    points.append(pd.DataFrame({
-                        "layer": pool.layer, "cloud": pool.cloud, "pool": pool.pool, "resource": resource,
-                        "basis": basis, "timestamp": [today + pd.Timedelta(days=int(d)) for d in days],
-                        "p10": current + growth * 0.75 * days, "p50": current + growth * days,
-                        "p90": current + growth * 1.3 * days,
-                    }))
+                    forecast.append(
+                        {
+                            "timestamp": self.now,
+                            "layer": pool.layer,
+                            "cloud": pool.cloud,
+                            "pool": pool.pool,
+                            "resource": resource,
+                            "basis": basis,
+                            "current": current,
+                            "limit": limit,
+                            **{
+                                f"exhaustion_{q}": (self.now + timedelta(seconds=s) if math.isfinite(s) else pd.NaT)
+                                for q, s in seconds.items()
+                            },
+                            **{f"seconds_{q}": s for q, s in seconds.items()},
+                            "growth_per_day": growth,
+                            "model": "trend_weekly",
+                            "mase": 0.82,
+                            "history_points": 1344,
+                        }
+                    )
+                    points.append(
+                        pd.DataFrame(
+                            {
+                                "layer": pool.layer,
+                                "cloud": pool.cloud,
+                                "pool": pool.pool,
+                                "resource": resource,
+                                "basis": basis,
+                                "timestamp": [today + pd.Timedelta(days=int(d)) for d in days],
+                                "p10": current + growth * 0.75 * days,
+                                "p50": current + growth * days,
+                                "p90": current + growth * 1.3 * days,
+                            }
+                        )
+                    )
             sizes = FLAVORS if pool.layer == "openstack" else SHAPES
             cpu_free = self.pool_allocatable(pool, pool.cpu_resource) - self.pool_allocated(
-                pool, pool.cpu_resource, self.now)
+                pool, pool.cpu_resource, self.now
+            )
             memory_free = self.pool_allocatable(pool, "memory") - self.pool_allocated(pool, "memory", self.now)
             for shape, (cpu, memory) in sizes.items():
                 by_cpu, by_memory = math.floor(cpu_free / cpu), math.floor(memory_free / memory)
                 slots = float(max(0, min(by_cpu, by_memory)))
                 after = float(math.floor(slots * (pool.hosts - 1) / pool.hosts))
                 short = 0.0 if pool.target < 0.85 else 3.0
-                headroom.append({
-                    "timestamp": self.now, "layer": pool.layer, "cloud": pool.cloud, "pool": pool.pool,
-                    "pool_kind": "az" if pool.layer == "openstack" else "node_pool", "shape": shape,
-                    "shape_kind": "flavor" if pool.layer == "openstack" else "pod_shape", "slots": slots,
-                    "slots_after_failure": after if short == 0 else 0.0, "failure_domain": f"{pool.pool}-host-00",
-                    "shortfall": short, "limiting_resource": pool.cpu_resource if by_cpu <= by_memory else "memory",
-                    "hosts": float(pool.hosts),
-                })
+                headroom.append(
+                    {
+                        "timestamp": self.now,
+                        "layer": pool.layer,
+                        "cloud": pool.cloud,
+                        "pool": pool.pool,
+                        "pool_kind": "az" if pool.layer == "openstack" else "node_pool",
+                        "shape": shape,
+                        "shape_kind": "flavor" if pool.layer == "openstack" else "pod_shape",
+                        "slots": slots,
+                        "slots_after_failure": after if short == 0 else 0.0,
+                        "failure_domain": f"{pool.pool}-host-00",
+                        "shortfall": short,
+                        "limiting_resource": pool.cpu_resource if by_cpu <= by_memory else "memory",
+                        "hosts": float(pool.hosts),
+                    }
+                )
             idle = [c for c in self.consumers if c.pool is pool][::9]
             if idle:
-                reclaim.append({"timestamp": self.now, "layer": pool.layer, "cloud": pool.cloud, "pool": pool.pool,
-                                "resource": pool.cpu_resource, "amount": sum(c.cpu for c in idle),
-                                "consumers": float(len(idle))})
-                reclaim.append({"timestamp": self.now, "layer": pool.layer, "cloud": pool.cloud, "pool": pool.pool,
-                                "resource": "memory", "amount": sum(c.memory for c in idle),
-                                "consumers": float(len(idle))})
+                reclaim.append(
+                    {
+                        "timestamp": self.now,
+                        "layer": pool.layer,
+                        "cloud": pool.cloud,
+                        "pool": pool.pool,
+                        "resource": pool.cpu_resource,
+                        "amount": sum(c.cpu for c in idle),
+                        "consumers": float(len(idle)),
+                    }
+                )
+                reclaim.append(
+                    {
+                        "timestamp": self.now,
+                        "layer": pool.layer,
+                        "cloud": pool.cloud,
+                        "pool": pool.pool,
+                        "resource": "memory",
+                        "amount": sum(c.memory for c in idle),
+                        "consumers": float(len(idle)),
+                    }
+                )
         return {
             "forecast": FORECAST.build(forecast),
             "forecast_points": FORECAST_POINTS.coerce(pd.concat(points, ignore_index=True)),
@@ -267,8 +376,16 @@ class SyntheticEstate:
             "reclaimable": RECLAIMABLE.build(reclaim) if reclaim else RECLAIMABLE.empty(),
         }
 
-    def snapshot(self, *, derived: bool = True, horizon_days: float = 180.0, history: Any = None,
-                 reports: Sequence[Any] = (), backtest: bool = False, figures: bool = True) -> Snapshot:
+    def snapshot(
+        self,
+        *,
+        derived: bool = True,
+        horizon_days: float = 180.0,
+        history: Any = None,
+        reports: Sequence[Any] = (),
+        backtest: bool = False,
+        figures: bool = True,
+    ) -> Snapshot:
         """The estate's frames; with `derived`, the analyses' frames too: the hand-made headroom and forecasts,
         and the report analysis's figures computed from them as the daemon does (for `reports`' thresholds)."""
         from collector.analyses.forecast import forecast_series
@@ -290,8 +407,13 @@ class SyntheticEstate:
 
     # -- history ----------------------------------------------------------------------------------------
 
-    def pool_history_rows(self, start: datetime, end: datetime, step: timedelta = timedelta(hours=1),
-                          skip: dict[str, tuple[datetime, datetime]] | None = None) -> pd.DataFrame:
+    def pool_history_rows(
+        self,
+        start: datetime,
+        end: datetime,
+        step: timedelta = timedelta(hours=1),
+        skip: dict[str, tuple[datetime, datetime]] | None = None,
+    ) -> pd.DataFrame:
         """Hourly pool totals (History.backfill's input) from the consumers' creation times."""
         stamps = pd.date_range(start, end, freq=step, inclusive="left")
         epoch = stamps.asi8 / 1e9
@@ -304,7 +426,8 @@ class SyntheticEstate:
             requests = {
                 pool.cpu_resource: np.array([c.cpu for c in members])[order],
                 "memory": np.array([c.memory for c in members])[order],
-                "disk": np.full(len(members), 40.0 * GIB), "pods": np.ones(len(members)),
+                "disk": np.full(len(members), 40.0 * GIB),
+                "pods": np.ones(len(members)),
             }
             counts = np.searchsorted(created, epoch, side="right")
             for resource, (capacity, ratio) in pool.per_host.items():
@@ -312,12 +435,23 @@ class SyntheticEstate:
                 allocated = cumulative[counts]
                 daily = 1 + 0.15 * np.sin(2 * np.pi * (epoch % DAY) / DAY)
                 used = allocated * 0.55 * daily if resource in ("cpu", "vcpu", "memory") else np.nan
-                frame = pd.DataFrame({
-                    "timestamp": stamps, "source": pool.source, "layer": pool.layer, "cloud": pool.cloud,
-                    "pool": pool.pool, "resource": resource, "scope": "host", "capacity": capacity * pool.hosts,
-                    "reserved": 0.0, "allocatable": capacity * ratio * pool.hosts, "allocated": allocated,
-                    "used": used, "hosts": pool.hosts,
-                })
+                frame = pd.DataFrame(
+                    {
+                        "timestamp": stamps,
+                        "source": pool.source,
+                        "layer": pool.layer,
+                        "cloud": pool.cloud,
+                        "pool": pool.pool,
+                        "resource": resource,
+                        "scope": "host",
+                        "capacity": capacity * pool.hosts,
+                        "reserved": 0.0,
+                        "allocatable": capacity * ratio * pool.hosts,
+                        "allocated": allocated,
+                        "used": used,
+                        "hosts": pool.hosts,
+                    }
+                )
                 if skip and pool.source in skip:
                     low, high = skip[pool.source]
                     frame = frame[(frame["timestamp"] < low) | (frame["timestamp"] >= high)]

@@ -17,9 +17,16 @@ def _config(tmp_path: Path, smtp_server, certificate) -> Path:
     config = {
         "state_dir": str(tmp_path / "state"),
         "sources": [{"kind": "libvirt", "name": "kvm-test", "uri": "test:///default", "cloud": "lab", "pool": "rack1"}],
-        "smtp": {"host": "127.0.0.1", "port": smtp_server.port, "security": "starttls", "username": USER,
-                 "password_env": PASSWORD_ENV, "from": "capacityd@example.org", "ca_file": str(certificate.cert),
-                 "attempts": 1},
+        "smtp": {
+            "host": "127.0.0.1",
+            "port": smtp_server.port,
+            "security": "starttls",
+            "username": USER,
+            "password_env": PASSWORD_ENV,
+            "from": "capacityd@example.org",
+            "ca_file": str(certificate.cert),
+            "attempts": 1,
+        },
         "reports": [{"name": "lab", "recipients": ["lab@example.org"], "accuracy_backtest": False}],
     }
     path = tmp_path / "capacityd.yaml"

@@ -22,10 +22,26 @@ from tests.report.conftest import free_port
 @pytest.mark.timeout(420)
 def test_the_demo_writes_a_report_that_renders(tmp_path):
     workdir = tmp_path / "demo"
-    command = [sys.executable, "-m", "collector.app.cli", "demo", "--listen", f"127.0.0.1:{free_port()}",
-               "--state-dir", str(workdir), "--duration", "360"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               cwd=Path(__file__).resolve().parents[2], start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "collector.app.cli",
+        "demo",
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        "--state-dir",
+        str(workdir),
+        "--duration",
+        "360",
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        start_new_session=True,
+    )
     report = workdir / "report" / "report.html"
     output: list[str] = []
     try:
@@ -45,8 +61,13 @@ def test_the_demo_writes_a_report_that_renders(tmp_path):
         [hint] = [line for line in output if "try, in another terminal: " in line]
         words = shlex.split(hint.split("try, in another terminal: ", 1)[1])
         assert words[0] == "capacityd"
-        tried = subprocess.run([sys.executable, "-m", "collector.app.cli", *words[1:]], capture_output=True,
-                               text=True, cwd=Path(__file__).resolve().parents[2], timeout=300)
+        tried = subprocess.run(
+            [sys.executable, "-m", "collector.app.cli", *words[1:]],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+            timeout=300,
+        )
         assert tried.returncode == 0, tried.stderr[-2000:]
         exhaustion = tried.stdout.split("== exhaustion ==", 1)[1]
         assert "with the what-if" in exhaustion and re.search(r"\d{4}-\d\d-\d\d \[", exhaustion), tried.stdout

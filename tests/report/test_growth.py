@@ -23,14 +23,30 @@ NOW = datetime(2026, 11, 23, 6, 0, 0, tzinfo=UTC)
 GIB = 1024.0**3
 
 
-def consumers(source: str, layer: str, cloud: str, project: str, count: int, when: datetime,
-              flavor: str = "m1.small") -> pd.DataFrame:
-    return CONSUMERS.build([
-        {"timestamp": when, "source": source, "layer": layer, "cloud": cloud, "pool": "p1", "host": "h1",
-         "id": f"{source}-{i}", "name": f"{project}-{i}", "state": "running", "holds_capacity": True,
-         "project": project, "flavor": flavor, "cpu": 2.0, "memory": 4 * GIB}
-        for i in range(count)
-    ])
+def consumers(
+    source: str, layer: str, cloud: str, project: str, count: int, when: datetime, flavor: str = "m1.small"
+) -> pd.DataFrame:
+    return CONSUMERS.build(
+        [
+            {
+                "timestamp": when,
+                "source": source,
+                "layer": layer,
+                "cloud": cloud,
+                "pool": "p1",
+                "host": "h1",
+                "id": f"{source}-{i}",
+                "name": f"{project}-{i}",
+                "state": "running",
+                "holds_capacity": True,
+                "project": project,
+                "flavor": flavor,
+                "cpu": 2.0,
+                "memory": 4 * GIB,
+            }
+            for i in range(count)
+        ]
+    )
 
 
 def fill(history: History) -> None:
@@ -40,19 +56,45 @@ def fill(history: History) -> None:
     for hours in range(8 * 24, -1, -6):
         base = NOW - timedelta(hours=hours)
         alpha = 13 if hours <= 24 else 10
-        history.append("nova-a", {"consumers": consumers("nova-a", "openstack", "cloud-a", "alpha", alpha,
-                                                         base - timedelta(minutes=3, seconds=53))},
-                       base - timedelta(minutes=3, seconds=53))
-        history.append("k8s-b", {"consumers": consumers("k8s-b", "kubernetes", "k8s-1", "beta", 20,
-                                                        base - timedelta(minutes=2, seconds=19), "deployment/web")},
-                       base - timedelta(minutes=2, seconds=19))
+        history.append(
+            "nova-a",
+            {
+                "consumers": consumers(
+                    "nova-a", "openstack", "cloud-a", "alpha", alpha, base - timedelta(minutes=3, seconds=53)
+                )
+            },
+            base - timedelta(minutes=3, seconds=53),
+        )
+        history.append(
+            "k8s-b",
+            {
+                "consumers": consumers(
+                    "k8s-b",
+                    "kubernetes",
+                    "k8s-1",
+                    "beta",
+                    20,
+                    base - timedelta(minutes=2, seconds=19),
+                    "deployment/web",
+                )
+            },
+            base - timedelta(minutes=2, seconds=19),
+        )
         if hours <= 48:
-            history.append("nova-late", {"consumers": consumers("nova-late", "openstack", "cloud-b", "gamma", 66,
-                                                                base - timedelta(seconds=11))},
-                           base - timedelta(seconds=11))
-    history.append("nova-once", {"consumers": consumers("nova-once", "openstack", "cloud-c", "delta", 5,
-                                                        NOW - timedelta(hours=2, seconds=29))},
-                   NOW - timedelta(hours=2, seconds=29))
+            history.append(
+                "nova-late",
+                {
+                    "consumers": consumers(
+                        "nova-late", "openstack", "cloud-b", "gamma", 66, base - timedelta(seconds=11)
+                    )
+                },
+                base - timedelta(seconds=11),
+            )
+    history.append(
+        "nova-once",
+        {"consumers": consumers("nova-once", "openstack", "cloud-c", "delta", 5, NOW - timedelta(hours=2, seconds=29))},
+        NOW - timedelta(hours=2, seconds=29),
+    )
     history.flush()
 
 
@@ -61,8 +103,12 @@ def test_growth_compares_each_source_with_itself(tmp_path):
     try:
         fill(history)
         counts = history.consumer_counts(start=NOW - timedelta(days=7, hours=1), end=NOW)
-        current = pd.concat([consumers("nova-a", "openstack", "cloud-a", "alpha", 13, NOW),
-                             consumers("k8s-b", "kubernetes", "k8s-1", "beta", 20, NOW, "deployment/web")])
+        current = pd.concat(
+            [
+                consumers("nova-a", "openstack", "cloud-a", "alpha", 13, NOW),
+                consumers("k8s-b", "kubernetes", "k8s-1", "beta", 20, NOW, "deployment/web"),
+            ]
+        )
         frame = growth(counts, current, NOW).set_index("project")
         assert set(frame.index) == {"alpha", "beta", "gamma"}  # delta: one sample, nothing to compare
         assert frame.loc["alpha", "delta_count"] == 3 and frame.loc["alpha", "count_now"] == 13
@@ -78,10 +124,13 @@ def test_growth_compares_each_source_with_itself(tmp_path):
         frames.update(current_figures(frames, history, NOW, specs))
         frames.update(history_figures(frames, history, NOW, specs, None))
         snapshot = Snapshot(taken_at=NOW, frames=frames, statuses=())
-        content = build_content(ReportConfig(name="growth", recipients=["a@example.org"]),
-                                BuildInputs(frames=snapshot.frames, now=NOW, history=history))
+        content = build_content(
+            ReportConfig(name="growth", recipients=["a@example.org"]),
+            BuildInputs(frames=snapshot.frames, now=NOW, history=history),
+        )
         assert [(g.layer, g.project, g.count_now, g.delta_count) for g in content.growers] == [
-            ("openstack", "alpha", 13.0, 3.0)]
+            ("openstack", "alpha", 13.0, 3.0)
+        ]
     finally:
         history.close()
 
@@ -102,13 +151,15 @@ def test_no_growth_without_two_samples(tmp_path):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-SOURCE = st.fixed_dictionaries({
-    "offset": st.integers(0, 3599),            # the second of the hour this source polls at
-    "interval": st.sampled_from([600, 1800, 3600, 3 * 3600]),
-    "first_day": st.integers(0, 10),           # days before NOW its history starts (a new source: small)
-    "projects": st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 40), min_size=1),
-    "added": st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]), st.integers(1, 9), max_size=3),
-})
+SOURCE = st.fixed_dictionaries(
+    {
+        "offset": st.integers(0, 3599),  # the second of the hour this source polls at
+        "interval": st.sampled_from([600, 1800, 3600, 3 * 3600]),
+        "first_day": st.integers(0, 10),  # days before NOW its history starts (a new source: small)
+        "projects": st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 40), min_size=1),
+        "added": st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]), st.integers(1, 9), max_size=3),
+    }
+)
 
 
 def counts_frame(sources: list[dict[str, object]]) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -137,17 +188,28 @@ def counts_frame(sources: list[dict[str, object]]) -> tuple[pd.DataFrame, dict[s
                     projects[project] = projects.get(project, 0) + count
             for project, count in projects.items():
                 if count:
-                    rows.append({"timestamp": pd.Timestamp(when), "source": name, "layer": "openstack",
-                                 "cloud": "c", "pool": "p", "project": project, "flavor": "m1", "state": "active",
-                                 "count": count})
+                    rows.append(
+                        {
+                            "timestamp": pd.Timestamp(when),
+                            "source": name,
+                            "layer": "openstack",
+                            "cloud": "c",
+                            "pool": "p",
+                            "project": project,
+                            "flavor": "m1",
+                            "state": "active",
+                            "count": count,
+                        }
+                    )
             if any(projects.values()):
                 sampled.append(when)
         in_window = [s for s in sampled if s >= window_start - timedelta(hours=1)]
         if len(in_window) >= 2 and in_window[-1] > middle >= in_window[0]:
             for project, count in spec["added"].items():  # type: ignore[attr-defined]
                 truth[project] = truth.get(project, 0.0) + count
-    frame = pd.DataFrame(rows, columns=["timestamp", "source", "layer", "cloud", "pool", "project", "flavor",
-                                        "state", "count"])
+    frame = pd.DataFrame(
+        rows, columns=["timestamp", "source", "layer", "cloud", "pool", "project", "flavor", "state", "count"]
+    )
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     return frame, truth
 

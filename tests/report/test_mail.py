@@ -83,8 +83,9 @@ def engine_pool_numbers(snapshot: Snapshot) -> pd.DataFrame:
     return totals.merge(allocated, on=["layer", "cloud", "pool", "resource"], how="left")
 
 
-def test_mail_over_starttls_carries_the_engines_numbers(tmp_path, estate, estate_history, smtp_server, certificate,
-                                                        caplog):
+def test_mail_over_starttls_carries_the_engines_numbers(
+    tmp_path, estate, estate_history, smtp_server, certificate, caplog
+):
     caplog.set_level(logging.DEBUG)
     config = make_config(tmp_path / "state", smtp_server, certificate)
     report, store = config.reports[0], SendStore.open(config.state_dir)
@@ -100,8 +101,15 @@ def test_mail_over_starttls_carries_the_engines_numbers(tmp_path, estate, estate
     assert "red" in message["Subject"] and "week of" in message["Subject"]
     html, text, images = check_structure(message)
     assert len(images) >= 2  # the overview and at least one growth chart
-    for heading in ("Summary", "Headroom by flavor and pod shape", "Top growers this week", "Reclaimable capacity",
-                    "Pools in detail", "Data quality", "How last month"):
+    for heading in (
+        "Summary",
+        "Headroom by flavor and pod shape",
+        "Top growers this week",
+        "Reclaimable capacity",
+        "Pools in detail",
+        "Data quality",
+        "How last month",
+    ):
         assert heading in html, heading
     # The most urgent pool (88 % allocated, fast growth) is red and first; the down source is noted.
     assert re.search(r"\[RED\s*\] az1 \(openstack\)", text)
@@ -159,8 +167,9 @@ def test_implicit_tls_and_the_standalone_file(tmp_path, estate, estate_history, 
         config = make_config(tmp_path / "state", server, certificate)
         report = config.reports[0]
         snapshot = estate.snapshot()
-        outcome = send_report(report, config.smtp, snapshot, estate_history, SendStore.open(config.state_dir),
-                              snapshot.taken_at)
+        outcome = send_report(
+            report, config.smtp, snapshot, estate_history, SendStore.open(config.state_dir), snapshot.taken_at
+        )
         assert outcome.status == "sent", outcome.detail
         assert len(server.handler.messages) == 1
         check_structure(server.handler.messages[0].message)
@@ -175,8 +184,9 @@ def test_implicit_tls_and_the_standalone_file(tmp_path, estate, estate_history, 
     assert list((tmp_path / "out").glob("*-pools.csv"))
 
 
-def test_authentication_failure_is_a_clear_error_not_a_crash(tmp_path, estate, smtp_server, certificate,
-                                                             monkeypatch, caplog):
+def test_authentication_failure_is_a_clear_error_not_a_crash(
+    tmp_path, estate, smtp_server, certificate, monkeypatch, caplog
+):
     monkeypatch.setenv("CAPACITYD_TEST_SMTP_PASSWORD", "wrong-password-also-secret")
     config = make_config(tmp_path / "state", smtp_server, certificate)
     report, store = config.reports[0], SendStore.open(config.state_dir)
@@ -200,19 +210,20 @@ def test_authentication_failure_is_a_clear_error_not_a_crash(tmp_path, estate, s
     assert 'capacityd_report_last_success_timestamp_seconds{report="weekly"}' in render(snapshot).decode()
 
 
-def test_missing_password_variable_and_untrusted_certificate(tmp_path, estate, smtp_server, certificate,
-                                                             monkeypatch):
+def test_missing_password_variable_and_untrusted_certificate(tmp_path, estate, smtp_server, certificate, monkeypatch):
     snapshot = estate.snapshot()
     monkeypatch.delenv("CAPACITYD_TEST_SMTP_PASSWORD")
     config = make_config(tmp_path / "state", smtp_server, certificate)
-    outcome = send_report(config.reports[0], config.smtp, snapshot, None, SendStore.open(config.state_dir),
-                          snapshot.taken_at)
+    outcome = send_report(
+        config.reports[0], config.smtp, snapshot, None, SendStore.open(config.state_dir), snapshot.taken_at
+    )
     assert outcome.status == "failed"
     assert "CAPACITYD_TEST_SMTP_PASSWORD is not set" in outcome.detail
     monkeypatch.setenv("CAPACITYD_TEST_SMTP_PASSWORD", PASSWORD)
     config.smtp.ca_file = None  # the system CAs do not know the self-signed relay
-    outcome = send_report(config.reports[0], config.smtp, snapshot, None, SendStore.open(config.state_dir),
-                          snapshot.taken_at)
+    outcome = send_report(
+        config.reports[0], config.smtp, snapshot, None, SendStore.open(config.state_dir), snapshot.taken_at
+    )
     assert outcome.status == "failed" and "certificate does not verify" in outcome.detail
     assert smtp_server.handler.messages == []
 
@@ -221,8 +232,9 @@ def test_transient_failures_are_retried_with_backoff(tmp_path, estate, smtp_serv
     smtp_server.handler.fail_next = 2  # 451 twice, then accepted
     config = make_config(tmp_path / "state", smtp_server, certificate)
     snapshot = estate.snapshot()
-    outcome = send_report(config.reports[0], config.smtp, snapshot, None, SendStore.open(config.state_dir),
-                          snapshot.taken_at)
+    outcome = send_report(
+        config.reports[0], config.smtp, snapshot, None, SendStore.open(config.state_dir), snapshot.taken_at
+    )
     assert outcome.status == "sent", outcome.detail
     assert len(smtp_server.handler.messages) == 1
     # A relay that is not there at all: every attempt fails, the error says where and how often.
@@ -237,8 +249,9 @@ def test_no_history_yet_still_goes_out(tmp_path, smtp_server, certificate):
     estate = SyntheticEstate.build(seed=3)
     snapshot = estate.snapshot(derived=False)  # a fresh daemon: no forecasts, no headroom yet
     config = make_config(tmp_path / "state", smtp_server, certificate)
-    outcome = send_report(config.reports[0], config.smtp, snapshot, None, SendStore.open(config.state_dir),
-                          snapshot.taken_at)
+    outcome = send_report(
+        config.reports[0], config.smtp, snapshot, None, SendStore.open(config.state_dir), snapshot.taken_at
+    )
     assert outcome.status == "sent", outcome.detail
     html, text, images = check_structure(smtp_server.handler.messages[0].message)
     assert "No history yet" in text and "No history yet" in html
@@ -255,8 +268,9 @@ def test_a_source_missing_all_week(tmp_path, smtp_server, certificate):
     try:
         config = make_config(tmp_path / "state", smtp_server, certificate)
         snapshot = estate.snapshot()
-        outcome = send_report(config.reports[0], config.smtp, snapshot, history, SendStore.open(config.state_dir),
-                              snapshot.taken_at)
+        outcome = send_report(
+            config.reports[0], config.smtp, snapshot, history, SendStore.open(config.state_dir), snapshot.taken_at
+        )
     finally:
         history.close()
     assert outcome.status == "sent", outcome.detail
@@ -272,8 +286,9 @@ def test_huge_estate_stays_under_the_size_bound(tmp_path, smtp_server, certifica
     snapshot = estate.snapshot(horizon_days=95)
     bound = 400_000
     config = make_config(tmp_path / "state", smtp_server, certificate, max_bytes=bound, top_n=15, charts=8)
-    outcome = send_report(config.reports[0], config.smtp, snapshot, None, SendStore.open(config.state_dir),
-                          snapshot.taken_at)
+    outcome = send_report(
+        config.reports[0], config.smtp, snapshot, None, SendStore.open(config.state_dir), snapshot.taken_at
+    )
     assert outcome.status == "sent", outcome.detail
     [received] = smtp_server.handler.messages
     assert len(received.data) <= bound
@@ -309,8 +324,9 @@ def test_backtest_accuracy_from_history(tmp_path, estate, estate_history, smtp_s
     """Re-forecast from the history of 30 days ago with the real engine and compare with today."""
     config = make_config(tmp_path / "state", smtp_server, certificate, accuracy_backtest=True, top_n=3)
     snapshot = estate.snapshot(history=estate_history, reports=config.reports, backtest=True)
-    outcome = send_report(config.reports[0], config.smtp, snapshot, estate_history,
-                          SendStore.open(config.state_dir), snapshot.taken_at)
+    outcome = send_report(
+        config.reports[0], config.smtp, snapshot, estate_history, SendStore.open(config.state_dir), snapshot.taken_at
+    )
     assert outcome.status == "sent", outcome.detail
     _, text, _ = check_structure(smtp_server.handler.messages[0].message)
     section = text.split("HOW LAST MONTH'S FORECASTS FARED")[1]
@@ -326,8 +342,12 @@ def test_bad_report_config_is_refused_with_locations(tmp_path):
     from collector.contract.settings import ConfigError
 
     with pytest.raises(ConfigError) as error:
-        parse_config({"smtp": {"host": "relay", "from": "not-an-address", "password": "x", "password_env": "Y"},
-                      "reports": [{"name": "w", "recipients": [], "schedule": "0 7 * *", "timezone": "Mars/Base"}]})
+        parse_config(
+            {
+                "smtp": {"host": "relay", "from": "not-an-address", "password": "x", "password_env": "Y"},
+                "reports": [{"name": "w", "recipients": [], "schedule": "0 7 * *", "timezone": "Mars/Base"}],
+            }
+        )
     text = "; ".join(error.value.errors)
     assert "smtp.from" in text and "reports[0].recipients" in text and "reports[0].schedule" in text
     assert "reports[0].timezone" in text

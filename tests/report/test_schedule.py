@@ -35,8 +35,9 @@ def _scheduler() -> BackgroundScheduler:
 def test_restart_across_the_send_time_sends_exactly_once(tmp_path, estate, smtp_server, certificate):
     fire = _wait_for_next_minute(margin=8)
     cron = f"{fire.minute} {fire.hour} * * *"  # daily, at the coming minute (UTC)
-    config = make_config(tmp_path / "state", smtp_server, certificate, schedule=cron, timezone="UTC",
-                         misfire_grace_time="1h")
+    config = make_config(
+        tmp_path / "state", smtp_server, certificate, schedule=cron, timezone="UTC", misfire_grace_time="1h"
+    )
     snapshot = estate.snapshot()
 
     # Daemon 1 schedules the report and stops before the send time.
@@ -82,8 +83,7 @@ def test_restart_across_the_send_time_sends_exactly_once(tmp_path, estate, smtp_
 
 
 def test_reload_keeps_unchanged_schedules_and_drops_removed_reports(tmp_path, estate, smtp_server, certificate):
-    config = make_config(tmp_path / "state", smtp_server, certificate, schedule="30 6 * * 1",
-                         timezone="Europe/Berlin")
+    config = make_config(tmp_path / "state", smtp_server, certificate, schedule="30 6 * * 1", timezone="Europe/Berlin")
     scheduler = _scheduler()
     schedule_reports(scheduler, config, lambda: estate.snapshot(), None)
     scheduler.start()
@@ -134,10 +134,8 @@ def test_latest_period_in_the_reports_time_zone():
 
     report = ReportConfig(name="w", recipients=["a@b.c"], schedule="0 7 * * 1", timezone="Europe/Berlin")
     # Monday 2026-11-23 07:00 CET = 06:00 UTC.
-    assert latest_period(report, datetime(2026, 11, 23, 6, 0, tzinfo=UTC)) == datetime(2026, 11, 23, 6, 0,
-                                                                                        tzinfo=UTC)
-    assert latest_period(report, datetime(2026, 11, 23, 5, 59, tzinfo=UTC)) == datetime(2026, 11, 16, 6, 0,
-                                                                                         tzinfo=UTC)
+    assert latest_period(report, datetime(2026, 11, 23, 6, 0, tzinfo=UTC)) == datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
+    assert latest_period(report, datetime(2026, 11, 23, 5, 59, tzinfo=UTC)) == datetime(2026, 11, 16, 6, 0, tzinfo=UTC)
     # Summer time: 07:00 CEST = 05:00 UTC.
     assert latest_period(report, datetime(2026, 7, 1, tzinfo=UTC)) == datetime(2026, 6, 29, 5, 0, tzinfo=UTC)
 

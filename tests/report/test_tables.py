@@ -12,8 +12,10 @@ from exporters.report.settings import ReportConfig
 
 def test_every_table_row_is_distinct_with_its_layer(estate):
     snapshot = estate.snapshot()
-    content = build_content(ReportConfig(name="t", recipients=["a@example.org"], top_n=500),
-                            BuildInputs(frames=snapshot.frames, now=snapshot.taken_at))
+    content = build_content(
+        ReportConfig(name="t", recipients=["a@example.org"], top_n=500),
+        BuildInputs(frames=snapshot.frames, now=snapshot.taken_at),
+    )
     text = render_text(content)
     for section in ("HEADROOM", "POOLS (allocatable"):
         after = text.split(section, 1)[1].splitlines()[2:]  # past the title and its underline

@@ -68,7 +68,11 @@ def run_in_private_netns(module: str, args: Sequence[str], timeout: float = 420)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     return subprocess.run(
         ["unshare", "--net", "--", sys.executable, "-m", module, *args],
-        capture_output=True, text=True, timeout=timeout, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
     )
 
 
@@ -105,34 +109,74 @@ class KubeApiServer:
         kubelet_tls = make_tls(run / "kubelet-pki", ips=addresses[1:], common_name="kubelet")
         self.ca = tls.ca_cert
         self._write_service_account_keys(run)
-        (run / "tokens.csv").write_text("".join(
-            f'{token},{user},{user}' + (f',"{group}"' if group else "") + "\n"
-            for token, (user, group) in TOKENS.items()))
+        (run / "tokens.csv").write_text(
+            "".join(
+                f"{token},{user},{user}" + (f',"{group}"' if group else "") + "\n"
+                for token, (user, group) in TOKENS.items()
+            )
+        )
 
         self.kubelet_server = KubeletServer(
-            [(self.kubelet_addresses[name], 10250, kubelet) for name, kubelet in kubelets.items()], kubelet_tls)
+            [(self.kubelet_addresses[name], 10250, kubelet) for name, kubelet in kubelets.items()], kubelet_tls
+        )
 
         etcd_log = open(run / "etcd.log", "wb")  # noqa: SIM115 - kept open for the child's lifetime
-        self.processes.append(subprocess.Popen(
-            [str(etcd), "--data-dir", str(run / "etcd-data"), "--listen-client-urls", "http://127.0.0.1:2379",
-             "--advertise-client-urls", "http://127.0.0.1:2379", "--listen-peer-urls", "http://127.0.0.1:2380",
-             "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-             "--initial-cluster", "default=http://127.0.0.1:2380"],
-            stdout=etcd_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, cwd=run))
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    str(etcd),
+                    "--data-dir",
+                    str(run / "etcd-data"),
+                    "--listen-client-urls",
+                    "http://127.0.0.1:2379",
+                    "--advertise-client-urls",
+                    "http://127.0.0.1:2379",
+                    "--listen-peer-urls",
+                    "http://127.0.0.1:2380",
+                    "--initial-advertise-peer-urls",
+                    "http://127.0.0.1:2380",
+                    "--initial-cluster",
+                    "default=http://127.0.0.1:2380",
+                ],
+                stdout=etcd_log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+                cwd=run,
+            )
+        )
         self._wait_for("http://127.0.0.1:2379/health", "etcd", 30)
 
         apiserver_log = open(run / "apiserver.log", "wb")  # noqa: SIM115 - kept open for the child's lifetime
-        self.processes.append(subprocess.Popen(
-            [str(apiserver), "--etcd-servers=http://127.0.0.1:2379", "--bind-address=127.0.0.1",
-             f"--advertise-address={ADVERTISE}", f"--secure-port={SECURE_PORT}", "--insecure-port=0",
-             f"--cert-dir={run / 'certs'}", f"--tls-cert-file={tls.cert}", f"--tls-private-key-file={tls.key}",
-             f"--token-auth-file={run / 'tokens.csv'}", "--authorization-mode=RBAC",
-             "--service-account-issuer=https://kubernetes.default.svc",
-             f"--service-account-key-file={run / 'sa.pub'}", f"--service-account-signing-key-file={run / 'sa.key'}",
-             "--service-cluster-ip-range=10.96.0.0/16", "--disable-admission-plugins=ServiceAccount",
-             "--kubelet-preferred-address-types=InternalIP", "--kubelet-timeout=5s", "--allow-privileged=true",
-             "--v=1"],
-            stdout=apiserver_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, cwd=run))
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    str(apiserver),
+                    "--etcd-servers=http://127.0.0.1:2379",
+                    "--bind-address=127.0.0.1",
+                    f"--advertise-address={ADVERTISE}",
+                    f"--secure-port={SECURE_PORT}",
+                    "--insecure-port=0",
+                    f"--cert-dir={run / 'certs'}",
+                    f"--tls-cert-file={tls.cert}",
+                    f"--tls-private-key-file={tls.key}",
+                    f"--token-auth-file={run / 'tokens.csv'}",
+                    "--authorization-mode=RBAC",
+                    "--service-account-issuer=https://kubernetes.default.svc",
+                    f"--service-account-key-file={run / 'sa.pub'}",
+                    f"--service-account-signing-key-file={run / 'sa.key'}",
+                    "--service-cluster-ip-range=10.96.0.0/16",
+                    "--disable-admission-plugins=ServiceAccount",
+                    "--kubelet-preferred-address-types=InternalIP",
+                    "--kubelet-timeout=5s",
+                    "--allow-privileged=true",
+                    "--v=1",
+                ],
+                stdout=apiserver_log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+                cwd=run,
+            )
+        )
         self._wait_ready(90)
         self._rbac()
 
@@ -156,11 +200,14 @@ class KubeApiServer:
         from cryptography.hazmat.primitives.asymmetric import rsa
 
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        (run / "sa.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                       serialization.PrivateFormat.TraditionalOpenSSL,
-                                                       serialization.NoEncryption()))
-        (run / "sa.pub").write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+        (run / "sa.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+            )
+        )
+        (run / "sa.pub").write_bytes(
+            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
 
     def _wait_for(self, url: str, what: str, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -188,7 +235,8 @@ class KubeApiServer:
                 last = str(error)
             time.sleep(0.5)
         raise AssertionError(
-            f"kube-apiserver not ready within {seconds:g}s: {last} (log: {self.workdir}/apiserver.log)")
+            f"kube-apiserver not ready within {seconds:g}s: {last} (log: {self.workdir}/apiserver.log)"
+        )
 
     def _check_alive(self) -> None:
         for process in self.processes:
@@ -203,8 +251,16 @@ class KubeApiServer:
         if self._context is None:
             self._context = ssl.create_default_context(cafile=str(self.ca))
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {token}", "Content-Type": "application/json", "Accept": "application/json"})
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
         try:
             with urllib.request.urlopen(request, timeout=30, context=self._context) as answer:
                 return answer.status, answer.read()
@@ -219,16 +275,31 @@ class KubeApiServer:
 
     def _rbac(self) -> None:
         rules = [{"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list", "watch"]}]
-        for role, extra in (("capacityd", [{"apiGroups": [""], "resources": ["nodes/proxy", "nodes/metrics"],
-                                            "verbs": ["get"]}]), ("viewer", [])):
-            self._ok("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-                     {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                      "metadata": {"name": role}, "rules": rules + extra})
-            self._ok("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-                     {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                      "metadata": {"name": role},
-                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-                      "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": role}]})
+        for role, extra in (
+            ("capacityd", [{"apiGroups": [""], "resources": ["nodes/proxy", "nodes/metrics"], "verbs": ["get"]}]),
+            ("viewer", []),
+        ):
+            self._ok(
+                "POST",
+                "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRole",
+                    "metadata": {"name": role},
+                    "rules": rules + extra,
+                },
+            )
+            self._ok(
+                "POST",
+                "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding",
+                    "metadata": {"name": role},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": role}],
+                },
+            )
 
     def create_namespace(self, name: str) -> None:
         self._ok("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
@@ -239,8 +310,10 @@ class KubeApiServer:
         node = json.loads(json.dumps(node))
         for meta_field in ("uid", "resourceVersion", "creationTimestamp"):
             node["metadata"].pop(meta_field, None)
-        node["status"]["addresses"] = [{"type": "InternalIP", "address": self.kubelet_addresses[name]},
-                                       {"type": "Hostname", "address": name}]
+        node["status"]["addresses"] = [
+            {"type": "InternalIP", "address": self.kubelet_addresses[name]},
+            {"type": "Hostname", "address": name},
+        ]
         node["status"]["daemonEndpoints"] = {"kubeletEndpoint": {"Port": 10250}}
         return self._ok("POST", "/api/v1/nodes", node)
 
@@ -257,12 +330,16 @@ class KubeApiServer:
 
     def compact_etcd(self) -> int:
         """Compact etcd at its current revision (older list snapshots and continue tokens expire)."""
-        request = urllib.request.Request("http://127.0.0.1:2379/v3/kv/range", method="POST",
-                                         data=json.dumps({"key": "AA=="}).encode())
+        request = urllib.request.Request(
+            "http://127.0.0.1:2379/v3/kv/range", method="POST", data=json.dumps({"key": "AA=="}).encode()
+        )
         with urllib.request.urlopen(request, timeout=10) as answer:
             revision = int(json.loads(answer.read())["header"]["revision"])
-        request = urllib.request.Request("http://127.0.0.1:2379/v3/kv/compaction", method="POST",
-                                         data=json.dumps({"revision": str(revision), "physical": True}).encode())
+        request = urllib.request.Request(
+            "http://127.0.0.1:2379/v3/kv/compaction",
+            method="POST",
+            data=json.dumps({"revision": str(revision), "physical": True}).encode(),
+        )
         with urllib.request.urlopen(request, timeout=10) as answer:
             answer.read()
         return revision

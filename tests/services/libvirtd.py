@@ -120,8 +120,15 @@ class Libvirtd:
 
     def _prepare(self) -> None:
         s = self.state
-        for sub in ("etc/libvirt", "var/lib/libvirt", "var/log/libvirt", "var/cache/libvirt", "var/tmp",
-                    "run/lock", "images"):
+        for sub in (
+            "etc/libvirt",
+            "var/lib/libvirt",
+            "var/log/libvirt",
+            "var/cache/libvirt",
+            "var/tmp",
+            "run/lock",
+            "images",
+        ):
             (s / sub).mkdir(parents=True, exist_ok=True)
         for link, target in ((s / "var" / "run", "/run"), (s / "var" / "lock", "/run/lock")):
             if not link.is_symlink():
@@ -163,7 +170,10 @@ class Libvirtd:
         # unshare and bash exec: the Popen pid *is* libvirtd's pid.
         self.process = subprocess.Popen(
             ["unshare", "--mount", "--net", "--propagation", "private", "/bin/bash", "-c", script],
-            stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=stderr,
+            stderr=stderr,
+            start_new_session=True,
         )
         stderr.close()
         deadline = time.monotonic() + timeout
@@ -188,8 +198,9 @@ class Libvirtd:
                     last_error = str(error)
             time.sleep(0.2)
         self.stop()
-        raise LibvirtdError(f"libvirtd did not answer on {self.socket} within {timeout:.0f}s ({last_error}).\n"
-                            f"log: {self.log_tail()}")
+        raise LibvirtdError(
+            f"libvirtd did not answer on {self.socket} within {timeout:.0f}s ({last_error}).\nlog: {self.log_tail()}"
+        )
 
     def _start_watchdog(self) -> None:
         """A tiny shell that outlives us: if this (test) process dies without calling stop(), it kills
@@ -202,8 +213,11 @@ class Libvirtd:
             done
         """
         self._watchdog = subprocess.Popen(
-            ["/bin/sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
+            ["/bin/sh", "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     def connect(self) -> Any:
@@ -270,7 +284,8 @@ class Libvirtd:
         boot = (
             f"<kernel>{images}/vmlinuz</kernel><initrd>{images}/initrd.img</initrd>"
             "<cmdline>console=ttyS0 panic=-1 loglevel=4 rdinit=/init</cmdline>"
-            if spec.kernel else ""
+            if spec.kernel
+            else ""
         )
         metadata = ""
         if spec.nova_flavor:
@@ -318,8 +333,9 @@ class Libvirtd:
             if start:
                 dom.create()
         except libvirt.libvirtError as error:
-            raise LibvirtdError(f"guest {spec.name} could not be defined/started: {error}\n"
-                                f"log: {self.log_tail()}") from None
+            raise LibvirtdError(
+                f"guest {spec.name} could not be defined/started: {error}\nlog: {self.log_tail()}"
+            ) from None
         finally:
             conn.close()
 
@@ -367,14 +383,19 @@ class Libvirtd:
         client-disconnect` does); returns how many were closed. Simulates a dropped link."""
         result = subprocess.run(
             ["virt-admin", "-c", self.admin_uri, "srv-clients-list", "libvirtd"],
-            capture_output=True, text=True, timeout=30, check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         )
         ids = [line.split()[0] for line in result.stdout.splitlines()[2:] if line.strip()]
         closed = 0
         for client_id in ids:
             done = subprocess.run(
                 ["virt-admin", "-c", self.admin_uri, "client-disconnect", "libvirtd", client_id],
-                capture_output=True, text=True, timeout=30,
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
             closed += done.returncode == 0
         return closed

@@ -85,8 +85,13 @@ class _Process:
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            argv, cwd=cwd, stdout=subprocess.PIPE, stderr=self._log, text=True,
-            env={**os.environ, **(env or {})}, start_new_session=True,
+            argv,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
         self._lines: list[str] = []
         self._ready = threading.Event()
@@ -148,8 +153,16 @@ class Placement:
             shutil.copyfile(cached, database)
         else:
             subprocess.run(
-                [str(VENV / "bin" / "placement-manage"), "--config-file", str(self.workdir / "placement.conf"),
-                 "db", "sync"], check=True, capture_output=True, timeout=120,
+                [
+                    str(VENV / "bin" / "placement-manage"),
+                    "--config-file",
+                    str(self.workdir / "placement.conf"),
+                    "db",
+                    "sync",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=120,
             )
             with contextlib.suppress(OSError):
                 CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -157,7 +170,8 @@ class Placement:
         self._process = _Process(
             "placement",
             [str(python), str(HERE / "serve_placement.py"), str(self.workdir), str(self.port), str(os.getpid())],
-            self.workdir, self.workdir / "placement.log",
+            self.workdir,
+            self.workdir / "placement.log",
         )
         self._process.wait_ready(timeout)
         return self
@@ -191,26 +205,48 @@ class Placement:
         return int(self.call("GET", f"/resource_providers/{rp}")["generation"])
 
     def set_inventories(self, rp: str, inventories: dict[str, dict[str, Any]]) -> None:
-        self.call("PUT", f"/resource_providers/{rp}/inventories",
-                  {"resource_provider_generation": self.generation(rp), "inventories": inventories})
+        self.call(
+            "PUT",
+            f"/resource_providers/{rp}/inventories",
+            {"resource_provider_generation": self.generation(rp), "inventories": inventories},
+        )
 
     def set_traits(self, rp: str, traits: list[str]) -> None:
         for trait in traits:
             if trait.startswith("CUSTOM_"):
                 self.call("PUT", f"/traits/{trait}", ok=(201, 204))
-        self.call("PUT", f"/resource_providers/{rp}/traits",
-                  {"resource_provider_generation": self.generation(rp), "traits": traits})
+        self.call(
+            "PUT",
+            f"/resource_providers/{rp}/traits",
+            {"resource_provider_generation": self.generation(rp), "traits": traits},
+        )
 
     def set_aggregates(self, rp: str, aggregates: list[str]) -> None:
-        self.call("PUT", f"/resource_providers/{rp}/aggregates",
-                  {"resource_provider_generation": self.generation(rp), "aggregates": aggregates})
+        self.call(
+            "PUT",
+            f"/resource_providers/{rp}/aggregates",
+            {"resource_provider_generation": self.generation(rp), "aggregates": aggregates},
+        )
 
-    def allocate(self, consumer: str, allocations: dict[str, dict[str, int]], project: str, user: str = "user",
-                 consumer_type: str = "INSTANCE") -> None:
-        self.call("PUT", f"/allocations/{consumer}", {
-            "allocations": {rp: {"resources": res} for rp, res in allocations.items()},
-            "project_id": project, "user_id": user, "consumer_generation": None, "consumer_type": consumer_type,
-        })
+    def allocate(
+        self,
+        consumer: str,
+        allocations: dict[str, dict[str, int]],
+        project: str,
+        user: str = "user",
+        consumer_type: str = "INSTANCE",
+    ) -> None:
+        self.call(
+            "PUT",
+            f"/allocations/{consumer}",
+            {
+                "allocations": {rp: {"resources": res} for rp, res in allocations.items()},
+                "project_id": project,
+                "user_id": user,
+                "consumer_generation": None,
+                "consumer_type": consumer_type,
+            },
+        )
 
 
 # --------------------------------------------------------------------------------------------- Nova
@@ -304,7 +340,9 @@ class Nova:
         self._process = _Process(
             "nova",
             [str(python), str(HERE / "aio_nova.py"), str(work), str(self.port), str(os.getpid()), str(hosts_file)],
-            work, work / "nova.log", env={"CAPACITYD_AIO_ADMIN_PROJECT": ADMIN_PROJECT},
+            work,
+            work / "nova.log",
+            env={"CAPACITYD_AIO_ADMIN_PROJECT": ADMIN_PROJECT},
         )
         self._process.wait_ready(timeout)
         self._wait_for_providers(timeout=60)
@@ -321,8 +359,16 @@ class Nova:
         steps = [
             ["api_db", "sync"],
             ["cell_v2", "map_cell0", "--database_connection", "sqlite:///nova_cell0.sqlite?timeout=60"],
-            ["cell_v2", "create_cell", "--name", "cell1", "--database_connection", "sqlite:///nova_cell1.sqlite?timeout=60",
-             "--transport-url", "fake:/"],
+            [
+                "cell_v2",
+                "create_cell",
+                "--name",
+                "cell1",
+                "--database_connection",
+                "sqlite:///nova_cell1.sqlite?timeout=60",
+                "--transport-url",
+                "fake:/",
+            ],
             ["db", "sync"],
         ]
         for step in steps:
@@ -354,11 +400,20 @@ class Nova:
     def pid(self) -> int | None:
         return self._process.proc.pid if self._process else None
 
-    def call(self, method: str, path: str, body: Any = None, microversion: str = "2.90", token: str = "admin",
-             ok=(200, 201, 202, 204)) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        microversion: str = "2.90",
+        token: str = "admin",
+        ok=(200, 201, 202, 204),
+    ) -> Any:
         for _ in range(5):
             response = self.session.request(
-                method, self.url + path, json=body,
+                method,
+                self.url + path,
+                json=body,
                 headers={"X-Auth-Token": token, "OpenStack-API-Version": f"compute {microversion}"},
             )
             # SQLite under Nova's threads: a write can lose a lock race; it failed cleanly, so retry
@@ -373,10 +428,19 @@ class Nova:
 
     # -- writers ----------------------------------------------------------------------------
 
-    def create_flavor(self, name: str, vcpus: int, ram: int, disk: int, extra_specs: dict[str, str] | None = None,
-                      public: bool = True, projects: tuple[str, ...] = ()) -> str:
-        body = {"flavor": {"name": name, "vcpus": vcpus, "ram": ram, "disk": disk,
-                           "os-flavor-access:is_public": public}}
+    def create_flavor(
+        self,
+        name: str,
+        vcpus: int,
+        ram: int,
+        disk: int,
+        extra_specs: dict[str, str] | None = None,
+        public: bool = True,
+        projects: tuple[str, ...] = (),
+    ) -> str:
+        body = {
+            "flavor": {"name": name, "vcpus": vcpus, "ram": ram, "disk": disk, "os-flavor-access:is_public": public}
+        }
         flavor_id = self.call("POST", "/flavors", body, microversion="2.55")["flavor"]["id"]
         if extra_specs:
             self.call("POST", f"/flavors/{flavor_id}/os-extra_specs", {"extra_specs": extra_specs})
@@ -384,8 +448,9 @@ class Nova:
             self.call("POST", f"/flavors/{flavor_id}/action", {"addTenantAccess": {"tenant": project}})
         return flavor_id
 
-    def create_aggregate(self, name: str, hosts: list[str], zone: str | None = None,
-                         metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    def create_aggregate(
+        self, name: str, hosts: list[str], zone: str | None = None, metadata: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"name": name}
         if zone:
             body["availability_zone"] = zone
@@ -398,8 +463,12 @@ class Nova:
 
     def disable_compute(self, host: str, reason: str = "maintenance") -> None:
         services = self.call("GET", f"/os-services?binary=nova-compute&host={host}")["services"]
-        self.call("PUT", f"/os-services/{services[0]['id']}", {"status": "disabled", "disabled_reason": reason},
-                  microversion="2.53")
+        self.call(
+            "PUT",
+            f"/os-services/{services[0]['id']}",
+            {"status": "disabled", "disabled_reason": reason},
+            microversion="2.53",
+        )
 
     def boot(self, name: str, flavor_id: str, project: str, zone: str | None = None, timeout: float = 60) -> dict:
         """Boot one server and wait until it is ACTIVE (one at a time: SQLite + threads)."""
@@ -435,9 +504,11 @@ class Nova:
     def _wait_gone(self, server_id: str) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.call("GET", f"/servers/{server_id}", ok=(200, 404)) is None or self.session.get(
-                f"{self.url}/servers/{server_id}", headers={"X-Auth-Token": "admin"}
-            ).status_code == 404:
+            if (
+                self.call("GET", f"/servers/{server_id}", ok=(200, 404)) is None
+                or self.session.get(f"{self.url}/servers/{server_id}", headers={"X-Auth-Token": "admin"}).status_code
+                == 404
+            ):
                 return
             time.sleep(0.3)
 
@@ -547,7 +618,10 @@ def build_test_cloud(workdir: Path, cloud: str = "testcloud") -> RealCloud:
             "m1.small": nova.create_flavor("m1.small", 1, 2048, 20),
             "m1.large": nova.create_flavor("m1.large", 4, 8192, 80),
             "c1.pinned": nova.create_flavor(
-                "c1.pinned", 4, 8192, 40,
+                "c1.pinned",
+                4,
+                8192,
+                40,
                 {"hw:cpu_policy": "dedicated", "aggregate_instance_extra_specs:pinned": "true"},
             ),
             "g1.gpu": nova.create_flavor(

@@ -65,6 +65,10 @@ def forecast_analysis(context: AnalysisContext) -> FrameSet:
         if frame.empty:
             return empty
         forecast, points = forecast_series(frame, now=context.now, horizon=horizon)
-    log.info("forecast: %d series, %d exhausting within %s (median)", len(forecast),
-             int((forecast["seconds_p50"] < float("inf")).sum()), describe_horizon(horizon))
+    log.info(
+        "forecast: %d series, %d exhausting within %s (median)",
+        len(forecast),
+        int((forecast["seconds_p50"] < float("inf")).sum()),
+        describe_horizon(horizon),
+    )
     return {"forecast": forecast, "forecast_points": points}

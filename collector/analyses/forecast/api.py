@@ -92,8 +92,9 @@ def forecast_series(
     codes, keys = series_codes(data, SERIES_KEY)
     values = pd.to_numeric(data["value"], errors="coerce").to_numpy(dtype=float)
     matrix, grid = pivot(codes, len(keys), seconds, values, step=options.working_step, end=now_ts)
-    limits = last_per_series(codes, len(keys), seconds,
-                             pd.to_numeric(data["limit"], errors="coerce").to_numpy(dtype=float))
+    limits = last_per_series(
+        codes, len(keys), seconds, pd.to_numeric(data["limit"], errors="coerce").to_numpy(dtype=float)
+    )
     return forecast_matrix(keys, matrix, grid, limits, now=now_ts, horizon=horizon, options=options)
 
 
@@ -115,8 +116,15 @@ def forecast_matrix(
     options = options or ForecastOptions()
     keys = keys.reset_index(drop=True)
     limits = np.asarray(limits, dtype=float)
-    blocks = ((keys.iloc[start:start + options.chunk], matrix[start:start + options.chunk], grid,
-               limits[start:start + options.chunk]) for start in range(0, len(keys), options.chunk))
+    blocks = (
+        (
+            keys.iloc[start : start + options.chunk],
+            matrix[start : start + options.chunk],
+            grid,
+            limits[start : start + options.chunk],
+        )
+        for start in range(0, len(keys), options.chunk)
+    )
     return forecast_blocks(blocks, total=len(keys), now=now, horizon=horizon, options=options)
 
 
@@ -155,9 +163,18 @@ def forecast_blocks(
         steps = max(1, math.ceil(horizon.total_seconds() / grid.step))
         bands = fit_and_forecast(values, grid, steps, options, candidates)
         daily = _DailyMaxima(bands, horizon_end)
-        return (_forecast_rows(chunk_keys.reset_index(drop=True), values, np.asarray(limits, dtype=float), bands,
-                               daily, now_ts, horizon_end),
-                daily.points(offset))
+        return (
+            _forecast_rows(
+                chunk_keys.reset_index(drop=True),
+                values,
+                np.asarray(limits, dtype=float),
+                bands,
+                daily,
+                now_ts,
+                horizon_end,
+            ),
+            daily.points(offset),
+        )
 
     def pieces() -> Iterator[SeriesBlock]:
         for chunk_keys, matrix, grid, limits in blocks:
@@ -199,8 +216,15 @@ def forecast_blocks(
     return forecast, points
 
 
-def _forecast_rows(keys: pd.DataFrame, values: np.ndarray, limits: np.ndarray, bands: Bands, daily: _DailyMaxima,
-                   now: pd.Timestamp, horizon_end: pd.Timestamp) -> pd.DataFrame:
+def _forecast_rows(
+    keys: pd.DataFrame,
+    values: np.ndarray,
+    limits: np.ndarray,
+    bands: Bands,
+    daily: _DailyMaxima,
+    now: pd.Timestamp,
+    horizon_end: pd.Timestamp,
+) -> pd.DataFrame:
     """The `forecast` rows of one block of series, built column by column (vectorized)."""
     n = values.shape[0]
     observed = ~np.isnan(values)
@@ -232,8 +256,7 @@ def _forecast_rows(keys: pd.DataFrame, values: np.ndarray, limits: np.ndarray, b
         band = bands_of[quantile]
         at = np.maximum(index, 0)
         reached_value = band[rows, at] if band.shape[1] else np.full(n, np.nan)
-        before_value = np.where(index > 0, band[rows, np.maximum(index - 1, 0)] if band.shape[1] else np.nan,
-                                current)
+        before_value = np.where(index > 0, band[rows, np.maximum(index - 1, 0)] if band.shape[1] else np.nan, current)
         reached_ns = grid_end_ns + at.astype(np.int64) * step_ns
         before_ns = np.where(index > 0, reached_ns - step_ns, np.minimum(now_ns, grid_end_ns))
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -296,8 +319,9 @@ class _DailyMaxima:
         self.maxima: dict[str, np.ndarray] = {}
         for name in ("p10", "p50", "p90"):
             band = getattr(bands, name)[:, : self.hours]
-            self.maxima[name] = (np.maximum.reduceat(band, self.starts, axis=1) if self.hours
-                                 else np.empty((band.shape[0], 0)))
+            self.maxima[name] = (
+                np.maximum.reduceat(band, self.starts, axis=1) if self.hours else np.empty((band.shape[0], 0))
+            )
 
     def crossing(self, name: str, limits: np.ndarray) -> np.ndarray:
         """Index of the first hour the band reaches the limit within the horizon; -1 where it does not."""
@@ -323,7 +347,8 @@ class _DailyMaxima:
         count = len(self.starts)
         return {
             "series": np.repeat(np.arange(offset, offset + n), count),
-            "timestamp": np.tile(self.days.tz_localize(None).to_numpy(), n) if count
+            "timestamp": np.tile(self.days.tz_localize(None).to_numpy(), n)
+            if count
             else np.empty(0, dtype="datetime64[ns]"),
             **{name: maxima.ravel() for name, maxima in self.maxima.items()},
         }
@@ -362,8 +387,9 @@ def pool_series_for_forecast(history: Any, now: datetime, lookback: timedelta = 
     only: allocated vCPUs above the physical count are overcommit, not exhaustion.
     """
     now_ts = _utc(now)
-    pools = history.pool_series(start=(now_ts - lookback).to_pydatetime(), end=now_ts.to_pydatetime(),
-                                step=timedelta(hours=1))
+    pools = history.pool_series(
+        start=(now_ts - lookback).to_pydatetime(), end=now_ts.to_pydatetime(), step=timedelta(hours=1)
+    )
     if pools is None or len(pools) == 0:
         return pd.DataFrame({column: pd.Series(dtype=object) for column in INPUT_COLUMNS})
     parts = []

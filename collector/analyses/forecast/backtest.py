@@ -112,8 +112,15 @@ def run_backtest(
         return _run(values, grid, starts, horizon, caps, options, candidates)
 
 
-def _run(values: np.ndarray, grid: Grid, starts: list[int], horizon: int, caps: np.ndarray | None,
-         options: ForecastOptions, candidates: list[str] | None) -> list[list[OriginResult]]:
+def _run(
+    values: np.ndarray,
+    grid: Grid,
+    starts: list[int],
+    horizon: int,
+    caps: np.ndarray | None,
+    options: ForecastOptions,
+    candidates: list[str] | None,
+) -> list[list[OriginResult]]:
     n = values.shape[0]
     day = grid.steps_per(DAY)
     results: list[list[OriginResult]] = [[] for _ in range(n)]
@@ -123,9 +130,9 @@ def _run(values: np.ndarray, grid: Grid, starts: list[int], horizon: int, caps: 
         lookahead = horizon * (EXHAUSTION_LOOKAHEAD if caps is not None else 1)
         bands = forecast_native(history, sub_grid, lookahead, options, candidates)
         baseline = MODELS["trend"].forecast(FitInput(history, day, detect_shifts=False), lookahead)
-        actual = values[:, origin:origin + horizon]
+        actual = values[:, origin : origin + horizon]
         scale = naive_scale(history, day)
-        times = grid.times()[origin:origin + horizon]
+        times = grid.times()[origin : origin + horizon]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             mase = np.nanmean(np.abs(actual - bands.p50[:, :horizon]), axis=1) / scale
@@ -136,8 +143,13 @@ def _run(values: np.ndarray, grid: Grid, starts: list[int], horizon: int, caps: 
         crossings: dict[str, np.ndarray] = {}
         if caps is not None:
             hours = grid.step / 3600.0
-            for name, band in (("actual", actual), ("p10", bands.p90), ("p50", bands.p50),
-                               ("p90", bands.p10), ("trend", baseline)):
+            for name, band in (
+                ("actual", actual),
+                ("p10", bands.p90),
+                ("p50", bands.p50),
+                ("p90", bands.p10),
+                ("trend", baseline),
+            ):
                 index = first_crossing(band, caps).astype(float)
                 crossings[name] = np.where(index < 0, np.nan, (index + 1) * hours)
             already = np.nan_to_num(pd.DataFrame(history).ffill(axis=1).to_numpy()[:, -1], nan=-np.inf) >= caps
@@ -147,20 +159,22 @@ def _run(values: np.ndarray, grid: Grid, starts: list[int], horizon: int, caps: 
             exhaustion = {
                 name: (None if np.isnan(value[row]) else float(value[row])) for name, value in crossings.items()
             }
-            results[row].append(OriginResult(
-                origin=grid.start + pd.Timedelta(seconds=grid.step * origin),
-                times=times,
-                actual=actual[row],
-                p10=bands.p10[row, :horizon],
-                p50=bands.p50[row, :horizon],
-                p90=bands.p90[row, :horizon],
-                trend=baseline[row, :horizon],
-                model=str(bands.model[row]),
-                mase=float(mase[row]),
-                trend_mase=float(trend_mase[row]),
-                coverage=float(coverage[row]),
-                exhaustion=exhaustion,
-            ))
+            results[row].append(
+                OriginResult(
+                    origin=grid.start + pd.Timedelta(seconds=grid.step * origin),
+                    times=times,
+                    actual=actual[row],
+                    p10=bands.p10[row, :horizon],
+                    p50=bands.p50[row, :horizon],
+                    p90=bands.p90[row, :horizon],
+                    trend=baseline[row, :horizon],
+                    model=str(bands.model[row]),
+                    mase=float(mase[row]),
+                    trend_mase=float(trend_mase[row]),
+                    coverage=float(coverage[row]),
+                    exhaustion=exhaustion,
+                )
+            )
     return results
 
 

@@ -183,8 +183,9 @@ def choose_candidates(n: int, options: ForecastOptions) -> list[str]:
     return names
 
 
-def fit_and_forecast(values: np.ndarray, grid: Grid, steps: int, options: ForecastOptions,
-                     candidates: list[str] | None = None) -> Bands:
+def fit_and_forecast(
+    values: np.ndarray, grid: Grid, steps: int, options: ForecastOptions, candidates: list[str] | None = None
+) -> Bands:
     """Select a model per series by rolling-origin backtest and forecast `steps` columns with bands.
 
     `values` is on the working grid (hourly): NaN where nothing was observed.
@@ -205,7 +206,7 @@ def fit_and_forecast(values: np.ndarray, grid: Grid, steps: int, options: Foreca
     seconds: dict[str, float] = {}
     if origins:
         scales = naive_scales(values, day, origins)
-        actual = np.stack([values[:, o:o + horizon] for o in origins], axis=1)
+        actual = np.stack([values[:, o : o + horizon] for o in origins], axis=1)
         inputs = [whole.prefix(o) for o in origins]
         for name in names:
             started = time.perf_counter()
@@ -262,7 +263,7 @@ def regime_factor(values: np.ndarray, day: int, scale: np.ndarray) -> np.ndarray
     window = REGIME_DAYS * day
 
     def window_mae(end: int) -> tuple[np.ndarray, np.ndarray]:
-        tail = values[:, end - window - day:end]
+        tail = values[:, end - window - day : end]
         change = np.abs(tail[:, day:] - tail[:, :-day])
         seen = ~np.isnan(change)
         count = seen.sum(axis=1)
@@ -300,8 +301,9 @@ def follow_recent_shift(values: np.ndarray, day: int) -> np.ndarray:
     return adjusted
 
 
-def _select(names: list[str], scores: dict[str, np.ndarray], per_origin: dict[str, np.ndarray], n: int,
-            options: ForecastOptions) -> np.ndarray:
+def _select(
+    names: list[str], scores: dict[str, np.ndarray], per_origin: dict[str, np.ndarray], n: int, options: ForecastOptions
+) -> np.ndarray:
     """Per series: the default model unless another beats its backtest MASE by `margin`.
 
     The default (the combination where it can run, else the trend) is a prior: with a few weeks of
@@ -334,8 +336,14 @@ def _select(names: list[str], scores: dict[str, np.ndarray], per_origin: dict[st
 
 
 def _interval_widths(
-    chosen: np.ndarray, errors: dict[str, np.ndarray], horizon: int, steps: int, day: int,
-    options: ForecastOptions, values: np.ndarray, floor: np.ndarray,
+    chosen: np.ndarray,
+    errors: dict[str, np.ndarray],
+    horizon: int,
+    steps: int,
+    day: int,
+    options: ForecastOptions,
+    values: np.ndarray,
+    floor: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bias, lower and upper band widths (series, steps) from the chosen model's backtest errors.
 
@@ -361,15 +369,16 @@ def _interval_widths(
                 chosen_errors[rows] = errors[name][rows]
         means = np.full((n, chosen_errors.shape[1], buckets), np.nan)  # mean error per origin and bucket
         for b in range(buckets):
-            window = chosen_errors[:, :, b * bucket:(b + 1) * bucket]
+            window = chosen_errors[:, :, b * bucket : (b + 1) * bucket]
             observed = (~np.isnan(window)).sum(axis=2)
             with np.errstate(invalid="ignore", divide="ignore"):
-                means[:, :, b] = np.where(observed > 0, np.where(np.isnan(window), 0.0, window).sum(axis=2)
-                                          / np.maximum(observed, 1), np.nan)
+                means[:, :, b] = np.where(
+                    observed > 0, np.where(np.isnan(window), 0.0, window).sum(axis=2) / np.maximum(observed, 1), np.nan
+                )
             mid[:, b] = _consistent_bias(means[:, :, b])
         mid *= _bias_pays(chosen_errors, means, bucket)[:, None]
         for b in range(buckets):
-            window = chosen_errors[:, :, b * bucket:(b + 1) * bucket]
+            window = chosen_errors[:, :, b * bucket : (b + 1) * bucket]
             lower_q, median, upper_q = row_quantiles(window.reshape(n, -1), (alpha, 0.5, 1 - alpha))
             # The band's shape is the errors' spread around their own median, whether or not the bias
             # moved the point forecast: one-signed errors give a lopsided band, never a zero-width side.
@@ -476,8 +485,13 @@ def first_crossing(band: np.ndarray, limit: np.ndarray) -> np.ndarray:
     return np.where(reached.any(axis=1), index, -1)
 
 
-def forecast_native(values: np.ndarray, grid: Grid, steps: int, options: ForecastOptions | None = None,
-                    candidates: list[str] | None = None) -> Bands:
+def forecast_native(
+    values: np.ndarray,
+    grid: Grid,
+    steps: int,
+    options: ForecastOptions | None = None,
+    candidates: list[str] | None = None,
+) -> Bands:
     """Forecast series given on any regular grid; models run on the hourly working grid.
 
     A grid finer than an hour is averaged to hourly, forecast, and mapped back by interpolating
@@ -491,8 +505,7 @@ def forecast_native(values: np.ndarray, grid: Grid, steps: int, options: Forecas
     hourly, hourly_grid = block_mean(values, grid, options.working_step)
     native_end = grid.end
     factor = round(options.working_step / grid.step)
-    hours = int(np.ceil((native_end - hourly_grid.end).total_seconds() / options.working_step
-                        + steps / factor)) + 2
+    hours = int(np.ceil((native_end - hourly_grid.end).total_seconds() / options.working_step + steps / factor)) + 2
     bands = fit_and_forecast(hourly, hourly_grid, hours, options, candidates)
     centres = (np.arange(-1, hours) + 0.5) * options.working_step + (hourly_grid.end - native_end).total_seconds()
     targets = (np.arange(steps) + 0.5) * grid.step
@@ -522,12 +535,13 @@ def forecast_native(values: np.ndarray, grid: Grid, steps: int, options: Forecas
     return Bands(grid, bands.model, bands.mase, p10, p50, p90, bands.scores, bands.seconds)
 
 
-def _subhourly_spread(values: np.ndarray, grid: Grid, factor: int, options: ForecastOptions
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def _subhourly_spread(
+    values: np.ndarray, grid: Grid, factor: int, options: ForecastOptions
+) -> tuple[np.ndarray, np.ndarray]:
     window = min(values.shape[1] // factor * factor, 14 * 24 * factor)
     if window < factor:
         return np.zeros(values.shape[0]), np.zeros(values.shape[0])
-    tail = values[:, values.shape[1] - window:].reshape(values.shape[0], -1, factor)
+    tail = values[:, values.shape[1] - window :].reshape(values.shape[0], -1, factor)
     alpha = (1 - options.coverage) / 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

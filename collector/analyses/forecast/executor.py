@@ -99,8 +99,9 @@ def _read_only_reader_class() -> type:
         def _connect(self) -> sqlite3.Connection:
             if not self.path.exists():
                 raise FileNotFoundError(f"{self.path}: history file not found on this worker")
-            connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
-                                         check_same_thread=False, timeout=30.0)
+            connection = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
             connection.execute("PRAGMA busy_timeout = 30000")
             return connection
 
@@ -130,8 +131,9 @@ def list_keys(source: HistorySource, now: datetime, lookback: timedelta) -> list
             con.close()
         return sorted((str(a), str(b), str(c), str(d)) for a, b, c, d in rows)
     now_ts = _utc(now)  # remote: one point per series over the lookback (PromQL sums, not every sample)
-    frame = source.open().pool_series(start=(now_ts - lookback).to_pydatetime(), end=now_ts.to_pydatetime(),
-                                      step=lookback)
+    frame = source.open().pool_series(
+        start=(now_ts - lookback).to_pydatetime(), end=now_ts.to_pydatetime(), step=lookback
+    )
     if frame is None or frame.empty:
         return []
     return sorted({(str(a), str(b), str(c), str(d)) for a, b, c, d in frame[POOL_KEY].itertuples(index=False)})
@@ -155,8 +157,16 @@ class _KeyFilter:
         return frame[present.isin(wanted)].reset_index(drop=True)
 
 
-def forecast_chunk(source: HistorySource, keys: list[Key], now: datetime, lookback: timedelta, horizon: timedelta,
-                   options: ForecastOptions, total: int, first_bucket: int) -> ChunkResult:
+def forecast_chunk(
+    source: HistorySource,
+    keys: list[Key],
+    now: datetime,
+    lookback: timedelta,
+    horizon: timedelta,
+    options: ForecastOptions,
+    total: int,
+    first_bucket: int,
+) -> ChunkResult:
     """One Dask task: load these keys' series from history and forecast them (same maths as local).
 
     `total` (all series of the pass) picks the candidate models as the local executor does, and every
@@ -176,8 +186,9 @@ ChunkResult = tuple[pd.DataFrame, pd.DataFrame, int | None]
 """(forecast, forecast_points, first hour bucket of the chunk's data, None without data)."""
 
 
-def forecast_frame(frame: pd.DataFrame, *, now: datetime, horizon: timedelta, options: ForecastOptions, total: int,
-                   first_bucket: int) -> ChunkResult:
+def forecast_frame(
+    frame: pd.DataFrame, *, now: datetime, horizon: timedelta, options: ForecastOptions, total: int, first_bucket: int
+) -> ChunkResult:
     """forecast_series on part of a pass: grid from `first_bucket`, model choice for `total` series.
 
     Also returns the chunk's own first bucket: the caller checks the pass's grid start against them.
@@ -202,10 +213,12 @@ def forecast_frame(frame: pd.DataFrame, *, now: datetime, horizon: timedelta, op
     if pad > 0:  # leading empty hours, as the local pass has them when another series starts earlier
         matrix = np.concatenate([np.full((len(series), pad), np.nan), matrix], axis=1)
         grid = Grid(pd.Timestamp(first_bucket * int(step), unit="s", tz="UTC"), grid.step, grid.length + pad)
-    limits = last_per_series(codes, len(series), seconds,
-                             pd.to_numeric(data["limit"], errors="coerce").to_numpy(dtype=float))
-    forecast, points = forecast_blocks([(series, matrix, grid, limits)], total=total, now=now_ts, horizon=horizon,
-                                       options=replace(options, threads=1))
+    limits = last_per_series(
+        codes, len(series), seconds, pd.to_numeric(data["limit"], errors="coerce").to_numpy(dtype=float)
+    )
+    forecast, points = forecast_blocks(
+        [(series, matrix, grid, limits)], total=total, now=now_ts, horizon=horizon, options=replace(options, threads=1)
+    )
     return forecast, points, own_first
 
 
@@ -221,8 +234,11 @@ def _first_bucket(source: HistorySource, now: datetime, lookback: timedelta, ste
         con = sqlite3.connect(f"file:{source.path}?mode=ro", uri=True)
         try:
             since = int(start.timestamp())
-            row = con.execute("SELECT min(m) FROM (SELECT min(ts) AS m FROM pool_raw WHERE ts >= ? "
-                              "UNION ALL SELECT min(ts) FROM pool_rollup WHERE ts >= ?)", (since, since)).fetchone()
+            row = con.execute(
+                "SELECT min(m) FROM (SELECT min(ts) AS m FROM pool_raw WHERE ts >= ? "
+                "UNION ALL SELECT min(ts) FROM pool_rollup WHERE ts >= ?)",
+                (since, since),
+            ).fetchone()
         except sqlite3.Error:
             row = None
         finally:
@@ -232,8 +248,16 @@ def _first_bucket(source: HistorySource, now: datetime, lookback: timedelta, ste
     return int(start.timestamp() // step)
 
 
-def run_dask(client: Any, source: HistorySource, *, now: datetime, lookback: timedelta, horizon: timedelta,
-             options: ForecastOptions, chunk: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_dask(
+    client: Any,
+    source: HistorySource,
+    *,
+    now: datetime,
+    lookback: timedelta,
+    horizon: timedelta,
+    options: ForecastOptions,
+    chunk: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Forecast every pool series of `source` on a Dask client: keys out, forecasts back."""
     keys = list_keys(source, now, lookback)
     if not keys:
@@ -244,10 +268,20 @@ def run_dask(client: Any, source: HistorySource, *, now: datetime, lookback: tim
     if choose_candidates(total, options) != choose_candidates(1, options):
         total = _count_series(client, source, keys, now, lookback, chunk)
     first = _first_bucket(source, now, lookback, options.working_step)
-    chunks = [keys[start:start + chunk] for start in range(0, len(keys), chunk)]
+    chunks = [keys[start : start + chunk] for start in range(0, len(keys), chunk)]
     for _attempt in range(2):
-        futures = client.map(forecast_chunk, [source] * len(chunks), chunks, now=now, lookback=lookback,
-                             horizon=horizon, options=options, total=total, first_bucket=first, pure=False)
+        futures = client.map(
+            forecast_chunk,
+            [source] * len(chunks),
+            chunks,
+            now=now,
+            lookback=lookback,
+            horizon=horizon,
+            options=options,
+            total=total,
+            first_bucket=first,
+            pure=False,
+        )
         results: list[ChunkResult] = client.gather(futures)
         found = [r[2] for r in results if r[2] is not None]
         if not found:
@@ -261,10 +295,11 @@ def run_dask(client: Any, source: HistorySource, *, now: datetime, lookback: tim
     return forecast, FORECAST_POINTS.coerce(points)
 
 
-def _count_series(client: Any, source: HistorySource, keys: list[Key], now: datetime, lookback: timedelta,
-                  chunk: int) -> int:
+def _count_series(
+    client: Any, source: HistorySource, keys: list[Key], now: datetime, lookback: timedelta, chunk: int
+) -> int:
     """Series of the pass (what `forecast_series` sees), counted by the workers from their own slices."""
-    chunks = [keys[start:start + chunk] for start in range(0, len(keys), chunk)]
+    chunks = [keys[start : start + chunk] for start in range(0, len(keys), chunk)]
     futures = client.map(count_chunk, [source] * len(chunks), chunks, now=now, lookback=lookback, pure=False)
     return int(sum(client.gather(futures)))
 
@@ -288,19 +323,29 @@ def dask_client(config: ForecastConfig) -> Iterator[Any]:
     try:
         dist: Any = importlib.import_module("distributed")  # untyped: used through Any
     except ImportError:
-        raise RuntimeError("forecast.executor is dask but Dask is not installed: "
-                           "pip install 'capacityd[dask]'") from None
+        raise RuntimeError(
+            "forecast.executor is dask but Dask is not installed: pip install 'capacityd[dask]'"
+        ) from None
     if config.dask_scheduler is not None:
         with dist.Client(config.dask_scheduler, timeout=30) as client:
             yield client
         return
-    with dist.LocalCluster(n_workers=config.local_cluster_workers or 1, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, dist.Client(cluster) as client:
+    with (
+        dist.LocalCluster(
+            n_workers=config.local_cluster_workers or 1,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        dist.Client(cluster) as client,
+    ):
         yield client
 
 
-def forecast_pools(history: Any, config: ForecastConfig, *, now: datetime,
-                   options: ForecastOptions | None = None, client: Any = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def forecast_pools(
+    history: Any, config: ForecastConfig, *, now: datetime, options: ForecastOptions | None = None, client: Any = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The forecast pass of the daemon on the configured executor (`forecast.executor`)."""
     options = options or ForecastOptions()
     if config.executor == "local":
@@ -310,8 +355,22 @@ def forecast_pools(history: Any, config: ForecastConfig, *, now: datetime,
         return forecast_series(frame, now=now, horizon=config.horizon, options=options)
     source = source_of(history)
     if client is not None:
-        return run_dask(client, source, now=now, lookback=config.lookback, horizon=config.horizon, options=options,
-                        chunk=config.dask_chunk_series)
+        return run_dask(
+            client,
+            source,
+            now=now,
+            lookback=config.lookback,
+            horizon=config.horizon,
+            options=options,
+            chunk=config.dask_chunk_series,
+        )
     with dask_client(config) as own:
-        return run_dask(own, source, now=now, lookback=config.lookback, horizon=config.horizon, options=options,
-                        chunk=config.dask_chunk_series)
+        return run_dask(
+            own,
+            source,
+            now=now,
+            lookback=config.lookback,
+            horizon=config.horizon,
+            options=options,
+            chunk=config.dask_chunk_series,
+        )

@@ -32,29 +32,76 @@ FORECAST = register(
             *_SERIES_KEY,
             C("current", FLOAT, "Last observed value of the series (base units).", nullable=True),
             C("limit", FLOAT, "Exhaustion threshold: the pool's last known allocatable.", nullable=True),
-            C("exhaustion_p10", TIMESTAMP, "Earliest plausible exhaustion (upper demand band crosses the limit); "
-              "NaT when not within the horizon.", nullable=True),
-            C("exhaustion_p50", TIMESTAMP, "Median forecast crosses the limit; NaT when not within the horizon.",
-              nullable=True),
-            C("exhaustion_p90", TIMESTAMP, "Latest plausible exhaustion (lower demand band crosses the limit); "
-              "NaT when not within the horizon.", nullable=True),
-            C("seconds_p10", FLOAT, "Seconds from now to exhaustion_p10; +Inf when not within the horizon.",
-              non_negative=True, allow_inf=True),
-            C("seconds_p50", FLOAT, "Seconds from now to exhaustion_p50; +Inf when not within the horizon.",
-              non_negative=True, allow_inf=True),
-            C("seconds_p90", FLOAT, "Seconds from now to exhaustion_p90; +Inf when not within the horizon.",
-              non_negative=True, allow_inf=True),
-            C("growth_per_day", FLOAT, "Slope of the median forecast over the horizon (base units per day).",
-              nullable=True),
+            C(
+                "exhaustion_p10",
+                TIMESTAMP,
+                "Earliest plausible exhaustion (upper demand band crosses the limit); NaT when not within the horizon.",
+                nullable=True,
+            ),
+            C(
+                "exhaustion_p50",
+                TIMESTAMP,
+                "Median forecast crosses the limit; NaT when not within the horizon.",
+                nullable=True,
+            ),
+            C(
+                "exhaustion_p90",
+                TIMESTAMP,
+                "Latest plausible exhaustion (lower demand band crosses the limit); NaT when not within the horizon.",
+                nullable=True,
+            ),
+            C(
+                "seconds_p10",
+                FLOAT,
+                "Seconds from now to exhaustion_p10; +Inf when not within the horizon.",
+                non_negative=True,
+                allow_inf=True,
+            ),
+            C(
+                "seconds_p50",
+                FLOAT,
+                "Seconds from now to exhaustion_p50; +Inf when not within the horizon.",
+                non_negative=True,
+                allow_inf=True,
+            ),
+            C(
+                "seconds_p90",
+                FLOAT,
+                "Seconds from now to exhaustion_p90; +Inf when not within the horizon.",
+                non_negative=True,
+                allow_inf=True,
+            ),
+            C(
+                "growth_per_day",
+                FLOAT,
+                "Slope of the median forecast over the horizon (base units per day).",
+                nullable=True,
+            ),
             C("model", STRING, "Model chosen for this series by the rolling-origin backtest."),
-            C("mase", FLOAT, "Backtest MASE of the chosen model (scale: in-sample daily seasonal naive).",
-              nullable=True, non_negative=True),
+            C(
+                "mase",
+                FLOAT,
+                "Backtest MASE of the chosen model (scale: in-sample daily seasonal naive).",
+                nullable=True,
+                non_negative=True,
+            ),
             C("history_points", INT, "Hourly points of history the forecast was fitted on."),
-            C("exhaustion_reason", STRING, "Why exhaustion_p50 is or is not a date: exhausted, within_horizon, "
-              "beyond_horizon (growing, but the median stays below the limit over the horizon), not_growing "
-              "(the median forecast is flat or falling), no_limit (allocatable unknown), insufficient_history.",
-              nullable=True, choices=("exhausted", "within_horizon", "beyond_horizon", "not_growing", "no_limit",
-                                      "insufficient_history")),
+            C(
+                "exhaustion_reason",
+                STRING,
+                "Why exhaustion_p50 is or is not a date: exhausted, within_horizon, "
+                "beyond_horizon (growing, but the median stays below the limit over the horizon), not_growing "
+                "(the median forecast is flat or falling), no_limit (allocatable unknown), insufficient_history.",
+                nullable=True,
+                choices=(
+                    "exhausted",
+                    "within_horizon",
+                    "beyond_horizon",
+                    "not_growing",
+                    "no_limit",
+                    "insufficient_history",
+                ),
+            ),
         ),
     )
 )

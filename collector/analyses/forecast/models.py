@@ -166,8 +166,9 @@ class _Decomposition:
             step_sums = np.zeros((n, self.big))
             if self.design.step is not None:
                 rows = self.design.shift_rows
-                step_sums[rows] = np.einsum("npm,npm->nm", obs[rows],
-                                            self.design.step.reshape(rows.size, periods, self.big))
+                step_sums[rows] = np.einsum(
+                    "npm,npm->nm", obs[rows], self.design.step.reshape(rows.size, periods, self.big)
+                )
             sums.append(step_sums)
             self.slot_sums[self.big] = tuple(sums)
             if self.big == week:  # daily sums from the weekly ones: a week is seven whole days
@@ -199,8 +200,9 @@ class _Decomposition:
                 offsets = profile.reshape(n, 7, day).mean(axis=2)
                 profile = (offsets[:, :, None] + self.profile(day)[:, None, :]).reshape(n, season)
             _, count, t, step = self.slot_sums[season]
-            adjust = np.stack(((profile * count).sum(axis=1), (profile * t).sum(axis=1),
-                               (profile * step).sum(axis=1)), axis=1)
+            adjust = np.stack(
+                ((profile * count).sum(axis=1), (profile * t).sum(axis=1), (profile * step).sum(axis=1)), axis=1
+            )
             a, b, c = self.design.coefficients(self.rhs - adjust)
         else:
             profile = np.zeros((n, 1))
@@ -336,7 +338,7 @@ def _seasonal_naive(period_days: int) -> ModelFunc:
         season = data.steps_per_day * period_days if data.steps_per_day >= 1 else 1
         if season > data.length or season < 1:
             season = 1
-        last = data.filled[:, data.length - season:]
+        last = data.filled[:, data.length - season :]
         return last[:, np.arange(h) % season]
 
     return forecast
@@ -392,7 +394,7 @@ def mstl(data: FitInput, h: int) -> np.ndarray:
     out = np.full((data.n, h), np.nan)
     day = data.steps_per_day
     for row in range(data.n):
-        series = data.filled[row, data.first[row]:]
+        series = data.filled[row, data.first[row] :]
         seasons = [s for s in (day, 7 * day) if s > 1 and len(series) >= 2 * s]
         if len(series) < 3:
             continue

@@ -58,8 +58,15 @@ def epoch_seconds(stamps: pd.Series) -> np.ndarray:
     return result
 
 
-def pivot(codes: np.ndarray, count: int, seconds: np.ndarray, values: np.ndarray, *, step: float,
-          end: pd.Timestamp | None = None) -> tuple[np.ndarray, Grid]:
+def pivot(
+    codes: np.ndarray,
+    count: int,
+    seconds: np.ndarray,
+    values: np.ndarray,
+    *,
+    step: float,
+    end: pd.Timestamp | None = None,
+) -> tuple[np.ndarray, Grid]:
     """Rows (code, time, value) onto a (count x buckets) matrix of bucket means, NaN where empty.
 
     Buckets are aligned to multiples of `step` since the epoch, so hourly buckets start on the hour;
@@ -139,7 +146,7 @@ def block_mean(matrix: np.ndarray, grid: Grid, step: float) -> tuple[np.ndarray,
     slab = max(1, SLAB_POINTS // max(n * factor, 1))
     for first in range(0, coarse_grid.length, slab):
         last = min(first + slab, coarse_grid.length)
-        part = matrix[:, first * factor:last * factor]
+        part = matrix[:, first * factor : last * factor]
         missing = np.isnan(part)
         shape = (n, last - first, factor)
         # Block sums as a matrix product over the short last axis, counts summed as bytes: about twice
@@ -238,7 +245,7 @@ def detect_level_shift(filled: np.ndarray, steps_per_day: int, *, threshold: flo
     days = length // day
     if days < 4 or n == 0:
         return result
-    tail = filled[:, length - days * day:].reshape(n, days, day)
+    tail = filled[:, length - days * day :].reshape(n, days, day)
     missing = np.isnan(tail)
     counts = day - missing.sum(axis=2)
     with warnings.catch_warnings():
@@ -272,8 +279,9 @@ def detect_level_shift(filled: np.ndarray, steps_per_day: int, *, threshold: flo
     return result
 
 
-def recent_level_shift(values: np.ndarray, steps_per_day: int, *, threshold: float = 5.0,
-                       confirm: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def recent_level_shift(
+    values: np.ndarray, steps_per_day: int, *, threshold: float = 5.0, confirm: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
     """A level shift in the last season of each series: (column it starts at or -1, its size).
 
     A pool that lost (or gained) a big tenant a few hours ago: every value since differs from the
@@ -305,7 +313,7 @@ def recent_level_shift(values: np.ndarray, steps_per_day: int, *, threshold: flo
     run = np.maximum(run_up, run_down)
     rows = np.flatnonzero(run >= confirm)
     for row in rows:  # few series at a time have a fresh shift
-        recent = tail[row, lag - run[row]:] - centre[row]
+        recent = tail[row, lag - run[row] :] - centre[row]
         start[row] = length - run[row]
         size[row] = float(np.median(recent))
     return start, size

@@ -33,8 +33,10 @@ class ForecastConfig(StrictModel):
         """Dask needs exactly one of a scheduler address or a local cluster; local needs neither."""
         if self.executor == "dask":
             if (self.dask_scheduler is None) == (self.local_cluster_workers is None):
-                raise ValueError("forecast.executor dask needs exactly one of dask_scheduler (tcp://host:port) "
-                                 "or local_cluster_workers (N)")
+                raise ValueError(
+                    "forecast.executor dask needs exactly one of dask_scheduler (tcp://host:port) "
+                    "or local_cluster_workers (N)"
+                )
             if self.dask_scheduler is not None and not self.dask_scheduler.startswith(("tcp://", "tls://")):
                 raise ValueError(f"forecast.dask_scheduler {self.dask_scheduler!r} is not a tcp:// or tls:// address")
         elif self.dask_scheduler is not None or self.local_cluster_workers is not None:

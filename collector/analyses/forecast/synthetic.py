@@ -77,12 +77,15 @@ def benchmark_specs() -> dict[str, PoolSeriesSpec]:
     """The benchmark's synthetic pool series: each stresses one thing a real pool does."""
     return {
         "growth_daily": PoolSeriesSpec(level=1000, growth_per_day=4, daily_amplitude=60, noise=8, ar=0.6),
-        "growth_weekly": PoolSeriesSpec(level=800, growth_per_day=3, daily_amplitude=40, weekly_amplitude=80,
-                                        noise=6, ar=0.6),
-        "level_shift": PoolSeriesSpec(level=500, growth_per_day=2, daily_amplitude=20, shift_at_day=40,
-                                      shift_size=150, noise=5, ar=0.5),
+        "growth_weekly": PoolSeriesSpec(
+            level=800, growth_per_day=3, daily_amplitude=40, weekly_amplitude=80, noise=6, ar=0.6
+        ),
+        "level_shift": PoolSeriesSpec(
+            level=500, growth_per_day=2, daily_amplitude=20, shift_at_day=40, shift_size=150, noise=5, ar=0.5
+        ),
         "flat_noisy": PoolSeriesSpec(level=300, growth_per_day=0.0, daily_amplitude=10, noise=12, ar=0.8),
         "allocations_steps": PoolSeriesSpec(level=2000, growth_per_day=6, noise=3, ar=0.95),
-        "seasonal_strong": PoolSeriesSpec(level=5000, growth_per_day=10, daily_amplitude=900,
-                                          weekly_amplitude=400, noise=40, ar=0.7),
+        "seasonal_strong": PoolSeriesSpec(
+            level=5000, growth_per_day=10, daily_amplitude=900, weekly_amplitude=400, noise=40, ar=0.7
+        ),
     }

@@ -21,7 +21,12 @@ from collector.contract.schema import FrameSet
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "HEADROOM", "HEADROOM_HOSTS", "RECLAIMABLE", "HeadroomReport", "compute_headroom", "headroom_analysis",
+    "HEADROOM",
+    "HEADROOM_HOSTS",
+    "RECLAIMABLE",
+    "HeadroomReport",
+    "compute_headroom",
+    "headroom_analysis",
     "reclaimable_analysis",
 ]
 
@@ -36,8 +41,11 @@ def headroom_analysis(context: AnalysisContext) -> FrameSet:
         # The per-host breakdown is the only part whose size is hosts x shapes: past the configured limit it is
         # left out here, where the setting lives, so every consumer of the frames (not only /metrics) sees the same.
         if _warned_limit != [len(hosts)]:
-            log.warning("headroom_hosts left out (capacity_headroom_host_slots): %d rows > headroom.host_metrics_limit"
-                        " %d", len(hosts), settings.host_metrics_limit)
+            log.warning(
+                "headroom_hosts left out (capacity_headroom_host_slots): %d rows > headroom.host_metrics_limit %d",
+                len(hosts),
+                settings.host_metrics_limit,
+            )
             _warned_limit[:] = [len(hosts)]
         hosts = hosts.iloc[0:0]
     return {"headroom": report.headroom, "headroom_hosts": hosts}

@@ -50,8 +50,9 @@ def worker_rows(
         if k8s is None:
             continue
         cluster_nodes = nodes[nodes["cloud"] == cluster]
-        node_server = dict(zip(cluster_nodes["host"].astype(str), cluster_nodes["nova_server_id"].astype(str),
-                               strict=True))
+        node_server = dict(
+            zip(cluster_nodes["host"].astype(str), cluster_nodes["nova_server_id"].astype(str), strict=True)
+        )
         known = [sid for sid in node_server.values() if sid in servers.index]
         if not known:
             continue
@@ -68,8 +69,14 @@ def worker_rows(
 
 
 def _rows_for(
-    cluster: str, flavor: str, servers: pd.DataFrame, node_server: Mapping[str, str], openstack: Any, k8s: Any,
-    frames: Mapping[str, pd.DataFrame], now: datetime,
+    cluster: str,
+    flavor: str,
+    servers: pd.DataFrame,
+    node_server: Mapping[str, str],
+    openstack: Any,
+    k8s: Any,
+    frames: Mapping[str, pd.DataFrame],
+    now: datetime,
 ) -> Iterator[dict[str, Any]]:
     table = openstack.table
     known = {f.name: f for f in openstack.flavors}
@@ -77,8 +84,13 @@ def _rows_for(
     requests = base.requests if base else consumer_requests(servers.iloc[0].to_dict(), "openstack")
     constraints = base.constraints if base else VmConstraints()
     project = _mode(servers["project"].dropna().astype(str).tolist())
-    constraints = VmConstraints(constraints.required, constraints.forbidden, constraints.member_of,
-                                constraints.zone, frozenset([project]) if project else None)
+    constraints = VmConstraints(
+        constraints.required,
+        constraints.forbidden,
+        constraints.member_of,
+        constraints.zone,
+        frozenset([project]) if project else None,
+    )
     request = table.request_matrix([requests])
     eligible = vm_eligibility(table, [constraints], openstack.isolation)
     result = slot_matrix(request, table, eligible)
@@ -86,15 +98,29 @@ def _rows_for(
     totals, _ = pool_totals(result, request, table, mask)
     vm_slots = float(totals[0])
     vm_limit = dominant_limit(result, mask, eligible & table.active[None, :], table.resources)[0]
-    common = {"timestamp": now, "layer": "kubernetes", "cloud": cluster, "pool": f"new:{flavor}",
-              "pool_kind": "node_pool", "shape_kind": "worker_vm", "slots_after_failure": math.nan,
-              "failure_domain": None, "shortfall": math.nan}
-    yield {**common, "shape": flavor, "slots": vm_slots, "limiting_resource": vm_limit,
-           "hosts": float((eligible[0] & table.active & mask).sum())}
+    common = {
+        "timestamp": now,
+        "layer": "kubernetes",
+        "cloud": cluster,
+        "pool": f"new:{flavor}",
+        "pool_kind": "node_pool",
+        "shape_kind": "worker_vm",
+        "slots_after_failure": math.nan,
+        "failure_domain": None,
+        "shortfall": math.nan,
+    }
+    yield {
+        **common,
+        "shape": flavor,
+        "slots": vm_slots,
+        "limiting_resource": vm_limit,
+        "hosts": float((eligible[0] & table.active & mask).sum()),
+    }
     worker_ids = set(servers["id"].astype(str))
     position = k8s.table.index()
-    worker_nodes = np.array(sorted(position[n] for n, sid in node_server.items()
-                                   if sid in worker_ids and n in position), dtype=np.int64)
+    worker_nodes = np.array(
+        sorted(position[n] for n, sid in node_server.items() if sid in worker_ids and n in position), dtype=np.int64
+    )
     shapes = k8s.shapes
     if not len(worker_nodes) or not len(shapes):
         return
@@ -108,8 +134,13 @@ def _rows_for(
             counts = np.floor(free[asked] / q[asked] + EPSILON)
             per_node = float(max(counts.min(), 0.0))
             limit = resources[int(asked[np.argmin(counts)])]
-        yield {**common, "shape": shape, "slots": vm_slots * per_node,
-               "limiting_resource": limit if vm_slots > 0 else vm_limit, "hosts": vm_slots}
+        yield {
+            **common,
+            "shape": shape,
+            "slots": vm_slots * per_node,
+            "limiting_resource": limit if vm_slots > 0 else vm_limit,
+            "hosts": vm_slots,
+        }
 
 
 def _template_free(table: Any, workers: np.ndarray, consumers: pd.DataFrame | None) -> tuple[np.ndarray, list[str]]:
@@ -119,8 +150,12 @@ def _template_free(table: Any, workers: np.ndarray, consumers: pd.DataFrame | No
     pinned = np.zeros((len(workers), len(resources)))
     if consumers is not None and len(consumers):
         names = {str(table.names[h]): i for i, h in enumerate(workers)}
-        frame = consumers[(consumers["layer"] == "kubernetes") & (consumers["cloud"] == table.cloud)
-                          & consumers["holds_capacity"].astype(bool) & consumers["host"].astype(str).isin(names)]
+        frame = consumers[
+            (consumers["layer"] == "kubernetes")
+            & (consumers["cloud"] == table.cloud)
+            & consumers["holds_capacity"].astype(bool)
+            & consumers["host"].astype(str).isin(names)
+        ]
         index = {r: j for j, r in enumerate(resources)}
         for record in frame.to_dict("records"):
             if not is_pinned(record):

@@ -77,12 +77,17 @@ _FAILURE_CACHE: dict[tuple[str, str], _CachedFailures] = {}
 """Last N+1 results per (layer, cloud), reused by the daemon's analysis within headroom.failure_interval."""
 
 
-def _reusable(key: tuple[str, str], names: list[str], settings: Any, now: datetime,
-              reuse: bool) -> dict[tuple[str, str], FailureResult] | None:
+def _reusable(
+    key: tuple[str, str], names: list[str], settings: Any, now: datetime, reuse: bool
+) -> dict[tuple[str, str], FailureResult] | None:
     interval = getattr(settings, "failure_interval", None)
     cached = _FAILURE_CACHE.get(key) if reuse and interval is not None else None
-    if (cached is None or interval is None or cached.shapes != tuple(names)
-            or not timedelta(0) <= now - cached.at < interval):
+    if (
+        cached is None
+        or interval is None
+        or cached.shapes != tuple(names)
+        or not timedelta(0) <= now - cached.at < interval
+    ):
         return None
     return cached.results
 
@@ -102,8 +107,9 @@ def _settings(config: Any) -> Any:
     return getattr(config, "headroom", None) or HeadroomConfig()
 
 
-def compute_headroom(frames: Mapping[str, pd.DataFrame], config: Any, now: datetime, *,
-                     reuse_failures: bool = False) -> HeadroomReport:
+def compute_headroom(
+    frames: Mapping[str, pd.DataFrame], config: Any, now: datetime, *, reuse_failures: bool = False
+) -> HeadroomReport:
     """Headroom of every OpenStack cloud and Kubernetes cluster in `frames`.
 
     `reuse_failures` (the daemon's analysis) lets N+1 results younger than `headroom.failure_interval`
@@ -138,8 +144,13 @@ def compute_headroom(frames: Mapping[str, pd.DataFrame], config: Any, now: datet
                 continue  # unknown aggregate holding exactly one AZ's hosts: that AZ's own aggregate
             pools.append(("aggregate", aggregate.name if aggregate else uuid, mask, False))
         pools.append(("cloud", cloud, np.ones(table.size, dtype=bool), True))
-        _remember(("openstack", cloud), state, _pool_rows(rows, state, pools, settings, now, reused), now,
-                  reuse_failures and reused is None)
+        _remember(
+            ("openstack", cloud),
+            state,
+            _pool_rows(rows, state, pools, settings, now, reused),
+            now,
+            reuse_failures and reused is None,
+        )
         if settings.tenant_isolation != "off":
             _isolated_rows(rows, state, aggregates, now)
         host_parts.append(_host_rows(state, now))
@@ -156,8 +167,13 @@ def compute_headroom(frames: Mapping[str, pd.DataFrame], config: Any, now: datet
         states[("kubernetes", cloud)] = state
         pools = [("node_pool", str(pool), table.pools == pool, True) for pool in np.unique(table.pools)]
         pools.append(("cluster", cloud, np.ones(table.size, dtype=bool), True))
-        _remember(("kubernetes", cloud), state, _pool_rows(rows, state, pools, settings, now, reused), now,
-                  reuse_failures and reused is None)
+        _remember(
+            ("kubernetes", cloud),
+            state,
+            _pool_rows(rows, state, pools, settings, now, reused),
+            now,
+            reuse_failures and reused is None,
+        )
         host_parts.append(_host_rows(state, now))
     for values in worker_rows(frames, states, config, now):
         rows.add(**values)
@@ -171,14 +187,19 @@ def compute_headroom(frames: Mapping[str, pd.DataFrame], config: Any, now: datet
     return HeadroomReport(headroom, hosts, states)
 
 
-def _remember(key: tuple[str, str], state: LayerState, results: dict[tuple[str, str], FailureResult],
-              now: datetime, store: bool) -> None:
+def _remember(
+    key: tuple[str, str], state: LayerState, results: dict[tuple[str, str], FailureResult], now: datetime, store: bool
+) -> None:
     if store and results:
         _FAILURE_CACHE[key] = _CachedFailures(now, tuple(state.shapes.names), results)
 
 
 def _pool_rows(
-    rows: _Rows, state: LayerState, pools: list[tuple[str, str, np.ndarray, bool]], settings: Any, now: datetime,
+    rows: _Rows,
+    state: LayerState,
+    pools: list[tuple[str, str, np.ndarray, bool]],
+    settings: Any,
+    now: datetime,
     reused: dict[tuple[str, str], FailureResult] | None = None,
 ) -> dict[tuple[str, str], FailureResult]:
     """Add the rows of every pool; returns the N+1 results computed (or reused), by (pool_kind, pool)."""
@@ -197,8 +218,9 @@ def _pool_rows(
         after: Any = None
         if failure and reused is not None and (kind, name) in reused:
             last = reused[(kind, name)]  # an older evacuation: never more than fits now
-            after = FailureResult(np.minimum(last.slots_after, totals), last.domain, last.shortfall,
-                                  last.shortfall_domain)
+            after = FailureResult(
+                np.minimum(last.slots_after, totals), last.domain, last.shortfall, last.shortfall_domain
+            )
         elif failure and state.classes is not None:
             spans_zones = len({z for z in table.zones[mask] if z}) >= 2
             if kind in ("cloud", "cluster") and not (settings.failure_domain == "zone" and spans_zones):
@@ -209,13 +231,20 @@ def _pool_rows(
                     per_pool.append((totals, after))
         for s, shape in enumerate(shapes.names):
             rows.add(
-                timestamp=now, layer=table.layer, cloud=table.cloud, pool=name, pool_kind=kind, shape=shape,
-                shape_kind=shapes.kind, slots=float(totals[s]),
+                timestamp=now,
+                layer=table.layer,
+                cloud=table.cloud,
+                pool=name,
+                pool_kind=kind,
+                shape=shape,
+                shape_kind=shapes.kind,
+                slots=float(totals[s]),
                 slots_after_failure=float(after.slots_after[s]) if after is not None else math.nan,
                 failure_domain=after.domain[s] if after is not None else None,
                 shortfall=float(after.shortfall[s]) if after is not None else math.nan,
                 shortfall_domain=after.shortfall_domain if after is not None else None,
-                limiting_resource=limits[s], hosts=float(host_counts[s]),
+                limiting_resource=limits[s],
+                hosts=float(host_counts[s]),
             )
         if after is not None:
             results[(kind, name)] = after
@@ -255,10 +284,22 @@ def _isolated_rows(rows: _Rows, state: LayerState, aggregates: Mapping[str, Aggr
                 limits[b] = _shared_resource(table, requests[b], mask) or limits[b]
             counts = usable.sum(axis=1)
             for s, flavor in enumerate(flavors):
-                rows.add(timestamp=now, layer=table.layer, cloud=table.cloud, pool=aggregate.name,
-                         pool_kind="isolated", shape=flavor.name, shape_kind="flavor", slots=float(totals[s]),
-                         slots_after_failure=math.nan, failure_domain=None, shortfall=math.nan,
-                         limiting_resource=limits[s], hosts=float(counts[s]), tenant=tenant)
+                rows.add(
+                    timestamp=now,
+                    layer=table.layer,
+                    cloud=table.cloud,
+                    pool=aggregate.name,
+                    pool_kind="isolated",
+                    shape=flavor.name,
+                    shape_kind="flavor",
+                    slots=float(totals[s]),
+                    slots_after_failure=math.nan,
+                    failure_domain=None,
+                    shortfall=math.nan,
+                    limiting_resource=limits[s],
+                    hosts=float(counts[s]),
+                    tenant=tenant,
+                )
 
 
 def _combine(per_pool: list[tuple[np.ndarray, FailureResult]], totals: np.ndarray) -> FailureResult:
@@ -291,11 +332,15 @@ def _combine(per_pool: list[tuple[np.ndarray, FailureResult]], totals: np.ndarra
                 slots_after[s] = totals[s] - loss[s]
         pool_shortfall = float(result.shortfall[0]) if s_count else 0.0
         if result.shortfall_domain is not None and (
-            pool_shortfall > shortfall or (pool_shortfall == shortfall and shortfall_domain is not None
-                                           and result.shortfall_domain < shortfall_domain)):
+            pool_shortfall > shortfall
+            or (
+                pool_shortfall == shortfall
+                and shortfall_domain is not None
+                and result.shortfall_domain < shortfall_domain
+            )
+        ):
             shortfall, shortfall_domain = pool_shortfall, result.shortfall_domain
-    return FailureResult(np.maximum(slots_after, 0.0), domain, np.full(s_count, shortfall), shortfall_domain,
-                         evaluated)
+    return FailureResult(np.maximum(slots_after, 0.0), domain, np.full(s_count, shortfall), shortfall_domain, evaluated)
 
 
 def _shared_resource(table: HostTable, request: np.ndarray, mask: np.ndarray) -> str | None:
@@ -313,13 +358,15 @@ def _host_rows(state: LayerState, now: datetime) -> pd.DataFrame:
     s_index, h_index = np.nonzero(keep)
     limiting = result.limiting[s_index, h_index]
     resources = np.array([*table.resources, None], dtype=object)
-    return pd.DataFrame({
-        "timestamp": pd.Timestamp(now).as_unit("ns"),
-        "layer": table.layer,
-        "cloud": table.cloud,
-        "pool": table.pools[h_index],
-        "host": table.names[h_index],
-        "shape": np.array(shapes.names, dtype=object)[s_index],
-        "slots": result.slots[s_index, h_index],
-        "limiting_resource": resources[np.where(limiting >= 0, limiting, len(table.resources))],
-    })
+    return pd.DataFrame(
+        {
+            "timestamp": pd.Timestamp(now).as_unit("ns"),
+            "layer": table.layer,
+            "cloud": table.cloud,
+            "pool": table.pools[h_index],
+            "host": table.names[h_index],
+            "shape": np.array(shapes.names, dtype=object)[s_index],
+            "slots": result.slots[s_index, h_index],
+            "limiting_resource": resources[np.where(limiting >= 0, limiting, len(table.resources))],
+        }
+    )

@@ -245,7 +245,8 @@ class _Evacuation:
                 if not asked.any():
                     continue
                 admissible = (q <= table.max_unit[None, cols, r] * (1 + EPSILON)) & (
-                    q >= table.min_unit[None, cols, r] - EPSILON)
+                    q >= table.min_unit[None, cols, r] - EPSILON
+                )
                 with np.errstate(divide="ignore", invalid="ignore"):
                     count = np.floor(self.free[None, cols, r] / q + EPSILON)
                 count = np.where(table.present[None, cols, r] & admissible, count, 0.0)
@@ -381,8 +382,9 @@ def _walk(head: list[int], hosts: np.ndarray) -> Iterator[int]:
         yield from hosts[start : start + 64].tolist()
 
 
-def _slots_on(requests: np.ndarray, table: HostTable, hosts: np.ndarray, free: np.ndarray,
-              before: np.ndarray) -> np.ndarray:
+def _slots_on(
+    requests: np.ndarray, table: HostTable, hosts: np.ndarray, free: np.ndarray, before: np.ndarray
+) -> np.ndarray:
     """(S, n) slots on a few hosts with new free rows; hosts where a shape had no slot keep none."""
     with np.errstate(divide="ignore", invalid="ignore"):
         counts = np.floor(free[None, :, :] / requests[:, None, :] + EPSILON)
@@ -439,7 +441,7 @@ def n_plus_one(
         new = np.zeros_like(old)
         if len(changed):
             free = np.array([changed_rows[h] for h in changed.tolist()])
-            new[:, len(dead):] = _slots_on(requests, table, changed, free, old[:, len(dead):])
+            new[:, len(dead) :] = _slots_on(requests, table, changed, free, old[:, len(dead) :])
         local, via = sums.delta(hosts, old, new)
         bounds = _bounds_with(table, sums, shared_free) if shared_free else sums.bounds
         best.offer(i, sums.totals(local, via, bounds), float(shortfall))
@@ -452,8 +454,9 @@ def n_plus_one(
     rest = _first_receivers(evacuation, candidates, shape_slots, requests, table, mask, before, best)
     rest = _front_receivers(evacuation, candidates, rest, shape_slots, requests, table, mask, before, best)
     bounds_ub = _loss_bounds([candidates[i] for i in rest], shape_slots, classes, evacuation.requests, requests)
-    order = sorted(range(len(rest)),
-                   key=lambda j: (-float((bounds_ub[j] / (before + 1.0)).max(initial=0.0)), best.rank[rest[j]]))
+    order = sorted(
+        range(len(rest)), key=lambda j: (-float((bounds_ub[j] / (before + 1.0)).max(initial=0.0)), best.rank[rest[j]])
+    )
     for j in order:
         i = rest[j]
         if best.seen and not best.could_lower(i, before - bounds_ub[j]):
@@ -493,8 +496,9 @@ class _Best:
         self.after = np.where(better, after, self.after)
         self.by = np.where(better, i, self.by)
         self.by_rank = np.where(better, rank, self.by_rank)
-        if shortfall > self.shortfall or (shortfall == self.shortfall and shortfall > 0
-                                          and rank < self.rank[self.shortfall_by]):
+        if shortfall > self.shortfall or (
+            shortfall == self.shortfall and shortfall > 0 and rank < self.rank[self.shortfall_by]
+        ):
             self.shortfall, self.shortfall_by = shortfall, i
 
     def offer_many(self, indices: np.ndarray, after: np.ndarray) -> None:
@@ -523,13 +527,26 @@ class _Best:
         slots = np.where(self.by >= 0, self.after, before)
         domain = [self.names[i] if i >= 0 else None for i in self.by.tolist()]
         shortfall_domain = self.names[self.shortfall_by] if self.shortfall_by >= 0 else None
-        return FailureResult(np.maximum(slots, 0.0), domain, np.full(len(before), self.shortfall),
-                             shortfall_domain, self.evaluated, self.at_once)
+        return FailureResult(
+            np.maximum(slots, 0.0),
+            domain,
+            np.full(len(before), self.shortfall),
+            shortfall_domain,
+            self.evaluated,
+            self.at_once,
+        )
 
 
-def _first_receivers(evacuation: _Evacuation, candidates: list[tuple[str, np.ndarray]], shape_slots: np.ndarray,
-                     requests: np.ndarray, table: HostTable, mask: np.ndarray, before: np.ndarray,
-                     best: _Best) -> list[int]:
+def _first_receivers(
+    evacuation: _Evacuation,
+    candidates: list[tuple[str, np.ndarray]],
+    shape_slots: np.ndarray,
+    requests: np.ndarray,
+    table: HostTable,
+    mask: np.ndarray,
+    before: np.ndarray,
+    best: _Best,
+) -> list[int]:
     """Evaluate, all at once, the candidates whose consumers each land on their class's first fitting host.
 
     For a lost host h, first-fit decreasing walks each displaced class's fitting hosts in name order;
@@ -584,9 +601,18 @@ FRONT = 16
 """How many of each class's first fitting hosts the lockstep re-placement (`_front_receivers`) follows."""
 
 
-def _front_receivers(evacuation: _Evacuation, candidates: list[tuple[str, np.ndarray]], rest: list[int],
-                     shape_slots: np.ndarray, requests: np.ndarray, table: HostTable, mask: np.ndarray,
-                     before: np.ndarray, best: _Best, chunk: int = 256) -> list[int]:
+def _front_receivers(
+    evacuation: _Evacuation,
+    candidates: list[tuple[str, np.ndarray]],
+    rest: list[int],
+    shape_slots: np.ndarray,
+    requests: np.ndarray,
+    table: HostTable,
+    mask: np.ndarray,
+    before: np.ndarray,
+    best: _Best,
+    chunk: int = 256,
+) -> list[int]:
     """First-fit decreasing for many single-host candidates in lockstep, when the load spills over hosts.
 
     Each class's walk visits its fitting hosts (today's, `fit0` > 0: placing only lowers free room)
@@ -604,7 +630,7 @@ def _front_receivers(evacuation: _Evacuation, candidates: list[tuple[str, np.nda
     if not single or not len(rows):
         return rest
     rows = rows[np.argsort(evacuation.rank[rows], kind="stable")]
-    prefixes = [evacuation.targets[evacuation.row_of[k]][:FRONT + 1] for k in rows]
+    prefixes = [evacuation.targets[evacuation.row_of[k]][: FRONT + 1] for k in rows]
     front = np.unique(np.concatenate(prefixes)) if prefixes else np.zeros(0, np.int64)
     if not len(front):
         return rest
@@ -616,7 +642,7 @@ def _front_receivers(evacuation: _Evacuation, candidates: list[tuple[str, np.nda
     old_front = shape_slots[:, front].T  # (F, S)
     done: list[int] = []
     for start in range(0, len(single), chunk):
-        index = np.array(single[start:start + chunk], dtype=np.int64)
+        index = np.array(single[start : start + chunk], dtype=np.int64)
         hosts = np.array([int(candidates[i][1][0]) for i in index.tolist()], dtype=np.int64)
         n = len(hosts)
         wanted_all = evacuation.counts_of(rows, hosts).T.astype(np.int64)  # (n, K')
@@ -665,8 +691,13 @@ def _front_receivers(evacuation: _Evacuation, candidates: list[tuple[str, np.nda
     return [i for i in rest if i not in finished]
 
 
-def _loss_bounds(candidates: list[tuple[str, np.ndarray]], shape_slots: np.ndarray, classes: ConsumerClasses,
-                 class_requests: np.ndarray, shape_requests: np.ndarray) -> np.ndarray:
+def _loss_bounds(
+    candidates: list[tuple[str, np.ndarray]],
+    shape_slots: np.ndarray,
+    classes: ConsumerClasses,
+    class_requests: np.ndarray,
+    shape_requests: np.ndarray,
+) -> np.ndarray:
     """(candidates, S): most slots each failure can cost each shape.
 
     floor((f - q) / a) >= floor(f / a) - ceil(q / a), so a re-placed consumer of request q takes at
@@ -685,7 +716,11 @@ def _loss_bounds(candidates: list[tuple[str, np.ndarray]], shape_slots: np.ndarr
 
 
 def _candidates(
-    table: HostTable, shapes: ShapeSet, result: SlotResult, classes: ConsumerClasses, mask: np.ndarray,
+    table: HostTable,
+    shapes: ShapeSet,
+    result: SlotResult,
+    classes: ConsumerClasses,
+    mask: np.ndarray,
     domain: str,
 ) -> list[tuple[str, np.ndarray]]:
     """Failure candidates of the pool: hosts with consumers or slots, or zones when the pool spans two."""
@@ -701,12 +736,23 @@ def _candidates(
 def _subtable(table: HostTable, hosts: np.ndarray) -> HostTable:
     """The rows `hosts` of a table (views where numpy allows), for recomputing a few hosts' slots."""
     return HostTable(
-        layer=table.layer, cloud=table.cloud, names=table.names[hosts], pools=table.pools[hosts],
-        zones=table.zones[hosts], active=table.active[hosts], resources=table.resources,
-        allocatable=table.allocatable[hosts], allocated=table.allocated[hosts], present=table.present[hosts],
-        shared=table.shared[hosts], max_unit=table.max_unit[hosts], min_unit=table.min_unit[hosts],
-        step_size=table.step_size[hosts], traits=[table.traits[h] for h in hosts],
-        aggregates=[table.aggregates[h] for h in hosts], taints=[table.taints[h] for h in hosts],
+        layer=table.layer,
+        cloud=table.cloud,
+        names=table.names[hosts],
+        pools=table.pools[hosts],
+        zones=table.zones[hosts],
+        active=table.active[hosts],
+        resources=table.resources,
+        allocatable=table.allocatable[hosts],
+        allocated=table.allocated[hosts],
+        present=table.present[hosts],
+        shared=table.shared[hosts],
+        max_unit=table.max_unit[hosts],
+        min_unit=table.min_unit[hosts],
+        step_size=table.step_size[hosts],
+        traits=[table.traits[h] for h in hosts],
+        aggregates=[table.aggregates[h] for h in hosts],
+        taints=[table.taints[h] for h in hosts],
         shared_providers=table.shared_providers,
     )
 

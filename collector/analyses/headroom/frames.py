@@ -26,29 +26,64 @@ HEADROOM = register(
             C("layer", STRING, "openstack | kubernetes", choices=LAYERS),
             C("cloud", STRING, "Cloud or Kubernetes cluster."),
             C("pool", STRING, "AZ, aggregate name, cloud, node pool or cluster (see pool_kind)."),
-            C("pool_kind", STRING, "What `pool` is: az | aggregate | cloud | node_pool | cluster | isolated (a "
-              "tenant-isolation aggregate, counted for the project in `tenant`).",
-              choices=POOL_KINDS),
+            C(
+                "pool_kind",
+                STRING,
+                "What `pool` is: az | aggregate | cloud | node_pool | cluster | isolated (a "
+                "tenant-isolation aggregate, counted for the project in `tenant`).",
+                choices=POOL_KINDS,
+            ),
             C("shape", STRING, "Flavor name or pod shape name."),
             C("shape_kind", STRING, "flavor | pod_shape | worker_vm", choices=SHAPE_KINDS),
-            C("slots", FLOAT, "How many more of the shape fit if only it were added (integer valued).",
-              non_negative=True),
-            C("slots_after_failure", FLOAT, "N+1: the fewest slots left after any single failure of the pool, its "
-              "consumers re-placed on the survivors (0 after a failure that strands any); NaN when not computed.",
-              nullable=True, non_negative=True),
-            C("failure_domain", STRING, "The host (or zone) whose loss leaves this shape the fewest slots.",
-              nullable=True),
-            C("shortfall", FLOAT, "The most consumers any single failure of the pool leaves without a home "
-              "(the same on every shape of the pool); > 0: the pool is not N+1, whatever its slots.",
-              nullable=True, non_negative=True),
-            C("limiting_resource", STRING, "The resource that bounds the slots on most eligible hosts.",
-              nullable=True),
-            C("hosts", FLOAT, "Hosts eligible for the shape (schedulable, ready, traits/aggregates/taints ok).",
-              non_negative=True),
-            C("shortfall_domain", STRING, "The failure that leaves `shortfall` consumers homeless (first name on "
-              "ties); null when no single failure strands any.", nullable=True),
-            C("tenant", STRING, "Set on the rows of a tenant-isolation aggregate (filter_tenant_id): the project "
-              "the slots are counted for, on that aggregate's hosts only; null on public rows.", nullable=True),
+            C(
+                "slots",
+                FLOAT,
+                "How many more of the shape fit if only it were added (integer valued).",
+                non_negative=True,
+            ),
+            C(
+                "slots_after_failure",
+                FLOAT,
+                "N+1: the fewest slots left after any single failure of the pool, its "
+                "consumers re-placed on the survivors (0 after a failure that strands any); NaN when not computed.",
+                nullable=True,
+                non_negative=True,
+            ),
+            C(
+                "failure_domain",
+                STRING,
+                "The host (or zone) whose loss leaves this shape the fewest slots.",
+                nullable=True,
+            ),
+            C(
+                "shortfall",
+                FLOAT,
+                "The most consumers any single failure of the pool leaves without a home "
+                "(the same on every shape of the pool); > 0: the pool is not N+1, whatever its slots.",
+                nullable=True,
+                non_negative=True,
+            ),
+            C("limiting_resource", STRING, "The resource that bounds the slots on most eligible hosts.", nullable=True),
+            C(
+                "hosts",
+                FLOAT,
+                "Hosts eligible for the shape (schedulable, ready, traits/aggregates/taints ok).",
+                non_negative=True,
+            ),
+            C(
+                "shortfall_domain",
+                STRING,
+                "The failure that leaves `shortfall` consumers homeless (first name on "
+                "ties); null when no single failure strands any.",
+                nullable=True,
+            ),
+            C(
+                "tenant",
+                STRING,
+                "Set on the rows of a tenant-isolation aggregate (filter_tenant_id): the project "
+                "the slots are counted for, on that aggregate's hosts only; null on public rows.",
+                nullable=True,
+            ),
         ),
     )
 )

@@ -69,8 +69,11 @@ def consumer_requests(row: Mapping[str, Any], layer: str) -> dict[str, float]:
     requests = as_dict(row.get("resources"))
     if not requests:
         cpu, memory, disk = (row.get(k) for k in ("cpu", "memory", "disk"))
-        for name, value in (("vcpu" if layer == "openstack" else "cpu", cpu), ("memory", memory),
-                            ("disk" if layer != "kubernetes" else "ephemeral_storage", disk)):
+        for name, value in (
+            ("vcpu" if layer == "openstack" else "cpu", cpu),
+            ("memory", memory),
+            ("disk" if layer != "kubernetes" else "ephemeral_storage", disk),
+        ):
             if value is not None and not pd.isna(value) and float(value) > 0:
                 requests[name] = float(value)
     if layer == "kubernetes":
@@ -181,11 +184,22 @@ class HostTable:
 
     def copy(self) -> HostTable:
         return HostTable(
-            layer=self.layer, cloud=self.cloud, names=self.names.copy(), pools=self.pools.copy(),
-            zones=self.zones.copy(), active=self.active.copy(), resources=list(self.resources),
-            allocatable=self.allocatable.copy(), allocated=self.allocated.copy(), present=self.present.copy(),
-            shared=self.shared.copy(), max_unit=self.max_unit.copy(), min_unit=self.min_unit.copy(),
-            step_size=self.step_size.copy(), traits=list(self.traits), aggregates=list(self.aggregates),
+            layer=self.layer,
+            cloud=self.cloud,
+            names=self.names.copy(),
+            pools=self.pools.copy(),
+            zones=self.zones.copy(),
+            active=self.active.copy(),
+            resources=list(self.resources),
+            allocatable=self.allocatable.copy(),
+            allocated=self.allocated.copy(),
+            present=self.present.copy(),
+            shared=self.shared.copy(),
+            max_unit=self.max_unit.copy(),
+            min_unit=self.min_unit.copy(),
+            step_size=self.step_size.copy(),
+            traits=list(self.traits),
+            aggregates=list(self.aggregates),
             taints=list(self.taints),
             shared_providers={k: SharedProvider(**v.__dict__) for k, v in self.shared_providers.items()},
         )
@@ -223,8 +237,9 @@ def build_host_tables(frames: Mapping[str, pd.DataFrame], layer: str) -> dict[st
         hosts = hosts[hosts["layer"] == layer]
         clouds |= set(hosts["cloud"].astype(str))
     if consumers is not None:
-        consumers = consumers[(consumers["layer"] == layer) & consumers["holds_capacity"].astype(bool)
-                              & consumers["host"].notna()]
+        consumers = consumers[
+            (consumers["layer"] == layer) & consumers["holds_capacity"].astype(bool) & consumers["host"].notna()
+        ]
     return {
         cloud: _build_table(
             layer,
@@ -238,7 +253,10 @@ def build_host_tables(frames: Mapping[str, pd.DataFrame], layer: str) -> dict[st
 
 
 def _build_table(
-    layer: str, cloud: str, capacity: pd.DataFrame | None, hosts: pd.DataFrame | None,
+    layer: str,
+    cloud: str,
+    capacity: pd.DataFrame | None,
+    hosts: pd.DataFrame | None,
     consumers: pd.DataFrame | None,
 ) -> HostTable:
     host_rows = capacity[capacity["scope"] == "host"] if capacity is not None else None
@@ -277,8 +295,11 @@ def _build_table(
         unknown[hi, ri] = np.isnan(values)
         allocated[hi, ri] = np.nan_to_num(values, nan=0.0)
         present[hi, ri] = True
-        for column, target, default in (("max_unit", max_unit, np.inf), ("min_unit", min_unit, 0.0),
-                                        ("step_size", step_size, 0.0)):
+        for column, target, default in (
+            ("max_unit", max_unit, np.inf),
+            ("min_unit", min_unit, 0.0),
+            ("step_size", step_size, 0.0),
+        ):
             data = host_rows[column].to_numpy(dtype=float, na_value=np.nan)
             target[hi, ri] = np.where(np.isnan(data), default, data)
     if unknown.any() and consumers is not None:
@@ -290,8 +311,9 @@ def _build_table(
     aggregates: list[frozenset[str]] = [frozenset()] * h
     taints: list[tuple[str, ...]] = [()] * h
     if hosts is not None:
-        records = fast_records(hosts.drop_duplicates("host"),
-                               ("host", "schedulable", "ready", "zone", "traits", "aggregates", "taints"))
+        records = fast_records(
+            hosts.drop_duplicates("host"), ("host", "schedulable", "ready", "zone", "traits", "aggregates", "taints")
+        )
         for record in records:
             i = position[str(record["host"])]
             active[i] = bool(record["schedulable"]) and bool(record["ready"])
@@ -300,10 +322,23 @@ def _build_table(
             aggregates[i] = frozenset(str(a) for a in as_list(record.get("aggregates")))
             taints[i] = tuple(str(t) for t in as_list(record.get("taints")))
     table = HostTable(
-        layer=layer, cloud=cloud, names=np.array(names, dtype=object), pools=pools, zones=zones, active=active,
-        resources=resources, allocatable=allocatable, allocated=allocated, present=present,
-        shared=np.zeros((h, r), dtype=bool), max_unit=max_unit, min_unit=min_unit, step_size=step_size,
-        traits=traits, aggregates=aggregates, taints=taints,
+        layer=layer,
+        cloud=cloud,
+        names=np.array(names, dtype=object),
+        pools=pools,
+        zones=zones,
+        active=active,
+        resources=resources,
+        allocatable=allocatable,
+        allocated=allocated,
+        present=present,
+        shared=np.zeros((h, r), dtype=bool),
+        max_unit=max_unit,
+        min_unit=min_unit,
+        step_size=step_size,
+        traits=traits,
+        aggregates=aggregates,
+        taints=taints,
     )
     if pool_rows is not None and len(pool_rows):
         _attach_shared_providers(table, pool_rows)
@@ -311,8 +346,12 @@ def _build_table(
 
 
 def _fill_unknown_allocations(
-    allocated: np.ndarray, unknown: np.ndarray, consumers: pd.DataFrame, layer: str,
-    position: dict[str, int], r_pos: dict[str, int],
+    allocated: np.ndarray,
+    unknown: np.ndarray,
+    consumers: pd.DataFrame,
+    layer: str,
+    position: dict[str, int],
+    r_pos: dict[str, int],
 ) -> None:
     for record in fast_records(consumers, ("host", "resources", "cpu", "memory", "disk")):
         i = position.get(str(record["host"]))
@@ -364,8 +403,9 @@ class SlotResult:
     """(S, H): the shape draws at least one resource on this host from a pool-level provider."""
 
 
-def slot_matrix(requests: np.ndarray, table: HostTable, eligible: np.ndarray,
-                free: np.ndarray | None = None) -> SlotResult:
+def slot_matrix(
+    requests: np.ndarray, table: HostTable, eligible: np.ndarray, free: np.ndarray | None = None
+) -> SlotResult:
     """Slots per shape and host: min over requested resources of floor(free / request).
 
     A request above the host's max_unit (or below min_unit, or off the step_size) fits nowhere on that
@@ -402,7 +442,10 @@ def slot_matrix(requests: np.ndarray, table: HostTable, eligible: np.ndarray,
 
 
 def pool_totals(
-    result: SlotResult, requests: np.ndarray, table: HostTable, mask: np.ndarray,
+    result: SlotResult,
+    requests: np.ndarray,
+    table: HostTable,
+    mask: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Total slots per shape over the hosts in `mask`, each host counted once, pool bounds applied.
 
@@ -421,10 +464,9 @@ def pool_totals(
         local = np.where(shared, 0.0, slots).sum(axis=1)
         via_shared = np.where(shared, slots, 0.0).sum(axis=1)
         if shared.any():
-            bounds = np.array([
-                table.shared_bound(str(pool), requests[s]) if shared[s].any() else math.inf
-                for s in range(s_count)
-            ])
+            bounds = np.array(
+                [table.shared_bound(str(pool), requests[s]) if shared[s].any() else math.inf for s in range(s_count)]
+            )
             binds |= bounds < via_shared
             via_shared = np.minimum(via_shared, bounds)
         totals += local + np.where(np.isinf(via_shared), 0.0, via_shared)

@@ -121,8 +121,12 @@ def common_shapes(table: HostTable, consumers: pd.DataFrame | None, top: int) ->
     """The `top` most common owners' pods on this cluster, with their median requests."""
     if consumers is None or consumers.empty or top <= 0:
         return []
-    frame = consumers[(consumers["layer"] == "kubernetes") & (consumers["cloud"] == table.cloud)
-                      & consumers["holds_capacity"].astype(bool) & consumers["flavor"].notna()]
+    frame = consumers[
+        (consumers["layer"] == "kubernetes")
+        & (consumers["cloud"] == table.cloud)
+        & consumers["holds_capacity"].astype(bool)
+        & consumers["flavor"].notna()
+    ]
     if frame.empty:
         return []
     owners = frame["flavor"].astype(str)
@@ -158,8 +162,11 @@ def pod_classes(table: HostTable, consumers: pd.DataFrame | None) -> ConsumerCla
     taints_by_owner: dict[str, set[str]] = {}
     tainted = {str(table.names[h]): table.taints[h] for h in range(table.size) if table.taints[h]}
     if consumers is not None and not consumers.empty and tainted:
-        frame = consumers[(consumers["layer"] == "kubernetes") & (consumers["cloud"] == table.cloud)
-                          & consumers["host"].isin(list(tainted))]
+        frame = consumers[
+            (consumers["layer"] == "kubernetes")
+            & (consumers["cloud"] == table.cloud)
+            & consumers["host"].isin(list(tainted))
+        ]
         pairs = set(zip(frame["flavor"].fillna("").astype(str), frame["host"].astype(str), strict=True))
         for owner_name, host in pairs:
             taints_by_owner.setdefault(owner_name, set()).update(tainted[host])
@@ -176,8 +183,9 @@ def pod_classes(table: HostTable, consumers: pd.DataFrame | None) -> ConsumerCla
         return ~pinned
 
     def eligibility(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        specs = [PodShapeSpec(owner(r), {}, tolerated_taints=frozenset(taints_by_owner.get(owner(r), ())))
-                 for r in records]
+        specs = [
+            PodShapeSpec(owner(r), {}, tolerated_taints=frozenset(taints_by_owner.get(owner(r), ()))) for r in records
+        ]
         return pod_eligibility(table, specs)
 
     return consumer_classes(table, consumers, movable=movable, class_key=key, eligibility=eligibility)

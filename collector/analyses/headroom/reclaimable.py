@@ -46,8 +46,7 @@ def reclaimable_frame(frames: Mapping[str, pd.DataFrame], history: Any, settings
         parts.append(idle_vms(vms, usage, settings, now))
     pods = consumers[consumers["layer"] == "kubernetes"]
     for cluster in sorted(set(pods["cloud"].astype(str))):  # one cluster's usage in memory at a time
-        usage = history.consumer_usage(layer="kubernetes", cloud=cluster, start=now - settings.reclaim_window,
-                                       end=now)
+        usage = history.consumer_usage(layer="kubernetes", cloud=cluster, start=now - settings.reclaim_window, end=now)
         parts.append(overrequested_pods(pods[pods["cloud"] == cluster], usage, settings))
     parts = [p for p in parts if len(p)]
     if not parts:
@@ -79,8 +78,16 @@ def idle_vms(vms: pd.DataFrame, usage: pd.DataFrame, settings: Any, now: datetim
     rows = []
     for record in vms[vms["id"].astype(str).isin(idle.index.astype(str))].to_dict("records"):
         for resource, amount in consumer_requests(record, "openstack").items():
-            rows.append({"layer": "openstack", "cloud": record["cloud"], "pool": record["pool"],
-                         "id": record["id"], "resource": resource, "amount": amount})
+            rows.append(
+                {
+                    "layer": "openstack",
+                    "cloud": record["cloud"],
+                    "pool": record["pool"],
+                    "id": record["id"],
+                    "resource": resource,
+                    "amount": amount,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -96,8 +103,12 @@ def overrequested_pods(pods: pd.DataFrame, usage: pd.DataFrame, settings: Any) -
     need = by_hour.groupby(level=["cloud", "project", "flavor"]).agg(
         cpu_hours=("cpu", "count"),
         memory_hours=("memory", "count"),
-        cpu=("cpu", lambda v: float(np.nanpercentile(v.to_numpy(), settings.reclaim_cpu_percentile))
-             if v.notna().any() else np.nan),
+        cpu=(
+            "cpu",
+            lambda v: (
+                float(np.nanpercentile(v.to_numpy(), settings.reclaim_cpu_percentile)) if v.notna().any() else np.nan
+            ),
+        ),
         memory=("memory", "max"),
     )
     enough = settings.min_coverage * hours
@@ -112,14 +123,23 @@ def overrequested_pods(pods: pd.DataFrame, usage: pd.DataFrame, settings: Any) -
         if workload["cpu_hours"] >= enough and not np.isnan(workload["cpu"]):
             wanted["cpu"] = max(float(workload["cpu"]), settings.reclaim_cpu_floor)
         if workload["memory_hours"] >= enough and not np.isnan(workload["memory"]):
-            wanted["memory"] = max(float(workload["memory"]) * settings.reclaim_memory_margin,
-                                   settings.reclaim_memory_floor)
+            wanted["memory"] = max(
+                float(workload["memory"]) * settings.reclaim_memory_margin, settings.reclaim_memory_floor
+            )
         for resource, need_amount in wanted.items():
             request = requested[resource]
             if request is None or pd.isna(request):
                 continue
             excess = float(request) - need_amount
             if excess > 0:
-                rows.append({"layer": "kubernetes", "cloud": record["cloud"], "pool": record["pool"],
-                             "id": record["id"], "resource": resource, "amount": excess})
+                rows.append(
+                    {
+                        "layer": "kubernetes",
+                        "cloud": record["cloud"],
+                        "pool": record["pool"],
+                        "id": record["id"],
+                        "resource": resource,
+                        "amount": excess,
+                    }
+                )
     return pd.DataFrame(rows)

@@ -73,13 +73,17 @@ def request_table(frame: pd.DataFrame, layer: str) -> pd.DataFrame:
     """
     values = frame["resources"].tolist() if "resources" in frame.columns else [None] * len(frame)
     has_dict = np.fromiter((isinstance(v, dict) and bool(v) for v in values), dtype=bool, count=len(values))
-    table = pd.DataFrame.from_records([v if ok else {} for v, ok in zip(values, has_dict, strict=True)],
-                                      index=frame.index)
+    table = pd.DataFrame.from_records(
+        [v if ok else {} for v, ok in zip(values, has_dict, strict=True)], index=frame.index
+    )
     table = table.apply(pd.to_numeric, errors="coerce") if len(table.columns) else table
     table.columns = [str(c) for c in table.columns]
     if (~has_dict).any():
-        names = {"cpu": "vcpu" if layer == "openstack" else "cpu", "memory": "memory",
-                 "disk": "ephemeral_storage" if layer == "kubernetes" else "disk"}
+        names = {
+            "cpu": "vcpu" if layer == "openstack" else "cpu",
+            "memory": "memory",
+            "disk": "ephemeral_storage" if layer == "kubernetes" else "disk",
+        }
         for column, name in names.items():
             if column not in frame.columns:
                 continue
@@ -108,12 +112,22 @@ def consumer_classes(
     are interchangeable (same request and pool are added here); `eligibility(representatives)`
     returns the (K, H) host mask for one representative record per class.
     """
-    empty = ConsumerClasses(np.zeros((0, len(table.resources))), np.zeros((0, table.size), dtype=bool),
-                            np.zeros((0, table.size), dtype=np.int64), np.array([], dtype=object), [], [])
+    empty = ConsumerClasses(
+        np.zeros((0, len(table.resources))),
+        np.zeros((0, table.size), dtype=bool),
+        np.zeros((0, table.size), dtype=np.int64),
+        np.array([], dtype=object),
+        [],
+        [],
+    )
     if consumers is None or consumers.empty:
         return empty
-    frame = consumers[(consumers["layer"] == table.layer) & (consumers["cloud"] == table.cloud)
-                      & consumers["holds_capacity"].astype(bool) & consumers["host"].notna()]
+    frame = consumers[
+        (consumers["layer"] == table.layer)
+        & (consumers["cloud"] == table.cloud)
+        & consumers["holds_capacity"].astype(bool)
+        & consumers["host"].notna()
+    ]
     if frame.empty:
         return empty
     hosts = frame["host"].astype(str).map(table.index()).to_numpy(dtype=float, na_value=np.nan)
@@ -128,8 +142,7 @@ def consumer_classes(
         return empty
     requests = requests.loc[:, (requests > 0).any(axis=0)]
     pools = table.pools[hosts]
-    grouping = requests.assign(_key=pd.Series(class_key(frame), index=frame.index, dtype=object).map(repr),
-                               _pool=pools)
+    grouping = requests.assign(_key=pd.Series(class_key(frame), index=frame.index, dtype=object).map(repr), _pool=pools)
     codes = grouping.groupby(list(grouping.columns), sort=False).ngroup().to_numpy()
     k_count = int(codes.max()) + 1 if len(codes) else 0
     counts = np.zeros((k_count, table.size), dtype=np.int64)
@@ -137,13 +150,19 @@ def consumer_classes(
     first = np.unique(codes, return_index=True)[1]
     representatives = fast_records(frame.iloc[first], _CLASS_COLUMNS)
     firsts = requests.iloc[first]
-    matrix = table.request_matrix([{r: float(a) for r, a in row.items() if a > 0}
-                                   for row in firsts.to_dict("records")])
+    matrix = table.request_matrix([{r: float(a) for r, a in row.items() if a > 0} for row in firsts.to_dict("records")])
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(k_count + 1))
     labels_all, hosts_all = frame.index.to_numpy()[order], hosts[order]
-    members = [list(zip(labels_all[bounds[k]:bounds[k + 1]].tolist(), hosts_all[bounds[k]:bounds[k + 1]].tolist(),
-                        strict=True)) for k in range(k_count)]
+    members = [
+        list(
+            zip(
+                labels_all[bounds[k] : bounds[k + 1]].tolist(),
+                hosts_all[bounds[k] : bounds[k + 1]].tolist(),
+                strict=True,
+            )
+        )
+        for k in range(k_count)
+    ]
     labels = [str(r.get("flavor") or "?") for r in representatives]
-    return ConsumerClasses(matrix, eligibility(representatives), counts, pools[first].astype(object), labels,
-                           members)
+    return ConsumerClasses(matrix, eligibility(representatives), counts, pools[first].astype(object), labels, members)

@@ -73,9 +73,7 @@ class Isolation:
         for project in projects:
             allowed = everywhere
             if check_hosts:
-                allowed = ~isolated | np.array(
-                    [t is not None and project in t for t in self.host_tenants], dtype=bool
-                )
+                allowed = ~isolated | np.array([t is not None and project in t for t in self.host_tenants], dtype=bool)
             if check_tenants and project in self.tenant_hosts:
                 allowed = allowed & self.tenant_hosts[project]
             result |= allowed
@@ -104,8 +102,12 @@ def read_aggregates(frames: Mapping[str, pd.DataFrame], cloud: str) -> dict[str,
         name = record.get("aggregate", record.get("name"))
         zone = record.get("zone")
         zone = zone if isinstance(zone, str) and zone else metadata.get("availability_zone")
-        out[uuid] = Aggregate(uuid, str(name) if isinstance(name, str) and name else uuid,
-                              str(zone) if isinstance(zone, str) and zone else None, frozenset(tenants))
+        out[uuid] = Aggregate(
+            uuid,
+            str(name) if isinstance(name, str) and name else uuid,
+            str(zone) if isinstance(zone, str) and zone else None,
+            frozenset(tenants),
+        )
     return out
 
 
@@ -188,13 +190,19 @@ def read_flavors(frames: Mapping[str, pd.DataFrame], cloud: str) -> list[Flavor]
         projects = None
         if not bool(record.get("is_public", True)):
             projects = frozenset(str(p) for p in as_list(record.get("projects")))
-        out.append(Flavor(name, requests, VmConstraints(
-            required=frozenset(str(t) for t in as_list(record.get("required_traits"))),
-            forbidden=frozenset(str(t) for t in as_list(record.get("forbidden_traits"))),
-            member_of=frozenset(str(a) for a in as_list(record.get("member_of"))),
-            zone=str(zone) if isinstance(zone, str) and zone else None,
-            projects=projects,
-        )))
+        out.append(
+            Flavor(
+                name,
+                requests,
+                VmConstraints(
+                    required=frozenset(str(t) for t in as_list(record.get("required_traits"))),
+                    forbidden=frozenset(str(t) for t in as_list(record.get("forbidden_traits"))),
+                    member_of=frozenset(str(a) for a in as_list(record.get("member_of"))),
+                    zone=str(zone) if isinstance(zone, str) and zone else None,
+                    projects=projects,
+                ),
+            )
+        )
     return out
 
 
@@ -205,8 +213,9 @@ def flavor_shapes(table: HostTable, flavors: Iterable[Flavor], isolation: Isolat
     return ShapeSet([f.name for f in flavors], "flavor", requests, eligible)
 
 
-def vm_classes(table: HostTable, consumers: pd.DataFrame | None, flavors: Iterable[Flavor],
-               isolation: Isolation) -> ConsumerClasses:
+def vm_classes(
+    table: HostTable, consumers: pd.DataFrame | None, flavors: Iterable[Flavor], isolation: Isolation
+) -> ConsumerClasses:
     """The cloud's VMs grouped for re-placement: same flavor, project and size go together."""
     by_name = {f.name: f.constraints for f in flavors}
     # A project named in no isolation aggregate goes where any tenant goes: one class for all of them.
@@ -230,5 +239,6 @@ def vm_classes(table: HostTable, consumers: pd.DataFrame | None, flavors: Iterab
             constraints.append(VmConstraints(base.required, base.forbidden, base.member_of, base.zone, projects))
         return vm_eligibility(table, constraints, isolation)
 
-    return consumer_classes(table, consumers, movable=lambda f: np.ones(len(f), dtype=bool), class_key=key,
-                            eligibility=eligibility)
+    return consumer_classes(
+        table, consumers, movable=lambda f: np.ones(len(f), dtype=bool), class_key=key, eligibility=eligibility
+    )

@@ -191,13 +191,11 @@ def _add_hosts(frames: FrameSet, scenario: AddHosts, effect: Effect) -> FrameSet
         if name in existing:
             continue
         made += 1
-        copy = template.assign(host=name, allocated=np.where(template["allocated"].isna(), np.nan, 0.0),
-                               used=np.nan)
+        copy = template.assign(host=name, allocated=np.where(template["allocated"].isna(), np.nan, 0.0), used=np.nan)
         new_capacity.append(copy)
         if hosts is not None:
             rows = hosts[hosts["host"].astype(str) == scenario.like]
-            new_hosts.append(rows.assign(host=name, host_id=None, nova_server_id=None, schedulable=True,
-                                         ready=True))
+            new_hosts.append(rows.assign(host=name, host_id=None, nova_server_id=None, schedulable=True, ready=True))
     for record in template[template["scope"] == "host"].to_dict("records"):
         key = (str(record["layer"]), str(record["cloud"]), str(record["pool"]), str(record["resource"]))
         effect.capacity_delta[key] += scenario.count * float(record["allocatable"])
@@ -218,8 +216,9 @@ def _concat(parts: list[pd.DataFrame], like: pd.DataFrame) -> pd.DataFrame:
 
 def _signature(capacity: pd.DataFrame, layer: str, host: str) -> tuple[tuple[str, float], ...]:
     rows = capacity[(capacity["layer"] == layer) & (capacity["host"].astype(str) == host)]
-    return tuple(sorted((str(r), round(float(a), 3)) for r, a in zip(rows["resource"], rows["allocatable"],
-                                                                      strict=True)))
+    return tuple(
+        sorted((str(r), round(float(a), 3)) for r, a in zip(rows["resource"], rows["allocatable"], strict=True))
+    )
 
 
 def _remove_hosts(frames: FrameSet, scenario: RemoveHosts, effect: Effect, config: Any) -> FrameSet:
@@ -231,8 +230,12 @@ def _remove_hosts(frames: FrameSet, scenario: RemoveHosts, effect: Effect, confi
     mine = capacity[(capacity["layer"] == layer) & (capacity["host"].astype(str) == scenario.like)]
     cloud, pool = str(mine["cloud"].iloc[0]), str(mine["pool"].iloc[0])
     wanted = _signature(capacity, layer, scenario.like)
-    peers = capacity[(capacity["layer"] == layer) & (capacity["cloud"] == cloud) & (capacity["pool"] == pool)
-                     & (capacity["scope"] == "host")]
+    peers = capacity[
+        (capacity["layer"] == layer)
+        & (capacity["cloud"] == cloud)
+        & (capacity["pool"] == pool)
+        & (capacity["scope"] == "host")
+    ]
     candidates = []
     for host, rows in peers.groupby(peers["host"].astype(str)):
         if host != scenario.like and _signature(capacity, layer, host) == wanted:
@@ -289,8 +292,9 @@ def _evacuate(frames: FrameSet, layer: str, cloud: str, removed: set[str], effec
     return _move(frames, table, classes, moves, effect)
 
 
-def _move(frames: FrameSet, table: HostTable, classes: ConsumerClasses, moves: Mapping[Any, str | None],
-          effect: Effect) -> FrameSet:
+def _move(
+    frames: FrameSet, table: HostTable, classes: ConsumerClasses, moves: Mapping[Any, str | None], effect: Effect
+) -> FrameSet:
     consumers = frames["consumers"].copy()
     capacity = frames["capacity"].copy()
     delta: dict[tuple[str, str], float] = defaultdict(float)
@@ -306,8 +310,9 @@ def _move(frames: FrameSet, table: HostTable, classes: ConsumerClasses, moves: M
             homeless.append(label)
             for resource, amount in requests.items():
                 effect.demand_delta[(table.layer, table.cloud, str(record["pool"]), resource)] -= amount
-            _mirror_to_hypervisor(frames, effect, table.layer, table.cloud, [str(record["host"])],
-                                  {r: -a for r, a in requests.items()})
+            _mirror_to_hypervisor(
+                frames, effect, table.layer, table.cloud, [str(record["host"])], {r: -a for r, a in requests.items()}
+            )
         else:
             consumers.loc[label, "host"] = target
     _shift_allocated(capacity, table, delta)
@@ -333,15 +338,15 @@ def _shift_allocated(capacity: pd.DataFrame, table: HostTable, delta: Mapping[tu
 # --- demand ---------------------------------------------------------------------------------------
 
 
-def _add_consumers(frames: FrameSet, scenario: AddConsumers, effect: Effect, config: Any,
-                   now: datetime) -> FrameSet:
+def _add_consumers(frames: FrameSet, scenario: AddConsumers, effect: Effect, config: Any, now: datetime) -> FrameSet:
     report = compute_headroom(frames, _without_failure(config), now)
     found = [key for key, state in sorted(report.states.items()) if scenario.shape in state.shapes.names]
     if not found:
         names = sorted({n for state in report.states.values() for n in state.shapes.names})
         sample = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
-        raise ScenarioError(f"{scenario}: no flavor or pod shape named {scenario.shape!r}"
-                            + (f" (known: {sample})" if names else ""))
+        raise ScenarioError(
+            f"{scenario}: no flavor or pod shape named {scenario.shape!r}" + (f" (known: {sample})" if names else "")
+        )
     layer, cloud = found[0]
     if len(found) > 1:
         effect.notes.append(f"{scenario.shape} exists in {len(found)} places; added to {layer} {cloud}")
@@ -349,8 +354,13 @@ def _add_consumers(frames: FrameSet, scenario: AddConsumers, effect: Effect, con
     table, shapes = state.table, state.shapes
     s = shapes.names.index(scenario.shape)
     request = shapes.requests[s : s + 1]
-    one = ConsumerClasses(request, shapes.eligible[s : s + 1], np.zeros((1, table.size), dtype=np.int64),
-                          np.array([""], dtype=object), [scenario.shape])
+    one = ConsumerClasses(
+        request,
+        shapes.eligible[s : s + 1],
+        np.zeros((1, table.size), dtype=np.int64),
+        np.array([""], dtype=object),
+        [scenario.shape],
+    )
     outcome = replace_consumers(table, one, np.array([scenario.count]), np.ones(table.size, dtype=bool))
     placed = outcome.placed[0]
     consumers = frames["consumers"]
@@ -362,8 +372,18 @@ def _add_consumers(frames: FrameSet, scenario: AddConsumers, effect: Effect, con
     for h in np.flatnonzero(placed):
         for _ in range(int(placed[h])):
             serial += 1
-            rows.append(_consumer_row(consumers, layer, cloud, str(table.pools[h]), str(table.names[h]),
-                                      f"whatif-{scenario.shape}-{serial}", scenario.shape, requests))
+            rows.append(
+                _consumer_row(
+                    consumers,
+                    layer,
+                    cloud,
+                    str(table.pools[h]),
+                    str(table.names[h]),
+                    f"whatif-{scenario.shape}-{serial}",
+                    scenario.shape,
+                    requests,
+                )
+            )
             for resource, amount in requests.items():
                 if not table.shared[h, table.resources.index(resource)]:
                     delta[(str(table.names[h]), resource)] += amount
@@ -373,8 +393,13 @@ def _add_consumers(frames: FrameSet, scenario: AddConsumers, effect: Effect, con
     for (pool, resource), left in outcome.shared_free.items():
         used_now = table.shared_providers[(pool, resource)].free - left
         if used_now > 0:
-            match = ((capacity["layer"] == layer) & (capacity["cloud"] == cloud) & (capacity["scope"] == "pool")
-                     & (capacity["pool"] == pool) & (capacity["resource"] == resource))
+            match = (
+                (capacity["layer"] == layer)
+                & (capacity["cloud"] == cloud)
+                & (capacity["scope"] == "pool")
+                & (capacity["pool"] == pool)
+                & (capacity["resource"] == resource)
+            )
             first = capacity.index[match][:1]
             capacity.loc[first, "allocated"] = capacity.loc[first, "allocated"].fillna(0.0) + used_now
     unplaced = int(outcome.unplaced[0])
@@ -397,8 +422,9 @@ def placed_hosts(table: HostTable, placed: np.ndarray) -> list[str]:
     return [str(table.names[h]) for h in np.flatnonzero(placed) for _ in range(int(placed[h]))]
 
 
-def _mirror_to_hypervisor(frames: FrameSet, effect: Effect, layer: str, cloud: str, hosts: list[str],
-                          requests: Mapping[str, float]) -> None:
+def _mirror_to_hypervisor(
+    frames: FrameSet, effect: Effect, layer: str, cloud: str, hosts: list[str], requests: Mapping[str, float]
+) -> None:
     """VMs added (or left homeless) in OpenStack also load (or leave) the hypervisors they run on.
 
     The libvirt layer of the same host (same cloud and name) gets the VM's vCPUs and memory as demand
@@ -437,16 +463,30 @@ def _without_failure(config: Any) -> Any:
     return config.model_copy(update={"headroom": settings.model_copy(update={"n_plus_one": False})})
 
 
-def _consumer_row(like: pd.DataFrame, layer: str, cloud: str, pool: str, host: str, cid: str, shape: str,
-                  requests: dict[str, float]) -> dict[str, Any]:
+def _consumer_row(
+    like: pd.DataFrame, layer: str, cloud: str, pool: str, host: str, cid: str, shape: str, requests: dict[str, float]
+) -> dict[str, Any]:
     cpu = requests.get("vcpu", requests.get("pcpu", requests.get("cpu")))
     row: dict[str, Any] = {column: None for column in like.columns}
-    row.update({
-        "timestamp": like["timestamp"].max() if len(like) else pd.Timestamp.now(tz="UTC"),
-        "source": "what-if", "layer": layer, "cloud": cloud, "pool": pool, "host": host, "id": cid,
-        "name": cid, "state": "planned", "holds_capacity": True, "flavor": shape, "cpu": cpu,
-        "memory": requests.get("memory"), "disk": requests.get("disk"), "resources": dict(requests),
-    })
+    row.update(
+        {
+            "timestamp": like["timestamp"].max() if len(like) else pd.Timestamp.now(tz="UTC"),
+            "source": "what-if",
+            "layer": layer,
+            "cloud": cloud,
+            "pool": pool,
+            "host": host,
+            "id": cid,
+            "name": cid,
+            "state": "planned",
+            "holds_capacity": True,
+            "flavor": shape,
+            "cpu": cpu,
+            "memory": requests.get("memory"),
+            "disk": requests.get("disk"),
+            "resources": dict(requests),
+        }
+    )
     for column in ("cpu_limit", "memory_limit", "cpu_used", "memory_used", "cpu_time_seconds"):
         row[column] = np.nan
     return row
@@ -470,8 +510,15 @@ def shift_series(series: pd.DataFrame, effects: list[Effect]) -> pd.DataFrame:
     if series.empty:
         return series
     out = series.copy()
-    key = (out["layer"].astype(str) + "\x1f" + out["cloud"].astype(str) + "\x1f" + out["pool"].astype(str)
-           + "\x1f" + out["resource"].astype(str))
+    key = (
+        out["layer"].astype(str)
+        + "\x1f"
+        + out["cloud"].astype(str)
+        + "\x1f"
+        + out["pool"].astype(str)
+        + "\x1f"
+        + out["resource"].astype(str)
+    )
     capacity: dict[str, float] = defaultdict(float)
     demand: dict[str, float] = defaultdict(float)
     known_share: dict[str, float] = {}
@@ -515,8 +562,13 @@ class WhatIfResult:
 
 
 def run_whatif(
-    frames: FrameSet, scenarios: list[Scenario], config: Any, now: datetime, history: Any = None,
-    horizon: timedelta = timedelta(days=180), lookback: timedelta = timedelta(days=56),
+    frames: FrameSet,
+    scenarios: list[Scenario],
+    config: Any,
+    now: datetime,
+    history: Any = None,
+    horizon: timedelta = timedelta(days=180),
+    lookback: timedelta = timedelta(days=56),
 ) -> WhatIfResult:
     """Headroom and exhaustion dates before and after the scenarios."""
     before = compute_headroom(frames, config, now)

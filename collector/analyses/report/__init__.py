@@ -48,9 +48,21 @@ from collector.analyses.report.status import (
 from collector.contract.schema import FrameSet
 
 __all__ = [
-    "REPORT_ACCURACY", "REPORT_ACCURACY_SERIES", "REPORT_GROWTH", "REPORT_HEADROOM", "REPORT_POOLS",
-    "REPORT_POOL_RESOURCES", "ReportSpec", "Scope", "current_figures", "forecast_index", "history_figures",
-    "scope_filter", "spec_of", "specs_of", "stored_accuracy",
+    "REPORT_ACCURACY",
+    "REPORT_ACCURACY_SERIES",
+    "REPORT_GROWTH",
+    "REPORT_HEADROOM",
+    "REPORT_POOLS",
+    "REPORT_POOL_RESOURCES",
+    "ReportSpec",
+    "Scope",
+    "current_figures",
+    "forecast_index",
+    "history_figures",
+    "scope_filter",
+    "spec_of",
+    "specs_of",
+    "stored_accuracy",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,15 +74,17 @@ def read_week_ago(history: Any, now: datetime) -> pd.DataFrame:
     """Hourly pool series within 12 hours of a week ago (what the week-on-week change compares with)."""
     if history is None:
         return pd.DataFrame()
-    frame = history.pool_series(start=now - WEEK - timedelta(hours=12), end=now - WEEK + timedelta(hours=12),
-                                step=timedelta(hours=1))
+    frame = history.pool_series(
+        start=now - WEEK - timedelta(hours=12), end=now - WEEK + timedelta(hours=12), step=timedelta(hours=1)
+    )
     if frame is None or frame.empty:
         return pd.DataFrame()
     return frame.assign(timestamp=pd.to_datetime(frame["timestamp"], utc=True))
 
 
-def current_figures(frames: Mapping[str, pd.DataFrame], history: Any, now: datetime,
-                    specs: Sequence[ReportSpec]) -> FrameSet:
+def current_figures(
+    frames: Mapping[str, pd.DataFrame], history: Any, now: datetime, specs: Sequence[ReportSpec]
+) -> FrameSet:
     """`report_pools` (one set of rows per spec), `report_pool_resources` and `report_headroom`."""
     now = to_utc(now).to_pydatetime()
     capacity, forecast = frames.get("capacity"), frames.get("forecast")
@@ -81,8 +95,11 @@ def current_figures(frames: Mapping[str, pd.DataFrame], history: Any, now: datet
     done: list[tuple[ReportSpec, pd.DataFrame]] = []
     for spec in specs:
         same = next((rows for other, rows in done if other.same_thresholds(spec)), None)
-        rows = same.assign(report=pd.array([spec.name] * len(same), dtype="string")) if same is not None \
+        rows = (
+            same.assign(report=pd.array([spec.name] * len(same), dtype="string"))
+            if same is not None
             else pool_statuses(spec, inputs)
+        )
         done.append((spec, rows))
         pools.append(rows)
     non_empty = [frame for frame in pools if not frame.empty]
@@ -93,12 +110,16 @@ def current_figures(frames: Mapping[str, pd.DataFrame], history: Any, now: datet
     }
 
 
-def history_figures(frames: Mapping[str, pd.DataFrame], history: Any, now: datetime,
-                    specs: Sequence[ReportSpec], forecaster: Callable[..., Any] | None) -> FrameSet:
+def history_figures(
+    frames: Mapping[str, pd.DataFrame],
+    history: Any,
+    now: datetime,
+    specs: Sequence[ReportSpec],
+    forecaster: Callable[..., Any] | None,
+) -> FrameSet:
     """`report_growth`, `report_accuracy_series` and `report_accuracy` (backtest, when `forecaster`)."""
     now = to_utc(now).to_pydatetime()
-    counts = history.consumer_counts(start=now - WEEK - timedelta(hours=1), end=now) if history is not None \
-        else None
+    counts = history.consumer_counts(start=now - WEEK - timedelta(hours=1), end=now) if history is not None else None
     series = checked_series(specs, frames.get("forecast"), history, now)
     backtest = REPORT_ACCURACY.empty()
     if forecaster is not None and any(spec.backtest for spec in specs):

@@ -27,22 +27,36 @@ REPORT_POOLS = register(
     FrameSchema(
         name="report_pools",
         doc="Each pool's urgency band for one report (its thresholds): colour, the rule that set it, the "
-            "series that runs out first, time remaining, utilization and its change over a week, N+1.",
+        "series that runs out first, time remaining, utilization and its change over a week, N+1.",
         key=("report", "layer", "cloud", "pool"),
         columns=(
             C("report", STRING, "Report whose thresholds made the band ('' = the defaults)."),
             *_POOL,
             C("status", STRING, "Urgency band.", choices=STATUSES),
             C("rule", STRING, "Which rule set the band (the report words it).", choices=RULES),
-            C("resource", STRING, "Series that runs out first (or the fullest one without a forecast).",
-              nullable=True),
+            C("resource", STRING, "Series that runs out first (or the fullest one without a forecast).", nullable=True),
             C("basis", STRING, "allocated or used.", nullable=True),
-            C("days_p10", FLOAT, "Days to the earliest plausible exhaustion; +Inf beyond the horizon.",
-              nullable=True, allow_inf=True),
-            C("days_p50", FLOAT, "Days to the median exhaustion; +Inf beyond the horizon.", nullable=True,
-              allow_inf=True),
-            C("days_p90", FLOAT, "Days to the latest plausible exhaustion; +Inf beyond the horizon.",
-              nullable=True, allow_inf=True),
+            C(
+                "days_p10",
+                FLOAT,
+                "Days to the earliest plausible exhaustion; +Inf beyond the horizon.",
+                nullable=True,
+                allow_inf=True,
+            ),
+            C(
+                "days_p50",
+                FLOAT,
+                "Days to the median exhaustion; +Inf beyond the horizon.",
+                nullable=True,
+                allow_inf=True,
+            ),
+            C(
+                "days_p90",
+                FLOAT,
+                "Days to the latest plausible exhaustion; +Inf beyond the horizon.",
+                nullable=True,
+                allow_inf=True,
+            ),
             C("utilization", FLOAT, "Share of allocatable of that series (0-1+).", nullable=True),
             C("utilization_change", FLOAT, "Change of that share since a week ago (history).", nullable=True),
             C("hosts", FLOAT, "Hosts of the pool.", nullable=True),
@@ -62,7 +76,7 @@ REPORT_POOL_RESOURCES = register(
     FrameSchema(
         name="report_pool_resources",
         doc="Per pool and resource: sums over its hosts (capacity, allocatable, allocated, used), host count "
-            "and reclaimable amount; unknown stays unknown (NaN, not 0).",
+        "and reclaimable amount; unknown stays unknown (NaN, not 0).",
         key=("layer", "cloud", "pool", "resource"),
         columns=(
             *_POOL,
@@ -81,7 +95,7 @@ REPORT_HEADROOM = register(
     FrameSchema(
         name="report_headroom",
         doc="Headroom slots per pool and shape now and expected at +30/+60/+90 days (today's slots scaled by "
-            "the share of the limiting resource's free amount the median forecast leaves then).",
+        "the share of the limiting resource's free amount the median forecast leaves then).",
         key=("layer", "cloud", "pool_kind", "pool", "shape_kind", "shape"),
         columns=(
             C("layer", STRING, "Layer.", choices=LAYERS),
@@ -107,8 +121,8 @@ REPORT_GROWTH = register(
     FrameSchema(
         name="report_growth",
         doc="Growth of each project/namespace over the report's week: consumers (VMs, pods) counted at each "
-            "source's own samples nearest to the two ends of the window; only sources with samples at both "
-            "ends count, so existing consumers are never counted as growth.",
+        "source's own samples nearest to the two ends of the window; only sources with samples at both "
+        "ends count, so existing consumers are never counted as growth.",
         key=("layer", "cloud", "project"),
         columns=(
             C("layer", STRING, "Layer.", choices=LAYERS),
@@ -129,14 +143,13 @@ REPORT_ACCURACY = register(
     FrameSchema(
         name="report_accuracy",
         doc="How forecasts made about a month ago fared: per checked series, the band predicted for today "
-            "and today's actual (daily maximum). `report` rows compare bands stored with a sent report.",
+        "and today's actual (daily maximum). `report` rows compare bands stored with a sent report.",
         key=("layer", "cloud", "pool", "resource", "basis", "method"),
         columns=(
             *_POOL,
             C("resource", STRING, "Resource."),
             C("basis", STRING, "allocated or used."),
-            C("method", STRING, "backtest (re-forecast from history) or report (stored with a send).",
-              choices=METHODS),
+            C("method", STRING, "backtest (re-forecast from history) or report (stored with a send).", choices=METHODS),
             C("made_at", TIMESTAMP, "When the forecast was made (its origin)."),
             C("target_time", TIMESTAMP, "The forecast day compared."),
             C("predicted_p10", FLOAT, "Lower band then."),

@@ -22,8 +22,9 @@ FINISHED_STATES = frozenset({"succeeded", "failed", "deleted", "soft_deleted", "
 KEYS = ["layer", "cloud", "project", "flavor"]
 
 
-def growth(counts: pd.DataFrame | None, consumers: pd.DataFrame | None, now: datetime,
-           window: timedelta = timedelta(days=7)) -> pd.DataFrame:
+def growth(
+    counts: pd.DataFrame | None, consumers: pd.DataFrame | None, now: datetime, window: timedelta = timedelta(days=7)
+) -> pd.DataFrame:
     """The `report_growth` frame from `History.consumer_counts` rows (the window plus an hour's slack)."""
     if counts is None or counts.empty:
         return REPORT_GROWTH.empty()
@@ -45,11 +46,21 @@ def growth(counts: pd.DataFrame | None, consumers: pd.DataFrame | None, now: dat
     records: dict[tuple[str, str, str], dict[str, object]] = {}
     for (source, layer, cloud, project, flavor), row in both.iterrows():
         change = float(row["end_count"] - row["start_count"])
-        entry = records.setdefault((str(layer), str(cloud), str(project)), {
-            "layer": str(layer), "cloud": str(cloud), "project": str(project), "count_start": 0.0,
-            "count_now": 0.0, "delta_count": 0.0, "delta_cpu": 0.0, "delta_memory": 0.0,
-            "start": since.at[source, "start"], "end": since.at[source, "end"],
-        })
+        entry = records.setdefault(
+            (str(layer), str(cloud), str(project)),
+            {
+                "layer": str(layer),
+                "cloud": str(cloud),
+                "project": str(project),
+                "count_start": 0.0,
+                "count_now": 0.0,
+                "delta_count": 0.0,
+                "delta_cpu": 0.0,
+                "delta_memory": 0.0,
+                "start": since.at[source, "start"],
+                "end": since.at[source, "end"],
+            },
+        )
         entry["count_start"] = float(entry["count_start"]) + float(row["start_count"])  # type: ignore[arg-type]
         entry["count_now"] = float(entry["count_now"]) + float(row["end_count"])  # type: ignore[arg-type]
         entry["delta_count"] = float(entry["delta_count"]) + change  # type: ignore[arg-type]
@@ -78,8 +89,11 @@ def _sample_ends(counts: pd.DataFrame, start_target: pd.Timestamp, end_target: p
     to_end = (samples["timestamp"] - end_target).abs()
     start = samples.assign(_d=to_start).sort_values(["_d", "timestamp"]).drop_duplicates("source")
     end = samples.assign(_d=to_end).sort_values(["_d", "timestamp"]).drop_duplicates("source")
-    ends = start[["source", "timestamp"]].rename(columns={"timestamp": "start"}).merge(
-        end[["source", "timestamp"]].rename(columns={"timestamp": "end"}), on="source")
+    ends = (
+        start[["source", "timestamp"]]
+        .rename(columns={"timestamp": "start"})
+        .merge(end[["source", "timestamp"]].rename(columns={"timestamp": "end"}), on="source")
+    )
     return ends[ends["start"] < ends["end"]].reset_index(drop=True)
 
 
@@ -94,8 +108,9 @@ def _flavor_sizes(consumers: pd.DataFrame | None) -> dict[tuple[str, str, str], 
         return {}
     frame = consumers.assign(flavor=consumers["flavor"].astype(object).where(consumers["flavor"].notna(), ""))
     means = frame.groupby(["layer", "cloud", "flavor"], observed=True)[["cpu", "memory"]].mean()
-    return {(str(a), str(b), str(c)): (_zero_nan(r["cpu"]), _zero_nan(r["memory"]))
-            for (a, b, c), r in means.iterrows()}
+    return {
+        (str(a), str(b), str(c)): (_zero_nan(r["cpu"]), _zero_nan(r["memory"])) for (a, b, c), r in means.iterrows()
+    }
 
 
 def _zero_nan(value: object) -> float:

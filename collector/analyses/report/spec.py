@@ -47,13 +47,29 @@ class ReportSpec:
     def same_thresholds(self, other: ReportSpec) -> bool:
         """True when `other` colours pools the same (its thresholds equal)."""
         return (self.red_days, self.amber_days, self.utilization_red, self.utilization_amber) == (
-            other.red_days, other.amber_days, other.utilization_red, other.utilization_amber)
+            other.red_days,
+            other.amber_days,
+            other.utilization_red,
+            other.utilization_amber,
+        )
 
     def same_figures(self, other: ReportSpec) -> bool:
         """True when `other` would get the same rows (everything but the name equal)."""
-        return (self.red_days, self.amber_days, self.utilization_red, self.utilization_amber, self.top_n,
-                self.scope) == (other.red_days, other.amber_days, other.utilization_red,
-                                other.utilization_amber, other.top_n, other.scope)
+        return (
+            self.red_days,
+            self.amber_days,
+            self.utilization_red,
+            self.utilization_amber,
+            self.top_n,
+            self.scope,
+        ) == (
+            other.red_days,
+            other.amber_days,
+            other.utilization_red,
+            other.utilization_amber,
+            other.top_n,
+            other.scope,
+        )
 
 
 def spec_of(report: Any, *, name: str | None = None) -> ReportSpec:

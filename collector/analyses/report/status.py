@@ -67,13 +67,15 @@ def pool_totals(capacity: pd.DataFrame | None) -> pd.DataFrame:
     frame["_host"] = frame["host"].where(frame["scope"] == "host")
     keys = ["layer", "cloud", "pool", "resource"]
     grouped = frame.groupby(keys, observed=True, sort=True)
-    out = pd.DataFrame({
-        "hosts": grouped["_host"].nunique().astype(float),
-        "capacity": grouped["capacity"].sum(min_count=1),
-        "allocatable": grouped["allocatable"].sum(min_count=1),
-        "allocated": grouped["allocated"].sum(min_count=1),
-        "used": grouped["used"].sum(min_count=1),
-    }).reset_index()
+    out = pd.DataFrame(
+        {
+            "hosts": grouped["_host"].nunique().astype(float),
+            "capacity": grouped["capacity"].sum(min_count=1),
+            "allocatable": grouped["allocatable"].sum(min_count=1),
+            "allocated": grouped["allocated"].sum(min_count=1),
+            "used": grouped["used"].sum(min_count=1),
+        }
+    ).reset_index()
     for column in ("layer", "cloud", "pool", "resource"):
         out[column] = out[column].astype(str)
     return out[columns]
@@ -88,8 +90,10 @@ def pool_resources(totals: pd.DataFrame, reclaimable: pd.DataFrame | None) -> pd
         sums = reclaimable.groupby(["layer", "cloud", "pool", "resource"], observed=True)["amount"].sum()
         reclaim = {tuple(map(str, key)): float(value) for key, value in sums.items()}
     frame = totals.copy()
-    frame["reclaimable"] = [reclaim.get(key, math.nan) for key in
-                           zip(frame["layer"], frame["cloud"], frame["pool"], frame["resource"], strict=True)]
+    frame["reclaimable"] = [
+        reclaim.get(key, math.nan)
+        for key in zip(frame["layer"], frame["cloud"], frame["pool"], frame["resource"], strict=True)
+    ]
     return REPORT_POOL_RESOURCES.build(frame.to_dict("records"))
 
 
@@ -102,10 +106,16 @@ def forecast_fields(row: pd.Series) -> dict[str, Any]:
         return value / DAY_SECONDS if not math.isnan(value) else math.nan
 
     return {
-        "days_p10": days("seconds_p10"), "days_p50": days("seconds_p50"), "days_p90": days("seconds_p90"),
-        "exhaustion_p10": row.get("exhaustion_p10"), "exhaustion_p50": row.get("exhaustion_p50"),
-        "exhaustion_p90": row.get("exhaustion_p90"), "growth_per_day": number(row.get("growth_per_day")),
-        "current": number(row.get("current")), "limit": number(row.get("limit")), "model": row.get("model"),
+        "days_p10": days("seconds_p10"),
+        "days_p50": days("seconds_p50"),
+        "days_p90": days("seconds_p90"),
+        "exhaustion_p10": row.get("exhaustion_p10"),
+        "exhaustion_p50": row.get("exhaustion_p50"),
+        "exhaustion_p90": row.get("exhaustion_p90"),
+        "growth_per_day": number(row.get("growth_per_day")),
+        "current": number(row.get("current")),
+        "limit": number(row.get("limit")),
+        "model": row.get("model"),
         "mase": number(row.get("mase")),
     }
 
@@ -113,8 +123,16 @@ def forecast_fields(row: pd.Series) -> dict[str, Any]:
 def forecast_index(forecast: pd.DataFrame | None) -> dict[SeriesKey, dict[str, Any]]:
     if forecast is None or forecast.empty:
         return {}
-    return {(str(row["layer"]), str(row["cloud"]), str(row["pool"]), str(row["resource"]), str(row["basis"])):
-            forecast_fields(row) for _, row in forecast.iterrows()}
+    return {
+        (
+            str(row["layer"]),
+            str(row["cloud"]),
+            str(row["pool"]),
+            str(row["resource"]),
+            str(row["basis"]),
+        ): forecast_fields(row)
+        for _, row in forecast.iterrows()
+    }
 
 
 # -- statuses -------------------------------------------------------------------------------------------
@@ -132,13 +150,24 @@ class PoolInputs:
     week_then: dict[tuple[str, str, str, str], dict[str, float]]
 
 
-def pool_inputs(totals: pd.DataFrame, forecast: pd.DataFrame | None, headroom: pd.DataFrame | None,
-                consumers: pd.DataFrame | None, week: pd.DataFrame, now: datetime) -> PoolInputs:
+def pool_inputs(
+    totals: pd.DataFrame,
+    forecast: pd.DataFrame | None,
+    headroom: pd.DataFrame | None,
+    consumers: pd.DataFrame | None,
+    week: pd.DataFrame,
+    now: datetime,
+) -> PoolInputs:
     pools = sorted({(r.layer, r.cloud, r.pool) for r in totals.itertuples(index=False)})
     first_forecast: dict[tuple[str, str, str], pd.Series] = {}
     if forecast is not None and not forecast.empty:
-        pools = sorted(set(pools) | {(str(a), str(b), str(c)) for a, b, c in
-                                     forecast[["layer", "cloud", "pool"]].drop_duplicates().itertuples(index=False)})
+        pools = sorted(
+            set(pools)
+            | {
+                (str(a), str(b), str(c))
+                for a, b, c in forecast[["layer", "cloud", "pool"]].drop_duplicates().itertuples(index=False)
+            }
+        )
         # The series that runs out first per pool (median, then earliest bound): one sort for all pools.
         ordered = forecast.assign(
             _p50=forecast["seconds_p50"].astype(float).fillna(math.inf),
@@ -146,14 +175,20 @@ def pool_inputs(totals: pd.DataFrame, forecast: pd.DataFrame | None, headroom: p
         ).sort_values(["layer", "cloud", "pool", "_p50", "_p10", "resource", "basis"])
         for _, first in ordered.drop_duplicates(["layer", "cloud", "pool"]).iterrows():
             first_forecast[(str(first["layer"]), str(first["cloud"]), str(first["pool"]))] = first
-    by_pool_totals = dict(iter(totals.groupby(["layer", "cloud", "pool"], observed=True))) if not totals.empty \
+    by_pool_totals = dict(iter(totals.groupby(["layer", "cloud", "pool"], observed=True))) if not totals.empty else {}
+    partition = (
+        headroom[headroom["pool_kind"].isin(PARTITION_POOL_KINDS)]
+        if headroom is not None and not headroom.empty
+        else None
+    )
+    by_pool_headroom = (
+        dict(iter(partition.groupby(["layer", "cloud", "pool"], observed=True)))
+        if partition is not None and not partition.empty
         else {}
-    partition = headroom[headroom["pool_kind"].isin(PARTITION_POOL_KINDS)] \
-        if headroom is not None and not headroom.empty else None
-    by_pool_headroom = dict(iter(partition.groupby(["layer", "cloud", "pool"], observed=True))) \
-        if partition is not None and not partition.empty else {}
-    return PoolInputs(pools, first_forecast, by_pool_totals, by_pool_headroom, _common_flavors(consumers),
-                      _values_week_ago(week, now))
+    )
+    return PoolInputs(
+        pools, first_forecast, by_pool_totals, by_pool_headroom, _common_flavors(consumers), _values_week_ago(week, now)
+    )
 
 
 def pool_statuses(spec: ReportSpec, inputs: PoolInputs) -> pd.DataFrame:
@@ -163,11 +198,27 @@ def pool_statuses(spec: ReportSpec, inputs: PoolInputs) -> pd.DataFrame:
     records = []
     for key in inputs.pools:
         row: dict[str, Any] = {
-            "report": spec.name, "layer": key[0], "cloud": key[1], "pool": key[2], "status": "unknown",
-            "rule": "no_data", "resource": None, "basis": None, "days_p10": math.nan, "days_p50": math.nan,
-            "days_p90": math.nan, "utilization": math.nan, "utilization_change": math.nan, "hosts": math.nan,
-            "headroom_shape": None, "headroom_slots": math.nan, "n1": "unknown", "n1_domain": None,
-            "n1_shortfall": math.nan, "n1_slots": math.nan, "red_days": spec.red_days,
+            "report": spec.name,
+            "layer": key[0],
+            "cloud": key[1],
+            "pool": key[2],
+            "status": "unknown",
+            "rule": "no_data",
+            "resource": None,
+            "basis": None,
+            "days_p10": math.nan,
+            "days_p50": math.nan,
+            "days_p90": math.nan,
+            "utilization": math.nan,
+            "utilization_change": math.nan,
+            "hosts": math.nan,
+            "headroom_shape": None,
+            "headroom_slots": math.nan,
+            "n1": "unknown",
+            "n1_domain": None,
+            "n1_shortfall": math.nan,
+            "n1_slots": math.nan,
+            "red_days": spec.red_days,
             "amber_days": spec.amber_days,
         }
         pool_totals_frame = by_pool_totals.get(key)
@@ -221,8 +272,7 @@ def _status_by_utilization(row: dict[str, Any], totals: pd.DataFrame, spec: Repo
         return
     share, resource, basis = best
     row["utilization"], row["resource"], row["basis"] = share, resource, basis
-    row["status"] = ("red" if share >= spec.utilization_red else
-                     "amber" if share >= spec.utilization_amber else "green")
+    row["status"] = "red" if share >= spec.utilization_red else "amber" if share >= spec.utilization_amber else "green"
     row["rule"] = "utilization"
 
 
@@ -276,7 +326,8 @@ def _values_week_ago(week: pd.DataFrame, now: datetime) -> dict[tuple[str, str, 
     first = window.drop_duplicates(["layer", "cloud", "pool", "resource"])
     return {
         (str(r["layer"]), str(r["cloud"]), str(r["pool"]), str(r["resource"])): {
-            "allocatable": number(r.get("allocatable")), "allocated": number(r.get("allocated")),
+            "allocatable": number(r.get("allocatable")),
+            "allocated": number(r.get("allocated")),
             "used": number(r.get("used")),
         }
         for _, r in first.iterrows()
@@ -314,8 +365,9 @@ def _free_after(days: int, fields: dict[str, Any] | None, p50: float | None) -> 
     return float(limit - (current + growth * days))
 
 
-def headroom_ahead(headroom: pd.DataFrame | None, forecast: pd.DataFrame | None, points: pd.DataFrame | None,
-                   now: datetime) -> pd.DataFrame:
+def headroom_ahead(
+    headroom: pd.DataFrame | None, forecast: pd.DataFrame | None, points: pd.DataFrame | None, now: datetime
+) -> pd.DataFrame:
     """The `report_headroom` frame: slots now and at +30/+60/+90 days.
 
     Future slots scale today's slots by how much of the limiting resource's free amount the median
@@ -341,14 +393,21 @@ def headroom_ahead(headroom: pd.DataFrame | None, forecast: pd.DataFrame | None,
                     if math.isnan(free) or math.isnan(slots):
                         continue
                     future[days] = float(math.floor(slots * max(0.0, free) / free_now)) if free_now > 0 else 0.0
-        records.append({
-            "layer": str(record["layer"]), "cloud": str(record["cloud"]), "pool": str(record["pool"]),
-            "pool_kind": str(record["pool_kind"]), "shape": str(record["shape"]),
-            "shape_kind": str(record["shape_kind"]), "slots": slots,
-            **{f"slots_{d}d": future[d] for d in HORIZONS_DAYS},
-            "slots_after_failure": number(record["slots_after_failure"]),
-            "failure_domain": str(record["failure_domain"]) if pd.notna(record["failure_domain"]) else None,
-            "shortfall": number(record["shortfall"]), "limiting_resource": resource,
-            "hosts": number(record["hosts"]),
-        })
+        records.append(
+            {
+                "layer": str(record["layer"]),
+                "cloud": str(record["cloud"]),
+                "pool": str(record["pool"]),
+                "pool_kind": str(record["pool_kind"]),
+                "shape": str(record["shape"]),
+                "shape_kind": str(record["shape_kind"]),
+                "slots": slots,
+                **{f"slots_{d}d": future[d] for d in HORIZONS_DAYS},
+                "slots_after_failure": number(record["slots_after_failure"]),
+                "failure_domain": str(record["failure_domain"]) if pd.notna(record["failure_domain"]) else None,
+                "shortfall": number(record["shortfall"]),
+                "limiting_resource": resource,
+                "hosts": number(record["hosts"]),
+            }
+        )
     return REPORT_HEADROOM.build(records)

@@ -21,15 +21,22 @@ def apply_arguments(config: Any, args: argparse.Namespace, path: str = "<command
 
     from collector.app.cluster.settings import ClusterConfig
 
-    overrides = {key: value for key, value in (("role", args.role), ("shard", args.shard),
-                                                ("total_shards", args.total_shards)) if value is not None}
+    overrides = {
+        key: value
+        for key, value in (("role", args.role), ("shard", args.shard), ("total_shards", args.total_shards))
+        if value is not None
+    }
     if not overrides:
         return config
     try:
         cluster = ClusterConfig.model_validate({**config.cluster.model_dump(), **overrides})
     except ValidationError as error:
-        raise ConfigError(path, [
-            f"--{str(e['loc'][0]).replace('_', '-') if e['loc'] else 'shard'}: "
-            + e["msg"].removeprefix("Value error, ").replace("total_shards", "--total-shards")
-            for e in error.errors(include_input=False, include_url=False)]) from None
+        raise ConfigError(
+            path,
+            [
+                f"--{str(e['loc'][0]).replace('_', '-') if e['loc'] else 'shard'}: "
+                + e["msg"].removeprefix("Value error, ").replace("total_shards", "--total-shards")
+                for e in error.errors(include_input=False, include_url=False)
+            ],
+        ) from None
     return config.model_copy(update={"cluster": cluster})

@@ -22,9 +22,17 @@ log = logging.getLogger(__name__)
 
 
 class LeaderElector:
-    def __init__(self, store: LeaseStore, identity: str, *, prefix: str = "capacityd", duration_seconds: int = 15,
-                 on_started: Callable[[], None] | None = None, on_lost: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        store: LeaseStore,
+        identity: str,
+        *,
+        prefix: str = "capacityd",
+        duration_seconds: int = 15,
+        on_started: Callable[[], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.store = store
         self.me = identity
         self.name = f"{prefix}-planner"
@@ -56,19 +64,32 @@ class LeaderElector:
         try:
             current = self.store.get(self.name)
             if current is None:
-                self._record = self.store.write(self.name, self.me, int(self.duration), previous=None,
-                                                transitions=0, labels=self.labels)
+                self._record = self.store.write(
+                    self.name, self.me, int(self.duration), previous=None, transitions=0, labels=self.labels
+                )
             elif current.holder == self.me:
-                self._record = self.store.write(self.name, self.me, int(self.duration), previous=current,
-                                                transitions=current.transitions, labels=self.labels)
+                self._record = self.store.write(
+                    self.name,
+                    self.me,
+                    int(self.duration),
+                    previous=current,
+                    transitions=current.transitions,
+                    labels=self.labels,
+                )
             else:
                 if self._record is None or current.resource_version != self._record.resource_version:
                     self._record, self._observed_at = current, started  # someone renewed: wait a full period
                 if current.holder and started - self._observed_at < current.duration_seconds:
                     return False
                 log.info("leader: lease %s held by %s expired; taking over", self.name, current.holder)
-                self._record = self.store.write(self.name, self.me, int(self.duration), previous=current,
-                                                transitions=current.transitions + 1, labels=self.labels)
+                self._record = self.store.write(
+                    self.name,
+                    self.me,
+                    int(self.duration),
+                    previous=current,
+                    transitions=current.transitions + 1,
+                    labels=self.labels,
+                )
         except (LeaseConflict, LeaseError) as error:
             log.info("leader: %s", error)
             return False
@@ -121,7 +142,8 @@ class LeaderElector:
         self._check()
         if release and was_leading and self._record is not None:
             try:  # an expired record (duration 1 s, renewed long ago) hands over at the standby's next round
-                self.store.write(self.name, "", 1, previous=self._record, transitions=self._record.transitions,
-                                 labels=self.labels)
+                self.store.write(
+                    self.name, "", 1, previous=self._record, transitions=self._record.transitions, labels=self.labels
+                )
             except (LeaseConflict, LeaseError) as error:
                 log.info("leader: could not release: %s", error)

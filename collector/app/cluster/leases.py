@@ -63,11 +63,13 @@ class LeaseStore:
     def _record(self, lease: Any) -> LeaseRecord:
         spec, meta = lease.spec, lease.metadata
         return LeaseRecord(
-            name=meta.name, holder=spec.holder_identity if spec else None,
+            name=meta.name,
+            holder=spec.holder_identity if spec else None,
             duration_seconds=(spec.lease_duration_seconds or 0) if spec else 0,
             renew_time=spec.renew_time if spec else None,
             transitions=(spec.lease_transitions or 0) if spec else 0,
-            resource_version=meta.resource_version or "", labels=dict(meta.labels or {}),
+            resource_version=meta.resource_version or "",
+            labels=dict(meta.labels or {}),
             annotations=dict(meta.annotations or {}),
         )
 
@@ -94,21 +96,36 @@ class LeaseStore:
         answer = self._call("list leases", self._api.list_namespaced_lease, self.namespace, label_selector=selector)
         return [self._record(item) for item in (answer.items if answer is not None else [])]
 
-    def write(self, name: str, holder: str, duration_seconds: int, *, previous: LeaseRecord | None,
-              transitions: int, labels: dict[str, str], annotations: dict[str, str] | None = None) -> LeaseRecord:
+    def write(
+        self,
+        name: str,
+        holder: str,
+        duration_seconds: int,
+        *,
+        previous: LeaseRecord | None,
+        transitions: int,
+        labels: dict[str, str],
+        annotations: dict[str, str] | None = None,
+    ) -> LeaseRecord:
         """Create (previous None) or replace (guarded by previous.resource_version) the Lease."""
         from kubernetes import client
 
         now = datetime.now(UTC)
         body = client.V1Lease(
-            api_version="coordination.k8s.io/v1", kind="Lease",
+            api_version="coordination.k8s.io/v1",
+            kind="Lease",
             metadata=client.V1ObjectMeta(
-                name=name, labels=labels, annotations=annotations or None,
+                name=name,
+                labels=labels,
+                annotations=annotations or None,
                 resource_version=previous.resource_version if previous is not None else None,
             ),
             spec=client.V1LeaseSpec(
-                holder_identity=holder, lease_duration_seconds=duration_seconds, renew_time=now,
-                acquire_time=now, lease_transitions=transitions,
+                holder_identity=holder,
+                lease_duration_seconds=duration_seconds,
+                renew_time=now,
+                acquire_time=now,
+                lease_transitions=transitions,
             ),
         )
         if previous is None:

@@ -61,9 +61,17 @@ class StaticMembership:
 class LeaseMembership:
     """Membership through one Lease per collector; `members()` is the live set, this one included."""
 
-    def __init__(self, store: LeaseStore, identity: str, *, prefix: str = "capacityd", duration_seconds: int = 15,
-                 group: str = "collectors", clock: Callable[[], float] = time.monotonic,
-                 annotations: dict[str, str] | None = None):
+    def __init__(
+        self,
+        store: LeaseStore,
+        identity: str,
+        *,
+        prefix: str = "capacityd",
+        duration_seconds: int = 15,
+        group: str = "collectors",
+        clock: Callable[[], float] = time.monotonic,
+        annotations: dict[str, str] | None = None,
+    ):
         self.store = store
         self.me = identity
         self.prefix = prefix
@@ -93,13 +101,25 @@ class LeaseMembership:
         """Renew (or create) our own Lease."""
         try:
             self._own = self.store.write(
-                self.lease_name, self.me, self.duration, previous=self._own,
-                transitions=0, labels=self.labels, annotations=self.annotations)
+                self.lease_name,
+                self.me,
+                self.duration,
+                previous=self._own,
+                transitions=0,
+                labels=self.labels,
+                annotations=self.annotations,
+            )
         except LeaseConflict:
             self._own = self.store.get(self.lease_name)  # restarted with the same identity: take it over
             self._own = self.store.write(
-                self.lease_name, self.me, self.duration, previous=self._own, transitions=0, labels=self.labels,
-                annotations=self.annotations)
+                self.lease_name,
+                self.me,
+                self.duration,
+                previous=self._own,
+                transitions=0,
+                labels=self.labels,
+                annotations=self.annotations,
+            )
 
     def live_records(self) -> list[LeaseRecord]:
         """The group's Leases that changed within their duration, by this process's clock."""

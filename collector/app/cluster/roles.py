@@ -37,8 +37,14 @@ log = logging.getLogger(__name__)
 class Coordinator:
     """Shard ownership and planner leadership for one process, from its `cluster:` settings."""
 
-    def __init__(self, config: ClusterConfig, *, hostname: str | None = None, store: LeaseStore | None = None,
-                 listen: str | None = None):
+    def __init__(
+        self,
+        config: ClusterConfig,
+        *,
+        hostname: str | None = None,
+        store: LeaseStore | None = None,
+        listen: str | None = None,
+    ):
         self.config = config
         self.role = config.role
         self.identity = config.identity or hostname or socket.gethostname()
@@ -54,16 +60,23 @@ class Coordinator:
         self.collectors_seen: LeaseMembership | None = None  # planner: collectors' Leases, observed only
         self.advertise_url = config.advertise_url or (f"http://{listen}" if listen else None)
         elects = self.role == "planner" and config.leader_election
-        needs_leases = elects or (self.role == "planner" and config.membership == "lease") or (
-            self.polls and config.membership == "lease")
+        needs_leases = (
+            elects
+            or (self.role == "planner" and config.membership == "lease")
+            or (self.polls and config.membership == "lease")
+        )
         if needs_leases and store is None:
             store = LeaseStore(api_client(config.kubeconfig), config.namespace)
         if self.polls:
             if config.membership == "lease":
                 assert store is not None
                 self.membership = LeaseMembership(
-                    store, self.identity, prefix=config.lease_prefix, duration_seconds=config.lease_duration_seconds,
-                    annotations={SNAPSHOT_URL: self.advertise_url} if self.advertise_url else None)
+                    store,
+                    self.identity,
+                    prefix=config.lease_prefix,
+                    duration_seconds=config.lease_duration_seconds,
+                    annotations={SNAPSHOT_URL: self.advertise_url} if self.advertise_url else None,
+                )
             elif config.membership == "ordinal":
                 self.membership = StaticMembership.from_hostname(self.identity, config.total_shards)
             elif config.shard is not None or config.total_shards > 1:
@@ -73,12 +86,17 @@ class Coordinator:
             self._members = self.membership.members() if self.membership is not None else []
         if elects:
             assert store is not None
-            self.elector = LeaderElector(store, self.identity, prefix=config.lease_prefix,
-                                         duration_seconds=config.lease_duration_seconds)
+            self.elector = LeaderElector(
+                store, self.identity, prefix=config.lease_prefix, duration_seconds=config.lease_duration_seconds
+            )
         if self.role == "planner" and config.membership == "lease":
             assert store is not None
-            self.collectors_seen = LeaseMembership(store, f"planner:{self.identity}", prefix=config.lease_prefix,
-                                                   duration_seconds=config.lease_duration_seconds)
+            self.collectors_seen = LeaseMembership(
+                store,
+                f"planner:{self.identity}",
+                prefix=config.lease_prefix,
+                duration_seconds=config.lease_duration_seconds,
+            )
 
     @property
     def polls(self) -> bool:
@@ -154,16 +172,27 @@ class Coordinator:
             urls += sorted(r.annotations[SNAPSHOT_URL] for r in records if r.annotations.get(SNAPSHOT_URL))
         return list(dict.fromkeys(urls))
 
-    def start(self, on_members: Callable[[list[str]], None] | None = None,
-              on_leader: Callable[[bool], None] | None = None, estate: Estate | None = None,
-              on_poll: Callable[[str, PollResult, datetime], None] | None = None,
-              on_pulled: Callable[[], None] | None = None) -> None:
+    def start(
+        self,
+        on_members: Callable[[list[str]], None] | None = None,
+        on_leader: Callable[[bool], None] | None = None,
+        estate: Estate | None = None,
+        on_poll: Callable[[str, PollResult, datetime], None] | None = None,
+        on_pulled: Callable[[], None] | None = None,
+    ) -> None:
         """Start membership, election and (planner) pulling; callbacks run on the coordination threads."""
         if self.role == "planner" and estate is not None and (self.config.collectors or self.collectors_seen):
-            self.puller = SnapshotPuller(estate, self.collector_urls, self.config.pull_interval_seconds,
-                                         self.config.pull_timeout_seconds, on_poll, on_pulled)
+            self.puller = SnapshotPuller(
+                estate,
+                self.collector_urls,
+                self.config.pull_interval_seconds,
+                self.config.pull_timeout_seconds,
+                on_poll,
+                on_pulled,
+            )
             self.puller.start()
         if self.membership is not None:
+
             def changed(members: list[str]) -> None:
                 with self._lock:
                     self._members = list(members)
@@ -187,16 +216,21 @@ class Coordinator:
     # -- self-metrics ------------------------------------------------------------------------------
 
     def families(self) -> Iterator[Any]:
-        info = GaugeMetricFamily("capacityd_cluster_role", "1 for this process's role (all, collector, planner).",
-                                 labels=["role", "identity"])
+        info = GaugeMetricFamily(
+            "capacityd_cluster_role",
+            "1 for this process's role (all, collector, planner).",
+            labels=["role", "identity"],
+        )
         info.add_metric([self.role, self.identity], 1.0)
         yield info
         if self.membership is not None:
             members = self.members()
             counts = self._shard_counts(members)
             per_shard = GaugeMetricFamily(
-                "capacityd_shard_targets", "Targets owned by each member of the shard set, as this process sees it.",
-                labels=["shard"])
+                "capacityd_shard_targets",
+                "Targets owned by each member of the shard set, as this process sees it.",
+                labels=["shard"],
+            )
             for member in members:
                 per_shard.add_metric([member], float(counts.get(member, 0)))
             yield per_shard
@@ -207,13 +241,15 @@ class Coordinator:
             mine.add_metric([self.me], 1.0)
             yield mine
             if isinstance(self.membership, LeaseMembership):
-                errors = CounterMetricFamily("capacityd_cluster_lease_errors",
-                                             "Failed Lease renewals or listings.", labels=["lease"])
+                errors = CounterMetricFamily(
+                    "capacityd_cluster_lease_errors", "Failed Lease renewals or listings.", labels=["lease"]
+                )
                 errors.add_metric(["membership"], float(self.membership.errors_total))
                 yield errors
         if self.elector is not None:
-            leader = GaugeMetricFamily("capacityd_leader", "1 while this planner holds the planner Lease.",
-                                       labels=["lease"])
+            leader = GaugeMetricFamily(
+                "capacityd_leader", "1 while this planner holds the planner Lease.", labels=["lease"]
+            )
             leader.add_metric([self.elector.name], 1.0 if self.elector.is_leader() else 0.0)
             yield leader
 
@@ -255,8 +291,10 @@ class RoleExpositionCache(ExpositionCache):
     def update(self, snapshot: Snapshot) -> Exposition:
         with self._render_lock:
             self._last = snapshot
-            families = [*SnapshotCollector(self._gate(snapshot)).collect(),
-                        *_Families(self.coordinator.families).collect()]
+            families = [
+                *SnapshotCollector(self._gate(snapshot)).collect(),
+                *_Families(self.coordinator.families).collect(),
+            ]
             exposition = Exposition.of([render_families(families)])  # the vectorised renderer, as the plain cache
             with self._lock:
                 self._current = exposition

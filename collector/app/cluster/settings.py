@@ -26,17 +26,21 @@ class ClusterConfig(StrictModel):
     )
     namespace: str = Field(default="default", description="Namespace holding the Lease objects.")
     lease_prefix: str = Field(
-        default="capacityd", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        default="capacityd",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
         description="Lease names: <prefix>-collector-<identity> (membership) and <prefix>-planner (leader).",
     )
     lease_duration_seconds: int = Field(default=15, ge=1, description="A dead member/planner is replaced after this.")
     kubeconfig: Path | None = Field(default=None, description="kubeconfig for Leases; in-cluster config when unset.")
     leader_election: bool = Field(
-        default=True, description="Planner: elect the active planner through a Lease; false = run exactly one.")
+        default=True, description="Planner: elect the active planner through a Lease; false = run exactly one."
+    )
     advertise_url: str | None = Field(
-        default=None, description="Collector: the base URL planners reach its /snapshot on (put in its Lease).")
+        default=None, description="Collector: the base URL planners reach its /snapshot on (put in its Lease)."
+    )
     collectors: list[str] = Field(
-        default_factory=list, description="Planner: collectors' base URLs to pull /snapshot from (static).")
+        default_factory=list, description="Planner: collectors' base URLs to pull /snapshot from (static)."
+    )
     pull_interval_seconds: float = Field(default=60.0, gt=0, description="Planner: seconds between pulls.")
     pull_timeout_seconds: float = Field(default=10.0, gt=0, description="Planner: timeout of one fetch.")
     workers: int = Field(default=16, ge=1, description="Bounded poll worker pool size for a collector.")

@@ -56,11 +56,16 @@ def encode_frame(frame: pd.DataFrame) -> bytes:
     out = frame.reset_index(drop=True).copy()
     json_columns = [c for c in out.columns if out[c].dtype == OBJECT]
     for column in json_columns:
-        out[column] = [None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
-                       else orjson.dumps(_plain(v)).decode() for v in out[column].tolist()]
+        out[column] = [
+            None
+            if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+            else orjson.dumps(_plain(v)).decode()
+            for v in out[column].tolist()
+        ]
     table = pa.Table.from_pandas(out, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           JSON_COLUMNS_KEY: orjson.dumps(json_columns)})
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), JSON_COLUMNS_KEY: orjson.dumps(json_columns)}
+    )
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -73,8 +78,9 @@ def decode_frame(name: str, data: bytes) -> pd.DataFrame:
     json_columns = orjson.loads((table.schema.metadata or {}).get(JSON_COLUMNS_KEY, b"[]"))
     frame = table.to_pandas()
     for column in json_columns:
-        frame[column] = pd.Series([None if v is None else orjson.loads(v) for v in frame[column].tolist()],
-                                  index=frame.index, dtype=OBJECT)
+        frame[column] = pd.Series(
+            [None if v is None else orjson.loads(v) for v in frame[column].tolist()], index=frame.index, dtype=OBJECT
+        )
     schema = SCHEMAS.get(name)
     return schema.coerce(frame) if schema is not None else frame
 
@@ -93,11 +99,17 @@ class SnapshotServing:
             index = {
                 "identity": self.identity,
                 "taken_at": snapshot.taken_at.isoformat(),
-                "sources": [{
-                    "name": s.name, "kind": s.kind, "up": s.up, "interval_seconds": s.interval.total_seconds(),
-                    "last_success": s.last_success.isoformat() if s.last_success else None,
-                    "last_error": s.last_error,
-                } for s in snapshot.statuses],
+                "sources": [
+                    {
+                        "name": s.name,
+                        "kind": s.kind,
+                        "up": s.up,
+                        "interval_seconds": s.interval.total_seconds(),
+                        "last_success": s.last_success.isoformat() if s.last_success else None,
+                        "last_error": s.last_error,
+                    }
+                    for s in snapshot.statuses
+                ],
                 "frames": {name: len(frame) for name, frame in frames.items() if len(frame)},
             }
             return 200, orjson.dumps(index), "application/json"
@@ -130,9 +142,15 @@ def fetch(url: str, timeout: float) -> tuple[dict[str, Any], FrameSet]:
 class SnapshotPuller:
     """The planner's collection: every interval, every collector's snapshot into the planner's estate."""
 
-    def __init__(self, estate: Estate, urls: Callable[[], list[str]], interval: float, timeout: float,
-                 on_success: Callable[[str, PollResult, datetime], None] | None = None,
-                 on_round: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        estate: Estate,
+        urls: Callable[[], list[str]],
+        interval: float,
+        timeout: float,
+        on_success: Callable[[str, PollResult, datetime], None] | None = None,
+        on_round: Callable[[], None] | None = None,
+    ):
         self.estate = estate
         self.urls = urls
         self.interval = interval
@@ -165,15 +183,17 @@ class SnapshotPuller:
                 names.append(name)
                 served.add(name)
                 self.estate.add_source(name, source["kind"], timedelta(seconds=source["interval_seconds"]))
-                own = {frame_name: frame[frame["source"] == name].reset_index(drop=True)
-                       for frame_name, frame in frames.items() if "source" in frame.columns}
+                own = {
+                    frame_name: frame[frame["source"] == name].reset_index(drop=True)
+                    for frame_name, frame in frames.items()
+                    if "source" in frame.columns
+                }
                 if source["up"] or source["last_success"] is not None:
                     self.estate.record_success(name, own, when, duration)
                     if source["up"] and self.on_success is not None:
                         self.on_success(name, PollResult(frames=own), when)
                 if not source["up"]:  # the collector's poll failed: same status here (frames kept, stale)
-                    self.estate.record_failure(name, "collector_failed", source.get("last_error") or "", when,
-                                               duration)
+                    self.estate.record_failure(name, "collector_failed", source.get("last_error") or "", when, duration)
             self._sources_of[url] = names
         for url, (message, when, duration) in failures.items():
             for name in self._sources_of.get(url, []):

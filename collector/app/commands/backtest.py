@@ -39,23 +39,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "coverage and (with --capacity) the exhaustion-date error.",
     )
     parser.add_argument("--csv", required=True, type=Path, metavar="FILE", help="CSV file with a header row")
-    parser.add_argument("--time", required=True, metavar="COLUMN",
-                        help="column with timestamps (Unix seconds or ISO 8601)")
+    parser.add_argument(
+        "--time", required=True, metavar="COLUMN", help="column with timestamps (Unix seconds or ISO 8601)"
+    )
     parser.add_argument("--value", required=True, metavar="COLUMN", help="column with the values")
-    parser.add_argument("--capacity", type=float, default=None, metavar="NUMBER",
-                        help="the limit the series must stay under: adds the exhaustion-date error")
-    parser.add_argument("--horizon", default="7d", metavar="DURATION",
-                        help="how far each origin forecasts (default %(default)s)")
-    parser.add_argument("--origins", type=int, default=4, metavar="N",
-                        help="number of rolling origins (default %(default)s)")
-    parser.add_argument("--counter", action="store_true",
-                        help="the value is a cumulative counter: undo its resets before forecasting")
+    parser.add_argument(
+        "--capacity",
+        type=float,
+        default=None,
+        metavar="NUMBER",
+        help="the limit the series must stay under: adds the exhaustion-date error",
+    )
+    parser.add_argument(
+        "--horizon", default="7d", metavar="DURATION", help="how far each origin forecasts (default %(default)s)"
+    )
+    parser.add_argument(
+        "--origins", type=int, default=4, metavar="N", help="number of rolling origins (default %(default)s)"
+    )
+    parser.add_argument(
+        "--counter", action="store_true", help="the value is a cumulative counter: undo its resets before forecasting"
+    )
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.set_defaults(func=run)
 
 
-def load_series(path: Path, time_column: str, value_column: str, *, counter: bool = False
-                ) -> tuple[pd.Series, float]:
+def load_series(path: Path, time_column: str, value_column: str, *, counter: bool = False) -> tuple[pd.Series, float]:
     """The CSV's series indexed by UTC time, and its step (median spacing, seconds)."""
     try:
         frame = pd.read_csv(path)
@@ -75,8 +83,10 @@ def load_series(path: Path, time_column: str, value_column: str, *, counter: boo
         bad = stamps.isna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InputError(f"{path}: row {row + 2}: {time_column}={raw_time.iloc[row]!r} is neither Unix "
-                             "seconds nor an ISO 8601 time")
+            raise InputError(
+                f"{path}: row {row + 2}: {time_column}={raw_time.iloc[row]!r} is neither Unix "
+                "seconds nor an ISO 8601 time"
+            )
     raw_value = frame[value_column]
     values = pd.to_numeric(raw_value, errors="coerce")
     bad = values.isna() & raw_value.notna() & (raw_value.astype(str).str.strip() != "")
@@ -161,24 +171,41 @@ def _summary_dict(summary: Summary) -> dict[str, Any]:
     return document
 
 
-def _document(args: argparse.Namespace, step: float, results: list[OriginResult], summary: Summary
-              ) -> dict[str, Any]:
+def _document(args: argparse.Namespace, step: float, results: list[OriginResult], summary: Summary) -> dict[str, Any]:
     origins = []
     for result in results:
         steps = [
-            {"timestamp": _iso(t), "actual": _number(a), "p10": _number(lo), "p50": _number(mid),
-             "p90": _number(hi), "trend": _number(tr)}
-            for t, a, lo, mid, hi, tr in zip(result.times, result.actual, result.p10, result.p50, result.p90,
-                                             result.trend, strict=True)
+            {
+                "timestamp": _iso(t),
+                "actual": _number(a),
+                "p10": _number(lo),
+                "p50": _number(mid),
+                "p90": _number(hi),
+                "trend": _number(tr),
+            }
+            for t, a, lo, mid, hi, tr in zip(
+                result.times, result.actual, result.p10, result.p50, result.p90, result.trend, strict=True
+            )
         ]
-        origins.append({
-            "origin": _iso(result.origin), "model": result.model, "mase": _number(result.mase),
-            "trend_mase": _number(result.trend_mase), "coverage_80": _number(result.coverage),
-            "exhaustion_hours": result.exhaustion or None, "steps": steps,
-        })
+        origins.append(
+            {
+                "origin": _iso(result.origin),
+                "model": result.model,
+                "mase": _number(result.mase),
+                "trend_mase": _number(result.trend_mase),
+                "coverage_80": _number(result.coverage),
+                "exhaustion_hours": result.exhaustion or None,
+                "steps": steps,
+            }
+        )
     return {
-        "csv": str(args.csv), "value": args.value, "step_seconds": step, "horizon": args.horizon,
-        "capacity": args.capacity, "origins": origins, "summary": _summary_dict(summary),
+        "csv": str(args.csv),
+        "value": args.value,
+        "step_seconds": step,
+        "horizon": args.horizon,
+        "capacity": args.capacity,
+        "origins": origins,
+        "summary": _summary_dict(summary),
     }
 
 
@@ -191,32 +218,42 @@ def _hours(value: float | None) -> str:
 
 
 def _table(args: argparse.Namespace, step: float, results: list[OriginResult], summary: Summary) -> str:
-    lines = [f"backtest of {args.value} from {args.csv}: step {step:g} s, horizon {args.horizon}, "
-             f"{summary.origins} origin(s)"]
+    lines = [
+        f"backtest of {args.value} from {args.csv}: step {step:g} s, horizon {args.horizon}, "
+        f"{summary.origins} origin(s)"
+    ]
     for result in results:
         lines.append("")
-        lines.append(f"== origin {_iso(result.origin)}  model {result.model}  MASE {result.mase:.3f} "
-                     f"(trend {result.trend_mase:.3f})  80% coverage {result.coverage:.0%}")
+        lines.append(
+            f"== origin {_iso(result.origin)}  model {result.model}  MASE {result.mase:.3f} "
+            f"(trend {result.trend_mase:.3f})  80% coverage {result.coverage:.0%}"
+        )
         if result.exhaustion:
             e = result.exhaustion
-            lines.append(f"   exhaustion after origin: actual {_hours(e.get('actual'))}, forecast p10 "
-                         f"{_hours(e.get('p10'))} / p50 {_hours(e.get('p50'))} / p90 {_hours(e.get('p90'))}, "
-                         f"trend {_hours(e.get('trend'))}")
+            lines.append(
+                f"   exhaustion after origin: actual {_hours(e.get('actual'))}, forecast p10 "
+                f"{_hours(e.get('p10'))} / p50 {_hours(e.get('p50'))} / p90 {_hours(e.get('p90'))}, "
+                f"trend {_hours(e.get('trend'))}"
+            )
         lines.append(f"   {'time':<21} {'actual':>12} {'p10':>12} {'p50':>12} {'p90':>12} {'trend':>12}")
-        for t, a, lo, mid, hi, tr in zip(result.times, result.actual, result.p10, result.p50, result.p90,
-                                         result.trend, strict=True):
-            lines.append(f"   {_iso(t):<21} {_fmt(a):>12} {_fmt(lo):>12} {_fmt(mid):>12} {_fmt(hi):>12} "
-                         f"{_fmt(tr):>12}")
+        for t, a, lo, mid, hi, tr in zip(
+            result.times, result.actual, result.p10, result.p50, result.p90, result.trend, strict=True
+        ):
+            lines.append(f"   {_iso(t):<21} {_fmt(a):>12} {_fmt(lo):>12} {_fmt(mid):>12} {_fmt(hi):>12} {_fmt(tr):>12}")
     lines.append("")
     lines.append("== summary")
-    lines.append(f"   MASE {summary.mase:.3f} vs least-squares trend {summary.trend_mase:.3f} "
-                 f"(ratio {summary.ratio:.2f}; below 1 is better than the trend)")
+    lines.append(
+        f"   MASE {summary.mase:.3f} vs least-squares trend {summary.trend_mase:.3f} "
+        f"(ratio {summary.ratio:.2f}; below 1 is better than the trend)"
+    )
     lines.append(f"   80% interval coverage {summary.coverage:.1%} (well calibrated: 75-85%)")
     lines.append("   models chosen: " + ", ".join(f"{name} x{count}" for name, count in summary.models.items()))
     if args.capacity is not None:
-        lines.append(f"   exhaustion-date error (p50): {_hours(summary.exhaustion_error_hours)}; trend: "
-                     f"{_hours(summary.trend_exhaustion_error_hours)}; actual date within p10-p90: "
-                     f"{'-' if summary.exhaustion_in_interval is None else f'{summary.exhaustion_in_interval:.0%}'}"
-                     f"; missed {summary.exhaustion_missed} (trend {summary.trend_exhaustion_missed}), "
-                     f"false alarms {summary.exhaustion_false_alarms}")
+        lines.append(
+            f"   exhaustion-date error (p50): {_hours(summary.exhaustion_error_hours)}; trend: "
+            f"{_hours(summary.trend_exhaustion_error_hours)}; actual date within p10-p90: "
+            f"{'-' if summary.exhaustion_in_interval is None else f'{summary.exhaustion_in_interval:.0%}'}"
+            f"; missed {summary.exhaustion_missed} (trend {summary.trend_exhaustion_missed}), "
+            f"false alarms {summary.exhaustion_false_alarms}"
+        )
     return "\n".join(lines) + "\n"

@@ -28,26 +28,40 @@ SERIES_KEY = ["layer", "cloud", "pool", "resource", "basis"]
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "forecast", help="headroom and exhaustion dates, optionally under what-if scenarios",
+        "forecast",
+        help="headroom and exhaustion dates, optionally under what-if scenarios",
         description="Poll once, then print slots per pool and shape and when each pool runs out, before and "
-                    "after the --what-if scenarios (docs/headroom.md).",
+        "after the --what-if scenarios (docs/headroom.md).",
         epilog="Where the state comes from: the sources of the config given with -c are polled afresh (nothing "
-               "is written); the history that exhaustion dates are forecast from is read from --state-dir if "
-               "given, else from the config's `state_dir` — point -c at the running daemon's config (or pass "
-               "its state dir with --state-dir) to read its history while it runs. `capacityd demo` prints "
-               "the exact command for its estate. Without history (--no-history, or no such directory yet) "
-               "only headroom is shown.",
+        "is written); the history that exhaustion dates are forecast from is read from --state-dir if "
+        "given, else from the config's `state_dir` — point -c at the running daemon's config (or pass "
+        "its state dir with --state-dir) to read its history while it runs. `capacityd demo` prints "
+        "the exact command for its estate. Without history (--no-history, or no such directory yet) "
+        "only headroom is shown.",
     )
     parser.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
-    parser.add_argument("--what-if", dest="what_if", action="append", default=[], metavar="SCENARIO",
-                        help='e.g. "add 10 hosts like compute-01", "+200 m1.large", "remove 2 hosts like '
-                             'compute-03", "+20%% demand" (repeatable, applied in order)')
+    parser.add_argument(
+        "--what-if",
+        dest="what_if",
+        action="append",
+        default=[],
+        metavar="SCENARIO",
+        help='e.g. "add 10 hosts like compute-01", "+200 m1.large", "remove 2 hosts like '
+        'compute-03", "+20%% demand" (repeatable, applied in order)',
+    )
     parser.add_argument("--format", choices=("table", "json"), default="table")
-    parser.add_argument("--horizon", type=parse_duration, default=timedelta(days=180),
-                        help="how far ahead to look for exhaustion (default 180d)")
-    parser.add_argument("--state-dir", type=Path, default=None,
-                        help="read history from this state directory (a running daemon's) instead of the "
-                             "config's state_dir")
+    parser.add_argument(
+        "--horizon",
+        type=parse_duration,
+        default=timedelta(days=180),
+        help="how far ahead to look for exhaustion (default 180d)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="read history from this state directory (a running daemon's) instead of the config's state_dir",
+    )
     parser.add_argument("--no-history", action="store_true", help="headroom only: do not read history")
     parser.set_defaults(func=run)
 
@@ -77,14 +91,18 @@ def run(args: argparse.Namespace) -> int:
             progress.stage(f"polling {len(config.sources)} source(s)")
             snapshot = collect_once(config, history=None, analyses=False)
             now = datetime.now(UTC)
-            progress.stage("headroom and forecasts" + (f" under {len(scenarios)} what-if scenario(s)"
-                                                       if scenarios else ""))
+            progress.stage(
+                "headroom and forecasts" + (f" under {len(scenarios)} what-if scenario(s)" if scenarios else "")
+            )
             failed = [s.name for s in snapshot.statuses if not s.up]
             everything_failed = bool(snapshot.statuses) and len(failed) == len(snapshot.statuses)
             scenario_error: ScenarioError | None = None
             try:
-                result = None if everything_failed else run_whatif(snapshot.frames, scenarios, config, now,
-                                                                   history=history, horizon=args.horizon)
+                result = (
+                    None
+                    if everything_failed
+                    else run_whatif(snapshot.frames, scenarios, config, now, history=history, horizon=args.horizon)
+                )
             except ScenarioError as error:
                 result, scenario_error = None, error
     finally:
@@ -128,12 +146,17 @@ def build_document(result: Any, *, scenarios_given: bool) -> dict[str, Any]:
         a = after.loc[key] if key in after.index else None
         entry = dict(zip(HEADROOM_KEY, key, strict=True))
         for name, row in (("before", b), ("after", a)):
-            entry[name] = None if row is None else {
-                "slots": _num(row["slots"]), "slots_after_failure": _num(row["slots_after_failure"]),
-                "failure_domain": None if pd.isna(row["failure_domain"]) else str(row["failure_domain"]),
-                "shortfall": _num(row["shortfall"]),
-                "limiting_resource": None if pd.isna(row["limiting_resource"]) else str(row["limiting_resource"]),
-            }
+            entry[name] = (
+                None
+                if row is None
+                else {
+                    "slots": _num(row["slots"]),
+                    "slots_after_failure": _num(row["slots_after_failure"]),
+                    "failure_domain": None if pd.isna(row["failure_domain"]) else str(row["failure_domain"]),
+                    "shortfall": _num(row["shortfall"]),
+                    "limiting_resource": None if pd.isna(row["limiting_resource"]) else str(row["limiting_resource"]),
+                }
+            )
         headroom.append(entry)
     exhaustion = []
     if result.forecast_before is not None and result.forecast_after is not None:
@@ -143,11 +166,18 @@ def build_document(result: Any, *, scenarios_given: bool) -> dict[str, Any]:
             entry = dict(zip(SERIES_KEY, key, strict=True))
             for name, frame in (("before", fb), ("after", fa)):
                 row = frame.loc[key] if key in frame.index else None
-                entry[name] = None if row is None else {
-                    "current": _num(row["current"]), "limit": _num(row["limit"]),
-                    "p10": _time(row["exhaustion_p10"]), "p50": _time(row["exhaustion_p50"]),
-                    "p90": _time(row["exhaustion_p90"]), "model": str(row["model"]),
-                }
+                entry[name] = (
+                    None
+                    if row is None
+                    else {
+                        "current": _num(row["current"]),
+                        "limit": _num(row["limit"]),
+                        "p10": _time(row["exhaustion_p10"]),
+                        "p50": _time(row["exhaustion_p50"]),
+                        "p90": _time(row["exhaustion_p90"]),
+                        "model": str(row["model"]),
+                    }
+                )
             exhaustion.append(entry)
     return {
         "scenarios": [{"scenario": e.scenario, "unplaced": e.unplaced, "notes": e.notes} for e in result.effects],
@@ -199,8 +229,9 @@ def render_table(document: dict[str, Any]) -> str:
         # Name the failure N+1 is judged against now and, when a what-if moves it, after the scenario too.
         before = (entry["before"] or {}).get("failure_domain") or ""
         after = (entry["after"] or {}).get("failure_domain") or ""
-        row["worst failure"] = f"{before or '-'} -> {after or '-'}" if document["what_if"] and before != after \
-            else (after or before)
+        row["worst failure"] = (
+            f"{before or '-'} -> {after or '-'}" if document["what_if"] and before != after else (after or before)
+        )
         rows.append(row)
     table = pd.DataFrame(rows).to_string(index=False) if rows else "(no hosts or shapes found)"
     parts.append("== headroom: slots (after the worst failure) ==\n" + table)

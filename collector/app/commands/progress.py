@@ -18,8 +18,9 @@ from typing import IO, Any
 class Progress:
     """`with Progress("capacityd forecast") as progress: progress.stage("polling 12 sources") ...`"""
 
-    def __init__(self, label: str, *, stream: IO[str] | None = None, delay: float = 1.0,
-                 interval: float = 0.25) -> None:
+    def __init__(
+        self, label: str, *, stream: IO[str] | None = None, delay: float = 1.0, interval: float = 0.25
+    ) -> None:
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
         self.delay = delay
@@ -47,8 +48,14 @@ class Progress:
                 continue
             with self._lock:
                 if self._bar is None:  # drawn only once the command has taken longer than `delay`
-                    self._bar = tqdm(total=None, desc=self._text(), file=self.stream, leave=False,
-                                     bar_format="{desc} … {elapsed}", ncols=self._width())
+                    self._bar = tqdm(
+                        total=None,
+                        desc=self._text(),
+                        file=self.stream,
+                        leave=False,
+                        bar_format="{desc} … {elapsed}",
+                        ncols=self._width(),
+                    )
                     self._bar.start_t = self._bar._time() - (time.monotonic() - self._started)
                 self._bar.set_description_str(self._text(), refresh=False)
                 self._bar.refresh()
@@ -70,8 +77,9 @@ class Progress:
         """What the command does now (shown after the label)."""
         self._stage = text
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

@@ -26,12 +26,17 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "report", help="build the capacity report now: write HTML, optionally send it",
+        "report",
+        help="build the capacity report now: write HTML, optionally send it",
         description="Collect once, build the capacity report, write it as HTML (and CSV), optionally mail it.",
     )
     parser.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
-    parser.add_argument("--out", type=Path, default=Path("report.html"),
-                        help="HTML file to write (CSV files go beside it; default %(default)s)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("report.html"),
+        help="HTML file to write (CSV files go beside it; default %(default)s)",
+    )
     parser.add_argument("--name", default=None, help="which `reports:` entry (default: the first)")
     parser.add_argument("--send", action="store_true", help="also mail it to the report's recipients")
     parser.add_argument("--force", action="store_true", help="with --send: send even if this period was sent")
@@ -86,8 +91,10 @@ def run(args: argparse.Namespace) -> int:
         assert config.smtp is not None and store is not None
         outcome = send_report(report, config.smtp, snapshot, history, store, period, force=args.force)
         if outcome.status == "sent":
-            print(f"sent report {report.name} for {period_key(period)} to {', '.join(report.recipients)} "
-                  f"({outcome.size_bytes:,} bytes)")
+            print(
+                f"sent report {report.name} for {period_key(period)} to {', '.join(report.recipients)} "
+                f"({outcome.size_bytes:,} bytes)"
+            )
             return 0
         if outcome.status == "skipped":
             print(f"not sent: {outcome.detail} (use --force to send it again)", file=sys.stderr)
@@ -97,5 +104,3 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if history is not None:
             history.close()
-
-

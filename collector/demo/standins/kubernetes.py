@@ -93,8 +93,12 @@ class TLSFiles:
     key: Path
 
 
-def make_tls(directory: Path, ips: Sequence[str] = ("127.0.0.1",), names: Sequence[str] = ("localhost",),
-             common_name: str = "kube-apiserver") -> TLSFiles:
+def make_tls(
+    directory: Path,
+    ips: Sequence[str] = ("127.0.0.1",),
+    names: Sequence[str] = ("localhost",),
+    common_name: str = "kube-apiserver",
+) -> TLSFiles:
     """A throw-away CA and a server certificate for `ips`/`names`, written under `directory`."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -106,8 +110,12 @@ def make_tls(directory: Path, ips: Sequence[str] = ("127.0.0.1",), names: Sequen
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name}-ca")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=2))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
@@ -115,9 +123,13 @@ def make_tls(directory: Path, ips: Sequence[str] = ("127.0.0.1",), names: Sequen
     key = ec.generate_private_key(ec.SECP256R1())
     alt = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips] + [x509.DNSName(n) for n in names]
     cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -125,15 +137,21 @@ def make_tls(directory: Path, ips: Sequence[str] = ("127.0.0.1",), names: Sequen
     files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.key.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                          serialization.NoEncryption())
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     files.key.chmod(0o600)
     return files
 
 
-def write_kubeconfig(path: Path, server: str, ca_cert: Path | None, token: str, context: str,
-                     cluster: str | None = None, user: str = "capacityd") -> Path:
+def write_kubeconfig(
+    path: Path,
+    server: str,
+    ca_cert: Path | None,
+    token: str,
+    context: str,
+    cluster: str | None = None,
+    user: str = "capacityd",
+) -> Path:
     """A kubeconfig with one cluster, one token user and one context (the shape kubectl writes)."""
     cluster = cluster or context
     entry: dict[str, Any] = {"server": server}
@@ -186,27 +204,44 @@ def make_node(
     uid: str | None = None,
 ) -> dict[str, Any]:
     """A Node as the API returns it (cf. testdata/nodelist_openstack.json)."""
-    capacity = {"cpu": cpu, "ephemeral-storage": ephemeral_storage, "hugepages-1Gi": "0", "hugepages-2Mi": "0",
-                "memory": memory, "pods": pods, **(extended or {})}
+    capacity = {
+        "cpu": cpu,
+        "ephemeral-storage": ephemeral_storage,
+        "hugepages-1Gi": "0",
+        "hugepages-2Mi": "0",
+        "memory": memory,
+        "pods": pods,
+        **(extended or {}),
+    }
     allocatable = {**capacity, "cpu": allocatable_cpu or cpu, "memory": allocatable_memory or memory}
     if allocatable_ephemeral_storage:
         allocatable["ephemeral-storage"] = allocatable_ephemeral_storage
     heartbeat = "2026-01-05T08:10:00Z"
     conditions = [
-        {"type": kind, "status": "False", "reason": reason, "message": message,
-         "lastHeartbeatTime": heartbeat, "lastTransitionTime": _CREATED}
+        {
+            "type": kind,
+            "status": "False",
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": heartbeat,
+            "lastTransitionTime": _CREATED,
+        }
         for kind, reason, message in (
             ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
             ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
             ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
         )
     ]
-    conditions.append({
-        "type": "Ready", "status": ready,
-        "reason": "KubeletReady" if ready == "True" else "NodeStatusUnknown",
-        "message": "kubelet is posting ready status" if ready == "True" else "Kubelet stopped posting node status.",
-        "lastHeartbeatTime": heartbeat, "lastTransitionTime": _CREATED,
-    })
+    conditions.append(
+        {
+            "type": "Ready",
+            "status": ready,
+            "reason": "KubeletReady" if ready == "True" else "NodeStatusUnknown",
+            "message": "kubelet is posting ready status" if ready == "True" else "Kubelet stopped posting node status.",
+            "lastHeartbeatTime": heartbeat,
+            "lastTransitionTime": _CREATED,
+        }
+    )
     spec: dict[str, Any] = {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]}
     if provider_id:
         spec["providerID"] = provider_id
@@ -222,8 +257,12 @@ def make_node(
             "uid": uid or _uid("node", name),
             "resourceVersion": "1",
             "creationTimestamp": _CREATED,
-            "labels": {"kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux", "kubernetes.io/hostname": name,
-                       **(labels or {})},
+            "labels": {
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/hostname": name,
+                **(labels or {}),
+            },
             "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
         },
         "spec": spec,
@@ -234,10 +273,16 @@ def make_node(
             "addresses": [{"type": "InternalIP", "address": address}, {"type": "Hostname", "address": name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
             "nodeInfo": {
-                "architecture": "amd64", "bootID": _uid("boot", name), "containerRuntimeVersion": "containerd://1.7.24",
-                "kernelVersion": "6.1.0-28-amd64", "kubeProxyVersion": "", "kubeletVersion": "v1.30.6",
-                "machineID": _uid("machine", name).replace("-", ""), "operatingSystem": "linux",
-                "osImage": "Debian GNU/Linux 12 (bookworm)", "systemUUID": _uid("system", name),
+                "architecture": "amd64",
+                "bootID": _uid("boot", name),
+                "containerRuntimeVersion": "containerd://1.7.24",
+                "kernelVersion": "6.1.0-28-amd64",
+                "kubeProxyVersion": "",
+                "kubeletVersion": "v1.30.6",
+                "machineID": _uid("machine", name).replace("-", ""),
+                "operatingSystem": "linux",
+                "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "systemUUID": _uid("system", name),
             },
         },
     }
@@ -273,17 +318,32 @@ def make_pod(
         if limits:
             resources["limits"] = dict(limits)
         out: dict[str, Any] = {
-            "name": cname, "image": f"registry.example/{cname}:1.0", "resources": resources,
-            "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
+            "name": cname,
+            "image": f"registry.example/{cname}:1.0",
+            "resources": resources,
+            "terminationMessagePath": "/dev/termination-log",
+            "terminationMessagePolicy": "File",
             "imagePullPolicy": "IfNotPresent",
             # what real pods carry besides resources (the service-account token mount, env, a port, a probe)
-            "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
-                    {"name": "LOG_LEVEL", "value": "info"}],
+            "env": [
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
+                {"name": "LOG_LEVEL", "value": "info"},
+            ],
             "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
-            "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080, "scheme": "HTTP"}, "periodSeconds": 10,
-                               "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
-            "volumeMounts": [{"name": "kube-api-access", "readOnly": True,
-                              "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}],
+            "readinessProbe": {
+                "httpGet": {"path": "/healthz", "port": 8080, "scheme": "HTTP"},
+                "periodSeconds": 10,
+                "timeoutSeconds": 1,
+                "successThreshold": 1,
+                "failureThreshold": 3,
+            },
+            "volumeMounts": [
+                {
+                    "name": "kube-api-access",
+                    "readOnly": True,
+                    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                }
+            ],
         }
         if init and cname in sidecars:
             out["restartPolicy"] = "Always"
@@ -295,35 +355,77 @@ def make_pod(
     if template_hash:
         pod_labels["pod-template-hash"] = template_hash
     metadata: dict[str, Any] = {
-        "name": name, "namespace": namespace, "uid": uid or _uid("pod", namespace, name),
-        "resourceVersion": "1", "creationTimestamp": _CREATED, "labels": pod_labels,
+        "name": name,
+        "namespace": namespace,
+        "uid": uid or _uid("pod", namespace, name),
+        "resourceVersion": "1",
+        "creationTimestamp": _CREATED,
+        "labels": pod_labels,
     }
     if owner:
         kind, owner_name = owner
-        api_version = "apps/v1" if kind in ("ReplicaSet", "StatefulSet", "DaemonSet", "Deployment") else (
-            "batch/v1" if kind == "Job" else "v1")
-        metadata["ownerReferences"] = [{
-            "apiVersion": api_version, "kind": kind, "name": owner_name, "uid": _uid(kind, namespace, owner_name),
-            "controller": True, "blockOwnerDeletion": True,
-        }]
+        api_version = (
+            "apps/v1"
+            if kind in ("ReplicaSet", "StatefulSet", "DaemonSet", "Deployment")
+            else ("batch/v1" if kind == "Job" else "v1")
+        )
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": api_version,
+                "kind": kind,
+                "name": owner_name,
+                "uid": _uid(kind, namespace, owner_name),
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
     spec: dict[str, Any] = {
         "containers": [container(c, False) for c in containers],
         "restartPolicy": "Never" if phase in ("Succeeded", "Failed") else "Always",
-        "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler",
-        "securityContext": {}, "enableServiceLinks": True, "preemptionPolicy": "PreemptLowerPriority",
+        "terminationGracePeriodSeconds": 30,
+        "dnsPolicy": "ClusterFirst",
+        "schedulerName": "default-scheduler",
+        "securityContext": {},
+        "enableServiceLinks": True,
+        "preemptionPolicy": "PreemptLowerPriority",
         "priority": 0,
         "tolerations": [
-            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
-             "tolerationSeconds": 300},
-            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
-             "tolerationSeconds": 300},
+            {
+                "key": "node.kubernetes.io/not-ready",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 300,
+            },
+            {
+                "key": "node.kubernetes.io/unreachable",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 300,
+            },
         ],
     }
-    spec["volumes"] = [{"name": "kube-api-access", "projected": {"defaultMode": 420, "sources": [
-        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1",
-                                                                       "fieldPath": "metadata.namespace"}}]}}]}}]
+    spec["volumes"] = [
+        {
+            "name": "kube-api-access",
+            "projected": {
+                "defaultMode": 420,
+                "sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {
+                        "downwardAPI": {
+                            "items": [
+                                {
+                                    "path": "namespace",
+                                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                                }
+                            ]
+                        }
+                    },
+                ],
+            },
+        }
+    ]
     spec["serviceAccountName"] = "default"
     if init_containers:
         spec["initContainers"] = [container(c, True) for c in init_containers]
@@ -335,23 +437,45 @@ def make_pod(
         spec["nodeSelector"] = dict(node_selector)
     status: dict[str, Any] = {"phase": phase, "qosClass": "Burstable"}
     if node:
-        status.update({
-            "hostIP": "10.0.0.10", "podIP": "10.244.0.12", "startTime": _CREATED,
-            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": _CREATED}],
-            "containerStatuses": [
-                {"name": c[0], "ready": phase == "Running", "restartCount": 0, "image": f"registry.example/{c[0]}:1.0",
-                 "imageID": "", "started": phase == "Running",
-                 "state": {"running": {"startedAt": _CREATED}} if phase == "Running" else
-                 {"terminated": {"exitCode": 0 if phase == "Succeeded" else 1,
-                                 "reason": "Completed" if phase == "Succeeded" else "Error",
-                                 "startedAt": _CREATED, "finishedAt": _CREATED}}}
-                for c in containers
-            ],
-        })
+        status.update(
+            {
+                "hostIP": "10.0.0.10",
+                "podIP": "10.244.0.12",
+                "startTime": _CREATED,
+                "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": _CREATED}],
+                "containerStatuses": [
+                    {
+                        "name": c[0],
+                        "ready": phase == "Running",
+                        "restartCount": 0,
+                        "image": f"registry.example/{c[0]}:1.0",
+                        "imageID": "",
+                        "started": phase == "Running",
+                        "state": {"running": {"startedAt": _CREATED}}
+                        if phase == "Running"
+                        else {
+                            "terminated": {
+                                "exitCode": 0 if phase == "Succeeded" else 1,
+                                "reason": "Completed" if phase == "Succeeded" else "Error",
+                                "startedAt": _CREATED,
+                                "finishedAt": _CREATED,
+                            }
+                        },
+                    }
+                    for c in containers
+                ],
+            }
+        )
     else:
-        status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                 "message": "0/3 nodes are available: 3 Insufficient cpu.",
-                                 "lastTransitionTime": _CREATED}]
+        status["conditions"] = [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 Insufficient cpu.",
+                "lastTransitionTime": _CREATED,
+            }
+        ]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec, "status": status}
 
 
@@ -390,11 +514,15 @@ def _pod_loads(pods: Iterable[Mapping[str, Any]]) -> list[_PodLoad]:
         containers: list[tuple[str, float, float]] = []
         for c in pod["spec"].get("containers", ()):
             requests = (c.get("resources") or {}).get("requests") or {}
-            digest = hashlib.blake2s(f"{meta['namespace']}/{meta['name']}/{c['name']}".encode(),
-                                     digest_size=2).digest()
+            digest = hashlib.blake2s(f"{meta['namespace']}/{meta['name']}/{c['name']}".encode(), digest_size=2).digest()
             share = 0.3 + 0.6 * (int.from_bytes(digest, "big") / 65535)
-            containers.append((c["name"], _approx(requests.get("cpu"), 0.05) * share,
-                               round(_approx(requests.get("memory"), 64 * 2**20) * share)))
+            containers.append(
+                (
+                    c["name"],
+                    _approx(requests.get("cpu"), 0.05) * share,
+                    round(_approx(requests.get("memory"), 64 * 2**20) * share),
+                )
+            )
         loads.append(_PodLoad(meta["namespace"], meta["name"], containers))
     return loads
 
@@ -427,8 +555,10 @@ class FakeKubelet:
         """The `/metrics/resource` text (format of a v1.30+ kubelet, cf. testdata)."""
         now = time.time() if now is None else now
         if self.behaviour == "malformed":
-            return ("# HELP node_cpu_usage_seconds_total [STABLE] Cumulative cpu time\n"
-                    "node_cpu_usage_seconds_total{ 12.5\nnode_memory_working_set_bytes\n")
+            return (
+                "# HELP node_cpu_usage_seconds_total [STABLE] Cumulative cpu time\n"
+                "node_cpu_usage_seconds_total{ 12.5\nnode_memory_working_set_bytes\n"
+            )
         up = max(now - self.boot, 0.0)
         ts = int(now * 1000)
         pods = sorted(self.pods, key=lambda p: (p.namespace, p.name))
@@ -438,34 +568,62 @@ class FakeKubelet:
             "core-seconds",
             "# TYPE container_cpu_usage_seconds_total counter",
         ]
-        out += [f'container_cpu_usage_seconds_total{{container="{c[0]}",namespace="{p.namespace}",pod="{p.name}"}} '
-                f"{c[1] * up:.6f} {ts}" for p, c in rows]
-        out += ["# HELP container_memory_working_set_bytes [STABLE] Current working set of the container in bytes",
-                "# TYPE container_memory_working_set_bytes gauge"]
-        out += [f'container_memory_working_set_bytes{{container="{c[0]}",namespace="{p.namespace}",pod="{p.name}"}} '
-                f"{c[2]:.7g} {ts}" for p, c in rows]
-        out += ["# HELP container_start_time_seconds [STABLE] Start time of the container since unix epoch in seconds",
-                "# TYPE container_start_time_seconds gauge"]
-        out += [f'container_start_time_seconds{{container="{c[0]}",namespace="{p.namespace}",pod="{p.name}"}} '
-                f"{self.boot:.10g}" for p, c in rows]
+        out += [
+            f'container_cpu_usage_seconds_total{{container="{c[0]}",namespace="{p.namespace}",pod="{p.name}"}} '
+            f"{c[1] * up:.6f} {ts}"
+            for p, c in rows
+        ]
+        out += [
+            "# HELP container_memory_working_set_bytes [STABLE] Current working set of the container in bytes",
+            "# TYPE container_memory_working_set_bytes gauge",
+        ]
+        out += [
+            f'container_memory_working_set_bytes{{container="{c[0]}",namespace="{p.namespace}",pod="{p.name}"}} '
+            f"{c[2]:.7g} {ts}"
+            for p, c in rows
+        ]
+        out += [
+            "# HELP container_start_time_seconds [STABLE] Start time of the container since unix epoch in seconds",
+            "# TYPE container_start_time_seconds gauge",
+        ]
+        out += [
+            f'container_start_time_seconds{{container="{c[0]}",namespace="{p.namespace}",pod="{p.name}"}} '
+            f"{self.boot:.10g}"
+            for p, c in rows
+        ]
         node_cpu = 0.25 + sum(c[1] for _, c in rows)
         node_memory = 512 * 2**20 + sum(c[2] for _, c in rows)
-        out += ["# HELP node_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the node in core-seconds",
-                "# TYPE node_cpu_usage_seconds_total counter",
-                f"node_cpu_usage_seconds_total {node_cpu * up:.6f} {ts}",
-                "# HELP node_memory_working_set_bytes [STABLE] Current working set of the node in bytes",
-                "# TYPE node_memory_working_set_bytes gauge",
-                f"node_memory_working_set_bytes {node_memory:.9g} {ts}",
-                "# HELP pod_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the pod in core-seconds",
-                "# TYPE pod_cpu_usage_seconds_total counter"]
-        out += [f'pod_cpu_usage_seconds_total{{namespace="{p.namespace}",pod="{p.name}"}} '
-                f"{sum(c[1] for c in p.containers) * up:.6f} {ts}" for p in pods]
-        out += ["# HELP pod_memory_working_set_bytes [STABLE] Current working set of the pod in bytes",
-                "# TYPE pod_memory_working_set_bytes gauge"]
-        out += [f'pod_memory_working_set_bytes{{namespace="{p.namespace}",pod="{p.name}"}} '
-                f"{sum(c[2] for c in p.containers):.9g} {ts}" for p in pods]
-        out += ["# HELP resource_scrape_error [STABLE] 1 if there was an error while getting container metrics, "
-                "0 otherwise", "# TYPE resource_scrape_error gauge", "resource_scrape_error 0", ""]
+        out += [
+            "# HELP node_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the node in core-seconds",
+            "# TYPE node_cpu_usage_seconds_total counter",
+            f"node_cpu_usage_seconds_total {node_cpu * up:.6f} {ts}",
+            "# HELP node_memory_working_set_bytes [STABLE] Current working set of the node in bytes",
+            "# TYPE node_memory_working_set_bytes gauge",
+            f"node_memory_working_set_bytes {node_memory:.9g} {ts}",
+            "# HELP pod_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the pod in core-seconds",
+            "# TYPE pod_cpu_usage_seconds_total counter",
+        ]
+        out += [
+            f'pod_cpu_usage_seconds_total{{namespace="{p.namespace}",pod="{p.name}"}} '
+            f"{sum(c[1] for c in p.containers) * up:.6f} {ts}"
+            for p in pods
+        ]
+        out += [
+            "# HELP pod_memory_working_set_bytes [STABLE] Current working set of the pod in bytes",
+            "# TYPE pod_memory_working_set_bytes gauge",
+        ]
+        out += [
+            f'pod_memory_working_set_bytes{{namespace="{p.namespace}",pod="{p.name}"}} '
+            f"{sum(c[2] for c in p.containers):.9g} {ts}"
+            for p in pods
+        ]
+        out += [
+            "# HELP resource_scrape_error [STABLE] 1 if there was an error while getting container metrics, "
+            "0 otherwise",
+            "# TYPE resource_scrape_error gauge",
+            "resource_scrape_error 0",
+            "",
+        ]
         return "\n".join(out)
 
 
@@ -618,8 +776,11 @@ def _kubelet_answer(kubelet: FakeKubelet, handler: _QuietHandler) -> None:
     if kubelet.behaviour == "hang":
         time.sleep(kubelet.hang_seconds)
     if kubelet.behaviour == "forbidden":
-        handler._send(403, b"Forbidden (user=system:anonymous, verb=get, resource=nodes, "
-                           b"subresource=metrics)\n", "text/plain; charset=utf-8")
+        handler._send(
+            403,
+            b"Forbidden (user=system:anonymous, verb=get, resource=nodes, subresource=metrics)\n",
+            "text/plain; charset=utf-8",
+        )
         return
     if kubelet.fault is not None:
         handler._send_faulty(kubelet.fault, kubelet.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
@@ -652,10 +813,22 @@ def _key(item: Mapping[str, Any], namespaced: bool) -> str:
     return f"{meta['namespace']}/{meta['name']}" if namespaced else meta["name"]
 
 
-def _status(code: int, reason: str, message: str, details: Mapping[str, Any] | None = None,
-            metadata: Mapping[str, Any] | None = None) -> bytes:
-    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": dict(metadata or {}),
-                            "status": "Failure", "message": message, "reason": reason, "code": code}
+def _status(
+    code: int,
+    reason: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> bytes:
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": dict(metadata or {}),
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
     if details:
         body["details"] = dict(details)
     return orjson.dumps(body)
@@ -704,9 +877,12 @@ class StandinApiServer:
         """Replace all nodes; each gets a fake kubelet (given, or a healthy one) reachable via the proxy."""
         self._set("nodes", nodes)
         given = dict(kubelets or {})
-        self.kubelets = {n["metadata"]["name"]: given.get(n["metadata"]["name"]) or
-                         self.kubelets.get(n["metadata"]["name"]) or FakeKubelet(n["metadata"]["name"])
-                         for n in nodes}
+        self.kubelets = {
+            n["metadata"]["name"]: given.get(n["metadata"]["name"])
+            or self.kubelets.get(n["metadata"]["name"])
+            or FakeKubelet(n["metadata"]["name"])
+            for n in nodes
+        }
         self._sync_kubelets()
 
     def set_pods(self, pods: Sequence[Mapping[str, Any]]) -> None:
@@ -734,8 +910,14 @@ class StandinApiServer:
         for _, item in keyed:
             item = {**item, "metadata": {**item["metadata"], "resourceVersion": str(rv)}}
             blobs.append(orjson.dumps(item))
-            index.append(((item.get("spec") or {}).get("nodeName"), (item.get("status") or {}).get("phase"),
-                          item["metadata"]["name"], item["metadata"].get("labels") or {}))
+            index.append(
+                (
+                    (item.get("spec") or {}).get("nodeName"),
+                    (item.get("status") or {}).get("phase"),
+                    item["metadata"]["name"],
+                    item["metadata"].get("labels") or {},
+                )
+            )
         snapshot = _Snapshot(rv, [k for k, _ in keyed], blobs, index)
         with self._lock:
             res.snapshots[rv] = snapshot
@@ -758,8 +940,9 @@ class StandinApiServer:
             res.current = _Snapshot(self._rv, current.keys, current.blobs, current.index)
             res.snapshots[self._rv] = res.current
 
-    def kubeconfig(self, path: Path, token: str = "admin-token", context: str = "standin",
-                   cluster: str | None = None) -> Path:
+    def kubeconfig(
+        self, path: Path, token: str = "admin-token", context: str = "standin", cluster: str | None = None
+    ) -> Path:
         return write_kubeconfig(path, self.url, self.tls.ca_cert, token, context, cluster)
 
     def stop(self) -> None:
@@ -773,15 +956,20 @@ class StandinApiServer:
             self.requests.append(handler.path)
         try:
             if self.down:
-                raise _ApiError(503, _status(503, "ServiceUnavailable", "the server is currently unable to "
-                                                                         "handle the request"))
+                raise _ApiError(
+                    503, _status(503, "ServiceUnavailable", "the server is currently unable to handle the request")
+                )
             user = self._authenticate(handler)
             raw_path, _, query_text = handler.path.partition("?")
             query = urllib.parse.parse_qs(query_text, keep_blank_values=True)
             parts = [p for p in raw_path.split("/") if p]
             if parts == ["version"]:
-                handler._send(200, orjson.dumps({"major": "1", "minor": "30", "gitVersion": "v1.30.6-standin",
-                                                 "platform": "linux/amd64"}))
+                handler._send(
+                    200,
+                    orjson.dumps(
+                        {"major": "1", "minor": "30", "gitVersion": "v1.30.6-standin", "platform": "linux/amd64"}
+                    ),
+                )
                 return
             if parts[:2] != ["api", "v1"]:
                 raise _ApiError(404, _status(404, "NotFound", "the server could not find the requested resource"))
@@ -811,22 +999,23 @@ class StandinApiServer:
             raise _ApiError(401, _status(401, "Unauthorized", "Unauthorized"))
         return user
 
-    def _authorize(self, user: User, verb: str, resource: str, name: str | None = None,
-                   namespace: str | None = None) -> None:
+    def _authorize(
+        self, user: User, verb: str, resource: str, name: str | None = None, namespace: str | None = None
+    ) -> None:
         if f"{verb} {resource}" in user.permissions:
             return
         base, _, _sub = resource.partition("/")
         what = f'{base} "{name}"' if name else base
         scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
-        message = (f'{what} is forbidden: User "{user.name}" cannot {verb} resource "{resource}" '
-                   f'in API group "" {scope}')
+        message = f'{what} is forbidden: User "{user.name}" cannot {verb} resource "{resource}" in API group "" {scope}'
         details: dict[str, Any] = {"kind": base}
         if name:
             details["name"] = name
         raise _ApiError(403, _status(403, "Forbidden", message, details))
 
-    def _list(self, handler: _QuietHandler, user: User, resource: str, namespace: str | None,
-              query: Mapping[str, list[str]]) -> None:
+    def _list(
+        self, handler: _QuietHandler, user: User, resource: str, namespace: str | None, query: Mapping[str, list[str]]
+    ) -> None:
         self._authorize(user, "list", resource, namespace=namespace)
         res = self._resources[resource]
         limit = _int_param(query, "limit")
@@ -843,14 +1032,19 @@ class StandinApiServer:
             rv, start_key = _decode_continue(token)
             if rv not in snapshots:  # compacted away (or never existed)
                 fresh = _encode_continue(current.rv, start_key) if start_key else ""
-                raise _ApiError(410, _status(
-                    410, "Expired",
-                    "The provided continue parameter is too old to display a consistent list result. You can start "
-                    "a new list without the continue parameter, or use the continue token in this response to "
-                    "retrieve the remainder of the results. Continuing with the provided token results in an "
-                    "inconsistent list - objects that were created, modified, or deleted between the time the "
-                    "first chunk was returned and now may show up in the list.",
-                    metadata={"continue": fresh} if fresh else None))
+                raise _ApiError(
+                    410,
+                    _status(
+                        410,
+                        "Expired",
+                        "The provided continue parameter is too old to display a consistent list result. You can start "
+                        "a new list without the continue parameter, or use the continue token in this response to "
+                        "retrieve the remainder of the results. Continuing with the provided token results in an "
+                        "inconsistent list - objects that were created, modified, or deleted between the time the "
+                        "first chunk was returned and now may show up in the list.",
+                        metadata={"continue": fresh} if fresh else None,
+                    ),
+                )
             snapshot = snapshots[rv]
         elif resource_version == "0":
             limit = None  # served from the watch cache: the real server ignores limit
@@ -874,14 +1068,22 @@ class StandinApiServer:
         if more:
             # like the real server: continue right after the last key returned ("<key>\0" sorts next)
             metadata["continue"] = _encode_continue(snapshot.rv, last_key + "\u0000")
-            remaining = (n - position) if not prefix else sum(
-                1 for k in snapshot.keys[position:] if k.startswith(prefix))
+            remaining = (
+                (n - position) if not prefix else sum(1 for k in snapshot.keys[position:] if k.startswith(prefix))
+            )
             if not selectors.filtering:
                 metadata["remainingItemCount"] = remaining
-        body = b"".join((
-            b'{"kind":"', res.kind.encode(), b'List","apiVersion":"v1","metadata":', orjson.dumps(metadata),
-            b',"items":[', b",".join(chosen), b"]}",
-        ))
+        body = b"".join(
+            (
+                b'{"kind":"',
+                res.kind.encode(),
+                b'List","apiVersion":"v1","metadata":',
+                orjson.dumps(metadata),
+                b',"items":[',
+                b",".join(chosen),
+                b"]}",
+            )
+        )
         if self.list_fault is not None:
             handler._send_faulty(self.list_fault, body, "application/json")
         else:
@@ -899,8 +1101,7 @@ class StandinApiServer:
         assert res.current is not None
         position = bisect.bisect_left(res.current.keys, name)
         if position >= len(res.current.keys) or res.current.keys[position] != name:
-            raise _ApiError(404, _status(404, "NotFound", f'nodes "{name}" not found',
-                                         {"name": name, "kind": "nodes"}))
+            raise _ApiError(404, _status(404, "NotFound", f'nodes "{name}" not found', {"name": name, "kind": "nodes"}))
         return res.current.blobs[position]
 
     def _proxy(self, handler: _QuietHandler, user: User, node: str, path: str) -> None:
@@ -908,12 +1109,18 @@ class StandinApiServer:
         self._authorize(user, "get", "nodes/proxy", name=name)
         node_object = orjson.loads(self._node_blob(name))
         kubelet = self.kubelets.get(name)
-        address = next((a["address"] for a in node_object["status"].get("addresses", ())
-                        if a["type"] == "InternalIP"), name)
+        address = next(
+            (a["address"] for a in node_object["status"].get("addresses", ()) if a["type"] == "InternalIP"), name
+        )
         if kubelet is None or kubelet.behaviour == "down":
-            raise _ApiError(503, _status(503, "ServiceUnavailable",
-                                         f"error trying to reach service: dial tcp {address}:10250: connect: "
-                                         f"connection refused"))
+            raise _ApiError(
+                503,
+                _status(
+                    503,
+                    "ServiceUnavailable",
+                    f"error trying to reach service: dial tcp {address}:10250: connect: connection refused",
+                ),
+            )
         if path != "metrics/resource":
             handler._send(404, b"404 page not found\n", "text/plain; charset=utf-8")
             return
@@ -944,8 +1151,9 @@ def _decode_continue(token: str) -> tuple[int, str]:
             raise ValueError("unexpected version")
         rv, start = int(data["rv"]), str(data["start"])
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as error:
-        raise _ApiError(400, _status(400, "BadRequest",
-                                     f"invalid continue token: continue key is not valid: {error}")) from None
+        raise _ApiError(
+            400, _status(400, "BadRequest", f"invalid continue token: continue key is not valid: {error}")
+        ) from None
     return rv, start
 
 
@@ -958,8 +1166,10 @@ class _Selector:
         return all(check(entry) for check in self.checks)
 
 
-_FIELDS: dict[str, dict[str, int | None]] = {"pods": {"spec.nodeName": 0, "status.phase": 1, "metadata.name": 2},
-                                            "nodes": {"metadata.name": 2, "spec.unschedulable": None}}
+_FIELDS: dict[str, dict[str, int | None]] = {
+    "pods": {"spec.nodeName": 0, "status.phase": 1, "metadata.name": 2},
+    "nodes": {"metadata.name": 2, "spec.unschedulable": None},
+}
 
 
 def _label_check(term: str) -> Callable[[Any], bool]:
@@ -983,8 +1193,7 @@ def _selectors(query: Mapping[str, list[str]], resource: str) -> _Selector:
         name, _, value = term.partition("!=" if negate else "=")
         value = value.lstrip("=")
         if name not in _FIELDS[resource] or _FIELDS[resource][name] is None:
-            raise _ApiError(400, _status(400, "BadRequest",
-                                         f'field label not supported: {name}'))
+            raise _ApiError(400, _status(400, "BadRequest", f"field label not supported: {name}"))
         slot = _FIELDS[resource][name]
 
         def check(e: Any, s: int | None = slot, v: str = value, n: bool = negate) -> bool:
@@ -1006,13 +1215,23 @@ def synthetic_cluster(nodes: int, pods: int, seed: int = 1) -> tuple[list[dict[s
     for i in range(nodes):
         name = f"node-{i:05d}"
         pool = ("general", "memory", "batch")[i % 3]
-        node_objects.append(make_node(
-            name, cpu="16", memory="64Gi", allocatable_cpu="15890m", allocatable_memory="63917756Ki", pods="110",
-            provider_id=f"openstack:///{_uid('server', name)}",
-            labels={"node.kubernetes.io/pool": pool, "topology.kubernetes.io/zone": f"az{i % 3 + 1}",
-                    "node.kubernetes.io/instance-type": "m1.xlarge"},
-            address=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
-        ))
+        node_objects.append(
+            make_node(
+                name,
+                cpu="16",
+                memory="64Gi",
+                allocatable_cpu="15890m",
+                allocatable_memory="63917756Ki",
+                pods="110",
+                provider_id=f"openstack:///{_uid('server', name)}",
+                labels={
+                    "node.kubernetes.io/pool": pool,
+                    "topology.kubernetes.io/zone": f"az{i % 3 + 1}",
+                    "node.kubernetes.io/instance-type": "m1.xlarge",
+                },
+                address=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+            )
+        )
     shapes = [("100m", "128Mi"), ("250m", "256Mi"), ("500m", "1Gi"), ("1", "2Gi"), ("50m", "64Mi")]
     pod_objects = []
     for j in range(pods):
@@ -1040,9 +1259,20 @@ def synthetic_cluster(nodes: int, pods: int, seed: int = 1) -> tuple[list[dict[s
             owner, template_hash, name = ("DaemonSet", f"ds-{app}"), None, f"ds-{app}-{j:06x}"
         else:
             owner, template_hash, name = ("Job", f"{app}-job-{j}"), None, f"{app}-job-{j}-x{j % 7}"
-        pod_objects.append(make_pod(namespace, f"{name}-{j}", node=node, phase=phase, containers=containers,
-                                    init_containers=init, sidecars=sidecars, owner=owner,
-                                    template_hash=template_hash, labels={"app": app}))
+        pod_objects.append(
+            make_pod(
+                namespace,
+                f"{name}-{j}",
+                node=node,
+                phase=phase,
+                containers=containers,
+                init_containers=init,
+                sidecars=sidecars,
+                owner=owner,
+                template_hash=template_hash,
+                labels={"app": app},
+            )
+        )
     return node_objects, pod_objects
 
 

@@ -122,8 +122,9 @@ class StandinCloud:
     quota_limits: dict[str, int] = field(default_factory=lambda: {"cores": 400, "ram": 1638400, "instances": 200})
     clock: Callable[[], float] = time.time
 
-    _view: tuple[tuple[int, int, int], tuple[list[Server], dict[str, dict[str, float]], dict[str, int]]] | None = (
-        field(default=None, repr=False))
+    _view: tuple[tuple[int, int, int], tuple[list[Server], dict[str, dict[str, float]], dict[str, int]]] | None = field(
+        default=None, repr=False
+    )
 
     def _state(self) -> tuple[list[Server], dict[str, dict[str, float]], dict[str, int]]:
         """Visible servers, usages and allocation counts per provider (recomputed when time or servers move)."""
@@ -167,8 +168,14 @@ class HTTPError(Exception):
         self.status, self.title, self.detail, self.extra = status, title, detail, extra or {}
 
 
-NOVA_FAULT_NAMES = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
-                    409: "conflictingRequest", 503: "serviceUnavailable"}
+NOVA_FAULT_NAMES = {
+    400: "badRequest",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "itemNotFound",
+    409: "conflictingRequest",
+    503: "serviceUnavailable",
+}
 
 
 @dataclass
@@ -230,13 +237,29 @@ class StandinServer:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
 
-    def inject(self, service: str, pattern: str, status: int = 503, times: int = 1, body: bytes | None = None,
-               delay: float = 0.0) -> None:
+    def inject(
+        self,
+        service: str,
+        pattern: str,
+        status: int = 503,
+        times: int = 1,
+        body: bytes | None = None,
+        delay: float = 0.0,
+    ) -> None:
         with self._lock:
             self.faults.append(Fault(service, re.compile(pattern), times, status, body, delay))
 
-    def inject_transfer(self, service: str, pattern: str, transfer: str, times: int = 1, *, size: int = 0,
-                        chunked: bool = False, interval: float = 1.0) -> Fault:
+    def inject_transfer(
+        self,
+        service: str,
+        pattern: str,
+        transfer: str,
+        times: int = 1,
+        *,
+        size: int = 0,
+        chunked: bool = False,
+        interval: float = 1.0,
+    ) -> Fault:
         """Serve the real answer for matching paths, but `oversize` / `drip` / `truncated` on the wire."""
         if transfer not in ("oversize", "drip", "truncated"):
             raise ValueError(f"unknown transfer fault {transfer!r}")
@@ -299,15 +322,22 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
                     if fault.delay:
                         time.sleep(fault.delay)
                     if fault.body is not None or fault.status != 200:
-                        self._send(fault.status, fault.body if fault.body is not None else
-                                   _error_body(service, fault.status, "Injected failure", request_id), headers)
+                        self._send(
+                            fault.status,
+                            fault.body
+                            if fault.body is not None
+                            else _error_body(service, fault.status, "Injected failure", request_id),
+                            headers,
+                        )
                         return
                 if service == "placement":
-                    status, body, extra = _placement(server, path[len("/placement"):] or "/", query,
-                                                     self.headers, request_id)
+                    status, body, extra = _placement(
+                        server, path[len("/placement") :] or "/", query, self.headers, request_id
+                    )
                 else:
-                    status, body, extra = _compute(server, path[len("/compute"):] or "/", query,
-                                                   self.headers, request_id)
+                    status, body, extra = _compute(
+                        server, path[len("/compute") :] or "/", query, self.headers, request_id
+                    )
                 headers.update(extra)
             except HTTPError as error:
                 status = error.status
@@ -331,7 +361,7 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
                         self.send_header("Transfer-Encoding", "chunked")
                         self.end_headers()
                         for start in range(0, len(body), 1 << 16):
-                            piece = body[start:start + (1 << 16)]
+                            piece = body[start : start + (1 << 16)]
                             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                             fault.sent += len(piece)
                         self.wfile.write(b"0\r\n\r\n")
@@ -345,7 +375,7 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
                     self.end_headers()
                     self.wfile.flush()
                     for index in range(len(body)):
-                        self.wfile.write(body[index:index + 1])
+                        self.wfile.write(body[index : index + 1])
                         self.wfile.flush()
                         fault.sent += 1
                         time.sleep(fault.interval)
@@ -373,8 +403,14 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _error_body(service: str, status: int, title: str, request_id: str, detail: str | None = None,
-                extra: dict[str, Any] | None = None) -> bytes:
+def _error_body(
+    service: str,
+    status: int,
+    title: str,
+    request_id: str,
+    detail: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> bytes:
     detail = detail or title
     if service == "placement":
         error = {"status": status, "title": title, "detail": detail, "request_id": request_id, **(extra or {})}
@@ -417,13 +453,15 @@ def _negotiate(service: str, headers: Any, versions: tuple[tuple[int, int], tupl
     if not low <= version <= high:
         if service == "placement":
             raise HTTPError(
-                406, "Not Acceptable",
+                406,
+                "Not Acceptable",
                 "The resource could not be generated that was acceptable to your browser (content of type "
                 f"application/json. \n\n Invalid microversion: Unacceptable version header: {asked}",
                 {"max_version": f"{high[0]}.{high[1]}", "min_version": f"{low[0]}.{low[1]}"},
             )
         raise HTTPError(
-            406, "Not Acceptable",
+            406,
+            "Not Acceptable",
             f"Version {asked} is not supported by the API. Minimum is {low[0]}.{low[1]} and maximum is "
             f"{high[0]}.{high[1]}.",
         )
@@ -442,13 +480,23 @@ def _json(body: Any) -> bytes:
 # ------------------------------------------------------------------------------------------ Placement
 
 
-def _placement(server: StandinServer, path: str, query: dict[str, list[str]], headers: Any,
-               request_id: str) -> tuple[int, bytes, dict[str, str]]:
+def _placement(
+    server: StandinServer, path: str, query: dict[str, list[str]], headers: Any, request_id: str
+) -> tuple[int, bytes, dict[str, str]]:
     cloud = server.cloud
     if path in ("/", ""):
         low, high = server.versions["placement"]
-        doc = {"versions": [{"id": "v1.0", "max_version": f"{high[0]}.{high[1]}", "min_version": f"{low[0]}.{low[1]}",
-                             "status": "CURRENT", "links": [{"rel": "self", "href": ""}]}]}
+        doc = {
+            "versions": [
+                {
+                    "id": "v1.0",
+                    "max_version": f"{high[0]}.{high[1]}",
+                    "min_version": f"{low[0]}.{low[1]}",
+                    "status": "CURRENT",
+                    "links": [{"rel": "self", "href": ""}],
+                }
+            ]
+        }
         return 200, _json(doc), {}
     if _check_token(headers) != server.token:
         raise HTTPError(401, "Unauthorized", "The request you have made requires authentication.")
@@ -466,8 +514,10 @@ def _placement(server: StandinServer, path: str, query: dict[str, list[str]], he
             links.append("traits")
         if version >= (1, 11):
             links.append("allocations")
-        doc["links"] = [{"rel": rel, "href": f"/resource_providers/{p.uuid}" + ("" if rel == "self" else f"/{rel}")}
-                        for rel in links]
+        doc["links"] = [
+            {"rel": rel, "href": f"/resource_providers/{p.uuid}" + ("" if rel == "self" else f"/{rel}")}
+            for rel in links
+        ]
         if version >= (1, 14):
             doc["parent_provider_uuid"] = p.parent
             doc["root_provider_uuid"] = p.root or p.uuid
@@ -476,8 +526,12 @@ def _placement(server: StandinServer, path: str, query: dict[str, list[str]], he
     def find(rp: str) -> Provider:
         provider = cloud.providers.get(rp)
         if provider is None:
-            raise HTTPError(404, "Not Found", "The resource could not be found.\n\n No resource provider with uuid "
-                            f"{rp} found : No resource provider with uuid {rp} found  ")
+            raise HTTPError(
+                404,
+                "Not Found",
+                "The resource could not be found.\n\n No resource provider with uuid "
+                f"{rp} found : No resource provider with uuid {rp} found  ",
+            )
         return provider
 
     if parts == ["resource_providers"]:
@@ -525,9 +579,16 @@ def _placement(server: StandinServer, path: str, query: dict[str, list[str]], he
         if what == "inventories":
             return 200, _json({"resource_provider_generation": generation, "inventories": provider.inventories}), extra
         if what == "usages":
-            return 200, _json({"resource_provider_generation": generation,
-                               "usages": {rc: usage.get(provider.uuid, {}).get(rc, 0)
-                                          for rc in provider.inventories}}), extra
+            return (
+                200,
+                _json(
+                    {
+                        "resource_provider_generation": generation,
+                        "usages": {rc: usage.get(provider.uuid, {}).get(rc, 0) for rc in provider.inventories},
+                    }
+                ),
+                extra,
+            )
         if what == "traits":
             return 200, _json({"resource_provider_generation": generation, "traits": provider.traits}), extra
         if what == "aggregates":
@@ -536,8 +597,11 @@ def _placement(server: StandinServer, path: str, query: dict[str, list[str]], he
                 body["resource_provider_generation"] = generation
             return 200, _json(body), extra
         if what == "allocations":
-            allocations = {s.id: {"resources": s.allocations[provider.uuid]}
-                           for s in cloud.visible_servers() if provider.uuid in s.allocations}
+            allocations = {
+                s.id: {"resources": s.allocations[provider.uuid]}
+                for s in cloud.visible_servers()
+                if provider.uuid in s.allocations
+            }
             return 200, _json({"resource_provider_generation": generation, "allocations": allocations}), extra
     raise HTTPError(404, "Not Found", "The resource could not be found.")
 
@@ -545,27 +609,62 @@ def _placement(server: StandinServer, path: str, query: dict[str, list[str]], he
 # ------------------------------------------------------------------------------------------ Nova
 
 
-def _compute(server: StandinServer, path: str, query: dict[str, list[str]], headers: Any,
-             request_id: str) -> tuple[int, bytes, dict[str, str]]:
+def _compute(
+    server: StandinServer, path: str, query: dict[str, list[str]], headers: Any, request_id: str
+) -> tuple[int, bytes, dict[str, str]]:
     cloud = server.cloud
     base = server.compute_url
     high = "{}.{}".format(*server.versions["compute"][1])
     if path in ("/", ""):
-        return 200, _json({"versions": [
-            {"id": "v2.0", "status": "DEPRECATED", "version": "", "min_version": "", "updated": "2025-07-04T12:00:00Z",
-             "links": [{"rel": "self", "href": f"{server.base}/compute/v2/"}]},
-            {"id": "v2.1", "status": "CURRENT", "version": high, "min_version": "2.1",
-             "updated": "2013-07-23T11:33:21Z", "links": [{"rel": "self", "href": f"{base}/"}]},
-        ]}), {}
+        return (
+            200,
+            _json(
+                {
+                    "versions": [
+                        {
+                            "id": "v2.0",
+                            "status": "DEPRECATED",
+                            "version": "",
+                            "min_version": "",
+                            "updated": "2025-07-04T12:00:00Z",
+                            "links": [{"rel": "self", "href": f"{server.base}/compute/v2/"}],
+                        },
+                        {
+                            "id": "v2.1",
+                            "status": "CURRENT",
+                            "version": high,
+                            "min_version": "2.1",
+                            "updated": "2013-07-23T11:33:21Z",
+                            "links": [{"rel": "self", "href": f"{base}/"}],
+                        },
+                    ]
+                }
+            ),
+            {},
+        )
     if path in ("/v2.1", "/v2.1/"):
-        return 200, _json({"version": {
-            "id": "v2.1", "status": "CURRENT", "version": high, "min_version": "2.1",
-            "updated": "2013-07-23T11:33:21Z",
-            "links": [{"rel": "self", "href": f"{base}/"},
-                      {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"}],
-            "media-types": [{"base": "application/json",
-                             "type": "application/vnd.openstack.compute+json;version=2.1"}],
-        }}), {"x-compute-request-id": request_id}
+        return (
+            200,
+            _json(
+                {
+                    "version": {
+                        "id": "v2.1",
+                        "status": "CURRENT",
+                        "version": high,
+                        "min_version": "2.1",
+                        "updated": "2013-07-23T11:33:21Z",
+                        "links": [
+                            {"rel": "self", "href": f"{base}/"},
+                            {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"},
+                        ],
+                        "media-types": [
+                            {"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}
+                        ],
+                    }
+                }
+            ),
+            {"x-compute-request-id": request_id},
+        )
     if _check_token(headers) != server.token:
         raise HTTPError(401, "Unauthorized", "The request you have made requires authentication.")
     version = _negotiate("compute", headers, server.versions["compute"])
@@ -599,17 +698,28 @@ def _compute(server: StandinServer, path: str, query: dict[str, list[str]], head
         if parts[2] == "os-flavor-access":
             if flavor.is_public:
                 raise HTTPError(404, "Not Found", "Access list not available for public flavors.")
-            return 200, _json({"flavor_access": [{"flavor_id": flavor.id, "tenant_id": p}
-                                                 for p in flavor.projects]}), extra
+            return (
+                200,
+                _json({"flavor_access": [{"flavor_id": flavor.id, "tenant_id": p} for p in flavor.projects]}),
+                extra,
+            )
     if parts == ["os-aggregates"]:
         return 200, _json({"aggregates": [_aggregate_doc(a, version) for a in cloud.aggregates]}), extra
     if parts == ["os-services"]:
-        services = [{"binary": "nova-compute", "host": h.service_host,
-                     "id": h.service_id if version >= (2, 53) else index + 1, "zone": _zone_of(cloud, h.service_host),
-                     "status": "enabled" if h.enabled else "disabled", "state": "up" if h.up else "down",
-                     "updated_at": _iso(datetime.now(UTC)), "disabled_reason": h.disabled_reason,
-                     **({"forced_down": False} if version >= (2, 11) else {})}
-                    for index, h in enumerate(cloud.hypervisors)]
+        services = [
+            {
+                "binary": "nova-compute",
+                "host": h.service_host,
+                "id": h.service_id if version >= (2, 53) else index + 1,
+                "zone": _zone_of(cloud, h.service_host),
+                "status": "enabled" if h.enabled else "disabled",
+                "state": "up" if h.up else "down",
+                "updated_at": _iso(datetime.now(UTC)),
+                "disabled_reason": h.disabled_reason,
+                **({"forced_down": False} if version >= (2, 11) else {}),
+            }
+            for index, h in enumerate(cloud.hypervisors)
+        ]
         return 200, _json({"services": services}), extra
     if len(parts) == 3 and parts[0] == "os-quota-sets" and parts[2] == "detail":
         project = parts[1]
@@ -617,8 +727,13 @@ def _compute(server: StandinServer, path: str, query: dict[str, list[str]], head
         cores = sum(flavors[s.flavor].vcpus for s in mine if s.flavor in flavors)
         ram = sum(flavors[s.flavor].ram for s in mine if s.flavor in flavors)
         used = {"cores": cores, "ram": ram, "instances": len(mine)}
-        quota = {"id": project, **{k: {"limit": cloud.quota_limits[k], "in_use": used[k], "reserved": 0}
-                                   for k in ("cores", "ram", "instances")}}
+        quota = {
+            "id": project,
+            **{
+                k: {"limit": cloud.quota_limits[k], "in_use": used[k], "reserved": 0}
+                for k in ("cores", "ram", "instances")
+            },
+        }
         return 200, _json({"quota_set": quota}), extra
     raise HTTPError(404, "Not Found", "The resource could not be found.")
 
@@ -630,7 +745,7 @@ def _page_of(items: list[Any], query: dict[str, list[str]], href: str) -> tuple[
         position = next((i for i, item in enumerate(items) if str(item.id) == marker), None)
         if position is None:
             raise HTTPError(400, "Bad Request", f"marker [{marker}] not found")
-        items = items[position + 1:]
+        items = items[position + 1 :]
     limit = min(int((query.get("limit") or ["1000"])[0]), 1000)
     page = items[:limit]
     links = []
@@ -650,7 +765,7 @@ def _page(items: list[dict[str, Any]], key: str, query: dict[str, list[str]], pa
             ids = [str(i["id"]) for i in items]
             if marker not in ids:
                 raise HTTPError(400, "Bad Request", f"marker [{marker}] not found")
-            items = items[ids.index(marker) + 1:]
+            items = items[ids.index(marker) + 1 :]
         limit = int((query.get("limit") or ["1000"])[0])
         limit = min(limit, 1000)
         page = items[:limit]
@@ -679,29 +794,45 @@ def _hypervisor_doc(h: Hypervisor, version: tuple[int, int], cloud: StandinCloud
         "hypervisor_hostname": h.hostname,
         "state": "up" if h.up else "down",
         "status": "enabled" if h.enabled else "disabled",
-        "hypervisor_type": "QEMU", "hypervisor_version": 8002000, "host_ip": "192.0.2.10",
-        "service": {"id": h.service_id if version >= (2, 53) else numeric + 100, "host": h.service_host,
-                    "disabled_reason": h.disabled_reason},
+        "hypervisor_type": "QEMU",
+        "hypervisor_version": 8002000,
+        "host_ip": "192.0.2.10",
+        "service": {
+            "id": h.service_id if version >= (2, 53) else numeric + 100,
+            "host": h.service_host,
+            "disabled_reason": h.disabled_reason,
+        },
     }
     if version < (2, 88):
         provider = cloud.providers.get(h.id)
         inventory = provider.inventories if provider else {}
         used = cloud.usages().get(h.id, {})
-        doc.update({
-            "vcpus": int(inventory.get("VCPU", {}).get("total", 0) + inventory.get("PCPU", {}).get("total", 0)),
-            "memory_mb": int(inventory.get("MEMORY_MB", {}).get("total", 0)),
-            "local_gb": int(inventory.get("DISK_GB", {}).get("total", 0)),
-            "vcpus_used": int(used.get("VCPU", 0) + used.get("PCPU", 0)),
-            "memory_mb_used": int(used.get("MEMORY_MB", 0)), "local_gb_used": int(used.get("DISK_GB", 0)),
-            "free_ram_mb": int(inventory.get("MEMORY_MB", {}).get("total", 0) - used.get("MEMORY_MB", 0)),
-            "free_disk_gb": int(inventory.get("DISK_GB", {}).get("total", 0) - used.get("DISK_GB", 0)),
-            "current_workload": 0,
-            "running_vms": sum(1 for s in cloud.visible_servers() if s.host == h.hostname),
-            "disk_available_least": 0,
-            "cpu_info": ({"arch": "x86_64", "model": "Cascadelake-Server", "vendor": "Intel", "features": [],
-                          "topology": {"cores": 1, "threads": 1, "sockets": 1}}
-                         if version >= (2, 28) else "{}"),
-        })
+        doc.update(
+            {
+                "vcpus": int(inventory.get("VCPU", {}).get("total", 0) + inventory.get("PCPU", {}).get("total", 0)),
+                "memory_mb": int(inventory.get("MEMORY_MB", {}).get("total", 0)),
+                "local_gb": int(inventory.get("DISK_GB", {}).get("total", 0)),
+                "vcpus_used": int(used.get("VCPU", 0) + used.get("PCPU", 0)),
+                "memory_mb_used": int(used.get("MEMORY_MB", 0)),
+                "local_gb_used": int(used.get("DISK_GB", 0)),
+                "free_ram_mb": int(inventory.get("MEMORY_MB", {}).get("total", 0) - used.get("MEMORY_MB", 0)),
+                "free_disk_gb": int(inventory.get("DISK_GB", {}).get("total", 0) - used.get("DISK_GB", 0)),
+                "current_workload": 0,
+                "running_vms": sum(1 for s in cloud.visible_servers() if s.host == h.hostname),
+                "disk_available_least": 0,
+                "cpu_info": (
+                    {
+                        "arch": "x86_64",
+                        "model": "Cascadelake-Server",
+                        "vendor": "Intel",
+                        "features": [],
+                        "topology": {"cores": 1, "threads": 1, "sockets": 1},
+                    }
+                    if version >= (2, 28)
+                    else "{}"
+                ),
+            }
+        )
     else:
         doc["uptime"] = None
     return doc
@@ -709,9 +840,16 @@ def _hypervisor_doc(h: Hypervisor, version: tuple[int, int], cloud: StandinCloud
 
 def _flavor_doc(f: Flavor, version: tuple[int, int], base: str) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "id": f.id, "name": f.name, "ram": f.ram, "disk": f.disk, "swap": f.swap or "",
-        "OS-FLV-EXT-DATA:ephemeral": f.ephemeral, "OS-FLV-DISABLED:disabled": False, "vcpus": f.vcpus,
-        "os-flavor-access:is_public": f.is_public, "rxtx_factor": 1.0,
+        "id": f.id,
+        "name": f.name,
+        "ram": f.ram,
+        "disk": f.disk,
+        "swap": f.swap or "",
+        "OS-FLV-EXT-DATA:ephemeral": f.ephemeral,
+        "OS-FLV-DISABLED:disabled": False,
+        "vcpus": f.vcpus,
+        "os-flavor-access:is_public": f.is_public,
+        "rxtx_factor": 1.0,
         "links": [{"rel": "self", "href": f"{base}/flavors/{f.id}"}],
     }
     if version >= (2, 55):
@@ -726,9 +864,15 @@ def _flavor_doc(f: Flavor, version: tuple[int, int], base: str) -> dict[str, Any
 
 def _aggregate_doc(a: Aggregate, version: tuple[int, int]) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "id": a.id, "name": a.name, "hosts": list(a.hosts), "metadata": dict(a.metadata),
+        "id": a.id,
+        "name": a.name,
+        "hosts": list(a.hosts),
+        "metadata": dict(a.metadata),
         "availability_zone": a.metadata.get("availability_zone"),
-        "created_at": "2026-01-01T00:00:00.000000", "updated_at": None, "deleted_at": None, "deleted": False,
+        "created_at": "2026-01-01T00:00:00.000000",
+        "updated_at": None,
+        "deleted_at": None,
+        "deleted": False,
     }
     if version >= (2, 41):
         doc["uuid"] = a.uuid
@@ -738,21 +882,39 @@ def _aggregate_doc(a: Aggregate, version: tuple[int, int]) -> dict[str, Any]:
 def _server_doc(s: Server, version: tuple[int, int], flavors: dict[str, Flavor], base: str) -> dict[str, Any]:
     flavor = flavors.get(s.flavor)
     doc: dict[str, Any] = {
-        "id": s.id, "name": s.name, "status": s.status, "tenant_id": s.project, "user_id": "demo",
-        "created": _iso(s.created), "updated": _iso(s.created), "addresses": {}, "accessIPv4": "", "accessIPv6": "",
-        "hostId": "", "image": {"id": "155d900f-4e14-4e4c-a73d-069cbf4541e6", "links": []}, "metadata": {},
+        "id": s.id,
+        "name": s.name,
+        "status": s.status,
+        "tenant_id": s.project,
+        "user_id": "demo",
+        "created": _iso(s.created),
+        "updated": _iso(s.created),
+        "addresses": {},
+        "accessIPv4": "",
+        "accessIPv6": "",
+        "hostId": "",
+        "image": {"id": "155d900f-4e14-4e4c-a73d-069cbf4541e6", "links": []},
+        "metadata": {},
         "links": [{"rel": "self", "href": f"{base}/servers/{s.id}"}],
         "OS-EXT-AZ:availability_zone": s.zone or "",
-        "OS-EXT-SRV-ATTR:host": s.host, "OS-EXT-SRV-ATTR:hypervisor_hostname": s.host,
+        "OS-EXT-SRV-ATTR:host": s.host,
+        "OS-EXT-SRV-ATTR:hypervisor_hostname": s.host,
         "OS-EXT-SRV-ATTR:instance_name": f"instance-{s.id[:8]}",
         "OS-EXT-STS:vm_state": {"ACTIVE": "active", "SHUTOFF": "stopped", "PAUSED": "paused"}.get(s.status, "active"),
-        "OS-EXT-STS:task_state": None, "OS-EXT-STS:power_state": 1 if s.status == "ACTIVE" else 4,
+        "OS-EXT-STS:task_state": None,
+        "OS-EXT-STS:power_state": 1 if s.status == "ACTIVE" else 4,
         "os-extended-volumes:volumes_attached": [],
     }
     if version >= (2, 47) and flavor is not None:
-        doc["flavor"] = {"vcpus": flavor.vcpus, "ram": flavor.ram, "disk": flavor.disk,
-                         "ephemeral": flavor.ephemeral, "swap": flavor.swap, "original_name": flavor.name,
-                         "extra_specs": dict(flavor.extra_specs)}
+        doc["flavor"] = {
+            "vcpus": flavor.vcpus,
+            "ram": flavor.ram,
+            "disk": flavor.disk,
+            "ephemeral": flavor.ephemeral,
+            "swap": flavor.swap,
+            "original_name": flavor.name,
+            "extra_specs": dict(flavor.extra_specs),
+        }
     else:
         doc["flavor"] = {"id": s.flavor, "links": [{"rel": "bookmark", "href": f"{base}/flavors/{s.flavor}"}]}
     if version >= (2, 96):
@@ -765,8 +927,13 @@ def _server_doc(s: Server, version: tuple[int, int], flavors: dict[str, Flavor],
 # ------------------------------------------------------------------------------------------ the demo
 
 
-def from_demo_estate(estate: Any, start: float | None = None, growth_every: float = 60.0,
-                     growth_count: int = 240, clock: Callable[[], float] = time.time) -> StandinCloud:
+def from_demo_estate(
+    estate: Any,
+    start: float | None = None,
+    growth_every: float = 60.0,
+    growth_count: int = 240,
+    clock: Callable[[], float] = time.time,
+) -> StandinCloud:
     """Render `collector.demo.model.Estate` as a StandinCloud.
 
     Servers of the model exist from the start; on top, one more server is booted every
@@ -792,54 +959,88 @@ def from_demo_estate(estate: Any, start: float | None = None, growth_every: floa
             inventories["VCPU"] = _inventory(host.vcpus, host.reserved_cpus, host.cpu_allocation_ratio)
         if host.pcpus:
             inventories["PCPU"] = _inventory(host.pcpus, 0, 1.0)
-        inventories["MEMORY_MB"] = _inventory(host.memory_bytes // MIB, host.reserved_memory_bytes // MIB,
-                                              host.ram_allocation_ratio)
+        inventories["MEMORY_MB"] = _inventory(
+            host.memory_bytes // MIB, host.reserved_memory_bytes // MIB, host.ram_allocation_ratio
+        )
         if host.disk_bytes:
             inventories["DISK_GB"] = _inventory(host.disk_bytes // GIB, 0, 1.0)
         traits = [*host.traits, "COMPUTE_NET_ATTACH_INTERFACE", "COMPUTE_VOLUME_MULTI_ATTACH"]
         if host.disabled:
             traits.append("COMPUTE_STATUS_DISABLED")
         aggregates = [aggregate_by_name[a].uuid for a in host.aggregates]
-        cloud.providers[host.uuid] = Provider(host.uuid, host.name, inventories, traits=sorted(traits),
-                                              aggregates=aggregates, base_generation=5)
+        cloud.providers[host.uuid] = Provider(
+            host.uuid, host.name, inventories, traits=sorted(traits), aggregates=aggregates, base_generation=5
+        )
         if host.gpus:
             child = demo_uuid("gpu", host.name)
             gpu_child[host.name] = child
             cloud.providers[child] = Provider(
-                child, f"{host.name}_pci_0000_3b_00_0", {"VGPU": _inventory(host.gpus, 0, 1.0)},
-                parent=host.uuid, root=host.uuid, traits=["OWNER_NOVA"], base_generation=2,
+                child,
+                f"{host.name}_pci_0000_3b_00_0",
+                {"VGPU": _inventory(host.gpus, 0, 1.0)},
+                parent=host.uuid,
+                root=host.uuid,
+                traits=["OWNER_NOVA"],
+                base_generation=2,
             )
-        cloud.hypervisors.append(Hypervisor(
-            host.uuid, host.name, host.name, enabled=not host.disabled,
-            disabled_reason="hardware maintenance" if host.disabled else None,
-            service_id=demo_uuid("service", host.name),
-        ))
+        cloud.hypervisors.append(
+            Hypervisor(
+                host.uuid,
+                host.name,
+                host.name,
+                enabled=not host.disabled,
+                disabled_reason="hardware maintenance" if host.disabled else None,
+                service_id=demo_uuid("service", host.name),
+            )
+        )
     shared: dict[str, str] = {}
     for zone, size in estate.shared_storage_bytes.items():
         rp = demo_uuid("shared-storage", zone)
         shared[zone] = rp
         zone_aggregate = next(a.uuid for a in estate.aggregates if a.zone == zone)
         cloud.providers[rp] = Provider(
-            rp, f"shared-storage-{zone}", {"DISK_GB": _inventory(size // GIB, 100, 1.0, max_unit=2000)},
-            traits=["MISC_SHARES_VIA_AGGREGATE", "STORAGE_DISK_SSD"], aggregates=[zone_aggregate], base_generation=3,
+            rp,
+            f"shared-storage-{zone}",
+            {"DISK_GB": _inventory(size // GIB, 100, 1.0, max_unit=2000)},
+            traits=["MISC_SHARES_VIA_AGGREGATE", "STORAGE_DISK_SSD"],
+            aggregates=[zone_aggregate],
+            base_generation=3,
         )
     for flavor in estate.flavors:
-        cloud.flavors[flavor.id] = Flavor(flavor.id, flavor.name, flavor.vcpus, flavor.ram_mb, flavor.disk_gb,
-                                          dict(flavor.extra_specs), flavor.is_public, list(flavor.projects))
+        cloud.flavors[flavor.id] = Flavor(
+            flavor.id,
+            flavor.name,
+            flavor.vcpus,
+            flavor.ram_mb,
+            flavor.disk_gb,
+            dict(flavor.extra_specs),
+            flavor.is_public,
+            list(flavor.projects),
+        )
     host_by_name = {h.name: h for h in estate.hosts}
     for server in estate.servers:
         host = host_by_name[server.host]
-        cloud.servers.append(Server(
-            server.id, server.name, estate.flavor(server.flavor).id, host.name, server.project, server.status,
-            server.created_at, _allocations(estate.flavor(server.flavor), host, gpu_child, shared),
-            zone=host.zone, visible_from=0.0,
-        ))
+        cloud.servers.append(
+            Server(
+                server.id,
+                server.name,
+                estate.flavor(server.flavor).id,
+                host.name,
+                server.project,
+                server.status,
+                server.created_at,
+                _allocations(estate.flavor(server.flavor), host, gpu_child, shared),
+                zone=host.zone,
+                visible_from=0.0,
+            )
+        )
     _plan_growth(cloud, estate, start, growth_every, growth_count, gpu_child, shared)
     return cloud
 
 
-def synthetic_cloud(hosts: int, projects: int, servers_per_host: int = 10, zones: int = 3,
-                    clock: Callable[[], float] = time.time) -> StandinCloud:
+def synthetic_cloud(
+    hosts: int, projects: int, servers_per_host: int = 10, zones: int = 3, clock: Callable[[], float] = time.time
+) -> StandinCloud:
     """A cloud of any size for benchmarks: `hosts` computes in `zones` AZ aggregates, `projects` projects.
 
     Each host has VCPU/MEMORY_MB/DISK_GB inventories (one in 50 disabled, one in 20 with a GPU
@@ -856,8 +1057,9 @@ def synthetic_cloud(hosts: int, projects: int, servers_per_host: int = 10, zones
     names = [f"compute-{i:05d}" for i in range(hosts)]
     for zone in range(zones):
         members = names[zone::zones]
-        cloud.aggregates.append(Aggregate(zone + 1, uid("agg", zone), f"az{zone}", members,
-                                          {"availability_zone": f"az{zone}"}))
+        cloud.aggregates.append(
+            Aggregate(zone + 1, uid("agg", zone), f"az{zone}", members, {"availability_zone": f"az{zone}"})
+        )
     flavors = [
         Flavor(uid("flavor", 0), "m1.small", 1, 2048, 20),
         Flavor(uid("flavor", 1), "m1.medium", 2, 4096, 40),
@@ -882,35 +1084,64 @@ def synthetic_cloud(hosts: int, projects: int, servers_per_host: int = 10, zones
             "MEMORY_MB": _inventory(262144, 4096, 1.0),
             "DISK_GB": _inventory(4000, 0, 1.0),
         }
-        cloud.providers[rp] = Provider(rp, name, inventories, traits=sorted(traits),
-                                       aggregates=[uid("agg", index % zones)], base_generation=3)
+        cloud.providers[rp] = Provider(
+            rp, name, inventories, traits=sorted(traits), aggregates=[uid("agg", index % zones)], base_generation=3
+        )
         if index % 20 == 0:
             child = uid("gpu", index)
-            cloud.providers[child] = Provider(child, f"{name}_pci_0000_3b_00_0", {"VGPU": _inventory(4, 0, 1.0)},
-                                              parent=rp, root=rp, traits=["OWNER_NOVA"], base_generation=2)
-        cloud.hypervisors.append(Hypervisor(rp, name, name, enabled=not disabled,
-                                            disabled_reason="maintenance" if disabled else None,
-                                            service_id=uid("service", index)))
+            cloud.providers[child] = Provider(
+                child,
+                f"{name}_pci_0000_3b_00_0",
+                {"VGPU": _inventory(4, 0, 1.0)},
+                parent=rp,
+                root=rp,
+                traits=["OWNER_NOVA"],
+                base_generation=2,
+            )
+        cloud.hypervisors.append(
+            Hypervisor(
+                rp,
+                name,
+                name,
+                enabled=not disabled,
+                disabled_reason="maintenance" if disabled else None,
+                service_id=uid("service", index),
+            )
+        )
         for _ in range(servers_per_host):
             flavor = flavors[server_index % 4] if server_index % 97 else flavors[4]
             project = uid("project", server_index % projects)
-            cloud.servers.append(Server(
-                uid("server", server_index), f"vm-{server_index}", flavor.id, name, project, "ACTIVE", created,
-                {rp: {"VCPU": flavor.vcpus, "MEMORY_MB": flavor.ram, "DISK_GB": flavor.disk}},
-                zone=f"az{index % zones}",
-            ))
+            cloud.servers.append(
+                Server(
+                    uid("server", server_index),
+                    f"vm-{server_index}",
+                    flavor.id,
+                    name,
+                    project,
+                    "ACTIVE",
+                    created,
+                    {rp: {"VCPU": flavor.vcpus, "MEMORY_MB": flavor.ram, "DISK_GB": flavor.disk}},
+                    zone=f"az{index % zones}",
+                )
+            )
             server_index += 1
     return cloud
 
 
 def _inventory(total: float, reserved: float, ratio: float, max_unit: float | None = None) -> dict[str, float]:
-    return {"total": int(total), "reserved": int(reserved), "min_unit": 1,
-            "max_unit": int(max_unit if max_unit is not None else total), "step_size": 1,
-            "allocation_ratio": float(ratio)}
+    return {
+        "total": int(total),
+        "reserved": int(reserved),
+        "min_unit": 1,
+        "max_unit": int(max_unit if max_unit is not None else total),
+        "step_size": 1,
+        "allocation_ratio": float(ratio),
+    }
 
 
-def _allocations(flavor: Any, host: Any, gpu_child: dict[str, str],
-                 shared: dict[str, str]) -> dict[str, dict[str, int]]:
+def _allocations(
+    flavor: Any, host: Any, gpu_child: dict[str, str], shared: dict[str, str]
+) -> dict[str, dict[str, int]]:
     cpu_class = "PCPU" if flavor.extra_specs.get("hw:cpu_policy") == "dedicated" else "VCPU"
     allocations: dict[str, dict[str, int]] = {host.uuid: {cpu_class: flavor.vcpus, "MEMORY_MB": flavor.ram_mb}}
     if flavor.disk_gb:
@@ -923,8 +1154,15 @@ def _allocations(flavor: Any, host: Any, gpu_child: dict[str, str],
     return allocations
 
 
-def _plan_growth(cloud: StandinCloud, estate: Any, start: float, every: float, count: int,
-                 gpu_child: dict[str, str], shared: dict[str, str]) -> None:
+def _plan_growth(
+    cloud: StandinCloud,
+    estate: Any,
+    start: float,
+    every: float,
+    count: int,
+    gpu_child: dict[str, str],
+    shared: dict[str, str],
+) -> None:
     """Pre-book future servers (one per `every` seconds) on hosts that still have room."""
     from collector.demo.model import demo_uuid
 
@@ -959,9 +1197,18 @@ def _plan_growth(cloud: StandinCloud, estate: Any, start: float, every: float, c
                         used.setdefault(rp, {}).setdefault(rc, 0)
                         used[rp][rc] += amount
                 moment = start + (k + 1) * every
-                cloud.servers.append(Server(
-                    demo_uuid("growth", k), f"vm-new-{k:04d}", flavor.id, host.name,
-                    ["project-alpha", "project-beta"][k % 2], "ACTIVE",
-                    datetime.fromtimestamp(moment, UTC), allocations, zone=host.zone, visible_from=moment,
-                ))
+                cloud.servers.append(
+                    Server(
+                        demo_uuid("growth", k),
+                        f"vm-new-{k:04d}",
+                        flavor.id,
+                        host.name,
+                        ["project-alpha", "project-beta"][k % 2],
+                        "ACTIVE",
+                        datetime.fromtimestamp(moment, UTC),
+                        allocations,
+                        zone=host.zone,
+                        visible_from=moment,
+                    )
+                )
                 break

@@ -96,9 +96,13 @@ class FileSD:
         for path in sorted(self._files):
             for address, labels in self._files[path].pairs:
                 fields: dict[str, Any] = {**labels, "target": address, "__address__": address}
-                targets.append(Target(
-                    identity=address, uri=render(self.template, fields),
-                    pool=labels.get(POOL_LABEL, self.default_pool), disabled=labels.get("disabled") == "true",
-                    labels=dict(labels),
-                ))
+                targets.append(
+                    Target(
+                        identity=address,
+                        uri=render(self.template, fields),
+                        pool=labels.get(POOL_LABEL, self.default_pool),
+                        disabled=labels.get("disabled") == "true",
+                        labels=dict(labels),
+                    )
+                )
         return unique(targets)

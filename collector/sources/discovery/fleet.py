@@ -76,8 +76,14 @@ class TargetFleet(Source):
     kind = "libvirt"
 
     def __init__(
-        self, config: Any, make_source: Callable[[Target], Source], clock: Callable[[], datetime] | None = None,
-        *, discover: DiscoverConfig | None = None, producer: Producer | None = None, relabel: bool = True,
+        self,
+        config: Any,
+        make_source: Callable[[Target], Source],
+        clock: Callable[[], datetime] | None = None,
+        *,
+        discover: DiscoverConfig | None = None,
+        producer: Producer | None = None,
+        relabel: bool = True,
     ):
         """`discover` defaults to `config.discover`; `producer` replaces Nova/file_sd discovery (kubeconfig
         contexts); `relabel` False keeps the targets' own host/pool labels (clusters, not hypervisors)."""
@@ -90,7 +96,8 @@ class TargetFleet(Source):
         self._relabel = relabel
         self._file_sd = (
             FileSD(list(self.discover.file_sd), self.discover.uri, getattr(config, "pool", "default"))
-            if self.discover.file_sd else None
+            if self.discover.file_sd
+            else None
         )
         self._lock = threading.Lock()
         self.states: dict[str, TargetState] = {}
@@ -110,8 +117,9 @@ class TargetFleet(Source):
         frames = self._inventory() if self._inventory is not None else None
         if frames is None:
             raise SourceError(
-                "no_inventory", f"source {self.name}: OpenStack source {self.discover.from_!r} has not been polled yet "
-                "(or is not a source of this config)"
+                "no_inventory",
+                f"source {self.name}: OpenStack source {self.discover.from_!r} has not been polled yet "
+                "(or is not a source of this config)",
             )
         return targets_from_frames(frames, str(self.discover.from_), self.discover.uri)
 
@@ -302,5 +310,3 @@ def _relabel(frames: FrameSet, target: Target) -> FrameSet:
             frame["schedulable"] = not target.disabled
         out[name] = frame
     return out
-
-

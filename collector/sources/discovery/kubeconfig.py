@@ -66,8 +66,17 @@ def cluster_fleet(config: Any, make_source: Callable[[str], Source]) -> Source:
         raise SourceError("config", f"kubernetes source {config.name}: contexts and in_cluster exclude each other")
     files = kubeconfig_files(config.kubeconfig)
     settings = DiscoverConfig.model_construct(
-        from_=None, file_sd=[], uri="{target}", max_concurrency=8,
-        refresh_interval=config.interval, gone_retention=config.interval * 15,
+        from_=None,
+        file_sd=[],
+        uri="{target}",
+        max_concurrency=8,
+        refresh_interval=config.interval,
+        gone_retention=config.interval * 15,
     )
-    return TargetFleet(config, lambda target: make_source(target.identity), discover=settings,
-                       producer=lambda: context_targets(list(config.contexts), files), relabel=False)
+    return TargetFleet(
+        config,
+        lambda target: make_source(target.identity),
+        discover=settings,
+        producer=lambda: context_targets(list(config.contexts), files),
+        relabel=False,
+    )

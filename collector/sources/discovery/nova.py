@@ -39,18 +39,27 @@ def targets_from_frames(frames: FrameSet, openstack_source: str, template: str) 
         zone = _text(row.zone) or str(row.pool)
         aggregate_names = sorted({names.get(str(u), str(u)) for u in (_list(row.aggregates))})
         fields: dict[str, Any] = {
-            "target": hostname, "hypervisor_hostname": hostname, "zone": zone, "availability_zone": zone,
-            "aggregates": ",".join(aggregate_names), "cloud": str(row.cloud),
+            "target": hostname,
+            "hypervisor_hostname": hostname,
+            "zone": zone,
+            "availability_zone": zone,
+            "aggregates": ",".join(aggregate_names),
+            "cloud": str(row.cloud),
         }
         host_ip, service_host = nova_side.get(hostname, (None, None))
         if host_ip is not None:  # absent fields stay absent: a template using one fails naming it
             fields["host_ip"] = host_ip
         if service_host is not None:
             fields["service_host"] = service_host
-        targets.append(Target(
-            identity=hostname, uri=render(template, fields), pool=zone, disabled=not bool(row.schedulable),
-            labels={"zone": zone, "aggregates": ",".join(aggregate_names)},
-        ))
+        targets.append(
+            Target(
+                identity=hostname,
+                uri=render(template, fields),
+                pool=zone,
+                disabled=not bool(row.schedulable),
+                labels={"zone": zone, "aggregates": ",".join(aggregate_names)},
+            )
+        )
     return unique(targets)
 
 

@@ -9,9 +9,18 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from collector.contract.settings import Duration, StrictModel
 
-NOVA_FIELDS = frozenset({
-    "target", "hypervisor_hostname", "host_ip", "service_host", "availability_zone", "zone", "aggregates", "cloud",
-})
+NOVA_FIELDS = frozenset(
+    {
+        "target",
+        "hypervisor_hostname",
+        "host_ip",
+        "service_host",
+        "availability_zone",
+        "zone",
+        "aggregates",
+        "cloud",
+    }
+)
 """Template fields a Nova-discovered target offers (docs/discovery.md)."""
 
 

@@ -214,23 +214,29 @@ def _consumers(
     n = len(pods)
     pool_keys = ctx.labels.pool
     positions = [None if node is None else node_index.get(node) for node in pods.node]
-    pool = [pools[i] if i is not None else node_pool(selector or {}, pool_keys)  # unscheduled: the pool it asks for
-            for i, selector in zip(positions, pods.node_selector, strict=True)]
+    pool = [
+        pools[i] if i is not None else node_pool(selector or {}, pool_keys)  # unscheduled: the pool it asks for
+        for i, selector in zip(positions, pods.node_selector, strict=True)
+    ]
     provider = [None if i is None else nodes.provider_id[i] for i in positions]
-    holds = [node is not None and phase not in FINISHED_PHASES
-             for phase, node in zip(pods.phase, pods.node, strict=True)]
+    holds = [
+        node is not None and phase not in FINISHED_PHASES for phase, node in zip(pods.phase, pods.node, strict=True)
+    ]
     lower = {phase: phase.lower() for phase in set(pods.phase)}
 
     figures: dict[tuple[int, int], tuple[float, float, float, float, dict[str, float]]] = {}
 
-    def shape_figures(requests: dict[str, int], limits: dict[str, int]) -> tuple[float, float, float, float,
-                                                                               dict[str, float]]:
+    def shape_figures(
+        requests: dict[str, int], limits: dict[str, int]
+    ) -> tuple[float, float, float, float, dict[str, float]]:
         key = (id(requests), id(limits))
         found = figures.get(key)
         if found is None:
             found = figures[key] = (
-                requests.get("cpu", 0) / NANO, requests.get("memory", 0) / NANO,
-                _float(limits.get("cpu")), _float(limits.get("memory")),
+                requests.get("cpu", 0) / NANO,
+                requests.get("memory", 0) / NANO,
+                _float(limits.get("cpu")),
+                _float(limits.get("memory")),
                 {name: amount / NANO for name, amount in requests.items()},
             )
         return found

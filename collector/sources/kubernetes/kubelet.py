@@ -227,8 +227,10 @@ class KubeletScraper:
                 if forbidden.is_set():
                     reason, note = "kubelet_forbidden", None
                 elif deadline is not None and time.monotonic() + 0.1 >= deadline:
-                    reason, note = "kubelet_deadline", (
-                        f"kubelet of node {target.node}: not scraped, the poll ran out of time (timeout)")
+                    reason, note = (
+                        "kubelet_deadline",
+                        (f"kubelet of node {target.node}: not scraped, the poll ran out of time (timeout)"),
+                    )
                 else:
                     reason, note = self._scrape_one(target, usage, forbidden, deadline)
                 if reason:

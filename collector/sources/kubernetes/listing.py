@@ -66,6 +66,8 @@ def paused_gc() -> Iterator[None]:
             _gc_pausers -= 1
             if _gc_pausers == 0 and _gc_was_enabled:
                 gc.enable()
+
+
 _NOTE_LIMIT = 5  # per table: enough to diagnose, never a log flood
 
 
@@ -111,13 +113,28 @@ def list_paged(
     """
     stats = stats if stats is not None else ListStats()
     with paused_gc():
-        return _list_paged(call, new_table, page_size=page_size, timeout=timeout, what=what, stats=stats,
-                           max_bytes=max_bytes, deadline=deadline)
+        return _list_paged(
+            call,
+            new_table,
+            page_size=page_size,
+            timeout=timeout,
+            what=what,
+            stats=stats,
+            max_bytes=max_bytes,
+            deadline=deadline,
+        )
 
 
 def _list_paged(
-    call: Callable[..., Any], new_table: Callable[[], T], *, page_size: int, timeout: float, what: str,
-    stats: ListStats, max_bytes: int, deadline: float | None,
+    call: Callable[..., Any],
+    new_table: Callable[[], T],
+    *,
+    page_size: int,
+    timeout: float,
+    what: str,
+    stats: ListStats,
+    max_bytes: int,
+    deadline: float | None,
 ) -> T:
     for _attempt in range(MAX_LIST_RESTARTS + 1):
         table = new_table()
@@ -126,13 +143,17 @@ def _list_paged(
             while True:
                 left = remaining(deadline, f"{what} list")
                 request_timeout = timeout if left is None else min(timeout, left)
-                kwargs: dict[str, Any] = {"limit": page_size, "_preload_content": False,
-                                          "_request_timeout": request_timeout}
+                kwargs: dict[str, Any] = {
+                    "limit": page_size,
+                    "_preload_content": False,
+                    "_request_timeout": request_timeout,
+                }
                 if token:
                     kwargs["_continue"] = token
                 response = call(**kwargs)
-                body = read_bounded(response, max_bytes=max_bytes, deadline=deadline,
-                                    what=f"{what} list page {stats.pages + 1}")
+                body = read_bounded(
+                    response, max_bytes=max_bytes, deadline=deadline, what=f"{what} list page {stats.pages + 1}"
+                )
                 stats.pages += 1
                 page = _decode_list(body, what)
                 table.add(page["items"])

@@ -126,8 +126,9 @@ def _container_lists(containers: Any, pod: str, kind: str) -> tuple[list[Amounts
                 into.append(_parse_items(tuple(values.items())))
             except (_BadQuantity, TypeError, AttributeError):
                 # the slow path names the pod and the field (and handles unhashable or non-map values)
-                into.append(parse_resource_list(
-                    values, f"pod {pod}: {kind}[{container.get('name', index)}].resources.{part}"))
+                into.append(
+                    parse_resource_list(values, f"pod {pod}: {kind}[{container.get('name', index)}].resources.{part}")
+                )
     return requests, limits
 
 

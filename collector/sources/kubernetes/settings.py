@@ -23,7 +23,9 @@ class KubeletConfig(StrictModel):
     concurrency: int = Field(default=16, ge=1, le=256)
     insecure_skip_tls_verify: bool = False
     max_response_bytes: int = Field(
-        default=16 * 2**20, ge=64 * 2**10, le=2**30,
+        default=16 * 2**20,
+        ge=64 * 2**10,
+        le=2**30,
         description="Largest /metrics/resource answer read (a node with 250 pods answers ~250 KB).",
     )
 
@@ -56,13 +58,15 @@ class KubernetesSourceConfig(SourceBase):
     cluster: str | None = Field(default=None, description="`cloud` label value (default: the context).")
     page_size: int = Field(default=500, ge=1, le=10000)
     max_response_bytes: int = Field(
-        default=256 * 2**20, ge=2**20, le=8 * 2**30,
+        default=256 * 2**20,
+        ge=2**20,
+        le=8 * 2**30,
         description="Largest list page read (500 pods are ~2-15 MB); a larger answer fails the poll (too_large).",
     )
     poll_deadline: Duration | None = Field(
         default=None,
         description="Wall-clock limit of one poll's reads (default: the source's timeout); reads still "
-                    "running then are cut off and the poll fails (timeout).",
+        "running then are cut off and the poll fails (timeout).",
     )
     kubelet: KubeletConfig = Field(default_factory=KubeletConfig)
     node_labels: NodeLabelKeys = Field(default_factory=NodeLabelKeys)
@@ -84,6 +88,12 @@ class KubernetesSourceConfig(SourceBase):
         if self.contexts is not None:  # issue 16: every matching context is a target (collector/sources/discovery)
             from collector.sources.discovery.kubeconfig import cluster_fleet
 
-            return cluster_fleet(self, lambda name: KubernetesSource(self.model_copy(
-                update={"contexts": None, "context": name, "name": f"{self.name}:{name}", "cluster": name})))
+            return cluster_fleet(
+                self,
+                lambda name: KubernetesSource(
+                    self.model_copy(
+                        update={"contexts": None, "context": name, "name": f"{self.name}:{name}", "cluster": name}
+                    )
+                ),
+            )
         return KubernetesSource(self)

@@ -141,8 +141,13 @@ class KubernetesSource(Source):
         deadline = min(started + 0.85 * timeout, self._read_deadline)
         api = k8s.CoreV1Api(self._connect())  # (the first access imports the client's API module: ~1-3 s)
         stats = ListStats()
-        limits: dict[str, Any] = {"page_size": self.config.page_size, "timeout": timeout, "stats": stats,
-                                  "max_bytes": self.config.max_response_bytes, "deadline": self._read_deadline}
+        limits: dict[str, Any] = {
+            "page_size": self.config.page_size,
+            "timeout": timeout,
+            "stats": stats,
+            "max_bytes": self.config.max_response_bytes,
+            "deadline": self._read_deadline,
+        }
         with self._api_errors():
             nodes = list_paged(api.list_node, NodeTable, what="node", **limits)
             pods = list_paged(api.list_pod_for_all_namespaces, PodTable, what="pod", **limits)
@@ -181,10 +186,13 @@ class KubernetesSource(Source):
     ) -> tuple[dict[str, tuple[float, float]], PodUsage]:
         kubelet = self.config.kubelet
         fetch = self._proxy_fetch(api) if kubelet.mode == "proxy" else self._direct_fetch()
-        scraper = KubeletScraper(fetch, concurrency=kubelet.concurrency, timeout=kubelet.timeout.total_seconds(),
-                                 mode=kubelet.mode)
-        targets = [ScrapeTarget(name, address, port) for name, address, port
-                   in zip(nodes.name, nodes.address, nodes.kubelet_port, strict=True)]
+        scraper = KubeletScraper(
+            fetch, concurrency=kubelet.concurrency, timeout=kubelet.timeout.total_seconds(), mode=kubelet.mode
+        )
+        targets = [
+            ScrapeTarget(name, address, port)
+            for name, address, port in zip(nodes.name, nodes.address, nodes.kubelet_port, strict=True)
+        ]
         result = scraper.scrape(targets, deadline)
         skipped.update(result.failures)
         notes.extend(result.notes)
@@ -192,13 +200,18 @@ class KubernetesSource(Source):
         poll_time = now.timestamp()
         node_uid = dict(zip(nodes.name, nodes.uid, strict=True))
         node_rates = self._node_rates.update(
-            ((node_uid.get(name) or name, u.node_cpu[0], u.node_cpu[1] or poll_time)
-             for name, u in result.usage.items() if u.node_cpu is not None),
+            (
+                (node_uid.get(name) or name, u.node_cpu[0], u.node_cpu[1] or poll_time)
+                for name, u in result.usage.items()
+                if u.node_cpu is not None
+            ),
             poll_time,
         )
         node_usage = {
-            name: (node_rates.get(node_uid.get(name) or name, math.nan),
-                   math.nan if u.node_memory is None else u.node_memory)
+            name: (
+                node_rates.get(node_uid.get(name) or name, math.nan),
+                math.nan if u.node_memory is None else u.node_memory,
+            )
             for name, u in result.usage.items()
         }
         # Pod usage straight into columns aligned with the pod table: one (namespace, name) -> row index,
@@ -249,8 +262,11 @@ class KubernetesSource(Source):
 
         def fetch(target: ScrapeTarget, timeout: float) -> bytes:
             response = pool.request(
-                "GET", f"{base}/api/v1/nodes/{quote(target.node, safe='')}/proxy/{_METRICS_PATH}",
-                headers=self._auth_headers(cfg), timeout=urllib3.Timeout(total=timeout), preload_content=False,
+                "GET",
+                f"{base}/api/v1/nodes/{quote(target.node, safe='')}/proxy/{_METRICS_PATH}",
+                headers=self._auth_headers(cfg),
+                timeout=urllib3.Timeout(total=timeout),
+                preload_content=False,
             )
             if response.status != 200:
                 body = read_limited(response, 64 * 1024, self._read_deadline)
@@ -281,8 +297,11 @@ class KubernetesSource(Source):
             verify = not kubelet.insecure_skip_tls_verify
             if not verify:
                 # Chosen in the config (self-signed kubelet certificates): say it once, not per request.
-                log.warning("kubernetes source %s: kubelet TLS certificates are not verified "
-                            "(kubelet.insecure_skip_tls_verify)", self.name)
+                log.warning(
+                    "kubernetes source %s: kubelet TLS certificates are not verified "
+                    "(kubelet.insecure_skip_tls_verify)",
+                    self.name,
+                )
                 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             self._direct_pool = urllib3.PoolManager(
                 num_pools=max(64, kubelet.concurrency * 2),
@@ -303,8 +322,11 @@ class KubernetesSource(Source):
             port = kubelet.port if port_fixed or not target.port else target.port
             host = f"[{target.address}]" if ":" in target.address else target.address
             response = pool.request(
-                "GET", f"https://{host}:{port}/{_METRICS_PATH}", headers=self._auth_headers(cfg),
-                timeout=urllib3.Timeout(total=timeout), preload_content=False,
+                "GET",
+                f"https://{host}:{port}/{_METRICS_PATH}",
+                headers=self._auth_headers(cfg),
+                timeout=urllib3.Timeout(total=timeout),
+                preload_content=False,
             )
             if response.status != 200:
                 body = read_limited(response, 64 * 1024, self._read_deadline)
@@ -326,8 +348,9 @@ class KubernetesSource(Source):
                 self.close()  # re-read the kubeconfig next poll: credentials may have been rotated
                 raise SourceError("unauthorized", f"{where}: 401 Unauthorized: the credentials were refused") from None
             if error.status == 403:
-                raise SourceError("forbidden", f"{where}: 403 Forbidden: {message} (RBAC needs list nodes, "
-                                               f"list pods)") from None
+                raise SourceError(
+                    "forbidden", f"{where}: 403 Forbidden: {message} (RBAC needs list nodes, list pods)"
+                ) from None
             raise SourceError("api_error", f"{where}: HTTP {error.status}: {message}") from None
         except ListExpired as error:
             raise SourceError("list_expired", f"{where}: {error}") from None

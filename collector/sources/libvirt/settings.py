@@ -44,6 +44,7 @@ class LibvirtSourceConfig(SourceBase):
         if self.discover is not None:  # issue 16: one LibvirtSource per discovered target
             from collector.sources.discovery.fleet import TargetFleet
 
-            return TargetFleet(self, lambda t: LibvirtSource(self.model_copy(update={
-                "uri": t.uri, "pool": t.pool, "discover": None})))
+            return TargetFleet(
+                self, lambda t: LibvirtSource(self.model_copy(update={"uri": t.uri, "pool": t.pool, "discover": None}))
+            )
         return LibvirtSource(self)

@@ -214,8 +214,7 @@ class OpenStackClient:
         if not isinstance(body, dict):
             raise SourceError(
                 "malformed_response",
-                f"cloud {self.cloud_label}: {service} GET {path}: expected a JSON object, got "
-                f"{type(body).__name__}",
+                f"cloud {self.cloud_label}: {service} GET {path}: expected a JSON object, got {type(body).__name__}",
             )
         return body
 
@@ -242,9 +241,7 @@ class OpenStackClient:
                     reason,
                     f"cloud {self.cloud_label}: {service} GET {path} failed after {attempt} attempt(s): {last}",
                 )
-            log.info(
-                "cloud %s: %s GET %s failed (%s); retrying in %.1fs", self.cloud_label, service, path, last, pause
-            )
+            log.info("cloud %s: %s GET %s failed (%s); retrying in %.1fs", self.cloud_label, service, path, last, pause)
             self._sleep(pause)
             pause = min(pause * 2, self.retry.max_backoff)
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns or raises

@@ -109,7 +109,7 @@ def flavor_request(flavor: Flavor, boot_from_volume: bool = False) -> FlavorRequ
             continue
         if prefix == "resources":  # un-numbered: overrides the flavor-derived amount (0 removes it)
             amounts[name] = _amount(value)
-        elif prefix.startswith("resources") and prefix[len("resources"):].lstrip("_").isalnum():
+        elif prefix.startswith("resources") and prefix[len("resources") :].lstrip("_").isalnum():
             granular[name] += _amount(value)  # resources1:VGPU=1 -> its own request group
         elif prefix.startswith("trait"):
             if value == "required":
@@ -118,9 +118,7 @@ def flavor_request(flavor: Flavor, boot_from_volume: bool = False) -> FlavorRequ
                 forbidden.add(name)
     for name, amount in granular.items():
         amounts[name] = amounts.get(name, 0) + amount
-    resources = {
-        resource_name(rc): to_base_units(rc, amount) for rc, amount in sorted(amounts.items()) if amount > 0
-    }
+    resources = {resource_name(rc): to_base_units(rc, amount) for rc, amount in sorted(amounts.items()) if amount > 0}
     return FlavorRequest(resources=resources, required_traits=sorted(required), forbidden_traits=sorted(forbidden))
 
 
@@ -144,9 +142,7 @@ def flavor_member_of(flavor: Flavor, aggregates: list[Aggregate]) -> tuple[list[
         if key.startswith("aggregate_instance_extra_specs:")
     }
     zone = pairs.get("availability_zone")
-    member_of = sorted(
-        {a.uuid for a in aggregates for key, value in pairs.items() if a.metadata.get(key) == value}
-    )
+    member_of = sorted({a.uuid for a in aggregates for key, value in pairs.items() if a.metadata.get(key) == value})
     return member_of, zone
 
 
@@ -212,8 +208,16 @@ def _rollup(providers: list[Provider]) -> dict[str, dict[str, float]]:
             allocatable = max(total - reserved, 0.0) * inventory["allocation_ratio"]
             row = rows.setdefault(
                 rc,
-                {"capacity": 0.0, "reserved": 0.0, "allocatable": 0.0, "allocated": 0.0,
-                 "min_unit": math.inf, "max_unit": 0.0, "steps": set(), "ratios": set()},
+                {
+                    "capacity": 0.0,
+                    "reserved": 0.0,
+                    "allocatable": 0.0,
+                    "allocated": 0.0,
+                    "min_unit": math.inf,
+                    "max_unit": 0.0,
+                    "steps": set(),
+                    "ratios": set(),
+                },
             )
             row["capacity"] += total
             row["reserved"] += reserved
@@ -268,9 +272,16 @@ def build_frames(
         for rc, row in sorted(_rollup(members).items()):
             capacity.append(
                 {
-                    "timestamp": now, "source": source, "layer": LAYER, "cloud": cloud, "pool": pool,
-                    "host": root.name, "scope": "pool" if sharing else "host", "resource": resource_name(rc),
-                    "used": math.nan, **row,
+                    "timestamp": now,
+                    "source": source,
+                    "layer": LAYER,
+                    "cloud": cloud,
+                    "pool": pool,
+                    "host": root.name,
+                    "scope": "pool" if sharing else "host",
+                    "resource": resource_name(rc),
+                    "used": math.nan,
+                    **row,
                 }
             )
         if sharing:
@@ -279,12 +290,21 @@ def build_frames(
         traits = sorted(set().union(*(p.traits for p in members)))
         hosts.append(
             {
-                "timestamp": now, "source": source, "layer": LAYER, "cloud": cloud, "pool": pool,
-                "host": root.name, "host_id": root.uuid,
+                "timestamp": now,
+                "source": source,
+                "layer": LAYER,
+                "cloud": cloud,
+                "pool": pool,
+                "host": root.name,
+                "host_id": root.uuid,
                 "schedulable": bool(hypervisor and hypervisor.enabled) and DISABLED_TRAIT not in root.traits,
                 "ready": bool(hypervisor and hypervisor.up),
-                "zone": pool, "aggregates": topo.host_aggregates.get(root.name, []), "traits": traits,
-                "taints": None, "instance_type": None, "nova_server_id": None,
+                "zone": pool,
+                "aggregates": topo.host_aggregates.get(root.name, []),
+                "traits": traits,
+                "taints": None,
+                "instance_type": None,
+                "nova_server_id": None,
                 "hypervisor": hypervisor.hostname if hypervisor else None,
             }
         )
@@ -297,17 +317,31 @@ def build_frames(
         member_of, zone = flavor_member_of(flavor, nova.aggregates)
         flavors.append(
             {
-                "timestamp": now, "source": source, "cloud": cloud, "flavor": flavor.name, "flavor_id": flavor.id,
-                "resources": request.resources, "required_traits": request.required_traits,
-                "forbidden_traits": request.forbidden_traits, "member_of": member_of, "zone": zone,
-                "is_public": flavor.is_public, "projects": flavor.projects,
+                "timestamp": now,
+                "source": source,
+                "cloud": cloud,
+                "flavor": flavor.name,
+                "flavor_id": flavor.id,
+                "resources": request.resources,
+                "required_traits": request.required_traits,
+                "forbidden_traits": request.forbidden_traits,
+                "member_of": member_of,
+                "zone": zone,
+                "is_public": flavor.is_public,
+                "projects": flavor.projects,
             }
         )
 
     aggregates = [
         {
-            "timestamp": now, "source": source, "cloud": cloud, "aggregate": a.name, "uuid": a.uuid, "zone": a.zone,
-            "hosts": topo.aggregate_hosts.get(a.uuid, []), "metadata": dict(a.metadata),
+            "timestamp": now,
+            "source": source,
+            "cloud": cloud,
+            "aggregate": a.name,
+            "uuid": a.uuid,
+            "zone": a.zone,
+            "hosts": topo.aggregate_hosts.get(a.uuid, []),
+            "metadata": dict(a.metadata),
             "projects": sorted(
                 {p.strip() for k, v in a.metadata.items() if k.startswith("filter_tenant_id") for p in v.split(",")}
                 - {""}
@@ -316,8 +350,16 @@ def build_frames(
         for a in nova.aggregates
     ]
     quotas = [
-        {"timestamp": now, "source": source, "cloud": cloud, "project": q.project, "resource": q.resource,
-         "limit": q.limit, "in_use": q.in_use, "reserved": q.reserved}
+        {
+            "timestamp": now,
+            "source": source,
+            "cloud": cloud,
+            "project": q.project,
+            "resource": q.resource,
+            "limit": q.limit,
+            "in_use": q.in_use,
+            "reserved": q.reserved,
+        }
         for q in nova.quotas
     ]
     return {
@@ -335,22 +377,36 @@ def _frame(schema: Any, rows: list[dict[str, Any]]) -> pd.DataFrame:
     return schema.build(rows) if rows else schema.empty()
 
 
-def _consumer(server: Server, source: str, cloud: str, now: datetime, topo: Topology,
-              default_zone: str) -> dict[str, Any]:
+def _consumer(
+    server: Server, source: str, cloud: str, now: datetime, topo: Topology, default_zone: str
+) -> dict[str, Any]:
     placed = server.host is not None and server.status not in RELEASED_STATUSES
     request = flavor_request(server.flavor, server.boot_from_volume) if server.flavor else None
     resources = request.resources if request else None
     pool = topo.host_zone.get(server.host or "", server.zone or default_zone)
     return {
-        "timestamp": now, "source": source, "layer": LAYER, "cloud": cloud, "pool": pool,
-        "host": server.host if placed else None, "id": server.id, "name": server.name,
-        "state": server.status.lower(), "holds_capacity": placed, "project": server.project,
+        "timestamp": now,
+        "source": source,
+        "layer": LAYER,
+        "cloud": cloud,
+        "pool": pool,
+        "host": server.host if placed else None,
+        "id": server.id,
+        "name": server.name,
+        "state": server.status.lower(),
+        "holds_capacity": placed,
+        "project": server.project,
         "flavor": server.flavor.name if server.flavor else None,
         "cpu": (resources.get("vcpu", 0.0) + resources.get("pcpu", 0.0)) if resources else math.nan,
         "memory": resources.get("memory", 0.0) if resources else math.nan,
         "disk": resources.get("disk", 0.0) if resources else math.nan,
         "resources": resources,
-        "cpu_limit": math.nan, "memory_limit": math.nan, "cpu_used": math.nan, "memory_used": math.nan,
+        "cpu_limit": math.nan,
+        "memory_limit": math.nan,
+        "cpu_used": math.nan,
+        "memory_used": math.nan,
         "cpu_time_seconds": math.nan,
-        "nova_instance_uuid": server.id, "libvirt_domain_uuid": server.id, "k8s_provider_id": None,
+        "nova_instance_uuid": server.id,
+        "libvirt_domain_uuid": server.id,
+        "k8s_provider_id": None,
     }

@@ -35,8 +35,16 @@ OPENSTACK_HYPERVISORS = register(
 
 def hypervisors_frame(nova: NovaState, source: str, cloud: str, now: datetime) -> pd.DataFrame:
     rows = [
-        {"timestamp": now, "source": source, "cloud": cloud, "hypervisor_hostname": h.hostname,
-         "host_ip": h.host_ip, "service_host": h.service_host, "enabled": h.enabled, "up": h.up}
+        {
+            "timestamp": now,
+            "source": source,
+            "cloud": cloud,
+            "hypervisor_hostname": h.hostname,
+            "host_ip": h.host_ip,
+            "service_host": h.service_host,
+            "enabled": h.enabled,
+            "up": h.up,
+        }
         for h in nova.hypervisors
     ]
     unique = {row["hypervisor_hostname"]: row for row in rows}  # Nova lists a name once; never fail on a repeat

@@ -138,8 +138,14 @@ QUOTA_KEYS = (("cores", "cpu", 1), ("ram", "memory", 2**20), ("instances", "inst
 class NovaReader:
     """Reads Nova for one cloud; between polls it keeps only each project's quota limits (see `quotas_interval`)."""
 
-    def __init__(self, client: OpenStackClient, page_size: int = 1000, quotas: bool = True,
-                 quotas_interval: float = 3600.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        client: OpenStackClient,
+        page_size: int = 1000,
+        quotas: bool = True,
+        quotas_interval: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.client = client
         self.page_size = page_size
         self.quotas = quotas
@@ -187,15 +193,22 @@ class NovaReader:
                 if key not in cached.limits:
                     continue
                 limit = cached.limits[key]
-                rows.append(Quota(project=project, resource=resource,
-                                  limit=float("nan") if limit < 0 else limit * scale,
-                                  in_use=used[project][key] * scale, reserved=cached.reserved[key] * scale))
+                rows.append(
+                    Quota(
+                        project=project,
+                        resource=resource,
+                        limit=float("nan") if limit < 0 else limit * scale,
+                        in_use=used[project][key] * scale,
+                        reserved=cached.reserved[key] * scale,
+                    )
+                )
         return rows
 
     # -- paging -----------------------------------------------------------------------------
 
-    def _pages(self, path: str, key: str, params: dict[str, str], version: Version,
-               paged: bool) -> list[dict[str, Any]]:
+    def _pages(
+        self, path: str, key: str, params: dict[str, str], version: Version, paged: bool
+    ) -> list[dict[str, Any]]:
         """Every item of a marker/limit-paged collection (one request when the API cannot page)."""
         items: list[dict[str, Any]] = []
         marker: str | None = None

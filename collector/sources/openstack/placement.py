@@ -107,8 +107,9 @@ class PlacementReader:
         fingerprint = tuple(sorted((p.uuid, p.generation) for p in providers.values()))
         self._read_traits(state, set(flavor_traits), fingerprint, version)
 
-        stale = [p for p in providers.values()
-                 if (c := self._cache.get(p.uuid)) is None or c.generation != p.generation]
+        stale = [
+            p for p in providers.values() if (c := self._cache.get(p.uuid)) is None or c.generation != p.generation
+        ]
         fresh = self._read_many(stale, version)
         for provider in list(providers.values()):
             if provider.uuid in fresh:
@@ -157,8 +158,9 @@ class PlacementReader:
         """Inventories + usages of `providers`, `concurrency` at a time (Placement runs many workers)."""
         if self.concurrency <= 1 or len(providers) < 2:
             return {p.uuid: self._read_provider(p, version) for p in providers}
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(providers)),
-                                thread_name_prefix="placement-read") as pool:
+        with ThreadPoolExecutor(
+            max_workers=min(self.concurrency, len(providers)), thread_name_prefix="placement-read"
+        ) as pool:
             futures = {p.uuid: pool.submit(self._read_provider, p, version) for p in providers}
             try:
                 return {uuid: future.result() for uuid, future in futures.items()}
@@ -226,9 +228,7 @@ def _parse_providers(body: dict[str, Any]) -> dict[str, Provider]:
                 root=str(item.get("root_provider_uuid") or uuid),
             )
         except (KeyError, TypeError, ValueError) as error:
-            raise _malformed(
-                "GET /resource_providers", None, f"provider #{index} lacks a usable {error}"
-            ) from None
+            raise _malformed("GET /resource_providers", None, f"provider #{index} lacks a usable {error}") from None
     return providers
 
 

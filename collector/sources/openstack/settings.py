@@ -57,9 +57,7 @@ class OpenStackSourceConfig(SourceBase):
     @model_validator(mode="after")
     def _deadline_within_timeout(self) -> OpenStackSourceConfig:
         if self.poll_deadline is not None and self.poll_deadline > self.effective_timeout:
-            raise ValueError(
-                "poll_deadline must not exceed timeout (the scheduler abandons the poll at timeout)"
-            )
+            raise ValueError("poll_deadline must not exceed timeout (the scheduler abandons the poll at timeout)")
         return self
 
     @model_validator(mode="before")

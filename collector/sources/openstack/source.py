@@ -31,8 +31,12 @@ class OpenStackSource(Source):
             self.cloud, connector, retry=retry, max_response_bytes=int(config.max_response_size), **kwargs
         )
         self.placement = PlacementReader(self.client, concurrency=config.concurrency)
-        self.nova = NovaReader(self.client, page_size=config.page_size, quotas=config.quotas,
-                               quotas_interval=config.quotas_interval.total_seconds())
+        self.nova = NovaReader(
+            self.client,
+            page_size=config.page_size,
+            quotas=config.quotas,
+            quotas_interval=config.quotas_interval.total_seconds(),
+        )
         self.polls = 0
 
     def poll(self, now: datetime) -> PollResult:

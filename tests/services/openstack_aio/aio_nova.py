@@ -61,6 +61,7 @@ def _sqlite_begin_immediate(connection):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
         connection.info["in_transaction"] = True
 
+
 config.parse_args([sys.argv[0], "--config-file", os.path.join(workdir, "nova.conf")])
 objects.register_all()
 with open(hosts_file) as handle:
@@ -69,9 +70,22 @@ with open(hosts_file) as handle:
 IMAGE_ID = "155d900f-4e14-4e4c-a73d-069cbf4541e6"
 _TS = datetime.datetime(2026, 1, 1)
 _IMAGE = {
-    "id": IMAGE_ID, "name": "cirros-raw", "created_at": _TS, "updated_at": _TS, "deleted_at": None,
-    "deleted": False, "status": "active", "is_public": True, "container_format": "bare", "disk_format": "raw",
-    "size": 25165824, "min_ram": 0, "min_disk": 0, "protected": False, "visibility": "public", "tags": [],
+    "id": IMAGE_ID,
+    "name": "cirros-raw",
+    "created_at": _TS,
+    "updated_at": _TS,
+    "deleted_at": None,
+    "deleted": False,
+    "status": "active",
+    "is_public": True,
+    "container_format": "bare",
+    "disk_format": "raw",
+    "size": 25165824,
+    "min_ram": 0,
+    "min_disk": 0,
+    "protected": False,
+    "visibility": "public",
+    "tags": [],
     "properties": {"architecture": "x86_64"},
 }
 
@@ -118,16 +132,40 @@ class CapacitydFakeDriver(fake.FakeDriver):
         spec = self.spec
         inventory = {}
         if spec["vcpus"]:
-            inventory["VCPU"] = {"total": spec["vcpus"], "min_unit": 1, "max_unit": spec["vcpus"], "step_size": 1,
-                                 "allocation_ratio": spec.get("cpu_ratio", 4.0), "reserved": 0}
+            inventory["VCPU"] = {
+                "total": spec["vcpus"],
+                "min_unit": 1,
+                "max_unit": spec["vcpus"],
+                "step_size": 1,
+                "allocation_ratio": spec.get("cpu_ratio", 4.0),
+                "reserved": 0,
+            }
         if spec.get("pcpus"):
-            inventory["PCPU"] = {"total": spec["pcpus"], "min_unit": 1, "max_unit": spec["pcpus"], "step_size": 1,
-                                 "allocation_ratio": 1.0, "reserved": 0}
-        inventory["MEMORY_MB"] = {"total": spec["memory_mb"], "min_unit": 1, "max_unit": spec["memory_mb"],
-                                  "step_size": 1, "allocation_ratio": spec.get("ram_ratio", 1.0), "reserved": 512}
+            inventory["PCPU"] = {
+                "total": spec["pcpus"],
+                "min_unit": 1,
+                "max_unit": spec["pcpus"],
+                "step_size": 1,
+                "allocation_ratio": 1.0,
+                "reserved": 0,
+            }
+        inventory["MEMORY_MB"] = {
+            "total": spec["memory_mb"],
+            "min_unit": 1,
+            "max_unit": spec["memory_mb"],
+            "step_size": 1,
+            "allocation_ratio": spec.get("ram_ratio", 1.0),
+            "reserved": 512,
+        }
         if spec.get("disk_gb"):
-            inventory["DISK_GB"] = {"total": spec["disk_gb"], "min_unit": 1, "max_unit": spec["disk_gb"],
-                                    "step_size": 1, "allocation_ratio": 1.0, "reserved": 0}
+            inventory["DISK_GB"] = {
+                "total": spec["disk_gb"],
+                "min_unit": 1,
+                "max_unit": spec["disk_gb"],
+                "step_size": 1,
+                "allocation_ratio": 1.0,
+                "reserved": 0,
+            }
         provider_tree.update_inventory(nodename, inventory)
         if spec.get("traits"):
             provider_tree.add_traits(nodename, *spec["traits"])
@@ -135,9 +173,19 @@ class CapacitydFakeDriver(fake.FakeDriver):
             child = f"{nodename}_pgpu0"
             if not provider_tree.exists(child):
                 provider_tree.new_child(child, nodename)
-            provider_tree.update_inventory(child, {"VGPU": {
-                "total": spec["vgpus"], "min_unit": 1, "max_unit": spec["vgpus"], "step_size": 1,
-                "allocation_ratio": 1.0, "reserved": 0}})
+            provider_tree.update_inventory(
+                child,
+                {
+                    "VGPU": {
+                        "total": spec["vgpus"],
+                        "min_unit": 1,
+                        "max_unit": spec["vgpus"],
+                        "step_size": 1,
+                        "allocation_ratio": 1.0,
+                        "reserved": 0,
+                    }
+                },
+            )
             provider_tree.add_traits(child, os_traits.OWNER_NOVA)
 
 
