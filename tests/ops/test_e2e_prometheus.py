@@ -34,7 +34,7 @@ RULES = DASHBOARDS / "prometheus" / "capacityd.rules.yml"
 SCRAPE_INTERVAL = 5
 DEMO_READY_TIMEOUT = 300  # the demo starts its estate, backfills 8 weeks of history, polls, forecasts
 SAMPLES_TIMEOUT = 120
-RULES_TIMEOUT = 90
+RULES_TIMEOUT = 150  # two passes of the 1-minute recording group, plus margin
 STACK_LIFETIME = 1200  # both processes exit by themselves after this long, whatever happens to the test
 BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m", "__range_s": "300"}
 _LEGEND_LABEL_RE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
@@ -321,18 +321,22 @@ def test_promtool_check_metrics_on_the_demo_exposition(stack: Stack) -> None:
 @pytest.mark.timeout(900)
 def test_rules_evaluate_cleanly_on_real_data(stack: Stack) -> None:
     prometheus = stack.prometheus
-    deadline = time.monotonic() + RULES_TIMEOUT  # the recording group runs every minute: wait for its first pass
+    # The recording group runs every minute at an offset Prometheus picks: its first pass can come before the
+    # first scrape (healthy, but recording nothing). Wait for a pass over real data, bounded by two intervals.
+    recorded_query = "layer_cloud_pool_resource:capacity_resource_allocatable:sum"
+    deadline = time.monotonic() + RULES_TIMEOUT
     while True:
         groups = prometheus.api("rules")["groups"]
         rules = [rule for group in groups for rule in group["rules"]]
-        if all(rule["health"] != "unknown" for rule in rules) or time.monotonic() > deadline:
+        evaluated = all(rule["health"] != "unknown" for rule in rules)
+        if (evaluated and prometheus.instant(recorded_query)) or time.monotonic() > deadline:
             break
         time.sleep(2)
     assert {g["name"] for g in groups} == {"capacityd.recording", "capacityd.capacity", "capacityd.collector"}
     for group in groups:
         for rule in group["rules"]:
             assert rule["health"] == "ok", f"{rule['name']}: health {rule['health']} {rule.get('lastError')}"
-    recorded = prometheus.instant("layer_cloud_pool_resource:capacity_resource_allocatable:sum")
+    recorded = prometheus.instant(recorded_query)
     assert recorded and all({"layer", "cloud", "pool", "resource"} <= set(s["metric"]) for s in recorded)
 
 
