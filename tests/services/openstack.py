@@ -130,8 +130,10 @@ class _Process:
 class Placement:
     """The real Placement WSGI app (SQLite, noauth2) served on loopback."""
 
-    def __init__(self, workdir: Path, port: int | None = None):
+    def __init__(self, workdir: Path, port: int | None = None, policy_file: Path | None = None):
+        """`policy_file`: an oslo.policy override file (re-read whenever it changes, as in production)."""
         self.workdir = workdir
+        self.policy_file = policy_file
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._process: _Process | None = None
@@ -146,6 +148,7 @@ class Placement:
         (self.workdir / "placement.conf").write_text(
             "[DEFAULT]\ndebug = false\n[api]\nauth_strategy = noauth2\n"
             f"[placement_database]\nconnection = sqlite:///{database}\n"
+            + (f"[oslo_policy]\npolicy_file = {self.policy_file}\n" if self.policy_file else "")
         )
         cached = CACHE_DIR / f"placement-db-{_installed_version('openstack-placement')}.sqlite"
         if seed is not None:
@@ -306,9 +309,9 @@ discover_hosts_in_cells_interval = -1
 # (AZs are a Placement request filter in Nova 34, no longer a host filter)
 enabled_filters = ComputeFilter,ComputeCapabilitiesFilter,ImagePropertiesFilter,AggregateInstanceExtraSpecsFilter
 [oslo_policy]
-enforce_new_defaults = false
-enforce_scope = false
-"""
+enforce_new_defaults = {new_defaults}
+enforce_scope = {new_defaults}
+{policy_file}"""
 
 NOVA_DATABASES = ("nova_api.sqlite", "nova_cell0.sqlite", "nova_cell1.sqlite")
 
@@ -316,8 +319,20 @@ NOVA_DATABASES = ("nova_api.sqlite", "nova_cell0.sqlite", "nova_cell1.sqlite")
 class Nova:
     """Real Nova (API + conductor + scheduler + fake-driver computes) in one process on loopback."""
 
-    def __init__(self, workdir: Path, placement: Placement, hosts: list[HostSpec], max_limit: int = 1000):
+    def __init__(
+        self,
+        workdir: Path,
+        placement: Placement,
+        hosts: list[HostSpec],
+        max_limit: int = 1000,
+        policy_file: Path | None = None,
+        new_policy_defaults: bool = False,
+    ):
+        """`policy_file`: an oslo.policy override file (re-read whenever it changes); `new_policy_defaults`:
+        Nova 34's own policy defaults (enforce_new_defaults and enforce_scope on) instead of the legacy rules."""
         self.workdir = workdir
+        self.policy_file = policy_file
+        self.new_policy_defaults = new_policy_defaults
         self.placement = placement
         self.hosts = hosts
         self.port = free_port()
@@ -332,7 +347,13 @@ class Nova:
         (work / "state").mkdir(parents=True, exist_ok=True)
         (work / "locks").mkdir(exist_ok=True)
         (work / "nova.conf").write_text(
-            NOVA_CONF.format(workdir=work, placement=self.placement.url, max_limit=self.max_limit)
+            NOVA_CONF.format(
+                workdir=work,
+                placement=self.placement.url,
+                max_limit=self.max_limit,
+                new_defaults=str(self.new_policy_defaults).lower(),
+                policy_file=f"policy_file = {self.policy_file}\n" if self.policy_file else "",
+            )
         )
         shutil.copyfile(HERE / "api-paste.ini", work / "api-paste.ini")
         self._databases()
