@@ -32,6 +32,28 @@ SHIPPED = {service: REPO / "deploy" / "openstack" / f"{service}-policy.yaml" for
 PROJECTS = {"alpha": "a1fa0000000000000000000000000001", "beta": "be7a0000000000000000000000000001"}
 CAPACITYD_PROJECT = "cad0000000000000000000000000c0de"
 READER_TOKEN = f"capacityd:{CAPACITYD_PROJECT}:reader,capacityd_reader"
+ROLE_ONLY_TOKEN = f"capacityd:{CAPACITYD_PROJECT}:capacityd_reader"
+# Each shipped rule -> what a poll as reader + capacityd_reader says without it: the call (or field) it names,
+# or None where a project reader's default grant already covers capacityd's use (the line is for the role alone).
+NEEDED = {
+    "nova": {
+        "os_compute_api:os-hypervisors:list-detail": "compute GET /os-hypervisors/detail",
+        "os_compute_api:servers:detail": None,
+        "os_compute_api:servers:detail:get_all_tenants": "compute GET /servers/detail",
+        "os_compute_api:os-extended-server-attributes": "without OS-EXT-SRV-ATTR:hypervisor_hostname",
+        "os_compute_api:os-aggregates:index": "compute GET /os-aggregates",
+        "os_compute_api:os-flavor-extra-specs:index": None,
+        "os_compute_api:os-flavor-access": "/os-flavor-access",
+        "os_compute_api:os-quota-sets:detail": "compute GET /os-quota-sets/",
+    },
+    "placement": {
+        "placement:resource_providers:list": "placement GET /resource_providers",
+        "placement:resource_providers:inventories:list": "/inventories",
+        "placement:resource_providers:usages": "/usages",
+        "placement:resource_providers:aggregates:list": "/aggregates",
+        "placement:traits:list": "placement GET /traits",
+    },
+}
 HOSTS = [
     HostSpec("compute-1", vcpus=16, memory_mb=32768, disk_gb=200),
     HostSpec("compute-2", vcpus=8, memory_mb=16384, disk_gb=100),
@@ -45,6 +67,7 @@ class Cloud:
     policies: dict[str, Path]
     admin_yaml: Path
     reader_yaml: Path
+    role_only_yaml: Path
     _mtime: float = 0.0
 
     def set_policy(self, service: str, rules: dict[str, str]) -> None:
@@ -56,9 +79,11 @@ class Cloud:
         os.utime(staging, (self._mtime, self._mtime))
         os.replace(staging, path)
 
-    def shipped(self) -> None:
+    def shipped(self, without: str | None = None) -> None:
+        """The shipped overrides, less the rule `without`."""
         for service, source in SHIPPED.items():
-            self.set_policy(service, yaml.safe_load(source.read_text()))
+            rules = yaml.safe_load(source.read_text())
+            self.set_policy(service, {name: rule for name, rule in rules.items() if name != without})
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +100,22 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         placement.call("PUT", "/traits/CUSTOM_SSD", ok=(201, 204))
         small = nova.create_flavor("m1.small", 1, 2048, 20, extra_specs={"trait:CUSTOM_SSD": "forbidden"})
         private = nova.create_flavor("p1.alpha", 2, 4096, 20, public=False, projects=(PROJECTS["alpha"],))
+        # shared with capacityd's own project too: it is listed to capacityd, which then reads its access list
+        nova.create_flavor("p1.shared", 2, 4096, 20, public=False, projects=(PROJECTS["beta"], CAPACITYD_PROJECT))
         nova.boot("alpha-1", small, PROJECTS["alpha"], "az1")
         nova.boot("beta-1", small, PROJECTS["beta"])
         nova.boot("alpha-private", private, PROJECTS["alpha"])
-        admin_yaml = write_clouds_yaml(work / "admin.yaml", "lp", placement.url, nova.url)
-        reader_yaml = write_clouds_yaml(work / "reader.yaml", "lp", placement.url, nova.url, token=READER_TOKEN)
-        yield Cloud(nova, placement, policies, admin_yaml, reader_yaml)
+        # a sharing DISK_GB provider in az1: capacityd reads its aggregates from Placement
+        shared = placement.create_provider("shared-disk-az1")
+        placement.set_inventories(shared, {"DISK_GB": {"total": 1000, "reserved": 0, "max_unit": 500}})
+        placement.set_traits(shared, ["MISC_SHARES_VIA_AGGREGATE"])
+        az1 = next(a for a in nova.call("GET", "/os-aggregates")["aggregates"] if a["name"] == "az1")
+        placement.set_aggregates(shared, [az1["uuid"]])
+        yamls = [
+            write_clouds_yaml(work / f"{name}.yaml", "lp", placement.url, nova.url, token=token)
+            for name, token in (("admin", "admin"), ("reader", READER_TOKEN), ("role-only", ROLE_ONLY_TOKEN))
+        ]
+        yield Cloud(nova, placement, policies, *yamls)
     finally:
         nova.stop()
         placement.stop()
@@ -131,9 +166,58 @@ def test_the_reader_role_polls_what_an_admin_polls(cloud: Cloud) -> None:
         assert reader[name].drop(columns="timestamp").equals(admin[name].drop(columns="timestamp")), name
     # Extra specs reach the reader (inline in flavors and servers). Nova lists private flavors to an admin
     # only (`context.is_admin` in code, no policy rule): the reader sees the public ones.
+    assert "shared-disk-az1" in set(reader["capacity"]["host"])
+    # Extra specs and flavor access reach the reader. Nova lists a private flavor to an admin, or to a project it
+    # is shared with (`context.is_admin` in code, no policy rule): the reader does not see p1.alpha.
     flavors = admin["flavors"].set_index("flavor")
-    assert sorted(flavors.index) == ["m1.small", "p1.alpha"]
+    assert sorted(flavors.index) == ["m1.small", "p1.alpha", "p1.shared"]
     assert flavors.loc["m1.small", "forbidden_traits"] == ["CUSTOM_SSD"]
     mine = reader["flavors"].set_index("flavor")
-    assert sorted(mine.index) == ["m1.small"]
-    assert mine.loc["m1.small"].drop("timestamp").to_dict() == flavors.loc["m1.small"].drop("timestamp").to_dict()
+    assert sorted(mine.index) == ["m1.small", "p1.shared"]
+    for name in mine.index:
+        assert mine.loc[name].drop("timestamp").to_dict() == flavors.loc[name].drop("timestamp").to_dict(), name
+    assert mine.loc["p1.shared", "projects"] == sorted([PROJECTS["beta"], CAPACITYD_PROJECT])
+
+    # The role alone (no `reader`) is enough too: the same frames.
+    alone = _poll(cloud.role_only_yaml)
+    assert _rows(alone["consumers"], "id", consumers) == _rows(admin["consumers"], "id", consumers)
+    assert _rows(alone["capacity"], "host", capacity) == _rows(admin["capacity"], "host", capacity)
+    assert alone["flavors"].drop(columns="timestamp").equals(reader["flavors"].drop(columns="timestamp"))
+
+
+def test_the_default_policies_refuse_the_reader(cloud: Cloud) -> None:
+    """Why the overrides exist: with the services' own defaults the poll fails on a 403, named."""
+    for service in SHIPPED:
+        cloud.set_policy(service, {})
+    error = _failure(cloud.reader_yaml)
+    assert error.reason == "forbidden"
+    assert "HTTP 403" in str(error) and " GET /" in str(error)
+    cloud.shipped()
+    _poll(cloud.reader_yaml)  # and the services re-read the restored files
+
+
+def test_every_shipped_rule_is_accounted_for() -> None:
+    for service, path in SHIPPED.items():
+        assert set(yaml.safe_load(path.read_text())) == {"capacityd_reader", *NEEDED[service]}, service
+
+
+@pytest.mark.parametrize("rule", [rule for rules in NEEDED.values() for rule in rules])
+def test_each_rule_is_needed(cloud: Cloud, rule: str) -> None:
+    """Without one rule the poll fails `forbidden`, naming the refused call (or hidden field) and the rule."""
+    cloud.shipped(without=rule)
+    call = NEEDED["nova" if rule.startswith("os_compute_api") else "placement"][rule]
+    try:
+        if call is None:  # a project reader's default covers it: needed only by the role alone
+            _poll(cloud.reader_yaml)
+            error = _failure(cloud.role_only_yaml)
+        else:
+            error = _failure(cloud.reader_yaml)
+    finally:
+        cloud.shipped()
+    assert error.reason == "forbidden", str(error)
+    message = str(error)
+    assert rule in message, message
+    if call is not None:
+        assert call in message, message
+        if "without" not in call:
+            assert "HTTP 403" in message, message

@@ -31,7 +31,6 @@ CALLS = {
     },
     "placement": {
         "GET /resource_providers": "placement:resource_providers:list",
-        "GET /resource_providers/{uuid}": "placement:resource_providers:show",
         "GET /resource_providers/{uuid}/inventories": "placement:resource_providers:inventories:list",
         "GET /resource_providers/{uuid}/usages": "placement:resource_providers:usages",
         "GET /resource_providers/{uuid}/aggregates": "placement:resource_providers:aggregates:list",
