@@ -12,6 +12,8 @@ production, so one Nova serves the whole module.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ import pytest
 import yaml
 
 from collector.sources.base import SourceError
+from tests.foundation.test_daemon import free_port, sample, scrape, scrape_when
 from tests.openstack.conftest import make_source
 from tests.services.openstack import HostSpec, Nova, Placement, write_clouds_yaml
 
@@ -221,3 +224,63 @@ def test_each_rule_is_needed(cloud: Cloud, rule: str) -> None:
         assert call in message, message
         if "without" not in call:
             assert "HTTP 403" in message, message
+
+
+def test_the_daemon_counts_a_refused_poll(cloud: Cloud, tmp_path: Path) -> None:
+    """The real `capacityd run` as the reader: a rule taken out is a `forbidden` failure, logged with the call."""
+    cloud.shipped()
+    port = free_port()
+    config = tmp_path / "capacityd.yaml"
+    config.write_text(f"""
+listen: 127.0.0.1:{port}
+state_dir: {tmp_path / "state"}
+sources:
+  - kind: openstack
+    name: nova
+    cloud: lp
+    clouds_yaml: {cloud.reader_yaml}
+    interval: 2s
+    timeout: 2s
+""")
+    log_path = tmp_path / "daemon.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "collector.app.cli", "run", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+    )
+    up = {"source": "nova", "kind": "openstack"}
+    forbidden = {**up, "reason": "forbidden"}
+    try:
+        text = scrape_when(port, lambda t: sample(t, "capacityd_source_up", **up) == 1, "the reader's first poll")
+        assert not sample(text, "capacityd_source_errors_total", **forbidden)
+        cloud.shipped(without="os_compute_api:servers:detail:get_all_tenants")
+        changed = time.monotonic()
+        text = scrape_when(
+            port,
+            lambda t: (
+                sample(t, "capacityd_source_up", **up) == 0
+                and (sample(t, "capacityd_source_errors_total", **forbidden) or 0) >= 1
+            ),
+            "the refused poll counted",
+        )
+        # The next poll (within an interval, 2 s) fails and /metrics is re-rendered at once, not at the idle
+        # refresh 30 s later.
+        elapsed = time.monotonic() - changed
+        assert elapsed < 2 * 2 + 1, f"the refused poll showed after {elapsed:.1f}s"
+        cloud.shipped()
+        text = scrape_when(port, lambda t: sample(t, "capacityd_source_up", **up) == 1, "the restored policy")
+        refused = sample(text, "capacityd_source_errors_total", **forbidden)
+        time.sleep(2 * 2 + 0.5)  # two more polls
+        text = scrape(port)
+        assert sample(text, "capacityd_source_up", **up) == 1
+        assert sample(text, "capacityd_source_errors_total", **forbidden) == refused  # no more since
+        assert process.poll() is None
+    finally:
+        cloud.shipped()
+        process.terminate()
+        process.wait(15)
+        log.close()
+    logged = [line for line in log_path.read_text().splitlines() if "poll failed (forbidden)" in line]
+    assert logged, log_path.read_text()[-2000:]
+    assert "compute GET /servers/detail" in logged[0] and "HTTP 403" in logged[0], logged[0]
+    assert "os_compute_api:servers:detail:get_all_tenants" in logged[0], logged[0]
+    assert READER_TOKEN not in log_path.read_text()  # the token is never logged
