@@ -341,8 +341,10 @@ sources:
             "compute-e's target up",
         )
         elapsed = time.monotonic() - added
-        # Nova poll (2 s) + refresh (1 s) + the target's slot (2 s) + publication (1 s): at most ~3 intervals.
-        assert elapsed < 3 * 2 + 1, f"compute-e took {elapsed:.1f}s to show up"
+        # By design at most: the next Nova poll (2 s) + a discovery refresh (1 s) + the target's slot in its interval
+        # (2 s) + a publication (1 s), plus the polls' own time on a loaded 2-core machine (3 s). Measured: 2.4-3.6 s
+        # at load ~1, up to 6.3 s at load ~6.
+        assert elapsed < 2 + 1 + 2 + 1 + 3, f"compute-e took {elapsed:.1f}s to show up"
         assert sample(text, "capacityd_target_up", source="kvm", target="compute-e", disabled="false") == 1
         assert sample(text, "capacityd_target_state", source="kvm", target="compute-e", state="active") == 1
         labels = {"host": "compute-e", "resource": "cpu", "layer": "hypervisor", "pool": "az1"}
