@@ -214,7 +214,10 @@ for binary, topic in (("nova-conductor", "conductor"), ("nova-scheduler", "sched
 
 
 def start_compute(host):
-    """One fake-driver nova-compute: the driver reads CONF.host when it is built, so override it meanwhile."""
+    """One fake-driver nova-compute: the driver reads CONF.host when it is built, so override it meanwhile.
+
+    A compute added while the API serves shares that override for a moment; the API calls the tests make
+    (listings, aggregates, services) do not read CONF.host."""
     CONF.set_override("host", host)
     try:
         svc = service.Service.create(binary="nova-compute", topic="compute", host=host)
