@@ -404,8 +404,13 @@ class Daemon:
             self.runners[source_config.name] = start_fleet(source, self.estate, source_config, self._on_success)  # type: ignore[arg-type,assignment]
             return
         runner = SourceRunner(
-            source, self.estate, _timeout_seconds(source_config), self._on_success, executor=self.poll_pool
-        )  # cluster: shared bounded pool (None: own thread)
+            source,
+            self.estate,
+            _timeout_seconds(source_config),
+            self._on_success,
+            executor=self.poll_pool,  # cluster: shared bounded pool (None: own thread)
+            on_failure=lambda _name: self.pipeline.request_refresh(),
+        )
         self.runners[source_config.name] = runner
         schedule_source(
             self.ticker,

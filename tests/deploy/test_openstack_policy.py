@@ -23,6 +23,7 @@ CALLS = {
         "GET /os-hypervisors/detail": "os_compute_api:os-hypervisors:list-detail",
         "GET /servers/detail": "os_compute_api:servers:detail",
         "GET /servers/detail?all_tenants=1": "os_compute_api:servers:detail:get_all_tenants",
+        "GET /servers/detail (OS-EXT-SRV-ATTR:hypervisor_hostname)": "os_compute_api:os-extended-server-attributes",
         "GET /os-aggregates": "os_compute_api:os-aggregates:index",
         "GET /flavors/{id}/os-extra_specs": "os_compute_api:os-flavor-extra-specs:index",
         "GET /flavors/{id}/os-flavor-access": "os_compute_api:os-flavor-access",
@@ -30,7 +31,6 @@ CALLS = {
     },
     "placement": {
         "GET /resource_providers": "placement:resource_providers:list",
-        "GET /resource_providers/{uuid}": "placement:resource_providers:show",
         "GET /resource_providers/{uuid}/inventories": "placement:resource_providers:inventories:list",
         "GET /resource_providers/{uuid}/usages": "placement:resource_providers:usages",
         "GET /resource_providers/{uuid}/aggregates": "placement:resource_providers:aggregates:list",

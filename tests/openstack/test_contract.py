@@ -19,7 +19,7 @@ import pytest
 from collector.sources.base import SourceError
 from collector.sources.openstack.client import _error_detail
 from collector.sources.openstack.frames import build_frames, flavor_request
-from collector.sources.openstack.nova import Flavor, NovaReader
+from collector.sources.openstack.nova import HOST_FIELD, Flavor, NovaReader
 from collector.sources.openstack.placement import PlacementReader
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "openstack"  # vendored captures, provenance in README
@@ -42,6 +42,7 @@ class FixtureClient:
     """Stands in for OpenStackClient: answers GETs from captured bodies, counts them, fails on others."""
 
     def __init__(self, versions: dict[str, tuple[int, int]], responses: dict[tuple[str, str], Any]):
+        self.cloud_label = "fixture"
         self.versions = versions
         self.responses = responses
         self.calls = 0
@@ -214,6 +215,8 @@ def test_paging_follows_the_next_link_with_the_last_id_as_marker() -> None:
 )
 def test_upstream_server_samples_parse(name: str) -> None:
     body = load(name)
+    for server in body["servers"]:  # 2.96 / 2.100 were generated as a project member: see the next test
+        server.setdefault(HOST_FIELD, None)
     flavors = load("nova_flavors_detail_v2.61.json")
     version = (2, int(name.split("_v2.")[1].split(".")[0]))
     client = FixtureClient(
@@ -228,6 +231,21 @@ def test_upstream_server_samples_parse(name: str) -> None:
     servers = reader._servers(version, known, type("S", (), {"skipped": {}, "notes": []})())
     assert servers and all(s.flavor is not None for s in servers)
     assert all(s.flavor.vcpus >= 1 for s in servers if s.flavor)
+
+
+@pytest.mark.parametrize("name", ["nova_servers_detail_v2.96.json", "nova_servers_detail_v2.100.json"])
+def test_servers_listed_without_their_host_fail_forbidden(name: str) -> None:
+    """Nova omits OS-EXT-SRV-ATTR:* (200, no 403) when policy hides them: the servers would all look unplaced."""
+    body = load(name)
+    assert all(HOST_FIELD not in server for server in body["servers"])
+    version = (2, int(name.split("_v2.")[1].split(".")[0]))
+    pages = {("compute", "/servers/detail?all_tenants=1"): lambda path: {"servers": []} if "marker" in path else body}
+    client = FixtureClient({"compute": version}, pages)
+    reader = NovaReader(client, quotas=False)  # type: ignore[arg-type]
+    with pytest.raises(SourceError) as caught:
+        reader._servers(version, {}, type("S", (), {"skipped": {}, "notes": []})())
+    assert caught.value.reason == "forbidden"
+    assert "os_compute_api:os-extended-server-attributes" in str(caught.value)
 
 
 def test_aggregates_without_uuid_before_2_41_get_a_stable_stand_in_id() -> None:

@@ -93,14 +93,15 @@ class _Process:
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
-        self._lines: list[str] = []
+        self.lines: list[str] = []
+        """Everything the process printed on stdout so far (its ready line, Nova's compute reports)."""
         self._ready = threading.Event()
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self._lines.append(line.rstrip())
+            self.lines.append(line.rstrip())
             if " ready on " in line:
                 self._ready.set()
         self._ready.set()
@@ -129,8 +130,10 @@ class _Process:
 class Placement:
     """The real Placement WSGI app (SQLite, noauth2) served on loopback."""
 
-    def __init__(self, workdir: Path, port: int | None = None):
+    def __init__(self, workdir: Path, port: int | None = None, policy_file: Path | None = None):
+        """`policy_file`: an oslo.policy override file (re-read whenever it changes, as in production)."""
         self.workdir = workdir
+        self.policy_file = policy_file
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._process: _Process | None = None
@@ -145,6 +148,7 @@ class Placement:
         (self.workdir / "placement.conf").write_text(
             "[DEFAULT]\ndebug = false\n[api]\nauth_strategy = noauth2\n"
             f"[placement_database]\nconnection = sqlite:///{database}\n"
+            + (f"[oslo_policy]\npolicy_file = {self.policy_file}\n" if self.policy_file else "")
         )
         cached = CACHE_DIR / f"placement-db-{_installed_version('openstack-placement')}.sqlite"
         if seed is not None:
@@ -305,9 +309,9 @@ discover_hosts_in_cells_interval = -1
 # (AZs are a Placement request filter in Nova 34, no longer a host filter)
 enabled_filters = ComputeFilter,ComputeCapabilitiesFilter,ImagePropertiesFilter,AggregateInstanceExtraSpecsFilter
 [oslo_policy]
-enforce_new_defaults = false
-enforce_scope = false
-"""
+enforce_new_defaults = {new_defaults}
+enforce_scope = {new_defaults}
+{policy_file}"""
 
 NOVA_DATABASES = ("nova_api.sqlite", "nova_cell0.sqlite", "nova_cell1.sqlite")
 
@@ -315,8 +319,20 @@ NOVA_DATABASES = ("nova_api.sqlite", "nova_cell0.sqlite", "nova_cell1.sqlite")
 class Nova:
     """Real Nova (API + conductor + scheduler + fake-driver computes) in one process on loopback."""
 
-    def __init__(self, workdir: Path, placement: Placement, hosts: list[HostSpec], max_limit: int = 1000):
+    def __init__(
+        self,
+        workdir: Path,
+        placement: Placement,
+        hosts: list[HostSpec],
+        max_limit: int = 1000,
+        policy_file: Path | None = None,
+        new_policy_defaults: bool = False,
+    ):
+        """`policy_file`: an oslo.policy override file (re-read whenever it changes); `new_policy_defaults`:
+        Nova 34's own policy defaults (enforce_new_defaults and enforce_scope on) instead of the legacy rules."""
         self.workdir = workdir
+        self.policy_file = policy_file
+        self.new_policy_defaults = new_policy_defaults
         self.placement = placement
         self.hosts = hosts
         self.port = free_port()
@@ -331,12 +347,18 @@ class Nova:
         (work / "state").mkdir(parents=True, exist_ok=True)
         (work / "locks").mkdir(exist_ok=True)
         (work / "nova.conf").write_text(
-            NOVA_CONF.format(workdir=work, placement=self.placement.url, max_limit=self.max_limit)
+            NOVA_CONF.format(
+                workdir=work,
+                placement=self.placement.url,
+                max_limit=self.max_limit,
+                new_defaults=str(self.new_policy_defaults).lower(),
+                policy_file=f"policy_file = {self.policy_file}\n" if self.policy_file else "",
+            )
         )
         shutil.copyfile(HERE / "api-paste.ini", work / "api-paste.ini")
         self._databases()
         hosts_file = work / "hosts.json"
-        hosts_file.write_text(json.dumps({h.name: h.__dict__ for h in self.hosts}))
+        self._write_hosts()
         self._process = _Process(
             "nova",
             [str(python), str(HERE / "aio_nova.py"), str(work), str(self.port), str(os.getpid()), str(hosts_file)],
@@ -347,6 +369,39 @@ class Nova:
         self._process.wait_ready(timeout)
         self._wait_for_providers(timeout=60)
         return self
+
+    def _write_hosts(self) -> None:
+        """hosts.json, replaced whole (the running process watches it and must never read half a file)."""
+        staging = self.workdir / "hosts.json.new"
+        staging.write_text(json.dumps({h.name: h.__dict__ for h in self.hosts}))
+        os.replace(staging, self.workdir / "hosts.json")
+
+    def add_compute(self, spec: HostSpec, timeout: float = 60) -> None:
+        """Start one more fake-driver nova-compute in the running process, like a new hypervisor joining the
+        cloud: it registers its service and resource provider, is mapped into cell1, and is listed by
+        `GET /os-hypervisors/detail` when this returns."""
+        if self._process is None:
+            raise RuntimeError("Nova is not running")
+        if any(h.name == spec.name for h in self.hosts):
+            raise ValueError(f"compute {spec.name} exists already")
+        self.hosts.append(spec)
+        self._write_hosts()
+        deadline = time.monotonic() + timeout
+        lines = self._process.lines
+        while not any(line.startswith(f"compute {spec.name} ") for line in lines):
+            if time.monotonic() > deadline or self._process.proc.poll() is not None:
+                raise ServiceUnavailable(f"nova did not start compute {spec.name} within {timeout}s")
+            time.sleep(0.2)
+        outcome = next(line for line in lines if line.startswith(f"compute {spec.name} "))
+        if outcome != f"compute {spec.name} mapped":
+            raise ServiceUnavailable(f"nova: {outcome}")
+        self._wait_for_providers(max(1.0, deadline - time.monotonic()), {spec.name})  # others may be deleted
+        while spec.name not in {
+            h["hypervisor_hostname"] for h in self.call("GET", "/os-hypervisors/detail")["hypervisors"]
+        }:
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(f"nova does not list hypervisor {spec.name} after {timeout}s")
+            time.sleep(0.3)
 
     def _databases(self) -> None:
         """Migrated empty databases: from the cache when present, else nova-manage (and fill the cache)."""
@@ -382,9 +437,9 @@ class Nova:
             for name in NOVA_DATABASES:
                 shutil.copyfile(self.workdir / name, cache / name)
 
-    def _wait_for_providers(self, timeout: float) -> None:
+    def _wait_for_providers(self, timeout: float, names: set[str] | None = None) -> None:
         deadline = time.monotonic() + timeout
-        wanted = {h.name for h in self.hosts}
+        wanted = names if names is not None else {h.name for h in self.hosts}
         while time.monotonic() < deadline:
             names = {p["name"] for p in self.placement.call("GET", "/resource_providers")["resource_providers"]}
             if wanted <= names:

@@ -9,7 +9,8 @@ Calls per poll (microversion negotiated up to 2.104):
   2.88 on, and Placement is the source of truth for capacity either way.
 * `GET /servers/detail?all_tenants=1`, paged by `limit`/`marker` until no `next` link: from 2.47 the
   flavor is embedded (vcpus, ram, disk, ephemeral, swap, original_name, extra_specs); before, only
-  its id, resolved through the flavors list.
+  its id, resolved through the flavors list. Where each server runs is `OS-EXT-SRV-ATTR:hypervisor_hostname`;
+  Nova omits it (no 403) for an account its policy does not allow, and the poll then fails `forbidden`.
 * `GET /flavors/detail?is_public=None` (all flavors, public and private; paged): extra_specs inline
   from 2.61, else one `GET /flavors/{id}/os-extra_specs` per flavor; one
   `GET /flavors/{id}/os-flavor-access` per private flavor.
@@ -133,6 +134,8 @@ class _QuotaLimits:
 
 
 QUOTA_KEYS = (("cores", "cpu", 1), ("ram", "memory", 2**20), ("instances", "instances", 1))
+HOST_FIELD = "OS-EXT-SRV-ATTR:hypervisor_hostname"
+"""Where a server runs; Nova shows it only to accounts its extended-server-attributes policy allows."""
 
 
 class NovaReader:
@@ -307,6 +310,16 @@ class NovaReader:
 
     def _servers(self, version: Version, flavors: dict[str, Flavor], state: NovaState) -> list[Server]:
         raw = self._pages("/servers/detail", "servers", {"all_tenants": "1"}, version, paged=True)
+        # Nova leaves the field out (200, no 403) when policy hides it: every server would look unplaced and the
+        # headroom would count their capacity as free. Servers of a down cell (status UNKNOWN) never carry it.
+        hidden = [i for i in raw if HOST_FIELD not in i and i.get("status") != "UNKNOWN"]
+        if hidden:
+            raise SourceError(
+                "forbidden",
+                f"cloud {self.client.cloud_label}: compute GET /servers/detail lists {len(hidden)} of {len(raw)} "
+                f"server(s) without {HOST_FIELD}: Nova hides where servers run from this account (policy "
+                "os_compute_api:os-extended-server-attributes, opened by deploy/openstack/nova-policy.yaml)",
+            )
         by_name: dict[str, Flavor] = {f.name: f for f in flavors.values()}
         servers = []
         for item in raw:
@@ -323,7 +336,7 @@ class NovaReader:
                         name=str(item.get("name") or item["id"]),
                         status=str(item["status"]),
                         project=item.get("tenant_id"),
-                        host=item.get("OS-EXT-SRV-ATTR:hypervisor_hostname"),
+                        host=item.get(HOST_FIELD),
                         zone=item.get("OS-EXT-AZ:availability_zone") or None,
                         flavor=flavor,
                         boot_from_volume=item.get("image") in ("", None),

@@ -7,7 +7,8 @@ HOSTS_JSON maps host name -> {vcpus, pcpus, memory_mb, disk_gb, cpu_ratio, ram_r
 each compute reports exactly that inventory to Placement through Nova's own provider-tree sync
 (`update_provider_tree`): VCPU (and PCPU when pcpus > 0), MEMORY_MB, DISK_GB only when disk_gb > 0
 (hosts on shared storage), the given custom traits, and a nested child `<host>_pgpu0` with VGPU
-inventory when vgpus > 0.
+inventory when vgpus > 0. A name added to HOSTS_JSON while the process runs starts one more compute
+(mapped into cell1 like `nova-manage cell_v2 discover_hosts`); it prints `compute <name> mapped`.
 
 No Keystone / Glance / Neutron: a paste filter maps tokens to identities (noauth_filter.py), one
 in-process image stands in for Glance and servers boot with networks=none. Test use only.
@@ -210,29 +211,75 @@ for binary, topic in (("nova-conductor", "conductor"), ("nova-scheduler", "sched
     svc = service.Service.create(binary=binary, topic=topic, host="controller")
     svc.start()
     services.append(svc)
-for host in HOSTS:
+
+
+def start_compute(host):
+    """One fake-driver nova-compute: the driver reads CONF.host when it is built, so override it meanwhile.
+
+    A compute added while the API serves shares that override for a moment; the API calls the tests make
+    (listings, aggregates, services) do not read CONF.host."""
     CONF.set_override("host", host)
-    svc = service.Service.create(binary="nova-compute", topic="compute", host=host)
-    svc.start()
+    try:
+        svc = service.Service.create(binary="nova-compute", topic="compute", host=host)
+        svc.start()
+    finally:
+        CONF.clear_override("host")
     services.append(svc)
-CONF.clear_override("host")
+
+
+for host in HOSTS:
+    start_compute(host)
 
 from nova.objects import host_mapping  # noqa: E402
 from oslo_db import exception as db_exception  # noqa: E402
 
-# The computes' start-up tasks write their compute node records from their own threads; map them
-# into cell1 once they are all there (like `nova-manage cell_v2 discover_hosts`), retrying on a lock.
-discovered: list[str] = []
-for _ in range(120):
-    try:
-        discovered += [m.host for m in host_mapping.discover_hosts(nova_context.get_admin_context())]
-    except db_exception.DBError:
+
+def map_computes(wanted, attempts=120):
+    """Map new compute nodes into cell1 (like `nova-manage cell_v2 discover_hosts`), retrying on a lock: the
+    computes' start-up tasks write their compute node records from their own threads."""
+    discovered = []
+    for _ in range(attempts):
+        try:
+            discovered += [m.host for m in host_mapping.discover_hosts(nova_context.get_admin_context())]
+        except db_exception.DBError:
+            time.sleep(0.5)
+            continue
+        if set(discovered) >= set(wanted):
+            break
         time.sleep(0.5)
-        continue
-    if set(discovered) >= set(HOSTS):
-        break
-    time.sleep(0.5)
-print(f"computes mapped: {sorted(discovered)}", flush=True)
+    return discovered
+
+
+print(f"computes mapped: {sorted(map_computes(HOSTS))}", flush=True)
+
+
+def watch_hosts_file():
+    """Start a compute for every name added to HOSTS_JSON while running (tests add hypervisors this way)."""
+    last = os.stat(hosts_file).st_mtime_ns
+    while True:
+        time.sleep(0.2)
+        try:
+            mtime = os.stat(hosts_file).st_mtime_ns
+            if mtime == last:
+                continue
+            last = mtime
+            with open(hosts_file) as handle:
+                wanted = json.load(handle)
+        except (OSError, ValueError):
+            continue  # mid-write (the harness renames a complete file into place, so this is rare)
+        for host, spec in wanted.items():
+            if host in HOSTS:
+                continue
+            HOSTS[host] = spec
+            try:
+                start_compute(host)
+                mapped = map_computes([host])
+            except Exception as error:  # noqa: BLE001 - reported to the harness, which fails the test
+                print(f"compute {host} failed: {type(error).__name__}: {error}", flush=True)
+                continue
+            state = "mapped" if host in mapped else "not mapped"
+            print(f"compute {host} {state}", flush=True)
+
 
 os.environ["OS_NOVA_CONFIG_DIR"] = workdir
 os.environ["OS_NOVA_CONFIG_FILES"] = "api-paste.ini;nova.conf"
@@ -254,5 +301,6 @@ class ReusingServer(WSGIServer):
 
 
 httpd = make_server("127.0.0.1", port, app, server_class=ReusingServer, handler_class=QuietHandler)
+threading.Thread(target=watch_hosts_file, daemon=True).start()
 print(f"nova ready on 127.0.0.1:{port} after {time.perf_counter() - started:.1f}s", flush=True)
 httpd.serve_forever()

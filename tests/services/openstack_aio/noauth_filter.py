@@ -4,8 +4,12 @@ Nova 34 has no noauth strategy any more. In our api-paste.ini this filter takes 
 keystonemiddleware's `authtoken`, in front of Nova's own `keystonecontext`, so a plain openstacksdk
 client with `auth_type: admin_token` works without Keystone:
 
-    X-Auth-Token: admin            -> user admin in the admin project, roles admin,member,reader
-    X-Auth-Token: <user>:<project> -> that user in that project, roles member,reader
+    X-Auth-Token: admin                    -> user admin in the admin project, roles admin,member,reader
+    X-Auth-Token: <user>:<project>         -> that user in that project, roles member,reader
+    X-Auth-Token: <user>:<project>:<roles> -> that user in that project with exactly those roles (comma-separated,
+                                              as Keystone would list them after expanding implied roles)
+
+The third form lets tests check policy over HTTP: Nova's own `keystonecontext` and policy engine decide.
 
 LOOPBACK TESTING ONLY: anyone who can reach the port is admin.
 """
@@ -29,10 +33,14 @@ class TokenToIdentity:
             headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
             start_response("401 Unauthorized", headers)
             return [body]
-        user, _, project = token.partition(":")
+        user, _, rest = token.partition(":")
+        project, has_roles, roles = rest.partition(":")
         environ["HTTP_X_USER_ID"] = user
         environ["HTTP_X_PROJECT_ID"] = project or ADMIN_PROJECT
-        environ["HTTP_X_ROLES"] = "admin,member,reader" if user == "admin" else "member,reader"
+        if has_roles:
+            environ["HTTP_X_ROLES"] = roles
+        else:
+            environ["HTTP_X_ROLES"] = "admin,member,reader" if user == "admin" else "member,reader"
         return self.app(environ, start_response)
 
 
