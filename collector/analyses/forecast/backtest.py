@@ -14,7 +14,6 @@ actually came next:
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +27,7 @@ from collector.analyses.forecast.engine import (
     single_threaded_blas,
 )
 from collector.analyses.forecast.models import MODELS, FitInput
-from collector.analyses.forecast.preprocess import DAY, Grid
+from collector.analyses.forecast.preprocess import DAY, Grid, nan_mean
 
 EXHAUSTION_LOOKAHEAD = 4
 """Forecasts are extended to this many horizons to date an exhaustion the window only just shows."""
@@ -133,13 +132,12 @@ def _run(
         actual = values[:, origin : origin + horizon]
         scale = naive_scale(history, day)
         times = grid.times()[origin : origin + horizon]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mase = np.nanmean(np.abs(actual - bands.p50[:, :horizon]), axis=1) / scale
-            trend_mase = np.nanmean(np.abs(actual - baseline[:, :horizon]), axis=1) / scale
-            observed = ~np.isnan(actual)
+        mase = nan_mean(np.abs(actual - bands.p50[:, :horizon]), axis=1) / scale
+        trend_mase = nan_mean(np.abs(actual - baseline[:, :horizon]), axis=1) / scale
+        observed = ~np.isnan(actual)
+        with np.errstate(invalid="ignore"):  # comparisons with NaN (unobserved hours) are False, as wanted
             inside = (actual >= bands.p10[:, :horizon]) & (actual <= bands.p90[:, :horizon])
-            coverage = (inside & observed).sum(axis=1) / np.maximum(observed.sum(axis=1), 1)
+        coverage = (inside & observed).sum(axis=1) / np.maximum(observed.sum(axis=1), 1)
         crossings: dict[str, np.ndarray] = {}
         if caps is not None:
             hours = grid.step / 3600.0
@@ -185,9 +183,9 @@ def summarize(results: list[OriginResult], horizon_hours: float | None = None) -
         models[result.model] = models.get(result.model, 0) + 1
     summary = Summary(
         origins=len(results),
-        mase=float(np.nanmean([r.mase for r in results])),
-        trend_mase=float(np.nanmean([r.trend_mase for r in results])),
-        coverage=float(np.nanmean([r.coverage for r in results])),
+        mase=float(nan_mean(np.array([r.mase for r in results], dtype=float))),
+        trend_mase=float(nan_mean(np.array([r.trend_mase for r in results], dtype=float))),
+        coverage=float(nan_mean(np.array([r.coverage for r in results], dtype=float))),
         models=models,
     )
     if results and results[0].exhaustion:
