@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from collector.analyses.forecast.models import BASELINE, DEFAULT_CANDIDATES, MODELS, FitInput
+from collector.analyses.forecast.paths import PathModel, path_model
 from collector.analyses.forecast.preprocess import (
     DAY,
     HOUR,
@@ -119,6 +120,8 @@ class Bands:
     """Backtest MASE of every candidate (series,), for reporting."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Compute seconds each candidate took in the backtest."""
+    paths: PathModel | None = None
+    """What the exhaustion-date sampler needs beyond the bands (paths.py); None: the bands alone."""
 
     def times(self) -> pd.DatetimeIndex:
         return pd.date_range(self.grid.end, periods=self.p50.shape[1], freq=pd.Timedelta(seconds=self.grid.step))
@@ -228,10 +231,16 @@ def fit_and_forecast(
     scale = naive_scale(values, day)
     floor = MIN_WIDTH * scale
     bias, lower, upper = _interval_widths(chosen, errors, horizon, steps, day, options, values, floor)
+    if origins:
+        paths = path_model(actual, _chosen_errors(chosen, errors), max(1, min(day or horizon, horizon)), floor)
+    else:
+        paths = PathModel.empty(n, floor)
     if REGIME_WIDENING:
         widen = regime_factor(values, day, scale)[:, None]
         lower *= widen
         upper *= widen
+        paths.peaks *= widen  # the sampled paths' fast part widens with the band
+        paths.fast_width *= widen[:, 0]
     p50 += bias
     del bias
     p10 = np.subtract(p50, lower, out=lower)  # in place: the horizon's matrices are the block's largest
@@ -248,7 +257,17 @@ def fit_and_forecast(
         if name in scores:
             rows = chosen == name
             mase[rows] = scores[name][rows]
-    return Bands(grid, chosen, mase, p10, p50, p90, scores, seconds)
+    return Bands(grid, chosen, mase, p10, p50, p90, scores, seconds, paths)
+
+
+def _chosen_errors(chosen: np.ndarray, errors: dict[str, np.ndarray]) -> np.ndarray:
+    """The backtest errors (series, origins, lead) of the model chosen for each series."""
+    result = np.full_like(next(iter(errors.values())), np.nan)
+    for name in np.unique(chosen):
+        if name in errors:
+            rows = chosen == name
+            result[rows] = errors[name][rows]
+    return result
 
 
 def regime_factor(values: np.ndarray, day: int, scale: np.ndarray) -> np.ndarray:
@@ -364,11 +383,7 @@ def _interval_widths(
     mid = np.zeros((n, buckets))
     high = np.zeros((n, buckets))
     if errors:
-        chosen_errors = np.full_like(next(iter(errors.values())), np.nan)
-        for name in np.unique(chosen):
-            if name in errors:
-                rows = chosen == name
-                chosen_errors[rows] = errors[name][rows]
+        chosen_errors = _chosen_errors(chosen, errors)
         means = np.full((n, chosen_errors.shape[1], buckets), np.nan)  # mean error per origin and bucket
         for b in range(buckets):
             window = chosen_errors[:, :, b * bucket : (b + 1) * bucket]
@@ -524,7 +539,7 @@ def forecast_native(
         non_negative = lowest >= 0
     for band in (p10, p50, p90):
         np.maximum(band, 0.0, out=band, where=non_negative[:, None])
-    return Bands(grid, bands.model, bands.mase, p10, p50, p90, bands.scores, bands.seconds)
+    return Bands(grid, bands.model, bands.mase, p10, p50, p90, bands.scores, bands.seconds, bands.paths)
 
 
 def _subhourly_spread(
