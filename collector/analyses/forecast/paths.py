@@ -44,6 +44,8 @@ DAY_CHUNK = 16
 Z80 = NormalDist().inv_cdf(0.9)
 OUTLIER = 4.0
 """Peak excesses beyond this many robust standard deviations (1.4826 MAD) of their median are clipped to it."""
+FAST_LEVELS = 21
+"""Quantile levels (0, 5, ..., 100 %) kept of the hourly errors around their daily mean."""
 MIN_OBSERVED = 0.5
 """A backtest day counts towards the peak excesses when at least half its hours were observed."""
 
@@ -58,14 +60,19 @@ class PathModel:
     """(series,) 80 % half-width of the backtest errors around their daily mean: the fast part of a band."""
     floor: np.ndarray
     """(series,) narrowest slow width: the bands' own floor, so slow quantiles stay apart."""
+    hourly: np.ndarray
+    """(series, FAST_LEVELS) quantiles of the hourly errors around their daily mean: where in its day a path crosses."""
 
     @classmethod
     def empty(cls, n: int, floor: np.ndarray | None = None) -> PathModel:
         """No backtest: the slow part is the whole band and there is no fast part."""
-        return cls(np.full((n, 0), np.nan), np.zeros(n), np.zeros(n) if floor is None else np.nan_to_num(floor))
+        floor = np.zeros(n) if floor is None else np.nan_to_num(floor)
+        return cls(np.full((n, 0), np.nan), np.zeros(n), floor, np.zeros((n, FAST_LEVELS)))
 
     def rows(self, selection: np.ndarray) -> PathModel:
-        return PathModel(self.peaks[selection], self.fast_width[selection], self.floor[selection])
+        return PathModel(
+            self.peaks[selection], self.fast_width[selection], self.floor[selection], self.hourly[selection]
+        )
 
 
 def path_model(actual: np.ndarray, errors: np.ndarray, bucket: int, floor: np.ndarray) -> PathModel:
@@ -90,7 +97,9 @@ def path_model(actual: np.ndarray, errors: np.ndarray, bucket: int, floor: np.nd
     peaks = np.clip(peaks, centre - OUTLIER * sigma, centre + OUTLIER * sigma)
     fast = (error - mean[..., None]).reshape(n, -1)
     low, high = nan_quantiles(fast, (0.1, 0.9))
-    return PathModel(np.sort(peaks, axis=1), np.nan_to_num((high - low) / 2), np.nan_to_num(floor))
+    levels = nan_quantiles(fast, tuple(np.linspace(0.0, 1.0, FAST_LEVELS)))
+    hourly = np.nan_to_num(np.stack(levels, axis=1))
+    return PathModel(np.sort(peaks, axis=1), np.nan_to_num((high - low) / 2), np.nan_to_num(floor), hourly)
 
 
 def crossing_positions(
@@ -145,6 +154,7 @@ def _sample(
     z = np.array([NormalDist().inv_cdf((i + 0.5) / PATHS) for i in range(PATHS)]) / Z80
     draws = np.random.default_rng(SEED).integers(0, 1 << 30, size=(days, PATHS))
     noise = np.random.default_rng(SEED + 1).standard_normal((days, PATHS))
+    chance = np.random.default_rng(SEED + 2).random((days, PATHS, 2))
     count = (~np.isnan(model.peaks)).sum(axis=1)
     spread = np.nan_to_num(nan_std(model.peaks, axis=1))
     bandwidth = np.where(count >= 2, 1.06 * spread * np.maximum(count, 1) ** -0.2, 0.0)  # Silverman's rule
@@ -164,8 +174,13 @@ def _sample(
         upper = p90[rows[:, None], at] - p50[rows[:, None], at]
         fast = model.fast_width[rows, None] ** 2
         floor = model.floor[rows, None] ** 2
-        slow_low = np.sqrt(np.maximum(lower**2 - fast, floor))
-        slow_high = np.sqrt(np.maximum(upper**2 - fast, floor))
+        # the fast part's share taken out of both sides alike (per side, a lopsided band became far more so)
+        both = ((lower + upper) / 2) ** 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.sqrt(np.clip(1 - fast / both, 0.0, 1.0))
+        share = np.nan_to_num(share, nan=1.0)
+        slow_low = np.sqrt(np.maximum((lower * share) ** 2, floor))
+        slow_high = np.sqrt(np.maximum((upper * share) ** 2, floor))
         slow = np.where(z > 0, z * slow_high[..., None], z * slow_low[..., None])  # (rows, chunk, paths)
         index = draws[first:last][None] % np.maximum(count[rows], 1)[:, None, None]
         excess = pool[r, index] + bandwidth[rows, None, None] * noise[first:last][None]
@@ -179,17 +194,35 @@ def _sample(
         day = hit[local, :, path].argmax(axis=1)
         shift = offset[local, day, path]
         series = rows[local]
-        hourly = profile[local, day] + shift[:, None]  # (k, width): that day's p50 moved by the path's offset
+        # Within that day the path's hours are p50 moved by its slow part plus a fresh draw of the hourly errors:
+        # it crosses at the first hour that reaches the limit (at the day's highest hour if none does; the
+        # day's overshoot said it crosses that day). The first hour of the overshoot alone dated a flat
+        # series' crossings at the start of every day; any hour of it alike, too late.
+        draw = np.random.default_rng([SEED, 3, first]).random((last - first, PATHS, cols.shape[1]))
+        spot = draw[day, path] * (FAST_LEVELS - 1)
+        below = np.floor(spot).astype(np.int64)
+        above = np.minimum(below + 1, FAST_LEVELS - 1)
+        weight = spot - below
+        levels = model.hourly[series]
+        noise_h = levels[np.arange(series.size)[:, None], below] * (1 - weight)
+        noise_h += levels[np.arange(series.size)[:, None], above] * weight
+        hourly = profile[local, day] + slow[local, day, path][:, None] + noise_h
         with np.errstate(invalid="ignore"):
             reached = hourly >= limits[series, None]
-        step = reached.argmax(axis=1)
+        step = np.where(
+            reached.any(axis=1), reached.argmax(axis=1), np.argmax(np.nan_to_num(hourly, nan=-np.inf), axis=1)
+        )
+        shift = slow[local, day, path] + noise_h[np.arange(series.size), step]
         column = cols[day, step]
         before_value = np.where(column > 0, p50[series, np.maximum(column - 1, 0)] + shift, current[series])
         before_position = np.where(column > 0, column - 1.0, start)
         after_value = hourly[np.arange(series.size), step]
         with np.errstate(invalid="ignore", divide="ignore"):
             fraction = (limits[series] - before_value) / (after_value - before_value)
-        fraction = np.where(np.isfinite(fraction), np.clip(fraction, 0.0, 1.0), 1.0)
+        # within the hour: where the line between the two hours meets the limit, or anywhere in the hour
+        # when the hour before was over it already (a continuous draw: paths do not tie on a whole hour)
+        inside = np.isfinite(fraction) & (fraction > 0.0) & (fraction <= 1.0)
+        fraction = np.where(inside, fraction, chance[first + day, path, 1])
         position[series, path] = before_position + fraction * (column - before_position)
 
 
