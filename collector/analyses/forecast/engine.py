@@ -11,8 +11,9 @@ The flow for a matrix of series on the hourly working grid:
    backtest errors, per day of lead time (widths never shrink with lead time), scaled by a
    calibration factor measured on the benchmark; before the middle of the first day and past the
    backtest horizon the widths follow the square root of the lead time.
-4. Exhaustion: the first hour each band reaches the limit. The upper band gives the earliest
-   plausible date (p10 of the time), the median the p50, the lower band the latest (p90).
+4. Exhaustion (paths.py): quantiles of the first crossing of the limit over sampled demand paths
+   (the band's slow quantile plus a bootstrap of the backtest's daily peak overshoots), not the
+   crossings of the three bands: the running maximum of demand reaches a limit before its median does.
 
 Over 500 lines on purpose: the models' selection, the bands' calibration and the exhaustion dates read off them
 are one calibrated pipeline, checked together by tests/forecast/test_calibration.py.
