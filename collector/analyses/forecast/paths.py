@@ -38,8 +38,8 @@ PATHS = 100
 """Sampled paths per series (stratified in the slow quantile u: (i + 0.5) / PATHS)."""
 
 SEED = 20_261_105
-DAY_CHUNK = 16
-"""Days of paths held at a time: a block of 500 series x 100 paths x 16 days is 6 MB per array."""
+DAY_CHUNK = 8
+"""Days of paths held at a time: a block of 500 series x 100 paths x 8 days is 3 MB per array."""
 
 Z80 = NormalDist().inv_cdf(0.9)
 OUTLIER = 4.0
@@ -127,7 +127,10 @@ def crossing_positions(
     days = len(starts)
     todo = np.isfinite(limits)
     if n and days and hours and todo.any():
-        _sample(p10, p50, p90, model, limits, current, start, starts, hours, todo, position)
+        # Paths crossing after the last order statistic the quantiles read cannot change them: a series is
+        # done once that many have crossed (they all crossed before any later path can).
+        needed = min(PATHS, int(np.ceil(max(quantiles) * (PATHS - 1))) + 1)
+        _sample(p10, p50, p90, model, limits, current, start, starts, hours, todo, position, needed)
     return _quantiles(position, quantiles)
 
 
@@ -143,6 +146,7 @@ def _sample(
     hours: int,
     todo: np.ndarray,
     position: np.ndarray,
+    needed: int,
 ) -> None:
     """Fill `position` (series, paths) with each path's first crossing, day chunk by day chunk."""
     days = len(starts)
@@ -154,20 +158,34 @@ def _sample(
     z = np.array([NormalDist().inv_cdf((i + 0.5) / PATHS) for i in range(PATHS)]) / Z80
     draws = np.random.default_rng(SEED).integers(0, 1 << 30, size=(days, PATHS))
     noise = np.random.default_rng(SEED + 1).standard_normal((days, PATHS))
-    chance = np.random.default_rng(SEED + 2).random((days, PATHS, 2))
+    chance = np.random.default_rng(SEED + 2).random((days, PATHS))
     count = (~np.isnan(model.peaks)).sum(axis=1)
     spread = np.nan_to_num(nan_std(model.peaks, axis=1))
     bandwidth = np.where(count >= 2, 1.06 * spread * np.maximum(count, 1) ** -0.2, 0.0)  # Silverman's rule
     pool = np.nan_to_num(model.peaks) if model.peaks.shape[1] else np.zeros((len(count), 1))
+    # The highest any path can be each day (the top slow quantile on the whole upper width, the largest
+    # overshoot and noise draw): before its first day reaching the limit a series needs no sampling at all,
+    # and one that never reaches it (most series, over most of a long horizon) costs two passes, not 100 paths.
+    top = np.where(count > 0, pool.max(axis=1) + bandwidth * np.abs(noise).max(), 0.0)
+    upper = np.maximum.reduceat(np.nan_to_num(p90[:, :hours] - p50[:, :hours]), starts, axis=1)
+    upper = np.maximum(upper, model.floor[:, None])  # the slow width is at least the floor
+    highest = np.maximum.reduceat(np.nan_to_num(p50[:, :hours], nan=-np.inf), starts, axis=1)
+    with np.errstate(invalid="ignore"):
+        possible = highest + z.max() * upper + top[:, None] >= limits[:, None]
+    earliest = np.where(possible.any(axis=1), possible.argmax(axis=1), days)
     for first in range(0, days, DAY_CHUNK):
-        rows = np.flatnonzero(todo & np.isinf(position).any(axis=1))
-        if rows.size == 0:
+        active = todo & (np.isfinite(position).sum(axis=1) < needed) & (earliest < days)
+        if not active.any():
             return
+        rows = np.flatnonzero(active & (earliest < first + DAY_CHUNK))
+        if rows.size == 0:
+            continue
         last = min(days, first + DAY_CHUNK)
         cols, ok = columns[first:last], valid[first:last]  # (chunk, width)
         r = rows[:, None, None]
-        profile = np.where(ok[None], p50[r, cols[None]], -np.inf)  # (rows, chunk, width)
-        peak_at = np.argmax(np.nan_to_num(profile, nan=-np.inf), axis=2)
+        profile = p50[r, cols[None]]  # (rows, chunk, width); -inf past the horizon and where there is no forecast
+        profile[~ok[None] | np.isnan(profile)] = -np.inf
+        peak_at = np.argmax(profile, axis=2)
         peak = np.take_along_axis(profile, peak_at[..., None], axis=2)[..., 0]
         at = cols[np.arange(last - first)[None, :], peak_at]  # (rows, chunk): the peak's column
         lower = p50[rows[:, None], at] - p10[rows[:, None], at]
@@ -209,9 +227,7 @@ def _sample(
         hourly = profile[local, day] + slow[local, day, path][:, None] + noise_h
         with np.errstate(invalid="ignore"):
             reached = hourly >= limits[series, None]
-        step = np.where(
-            reached.any(axis=1), reached.argmax(axis=1), np.argmax(np.nan_to_num(hourly, nan=-np.inf), axis=1)
-        )
+        step = np.where(reached.any(axis=1), reached.argmax(axis=1), np.argmax(hourly, axis=1))
         shift = slow[local, day, path] + noise_h[np.arange(series.size), step]
         column = cols[day, step]
         before_value = np.where(column > 0, p50[series, np.maximum(column - 1, 0)] + shift, current[series])
@@ -222,7 +238,7 @@ def _sample(
         # within the hour: where the line between the two hours meets the limit, or anywhere in the hour
         # when the hour before was over it already (a continuous draw: paths do not tie on a whole hour)
         inside = np.isfinite(fraction) & (fraction > 0.0) & (fraction <= 1.0)
-        fraction = np.where(inside, fraction, chance[first + day, path, 1])
+        fraction = np.where(inside, fraction, chance[first + day, path])
         position[series, path] = before_position + fraction * (column - before_position)
 
 
