@@ -167,9 +167,10 @@ def _sample(
     # overshoot and noise draw): before its first day reaching the limit a series needs no sampling at all,
     # and one that never reaches it (most series, over most of a long horizon) costs two passes, not 100 paths.
     top = np.where(count > 0, pool.max(axis=1) + bandwidth * np.abs(noise).max(), 0.0)
-    upper = np.maximum.reduceat(np.nan_to_num(p90[:, :hours] - p50[:, :hours]), starts, axis=1)
+    # fmax skips NaN (a series without a forecast); NaN-safe on the small (series, days) results only
+    upper = np.nan_to_num(np.fmax.reduceat(p90[:, :hours] - p50[:, :hours], starts, axis=1))
     upper = np.maximum(upper, model.floor[:, None])  # the slow width is at least the floor
-    highest = np.maximum.reduceat(np.nan_to_num(p50[:, :hours], nan=-np.inf), starts, axis=1)
+    highest = np.nan_to_num(np.fmax.reduceat(p50[:, :hours], starts, axis=1), nan=-np.inf)
     with np.errstate(invalid="ignore"):
         possible = highest + z.max() * upper + top[:, None] >= limits[:, None]
     earliest = np.where(possible.any(axis=1), possible.argmax(axis=1), days)
