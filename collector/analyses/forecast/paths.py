@@ -156,7 +156,8 @@ def _sample(
     valid = columns < ends[:, None]
     columns = np.minimum(columns, hours - 1)
     z = np.array([NormalDist().inv_cdf((i + 0.5) / PATHS) for i in range(PATHS)]) / Z80
-    draws = np.random.default_rng(SEED).integers(0, 1 << 30, size=(days, PATHS))
+    upper_from = int(np.searchsorted(z, 0.0, side="right"))
+    draws = np.random.default_rng(SEED).random((days, PATHS))  # which overshoot each day and path draws
     noise = np.random.default_rng(SEED + 1).standard_normal((days, PATHS))
     chance = np.random.default_rng(SEED + 2).random((days, PATHS))
     count = (~np.isnan(model.peaks)).sum(axis=1)
@@ -200,12 +201,17 @@ def _sample(
         share = np.nan_to_num(share, nan=1.0)
         slow_low = np.sqrt(np.maximum((lower * share) ** 2, floor))
         slow_high = np.sqrt(np.maximum((upper * share) ** 2, floor))
-        slow = np.where(z > 0, z * slow_high[..., None], z * slow_low[..., None])  # (rows, chunk, paths)
-        index = draws[first:last][None] % np.maximum(count[rows], 1)[:, None, None]
-        excess = pool[r, index] + bandwidth[rows, None, None] * noise[first:last][None]
-        offset = slow + np.where(count[rows, None, None] > 0, excess, 0.0)
+        slow = np.empty((rows.size, last - first, PATHS))  # (rows, chunk, paths); z ascends: low side first
+        np.multiply(z[:upper_from], slow_low[..., None], out=slow[..., :upper_from])
+        np.multiply(z[upper_from:], slow_high[..., None], out=slow[..., upper_from:])
+        # a series without overshoots has a pool of zeros and a zero bandwidth: its excess is 0
+        index = (draws[first:last][None] * np.maximum(count[rows], 1)[:, None, None]).astype(np.int64)
+        offset = pool[r, index]
+        offset += bandwidth[rows, None, None] * noise[first:last][None]
+        offset += slow
         with np.errstate(invalid="ignore"):
-            hit = (peak[..., None] + offset >= limits[rows, None, None]) & np.isinf(position[rows])[:, None, :]
+            hit = offset >= (limits[rows, None] - peak)[..., None]
+        hit &= np.isinf(position[rows])[:, None, :]
         crossed = hit.any(axis=1)  # (rows, paths)
         if not crossed.any():
             continue
