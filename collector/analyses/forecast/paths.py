@@ -11,9 +11,10 @@ A sampled path here is, per calendar day d (the bands are hourly, the limit is r
     daily peak(d) = max over the day of p50 + S(u, d) + X(d)
 
 * S(u, d), the slow part: the calibrated band at the hour of p50's daily peak, at quantile u (one u
-  per path, the same every day: a level error persists), shaped as a normal quantile scaled to the
-  band's 80 % widths, with the fast part's share of those widths taken out (in quadrature), so the
-  pointwise band stays what the backtest calibrated;
+  per path, the same every day: a level error persists), shaped as the empirical quantiles of the
+  backtest's daily mean errors (a normal shape with too few of them) scaled to the band's 80 % widths,
+  with the fast part's share of those widths taken out (in quadrature), so the pointwise band stays
+  what the backtest calibrated;
 * X(d), the fast part: a smoothed bootstrap of the chosen model's own backtest *peak excesses*, how
   far each backtest day's actual peak rose above the forecast's peak moved by that day's mean error
   (a fresh draw each day and path).
@@ -47,6 +48,10 @@ OUTLIER = 4.0
 FAST_LEVELS = 21
 """Quantile levels (0, 5, ..., 100 %) kept of the hourly errors around their daily mean."""
 MIN_OBSERVED = 0.5
+MIN_SHAPE = 8
+"""Daily mean errors needed for their empirical shape (fewer: a normal shape)."""
+LEVELS = (np.arange(PATHS) + 0.5) / PATHS
+NORMAL_SHAPE = np.array([NormalDist().inv_cdf(u) for u in LEVELS]) / Z80
 """A backtest day counts towards the peak excesses when at least half its hours were observed."""
 
 
@@ -62,16 +67,24 @@ class PathModel:
     """(series,) narrowest slow width: the bands' own floor, so slow quantiles stay apart."""
     hourly: np.ndarray
     """(series, FAST_LEVELS) quantiles of the hourly errors around their daily mean: where in its day a path crosses."""
+    shape: np.ndarray
+    """(series, PATHS) each path's slow quantile in units of the band's 80 % width on its side (-1 at the 10th
+    percentile, 0 at the median, +1 at the 90th): the empirical shape of the backtest's daily mean errors."""
 
     @classmethod
     def empty(cls, n: int, floor: np.ndarray | None = None) -> PathModel:
-        """No backtest: the slow part is the whole band and there is no fast part."""
+        """No backtest: the slow part is the whole band, normal-shaped, and there is no fast part."""
         floor = np.zeros(n) if floor is None else np.nan_to_num(floor)
-        return cls(np.full((n, 0), np.nan), np.zeros(n), floor, np.zeros((n, FAST_LEVELS)))
+        shape = np.tile(NORMAL_SHAPE, (n, 1))
+        return cls(np.full((n, 0), np.nan), np.zeros(n), floor, np.zeros((n, FAST_LEVELS)), shape)
 
     def rows(self, selection: np.ndarray) -> PathModel:
         return PathModel(
-            self.peaks[selection], self.fast_width[selection], self.floor[selection], self.hourly[selection]
+            self.peaks[selection],
+            self.fast_width[selection],
+            self.floor[selection],
+            self.hourly[selection],
+            self.shape[selection],
         )
 
 
@@ -99,7 +112,37 @@ def path_model(actual: np.ndarray, errors: np.ndarray, bucket: int, floor: np.nd
     low, high = nan_quantiles(fast, (0.1, 0.9))
     levels = nan_quantiles(fast, tuple(np.linspace(0.0, 1.0, FAST_LEVELS)))
     hourly = np.nan_to_num(np.stack(levels, axis=1))
-    return PathModel(np.sort(peaks, axis=1), np.nan_to_num((high - low) / 2), np.nan_to_num(floor), hourly)
+    return PathModel(
+        np.sort(peaks, axis=1),
+        np.nan_to_num((high - low) / 2),
+        np.nan_to_num(floor),
+        hourly,
+        slow_shape(np.where(enough, mean, np.nan)),
+    )
+
+
+def slow_shape(mean: np.ndarray) -> np.ndarray:
+    """Each path's slow quantile from the backtest's daily mean errors (series, origins, days), per band side.
+
+    A normal shape between the band's quantiles read a band inflated by a few backtest days (a level shift
+    inside the backtest: the 90th percentile 150 above the median, most errors within 5) as "the 60th
+    percentile is 30 above": half the paths crossed days early. The empirical quantiles of the daily mean
+    errors, scaled so that the 10th and 90th percentiles are -1 and +1, keep most paths near the median
+    there; with fewer than MIN_SHAPE daily means, or a side of zero width, the normal shape is used.
+    """
+    n = mean.shape[0]
+    flat = mean.reshape(n, -1)
+    count = (~np.isnan(flat)).sum(axis=1)
+    low, centre, high = nan_quantiles(flat, (0.1, 0.5, 0.9))
+    levels = nan_quantiles(flat, tuple(LEVELS))
+    quantile = np.stack(levels, axis=1)  # (series, paths)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        below = (quantile - centre[:, None]) / (centre - low)[:, None]
+        above = (quantile - centre[:, None]) / (high - centre)[:, None]
+    empirical = np.where(LEVELS[None, :] > 0.5, np.maximum(above, 0.0), np.minimum(below, 0.0))
+    usable = (count >= MIN_SHAPE) & (high > centre) & (centre > low)
+    result: np.ndarray = np.where(usable[:, None] & np.isfinite(empirical), empirical, NORMAL_SHAPE[None, :])
+    return result
 
 
 def crossing_positions(
@@ -155,8 +198,8 @@ def _sample(
     columns = starts[:, None] + np.arange(width)[None, :]
     valid = columns < ends[:, None]
     columns = np.minimum(columns, hours - 1)
-    z = np.array([NormalDist().inv_cdf((i + 0.5) / PATHS) for i in range(PATHS)]) / Z80
-    upper_from = int(np.searchsorted(z, 0.0, side="right"))
+    shape = model.shape
+    upper_from = int(np.searchsorted(LEVELS, 0.5, side="right"))  # paths above the median use the upper side
     draws = np.random.default_rng(SEED).random((days, PATHS))  # which overshoot each day and path draws
     noise = np.random.default_rng(SEED + 1).standard_normal((days, PATHS))
     chance = np.random.default_rng(SEED + 2).random((days, PATHS))
@@ -173,7 +216,7 @@ def _sample(
     upper = np.maximum(upper, model.floor[:, None])  # the slow width is at least the floor
     highest = np.nan_to_num(np.fmax.reduceat(p50[:, :hours], starts, axis=1), nan=-np.inf)
     with np.errstate(invalid="ignore"):
-        possible = highest + z.max() * upper + top[:, None] >= limits[:, None]
+        possible = highest + shape.max(axis=1)[:, None] * upper + top[:, None] >= limits[:, None]
     earliest = np.where(possible.any(axis=1), possible.argmax(axis=1), days)
     for first in range(0, days, DAY_CHUNK):
         active = todo & (np.isfinite(position).sum(axis=1) < needed) & (earliest < days)
@@ -202,8 +245,8 @@ def _sample(
         slow_low = np.sqrt(np.maximum((lower * share) ** 2, floor))
         slow_high = np.sqrt(np.maximum((upper * share) ** 2, floor))
         slow = np.empty((rows.size, last - first, PATHS))  # (rows, chunk, paths); z ascends: low side first
-        np.multiply(z[:upper_from], slow_low[..., None], out=slow[..., :upper_from])
-        np.multiply(z[upper_from:], slow_high[..., None], out=slow[..., upper_from:])
+        np.multiply(shape[rows, None, :upper_from], slow_low[..., None], out=slow[..., :upper_from])
+        np.multiply(shape[rows, None, upper_from:], slow_high[..., None], out=slow[..., upper_from:])
         # a series without overshoots has a pool of zeros and a zero bandwidth: its excess is 0
         index = (draws[first:last][None] * np.maximum(count[rows], 1)[:, None, None]).astype(np.int64)
         offset = pool[r, index]
