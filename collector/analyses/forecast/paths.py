@@ -20,7 +20,8 @@ A sampled path here is, per calendar day d (the bands are hourly, the limit is r
   (a fresh draw each day and path).
 
 The date is the first day whose sampled peak reaches the limit, and within that day the first hour
-the p50 profile moved by the same S + X does, interpolated linearly. The p10/p50/p90 of the crossing
+where p50 + S + a fresh draw of the hourly errors (around their daily mean) does (the day's highest
+such hour if none does), interpolated linearly within the hour. The p10/p50/p90 of the crossing
 times over the paths (a path that never crosses within the horizon is +inf) are the date interval.
 Draws are common random numbers (a fixed seed, the same for every series), so the result does not
 depend on how series are split into blocks, and a higher limit never gives an earlier date.
@@ -48,11 +49,13 @@ OUTLIER = 4.0
 FAST_LEVELS = 21
 """Quantile levels (0, 5, ..., 100 %) kept of the hourly errors around their daily mean."""
 MIN_OBSERVED = 0.5
+"""A backtest day counts towards the peak excesses when at least half its hours were observed."""
 MIN_SHAPE = 8
 """Daily mean errors needed for their empirical shape (fewer: a normal shape)."""
 LEVELS = (np.arange(PATHS) + 0.5) / PATHS
+"""Each path's slow quantile level u."""
 NORMAL_SHAPE = np.array([NormalDist().inv_cdf(u) for u in LEVELS]) / Z80
-"""A backtest day counts towards the peak excesses when at least half its hours were observed."""
+"""The normal slow shape: +-1 at the 10th and 90th percentiles."""
 
 
 @dataclass
