@@ -32,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -44,10 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collector.analyses.forecast import engine
 from collector.analyses.forecast.api import forecast_blocks
-from collector.analyses.forecast.backtest import run_backtest, summarize
-from collector.analyses.forecast.engine import ForecastOptions, first_crossing, forecast_native
+from collector.analyses.forecast.backtest import exhaustion_positions, run_backtest, summarize
+from collector.analyses.forecast.engine import Bands, ForecastOptions, first_crossing, forecast_native
 from collector.analyses.forecast.models import MODELS, FitInput
-from collector.analyses.forecast.preprocess import DAY, Grid, block_mean
+from collector.analyses.forecast.preprocess import DAY, Grid, block_mean, nan_max
 from collector.analyses.forecast.synthetic import benchmark_specs, clean_value, generate
 
 START = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday
@@ -321,9 +320,7 @@ def accuracy(mstl_selection: bool, models: bool) -> list[AccuracySet]:
             if label == "mstl" and "5m" in set_label:
                 continue  # MSTL runs on hourly aggregates either way; scored once, on the hourly sets
             started = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                results = run_backtest(values, grid, horizon=horizon, origins=4, options=options, candidates=candidates)
+            results = run_backtest(values, grid, horizon=horizon, origins=4, options=options, candidates=candidates)
             rows["seconds"].append(time.perf_counter() - started)
             for name, series_results in zip(names, results, strict=True):
                 summary = summarize(series_results)
@@ -426,22 +423,31 @@ def real_exhaustion(sets: list[AccuracySet]) -> None:
             part = "tune" if position < TUNING_ORIGINS else "held"
             history, actual = values[:, :origin], values[:, origin : origin + horizon]
             sub = Grid(grid.start, grid.step, origin)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                bands = forecast_native(history, sub, 4 * horizon, ForecastOptions())
-                trend = MODELS["trend"].forecast(FitInput(history, day, detect_shifts=False), 4 * horizon)
-            peak_before = np.nanmax(history[:, -7 * day :], axis=1)
-            peak_after = np.nanmax(actual, axis=1)
+            bands = forecast_native(history, sub, 4 * horizon, ForecastOptions())
+            trend = MODELS["trend"].forecast(FitInput(history, day, detect_shifts=False), 4 * horizon)
+            # the dates as the forecast frame gives them: quantiles of sampled paths' first crossings
+            last = pd.DataFrame(history).ffill(axis=1).to_numpy()[:, -1]
+            peak_before = nan_max(history[:, -7 * day :], axis=1)
+            peak_after = nan_max(actual, axis=1)
             for row, name in enumerate(names):
                 if not peak_after[row] > peak_before[row]:
                     continue
                 for fraction in (0.25, 0.5, 0.75):
                     line = np.array([peak_before[row] + fraction * (peak_after[row] - peak_before[row])])
                     truth = first_crossing(actual[row : row + 1], line)[0]
-                    dates = {
-                        key: first_crossing(band[row : row + 1], line)[0]
-                        for key, band in (("p10", bands.p90), ("p50", bands.p50), ("p90", bands.p10), ("trend", trend))
-                    }
+                    one = Bands(
+                        bands.grid,
+                        bands.model[row : row + 1],
+                        bands.mase[row : row + 1],
+                        bands.p10[row : row + 1],
+                        bands.p50[row : row + 1],
+                        bands.p90[row : row + 1],
+                        paths=None if bands.paths is None else bands.paths.rows(np.array([row])),
+                    )
+                    found = exhaustion_positions(one, line, last[row : row + 1])
+                    # positions are fractional columns; the actual's is the whole column it reached
+                    dates = {key: (max(float(v[0]), 0.0) if np.isfinite(v[0]) else -1.0) for key, v in found.items()}
+                    dates["trend"] = first_crossing(trend[row : row + 1], line)[0]
                     record = stats[(part, name)]
                     low, high = dates["p10"], dates["p90"]
                     record["inside"].append(low >= 0 and low <= truth and (high < 0 or truth <= high))

@@ -5,7 +5,8 @@ frame's `exhaustion_reason`), so a `+Inf` can be told apart: not growing, growin
 horizon, no known limit, too little history.
 
 One sample per pool, resource, basis and quantile from the `forecast` frame: quantile 0.1 is the
-earliest plausible exhaustion (upper demand band), 0.5 the median, 0.9 the latest. +Inf means not
+earliest plausible exhaustion, 0.5 the median, 0.9 the latest (quantiles of the first crossing over
+sampled demand paths, docs/forecasting.md). +Inf means not
 within the forecast horizon, so `capacity_exhaustion_seconds{quantile="0.1"} < 30 * 86400` is a
 ready-made "may run out within a month" alert.
 """

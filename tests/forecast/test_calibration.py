@@ -43,6 +43,27 @@ def test_a_young_series_beside_old_ones_raises_no_warning(young_hours: int) -> N
     assert set(forecast["pool"]) == {"old", "young"}
 
 
+@pytest.mark.parametrize("young_hours", [2, 5, 30, 77, 10 * 24, 20 * 24])
+def test_a_young_series_gets_a_whole_forecast_with_a_real_band(young_hours: int) -> None:
+    """Was: NaN from about a week on (the last week repeated was mostly the NaN before the series began),
+    so a pool a few days old had no chart points and p10 = p50 = p90 (a band of 1 % of its naive scale)."""
+    rng = np.random.default_rng(young_hours)
+    young = np.full(LENGTH, np.nan)
+    young[-young_hours:] = 500 + 0.5 * np.arange(young_hours) + rng.normal(0, 1, young_hours)
+    matrix = np.stack([_seasonal(rng), young])
+    bands = forecast_native(matrix, Grid(START, HOUR, LENGTH), 60 * 24, FAST)
+    for band in (bands.p10, bands.p50, bands.p90):
+        assert np.isfinite(band).all()
+    assert (bands.p10[1] < bands.p50[1]).all() and (bands.p50[1] < bands.p90[1]).all()
+    frame = pd.concat([long_frame(matrix[0], limit=1300, pool="old"), long_frame(young, limit=800, pool="young")])
+    forecast, points = forecast_series(frame, now=end_of(np.empty(LENGTH)), options=FAST)
+    row = forecast.set_index("pool").loc["young"]
+    assert (points["pool"] == "young").sum() == (points["pool"] == "old").sum()  # a chart point every day
+    if young_hours >= 24:  # two noisy hours do not show the growth; a day does
+        assert row["exhaustion_reason"] == "within_horizon"  # 0.5 an hour from about 500 reaches 800 in weeks
+        assert row["seconds_p10"] < row["seconds_p50"] < row["seconds_p90"]
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     level=st.floats(100, 5000),

@@ -82,3 +82,19 @@ def test_counter_resets_are_undone() -> None:
     counter = np.array([5.0, 10.0, 2.0, 4.0, np.nan, 1.0])
     np.testing.assert_array_equal(undo_counter_resets(counter), [5.0, 10.0, 12.0, 14.0, np.nan, 15.0])
     assert np.all(np.diff(undo_counter_resets(np.array([[3.0, 1.0, 2.0, 0.5]]))[0]) >= 0)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_nan_reductions_return_nan_for_an_empty_slice_without_a_warning() -> None:
+    """numpy's nanmean/nanmax/nanmedian warn there; the forecast's own reductions stay silent and exact."""
+    from collector.analyses.forecast.preprocess import nan_max, nan_mean, nan_quantiles, nan_std
+
+    matrix = np.array([[1.0, np.nan, 3.0, 4.0], [np.nan] * 4, [2.0, 2.0, np.nan, 8.0]])
+    np.testing.assert_allclose(nan_mean(matrix, axis=1), [8 / 3, np.nan, 4.0])
+    np.testing.assert_allclose(nan_max(matrix, axis=1), [4.0, np.nan, 8.0])
+    np.testing.assert_allclose(nan_std(matrix, axis=1), [np.std([1, 3, 4]), np.nan, np.std([2, 2, 8])])
+    low, median = nan_quantiles(matrix, (0.1, 0.5))
+    np.testing.assert_allclose(median, [3.0, np.nan, 2.0])
+    np.testing.assert_allclose(low, [np.quantile([1, 3, 4], 0.1), np.nan, np.quantile([2, 2, 8], 0.1)])
+    assert nan_mean(np.empty((3, 0)), axis=1).shape == (3,)
+    assert np.isnan(nan_max(np.empty((2, 0)), axis=1)).all()

@@ -28,6 +28,7 @@ from collector.analyses.forecast.engine import (
     single_threaded_blas,
 )
 from collector.analyses.forecast.frames import FORECAST, FORECAST_POINTS
+from collector.analyses.forecast.paths import PathModel, crossing_positions
 from collector.analyses.forecast.preprocess import (
     DAY,
     Grid,
@@ -242,30 +243,19 @@ def _forecast_rows(
     end_ns = horizon_end.value
     grid_end_ns = bands.grid.end.value
     step_ns = round(bands.grid.step * 1e9)
-    crossings = {
-        "p10": daily.crossing("p90", limits),  # the upper demand band reaches the limit first
-        "p50": daily.crossing("p50", limits),
-        "p90": daily.crossing("p10", limits),
-    }
-    bands_of = {"p10": bands.p90, "p50": bands.p50, "p90": bands.p10}
-    rows = np.arange(n)
-    for quantile, index in crossings.items():
-        # Linear interpolation between the last point below the limit and the first at or above it (the
-        # current value at `now` before the first forecast hour): with bands strictly apart, the dates
-        # are then strictly ordered instead of landing in the same hour.
-        band = bands_of[quantile]
-        at = np.maximum(index, 0)
-        reached_value = band[rows, at] if band.shape[1] else np.full(n, np.nan)
-        before_value = np.where(index > 0, band[rows, np.maximum(index - 1, 0)] if band.shape[1] else np.nan, current)
-        reached_ns = grid_end_ns + at.astype(np.int64) * step_ns
-        before_ns = np.where(index > 0, reached_ns - step_ns, np.minimum(now_ns, grid_end_ns))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            fraction = (limits - before_value) / (reached_value - before_value)
-        fraction = np.where(np.isfinite(fraction), np.clip(fraction, 0.0, 1.0), 1.0)
-        offset = np.round(fraction * (reached_ns - before_ns) / 1e9).astype(np.int64) * 1_000_000_000
-        when = before_ns + offset  # whole seconds: blocks of another size do not move a date by nanoseconds
-        when = np.maximum(when, now_ns)
-        found = enough & valid_limit & (index >= 0) & (when <= end_ns)
+    # The dates are quantiles of the first crossing over sampled demand paths (paths.py): the p10 date is the
+    # earliest plausible one. Positions are on the bands' columns (column i at grid end + i steps), the
+    # current value at `now` (before the first forecast hour), interpolated to the second.
+    start = (min(now_ns, grid_end_ns) - grid_end_ns) / step_ns if step_ns else 0.0
+    paths = bands.paths if bands.paths is not None else PathModel.empty(n)
+    positions = crossing_positions(
+        bands.p10, bands.p50, bands.p90, paths, limits, current, start=start, starts=daily.starts, hours=daily.hours
+    )
+    for quantile, position in zip(("p10", "p50", "p90"), positions, strict=True):
+        finite = np.isfinite(position)
+        offset = np.round(np.where(finite, position, 0.0) * bands.grid.step).astype(np.int64) * 1_000_000_000
+        when = np.maximum(grid_end_ns + offset, now_ns)  # whole seconds: block sizes do not move a date
+        found = enough & valid_limit & finite & (when <= end_ns)
         when = np.where(exhausted_now, now_ns, when)
         found |= exhausted_now
         columns[f"exhaustion_{quantile}"] = pd.to_datetime(np.where(found, when, np.iinfo(np.int64).min), utc=True)

@@ -14,13 +14,13 @@ actually came next:
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from collector.analyses.forecast.engine import (
+    Bands,
     ForecastOptions,
     first_crossing,
     forecast_native,
@@ -28,7 +28,8 @@ from collector.analyses.forecast.engine import (
     single_threaded_blas,
 )
 from collector.analyses.forecast.models import MODELS, FitInput
-from collector.analyses.forecast.preprocess import DAY, Grid
+from collector.analyses.forecast.paths import PathModel, crossing_positions
+from collector.analyses.forecast.preprocess import DAY, Grid, nan_mean
 
 EXHAUSTION_LOOKAHEAD = 4
 """Forecasts are extended to this many horizons to date an exhaustion the window only just shows."""
@@ -133,26 +134,23 @@ def _run(
         actual = values[:, origin : origin + horizon]
         scale = naive_scale(history, day)
         times = grid.times()[origin : origin + horizon]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mase = np.nanmean(np.abs(actual - bands.p50[:, :horizon]), axis=1) / scale
-            trend_mase = np.nanmean(np.abs(actual - baseline[:, :horizon]), axis=1) / scale
-            observed = ~np.isnan(actual)
+        mase = nan_mean(np.abs(actual - bands.p50[:, :horizon]), axis=1) / scale
+        trend_mase = nan_mean(np.abs(actual - baseline[:, :horizon]), axis=1) / scale
+        observed = ~np.isnan(actual)
+        with np.errstate(invalid="ignore"):  # comparisons with NaN (unobserved hours) are False, as wanted
             inside = (actual >= bands.p10[:, :horizon]) & (actual <= bands.p90[:, :horizon])
-            coverage = (inside & observed).sum(axis=1) / np.maximum(observed.sum(axis=1), 1)
+        coverage = (inside & observed).sum(axis=1) / np.maximum(observed.sum(axis=1), 1)
         crossings: dict[str, np.ndarray] = {}
         if caps is not None:
             hours = grid.step / 3600.0
-            for name, band in (
-                ("actual", actual),
-                ("p10", bands.p90),
-                ("p50", bands.p50),
-                ("p90", bands.p10),
-                ("trend", baseline),
-            ):
+            for name, band in (("actual", actual), ("trend", baseline)):
                 index = first_crossing(band, caps).astype(float)
                 crossings[name] = np.where(index < 0, np.nan, (index + 1) * hours)
-            already = np.nan_to_num(pd.DataFrame(history).ffill(axis=1).to_numpy()[:, -1], nan=-np.inf) >= caps
+            last = pd.DataFrame(history).ffill(axis=1).to_numpy()[:, -1]
+            for name, position in exhaustion_positions(bands, caps, last).items():
+                # column i is i + 1 steps after the origin here (as the actual's index + 1 above)
+                crossings[name] = np.where(np.isfinite(position), (position + 1) * hours, np.nan)
+            already = np.nan_to_num(last, nan=-np.inf) >= caps
             for name in crossings:
                 crossings[name] = np.where(already, np.nan, crossings[name])
         for row in range(n):
@@ -178,6 +176,20 @@ def _run(
     return results
 
 
+def exhaustion_positions(bands: Bands, limits: np.ndarray, last: np.ndarray) -> dict[str, np.ndarray]:
+    """The p10/p50/p90 first-crossing positions on the bands' columns from sampled paths (paths.py), as the
+    forecast frame dates them; the last observation sits one step before column 0. +inf: none."""
+    times = bands.times()
+    days = times.floor("D")
+    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]]) if len(times) else np.empty(0, dtype=np.int64)
+    model = bands.paths if bands.paths is not None else PathModel.empty(bands.p50.shape[0])
+    limits = np.asarray(limits, dtype=float)
+    positions = crossing_positions(
+        bands.p10, bands.p50, bands.p90, model, limits, last, start=-1.0, starts=starts, hours=len(times)
+    )
+    return dict(zip(("p10", "p50", "p90"), positions, strict=True))
+
+
 def summarize(results: list[OriginResult], horizon_hours: float | None = None) -> Summary:
     """Aggregate one series' origins; exhaustion figures only when a capacity was given."""
     models: dict[str, int] = {}
@@ -185,9 +197,9 @@ def summarize(results: list[OriginResult], horizon_hours: float | None = None) -
         models[result.model] = models.get(result.model, 0) + 1
     summary = Summary(
         origins=len(results),
-        mase=float(np.nanmean([r.mase for r in results])),
-        trend_mase=float(np.nanmean([r.trend_mase for r in results])),
-        coverage=float(np.nanmean([r.coverage for r in results])),
+        mase=float(nan_mean(np.array([r.mase for r in results], dtype=float))),
+        trend_mase=float(nan_mean(np.array([r.trend_mase for r in results], dtype=float))),
+        coverage=float(nan_mean(np.array([r.coverage for r in results], dtype=float))),
         models=models,
     )
     if results and results[0].exhaustion:

@@ -11,8 +11,9 @@ The flow for a matrix of series on the hourly working grid:
    backtest errors, per day of lead time (widths never shrink with lead time), scaled by a
    calibration factor measured on the benchmark; before the middle of the first day and past the
    backtest horizon the widths follow the square root of the lead time.
-4. Exhaustion: the first hour each band reaches the limit. The upper band gives the earliest
-   plausible date (p10 of the time), the median the p50, the lower band the latest (p90).
+4. Exhaustion (paths.py): quantiles of the first crossing of the limit over sampled demand paths
+   (the band's slow quantile plus a bootstrap of the backtest's daily peak overshoots), not the
+   crossings of the three bands: the running maximum of demand reaches a limit before its median does.
 
 Over 500 lines on purpose: the models' selection, the bands' calibration and the exhaustion dates read off them
 are one calibrated pipeline, checked together by tests/forecast/test_calibration.py.
@@ -21,7 +22,6 @@ are one calibrated pipeline, checked together by tests/forecast/test_calibration
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +31,17 @@ import numpy as np
 import pandas as pd
 
 from collector.analyses.forecast.models import BASELINE, DEFAULT_CANDIDATES, MODELS, FitInput
-from collector.analyses.forecast.preprocess import DAY, HOUR, Grid, block_mean, forward_fill, recent_level_shift
+from collector.analyses.forecast.paths import PathModel, path_model
+from collector.analyses.forecast.preprocess import (
+    DAY,
+    HOUR,
+    Grid,
+    block_mean,
+    forward_fill,
+    nan_mean,
+    nan_quantiles,
+    recent_level_shift,
+)
 
 MIN_WIDTH = 0.01
 """Narrowest band on either side, as a fraction of the series' naive scale (in-sample MAE of the daily
@@ -111,6 +121,8 @@ class Bands:
     """Backtest MASE of every candidate (series,), for reporting."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Compute seconds each candidate took in the backtest."""
+    paths: PathModel | None = None
+    """What the exhaustion-date sampler needs beyond the bands (paths.py); None: the bands alone."""
 
     def times(self) -> pd.DatetimeIndex:
         return pd.date_range(self.grid.end, periods=self.p50.shape[1], freq=pd.Timedelta(seconds=self.grid.step))
@@ -133,10 +145,8 @@ def naive_scale(values: np.ndarray, season: int) -> np.ndarray:
     season = season if 0 < season < values.shape[1] else 1
     if values.shape[1] <= season:
         return np.full(values.shape[0], np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        scale = np.nanmean(np.abs(values[:, season:] - values[:, :-season]), axis=1)
-        level = np.nanmean(np.abs(values), axis=1)
+    scale = nan_mean(np.abs(values[:, season:] - values[:, :-season]), axis=1)
+    level = nan_mean(np.abs(values), axis=1)
     floor = np.maximum(np.nan_to_num(level) * 1e-6, 1e-12)
     result: np.ndarray = np.where(np.isnan(scale) | (scale < floor), floor, scale)
     return result
@@ -163,10 +173,8 @@ def naive_scales(values: np.ndarray, season: int, origins: list[int]) -> np.ndar
 
 
 def _mae(errors: np.ndarray) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result: np.ndarray = np.nanmean(np.abs(errors), axis=-1)
-        return result
+    """Mean absolute error over the last axis; NaN where nothing was observed (an origin before a series began)."""
+    return nan_mean(np.abs(errors), axis=-1)
 
 
 def choose_candidates(n: int, options: ForecastOptions) -> list[str]:
@@ -213,10 +221,8 @@ def fit_and_forecast(
             predicted = np.stack([MODELS[name].forecast(data, horizon) for data in inputs], axis=1)
             seconds[name] = time.perf_counter() - started
             errors[name] = actual - predicted
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                per_origin[name] = _mae(errors[name]) / scales
-                scores[name] = np.nanmean(per_origin[name], axis=1)
+            per_origin[name] = _mae(errors[name]) / scales
+            scores[name] = nan_mean(per_origin[name], axis=1)
 
     chosen = _select(names, scores, per_origin, n, options)
     p50 = np.full((n, steps), np.nan)
@@ -226,10 +232,16 @@ def fit_and_forecast(
     scale = naive_scale(values, day)
     floor = MIN_WIDTH * scale
     bias, lower, upper = _interval_widths(chosen, errors, horizon, steps, day, options, values, floor)
+    if origins:
+        paths = path_model(actual, _chosen_errors(chosen, errors), max(1, min(day or horizon, horizon)), floor)
+    else:
+        paths = PathModel.empty(n, floor)
     if REGIME_WIDENING:
         widen = regime_factor(values, day, scale)[:, None]
         lower *= widen
         upper *= widen
+        paths.peaks *= widen  # the sampled paths' fast part widens with the band
+        paths.fast_width *= widen[:, 0]
     p50 += bias
     del bias
     p10 = np.subtract(p50, lower, out=lower)  # in place: the horizon's matrices are the block's largest
@@ -246,7 +258,17 @@ def fit_and_forecast(
         if name in scores:
             rows = chosen == name
             mase[rows] = scores[name][rows]
-    return Bands(grid, chosen, mase, p10, p50, p90, scores, seconds)
+    return Bands(grid, chosen, mase, p10, p50, p90, scores, seconds, paths)
+
+
+def _chosen_errors(chosen: np.ndarray, errors: dict[str, np.ndarray]) -> np.ndarray:
+    """The backtest errors (series, origins, lead) of the model chosen for each series."""
+    result = np.full_like(next(iter(errors.values())), np.nan)
+    for name in np.unique(chosen):
+        if name in errors:
+            rows = chosen == name
+            result[rows] = errors[name][rows]
+    return result
 
 
 def regime_factor(values: np.ndarray, day: int, scale: np.ndarray) -> np.ndarray:
@@ -362,11 +384,7 @@ def _interval_widths(
     mid = np.zeros((n, buckets))
     high = np.zeros((n, buckets))
     if errors:
-        chosen_errors = np.full_like(next(iter(errors.values())), np.nan)
-        for name in np.unique(chosen):
-            if name in errors:
-                rows = chosen == name
-                chosen_errors[rows] = errors[name][rows]
+        chosen_errors = _chosen_errors(chosen, errors)
         means = np.full((n, chosen_errors.shape[1], buckets), np.nan)  # mean error per origin and bucket
         for b in range(buckets):
             window = chosen_errors[:, :, b * bucket : (b + 1) * bucket]
@@ -379,18 +397,27 @@ def _interval_widths(
         mid *= _bias_pays(chosen_errors, means, bucket)[:, None]
         for b in range(buckets):
             window = chosen_errors[:, :, b * bucket : (b + 1) * bucket]
-            lower_q, median, upper_q = row_quantiles(window.reshape(n, -1), (alpha, 0.5, 1 - alpha))
+            lower_q, median, upper_q = nan_quantiles(window.reshape(n, -1), (alpha, 0.5, 1 - alpha))
             # The band's shape is the errors' spread around their own median, whether or not the bias
             # moved the point forecast: one-signed errors give a lopsided band, never a zero-width side.
             low[:, b] = median - lower_q
             high[:, b] = upper_q - median
+        # A series younger than every backtest origin has no backtest error to calibrate on
+        unseen = ~np.isfinite(chosen_errors).any(axis=(1, 2))
     else:
-        # No room for a backtest: in-sample spread of the series around its mean, growing with lead.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            spread = np.nanstd(np.diff(values, axis=1), axis=1) * 1.2816 if values.shape[1] > 1 else np.zeros(n)
-        low[:] = spread[:, None]
-        high[:] = spread[:, None]
+        unseen = np.ones(n, dtype=bool)
+    if unseen.any():
+        # No backtest for these series (no room for one, or a series younger than every origin): the band of
+        # a random walk with the series' own hour-to-hour changes, growing with the square root of the lead.
+        # (Was: the floor alone, 1 % of the naive scale, so a two-day-old pool got p10 = p50 = p90 for months.)
+        young = values[unseen]
+        # root mean square of the changes (not their spread around the mean change: two points have none)
+        changes = np.diff(young, axis=1) if values.shape[1] > 1 else np.full((young.shape[0], 1), np.nan)
+        spread = np.sqrt(nan_mean(changes**2, axis=1)) * 1.2816
+        walk = np.nan_to_num(spread)[:, None] * np.sqrt((np.arange(buckets) + 0.5) * bucket)[None, :]
+        low[unseen] = walk
+        high[unseen] = walk
+        mid[unseen] = 0.0
     floor = np.nan_to_num(floor)[:, None]
     scale = options.interval_scale
     low = np.maximum(np.maximum.accumulate(np.nan_to_num(low), axis=1) * scale, floor)
@@ -458,25 +485,6 @@ def _bias_pays(errors: np.ndarray, means: np.ndarray, bucket: int) -> np.ndarray
     return result
 
 
-def row_quantiles(matrix: np.ndarray, quantiles: tuple[float, ...]) -> list[np.ndarray]:
-    """NaN-ignoring quantiles of every row (linear interpolation, as numpy's default), vectorized.
-
-    np.nanquantile falls back to a Python loop over rows when NaNs are present; this sorts once.
-    """
-    ordered = np.sort(matrix, axis=1)  # NaNs sort last
-    count = (~np.isnan(matrix)).sum(axis=1)
-    rows = np.arange(matrix.shape[0])
-    result = []
-    for q in quantiles:
-        position = np.maximum(count - 1, 0) * q
-        below = np.floor(position).astype(int)
-        above = np.minimum(below + 1, np.maximum(count - 1, 0))
-        fraction = position - below
-        value = ordered[rows, below] * (1 - fraction) + ordered[rows, above] * fraction
-        result.append(np.where(count > 0, value, np.nan))
-    return result
-
-
 def first_crossing(band: np.ndarray, limit: np.ndarray) -> np.ndarray:
     """Index of the first column where band >= limit per row; -1 where it never does."""
     with np.errstate(invalid="ignore"):
@@ -532,7 +540,7 @@ def forecast_native(
         non_negative = lowest >= 0
     for band in (p10, p50, p90):
         np.maximum(band, 0.0, out=band, where=non_negative[:, None])
-    return Bands(grid, bands.model, bands.mase, p10, p50, p90, bands.scores, bands.seconds)
+    return Bands(grid, bands.model, bands.mase, p10, p50, p90, bands.scores, bands.seconds, bands.paths)
 
 
 def _subhourly_spread(
@@ -543,9 +551,7 @@ def _subhourly_spread(
         return np.zeros(values.shape[0]), np.zeros(values.shape[0])
     tail = values[:, values.shape[1] - window :].reshape(values.shape[0], -1, factor)
     alpha = (1 - options.coverage) / 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        deviation = (tail - np.nanmean(tail, axis=2, keepdims=True)).reshape(values.shape[0], -1)
-        low = -np.nanquantile(deviation, alpha, axis=1)
-        high = np.nanquantile(deviation, 1 - alpha, axis=1)
+    deviation = (tail - nan_mean(tail, axis=2, keepdims=True)).reshape(values.shape[0], -1)
+    low_q, high_q = nan_quantiles(deviation, (alpha, 1 - alpha))
+    low, high = -low_q, high_q
     return np.clip(np.nan_to_num(low), 0, None), np.clip(np.nan_to_num(high), 0, None)

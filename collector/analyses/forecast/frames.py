@@ -35,19 +35,22 @@ FORECAST = register(
             C(
                 "exhaustion_p10",
                 TIMESTAMP,
-                "Earliest plausible exhaustion (upper demand band crosses the limit); NaT when not within the horizon.",
+                "Earliest plausible exhaustion: 10th percentile of the first crossing over sampled demand paths; "
+                "NaT when not within the horizon.",
                 nullable=True,
             ),
             C(
                 "exhaustion_p50",
                 TIMESTAMP,
-                "Median forecast crosses the limit; NaT when not within the horizon.",
+                "Median exhaustion: 50th percentile of the first crossing over sampled demand paths; "
+                "NaT when not within the horizon.",
                 nullable=True,
             ),
             C(
                 "exhaustion_p90",
                 TIMESTAMP,
-                "Latest plausible exhaustion (lower demand band crosses the limit); NaT when not within the horizon.",
+                "Latest plausible exhaustion: 90th percentile of the first crossing over sampled demand paths; "
+                "NaT when not within the horizon.",
                 nullable=True,
             ),
             C(
@@ -90,7 +93,8 @@ FORECAST = register(
                 "exhaustion_reason",
                 STRING,
                 "Why exhaustion_p50 is or is not a date: exhausted, within_horizon, "
-                "beyond_horizon (growing, but the median stays below the limit over the horizon), not_growing "
+                "beyond_horizon (growing, but fewer than half the sampled paths reach the limit within the horizon), "
+                "not_growing "
                 "(the median forecast is flat or falling), no_limit (allocatable unknown), insufficient_history.",
                 nullable=True,
                 choices=(

@@ -24,14 +24,13 @@ once (a project onboarded) keeps its new level without the jump inflating the sl
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
-from collector.analyses.forecast.preprocess import detect_level_shift, fill_gaps, first_valid
+from collector.analyses.forecast.preprocess import detect_level_shift, fill_gaps, first_valid, nan_mean
 
 LOCAL_WINDOW_DAYS = 14
 
@@ -335,11 +334,26 @@ def trend(data: FitInput, h: int) -> np.ndarray:
 
 def _seasonal_naive(period_days: int) -> ModelFunc:
     def forecast(data: FitInput, h: int) -> np.ndarray:
-        season = data.steps_per_day * period_days if data.steps_per_day >= 1 else 1
-        if season > data.length or season < 1:
-            season = 1
-        last = data.filled[:, data.length - season :]
-        return last[:, np.arange(h) % season]
+        """The last season repeated; a series younger than the season repeats its last day, else its last value.
+
+        Per series: the grid is as long as the oldest series, and a young one's last week is mostly the
+        NaN before it began (repeating it gave NaN forecasts for most of the horizon).
+        """
+        day = data.steps_per_day
+        span = data.length - data.first  # columns since each series' first observation
+        result = np.empty((data.n, h))
+        remaining = np.ones(data.n, dtype=bool)
+        for season in dict.fromkeys((day * period_days, day, 1)):  # longest first, without repeats
+            if season < 1 or season > data.length:
+                continue
+            rows = remaining & (span >= season)
+            if rows.any():
+                last = data.filled[rows, data.length - season :]
+                result[rows] = last[:, np.arange(h) % season]
+                remaining &= ~rows
+        if remaining.any():  # no observation at all
+            result[remaining] = np.nan
+        return result
 
     return forecast
 
@@ -375,10 +389,8 @@ def anchored_week(data: FitInput, h: int) -> np.ndarray:
     start = data.length - window
     observed = data.observed[:, start:]
     deseasonalized = data.values[:, start:] - tile_profile(profile, -window, window)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        level = np.nanmean(np.where(observed, deseasonalized, np.nan), axis=1)
-        t_mean = np.nanmean(np.where(observed, np.arange(window, dtype=float) - (window - 1), np.nan), axis=1)
+    level = nan_mean(np.where(observed, deseasonalized, np.nan), axis=1)
+    t_mean = nan_mean(np.where(observed, np.arange(window, dtype=float) - (window - 1), np.nan), axis=1)
     fallback = np.isnan(level)
     level = np.where(fallback, data.last_value(), level)
     t_mean = np.where(fallback, 0.0, t_mean)
@@ -403,9 +415,7 @@ def mstl(data: FitInput, h: int) -> np.ndarray:
                 model: MSTL | AutoETS = MSTL(season_length=seasons, trend_forecaster=AutoETS(model="ZZN"))
             else:
                 model = AutoETS(model="ZZN")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out[row] = model.forecast(y=series.astype(float), h=h)["mean"]
+            out[row] = model.forecast(y=series.astype(float), h=h)["mean"]
         except Exception:  # noqa: BLE001 - a fit that fails for one series falls back to its trend
             out[row] = np.nan
     missing = np.isnan(out).any(axis=1)

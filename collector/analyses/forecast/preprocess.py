@@ -8,7 +8,6 @@ allocations or of usage, so they are gauges; the one cumulative input a user may
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +18,60 @@ DAY = 86400.0
 WEEK = 7 * DAY
 SLAB_POINTS = 1 << 20
 """Fine points `block_mean` averages at a time (8 MB of float64): bounds its temporaries."""
+
+
+# --- NaN-aware reductions. numpy's nanmean/nanmax/nanmedian warn ("Mean of empty slice", "All-NaN slice
+# encountered") on a slice with no observation, which is ordinary here: a series younger than the window,
+# a backtest origin before a series started. These return NaN for such a slice, silently, by counting.
+
+
+def nan_mean(matrix: np.ndarray, axis: int | tuple[int, ...] = -1, keepdims: bool = False) -> np.ndarray:
+    """Mean of the observed (non-NaN) values along `axis`; NaN where there is none."""
+    seen = ~np.isnan(matrix)
+    count = seen.sum(axis=axis, keepdims=keepdims)
+    total = np.where(seen, matrix, 0.0).sum(axis=axis, keepdims=keepdims)
+    result: np.ndarray = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return result
+
+
+def nan_std(matrix: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Population standard deviation of the observed values along `axis`; NaN where there is none."""
+    centre = nan_mean(matrix, axis=axis, keepdims=True)
+    result: np.ndarray = np.sqrt(nan_mean((matrix - centre) ** 2, axis=axis))
+    return result
+
+
+def nan_max(matrix: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarray:
+    """Largest observed value along `axis`; NaN where there is none (fmax skips NaN without a warning)."""
+    if matrix.shape[axis] == 0:
+        shape = list(matrix.shape)
+        shape[axis] = 1
+        empty = np.full(shape, np.nan)
+        return empty if keepdims else empty.squeeze(axis=axis)
+    result = np.fmax.reduce(matrix, axis=axis)
+    return np.expand_dims(result, axis) if keepdims else np.asarray(result)
+
+
+def nan_quantiles(matrix: np.ndarray, quantiles: tuple[float, ...]) -> list[np.ndarray]:
+    """Quantiles of every row's observed values (numpy's linear interpolation); NaN for a row with none.
+
+    np.nanquantile warns on an all-NaN row and loops over rows in Python when NaNs are present; this sorts once.
+    """
+    ordered = np.sort(matrix, axis=1)  # NaNs sort last
+    count = (~np.isnan(matrix)).sum(axis=1)
+    rows = np.arange(matrix.shape[0])
+    result = []
+    for q in quantiles:
+        position = np.maximum(count - 1, 0) * q
+        below = np.floor(position).astype(int)
+        above = np.minimum(below + 1, np.maximum(count - 1, 0))
+        fraction = position - below
+        if matrix.shape[1]:
+            value = ordered[rows, below] * (1 - fraction) + ordered[rows, above] * fraction
+        else:
+            value = np.full(matrix.shape[0], np.nan)
+        result.append(np.where(count > 0, value, np.nan))
+    return result
 
 
 @dataclass(frozen=True)
@@ -248,14 +301,13 @@ def detect_level_shift(filled: np.ndarray, steps_per_day: int, *, threshold: flo
     tail = filled[:, length - days * day :].reshape(n, days, day)
     missing = np.isnan(tail)
     counts = day - missing.sum(axis=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        means = np.where(counts > 0, np.where(missing, 0.0, tail).sum(axis=2) / np.maximum(counts, 1), np.nan)
-        changes = np.diff(means, axis=1)
-        centre = np.nanmedian(changes, axis=1, keepdims=True)
-        spread = 1.4826 * np.nanmedian(np.abs(changes - centre), axis=1, keepdims=True)
-        typical = np.nanmean(np.abs(changes), axis=1, keepdims=True)
-        level = np.nanmax(np.abs(means), axis=1, keepdims=True)
+    means = np.where(counts > 0, np.where(missing, 0.0, tail).sum(axis=2) / np.maximum(counts, 1), np.nan)
+    changes = np.diff(means, axis=1)
+    # a series younger than the window has days without a mean: NaN-aware reductions that stay silent
+    centre = nan_quantiles(changes, (0.5,))[0][:, None]
+    spread = 1.4826 * nan_quantiles(np.abs(changes - centre), (0.5,))[0][:, None]
+    typical = nan_mean(np.abs(changes), axis=1, keepdims=True)
+    level = nan_max(np.abs(means), axis=1, keepdims=True)
     deviation = np.abs(changes - centre)
     floor = np.maximum(np.maximum(threshold * spread, 3.0 * typical), 1e-6 * level)
     jumps = np.nan_to_num(deviation) > np.nan_to_num(floor, nan=np.inf)
@@ -300,8 +352,8 @@ def recent_level_shift(
         return start, size
     change = values[:, lag:] - values[:, :-lag]
     reference = change[:, : change.shape[1] - lag]
-    lower, centre, upper = _row_quantiles(reference, (0.25, 0.5, 0.75))
-    level = _row_quantiles(np.abs(values), (0.5,))[0]
+    lower, centre, upper = nan_quantiles(reference, (0.25, 0.5, 0.75))
+    level = nan_quantiles(np.abs(values), (0.5,))[0]
     sigma = np.maximum((upper - lower) / 1.349, np.nan_to_num(level) * 1e-6 + 1e-12)
     tail = change[:, -lag:]
     with np.errstate(invalid="ignore"):
@@ -317,19 +369,3 @@ def recent_level_shift(
         start[row] = length - run[row]
         size[row] = float(np.median(recent))
     return start, size
-
-
-def _row_quantiles(matrix: np.ndarray, quantiles: tuple[float, ...]) -> list[np.ndarray]:
-    """NaN-ignoring quantiles per row without numpy's all-NaN warnings (NaN for an empty row)."""
-    ordered = np.sort(matrix, axis=1)
-    count = (~np.isnan(matrix)).sum(axis=1)
-    rows = np.arange(matrix.shape[0])
-    result = []
-    for q in quantiles:
-        position = np.maximum(count - 1, 0) * q
-        below = np.floor(position).astype(int)
-        above = np.minimum(below + 1, np.maximum(count - 1, 0))
-        fraction = position - below
-        value = ordered[rows, below] * (1 - fraction) + ordered[rows, above] * fraction
-        result.append(np.where(count > 0, value, np.nan))
-    return result
