@@ -95,12 +95,13 @@ def every_failure(
 ) -> list[tuple[str, np.ndarray, float]]:
     """Independent reference: every candidate host re-placed with `replace_consumers`, slots recounted."""
     result = slot_matrix(shapes.requests, table, shapes.eligible)
-    loaded = classes.counts.sum(axis=0) > 0 if len(classes) else np.zeros(table.size, dtype=bool)
+    counts = classes.counts_matrix()
+    loaded = counts.sum(axis=0) > 0 if len(classes) else np.zeros(table.size, dtype=bool)
     out = []
     for h in np.flatnonzero(mask & (loaded | (result.slots > 0).any(axis=0))):
         targets = mask.copy()
         targets[h] = False
-        displaced = classes.counts[:, h] if len(classes) else np.zeros(0, dtype=np.int64)
+        displaced = counts[:, h] if len(classes) else np.zeros(0, dtype=np.int64)
         outcome = replace_consumers(table, classes, displaced, targets)
         survivors = table.copy()
         for (pool, resource), left in outcome.shared_free.items():

@@ -126,15 +126,17 @@ def test_replacement_never_overfills_a_host(hosts: list[dict], vms: list, data: 
     dead = data.draw(st.integers(0, table.size - 1))
     targets = np.ones(table.size, dtype=bool)
     targets[dead] = False
-    displaced = classes.counts[:, dead]
+    displaced = classes.counts_matrix()[:, dead]
+    assert (classes.displaced(np.array([dead])) == displaced).all()
     outcome = replace_consumers(table, classes, displaced, targets)
-    load = outcome.placed.T @ classes.requests[:, : len(table.resources)]
+    placed = outcome.placed_matrix(len(classes))
+    load = placed.T @ classes.requests[:, : len(table.resources)]
     assert (load <= table.free + 1e-6).all(), "a host got more than its free capacity"
     assert (outcome.free >= -1e-6).all()
-    assert (outcome.placed[:, dead] == 0).all() and (outcome.placed[:, ~table.active] == 0).all()
-    assert (outcome.placed.sum(axis=1) + outcome.unplaced == displaced).all()
+    assert (placed[:, dead] == 0).all() and (placed[:, ~table.active] == 0).all()
+    assert (placed.sum(axis=1) + outcome.unplaced == displaced).all()
     # every placement honours the class's constraints
-    assert not (outcome.placed > 0)[~classes.eligible].any()
+    assert not (placed > 0)[~classes.eligible_matrix()].any()
 
 
 def _reference_n_plus_one(
@@ -146,11 +148,12 @@ def _reference_n_plus_one(
     """
     result = slot_matrix(shapes.requests, table, shapes.eligible)
     best: list[tuple[float, float, str] | None] = [None] * len(shapes)
-    loaded = classes.counts.sum(axis=0) > 0
+    counts = classes.counts_matrix()
+    loaded = counts.sum(axis=0) > 0
     for h in np.flatnonzero(mask & (loaded | (result.slots > 0).any(axis=0))):
         targets = mask.copy()
         targets[h] = False
-        outcome = replace_consumers(table, classes, classes.counts[:, h], targets)
+        outcome = replace_consumers(table, classes, counts[:, h], targets)
         after = slot_matrix(shapes.requests, table, shapes.eligible, free=outcome.free)
         totals, _ = pool_totals(after, shapes.requests, table, targets)
         shortfall = float(outcome.unplaced.sum())

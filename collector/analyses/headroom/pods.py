@@ -174,18 +174,23 @@ def pod_classes(table: HostTable, consumers: pd.DataFrame | None) -> ConsumerCla
     def owner(record: Mapping[str, Any]) -> str:
         return str(record.get("flavor") or "")
 
-    def key(frame: pd.DataFrame) -> list[str]:
-        keys: list[str] = frame["flavor"].astype(object).where(frame["flavor"].notna(), "").astype(str).tolist()
-        return keys
+    def key(frame: pd.DataFrame) -> list[np.ndarray]:
+        keys = frame["flavor"].astype(object).where(frame["flavor"].notna(), "").astype(str)
+        return [keys.to_numpy(dtype=object)]
 
     def movable(frame: pd.DataFrame) -> np.ndarray:
-        pinned: np.ndarray = frame["flavor"].fillna("").astype(str).str.startswith(PINNED_OWNERS).to_numpy(dtype=bool)
-        return ~pinned
+        # Per distinct owner, not per pod: a few hundred startswith calls for 150k pods.
+        codes, owners = pd.factorize(frame["flavor"].astype(object).where(frame["flavor"].notna(), ""))
+        pinned = np.array([str(o).startswith(PINNED_OWNERS) for o in owners], dtype=bool)
+        return ~pinned[codes] if len(owners) else np.ones(len(frame), dtype=bool)
 
-    def eligibility(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        specs = [
-            PodShapeSpec(owner(r), {}, tolerated_taints=frozenset(taints_by_owner.get(owner(r), ()))) for r in records
-        ]
-        return pod_eligibility(table, specs)
+    def eligibility(records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        distinct: dict[frozenset[str], int] = {}
+        mask_of = np.zeros(len(records), dtype=np.int64)
+        for k, record in enumerate(records):
+            tolerated = frozenset(taints_by_owner.get(owner(record), ()))
+            mask_of[k] = distinct.setdefault(tolerated, len(distinct))
+        specs = [PodShapeSpec("", {}, tolerated_taints=tolerated) for tolerated in distinct]
+        return pod_eligibility(table, specs), mask_of
 
     return consumer_classes(table, consumers, movable=movable, class_key=key, eligibility=eligibility)

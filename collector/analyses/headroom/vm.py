@@ -225,19 +225,21 @@ def vm_classes(
         project = record.get("project")
         return str(project) if isinstance(project, str) and project in isolated else ""
 
-    def key(frame: pd.DataFrame) -> list[tuple[str, str]]:
-        flavors = frame["flavor"].astype(object).where(frame["flavor"].notna(), "").astype(str).tolist()
-        projects = frame["project"].astype(object).where(frame["project"].isin(isolated), "").astype(str).tolist()
-        return list(zip(flavors, projects, strict=True))
+    def key(frame: pd.DataFrame) -> list[np.ndarray]:
+        flavors = frame["flavor"].astype(object).where(frame["flavor"].notna(), "").astype(str).to_numpy(dtype=object)
+        projects = frame["project"].astype(object).where(frame["project"].isin(isolated), "").astype(str)
+        return [flavors, projects.to_numpy(dtype=object)]
 
-    def eligibility(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        constraints = []
-        for record in records:
+    def eligibility(records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        distinct: dict[VmConstraints, int] = {}
+        mask_of = np.zeros(len(records), dtype=np.int64)
+        for k, record in enumerate(records):
             base = by_name.get(str(record.get("flavor") or ""), VmConstraints())
             project = tenant(record)
             projects = frozenset([project]) if project else None
-            constraints.append(VmConstraints(base.required, base.forbidden, base.member_of, base.zone, projects))
-        return vm_eligibility(table, constraints, isolation)
+            constraints = VmConstraints(base.required, base.forbidden, base.member_of, base.zone, projects)
+            mask_of[k] = distinct.setdefault(constraints, len(distinct))
+        return vm_eligibility(table, list(distinct), isolation), mask_of
 
     return consumer_classes(
         table, consumers, movable=lambda f: np.ones(len(f), dtype=bool), class_key=key, eligibility=eligibility
