@@ -34,7 +34,7 @@ from collector.analyses.headroom.model import build_host_tables, slot_matrix
 from collector.analyses.headroom.settings import HeadroomConfig
 from collector.analyses.headroom.vm import build_isolation, flavor_shapes, read_flavors
 from collector.app.config import Config
-from collector.contract.schema import CAPACITY, CONSUMERS, FLAVORS, HOSTS
+from collector.contract.schema import CAPACITY, CONSUMERS, FLAVORS, HOSTS, OPENSTACK_AGGREGATES
 
 NOW = pd.Timestamp(datetime(2026, 11, 26, tzinfo=UTC)).as_unit("ns")
 GIB = 2.0**30
@@ -206,6 +206,169 @@ def kubernetes_estate(nodes: int = 5000, pods: int = 150_000, owners: int = 200,
         "hosts": HOSTS.coerce(hosts),
         "consumers": CONSUMERS.coerce(consumers),
     }
+
+
+def one_pool_estate(
+    hosts: int = 100_000, vms_per_host: int = 20, flavors: int = 30, tenants: int = 500, tenant_hosts: int = 100
+) -> dict:
+    """One AZ of `hosts` hypervisors, built column-wise: the first tenants x tenant_hosts hosts are split
+    into contiguous tenant-isolation aggregates (filter_tenant_id), each holding that tenant's VMs; the
+    rest are public. Classes ~ flavors x (tenants + 1): many classes on many hosts, as in a big cloud."""
+    rng = np.random.default_rng(3)
+    names = np.array([f"cmp-{i:06d}" for i in range(hosts)], dtype=object)
+    sizes = np.array(
+        [(2 ** (i % 5), 2 ** (i % 5) * 2 * GIB * (1 + i % 3), 20 * GIB * (1 + i % 4)) for i in range(flavors)]
+    )
+    flavor_rows = [
+        {
+            "timestamp": NOW,
+            "source": "os",
+            "cloud": "c1",
+            "flavor": f"f{i}",
+            "flavor_id": f"f{i}",
+            "resources": {"vcpu": float(v), "memory": m, "disk": d},
+            "required_traits": ["CUSTOM_SSD"] if i % 10 == 9 else [],
+            "forbidden_traits": [],
+            "member_of": [],
+            "zone": None,
+            "is_public": True,
+            "projects": [],
+        }
+        for i, (v, m, d) in enumerate(sizes)
+    ]
+    n = hosts * vms_per_host
+    host_of = np.repeat(np.arange(hosts), vms_per_host)
+    flavor_of = rng.integers(0, flavors, n)
+    # small flavors only, so every drawn VM fits (64 x 4 vCPU, 512 GiB per host)
+    flavor_of = np.where(sizes[flavor_of, 0] > 4, flavor_of % 5, flavor_of)
+    vcpu, memory, disk = (sizes[flavor_of, j] for j in range(3))
+    isolated = host_of < tenants * tenant_hosts
+    tenant_of = np.where(isolated, host_of // tenant_hosts, -1)
+    projects = np.where(
+        isolated, np.char.add("t", tenant_of.astype(str)), np.char.add("p", (np.arange(n) % 7).astype(str))
+    )
+    used = np.zeros((hosts, 3))
+    np.add.at(used, host_of, np.column_stack([vcpu, memory, disk]))
+    consumers = pd.DataFrame(
+        {
+            "timestamp": NOW,
+            "source": "os",
+            "layer": "openstack",
+            "cloud": "c1",
+            "pool": "az0",
+            "host": names[host_of],
+            "id": np.char.add("vm-", np.arange(n).astype(str)).astype(object),
+            "name": np.char.add("vm-", np.arange(n).astype(str)).astype(object),
+            "state": "active",
+            "holds_capacity": True,
+            "project": projects.astype(object),
+            "flavor": np.char.add("f", flavor_of.astype(str)).astype(object),
+            "cpu": vcpu,
+            "memory": memory,
+            "disk": disk,
+            "resources": [
+                {"vcpu": v, "memory": m, "disk": d}
+                for v, m, d in zip(vcpu.tolist(), memory.tolist(), disk.tolist(), strict=True)
+            ],
+        }
+    )
+    capacity = []
+    for r, (name, total, ratio) in enumerate(
+        (("vcpu", 64.0, 4.0), ("memory", 512 * GIB, 1.0), ("disk", 4000 * GIB, 1.0))
+    ):
+        capacity.append(
+            pd.DataFrame(
+                {
+                    "timestamp": NOW,
+                    "source": "os",
+                    "layer": "openstack",
+                    "cloud": "c1",
+                    "pool": "az0",
+                    "host": names,
+                    "scope": "host",
+                    "resource": name,
+                    "capacity": total,
+                    "reserved": 0.0,
+                    "allocation_ratio": ratio,
+                    "allocatable": total * ratio,
+                    "allocated": used[:, r],
+                    "max_unit": total,
+                }
+            )
+        )
+    aggregate_of = [[f"agg-{i // tenant_hosts}"] if i < tenants * tenant_hosts else [] for i in range(hosts)]
+    host_frame = pd.DataFrame(
+        {
+            "timestamp": NOW,
+            "source": "os",
+            "layer": "openstack",
+            "cloud": "c1",
+            "pool": "az0",
+            "host": names,
+            "schedulable": np.arange(hosts) % 97 != 0,
+            "ready": True,
+            "zone": "az0",
+            "aggregates": aggregate_of,
+            "traits": [["CUSTOM_SSD"] if i % 3 == 0 else [] for i in range(hosts)],
+        }
+    )
+    aggregates = pd.DataFrame(
+        {
+            "timestamp": NOW,
+            "source": "os",
+            "cloud": "c1",
+            "aggregate": [f"tenant-{t}" for t in range(tenants)],
+            "uuid": [f"agg-{t}" for t in range(tenants)],
+            "zone": None,
+            "hosts": [names[t * tenant_hosts : (t + 1) * tenant_hosts].tolist() for t in range(tenants)],
+            "metadata": [{"filter_tenant_id": f"t{t}"} for t in range(tenants)],
+            "projects": [[f"t{t}"] for t in range(tenants)],
+        }
+    )
+    return {
+        "capacity": CAPACITY.coerce(pd.concat(capacity, ignore_index=True)),
+        "hosts": HOSTS.coerce(host_frame),
+        "flavors": FLAVORS.build(flavor_rows),
+        "consumers": CONSUMERS.coerce(consumers),
+        "openstack_aggregates": OPENSTACK_AGGREGATES.coerce(aggregates),
+    }
+
+
+def one_pool(hosts: int, tenants: int) -> None:
+    """Grouping and N+1 of one pool of `hosts` hypervisors; time and this process's peak RSS."""
+    import resource
+
+    from collector.analyses.headroom.failure import n_plus_one
+    from collector.analyses.headroom.model import widen
+    from collector.analyses.headroom.vm import read_aggregates, vm_classes
+
+    start = time.perf_counter()
+    frames = one_pool_estate(hosts=hosts, tenants=tenants)
+    built = time.perf_counter() - start
+    rss_frames = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    table = build_host_tables(frames, "openstack")["c1"]
+    flavors = read_flavors(frames, "c1")
+    isolation = build_isolation(table, read_aggregates(frames, "c1"), "both")
+    shapes_ = flavor_shapes(table, flavors, isolation)
+    shapes_.requests = widen(shapes_.requests, len(table.resources))
+    result = slot_matrix(shapes_.requests, table, shapes_.eligible)
+    tables = time.perf_counter() - start
+    start = time.perf_counter()
+    classes = vm_classes(table, frames["consumers"], flavors, isolation)
+    grouping = time.perf_counter() - start
+    start = time.perf_counter()
+    failure = n_plus_one(table, shapes_, result, classes, np.ones(table.size, dtype=bool))
+    n1 = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    dense = len(classes) * table.size * (8 + 1 + 8) / 2**30
+    print(
+        f"one pool: {table.size:,} hosts, {len(frames['consumers']):,} VMs, {len(classes):,} classes "
+        f"({classes.masks.shape[0]:,} distinct host masks, {len(classes.held_host):,} held pairs): "
+        f"estate {built:.1f} s, tables+slots {tables:.1f} s, grouping {grouping:.2f} s, N+1 {n1:.2f} s "
+        f"({failure.evaluated:,} candidates, {failure.at_once:,} at once); peak RSS {rss:,.0f} MB "
+        f"({rss_frames:,.0f} MB after building the frames); a dense classes x hosts layout would need {dense:,.1f} GB"
+    )
 
 
 def naive_slots(frames: dict) -> float:
