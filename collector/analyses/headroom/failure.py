@@ -223,8 +223,8 @@ class _Evacuation:
     further scans on in blocks. Memory is O(classes x FRONT + block), never classes x hosts.
     """
 
-    BLOCK = 256
-    COLUMNS = 4096
+    BLOCK = 64
+    COLUMNS = 2048
     """Fit is computed for at most BLOCK classes x COLUMNS hosts at a time."""
 
     def __init__(self, table: HostTable, classes: ConsumerClasses, mask: np.ndarray):
@@ -287,15 +287,18 @@ class _Evacuation:
         masks = self.classes.masks[:, self.columns]
         any_host = masks.any(axis=1)
         first_allowed = np.where(any_host, masks.argmax(axis=1), c_count)
+        last_allowed = np.where(any_host, c_count - 1 - masks[:, ::-1].argmax(axis=1), -1)
         del masks
         starts = first_allowed[self.classes.mask_of[ks]]
+        stops = last_allowed[self.classes.mask_of[ks]]
+        # Classes whose hosts start near each other share blocks: a block scans from its first start.
+        by_start = np.argsort(starts, kind="stable")
         for begin in range(0, len(ks), self.BLOCK):
-            rows = np.arange(begin, min(begin + self.BLOCK, len(ks)))
+            rows = by_start[begin : begin + self.BLOCK]
             cursor = int(starts[rows].min())
             while len(rows) and cursor < c_count:
                 cols = np.arange(cursor, min(cursor + self.COLUMNS, c_count))
                 fits = self.fit(ks[rows], cols) > 0
-                fits &= cols[None, :] >= starts[rows][:, None]
                 r_idx, c_idx = np.nonzero(fits)
                 if len(r_idx):
                     per_row = np.bincount(r_idx, minlength=len(rows))
@@ -305,8 +308,8 @@ class _Evacuation:
                     target_rows = rows[r_idx[take]]
                     heads[target_rows, found[target_rows] + rank[take]] = self.columns[cols[c_idx[take]]]
                     found[rows] += np.minimum(per_row, need)
-                rows = rows[found[rows] < width]
-                cursor = cols[-1] + 1
+                cursor = int(cols[-1]) + 1
+                rows = rows[(found[rows] < width) & (stops[rows] >= cursor)]  # past its last allowed host: done
                 if len(rows):
                     cursor = max(cursor, int(starts[rows].min()))
         return heads, found
