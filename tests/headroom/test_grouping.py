@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collector.analyses.headroom.failure import n_plus_one
-from collector.analyses.headroom.model import HostTable, build_host_tables, slot_matrix, widen
-from collector.analyses.headroom.pods import PINNED_OWNERS, PodShapeSpec, pod_classes, pod_eligibility
+from collector.analyses.headroom.model import HostTable, build_host_tables, consumer_requests, slot_matrix, widen
+from collector.analyses.headroom.pods import PINNED_OWNERS, PodShapeSpec, common_shapes, pod_classes, pod_eligibility
 from collector.analyses.headroom.shapes import ConsumerClasses
 from collector.analyses.headroom.vm import (
     Isolation,
@@ -262,3 +262,54 @@ def test_memory_grows_with_the_work_not_with_classes_times_hosts() -> None:
     # The dense layout held 8 bytes of counts per class x host (and as much again of fit): it cannot fit here.
     assert many < 8 * many_classes * hosts, (many, many_classes, hosts)
     assert many < 2 * few + 2**20, (few, many)
+
+
+def reference_common_shapes(table: HostTable, consumers: pd.DataFrame, top: int) -> list[PodShapeSpec]:
+    """The `top` most common owners, record by record (`consumer_requests` per pod, medians with numpy)."""
+    frame = consumers[
+        (consumers["layer"] == "kubernetes")
+        & (consumers["cloud"] == table.cloud)
+        & consumers["holds_capacity"].astype(bool)
+        & consumers["flavor"].notna()
+    ]
+    frame = frame[~frame["flavor"].astype(str).str.startswith(PINNED_OWNERS)]
+    counts = frame["flavor"].astype(str).value_counts()
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
+    out = []
+    for name, _ in ranked:
+        pods = frame[frame["flavor"] == name]
+        requests = [consumer_requests(r, "kubernetes") for r in pods[["resources", "cpu", "memory"]].to_dict("records")]
+        keys = sorted({k for r in requests for k in r})
+        median = {k: float(np.median([r.get(k, 0.0) for r in requests])) for k in keys}
+        median["pods"] = 1.0
+        taints: set[str] = set()
+        for host in set(pods["host"].dropna().astype(str)):
+            h = table.index().get(host)
+            if h is not None:
+                taints.update(table.taints[h])
+        out.append(PodShapeSpec(name, {k: v for k, v in median.items() if v > 0}, tolerated_taints=frozenset(taints)))
+    return out
+
+
+@SETTINGS
+@given(
+    st.lists(consumer_spec, min_size=1, max_size=40),
+    st.lists(st.booleans(), min_size=4, max_size=4),
+    st.integers(1, 4),
+)
+def test_common_shapes_equal_the_per_record_ones(specs: list[dict[str, Any]], tainted: list[bool], top: int) -> None:
+    e = Estate(layer="kubernetes", cloud="k1")
+    for i, taint in enumerate(tainted):
+        e.host(
+            f"n{i}",
+            "pool-a",
+            resources={"cpu": 8.0, "memory": 32 * GIB, "pods": 110.0},
+            taints=("dedicated=gpu:NoSchedule",) if taint else (),
+        )
+    frames = _with_consumers(e, specs)
+    table = build_host_tables(frames, "kubernetes")["k1"]
+    computed = common_shapes(table, frames["consumers"], top)
+    expected = reference_common_shapes(table, frames["consumers"], top)
+    assert [(s.name, list(s.requests.items()), s.tolerated_taints) for s in computed] == [
+        (s.name, list(s.requests.items()), s.tolerated_taints) for s in expected
+    ]

@@ -217,6 +217,39 @@ def request_table(frame: pd.DataFrame, layer: str) -> pd.DataFrame:
     return table.astype(float)
 
 
+def strict_requests(frame: pd.DataFrame, layer: str) -> pd.DataFrame:
+    """`consumer_requests` of every row, column-wise (0 where a row does not ask for a resource).
+
+    Unlike `request_table`, a dict holding no usable amount (all bad) falls back to the cpu/memory
+    columns, and a fallback amount is kept whenever it is above 0: the per-record rules exactly, for
+    shape medians. Only the `resources`, `cpu` and `memory` columns are read.
+    """
+    values = frame["resources"].tolist() if "resources" in frame.columns else [None] * len(frame)
+    parsed, has_dict = _dict_cells(values)
+    if parsed is None:
+        table = pd.DataFrame(index=frame.index)
+    else:
+        parsed.index = frame.index
+        table = parsed.apply(pd.to_numeric, errors="coerce").astype(float) if len(parsed.columns) else parsed
+        table.columns = [str(c) for c in table.columns]
+        data = table.to_numpy(dtype=float)
+        table = table.where(np.isfinite(data) & (data > 0), 0.0)
+        has_dict &= (table.to_numpy(dtype=float) > 0).any(axis=1) if len(table.columns) else False
+        table = table.where(has_dict[:, None] & np.ones(table.shape, dtype=bool), 0.0)
+    names = {"cpu": "vcpu" if layer == "openstack" else "cpu", "memory": "memory"}
+    for column, name in names.items():
+        if column not in frame.columns:
+            continue
+        fallback = frame[column].to_numpy(dtype=float, na_value=np.nan)
+        fallback = np.where(~has_dict & (fallback > 0), fallback, 0.0)
+        current = table[name].to_numpy(dtype=float) if name in table.columns else np.zeros(len(frame))
+        table[name] = np.where(has_dict, current, fallback)
+    if layer == "kubernetes":
+        pods = table["pods"].to_numpy(dtype=float) if "pods" in table.columns else np.zeros(len(frame))
+        table["pods"] = np.where(pods > 0, pods, 1.0)
+    return table.astype(float)
+
+
 def group_codes(columns: Sequence[np.ndarray | pd.Series | Sequence[Hashable]]) -> np.ndarray:
     """One group number per row for the rows' combined key, numbered in order of first appearance.
 
