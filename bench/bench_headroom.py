@@ -334,10 +334,17 @@ def one_pool_estate(
     }
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited from the parent across fork + exec)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def one_pool(hosts: int, tenants: int) -> None:
     """Grouping and N+1 of one pool of `hosts` hypervisors; time and this process's peak RSS."""
-    import resource
-
     from collector.analyses.headroom.failure import n_plus_one
     from collector.analyses.headroom.model import widen
     from collector.analyses.headroom.vm import read_aggregates, vm_classes
@@ -345,7 +352,7 @@ def one_pool(hosts: int, tenants: int) -> None:
     start = time.perf_counter()
     frames = one_pool_estate(hosts=hosts, tenants=tenants)
     built = time.perf_counter() - start
-    rss_frames = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_frames = _peak_rss_mb()
     start = time.perf_counter()
     table = build_host_tables(frames, "openstack")["c1"]
     flavors = read_flavors(frames, "c1")
@@ -360,7 +367,7 @@ def one_pool(hosts: int, tenants: int) -> None:
     start = time.perf_counter()
     failure = n_plus_one(table, shapes_, result, classes, np.ones(table.size, dtype=bool))
     n1 = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = _peak_rss_mb()
     dense = len(classes) * table.size * (8 + 1 + 8) / 2**30
     print(
         f"one pool: {table.size:,} hosts, {len(frames['consumers']):,} VMs, {len(classes):,} classes "
@@ -369,6 +376,34 @@ def one_pool(hosts: int, tenants: int) -> None:
         f"({failure.evaluated:,} candidates, {failure.at_once:,} at once); peak RSS {rss:,.0f} MB "
         f"({rss_frames:,.0f} MB after building the frames); a dense classes x hosts layout would need {dense:,.1f} GB"
     )
+
+
+def memory_curve() -> None:
+    """Traced peak memory of grouping + N+1 of one pool as classes grow on the same hosts and VMs."""
+    import tracemalloc
+
+    from collector.analyses.headroom.failure import n_plus_one
+    from collector.analyses.headroom.model import widen
+    from collector.analyses.headroom.vm import read_aggregates, vm_classes
+
+    print("\nMemory of grouping + N+1, one pool of 2,000 hosts and 20,000 VMs, classes grown by tenant isolation")
+    print(f"{'tenants':>8} {'classes':>8} {'classes x hosts':>16} {'traced peak MB':>15} {'dense layout MB':>16}")
+    for tenants in (10, 80, 300):
+        frames = one_pool_estate(hosts=2000, vms_per_host=10, tenants=tenants, tenant_hosts=2000 // (2 * tenants))
+        table = build_host_tables(frames, "openstack")["c1"]
+        flavors = read_flavors(frames, "c1")
+        isolation = build_isolation(table, read_aggregates(frames, "c1"), "both")
+        shapes_ = flavor_shapes(table, flavors, isolation)
+        shapes_.requests = widen(shapes_.requests, len(table.resources))
+        result = slot_matrix(shapes_.requests, table, shapes_.eligible)
+        tracemalloc.start()
+        classes = vm_classes(table, frames["consumers"], flavors, isolation)
+        n_plus_one(table, shapes_, result, classes, np.ones(table.size, dtype=bool))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        cells = len(classes) * table.size
+        print(f"{tenants:>8} {len(classes):>8} {cells:>16,} {peak / 2**20:>15.1f} {cells * 17 / 2**20:>16.1f}")
+    print("(dense layout: the previous int64 counts + bool eligibility + int64 fit, 17 bytes per class x host)")
 
 
 def naive_slots(frames: dict) -> float:
@@ -395,24 +430,24 @@ def timed(func: Callable[[], object], runs: int) -> float:
     return statistics.median(samples)
 
 
-def _n_plus_one_inputs(frames: dict, layer: str, config: Config) -> tuple:
-    """Tables, shapes, slot matrix and consumer classes, built once (the curve times N+1 alone)."""
+def _n_plus_one_inputs(frames: dict, layer: str, config: Config, runs: int = 1) -> tuple:
+    """Tables, shapes, slot matrix and consumer classes (the curve times N+1 alone); grouping's median time."""
     from collector.analyses.headroom.model import widen
     from collector.analyses.headroom.pods import common_shapes, configured_shapes, pod_classes, pod_shapes
     from collector.analyses.headroom.vm import vm_classes
 
     cloud, table = next(iter(build_host_tables(frames, layer).items()))
-    start = time.perf_counter()
-    if layer == "kubernetes":
-        specs = configured_shapes(config) + common_shapes(table, frames["consumers"], 5)
-        shapes_ = pod_shapes(table, specs)
-        classes = pod_classes(table, frames["consumers"])
-    else:
+
+    def group() -> tuple:
+        if layer == "kubernetes":
+            specs = configured_shapes(config) + common_shapes(table, frames["consumers"], 5)
+            return pod_shapes(table, specs), pod_classes(table, frames["consumers"])
         flavors = read_flavors(frames, cloud)
         isolation = build_isolation(table, {}, "both")
-        shapes_ = flavor_shapes(table, flavors, isolation)
-        classes = vm_classes(table, frames["consumers"], flavors, isolation)
-    grouping = time.perf_counter() - start
+        return flavor_shapes(table, flavors, isolation), vm_classes(table, frames["consumers"], flavors, isolation)
+
+    shapes_, classes = group()
+    grouping = timed(group, runs)
     shapes_.requests = widen(shapes_.requests, len(table.resources))
     return table, shapes_, slot_matrix(shapes_.requests, table, shapes_.eligible), classes, grouping
 
@@ -432,19 +467,20 @@ def curve(runs: int, k8s_config: Config) -> None:
     print("analysis, shared by every pool):")
     header = (
         f"{'estate':<42} {'candidates':>10} {'at once':>8} {'one by one':>10} {'grouping s':>10} "
-        f"{'brute s':>8} {'pruned s':>8} {'speed-up':>8}  same"
+        f"{'brute s':>8} {'pruned s':>8} {'speed-up':>8} {'total s':>8}  same"
     )
     print(header)
+    verdicts: list[str] = []
     sizes = [("kubernetes", n, n * 30) for n in (1250, 2500, 5000)] + [("openstack", n, 0) for n in (2000, 4000, 8000)]
     for layer, size, pods in sizes:
         if layer == "kubernetes":
             frames = kubernetes_estate(nodes=size, pods=pods)
             label = f"pods: {size:,} nodes, {pods:,} pods, 10 shapes"
-            inputs = _n_plus_one_inputs(frames, layer, k8s_config)
+            inputs = _n_plus_one_inputs(frames, layer, k8s_config, max(1, runs))
         else:
             frames = openstack_estate(hosts=size)
             label = f"VMs: {size:,} hosts, {len(frames['consumers']):,} VMs, 30 flavors"
-            inputs = _n_plus_one_inputs(frames, layer, Config())
+            inputs = _n_plus_one_inputs(frames, layer, Config(), max(1, runs))
         pruned_results = _all_pools(inputs, False)
         brute_results = _all_pools(inputs, True)
         same = all(
@@ -461,15 +497,29 @@ def curve(runs: int, k8s_config: Config) -> None:
         one_by_one = sum(r.evaluated - r.at_once for r in pruned_results)
         print(
             f"{label:<42} {candidates:>10} {at_once:>8} {one_by_one:>10} {inputs[4]:>10.2f} {brute:>8.3f} "
-            f"{pruned:>8.3f} {brute / pruned:>7.1f}x  {'yes' if same else 'NO: RESULTS DIFFER'}"
+            f"{pruned:>8.3f} {brute / pruned:>7.1f}x {inputs[4] + pruned:>8.3f}  "
+            + ("yes" if same else "NO: RESULTS DIFFER")
         )
+        target = {("kubernetes", 5000): 0.5, ("openstack", 8000): 1.0}.get((layer, size))
+        if target is not None:
+            verdicts.append(
+                f"{label}: grouping + N+1 {inputs[4] + pruned:.3f} s, target <= {target} s: "
+                + ("met" if inputs[4] + pruned <= target else "MISSED")
+            )
+    for verdict in verdicts:
+        print(verdict)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-curve", action="store_true", help="only the fixed-size figures")
+    parser.add_argument("--one-pool", type=int, default=100_000, help="hosts of the one-pool line (0: skip)")
+    parser.add_argument("--one-pool-child", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one_pool_child:
+        one_pool(*args.one_pool_child)
+        return
     os_frames = openstack_estate()
     k8s_frames = kubernetes_estate()
     shapes = {f"s{i}": {"cpu": f"{(i % 4 + 1) * 250}m", "memory": f"{(i % 3 + 1) * 512}Mi"} for i in range(5)}
@@ -516,6 +566,17 @@ def main() -> None:
     print(f"slot matrix speed-up over the per-host loop: {baseline / matrix_only:.0f}x")
     if not args.skip_curve:
         curve(max(1, args.runs // 2), k8s_config)
+        memory_curve()
+    if args.one_pool:
+        # Its own process, so that its peak RSS is its own.
+        import subprocess
+
+        tenants = max(1, args.one_pool // 200)
+        print(
+            f"\nOne pool of {args.one_pool:,} hypervisors, {tenants} tenant-isolation aggregates of 100 hosts"
+            " (single run):"
+        )
+        subprocess.run([sys.executable, __file__, "--one-pool-child", str(args.one_pool), str(tenants)], check=True)
 
 
 if __name__ == "__main__":
