@@ -38,8 +38,17 @@ host_spec = st.fixed_dictionaries(
 vm_spec = st.tuples(st.integers(0, 7), st.sampled_from(sorted(FLAVORS)))
 
 
-def build(hosts: list[dict], vms: list[tuple[int, str]], extra_memory: dict[int, float] | None = None) -> Estate:
-    """An estate of `hosts`; VMs are kept only where they fit (as Placement would have allowed)."""
+def build(
+    hosts: list[dict],
+    vms: list[tuple[int, str]],
+    extra_memory: dict[int, float] | None = None,
+    placed_as: list[dict] | None = None,
+) -> Estate:
+    """An estate of `hosts`; VMs are kept only where they fit (as Placement would have allowed).
+
+    `placed_as`: decide which VMs exist as on these hosts (the estate before capacity was added), so
+    added capacity does not also add the VMs that only fit on it.
+    """
     e = Estate()
     free = {}
     for i, spec in enumerate(hosts):
@@ -58,11 +67,16 @@ def build(hosts: list[dict], vms: list[tuple[int, str]], extra_memory: dict[int,
             traits=("CUSTOM_SSD",) if spec["ssd"] else (),
         )
         free[i] = {"vcpu": spec["cpus"] * spec["ratio"], "pcpu": float(spec["pcpus"]), "memory": memory * GIB}
+    if placed_as is not None:
+        free = {
+            i: {"vcpu": spec["cpus"] * spec["ratio"], "pcpu": float(spec["pcpus"]), "memory": spec["memory"] * GIB}
+            for i, spec in enumerate(placed_as)
+        }
     for name, (cpus, memory) in FLAVORS.items():
         cpu_class = "pcpu" if name == "pinned" else "vcpu"
         e.flavor(name, {cpu_class: cpus, "memory": memory * GIB}, required=("CUSTOM_SSD",) if name == "medium" else ())
     for n, (h, name) in enumerate(vms):
-        if h >= len(hosts):
+        if h >= len(free):
             continue
         cpus, memory = FLAVORS[name]
         cpu_class = "pcpu" if name == "pinned" else "vcpu"
@@ -84,14 +98,15 @@ def slots(e: Estate) -> dict[tuple[str, str, str], float]:
 def test_adding_capacity_never_lowers_slots(hosts: list[dict], vms: list, data: st.DataObject) -> None:
     before = slots(build(hosts, vms))
     grow = data.draw(st.integers(0, len(hosts) - 1))
-    more_memory = build(hosts, vms, {grow: float(data.draw(st.integers(1, 64)))})
+    # The same VMs throughout: only capacity is added.
+    more_memory = build(hosts, vms, {grow: float(data.draw(st.integers(1, 64)))}, placed_as=hosts)
     after = slots(more_memory)
     assert all(after[key] >= value for key, value in before.items())
     bigger = [dict(h) for h in hosts]
     bigger[grow]["cpus"] += data.draw(st.integers(1, 16))
-    after = slots(build(bigger, vms))
+    after = slots(build(bigger, vms, placed_as=hosts))
     assert all(after[key] >= value for key, value in before.items())
-    with_new_host = build([*hosts, data.draw(host_spec)], vms)
+    with_new_host = build([*hosts, data.draw(host_spec)], vms, placed_as=hosts)
     after = slots(with_new_host)
     assert all(after[key] >= value for key, value in before.items())
 

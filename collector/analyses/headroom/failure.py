@@ -632,13 +632,16 @@ def _first_receivers(
         left = table.free[pair_g] - demand
         fits = (left >= 0).all(axis=1)
         fast[pair_c[~fits]] = False
-        old_g = shape_slots[:, pair_g].T  # (pairs, S)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            counts_g = np.floor(left[:, None, :] / requests[None, :, :] + EPSILON)
-        new_g = np.where(requests[None, :, :] > 0, counts_g, np.inf).min(axis=2)
-        new_g = np.where(np.isinf(old_g), old_g, np.minimum(new_g, old_g))
-        new_g = np.where(old_g > 0, np.maximum(new_g, 0.0), 0.0)
-        np.add.at(cost, pair_c, old_g - new_g)
+        step = max(1, 2**21 // max(1, requests.size))  # (pairs, S, R) temporaries of ~16 MB at most
+        for begin in range(0, len(pairs), step):
+            part = slice(begin, begin + step)
+            old_g = shape_slots[:, pair_g[part]].T  # (pairs, S)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                counts_g = np.floor(left[part, None, :] / requests[None, :, :] + EPSILON)
+            new_g = np.where(requests[None, :, :] > 0, counts_g, np.inf).min(axis=2)
+            new_g = np.where(np.isinf(old_g), old_g, np.minimum(new_g, old_g))
+            new_g = np.where(old_g > 0, np.maximum(new_g, 0.0), 0.0)
+            np.add.at(cost, pair_c[part], old_g - new_g)
     after = before[None, :] - shape_slots[:, hosts].T - cost
     best.offer_many(index[fast], after[fast])
     best.evaluated += int(fast.sum())
