@@ -664,7 +664,7 @@ def _front_receivers(
     mask: np.ndarray,
     before: np.ndarray,
     best: _Best,
-    chunk: int = 256,
+    chunk: int = 1024,
 ) -> list[int]:
     """First-fit decreasing for many single-host candidates in lockstep, when the load spills over hosts.
 
@@ -684,8 +684,11 @@ def _front_receivers(
     done: list[int] = []
     position = np.full(table.size, -1, dtype=np.int64)
     j_of = np.full(len(evacuation.classes), -1, dtype=np.int64)
-    for start in range(0, len(single), chunk):
-        index = np.array(single[start : start + chunk], dtype=np.int64)
+    r_count = table.free.shape[1]
+    free_all = table.free
+    begin, size = 0, chunk
+    while begin < len(single):
+        index = np.array(single[begin : begin + size], dtype=np.int64)
         hosts = np.array([int(candidates[i][1][0]) for i in index.tolist()], dtype=np.int64)
         n = len(hosts)
         cs, ks, held = evacuation.classes.held_on(hosts)
@@ -694,7 +697,11 @@ def _front_receivers(
         present = present[np.argsort(evacuation.rank[present], kind="stable")]
         rows = evacuation.row_of[present]
         prefixes = [evacuation.heads[row, : evacuation.head_len[row]] for row in rows.tolist()]
-        front = np.unique(np.concatenate([hosts, *prefixes]))
+        front = np.unique(np.concatenate(prefixes)) if prefixes else np.zeros(0, np.int64)
+        if n > 16 and n * len(front) * r_count > 2**21:
+            size = max(16, size // 2)  # the per-candidate free rows would pass ~16 MB: fewer at a time
+            continue
+        begin += n
         position[front] = np.arange(len(front))
         columns = [position[prefix] for prefix in prefixes]  # each class's prefix, in name order
         class_req = evacuation.requests[present]  # (K', R)
@@ -703,9 +710,12 @@ def _front_receivers(
         j_of[present] = np.arange(len(present))
         wanted_all = np.zeros((n, len(present)), dtype=np.int64)
         wanted_all[cs, j_of[ks]] = held
-        free = np.broadcast_to(table.free[front], (n, len(front), table.free.shape[1])).copy()
+        free = np.broadcast_to(free_all[front], (n, len(front), r_count)).copy()
         alive = np.ones((n, len(front)), dtype=bool)
-        alive[np.arange(n), position[hosts]] = False
+        dead_pos = position[hosts]
+        has_dead = dead_pos >= 0
+        alive[np.flatnonzero(has_dead), dead_pos[has_dead]] = False
+        touched = np.zeros((n, len(front)), dtype=bool)
         ok = np.ones(n, dtype=bool)
         for j in range(len(present)):
             wanted = wanted_all[:, j]
@@ -724,8 +734,9 @@ def _front_receivers(
             take = np.clip(want - placed_before, 0.0, fit)
             ok[who[take.sum(axis=1) < want[:, 0]]] = False
             free[np.ix_(who, cols)] = sub - take[:, :, None] * np.where(local[cols], q[None, :], 0.0)[None, :, :]
+            touched[np.ix_(who, cols)] |= take > 0
         position[front] = -1
-        touched = (free != table.free[front][None, :, :]).any(axis=2) & alive  # (n, F)
+        touched &= alive  # (n, F) hosts that received consumers
         tc, tf = np.nonzero(touched)
         with np.errstate(divide="ignore", invalid="ignore"):
             counts = np.floor(free[tc, tf][:, None, :] / requests[None, :, :] + EPSILON)  # (P, S, R)
