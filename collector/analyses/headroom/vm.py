@@ -59,6 +59,8 @@ class Isolation:
     mode: str
     host_tenants: list[frozenset[str] | None]
     tenant_hosts: dict[str, np.ndarray] = field(default_factory=dict)
+    _isolated: np.ndarray | None = field(default=None, repr=False)
+    """Hosts in any isolation aggregate (computed once)."""
 
     def mask(self, projects: frozenset[str] | None, size: int) -> np.ndarray:
         everywhere = np.ones(size, dtype=bool)
@@ -66,14 +68,19 @@ class Isolation:
             return everywhere
         check_hosts = self.mode in ("hosts", "both")
         check_tenants = self.mode in ("tenants", "both")
-        isolated = np.array([t is not None for t in self.host_tenants], dtype=bool)
+        if self._isolated is None:
+            self._isolated = np.array([t is not None for t in self.host_tenants], dtype=bool)
+        isolated = self._isolated
         if not projects:
             return ~isolated if check_hosts else everywhere
         result = np.zeros(size, dtype=bool)
+        nowhere = np.zeros(size, dtype=bool)
         for project in projects:
             allowed = everywhere
             if check_hosts:
-                allowed = ~isolated | np.array([t is not None and project in t for t in self.host_tenants], dtype=bool)
+                # tenant_hosts[project][h] is `project in host_tenants[h]` (build_isolation fills both):
+                # one vector per project, not a Python pass over every host.
+                allowed = ~isolated | self.tenant_hosts.get(project, nowhere)
             if check_tenants and project in self.tenant_hosts:
                 allowed = allowed & self.tenant_hosts[project]
             result |= allowed
