@@ -1,6 +1,6 @@
 """Headroom and N+1 time at scale: 2,000 compute hosts x 30 flavors, 5,000 nodes x 10 shapes (150k pods).
 
-    .venv/bin/python bench/bench_headroom.py [--runs 5] [--skip-curve]
+    .venv/bin/python bench/bench_headroom.py [--runs 5] [--skip-curve] [--one-pool 100000]
 
 Prints the median of several runs of: slot counting alone (flavor x host x resource), the whole
 `compute_headroom` with N+1 (every host a failure candidate, its consumers re-placed first-fit
@@ -8,10 +8,15 @@ decreasing on the survivors), and, as the baseline measured in the same run, a p
 doing the slot arithmetic the straightforward way (what os-capacity-style exporters do per provider).
 
 Then the N+1 curve: for growing estates (pods: 1,250 to 5,000 nodes at 30 pods a node; VMs: 2,000 to
-8,000 hosts), N+1 of every pool by brute force (every candidate re-placed one by one) and as computed
-(candidates evaluated at once where each displaced class lands on its first fitting host, the rest
-branch and bound), in the same run, with the answers checked identical. Targets (issue 14): 5,000
-nodes / 150k pods / 10 shapes <= 0.5 s; 8,000 VM hosts <= 1 s.
+8,000 hosts), consumer grouping (median of runs) and N+1 of every pool by brute force (every candidate
+re-placed one by one) and as computed (candidates evaluated at once where each displaced class lands on
+its first fitting host, the rest branch and bound), in the same run, with the answers checked
+identical, and grouping + N+1 against the targets (issue 14): 5,000 nodes / 150k pods / 10 shapes
+<= 0.5 s; 8,000 VM hosts <= 1 s.
+
+Then memory: the traced peak of grouping + N+1 of one pool as classes grow on the same hosts (it must
+not grow with classes x hosts), and one pool of `--one-pool` hypervisors (100k: 2M VMs, ~10k classes),
+in its own process, with its time and peak RSS.
 """
 
 from __future__ import annotations
