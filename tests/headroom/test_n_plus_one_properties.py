@@ -332,3 +332,44 @@ def test_adding_an_empty_host_never_lowers_n_plus_one(hosts: list[dict], vms: li
     for key, (slots, shortfall) in before.items():
         assert after[key][0] >= slots, (key, slots, after[key])
         assert after[key][1] <= shortfall, (key, shortfall, after[key])
+
+
+@SETTINGS
+@given(
+    st.lists(small_host, min_size=2, max_size=10),
+    st.lists(vm_spec, min_size=5, max_size=60),
+    st.integers(1, 4),
+    st.integers(1, 3),
+    st.integers(1, 3),
+)
+def test_blockwise_fitting_hosts_equal_the_plain_re_placement(
+    hosts: list[dict], vms: list, front: int, block: int, columns: int
+) -> None:
+    """Each class's fitting hosts are found in blocks of classes x hosts (memory bounded), and a walk past
+    the precomputed head scans on block by block: with blocks of 1-3, both N+1 computations still equal
+    the plain cumulative-sum re-placement of every failure."""
+    table, shapes, classes = vm_parts(vm_estate(hosts, vms))
+    result = slot_matrix(shapes.requests, table, shapes.eligible)
+    mask = table.pools == "az1"
+    saved = failure.FRONT, failure._Evacuation.BLOCK, failure._Evacuation.COLUMNS
+    try:
+        failure.FRONT, failure._Evacuation.BLOCK, failure._Evacuation.COLUMNS = front, block, columns
+        pruned = n_plus_one(table, shapes, result, classes, mask)
+        brute = n_plus_one(table, shapes, result, classes, mask, exhaustive=True)
+        evacuation = failure._Evacuation(table, classes, mask)
+        evacuation._prepare()
+        everywhere = np.arange(len(evacuation.columns))
+        for k in evacuation.relevant.tolist():
+            # every fitting host today, in name order: the head, then the block-by-block scan
+            fitting = evacuation.columns[evacuation.fit(np.array([k]), everywhere)[0] > 0].tolist()
+            assert list(evacuation.targets(k)) == fitting
+            row = evacuation.row_of[k]
+            assert evacuation.heads[row, : evacuation.head_len[row]].tolist() == fitting[: front + 1]
+    finally:
+        failure.FRONT, failure._Evacuation.BLOCK, failure._Evacuation.COLUMNS = saved
+    slots, names, worst, _ = expected(every_failure(table, shapes, classes, mask), len(shapes))
+    for computed in (pruned, brute):
+        for s in range(len(shapes)):
+            if slots[s] is not None:
+                assert (computed.slots_after[s], computed.domain[s]) == (max(slots[s], 0.0), names[s])
+        assert float(computed.shortfall[0]) == worst
