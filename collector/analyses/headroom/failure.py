@@ -297,7 +297,8 @@ class _Evacuation:
             rows = by_start[begin : begin + self.BLOCK]
             cursor = int(starts[rows].min())
             while len(rows) and cursor < c_count:
-                cols = np.arange(cursor, min(cursor + self.COLUMNS, c_count))
+                # no further than the last host any of these classes may use
+                cols = np.arange(cursor, min(cursor + self.COLUMNS, c_count, int(stops[rows].max()) + 1))
                 fits = self.fit(ks[rows], cols) > 0
                 r_idx, c_idx = np.nonzero(fits)
                 if len(r_idx):
