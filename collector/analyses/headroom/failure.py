@@ -709,35 +709,40 @@ def _front_receivers(
         local = ~table.shared[front]  # (F, R)
         old_front = shape_slots[:, front].T  # (F, S)
         j_of[present] = np.arange(len(present))
-        wanted_all = np.zeros((n, len(present)), dtype=np.int64)
-        wanted_all[cs, j_of[ks]] = held
+        # Per class (in rank order), the candidates holding it and how many: one sort of the pairs.
+        by_class = np.lexsort((cs, j_of[ks]))
+        pair_j, pair_c, pair_n = j_of[ks][by_class], cs[by_class], held[by_class]
+        bounds = np.searchsorted(pair_j, np.arange(len(present) + 1))
         free = np.broadcast_to(free_all[front], (n, len(front), r_count)).copy()
-        alive = np.ones((n, len(front)), dtype=bool)
-        dead_pos = position[hosts]
-        has_dead = dead_pos >= 0
-        alive[np.flatnonzero(has_dead), dead_pos[has_dead]] = False
-        touched = np.zeros((n, len(front)), dtype=bool)
+        dead_pos = position[hosts]  # -1: the lost host is in no prefix of this chunk
+        touched_c: list[np.ndarray] = []
+        touched_f: list[np.ndarray] = []
         ok = np.ones(n, dtype=bool)
         for j in range(len(present)):
-            wanted = wanted_all[:, j]
-            who = np.flatnonzero(wanted > 0)
+            who = pair_c[bounds[j] : bounds[j + 1]]
+            want = pair_n[bounds[j] : bounds[j + 1]][:, None].astype(float)
             q = class_req[j]
             cols = columns[j]
-            sub = free[np.ix_(who, cols)]  # (w, c, R)
+            w, c = who[:, None], cols[None, :]
+            sub = free[w, c]  # (w, c, R)
             fit = np.full((len(who), len(cols)), float(_BIG))
             for r in np.flatnonzero(q > 0).tolist():
                 count = np.floor(sub[:, :, r] / q[r] + EPSILON)
                 fit = np.minimum(fit, np.where(local[None, cols, r], count, float(_BIG)))
-            fit = np.where(alive[np.ix_(who, cols)], np.maximum(fit, 0.0), 0.0)
-            want = wanted[who][:, None].astype(float)
+            alive = c != dead_pos[who][:, None]
+            fit = np.where(alive, np.maximum(fit, 0.0), 0.0)
             fit = np.minimum(fit, want)
             placed_before = np.cumsum(fit, axis=1) - fit
             take = np.clip(want - placed_before, 0.0, fit)
             ok[who[take.sum(axis=1) < want[:, 0]]] = False
-            free[np.ix_(who, cols)] = sub - take[:, :, None] * np.where(local[cols], q[None, :], 0.0)[None, :, :]
-            touched[np.ix_(who, cols)] |= take > 0
+            free[w, c] = sub - take[:, :, None] * np.where(local[cols], q[None, :], 0.0)[None, :, :]
+            tw, tf = np.nonzero(take > 0)
+            touched_c.append(who[tw])
+            touched_f.append(cols[tf])
         position[front] = -1
-        touched &= alive  # (n, F) hosts that received consumers
+        touched = np.zeros((n, len(front)), dtype=bool)
+        if touched_c:
+            touched[np.concatenate(touched_c), np.concatenate(touched_f)] = True
         tc, tf = np.nonzero(touched)
         with np.errstate(divide="ignore", invalid="ignore"):
             counts = np.floor(free[tc, tf][:, None, :] / requests[None, :, :] + EPSILON)  # (P, S, R)
