@@ -373,3 +373,39 @@ def test_blockwise_fitting_hosts_equal_the_plain_re_placement(
             if slots[s] is not None:
                 assert (computed.slots_after[s], computed.domain[s]) == (max(slots[s], 0.0), names[s])
         assert float(computed.shortfall[0]) == worst
+
+
+@SETTINGS
+@given(
+    st.lists(small_host, min_size=2, max_size=10),
+    st.lists(vm_spec, min_size=5, max_size=60),
+    st.lists(st.sampled_from(["za", "zb", "zc"]), min_size=10, max_size=10),
+)
+def test_zone_failures_pruned_equal_brute_force(hosts: list[dict], vms: list, zones: list[str]) -> None:
+    """A pool spanning zones loses a whole zone: several hosts' consumers at once (the branch-and-bound
+    path, bounds and displaced counts summed over the zone's hosts)."""
+    e = vm_estate(hosts, vms)
+    for i, host in enumerate(e.hosts):
+        host["zone"] = zones[i]
+    table, shapes, classes = vm_parts(e)
+    result = slot_matrix(shapes.requests, table, shapes.eligible)
+    mask = table.pools == "az1"
+    pruned = n_plus_one(table, shapes, result, classes, mask, "zone")
+    brute = n_plus_one(table, shapes, result, classes, mask, "zone", exhaustive=True)
+    assert same(pruned, brute), (pruned, brute)
+    if len({z for z in table.zones[mask] if z}) < 2:
+        return  # one zone: host failures, covered above
+    counts = classes.counts_matrix()
+    failures = []
+    for zone in sorted({z for z in table.zones[mask] if z}):
+        dead = mask & (table.zones == zone)
+        targets = mask & ~dead
+        outcome = replace_consumers(table, classes, counts[:, dead].sum(axis=1), targets)
+        after = slot_matrix(shapes.requests, table, shapes.eligible, free=outcome.free)
+        totals, _ = pool_totals(after, shapes.requests, table, targets)
+        failures.append((zone, totals, float(outcome.unplaced.sum())))
+    slots, names, worst, domain = expected(failures, len(shapes))
+    for s in range(len(shapes)):
+        if slots[s] is not None:
+            assert (pruned.slots_after[s], pruned.domain[s]) == (max(slots[s], 0.0), names[s])
+    assert (float(pruned.shortfall[0]), pruned.shortfall_domain) == (worst, domain)
