@@ -135,11 +135,12 @@ def test_replacement_never_overfills_a_host() -> None:
     dead = table.index()["a"]
     targets = np.ones(table.size, dtype=bool)
     targets[dead] = False
-    outcome = replace_consumers(table, classes, classes.counts[:, dead], targets)
-    load = outcome.placed.T @ classes.requests
+    outcome = replace_consumers(table, classes, classes.displaced(np.array([dead])), targets)
+    placed = outcome.placed_matrix(len(classes))
+    load = placed.T @ classes.requests
     assert (load <= table.free + 1e-6).all()
     assert outcome.unplaced.sum() == 0  # 3 x 8 + 4 x 2 = 32 GiB fits in 40 + 16
-    assert outcome.placed.sum() == 7
+    assert placed.sum() == 7
 
 
 def test_failure_interval_reuses_recent_results_capped_at_current_slots() -> None:

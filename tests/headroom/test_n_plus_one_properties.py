@@ -95,12 +95,13 @@ def every_failure(
 ) -> list[tuple[str, np.ndarray, float]]:
     """Independent reference: every candidate host re-placed with `replace_consumers`, slots recounted."""
     result = slot_matrix(shapes.requests, table, shapes.eligible)
-    loaded = classes.counts.sum(axis=0) > 0 if len(classes) else np.zeros(table.size, dtype=bool)
+    counts = classes.counts_matrix()
+    loaded = counts.sum(axis=0) > 0 if len(classes) else np.zeros(table.size, dtype=bool)
     out = []
     for h in np.flatnonzero(mask & (loaded | (result.slots > 0).any(axis=0))):
         targets = mask.copy()
         targets[h] = False
-        displaced = classes.counts[:, h] if len(classes) else np.zeros(0, dtype=np.int64)
+        displaced = counts[:, h] if len(classes) else np.zeros(0, dtype=np.int64)
         outcome = replace_consumers(table, classes, displaced, targets)
         survivors = table.copy()
         for (pool, resource), left in outcome.shared_free.items():
@@ -331,3 +332,80 @@ def test_adding_an_empty_host_never_lowers_n_plus_one(hosts: list[dict], vms: li
     for key, (slots, shortfall) in before.items():
         assert after[key][0] >= slots, (key, slots, after[key])
         assert after[key][1] <= shortfall, (key, shortfall, after[key])
+
+
+@SETTINGS
+@given(
+    st.lists(small_host, min_size=2, max_size=10),
+    st.lists(vm_spec, min_size=5, max_size=60),
+    st.integers(1, 4),
+    st.integers(1, 3),
+    st.integers(1, 3),
+)
+def test_blockwise_fitting_hosts_equal_the_plain_re_placement(
+    hosts: list[dict], vms: list, front: int, block: int, columns: int
+) -> None:
+    """Each class's fitting hosts are found in blocks of classes x hosts (memory bounded), and a walk past
+    the precomputed head scans on block by block: with blocks of 1-3, both N+1 computations still equal
+    the plain cumulative-sum re-placement of every failure."""
+    table, shapes, classes = vm_parts(vm_estate(hosts, vms))
+    result = slot_matrix(shapes.requests, table, shapes.eligible)
+    mask = table.pools == "az1"
+    saved = failure.FRONT, failure._Evacuation.BLOCK, failure._Evacuation.COLUMNS
+    try:
+        failure.FRONT, failure._Evacuation.BLOCK, failure._Evacuation.COLUMNS = front, block, columns
+        pruned = n_plus_one(table, shapes, result, classes, mask)
+        brute = n_plus_one(table, shapes, result, classes, mask, exhaustive=True)
+        evacuation = failure._Evacuation(table, classes, mask)
+        evacuation._prepare()
+        everywhere = np.arange(len(evacuation.columns))
+        for k in evacuation.relevant.tolist():
+            # every fitting host today, in name order: the head, then the block-by-block scan
+            fitting = evacuation.columns[evacuation.fit(np.array([k]), everywhere)[0] > 0].tolist()
+            assert list(evacuation.targets(k)) == fitting
+            row = evacuation.row_of[k]
+            assert evacuation.heads[row, : evacuation.head_len[row]].tolist() == fitting[: front + 1]
+    finally:
+        failure.FRONT, failure._Evacuation.BLOCK, failure._Evacuation.COLUMNS = saved
+    slots, names, worst, _ = expected(every_failure(table, shapes, classes, mask), len(shapes))
+    for computed in (pruned, brute):
+        for s in range(len(shapes)):
+            if slots[s] is not None:
+                assert (computed.slots_after[s], computed.domain[s]) == (max(slots[s], 0.0), names[s])
+        assert float(computed.shortfall[0]) == worst
+
+
+@SETTINGS
+@given(
+    st.lists(small_host, min_size=2, max_size=10),
+    st.lists(vm_spec, min_size=5, max_size=60),
+    st.lists(st.sampled_from(["za", "zb", "zc"]), min_size=10, max_size=10),
+)
+def test_zone_failures_pruned_equal_brute_force(hosts: list[dict], vms: list, zones: list[str]) -> None:
+    """A pool spanning zones loses a whole zone: several hosts' consumers at once (the branch-and-bound
+    path, bounds and displaced counts summed over the zone's hosts)."""
+    e = vm_estate(hosts, vms)
+    for i, host in enumerate(e.hosts):
+        host["zone"] = zones[i]
+    table, shapes, classes = vm_parts(e)
+    result = slot_matrix(shapes.requests, table, shapes.eligible)
+    mask = table.pools == "az1"
+    pruned = n_plus_one(table, shapes, result, classes, mask, "zone")
+    brute = n_plus_one(table, shapes, result, classes, mask, "zone", exhaustive=True)
+    assert same(pruned, brute), (pruned, brute)
+    if len({z for z in table.zones[mask] if z}) < 2:
+        return  # one zone: host failures, covered above
+    counts = classes.counts_matrix()
+    failures = []
+    for zone in sorted({z for z in table.zones[mask] if z}):
+        dead = mask & (table.zones == zone)
+        targets = mask & ~dead
+        outcome = replace_consumers(table, classes, counts[:, dead].sum(axis=1), targets)
+        after = slot_matrix(shapes.requests, table, shapes.eligible, free=outcome.free)
+        totals, _ = pool_totals(after, shapes.requests, table, targets)
+        failures.append((zone, totals, float(outcome.unplaced.sum())))
+    slots, names, worst, domain = expected(failures, len(shapes))
+    for s in range(len(shapes)):
+        if slots[s] is not None:
+            assert (pruned.slots_after[s], pruned.domain[s]) == (max(slots[s], 0.0), names[s])
+    assert (float(pruned.shortfall[0]), pruned.shortfall_domain) == (worst, domain)

@@ -38,8 +38,17 @@ host_spec = st.fixed_dictionaries(
 vm_spec = st.tuples(st.integers(0, 7), st.sampled_from(sorted(FLAVORS)))
 
 
-def build(hosts: list[dict], vms: list[tuple[int, str]], extra_memory: dict[int, float] | None = None) -> Estate:
-    """An estate of `hosts`; VMs are kept only where they fit (as Placement would have allowed)."""
+def build(
+    hosts: list[dict],
+    vms: list[tuple[int, str]],
+    extra_memory: dict[int, float] | None = None,
+    placed_as: list[dict] | None = None,
+) -> Estate:
+    """An estate of `hosts`; VMs are kept only where they fit (as Placement would have allowed).
+
+    `placed_as`: decide which VMs exist as on these hosts (the estate before capacity was added), so
+    added capacity does not also add the VMs that only fit on it.
+    """
     e = Estate()
     free = {}
     for i, spec in enumerate(hosts):
@@ -58,11 +67,16 @@ def build(hosts: list[dict], vms: list[tuple[int, str]], extra_memory: dict[int,
             traits=("CUSTOM_SSD",) if spec["ssd"] else (),
         )
         free[i] = {"vcpu": spec["cpus"] * spec["ratio"], "pcpu": float(spec["pcpus"]), "memory": memory * GIB}
+    if placed_as is not None:
+        free = {
+            i: {"vcpu": spec["cpus"] * spec["ratio"], "pcpu": float(spec["pcpus"]), "memory": spec["memory"] * GIB}
+            for i, spec in enumerate(placed_as)
+        }
     for name, (cpus, memory) in FLAVORS.items():
         cpu_class = "pcpu" if name == "pinned" else "vcpu"
         e.flavor(name, {cpu_class: cpus, "memory": memory * GIB}, required=("CUSTOM_SSD",) if name == "medium" else ())
     for n, (h, name) in enumerate(vms):
-        if h >= len(hosts):
+        if h >= len(free):
             continue
         cpus, memory = FLAVORS[name]
         cpu_class = "pcpu" if name == "pinned" else "vcpu"
@@ -84,14 +98,15 @@ def slots(e: Estate) -> dict[tuple[str, str, str], float]:
 def test_adding_capacity_never_lowers_slots(hosts: list[dict], vms: list, data: st.DataObject) -> None:
     before = slots(build(hosts, vms))
     grow = data.draw(st.integers(0, len(hosts) - 1))
-    more_memory = build(hosts, vms, {grow: float(data.draw(st.integers(1, 64)))})
+    # The same VMs throughout: only capacity is added.
+    more_memory = build(hosts, vms, {grow: float(data.draw(st.integers(1, 64)))}, placed_as=hosts)
     after = slots(more_memory)
     assert all(after[key] >= value for key, value in before.items())
     bigger = [dict(h) for h in hosts]
     bigger[grow]["cpus"] += data.draw(st.integers(1, 16))
-    after = slots(build(bigger, vms))
+    after = slots(build(bigger, vms, placed_as=hosts))
     assert all(after[key] >= value for key, value in before.items())
-    with_new_host = build([*hosts, data.draw(host_spec)], vms)
+    with_new_host = build([*hosts, data.draw(host_spec)], vms, placed_as=hosts)
     after = slots(with_new_host)
     assert all(after[key] >= value for key, value in before.items())
 
@@ -126,15 +141,17 @@ def test_replacement_never_overfills_a_host(hosts: list[dict], vms: list, data: 
     dead = data.draw(st.integers(0, table.size - 1))
     targets = np.ones(table.size, dtype=bool)
     targets[dead] = False
-    displaced = classes.counts[:, dead]
+    displaced = classes.counts_matrix()[:, dead]
+    assert (classes.displaced(np.array([dead])) == displaced).all()
     outcome = replace_consumers(table, classes, displaced, targets)
-    load = outcome.placed.T @ classes.requests[:, : len(table.resources)]
+    placed = outcome.placed_matrix(len(classes))
+    load = placed.T @ classes.requests[:, : len(table.resources)]
     assert (load <= table.free + 1e-6).all(), "a host got more than its free capacity"
     assert (outcome.free >= -1e-6).all()
-    assert (outcome.placed[:, dead] == 0).all() and (outcome.placed[:, ~table.active] == 0).all()
-    assert (outcome.placed.sum(axis=1) + outcome.unplaced == displaced).all()
+    assert (placed[:, dead] == 0).all() and (placed[:, ~table.active] == 0).all()
+    assert (placed.sum(axis=1) + outcome.unplaced == displaced).all()
     # every placement honours the class's constraints
-    assert not (outcome.placed > 0)[~classes.eligible].any()
+    assert not (placed > 0)[~classes.eligible_matrix()].any()
 
 
 def _reference_n_plus_one(
@@ -146,11 +163,12 @@ def _reference_n_plus_one(
     """
     result = slot_matrix(shapes.requests, table, shapes.eligible)
     best: list[tuple[float, float, str] | None] = [None] * len(shapes)
-    loaded = classes.counts.sum(axis=0) > 0
+    counts = classes.counts_matrix()
+    loaded = counts.sum(axis=0) > 0
     for h in np.flatnonzero(mask & (loaded | (result.slots > 0).any(axis=0))):
         targets = mask.copy()
         targets[h] = False
-        outcome = replace_consumers(table, classes, classes.counts[:, h], targets)
+        outcome = replace_consumers(table, classes, counts[:, h], targets)
         after = slot_matrix(shapes.requests, table, shapes.eligible, free=outcome.free)
         totals, _ = pool_totals(after, shapes.requests, table, targets)
         shortfall = float(outcome.unplaced.sum())

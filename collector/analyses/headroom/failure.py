@@ -60,13 +60,20 @@ class FailureResult:
 class Replacement:
     """The outcome of re-placing displaced consumers: per class and host, how many landed where."""
 
-    placed: np.ndarray
-    """(K, H)"""
+    placed: dict[int, np.ndarray]
+    """class -> (H,) how many of its consumers landed on each host (classes that moved only)."""
     unplaced: np.ndarray
     """(K,)"""
     free: np.ndarray
     """(H, R) free capacity after the re-placement."""
     shared_free: dict[tuple[str, str], float]
+
+    def placed_matrix(self, classes: int) -> np.ndarray:
+        """(K, H) dense `placed`: for small estates and tests only."""
+        matrix = np.zeros((classes, self.free.shape[0]), dtype=np.int64)
+        for k, row in self.placed.items():
+            matrix[k] = row
+        return matrix
 
 
 def class_order(table: HostTable, requests: np.ndarray) -> np.ndarray:
@@ -95,7 +102,7 @@ def replace_consumers(
     requests = widen(classes.requests, len(table.resources))
     free = (table.free if free is None else free).copy()
     shared_free = {key: provider.free for key, provider in table.shared_providers.items()}
-    placed = np.zeros((len(classes), table.size), dtype=np.int64)
+    placed: dict[int, np.ndarray] = {}
     unplaced = np.zeros(len(classes), dtype=np.int64)
     order = class_order(table, requests) if order is None else order
     for k in order:
@@ -103,14 +110,15 @@ def replace_consumers(
         if wanted <= 0:
             continue
         q = requests[k]
-        allowed = classes.eligible[k] & targets & table.active
+        allowed = classes.eligible_of(k) & targets & table.active
+        landed = placed.setdefault(int(k), np.zeros(table.size, dtype=np.int64))
         while wanted > 0 and allowed.any():
             fit = _fit(table, q, free, allowed)
             fit = np.minimum(fit, wanted)
             before = np.cumsum(fit) - fit
             take = np.clip(wanted - before, 0, fit).astype(np.int64)
             capped_pool = _charge_other_pools(table, q, take, classes.pools[k], shared_free)
-            placed[k] += take
+            landed += take
             wanted -= int(take.sum())
             local = ~table.shared
             free -= take[:, None] * np.where(local, q[None, :], 0.0)
@@ -207,14 +215,17 @@ class _PoolSums:
 class _Evacuation:
     """First-fit decreasing re-placement, precomputed for many failure candidates of one pool.
 
-    Each class's fit on every target host is computed once with today's free capacity (`fit0`);
-    placing consumers only lowers free capacity, so a host where a class did not fit before never
-    fits during a re-placement, and only the few hosts that received consumers need recomputing.
-    A re-placement therefore walks each displaced class's list of fitting hosts in name order and
-    usually stops after one or two hosts: O(displaced classes) instead of O(classes x hosts).
+    Placing consumers only lowers free capacity, so a host where a class did not fit before (with
+    today's free capacity) never fits during a re-placement, and only the few hosts that received
+    consumers need recomputing. A re-placement therefore walks each displaced class's fitting hosts
+    in name order and usually stops after one or two: O(displaced classes) instead of O(classes x
+    hosts). Only each class's first FRONT + 1 fitting hosts are kept (`heads`); a walk that goes
+    further scans on in blocks. Memory is O(classes x FRONT + block), never classes x hosts.
     """
 
-    BLOCK = 256
+    BLOCK = 64
+    COLUMNS = 2048
+    """Fit is computed for at most BLOCK classes x COLUMNS hosts at a time."""
 
     def __init__(self, table: HostTable, classes: ConsumerClasses, mask: np.ndarray):
         self.table = table
@@ -230,37 +241,93 @@ class _Evacuation:
         self.columns = np.flatnonzero(table.active & mask)
         self.column_of = np.full(table.size, -1, dtype=np.int64)
         self.column_of[self.columns] = np.arange(len(self.columns))
-        relevant = np.flatnonzero(classes.counts[:, mask].sum(axis=1) > 0) if k_count else np.zeros(0, np.int64)
+        relevant = np.unique(classes.held_class[mask[classes.held_host]]) if k_count else np.zeros(0, np.int64)
+        self.relevant = relevant
         self.row_of = np.full(k_count, -1, dtype=np.int64)
         self.row_of[relevant] = np.arange(len(relevant))
-        self.fit0 = np.zeros((len(relevant), len(self.columns)), dtype=np.int64)
-        self.targets: list[np.ndarray] = []
-        cols = self.columns
-        for start in range(0, len(relevant), self.BLOCK):
-            ks = relevant[start : start + self.BLOCK]
-            fit = np.full((len(ks), len(cols)), np.inf)
-            for r in range(self.requests.shape[1]):
-                q = self.requests[ks, r][:, None]
-                asked = q > 0
-                if not asked.any():
-                    continue
-                admissible = (q <= table.max_unit[None, cols, r] * (1 + EPSILON)) & (
-                    q >= table.min_unit[None, cols, r] - EPSILON
-                )
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    count = np.floor(self.free[None, cols, r] / q + EPSILON)
-                count = np.where(table.present[None, cols, r] & admissible, count, 0.0)
-                count = np.where(table.shared[None, cols, r], np.inf, count)
-                fit = np.where(asked, np.minimum(fit, count), fit)
-            fit = np.where(classes.eligible[np.ix_(ks, cols)], fit, 0.0)
-            block = np.minimum(fit, _BIG).astype(np.int64)
-            self.fit0[start : start + len(ks)] = block
-            self.targets.extend(cols[row > 0] for row in block)
-        self.first_targets = np.array([t[0] if len(t) else -1 for t in self.targets], dtype=np.int64)
-        self.second_targets = np.array([t[1] if len(t) > 1 else -1 for t in self.targets], dtype=np.int64)
-        self.counts = classes.counts
         self.classes = classes
+        self.heads, self.head_len = self._heads(relevant, FRONT + 1)
+        self.first_targets = self.heads[:, 0].copy()
+        self.second_targets = self.heads[:, 1].copy()
         self.prepared = False
+
+    def fit(self, ks: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(len(ks), len(cols)) how many consumers of classes `ks` fit on columns `cols` today (0: ineligible)."""
+        table = self.table
+        hosts = self.columns[cols]
+        fit = np.full((len(ks), len(hosts)), np.inf)
+        for r in range(self.requests.shape[1]):
+            q = self.requests[ks, r][:, None]
+            asked = q > 0
+            if not asked.any():
+                continue
+            admissible = (q <= table.max_unit[None, hosts, r] * (1 + EPSILON)) & (
+                q >= table.min_unit[None, hosts, r] - EPSILON
+            )
+            with np.errstate(divide="ignore", invalid="ignore"):
+                count = np.floor(self.free[None, hosts, r] / q + EPSILON)
+            count = np.where(table.present[None, hosts, r] & admissible, count, 0.0)
+            count = np.where(table.shared[None, hosts, r], np.inf, count)
+            fit = np.where(asked, np.minimum(fit, count), fit)
+        fit = np.where(self.classes.eligible_block(ks, hosts), fit, 0.0)
+        result: np.ndarray = np.minimum(fit, _BIG).astype(np.int64)
+        return result
+
+    def _heads(self, ks: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each class's first `width` fitting hosts in name order (-1 padded), and how many it has.
+
+        Scans columns in blocks from the first host the class's constraints allow, and stops for a
+        class once it has `width`: a class that fits on most hosts costs one block, not the pool.
+        """
+        heads = np.full((len(ks), max(width, 2)), -1, dtype=np.int64)
+        found = np.zeros(len(ks), dtype=np.int64)
+        c_count = len(self.columns)
+        if not len(ks) or not c_count:
+            return heads, found
+        masks = self.classes.masks[:, self.columns]
+        any_host = masks.any(axis=1)
+        first_allowed = np.where(any_host, masks.argmax(axis=1), c_count)
+        last_allowed = np.where(any_host, c_count - 1 - masks[:, ::-1].argmax(axis=1), -1)
+        del masks
+        starts = first_allowed[self.classes.mask_of[ks]]
+        stops = last_allowed[self.classes.mask_of[ks]]
+        # Classes whose hosts start near each other share blocks: a block scans from its first start.
+        by_start = np.argsort(starts, kind="stable")
+        for begin in range(0, len(ks), self.BLOCK):
+            rows = by_start[begin : begin + self.BLOCK]
+            cursor = int(starts[rows].min())
+            while len(rows) and cursor < c_count:
+                # no further than the last host any of these classes may use
+                cols = np.arange(cursor, min(cursor + self.COLUMNS, c_count, int(stops[rows].max()) + 1))
+                fits = self.fit(ks[rows], cols) > 0
+                r_idx, c_idx = np.nonzero(fits)
+                if len(r_idx):
+                    per_row = np.bincount(r_idx, minlength=len(rows))
+                    rank = np.arange(len(r_idx)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+                    need = width - found[rows]
+                    take = rank < need[r_idx]
+                    target_rows = rows[r_idx[take]]
+                    heads[target_rows, found[target_rows] + rank[take]] = self.columns[cols[c_idx[take]]]
+                    found[rows] += np.minimum(per_row, need)
+                cursor = int(cols[-1]) + 1
+                rows = rows[(found[rows] < width) & (stops[rows] >= cursor)]  # past its last allowed host: done
+                if len(rows):
+                    cursor = max(cursor, int(starts[rows].min()))
+        return heads, found
+
+    def targets(self, k: int) -> Iterator[int]:
+        """Class k's fitting hosts today, in name order: its head, then further blocks on demand."""
+        row = self.row_of[k]
+        length = int(self.head_len[row])
+        yield from self.head_lists[row]
+        if length < FRONT + 1:
+            return  # the head holds every fitting host
+        cursor = int(self.column_of[self.heads[row, length - 1]]) + 1
+        ks = np.array([k], dtype=np.int64)
+        while cursor < len(self.columns):
+            cols = np.arange(cursor, min(cursor + self.COLUMNS, len(self.columns)))
+            yield from self.columns[cols[self.fit(ks, cols)[0] > 0]].tolist()
+            cursor = int(cols[-1]) + 1
 
     def _prepare(self) -> None:
         """What one-by-one re-placements need, built on first use (the vectorised path needs none of it)."""
@@ -268,9 +335,8 @@ class _Evacuation:
             return
         self.prepared = True
         table = self.table
-        self.heads = [t[:HEAD].tolist() for t in self.targets]
+        self.head_lists = [row[:n].tolist() for row, n in zip(self.heads, self.head_len.tolist(), strict=True)]
         self.rank_list = self.rank.tolist()
-        self.held = self.classes.held_by_host()
         # Plain Python rows and request lists: a re-placement touches a handful of tiny vectors, where
         # numpy's per-call overhead would dominate.
         self.free_rows = self.free.tolist()
@@ -280,10 +346,13 @@ class _Evacuation:
         self.home_list = [str(p) for p in self.home]
         self.shared_any: list[bool] = np.asarray(table.shared.any(axis=1), dtype=bool).tolist()
 
-    def counts_of(self, ks: np.ndarray, hosts: np.ndarray) -> np.ndarray:
-        """(len(ks), len(hosts)) consumers of classes `ks` held on `hosts`."""
-        result: np.ndarray = self.counts[np.ix_(ks, hosts)]
-        return result
+    def displaced(self, dead: np.ndarray) -> dict[int, int]:
+        """Class -> consumers held on the `dead` hosts."""
+        _, ks, counts = self.classes.held_on(dead)
+        out: dict[int, int] = {}
+        for k, n in zip(ks.tolist(), counts.tolist(), strict=True):
+            out[k] = out.get(k, 0) + n
+        return out
 
     def _fit_row(self, k: int, h: int, row: list[float]) -> int:
         local = self.local_rows[h]
@@ -296,10 +365,7 @@ class _Evacuation:
     def run(self, dead: np.ndarray) -> tuple[dict[int, list[float]], int, dict[tuple[str, str], float]]:
         """Re-place the consumers of `dead` hosts; returns (new free rows by host, homeless, shared free)."""
         self._prepare()
-        displaced: dict[int, int] = {}
-        for h in dead.tolist():
-            for k, n in self.held.get(h, ()):
-                displaced[k] = displaced.get(k, 0) + n
+        displaced = self.displaced(dead)
         dead_set = set(dead.tolist())
         changed: dict[int, list[float]] = {}
         shared_free: dict[tuple[str, str], float] = {}
@@ -308,13 +374,11 @@ class _Evacuation:
         for k in sorted(displaced, key=rank.__getitem__):
             wanted = displaced[k]
             asks = self.asks[k]
-            row_index = self.row_of[k]
-            fit0 = self.fit0[row_index]
-            for h in _walk(self.heads[row_index], self.targets[row_index]):
+            for h in self.targets(k):
                 if h in dead_set:
                     continue
                 row = changed.get(h)
-                fit = int(fit0[self.column_of[h]]) if row is None else self._fit_row(k, h, row)
+                fit = self._fit_row(k, h, self.free_rows[h] if row is None else row)
                 take = min(fit, wanted)
                 if take <= 0:
                     continue
@@ -336,16 +400,15 @@ class _Evacuation:
 
     def absorbable(self, dead: np.ndarray) -> bool:
         """True when one surviving host could take every consumer of `dead` (then FFD leaves none out)."""
-        self._prepare()
-        displaced: dict[int, int] = {}
-        for h in dead.tolist():
-            for k, n in self.held.get(h, ()):
-                displaced[k] = displaced.get(k, 0) + n
+        displaced = self.displaced(dead)
         if not displaced:
             return True
         ks = np.fromiter(displaced, dtype=np.int64)
         counts = np.fromiter(displaced.values(), dtype=float)
-        ok = (self.fit0[self.row_of[ks]] > 0).all(axis=0)
+        ok = np.ones(len(self.columns), dtype=bool)
+        for start in range(0, len(self.columns), self.COLUMNS):
+            cols = np.arange(start, min(start + self.COLUMNS, len(self.columns)))
+            ok[cols] = (self.fit(ks, cols) > 0).all(axis=0)
         ok &= ~np.isin(self.columns, dead)
         demand = counts @ self.requests[ks]
         local = self.local[self.columns]
@@ -370,16 +433,6 @@ class _Evacuation:
 
 
 _BIG = 2**31
-
-
-HEAD = 8
-
-
-def _walk(head: list[int], hosts: np.ndarray) -> Iterator[int]:
-    """Host indices as Python ints: the first few precomputed (walks usually stop after one or two)."""
-    yield from head
-    for start in range(HEAD, len(hosts), 64):
-        yield from hosts[start : start + 64].tolist()
 
 
 def _slots_on(
@@ -463,7 +516,7 @@ def n_plus_one(
             dead = candidates[i][1]
             if evacuation.absorbable(dead):
                 continue  # no one can be left homeless, and the slots it can cost change nothing
-            displaced = float(classes.counts[:, dead].sum()) if len(classes) else 0.0
+            displaced = float(classes.held_total(dead))
             if not best.could_lower(i, np.zeros_like(before)) and not best.could_strand(i, displaced):
                 continue
         evaluate(i)
@@ -564,31 +617,32 @@ def _first_receivers(
     n, s_count = len(hosts), shape_slots.shape[0]
     fast = np.ones(n, dtype=bool)
     cost = np.zeros((n, s_count))  # slots the receivers lose, per candidate
-    rows = np.flatnonzero(evacuation.row_of >= 0)
-    if len(rows):
-        counts = evacuation.counts_of(rows, hosts)  # (K', n)
-        ks, cs = np.nonzero(counts)
-        if len(ks):
-            first = evacuation.first_targets[ks]
-            second = evacuation.second_targets[ks]
-            g = np.where(first != hosts[cs], first, second)
-            fast[cs[g < 0]] = False  # a class with nowhere else to go: one by one
-            ok = g >= 0
-            ks, cs, g = ks[ok], cs[ok], g[ok]
-            pairs, pair_of = np.unique(cs * table.size + g, return_inverse=True)
-            pair_c, pair_g = pairs // table.size, pairs % table.size
-            demand = np.zeros((len(pairs), requests.shape[1]))
-            np.add.at(demand, pair_of, counts[ks, cs][:, None] * evacuation.requests[rows[ks]])
-            left = table.free[pair_g] - demand
-            fits = (left >= 0).all(axis=1)
-            fast[pair_c[~fits]] = False
-            old_g = shape_slots[:, pair_g].T  # (pairs, S)
+    cs, ks, held = evacuation.classes.held_on(hosts)  # one entry per (candidate, class) it holds
+    if len(ks):
+        rows = evacuation.row_of[ks]
+        first = evacuation.first_targets[rows]
+        second = evacuation.second_targets[rows]
+        g = np.where(first != hosts[cs], first, second)
+        fast[cs[g < 0]] = False  # a class with nowhere else to go: one by one
+        ok = g >= 0
+        ks, cs, g, held = ks[ok], cs[ok], g[ok], held[ok]
+        pairs, pair_of = np.unique(cs * table.size + g, return_inverse=True)
+        pair_c, pair_g = pairs // table.size, pairs % table.size
+        demand = np.zeros((len(pairs), requests.shape[1]))
+        np.add.at(demand, pair_of, held[:, None] * evacuation.requests[ks])
+        left = table.free[pair_g] - demand
+        fits = (left >= 0).all(axis=1)
+        fast[pair_c[~fits]] = False
+        step = max(1, 2**21 // max(1, requests.size))  # (pairs, S, R) temporaries of ~16 MB at most
+        for begin in range(0, len(pairs), step):
+            part = slice(begin, begin + step)
+            old_g = shape_slots[:, pair_g[part]].T  # (pairs, S)
             with np.errstate(divide="ignore", invalid="ignore"):
-                counts_g = np.floor(left[:, None, :] / requests[None, :, :] + EPSILON)
+                counts_g = np.floor(left[part, None, :] / requests[None, :, :] + EPSILON)
             new_g = np.where(requests[None, :, :] > 0, counts_g, np.inf).min(axis=2)
             new_g = np.where(np.isinf(old_g), old_g, np.minimum(new_g, old_g))
             new_g = np.where(old_g > 0, np.maximum(new_g, 0.0), 0.0)
-            np.add.at(cost, pair_c, old_g - new_g)
+            np.add.at(cost, pair_c[part], old_g - new_g)
     after = before[None, :] - shape_slots[:, hosts].T - cost
     best.offer_many(index[fast], after[fast])
     best.evaluated += int(fast.sum())
@@ -611,11 +665,11 @@ def _front_receivers(
     mask: np.ndarray,
     before: np.ndarray,
     best: _Best,
-    chunk: int = 256,
+    chunk: int = 1024,
 ) -> list[int]:
     """First-fit decreasing for many single-host candidates in lockstep, when the load spills over hosts.
 
-    Each class's walk visits its fitting hosts (today's, `fit0` > 0: placing only lowers free room)
+    Each class's walk visits its fitting hosts (with today's free room: placing only lowers it)
     in name order. If every displaced class finds room for all its consumers among its first FRONT
     fitting hosts other than the lost one, the walk never leaves that prefix, so simulating the
     re-placement on the union of the prefixes (columns in name order, class k restricted to its own
@@ -626,50 +680,69 @@ def _front_receivers(
     if not rest or table.shared[mask].any():
         return rest
     single = [i for i in rest if len(candidates[i][1]) == 1]
-    rows = np.flatnonzero(evacuation.row_of >= 0)
-    if not single or not len(rows):
+    if not single or not len(evacuation.relevant):
         return rest
-    rows = rows[np.argsort(evacuation.rank[rows], kind="stable")]
-    prefixes = [evacuation.targets[evacuation.row_of[k]][: FRONT + 1] for k in rows]
-    front = np.unique(np.concatenate(prefixes)) if prefixes else np.zeros(0, np.int64)
-    if not len(front):
-        return rest
-    position = np.full(table.size, -1, dtype=np.int64)
-    position[front] = np.arange(len(front))
-    columns = [position[prefix] for prefix in prefixes]  # each class's prefix, in name order
-    class_req = evacuation.requests[rows]  # (K', R)
-    local = ~table.shared[front]  # (F, R)
-    old_front = shape_slots[:, front].T  # (F, S)
     done: list[int] = []
-    for start in range(0, len(single), chunk):
-        index = np.array(single[start : start + chunk], dtype=np.int64)
+    position = np.full(table.size, -1, dtype=np.int64)
+    j_of = np.full(len(evacuation.classes), -1, dtype=np.int64)
+    r_count = table.free.shape[1]
+    free_all = table.free
+    begin, size = 0, chunk
+    while begin < len(single):
+        index = np.array(single[begin : begin + size], dtype=np.int64)
         hosts = np.array([int(candidates[i][1][0]) for i in index.tolist()], dtype=np.int64)
         n = len(hosts)
-        wanted_all = evacuation.counts_of(rows, hosts).T.astype(np.int64)  # (n, K')
-        free = np.broadcast_to(table.free[front], (n, len(front), table.free.shape[1])).copy()
-        alive = np.ones((n, len(front)), dtype=bool)
-        dead_pos = position[hosts]
-        has_dead = dead_pos >= 0
-        alive[np.flatnonzero(has_dead), dead_pos[has_dead]] = False
+        cs, ks, held = evacuation.classes.held_on(hosts)
+        # Only the classes these candidates hold, and only their prefixes: memory per chunk, not per pool.
+        present = np.unique(ks)
+        present = present[np.argsort(evacuation.rank[present], kind="stable")]
+        rows = evacuation.row_of[present]
+        prefixes = [evacuation.heads[row, : evacuation.head_len[row]] for row in rows.tolist()]
+        front = np.unique(np.concatenate(prefixes)) if prefixes else np.zeros(0, np.int64)
+        if n > 16 and n * len(front) * r_count > 2**21:
+            size = max(16, size // 2)  # the per-candidate free rows would pass ~16 MB: fewer at a time
+            continue
+        begin += n
+        position[front] = np.arange(len(front))
+        columns = [position[prefix] for prefix in prefixes]  # each class's prefix, in name order
+        class_req = evacuation.requests[present]  # (K', R)
+        local = ~table.shared[front]  # (F, R)
+        old_front = shape_slots[:, front].T  # (F, S)
+        j_of[present] = np.arange(len(present))
+        # Per class (in rank order), the candidates holding it and how many: one sort of the pairs.
+        by_class = np.lexsort((cs, j_of[ks]))
+        pair_j, pair_c, pair_n = j_of[ks][by_class], cs[by_class], held[by_class]
+        bounds = np.searchsorted(pair_j, np.arange(len(present) + 1))
+        free = np.broadcast_to(free_all[front], (n, len(front), r_count)).copy()
+        dead_pos = position[hosts]  # -1: the lost host is in no prefix of this chunk
+        touched_c: list[np.ndarray] = []
+        touched_f: list[np.ndarray] = []
         ok = np.ones(n, dtype=bool)
-        for j in np.flatnonzero(wanted_all.any(axis=0)).tolist():
-            wanted = wanted_all[:, j]
-            who = np.flatnonzero(wanted > 0)
+        for j in range(len(present)):
+            who = pair_c[bounds[j] : bounds[j + 1]]
+            want = pair_n[bounds[j] : bounds[j + 1]][:, None].astype(float)
             q = class_req[j]
             cols = columns[j]
-            sub = free[np.ix_(who, cols)]  # (w, c, R)
+            w, c = who[:, None], cols[None, :]
+            sub = free[w, c]  # (w, c, R)
             fit = np.full((len(who), len(cols)), float(_BIG))
             for r in np.flatnonzero(q > 0).tolist():
                 count = np.floor(sub[:, :, r] / q[r] + EPSILON)
                 fit = np.minimum(fit, np.where(local[None, cols, r], count, float(_BIG)))
-            fit = np.where(alive[np.ix_(who, cols)], np.maximum(fit, 0.0), 0.0)
-            want = wanted[who][:, None].astype(float)
+            alive = c != dead_pos[who][:, None]
+            fit = np.where(alive, np.maximum(fit, 0.0), 0.0)
             fit = np.minimum(fit, want)
             placed_before = np.cumsum(fit, axis=1) - fit
             take = np.clip(want - placed_before, 0.0, fit)
             ok[who[take.sum(axis=1) < want[:, 0]]] = False
-            free[np.ix_(who, cols)] = sub - take[:, :, None] * np.where(local[cols], q[None, :], 0.0)[None, :, :]
-        touched = (free != table.free[front][None, :, :]).any(axis=2) & alive  # (n, F)
+            free[w, c] = sub - take[:, :, None] * np.where(local[cols], q[None, :], 0.0)[None, :, :]
+            tw, tf = np.nonzero(take > 0)
+            touched_c.append(who[tw])
+            touched_f.append(cols[tf])
+        position[front] = -1
+        touched = np.zeros((n, len(front)), dtype=bool)
+        if touched_c:
+            touched[np.concatenate(touched_c), np.concatenate(touched_f)] = True
         tc, tf = np.nonzero(touched)
         with np.errstate(divide="ignore", invalid="ignore"):
             counts = np.floor(free[tc, tf][:, None, :] / requests[None, :, :] + EPSILON)  # (P, S, R)
@@ -709,9 +782,14 @@ def _loss_bounds(
     cost = np.where(both, ratio, 0.0).max(axis=2, initial=0.0)  # (K, S)
     finite = np.where(np.isinf(shape_slots), 0.0, shape_slots)
     out = np.zeros((len(candidates), shape_slots.shape[0]))
-    for i, (_, dead) in enumerate(candidates):
-        displaced = classes.counts[:, dead].sum(axis=1) if len(classes) else np.zeros(0)
-        out[i] = finite[:, dead].sum(axis=1) + (displaced @ cost if len(classes) else 0.0)
+    for start in range(0, len(candidates), 1024):
+        part = candidates[start : start + 1024]
+        hosts = np.concatenate([dead for _, dead in part]) if part else np.zeros(0, np.int64)
+        owner = np.repeat(np.arange(len(part)), [len(dead) for _, dead in part]) + start
+        np.add.at(out, owner, finite[:, hosts].T)
+        if len(classes):
+            position, ks, held = classes.held_on(hosts)
+            np.add.at(out, owner[position], held[:, None] * cost[ks])
     return out
 
 
@@ -727,7 +805,7 @@ def _candidates(
     zones = {z for z in table.zones[mask] if z}
     if domain == "zone" and len(zones) >= 2:
         return [(zone, np.flatnonzero(mask & (table.zones == zone))) for zone in sorted(zones)]
-    loaded = classes.counts.sum(axis=0) > 0 if len(classes) else np.zeros(table.size, dtype=bool)
+    loaded = classes.loaded() if len(classes) else np.zeros(table.size, dtype=bool)
     useful = (result.slots > 0).any(axis=0) if len(shapes) else np.zeros(table.size, dtype=bool)
     hosts = np.flatnonzero(mask & (loaded | useful))
     return [(str(table.names[h]), np.array([h])) for h in hosts]

@@ -59,6 +59,8 @@ class Isolation:
     mode: str
     host_tenants: list[frozenset[str] | None]
     tenant_hosts: dict[str, np.ndarray] = field(default_factory=dict)
+    _isolated: np.ndarray | None = field(default=None, repr=False)
+    """Hosts in any isolation aggregate (computed once)."""
 
     def mask(self, projects: frozenset[str] | None, size: int) -> np.ndarray:
         everywhere = np.ones(size, dtype=bool)
@@ -66,14 +68,19 @@ class Isolation:
             return everywhere
         check_hosts = self.mode in ("hosts", "both")
         check_tenants = self.mode in ("tenants", "both")
-        isolated = np.array([t is not None for t in self.host_tenants], dtype=bool)
+        if self._isolated is None:
+            self._isolated = np.array([t is not None for t in self.host_tenants], dtype=bool)
+        isolated = self._isolated
         if not projects:
             return ~isolated if check_hosts else everywhere
         result = np.zeros(size, dtype=bool)
+        nowhere = np.zeros(size, dtype=bool)
         for project in projects:
             allowed = everywhere
             if check_hosts:
-                allowed = ~isolated | np.array([t is not None and project in t for t in self.host_tenants], dtype=bool)
+                # tenant_hosts[project][h] is `project in host_tenants[h]` (build_isolation fills both):
+                # one vector per project, not a Python pass over every host.
+                allowed = ~isolated | self.tenant_hosts.get(project, nowhere)
             if check_tenants and project in self.tenant_hosts:
                 allowed = allowed & self.tenant_hosts[project]
             result |= allowed
@@ -225,19 +232,21 @@ def vm_classes(
         project = record.get("project")
         return str(project) if isinstance(project, str) and project in isolated else ""
 
-    def key(frame: pd.DataFrame) -> list[tuple[str, str]]:
-        flavors = frame["flavor"].astype(object).where(frame["flavor"].notna(), "").astype(str).tolist()
-        projects = frame["project"].astype(object).where(frame["project"].isin(isolated), "").astype(str).tolist()
-        return list(zip(flavors, projects, strict=True))
+    def key(frame: pd.DataFrame) -> list[np.ndarray]:
+        flavors = frame["flavor"].astype(object).where(frame["flavor"].notna(), "").astype(str).to_numpy(dtype=object)
+        projects = frame["project"].astype(object).where(frame["project"].isin(isolated), "").astype(str)
+        return [flavors, projects.to_numpy(dtype=object)]
 
-    def eligibility(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        constraints = []
-        for record in records:
+    def eligibility(records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        distinct: dict[VmConstraints, int] = {}
+        mask_of = np.zeros(len(records), dtype=np.int64)
+        for k, record in enumerate(records):
             base = by_name.get(str(record.get("flavor") or ""), VmConstraints())
             project = tenant(record)
             projects = frozenset([project]) if project else None
-            constraints.append(VmConstraints(base.required, base.forbidden, base.member_of, base.zone, projects))
-        return vm_eligibility(table, constraints, isolation)
+            constraints = VmConstraints(base.required, base.forbidden, base.member_of, base.zone, projects)
+            mask_of[k] = distinct.setdefault(constraints, len(distinct))
+        return vm_eligibility(table, list(distinct), isolation), mask_of
 
     return consumer_classes(
         table, consumers, movable=lambda f: np.ones(len(f), dtype=bool), class_key=key, eligibility=eligibility

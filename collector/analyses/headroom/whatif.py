@@ -280,13 +280,14 @@ def _evacuate(frames: FrameSet, layer: str, cloud: str, removed: set[str], effec
     if not len(classes):
         return frames
     dead = np.isin(table.names, list(removed))
-    displaced = classes.counts[:, dead].sum(axis=1)
+    displaced = classes.displaced(dead)
     targets = np.isin(table.pools, np.unique(table.pools[dead])) & ~dead
     outcome = replace_consumers(table, classes, displaced, targets)
     moves: dict[Any, str | None] = {}
-    for k, members in enumerate(classes.members or []):
-        leaving = [label for label, h in members if dead[h]]
-        slots = [h for h in np.flatnonzero(outcome.placed[k]) for _ in range(int(outcome.placed[k, h]))]
+    for k in np.flatnonzero(displaced).tolist():
+        leaving = [label for label, h in classes.members(k) if dead[h]]
+        placed = outcome.placed.get(k, np.zeros(table.size, dtype=np.int64))
+        slots = [h for h in np.flatnonzero(placed) for _ in range(int(placed[h]))]
         for i, label in enumerate(leaving):
             moves[label] = str(table.names[slots[i]]) if i < len(slots) else None
     return _move(frames, table, classes, moves, effect)
@@ -354,15 +355,9 @@ def _add_consumers(frames: FrameSet, scenario: AddConsumers, effect: Effect, con
     table, shapes = state.table, state.shapes
     s = shapes.names.index(scenario.shape)
     request = shapes.requests[s : s + 1]
-    one = ConsumerClasses(
-        request,
-        shapes.eligible[s : s + 1],
-        np.zeros((1, table.size), dtype=np.int64),
-        np.array([""], dtype=object),
-        [scenario.shape],
-    )
+    one = ConsumerClasses.single(request[0], shapes.eligible[s], "", scenario.shape)
     outcome = replace_consumers(table, one, np.array([scenario.count]), np.ones(table.size, dtype=bool))
-    placed = outcome.placed[0]
+    placed = outcome.placed.get(0, np.zeros(table.size, dtype=np.int64))
     consumers = frames["consumers"]
     capacity = frames["capacity"].copy()
     requests = {table.resources[r]: float(a) for r, a in enumerate(request[0]) if a > 0}
