@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from collector.analyses.registry import AnalysisContext, AnalysisHealth, load_builtin_analyses, run_analyses
+from collector.app import memory
 from collector.app.cluster.roles import Coordinator, exposition_cache  # cluster (issue 13)
 from collector.app.config import Config, load_config
 from collector.app.scheduler import MonotonicScheduler, SourceRunner, make_scheduler, schedule_source
@@ -351,6 +352,7 @@ class Daemon:
     """The long-running service: polls on schedule, keeps history, serves /metrics, reloads on SIGHUP."""
 
     def __init__(self, config: Config, config_path: Path | None = None):
+        memory.bound_arenas()  # before the daemon's threads allocate (collector/app/memory.py)
         load_builtin_analyses()
         load_builtin_family_modules()
         self.config = config
@@ -425,6 +427,7 @@ class Daemon:
 
     def _forecast_job(self) -> None:
         self.pipeline.refresh(expensive=True)
+        memory.trim("forecast")  # a pass frees hundreds of MiB of buffers: give the pages back
         self.first_forecast_done.set()
 
     def _compact_job(self) -> None:
@@ -451,6 +454,7 @@ class Daemon:
         forecast_every = FORECAST_INTERVAL.total_seconds()
         self.ticker.add_job("analyses:expensive", self._forecast_job, forecast_every, first_delay=forecast_every)
         self.ticker.add_job("history:compact", self._compact_job, COMPACT_INTERVAL.total_seconds())
+        self.ticker.add_job("memory:trim", memory.trim, memory.TRIM_INTERVAL)
         if self.cluster.plans:  # cluster: collectors and standby planners send no reports
             self._schedule_reports()
         self.pipeline.refresh()
