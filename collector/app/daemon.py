@@ -348,6 +348,10 @@ def _progress(message: str) -> None:
         print(f"capacityd: {message}", file=sys.stderr, flush=True)
 
 
+class ReloadRefused(Exception):
+    """A reload that could not be applied before anything changed: the running config stays whole."""
+
+
 class Daemon:
     """The long-running service: polls on schedule, keeps history, serves /metrics, reloads on SIGHUP."""
 
@@ -556,6 +560,10 @@ class Daemon:
                 return
         try:
             applied = self._apply(new)
+        except ReloadRefused as error:  # e.g. the reports' send record on a full disk: nothing was applied
+            log.error("reload refused, keeping the running config: %s", error)
+            self._reload_failed()
+            return
         except Exception:
             log.exception("reload: applying %s failed part-way; sources kept as far as applied", self.config_path)
             self._reload_failed()
@@ -586,6 +594,11 @@ class Daemon:
                     "web_config_file": self.config.web_config_file,
                 }
             )
+        reports_config = new if self.cluster.plans else new.model_copy(update={"reports": []})  # cluster
+        try:  # first: it may need the disk (send records); failing here, nothing has changed yet
+            self._schedule_reports(reports_config)
+        except (OSError, sqlite3.Error) as error:
+            raise ReloadRefused(f"reports: cannot open their send record: {type(error).__name__}: {error}") from error
         old_sources = {s.name: s for s in self.config.sources}
         new_sources = {s.name: s for s in new.sources}
         for name, source_config in old_sources.items():
@@ -594,11 +607,9 @@ class Daemon:
         self.config = new
         self.pipeline.config = new
         self.cluster.set_targets(new_sources)  # cluster
-        reports_config = new if self.cluster.plans else new.model_copy(update={"reports": []})  # cluster
         for name, source_config in new_sources.items():
             if name not in self.runners and self.cluster.owns(name):  # cluster: owned only
                 self._start_source(source_config)
-        self._schedule_reports(reports_config)  # cluster: gated by planner leadership
         if self.server is not None and self.config.web_config_file is not None:
             from exporters.prometheus.webconfig import WebConfigError
 
