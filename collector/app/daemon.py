@@ -113,6 +113,8 @@ def open_history(config: Config, unavailable: HistoryUnavailable | None = None) 
 
 HISTORY_ANALYSES = ("forecast", "reclaimable", "report_history")
 """Analyses that read history: marked stale in `analyses` while the store cannot write (or is not open)."""
+REPORTS_RETRY = 30.0
+"""Seconds between attempts to schedule reports whose send record could not be opened at start (full disk)."""
 HISTORY_RETRY_MIN, HISTORY_RETRY_MAX = 2.0, 300.0
 """Backoff (seconds, doubling) between attempts to open a history store that could not be opened."""
 
@@ -460,7 +462,7 @@ class Daemon:
         self.ticker.add_job("history:compact", self._compact_job, COMPACT_INTERVAL.total_seconds())
         self.ticker.add_job("memory:trim", memory.trim, memory.TRIM_INTERVAL)
         if self.cluster.plans:  # cluster: collectors and standby planners send no reports
-            self._schedule_reports()
+            self._start_reports()
         self.pipeline.refresh()
         self.cluster.start(
             on_members=self._rebalance,
@@ -526,6 +528,28 @@ class Daemon:
         except ImportError:
             return
         schedule_reports(self.scheduler, config or self.config, lambda: self.pipeline.snapshot, self.history)
+
+    def _start_reports(self) -> None:
+        """Schedule reports at start; a send record that cannot be opened (full disk) is retried, never fatal."""
+        try:
+            self._schedule_reports()
+        except (OSError, sqlite3.Error) as error:
+            log.error(
+                "reports not scheduled: cannot open their send record in %s: %s; retrying every %.0f s",
+                self.config.state_dir,
+                error,
+                REPORTS_RETRY,
+            )
+            self.ticker.add_job("reports:retry", self._retry_reports, REPORTS_RETRY, first_delay=REPORTS_RETRY)
+
+    def _retry_reports(self) -> None:
+        if self.cluster.plans:  # cluster: leadership lost meanwhile: _on_leader schedules them when it comes back
+            try:
+                self._schedule_reports()
+            except (OSError, sqlite3.Error):
+                return
+            log.warning("reports scheduled: their send record in %s could be opened", self.config.state_dir)
+        self.ticker.remove_job("reports:retry")
 
     def reload(self) -> None:
         """Re-read the config file: add, remove or replace changed sources; keep everything else.

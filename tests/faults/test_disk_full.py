@@ -274,3 +274,19 @@ def test_stop_after_a_reload_while_the_disk_is_still_full(daemon: Daemon, estate
     assert daemon.stop() == 0
     log = daemon.log()
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_start_on_a_full_disk_with_a_report_configured(daemon: Daemon, estate: Estate) -> None:
+    """The reports' send record cannot be created: the daemon still starts, and schedules them once there is room."""
+    estate.write_config(REPORT)
+    on_tmpfs(daemon, estate.state_dir, "16m", full=True).start()  # room for history's WAL once the filler goes
+    daemon.wait_metric("capacityd_source_up", lambda v: v == 1, timeout=60, source=CLOUD)
+    assert daemon.alive(), daemon.log()[-3000:]
+    wait_for(lambda: "reports not scheduled" in daemon.log(), 30, "the reports' failure logged")
+    (inside(daemon, estate.state_dir) / "filler").unlink()
+    wait_for(lambda: "reports scheduled" in daemon.log(), 90, "the reports scheduled once there is room")
+    assert (inside(daemon, estate.state_dir) / "reports.sqlite").exists()
+    log = daemon.log()
+    assert log.count("reports not scheduled") == 1, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert daemon.stop() == 0
