@@ -42,6 +42,38 @@ def libc() -> ctypes.CDLL | None:
     return lib
 
 
+_MALLINFO2_FIELDS = (
+    "arena",
+    "ordblks",
+    "smblks",
+    "hblks",
+    "hblkhd",
+    "usmblks",
+    "fsmblks",
+    "uordblks",
+    "fordblks",
+    "keepcost",
+)
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2_FIELDS]
+
+
+def heap() -> tuple[int, int, int] | None:
+    """glibc's heap: (bytes in use, bytes free inside the arenas, bytes in mmapped chunks); None off glibc < 2.33.
+
+    Free bytes that grow while in-use bytes stay flat is fragmentation; in-use bytes that grow is a leak.
+    """
+    lib = libc()
+    mallinfo2 = getattr(lib, "mallinfo2", None)
+    if mallinfo2 is None:
+        return None
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return int(info.uordblks), int(info.fordblks), int(info.hblkhd)
+
+
 def rss_bytes() -> int:
     """This process's resident set size (0 where /proc is not available)."""
     try:
@@ -78,11 +110,17 @@ def trim(why: str = "periodic") -> int:
     before = rss_bytes()
     released = lib.malloc_trim(0)
     after = rss_bytes()
-    log.debug(
-        "memory: malloc_trim after %s: %s, RSS %.1f -> %.1f MiB",
-        why,
-        "released" if released else "nothing to release",
-        before / 2**20,
-        after / 2**20,
-    )
+    if log.isEnabledFor(logging.DEBUG):
+        in_use, free, mmapped = heap() or (0, 0, 0)
+        log.debug(
+            "memory: malloc_trim after %s: %s, RSS %.1f -> %.1f MiB; heap in use %.1f MiB, free %.1f MiB, "
+            "mmapped %.1f MiB",
+            why,
+            "released" if released else "nothing to release",
+            before / 2**20,
+            after / 2**20,
+            in_use / 2**20,
+            free / 2**20,
+            mmapped / 2**20,
+        )
     return max(0, before - after)
