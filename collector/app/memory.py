@@ -74,6 +74,27 @@ def heap() -> tuple[int, int, int] | None:
     return int(info.uordblks), int(info.fordblks), int(info.hblkhd)
 
 
+@cache
+def _libsqlite() -> ctypes.CDLL | None:
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")
+        lib.sqlite3_status64.restype = ctypes.c_int
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
+def sqlite_bytes() -> int | None:
+    """Bytes SQLite holds (page caches of every history connection, statements): part of the heap in use."""
+    lib = _libsqlite()
+    if lib is None:
+        return None
+    current, highwater = ctypes.c_int64(), ctypes.c_int64()
+    if lib.sqlite3_status64(0, ctypes.byref(current), ctypes.byref(highwater), 0) != 0:  # SQLITE_STATUS_MEMORY_USED
+        return None
+    return int(current.value)
+
+
 def rss_bytes() -> int:
     """This process's resident set size (0 where /proc is not available)."""
     try:
@@ -114,7 +135,7 @@ def trim(why: str = "periodic") -> int:
         in_use, free, mmapped = heap() or (0, 0, 0)
         log.debug(
             "memory: malloc_trim after %s: %s, RSS %.1f -> %.1f MiB; heap in use %.1f MiB, free %.1f MiB, "
-            "mmapped %.1f MiB",
+            "mmapped %.1f MiB (SQLite %.1f MiB)",
             why,
             "released" if released else "nothing to release",
             before / 2**20,
@@ -122,5 +143,6 @@ def trim(why: str = "periodic") -> int:
             in_use / 2**20,
             free / 2**20,
             mmapped / 2**20,
+            (sqlite_bytes() or 0) / 2**20,
         )
     return max(0, before - after)
