@@ -11,9 +11,13 @@ served from this process so faults can be injected from outside the daemon:
     slow_clients   200 connections dribble request headers at /metrics for 20 s
     kubelets_down  every fake kubelet behind the Kubernetes stand-in stops answering for 20 s
 
-/metrics is scraped every 5 s throughout. Printed at the end: faults survived, scrapes failed, scrape latency
-(median and p99), the daemon's RSS at start and end, and history rows lost (successful polls the daemon counted
-that are not in history; must be 0).
+/metrics is scraped every 5 s throughout, and the daemon's RSS is sampled at every scrape. Printed at the end:
+faults survived, scrapes failed, scrape latency (median and p99), history rows lost (successful polls the daemon
+counted that are not in history; must be 0), and memory: RSS at start, after warm-up (the first quarter of the
+run: imports, first forecasts, caches filling) and at the end, the growth after warm-up in %, and the
+least-squares slope of RSS over the samples after warm-up in MiB/h. `MEMORY: FLAT` needs a slope under
+2 MiB/h and a growth under 2 %; otherwise `MEMORY: GROWING` and the exit code is 1. (A slope over a few
+minutes extrapolates noise: judge memory on the 60-minute run.)
 
     .venv/bin/python bench/bench_soak.py --minutes 60      # the full soak (CI may use --minutes 2)
 """
@@ -55,6 +59,11 @@ from tests.faults.harness import (  # noqa: E402
 
 OPENSTACK_INTERVAL = "10s"
 FAULT_SECONDS = 20.0
+WARMUP_FRACTION = 0.25
+"""The first quarter of the run is warm-up: RSS may rise while imports, first forecasts and caches settle."""
+FLAT_SLOPE_MIB_PER_HOUR = 2.0
+FLAT_GROWTH_PERCENT = 2.0
+"""`MEMORY: FLAT` needs both: slope after warm-up under 2 MiB/h and growth after warm-up under 2 %."""
 
 
 def rss_bytes(pid: int) -> int:
@@ -62,6 +71,49 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def slope_per_hour(samples: list[tuple[float, int]]) -> float:
+    """Least-squares slope of RSS (bytes) over time (seconds), in bytes per hour; 0 with fewer than 2 samples."""
+    if len(samples) < 2:
+        return 0.0
+    ts = [t for t, _ in samples]
+    mean_t = statistics.fmean(ts)
+    mean_r = statistics.fmean(r for _, r in samples)
+    var = sum((t - mean_t) ** 2 for t in ts)
+    if var == 0:
+        return 0.0
+    return sum((t - mean_t) * (r - mean_r) for t, r in samples) / var * 3600
+
+
+def memory_summary(samples: list[tuple[float, int]], duration: float) -> dict[str, Any]:
+    """RSS start / after warm-up / end, growth after warm-up and slope, from (seconds since start, RSS) samples.
+
+    'after warm-up' and 'end' are medians of the samples in a window (a minute, or 1/8 of a short run) right after
+    warm-up and at the end, so one scrape landing on a forecast pass's transient peak doesn't decide the verdict.
+    """
+    warmup = duration * WARMUP_FRACTION
+    window = min(60.0, duration / 8)
+    after = [(t, r) for t, r in samples if t >= warmup]
+    if not samples or len(after) < 2:
+        return {"samples": len(samples), "verdict": "UNKNOWN"}
+    warm_rss = statistics.median(r for t, r in after if t <= warmup + window)
+    end_t = after[-1][0]
+    end_rss = statistics.median(r for t, r in after if t >= end_t - window)
+    growth = (end_rss - warm_rss) / warm_rss * 100
+    slope = slope_per_hour(after) / 2**20
+    flat = slope < FLAT_SLOPE_MIB_PER_HOUR and growth < FLAT_GROWTH_PERCENT
+    return {
+        "samples": len(samples),
+        "warmup_s": warmup,
+        "start": samples[0][1],
+        "after_warmup": warm_rss,
+        "end": end_rss,
+        "peak": max(r for _, r in samples),
+        "growth_pct": growth,
+        "slope_mib_h": slope,
+        "verdict": "FLAT" if flat else "GROWING",
+    }
 
 
 class Soak:
@@ -166,7 +218,7 @@ class Soak:
 
     # -- the run --------------------------------------------------------------------------------------------
 
-    def run(self, minutes: float) -> dict[str, Any]:
+    def run(self, minutes: float, rss_log: Any = None) -> dict[str, Any]:
         faults: list[tuple[str, Callable[[], None]]] = [
             ("server_error", self.fault_server_error),
             ("malformed", self.fault_malformed),
@@ -180,8 +232,10 @@ class Soak:
         time.sleep(20)  # first polls of every source
         rss_start = rss_bytes(self.daemon.pid)
         latencies: list[float] = []
+        rss_samples: list[tuple[float, int]] = [(0.0, rss_start)]
         failed_scrapes = 0
         stop = threading.Event()
+        run_started = time.monotonic()
 
         def scraper() -> None:
             nonlocal failed_scrapes
@@ -193,6 +247,11 @@ class Soak:
                     latencies.append(time.perf_counter() - started)
                 except OSError:
                     failed_scrapes += 1
+                with contextlib.suppress(OSError):  # the daemon's RSS, at every scrape
+                    rss_samples.append((time.monotonic() - run_started, rss_bytes(self.daemon.pid)))
+                    if rss_log is not None:
+                        rss_log.write(f"{rss_samples[-1][0]:.1f},{rss_samples[-1][1]}\n")
+                        rss_log.flush()
 
         thread = threading.Thread(target=scraper, daemon=True)
         thread.start()
@@ -211,6 +270,7 @@ class Soak:
             time.sleep(max(0.0, minute_end - time.monotonic()))
         stop.set()
         thread.join(10)
+        memory = memory_summary(rss_samples, time.monotonic() - run_started)
         time.sleep(16)  # let every source complete a poll after the last fault
         text = self.daemon.scrape()
         rss_end = rss_bytes(self.daemon.pid)
@@ -241,6 +301,7 @@ class Soak:
             "latencies": latencies,
             "rss_start": rss_start,
             "rss_end": rss_end,
+            "memory": memory,
             "lost": lost,
             "stored": stored,
             "integrity": integrity_problems(self.state_dir),
@@ -259,13 +320,17 @@ class Soak:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="how long to soak (default %(default)s)")
+    parser.add_argument("--rss-csv", type=Path, help="also write every RSS sample (seconds,bytes) to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="capacityd-soak-") as tmp:
         soak = Soak(Path(tmp))
+        rss_log = open(args.rss_csv, "w") if args.rss_csv else None  # noqa: SIM115 - closed below
         try:
-            result = soak.run(args.minutes)
+            result = soak.run(args.minutes, rss_log)
         finally:
             soak.close()
+            if rss_log is not None:
+                rss_log.close()
         latencies = sorted(result["latencies"]) or [float("nan")]
         p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
         print(f"soak: {args.minutes:g} min, faults in rotation: {', '.join(result['faults'])}")
@@ -287,9 +352,23 @@ def main() -> int:
             f"{sum(max(v, 0) for v in result['lost'].values())} (per source: {result['lost']}); "
             f"integrity: {'ok' if not result['integrity'] else result['integrity']}; exit code {result['exit_code']}"
         )
+        memory = result["memory"]
+        if memory["verdict"] == "UNKNOWN":
+            print(f"memory: too few RSS samples ({memory['samples']}) to judge")
+        else:
+            print(
+                f"memory: {memory['samples']} RSS samples (one per scrape), warm-up {memory['warmup_s'] / 60:.1f} min; "
+                f"RSS start {memory['start'] / 2**20:.1f} MiB, after warm-up {memory['after_warmup'] / 2**20:.1f} MiB, "
+                f"end {memory['end'] / 2**20:.1f} MiB, peak {memory['peak'] / 2**20:.1f} MiB; "
+                f"growth after warm-up {memory['growth_pct']:+.2f} %, slope {memory['slope_mib_h']:+.2f} MiB/h"
+            )
+        print(
+            f"MEMORY: {memory['verdict']} (flat = slope < {FLAT_SLOPE_MIB_PER_HOUR:g} MiB/h "
+            f"and growth < {FLAT_GROWTH_PERCENT:g} % after warm-up)"
+        )
         ok = not result["died"] and not result["integrity"] and all(v <= 0 for v in result["lost"].values())
         print("VERDICT:", "survived" if ok else "FAILED")
-        return 0 if ok else 1
+        return 0 if ok and memory["verdict"] == "FLAT" else 1
 
 
 if __name__ == "__main__":

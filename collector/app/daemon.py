@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from collector.analyses.registry import AnalysisContext, AnalysisHealth, load_builtin_analyses, run_analyses
+from collector.app import memory
 from collector.app.cluster.roles import Coordinator, exposition_cache  # cluster (issue 13)
 from collector.app.config import Config, load_config
 from collector.app.scheduler import MonotonicScheduler, SourceRunner, make_scheduler, schedule_source
@@ -112,6 +113,8 @@ def open_history(config: Config, unavailable: HistoryUnavailable | None = None) 
 
 HISTORY_ANALYSES = ("forecast", "reclaimable", "report_history")
 """Analyses that read history: marked stale in `analyses` while the store cannot write (or is not open)."""
+REPORTS_RETRY = 30.0
+"""Seconds between attempts to schedule reports whose send record could not be opened at start (full disk)."""
 HISTORY_RETRY_MIN, HISTORY_RETRY_MAX = 2.0, 300.0
 """Backoff (seconds, doubling) between attempts to open a history store that could not be opened."""
 
@@ -347,10 +350,15 @@ def _progress(message: str) -> None:
         print(f"capacityd: {message}", file=sys.stderr, flush=True)
 
 
+class ReloadRefused(Exception):
+    """A reload that could not be applied before anything changed: the running config stays whole."""
+
+
 class Daemon:
     """The long-running service: polls on schedule, keeps history, serves /metrics, reloads on SIGHUP."""
 
     def __init__(self, config: Config, config_path: Path | None = None):
+        memory.bound_arenas()  # before the daemon's threads allocate (collector/app/memory.py)
         load_builtin_analyses()
         load_builtin_family_modules()
         self.config = config
@@ -430,6 +438,7 @@ class Daemon:
 
     def _forecast_job(self) -> None:
         self.pipeline.refresh(expensive=True)
+        memory.trim("forecast")  # a pass frees hundreds of MiB of buffers: give the pages back
         self.first_forecast_done.set()
 
     def _compact_job(self) -> None:
@@ -456,8 +465,9 @@ class Daemon:
         forecast_every = FORECAST_INTERVAL.total_seconds()
         self.ticker.add_job("analyses:expensive", self._forecast_job, forecast_every, first_delay=forecast_every)
         self.ticker.add_job("history:compact", self._compact_job, COMPACT_INTERVAL.total_seconds())
+        self.ticker.add_job("memory:trim", memory.trim, memory.TRIM_INTERVAL)
         if self.cluster.plans:  # cluster: collectors and standby planners send no reports
-            self._schedule_reports()
+            self._start_reports()
         self.pipeline.refresh()
         self.cluster.start(
             on_members=self._rebalance,
@@ -524,6 +534,28 @@ class Daemon:
             return
         schedule_reports(self.scheduler, config or self.config, lambda: self.pipeline.snapshot, self.history)
 
+    def _start_reports(self) -> None:
+        """Schedule reports at start; a send record that cannot be opened (full disk) is retried, never fatal."""
+        try:
+            self._schedule_reports()
+        except (OSError, sqlite3.Error) as error:
+            log.error(
+                "reports not scheduled: cannot open their send record in %s: %s; retrying every %.0f s",
+                self.config.state_dir,
+                error,
+                REPORTS_RETRY,
+            )
+            self.ticker.add_job("reports:retry", self._retry_reports, REPORTS_RETRY, first_delay=REPORTS_RETRY)
+
+    def _retry_reports(self) -> None:
+        if self.cluster.plans:  # cluster: leadership lost meanwhile: _on_leader schedules them when it comes back
+            try:
+                self._schedule_reports()
+            except (OSError, sqlite3.Error):
+                return
+            log.warning("reports scheduled: their send record in %s could be opened", self.config.state_dir)
+        self.ticker.remove_job("reports:retry")
+
     def reload(self) -> None:
         """Re-read the config file: add, remove or replace changed sources; keep everything else.
 
@@ -557,6 +589,10 @@ class Daemon:
                 return
         try:
             applied = self._apply(new)
+        except ReloadRefused as error:  # e.g. the reports' send record on a full disk: nothing was applied
+            log.error("reload refused, keeping the running config: %s", error)
+            self._reload_failed()
+            return
         except Exception:
             log.exception("reload: applying %s failed part-way; sources kept as far as applied", self.config_path)
             self._reload_failed()
@@ -587,6 +623,11 @@ class Daemon:
                     "web_config_file": self.config.web_config_file,
                 }
             )
+        reports_config = new if self.cluster.plans else new.model_copy(update={"reports": []})  # cluster
+        try:  # first: it may need the disk (send records); failing here, nothing has changed yet
+            self._schedule_reports(reports_config)
+        except (OSError, sqlite3.Error) as error:
+            raise ReloadRefused(f"reports: cannot open their send record: {type(error).__name__}: {error}") from error
         old_sources = {s.name: s for s in self.config.sources}
         new_sources = {s.name: s for s in new.sources}
         for name, source_config in old_sources.items():
@@ -595,11 +636,9 @@ class Daemon:
         self.config = new
         self.pipeline.config = new
         self.cluster.set_targets(new_sources)  # cluster
-        reports_config = new if self.cluster.plans else new.model_copy(update={"reports": []})  # cluster
         for name, source_config in new_sources.items():
             if name not in self.runners and self.cluster.owns(name):  # cluster: owned only
                 self._start_source(source_config)
-        self._schedule_reports(reports_config)  # cluster: gated by planner leadership
         if self.server is not None and self.config.web_config_file is not None:
             from exporters.prometheus.webconfig import WebConfigError
 

@@ -348,17 +348,19 @@ def schedule_reports(
     from apscheduler.jobstores.base import ConflictingIdError
     from apscheduler.jobstores.memory import MemoryJobStore
 
+    store = None
+    if config.reports:  # opened first: on a full disk this raises before anything is changed (a refused reload)
+        state_dir = Path(config.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        store = SendStore.open(state_dir)
     names = {report.name for report in config.reports}
     metrics.forget_except(names)
     with contextlib.suppress(ValueError, ConflictingIdError):  # added by an earlier call (reload)
         scheduler.add_jobstore(MemoryJobStore(), alias=JOBSTORE)
-    if not config.reports:
+    if store is None:
         for job in list(scheduler.get_jobs(jobstore=JOBSTORE)):
             _remove_job(scheduler, job.id)
         return None
-    state_dir = Path(config.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    store = SendStore.open(state_dir)
     for report in config.reports:
         last = store.last_sent(report.name)
         metrics.seed(report.name, last.sent_at if last else None)

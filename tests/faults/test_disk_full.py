@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import pytest
 
 from collector.demo.model import CLOUD
 from tests.faults.conftest import Estate
-from tests.faults.harness import REPO, Daemon, longest_gap, wait_for
+from tests.faults.harness import REPO, Daemon, libvirt_source, longest_gap, wait_for
 
 NODE_INTERVAL = 2.0
 
@@ -165,3 +166,127 @@ def test_start_on_a_full_disk_serves_from_memory_and_opens_history_later(daemon:
     daemon.wait_metric("capacityd_analysis_stale", lambda v: v == 0, timeout=60, analysis="forecast")
     assert daemon.alive()
     assert not in_namespace(daemon, state, "integrity")
+
+
+# -- a reload (SIGHUP) while the disk is full (issue 12, "Found" 1) ----------------------------------------------
+
+REPORT = (
+    "smtp: {host: 127.0.0.1, port: 9, security: none, from: capacityd@example.org}\n"
+    "reports:\n  - {name: weekly, recipients: [ops@example.org], schedule: '0 7 * * 1'}\n"
+)
+
+
+def reload_and_wait(daemon: Daemon) -> float:
+    """SIGHUP, wait until the daemon logged its outcome; the running config's load time (exported)."""
+
+    def outcomes() -> int:
+        log = daemon.log()
+        return sum(log.count(line) for line in ("configuration reloaded from", "reload refused", "reload: applying"))
+
+    before = outcomes()
+    daemon.signal(signal.SIGHUP)
+
+    def handled() -> bool:
+        return outcomes() > before
+
+    wait_for(handled, 30, "the reload to be handled")
+    time.sleep(0.5)  # the pass that renders the reload status follows the log line
+    return daemon.metric("capacityd_config_last_reload_success_timestamp_seconds") or 0.0
+
+
+def test_reload_while_the_disk_is_full_keeps_the_daemon_and_tells_what_happened(daemon: Daemon, estate: Estate) -> None:
+    on_tmpfs(daemon, estate.state_dir, "16m").start()
+    state = estate.state_dir
+    daemon.wait_metric("capacityd_source_up", lambda v: v == 1, timeout=60, source=CLOUD)
+    wait_for(lambda: in_namespace(daemon, state, "node5"), 60, "a first stored poll")
+    started_at = daemon.metric("capacityd_config_last_reload_success_timestamp_seconds") or 0.0
+
+    fault_start = time.time()
+    filler = fill(daemon, state)
+    daemon.wait_metric("capacityd_history_write_errors_total", lambda v: v > 0, timeout=60, reason="disk_full")
+    errors = disk_full_errors(daemon)
+
+    # 1. the same file again: nothing to write, applied
+    loaded = reload_and_wait(daemon)
+    assert daemon.alive(), daemon.log()[-3000:]
+    assert daemon.metric("capacityd_config_last_reload_successful") == 1
+    assert loaded >= fault_start > started_at
+
+    # 2. a changed file (one more source): applied; the new source polls, served from memory
+    extra = libvirt_source("extra", "test:///default", f"{NODE_INTERVAL:g}s")
+    estate.write_config(sources=[*estate.sources(), extra])
+    changed = time.time()
+    loaded = reload_and_wait(daemon)
+    assert daemon.alive(), daemon.log()[-3000:]
+    assert daemon.metric("capacityd_config_last_reload_successful") == 1
+    assert loaded >= changed
+    daemon.wait_metric("capacityd_source_up", lambda v: v == 1, timeout=30, source="extra")
+    daemon.wait_metric("capacityd_history_write_errors_total", lambda v: v > errors, timeout=30, reason="disk_full")
+
+    # 3. a file adding a report: its send record cannot be created on the full disk; refused, running config kept
+    estate.write_config(REPORT, sources=[*estate.sources(), extra])
+    refused_at = time.time()
+    loaded = reload_and_wait(daemon)
+    assert daemon.alive(), daemon.log()[-3000:]
+    assert daemon.answers()
+    assert daemon.metric("capacityd_config_last_reload_successful") == 0
+    assert loaded < refused_at  # the running config's load time stays
+    assert daemon.metric("capacityd_source_up", source="extra") == 1
+    log = daemon.log()
+    assert log.count("reload refused, keeping the running config: reports: cannot open their send record") == 1
+    assert "Traceback" not in log, log[-3000:]
+    assert log.count("history: writes failing (disk_full") == 1, log[-3000:]
+
+    # room is made: writes resume for the old and the new source, and history is sound
+    filler.unlink()
+    fault_end = time.time()
+    daemon.wait_metric("capacityd_history_last_write_success_timestamp_seconds", lambda v: v >= fault_end, timeout=30)
+    for source in ("node5", "extra"):
+        wait_for(
+            lambda source=source: [t for t in in_namespace(daemon, state, source) if t >= fault_end],
+            30,
+            f"a stored poll of {source} after the fault",
+        )
+    gap = longest_gap(in_namespace(daemon, state, "node5"), fault_start - NODE_INTERVAL, time.time())
+    assert gap <= (fault_end - fault_start) + 2 * NODE_INTERVAL + 3.0, f"gap of {gap:.1f} s"
+    assert not in_namespace(daemon, state, "integrity")
+
+    # the report file applies now that there is room
+    applied_at = time.time()
+    assert reload_and_wait(daemon) >= applied_at
+    assert daemon.metric("capacityd_config_last_reload_successful") == 1
+    assert daemon.alive()
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log(), daemon.log()[-3000:]
+
+
+def test_stop_after_a_reload_while_the_disk_is_still_full(daemon: Daemon, estate: Estate) -> None:
+    """SIGTERM with the disk still full: the daemon closes history without a traceback and exits 0."""
+    on_tmpfs(daemon, estate.state_dir, "16m").start()
+    state = estate.state_dir
+    wait_for(lambda: in_namespace(daemon, state, "node5"), 60, "a first stored poll")
+    fill(daemon, state)
+    daemon.wait_metric("capacityd_history_write_errors_total", lambda v: v > 0, timeout=60, reason="disk_full")
+    estate.write_config(sources=estate.sources(libvirt_interval="3s"))
+    reload_and_wait(daemon)
+    assert daemon.metric("capacityd_config_last_reload_successful") == 1
+    assert not in_namespace(daemon, state, "integrity")
+    assert daemon.stop() == 0
+    log = daemon.log()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_start_on_a_full_disk_with_a_report_configured(daemon: Daemon, estate: Estate) -> None:
+    """The reports' send record cannot be created: the daemon still starts, and schedules them once there is room."""
+    estate.write_config(REPORT)
+    on_tmpfs(daemon, estate.state_dir, "16m", full=True).start()  # room for history's WAL once the filler goes
+    daemon.wait_metric("capacityd_source_up", lambda v: v == 1, timeout=60, source=CLOUD)
+    assert daemon.alive(), daemon.log()[-3000:]
+    wait_for(lambda: "reports not scheduled" in daemon.log(), 30, "the reports' failure logged")
+    (inside(daemon, estate.state_dir) / "filler").unlink()
+    wait_for(lambda: "reports scheduled" in daemon.log(), 90, "the reports scheduled once there is room")
+    assert (inside(daemon, estate.state_dir) / "reports.sqlite").exists()
+    log = daemon.log()
+    assert log.count("reports not scheduled") == 1, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert daemon.stop() == 0

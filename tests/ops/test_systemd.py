@@ -64,6 +64,7 @@ def test_unit_has_the_required_hardening() -> None:
         "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
         "ExecReload": "/bin/kill -HUP $MAINPID",
         "EnvironmentFile": "-/etc/capacityd/env",
+        "Environment": "MALLOC_ARENA_MAX=2",  # flat RSS (collector/app/memory.py)
     }
     for key, value in expected.items():
         assert value in settings.get(key, []), f"{key}={value} missing from {UNIT}"
