@@ -517,7 +517,8 @@ class Daemon:
             from exporters.report import schedule_reports
         except ImportError:
             return
-        schedule_reports(self.scheduler, config or self.config, lambda: self.pipeline.snapshot, self.history)
+        guard = self.cluster.report_guard()  # cluster: sent once across planner fail-over (the planner Lease)
+        schedule_reports(self.scheduler, config or self.config, lambda: self.pipeline.snapshot, self.history, guard)
 
     def reload(self) -> None:
         """Re-read the config file: add, remove or replace changed sources; keep everything else.

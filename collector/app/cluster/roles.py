@@ -67,6 +67,7 @@ class Coordinator:
         )
         if needs_leases and store is None:
             store = LeaseStore(api_client(config.kubeconfig), config.namespace)
+        self.lease_store = store
         if self.polls:
             if config.membership == "lease":
                 assert store is not None
@@ -108,6 +109,14 @@ class Coordinator:
         if self.role == "collector":
             return False
         return self.elector is None or self.elector.is_leader()
+
+    def report_guard(self) -> Any:
+        """The reports' send record shared across planner fail-over (the planner Lease), or None: local only."""
+        if self.elector is None or self.lease_store is None:
+            return None
+        from collector.app.cluster.report_guard import LeaseSendGuard
+
+        return LeaseSendGuard(self.lease_store, self.elector)
 
     @property
     def me(self) -> str:
