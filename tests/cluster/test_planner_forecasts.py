@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -76,7 +77,7 @@ def history_yaml(write: Service, read: Service) -> str:
 
 
 @pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[dict[str, Collector]]:
+def deployment(tmp_path: Path) -> Iterator[dict[str, Any]]:
     # Both passes must read the same hourly buckets: don't start within 3 minutes of an hour boundary.
     now = datetime.now(UTC)
     if now.minute >= 57:
@@ -136,7 +137,7 @@ def deployment(tmp_path: Path) -> Iterator[dict[str, Collector]]:
         single = start("all", sources, "")
         for process in running:
             wait_for(process.answers, 60, f"{process.config_path.name} to serve")
-        yield {"planner": planner, "single": single}
+        yield {"planner": planner, "single": single, "collectors": collectors}
     finally:
         for process in running:
             process.stop()
@@ -159,9 +160,9 @@ def exhaustion(
 
 
 def test_the_planner_forecasts_and_headroom_equal_one_process_on_the_same_history(
-    deployment: dict[str, Collector],
+    deployment: dict[str, Any],
 ) -> None:
-    planner, single = deployment["planner"], deployment["single"]
+    planner, single, collectors = deployment["planner"], deployment["single"], deployment["collectors"]
 
     def ready(process: Collector) -> bool:
         up = process.samples("capacityd_source_up")
@@ -201,3 +202,15 @@ def test_the_planner_forecasts_and_headroom_equal_one_process_on_the_same_histor
         # the same exhaustion date, whatever the pass's own `now`
         assert abs((ours + pass_p[0]) - (theirs + pass_s[0])) <= tolerance, (key, ours, theirs, pass_p, pass_s)
     assert finite >= 3
+    # collectors serve their own remote-write health (never an analysis of their partial view)
+    polling = [c for c in collectors if c.polls()]
+    assert polling
+    for collector in collectors:
+        assert "capacityd_remote_storage_samples_total " in collector.scrape()
+        assert "capacity_exhaustion_seconds{" not in collector.scrape()
+    for collector in polling:
+        wait_for(
+            lambda c=collector: (c.value("capacityd_remote_storage_samples_total") or 0) > 0,
+            30,
+            f"{collector.config_path.name} to show its remote writes",
+        )
