@@ -9,7 +9,9 @@ Three sections, each with medians of --runs and a ratio against a baseline measu
    hypervisor) every second, so it is saturated, writing every poll to a real VictoriaMetrics by remote write.
    Measured over a window from its own /metrics and /proc: targets polled per second, samples written per
    second, and CPU per target poll. Baseline: the same targets in one `--role all` process with the embedded
-   store (today's single process: a thread per source, SQLite history).
+   store (today's single process: a thread per source, SQLite history). Then the samples a big target puts
+   through: one collector polling ONE OpenStack cloud of `--cloud-hosts` hypervisors (the Nova + Placement
+   stand-in in its own process) every 5 s, samples/s written to VictoriaMetrics and CPU per poll.
 2. Planner pass at `--sizes` hypervisors' worth of estate, each size in its own child process (peak RSS is
    the child's): headroom with N+1 (OpenStack frames of 5,000-host clouds with 20 VMs per host, 30 flavors:
    the estate is split into clouds of 5,000 hosts because N+1 over 100k hosts in ONE cloud runs out of
@@ -22,7 +24,7 @@ Three sections, each with medians of --runs and a ratio against a baseline measu
    hosts; baseline: the embedded store's `pool_series` on the same polls. Per host series, so it can be
    extrapolated (the TSDB's `sum by` touches every host series of the range).
 
---quick: 40 targets for 8 s, sizes 1,000 and 10,000 with 2 weeks of history, 200 hosts x 7 days read (~1 min).
+--quick: 40 targets for 8 s, a 300-host cloud, sizes 1,000 and 10,000 with 2 weeks of history, 200 hosts x 7 days read (~1 min).
 Prints the machine's load (`uptime`) before and after: figures on a shared 2-core machine are noisy.
 """
 
@@ -118,12 +120,69 @@ def collector_run(workdir: Path, targets: int, window: float, role: str, write_u
     }
 
 
-def collector_section(targets: int, window: float, runs: int) -> dict[str, float]:
+def _serve_cloud(hosts: int, clouds_yaml: str, pipe: Any) -> None:
+    """Child process: the OpenStack stand-in with a synthetic cloud, so its CPU is not the collector's."""
+    from collector.demo.standins.openstack import StandinServer, synthetic_cloud
+
+    server = StandinServer(synthetic_cloud(hosts, 50)).start()
+    server.write_clouds_yaml(Path(clouds_yaml), "bench")
+    pipe.send("ready")
+    pipe.recv()
+    server.stop()
+
+
+def cloud_run(workdir: Path, hosts: int, window: float, write_url: str) -> dict[str, float]:
+    """One collector polling ONE OpenStack cloud of `hosts` hypervisors (interval 5 s): samples/s written."""
+    import multiprocessing
+
+    from tests.cluster.harness import Collector, free_port, wait_for, write_config
+    from tests.faults.harness import openstack_source
+
+    ctx = multiprocessing.get_context("fork")
+    ours, theirs = ctx.Pipe()
+    clouds_yaml = workdir / "clouds.yaml"
+    server = ctx.Process(target=_serve_cloud, args=(hosts, str(clouds_yaml), theirs), daemon=True)
+    server.start()
+    process = None
+    try:
+        assert ours.poll(120), "the stand-in did not start"
+        ours.recv()
+        port = free_port()
+        config = write_config(workdir / "cloud.yaml", port, workdir / "state-cloud",
+                              [openstack_source("bench", clouds_yaml, "bench", "5s")], "  role: collector")  # fmt: skip
+        config.write_text(config.read_text() + f"history:\n  backend: remote\n  remote:\n    write_url: {write_url}\n")
+        process = Collector(config, port, workdir / "cloud.log").start()
+        wait_for(lambda: process.value("capacityd_source_up") == 1.0, 120, "the cloud polled once")
+        time.sleep(2)
+        polls0, samples0, cpu0 = _counters(process)
+        started = time.monotonic()
+        time.sleep(window)
+        polls1, samples1, cpu1 = _counters(process)
+        elapsed = time.monotonic() - started
+        duration = process.value("capacityd_source_poll_duration_seconds", source="bench") or float("nan")
+    finally:
+        if process is not None:
+            process.stop()
+        ours.send("stop")
+        server.join(10)
+        if server.is_alive():
+            server.terminate()
+    polls = max(polls1 - polls0, 1)
+    return {
+        "samples_per_s": (samples1 - samples0) / elapsed,
+        "samples_per_poll": (samples1 - samples0) / polls,
+        "cpu_s_per_poll": (cpu1 - cpu0) / polls,
+        "poll_duration_s": duration,
+    }
+
+
+def collector_section(targets: int, window: float, runs: int, cloud_hosts: int) -> dict[str, float]:
     from tests.remote.tsdb import victoria_metrics
 
     print(f"\n1. one collector: {targets} libvirt test-driver targets at a 1 s interval, {window:.0f} s windows, "
           f"median of {runs}")  # fmt: skip
     results: dict[str, list[dict[str, float]]] = {"collector": [], "all": []}
+    clouds: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         vm = victoria_metrics(Path(tmp))
         try:
@@ -133,6 +192,9 @@ def collector_section(targets: int, window: float, runs: int) -> dict[str, float
                     workdir.mkdir()
                     url = f"{vm.url}/api/v1/write" if role == "collector" else None
                     results[role].append(collector_run(workdir, targets, window, role, url))
+                workdir = Path(tmp) / f"cloud-{run}"
+                workdir.mkdir()
+                clouds.append(cloud_run(workdir, cloud_hosts, max(window, 15.0), f"{vm.url}/api/v1/write"))
         finally:
             vm.stop()
     medians = {role: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for role, rs in results.items()}
@@ -144,6 +206,11 @@ def collector_section(targets: int, window: float, runs: int) -> dict[str, float
           f"{base['cpu_ms_per_poll']:6.2f} ms CPU per target poll, {base['cpu_cores']:.2f} cores busy")  # fmt: skip
     print(f"   ratio collector / all: throughput {ours['targets_per_s'] / base['targets_per_s']:.2f}x, "
           f"CPU per poll {ours['cpu_ms_per_poll'] / base['cpu_ms_per_poll']:.2f}x")  # fmt: skip
+    cloud = {k: statistics.median(c[k] for c in clouds) for k in clouds[0]}
+    print(f"   one OpenStack cloud of {cloud_hosts:,} hypervisors (stand-in, 10 VMs/host) polled every 5 s by a "
+          f"collector: {cloud['samples_per_s']:8.0f} samples/s written ({cloud['samples_per_poll']:,.0f} per poll), "
+          f"{cloud['cpu_s_per_poll']:.2f} s CPU per poll (poll + history + remote write), poll "
+          f"{cloud['poll_duration_s']:.2f} s")  # fmt: skip
     per_core_5min = 300_000 / ours["cpu_ms_per_poll"]
     print(f"   => at a 5-minute interval one collector core polls ~{per_core_5min:,.0f} targets "
           f"(300 s / CPU per poll, at 100 % of the core)")  # fmt: skip
@@ -328,8 +395,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="~1 minute: small sizes and windows")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", default="1000,10000,100000", help="hypervisors, comma-separated")
-    parser.add_argument("--targets", type=int, default=150)
+    parser.add_argument("--targets", type=int, default=300)
     parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--cloud-hosts", type=int, default=2000, help="hypervisors of the one-cloud collector run")
     parser.add_argument("--days", type=int, default=56, help="forecast history, days")
     parser.add_argument("--read-hosts", type=int, default=2000)
     parser.add_argument("--read-days", type=int, default=28)
@@ -340,13 +408,13 @@ def main() -> int:
         planner_child(*args.child_planner)
         return 0
     if args.quick:
-        args.runs, args.sizes, args.targets, args.window = 1, "1000,10000", 40, 8.0
+        args.runs, args.sizes, args.targets, args.window, args.cloud_hosts = 1, "1000,10000", 40, 8.0, 300
         args.days, args.read_hosts, args.read_days = 14, 200, 7
     sizes = [int(s) for s in args.sizes.split(",")]
     skip = set(filter(None, args.skip.split(",")))
     print(f"bench_scale{' --quick' if args.quick else ''}: load before: {load()}")
     if "collector" not in skip:
-        collector_section(args.targets, args.window, args.runs)
+        collector_section(args.targets, args.window, args.runs, args.cloud_hosts)
     if "planner" not in skip:
         planner_section(sizes, args.days, args.runs)
     if "read" not in skip:
