@@ -24,7 +24,11 @@ Three sections, each with medians of --runs and a ratio against a baseline measu
    hosts; baseline: the embedded store's `pool_series` on the same polls. Per host series, so it can be
    extrapolated (the TSDB's `sum by` touches every host series of the range).
 
---quick: 40 targets for 8 s, a 300-host cloud, sizes 1,000 and 10,000 with 2 weeks of history, 200 hosts x 7 days read (~1 min).
+2b. Kubernetes: the planner's headroom with N+1 over `--k8s-clusters` clusters of 5,000 nodes / 150,000 pods
+   (one run each, child processes), to extrapolate to 50 such clusters.
+
+--quick: 40 targets for 8 s, a 300-host cloud, sizes 1,000 and 10,000 with 2 weeks of history, one cluster,
+200 hosts x 7 days read (~1.5 min).
 Prints the machine's load (`uptime`) before and after: figures on a shared 2-core machine are noisy.
 """
 
@@ -225,7 +229,11 @@ def estate_frames(hosts: int) -> dict[str, pd.DataFrame]:
     from bench_headroom import openstack_estate
 
     clouds = max(1, -(-hosts // HOSTS_PER_CLOUD))
-    base = openstack_estate(hosts=min(hosts, HOSTS_PER_CLOUD))
+    return replicate(openstack_estate(hosts=min(hosts, HOSTS_PER_CLOUD)), clouds)
+
+
+def replicate(base: dict[str, pd.DataFrame], clouds: int) -> dict[str, pd.DataFrame]:
+    """`clouds` renamed copies of one cloud's (or cluster's) frames: own cloud, source, host and consumer ids."""
     if clouds == 1:
         return base
     frames: dict[str, pd.DataFrame] = {}
@@ -305,6 +313,41 @@ def planner_child(hosts: int, days: int) -> None:
         "headroom_rows": rows, "vms": vms, "series": len(forecast), "forecast_s": forecast_s,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }))  # fmt: skip
+
+
+def k8s_child(clusters: int) -> None:
+    """Runs in a child: headroom with N+1 of `clusters` clusters of 5,000 nodes / 150,000 pods; one JSON line."""
+    from bench_headroom import kubernetes_estate
+
+    from collector.analyses.headroom import compute_headroom
+    from collector.app.config import Config
+
+    shapes = {f"s{i}": {"cpu": f"{(i % 4 + 1) * 250}m", "memory": f"{(i % 3 + 1) * 512}Mi"} for i in range(5)}
+    config = Config.model_validate({"shapes": shapes, "headroom": {"common_shapes": 5}})
+    frames = replicate(kubernetes_estate(nodes=5000, pods=150_000), clusters)
+    started = time.perf_counter()
+    report = compute_headroom(frames, config, pd.Timestamp(datetime(2026, 11, 26, tzinfo=UTC)).as_unit("ns"))
+    print(json.dumps({
+        "clusters": clusters, "pods": len(frames["consumers"]), "headroom_s": time.perf_counter() - started,
+        "rows": len(report.headroom), "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }))  # fmt: skip
+
+
+def k8s_section(counts: list[int]) -> None:
+    print("\n2b. planner headroom + N+1 over Kubernetes clusters of 5,000 nodes / 150,000 pods (10 shapes), "
+          "one run each, in a child process")  # fmt: skip
+    first: dict[str, float] | None = None
+    for clusters in counts:
+        done = subprocess.run([sys.executable, __file__, "--child-k8s", str(clusters)],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        if done.returncode != 0:
+            print(f"   {clusters} cluster(s): FAILED (exit {done.returncode}): {done.stderr.strip()[-600:]}")
+            continue
+        m = json.loads(done.stdout.strip().splitlines()[-1])
+        first = first or m
+        print(f"   {clusters:>3} cluster(s), {m['pods']:,} pods: headroom+N+1 {m['headroom_s']:7.2f} s, peak RSS "
+              f"{m['peak_rss_gib']:.2f} GiB; vs {first['clusters']}: {m['headroom_s'] / first['headroom_s']:.1f}x "
+              f"time for {clusters / first['clusters']:.0f}x clusters")  # fmt: skip
 
 
 def planner_section(sizes: list[int], days: int, runs: int) -> dict[int, dict[str, float]]:
@@ -401,15 +444,20 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=56, help="forecast history, days")
     parser.add_argument("--read-hosts", type=int, default=2000)
     parser.add_argument("--read-days", type=int, default=28)
-    parser.add_argument("--skip", default="", help="sections to skip: collector,planner,read")
+    parser.add_argument("--skip", default="", help="sections to skip: collector,planner,k8s,read")
+    parser.add_argument("--k8s-clusters", default="1,5", help="Kubernetes clusters of 5k nodes, comma-separated")
     parser.add_argument("--child-planner", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-k8s", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_planner:
         planner_child(*args.child_planner)
         return 0
+    if args.child_k8s:
+        k8s_child(args.child_k8s)
+        return 0
     if args.quick:
         args.runs, args.sizes, args.targets, args.window, args.cloud_hosts = 1, "1000,10000", 40, 8.0, 300
-        args.days, args.read_hosts, args.read_days = 14, 200, 7
+        args.days, args.read_hosts, args.read_days, args.k8s_clusters = 14, 200, 7, "1"
     sizes = [int(s) for s in args.sizes.split(",")]
     skip = set(filter(None, args.skip.split(",")))
     print(f"bench_scale{' --quick' if args.quick else ''}: load before: {load()}")
@@ -417,6 +465,8 @@ def main() -> int:
         collector_section(args.targets, args.window, args.runs, args.cloud_hosts)
     if "planner" not in skip:
         planner_section(sizes, args.days, args.runs)
+    if "k8s" not in skip:
+        k8s_section([int(c) for c in args.k8s_clusters.split(",")])
     if "read" not in skip:
         read_section(args.read_hosts, args.read_days, args.runs)
     print(f"\nload after: {load()}")
