@@ -87,6 +87,13 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _counters(process: Any) -> tuple[float, float, float]:
     polls = sum(process.samples("capacityd_source_polls_total").values())
     samples = sum(process.samples("capacityd_remote_storage_samples_total").values())
@@ -113,6 +120,8 @@ def collector_run(workdir: Path, targets: int, window: float, role: str, write_u
         time.sleep(window)
         polls1, samples1, cpu1 = _counters(process)
         elapsed = time.monotonic() - started
+        assert process.process is not None
+        rss = _peak_rss_mib(process.process.pid)
     finally:
         process.stop()
     polls = polls1 - polls0
@@ -121,6 +130,7 @@ def collector_run(workdir: Path, targets: int, window: float, role: str, write_u
         "samples_per_s": (samples1 - samples0) / elapsed,
         "cpu_ms_per_poll": 1000 * (cpu1 - cpu0) / max(polls, 1),
         "cpu_cores": (cpu1 - cpu0) / elapsed,
+        "peak_rss_mib": rss,
     }
 
 
@@ -164,6 +174,8 @@ def cloud_run(workdir: Path, hosts: int, window: float, write_url: str) -> dict[
         polls1, samples1, cpu1 = _counters(process)
         elapsed = time.monotonic() - started
         duration = process.value("capacityd_source_poll_duration_seconds", source="bench") or float("nan")
+        assert process.process is not None
+        rss = _peak_rss_mib(process.process.pid)
     finally:
         if process is not None:
             process.stop()
@@ -177,6 +189,7 @@ def cloud_run(workdir: Path, hosts: int, window: float, write_url: str) -> dict[
         "samples_per_poll": (samples1 - samples0) / polls,
         "cpu_s_per_poll": (cpu1 - cpu0) / polls,
         "poll_duration_s": duration,
+        "peak_rss_mib": rss,
     }
 
 
@@ -205,16 +218,17 @@ def collector_section(targets: int, window: float, runs: int, cloud_hosts: int) 
     ours, base = medians["collector"], medians["all"]
     print(f"   collector (remote write to VictoriaMetrics): {ours['targets_per_s']:7.1f} targets/s, "
           f"{ours['samples_per_s']:8.0f} samples/s written, {ours['cpu_ms_per_poll']:6.2f} ms CPU per target poll, "
-          f"{ours['cpu_cores']:.2f} cores busy")  # fmt: skip
+          f"{ours['cpu_cores']:.2f} cores busy, peak RSS {ours['peak_rss_mib']:.0f} MiB")  # fmt: skip
     print(f"   baseline, --role all (embedded SQLite history): {base['targets_per_s']:7.1f} targets/s, "
-          f"{base['cpu_ms_per_poll']:6.2f} ms CPU per target poll, {base['cpu_cores']:.2f} cores busy")  # fmt: skip
+          f"{base['cpu_ms_per_poll']:6.2f} ms CPU per target poll, {base['cpu_cores']:.2f} cores busy, "
+          f"peak RSS {base['peak_rss_mib']:.0f} MiB")  # fmt: skip
     print(f"   ratio collector / all: throughput {ours['targets_per_s'] / base['targets_per_s']:.2f}x, "
           f"CPU per poll {ours['cpu_ms_per_poll'] / base['cpu_ms_per_poll']:.2f}x")  # fmt: skip
     cloud = {k: statistics.median(c[k] for c in clouds) for k in clouds[0]}
     print(f"   one OpenStack cloud of {cloud_hosts:,} hypervisors (stand-in, 10 VMs/host) polled every 5 s by a "
           f"collector: {cloud['samples_per_s']:8.0f} samples/s written ({cloud['samples_per_poll']:,.0f} per poll), "
           f"{cloud['cpu_s_per_poll']:.2f} s CPU per poll (poll + history + remote write), poll "
-          f"{cloud['poll_duration_s']:.2f} s")  # fmt: skip
+          f"{cloud['poll_duration_s']:.2f} s, peak RSS {cloud['peak_rss_mib']:.0f} MiB")  # fmt: skip
     per_core_5min = 300_000 / ours["cpu_ms_per_poll"]
     print(f"   => at a 5-minute interval one collector core polls ~{per_core_5min:,.0f} targets "
           f"(300 s / CPU per poll, at 100 % of the core)")  # fmt: skip
