@@ -1,17 +1,19 @@
 """Scale-out sizing (issue 13): one collector's throughput, the planner's pass, and its remote-history read.
 
     .venv/bin/python bench/bench_scale.py [--quick] [--runs 3] [--sizes 1000,10000,100000]
+                                          [--targets 100,300,1000] [--k8s-clusters 1,10,50] [--skip SECTIONS]
 
-Three sections, each with medians of --runs and a ratio against a baseline measured in the same run:
+Sections, each with a baseline measured in the same run (medians of --runs where said):
 
-1. Collector throughput. A real `capacityd run --role collector` (bounded pool of `cluster.workers`) polls
-   `--targets` libvirt test-driver targets (each its own source: the per-target cost the fleet pays per
-   hypervisor) every second, so it is saturated, writing every poll to a real VictoriaMetrics by remote write.
-   Measured over a window from its own /metrics and /proc: targets polled per second, samples written per
-   second, and CPU per target poll. Baseline: the same targets in one `--role all` process with the embedded
-   store (today's single process: a thread per source, SQLite history). Then the samples a big target puts
-   through: one collector polling ONE OpenStack cloud of `--cloud-hosts` hypervisors (the Nova + Placement
-   stand-in in its own process) every 5 s, samples/s written to VictoriaMetrics and CPU per poll.
+1. Collector throughput, one run per size. A real `capacityd run --role collector` (bounded pool of
+   `cluster.workers`) owns `--targets` libvirt test-driver targets (each its own source: the per-target cost the
+   fleet pays per hypervisor), polled at RATE targets/s (interval = targets / RATE), writing every poll to a
+   real VictoriaMetrics by remote write. Measured over two intervals from its own /metrics and /proc: targets
+   polled per second, samples written per second, CPU per target poll, cores busy, peak RSS. Baseline: the same
+   targets in one `--role all` process with the embedded store (today's single process: a thread per source,
+   SQLite history); reference: the libvirt poll alone, in-process. Then the samples a big target puts through:
+   one collector polling ONE OpenStack cloud of `--cloud-hosts` hypervisors (the Nova + Placement stand-in in
+   its own process; every 20 s, 5 s up to 500 hosts), once: samples/s written and CPU per poll.
 2. Planner pass at `--sizes` hypervisors' worth of estate, each size in its own child process (peak RSS is
    the child's): headroom with N+1 (OpenStack frames of 5,000-host clouds with 20 VMs per host, 30 flavors:
    the estate is split into clouds of 5,000 hosts because N+1 over 100k hosts in ONE cloud runs out of
@@ -27,7 +29,7 @@ Three sections, each with medians of --runs and a ratio against a baseline measu
 2b. Kubernetes: the planner's headroom with N+1 over `--k8s-clusters` clusters of 5,000 nodes / 150,000 pods
    (one run each, child processes; 50 such clusters are the issue's target).
 
---quick: 40 targets for 8 s, a 300-host cloud, sizes 1,000 and 10,000 with 2 weeks of history, one cluster,
+--quick: 40 targets, a 300-host cloud, sizes 1,000 and 10,000 with 2 weeks of history, one cluster,
 200 hosts x 7 days read (~1.5 min).
 Prints the machine's load (`uptime`) before and after: figures on a shared 2-core machine are noisy.
 """
@@ -55,6 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+RATE = 20  # target polls per second asked of a collector: 6,000 targets at a 5-minute interval
 HOSTS_PER_CLOUD = 5000
 HOSTS_PER_POOL = 20
 SERIES_PER_POOL = (
@@ -101,13 +104,15 @@ def _counters(process: Any) -> tuple[float, float, float]:
     return polls, samples, _cpu_seconds(process.process.pid)
 
 
-def collector_run(workdir: Path, targets: int, window: float, role: str, write_url: str | None) -> dict[str, float]:
+def collector_run(
+    workdir: Path, targets: int, window: float, role: str, write_url: str | None, interval: str = "1s"
+) -> dict[str, float]:
     """One process polling `targets` libvirt targets every second for `window` seconds (after a warm-up)."""
     from tests.cluster.harness import Collector, free_port, libvirt_sources, wait_for, write_config
 
     port = free_port()
     cluster = "  role: collector\n  workers: 8" if role == "collector" else ""
-    config = write_config(workdir / f"{role}.yaml", port, workdir / f"state-{role}", libvirt_sources(targets, "1s"),
+    config = write_config(workdir / f"{role}.yaml", port, workdir / f"state-{role}", libvirt_sources(targets, interval),
                           cluster)  # fmt: skip
     if write_url:
         config.write_text(config.read_text() + f"history:\n  backend: remote\n  remote:\n    write_url: {write_url}\n")
@@ -145,8 +150,8 @@ def _serve_cloud(hosts: int, clouds_yaml: str, pipe: Any) -> None:
     server.stop()
 
 
-def cloud_run(workdir: Path, hosts: int, window: float, write_url: str) -> dict[str, float]:
-    """One collector polling ONE OpenStack cloud of `hosts` hypervisors (interval 5 s): samples/s written."""
+def cloud_run(workdir: Path, hosts: int, window: float, write_url: str, interval: int) -> dict[str, float]:
+    """One collector polling ONE OpenStack cloud of `hosts` hypervisors every `interval` s: samples/s written."""
     import multiprocessing
 
     from tests.cluster.harness import Collector, free_port, wait_for, write_config
@@ -162,8 +167,8 @@ def cloud_run(workdir: Path, hosts: int, window: float, write_url: str) -> dict[
         assert ours.poll(120), "the stand-in did not start"
         ours.recv()
         port = free_port()
-        config = write_config(workdir / "cloud.yaml", port, workdir / "state-cloud",
-                              [openstack_source("bench", clouds_yaml, "bench", "5s")], "  role: collector")  # fmt: skip
+        source = openstack_source("bench", clouds_yaml, "bench", f"{interval}s")
+        config = write_config(workdir / "cloud.yaml", port, workdir / "state-cloud", [source], "  role: collector")
         config.write_text(config.read_text() + f"history:\n  backend: remote\n  remote:\n    write_url: {write_url}\n")
         process = Collector(config, port, workdir / "cloud.log").start()
         wait_for(lambda: process.value("capacityd_source_up") == 1.0, 120, "the cloud polled once")
@@ -193,46 +198,75 @@ def cloud_run(workdir: Path, hosts: int, window: float, write_url: str) -> dict[
     }
 
 
-def collector_section(targets: int, window: float, runs: int, cloud_hosts: int) -> dict[str, float]:
+def collector_section(counts: list[int], window: float, cloud_hosts: int) -> None:
     from tests.remote.tsdb import victoria_metrics
 
-    print(f"\n1. one collector: {targets} libvirt test-driver targets at a 1 s interval, {window:.0f} s windows, "
-          f"median of {runs}")  # fmt: skip
-    results: dict[str, list[dict[str, float]]] = {"collector": [], "all": []}
+    print(f"\n1. one collector process, libvirt test-driver targets polled at {RATE} targets/s (interval = "
+          f"targets / {RATE} s), windows of two intervals (at least {window:.0f} s), one run per size")  # fmt: skip
     clouds: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         vm = victoria_metrics(Path(tmp))
         try:
-            for run in range(runs):
+            for targets in counts:
+                interval = f"{max(1, targets // RATE)}s"
+                measured = {}
                 for role in ("collector", "all"):
-                    workdir = Path(tmp) / f"{role}-{run}"
+                    workdir = Path(tmp) / f"{role}-{targets}"
                     workdir.mkdir()
                     url = f"{vm.url}/api/v1/write" if role == "collector" else None
-                    results[role].append(collector_run(workdir, targets, window, role, url))
-                workdir = Path(tmp) / f"cloud-{run}"
-                workdir.mkdir()
-                clouds.append(cloud_run(workdir, cloud_hosts, max(window, 15.0), f"{vm.url}/api/v1/write"))
+                    # two intervals: polls come in bursts (every target at start, then each interval + jitter)
+                    span = max(window, 2 * max(1, targets // RATE))
+                    measured[role] = collector_run(workdir, targets, span, role, url, interval)
+                report_collector(targets, interval, measured["collector"], measured["all"])
+            workdir = Path(tmp) / "cloud"
+            workdir.mkdir()
+            # a cold poll of 2,000 hosts outlasts a 5 s interval's timeout here: 2 polls' worth of window
+            every = 5 if cloud_hosts <= 500 else 20
+            clouds.append(cloud_run(workdir, cloud_hosts, 2.2 * every, f"{vm.url}/api/v1/write", every))
         finally:
             vm.stop()
-    medians = {role: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for role, rs in results.items()}
-    ours, base = medians["collector"], medians["all"]
-    print(f"   collector (remote write to VictoriaMetrics): {ours['targets_per_s']:7.1f} targets/s, "
-          f"{ours['samples_per_s']:8.0f} samples/s written, {ours['cpu_ms_per_poll']:6.2f} ms CPU per target poll, "
-          f"{ours['cpu_cores']:.2f} cores busy, peak RSS {ours['peak_rss_mib']:.0f} MiB")  # fmt: skip
-    print(f"   baseline, --role all (embedded SQLite history): {base['targets_per_s']:7.1f} targets/s, "
-          f"{base['cpu_ms_per_poll']:6.2f} ms CPU per target poll, {base['cpu_cores']:.2f} cores busy, "
-          f"peak RSS {base['peak_rss_mib']:.0f} MiB")  # fmt: skip
-    print(f"   ratio collector / all: throughput {ours['targets_per_s'] / base['targets_per_s']:.2f}x, "
-          f"CPU per poll {ours['cpu_ms_per_poll'] / base['cpu_ms_per_poll']:.2f}x")  # fmt: skip
-    cloud = {k: statistics.median(c[k] for c in clouds) for k in clouds[0]}
-    print(f"   one OpenStack cloud of {cloud_hosts:,} hypervisors (stand-in, 10 VMs/host) polled every 5 s by a "
-          f"collector: {cloud['samples_per_s']:8.0f} samples/s written ({cloud['samples_per_poll']:,.0f} per poll), "
+    cloud = clouds[0]
+    print(f"   one OpenStack cloud of {cloud_hosts:,} hypervisors (stand-in, 10 VMs/host) polled every {every} s "
+          f"by a collector (one run): {cloud['samples_per_s']:8.0f} samples/s written "
+          f"({cloud['samples_per_poll']:,.0f} per poll; CPU-bound at most "
+          f"{cloud['samples_per_poll'] / cloud['cpu_s_per_poll']:,.0f}/s per core), "
           f"{cloud['cpu_s_per_poll']:.2f} s CPU per poll (poll + history + remote write), poll "
           f"{cloud['poll_duration_s']:.2f} s, peak RSS {cloud['peak_rss_mib']:.0f} MiB")  # fmt: skip
-    per_core_5min = 300_000 / ours["cpu_ms_per_poll"]
-    print(f"   => at a 5-minute interval one collector core polls ~{per_core_5min:,.0f} targets "
-          f"(300 s / CPU per poll, at 100 % of the core)")  # fmt: skip
-    return ours
+    print(f"   reference: one libvirt test-driver poll alone, in-process: {libvirt_poll_ms():.2f} ms CPU")
+
+
+def report_collector(targets: int, interval: str, ours: dict[str, float], base: dict[str, float]) -> None:
+    print(f"   {targets:>5} targets every {interval}: collector (remote write) {ours['targets_per_s']:6.1f} targets/s, "
+          f"{ours['samples_per_s']:6.0f} samples/s written, {ours['cpu_ms_per_poll']:6.2f} ms CPU per target poll, "
+          f"{ours['cpu_cores']:.2f} cores busy, peak RSS {ours['peak_rss_mib']:.0f} MiB "
+          f"=> {300_000 / ours['cpu_ms_per_poll']:,.0f} targets per core at a 5-min interval")  # fmt: skip
+    print(f"   {'':>5} baseline --role all (embedded store): {base['targets_per_s']:6.1f} targets/s, "
+          f"{base['cpu_ms_per_poll']:6.2f} ms CPU per target poll, {base['cpu_cores']:.2f} cores busy, "
+          f"peak RSS {base['peak_rss_mib']:.0f} MiB; ratio collector / all CPU per poll "
+          f"{ours['cpu_ms_per_poll'] / base['cpu_ms_per_poll']:.2f}x")  # fmt: skip
+
+
+def libvirt_poll_ms(count: int = 100, rounds: int = 3) -> float:
+    """CPU of the source's poll alone (no daemon around it), for the per-poll overhead of a process."""
+    from collector.app.config import parse_config
+    from collector.sources import create_source
+
+    config = parse_config({"sources": [{"kind": "libvirt", "name": f"h{i:03d}", "uri": "test:///default",
+                                        "cloud": "lab", "pool": "r"} for i in range(count)]})  # fmt: skip
+    sources = [create_source(c) for c in config.sources]
+    now = datetime.now(UTC)
+    for source in sources:
+        source.poll(now)
+    started = time.process_time()
+    for _ in range(rounds):
+        for source in sources:
+            source.poll(now)
+    spent = time.process_time() - started
+    for source in sources:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    return 1000 * spent / (rounds * count)
 
 
 # -- 2. planner pass --------------------------------------------------------------------------------------------------
@@ -469,8 +503,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="~1 minute: small sizes and windows")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", default="1000,10000,100000", help="hypervisors, comma-separated")
-    parser.add_argument("--targets", type=int, default=300)
-    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--targets", default="100,300,1000", help="libvirt targets per collector, comma-separated")
+    parser.add_argument("--window", type=float, default=10.0, help="shortest collector window, seconds")
     parser.add_argument("--cloud-hosts", type=int, default=2000, help="hypervisors of the one-cloud collector run")
     parser.add_argument("--days", type=int, default=56, help="forecast history, days")
     parser.add_argument("--read-hosts", type=int, default=2000)
@@ -487,13 +521,13 @@ def main() -> int:
         k8s_child(args.child_k8s)
         return 0
     if args.quick:
-        args.runs, args.sizes, args.targets, args.window, args.cloud_hosts = 1, "1000,10000", 40, 8.0, 300
+        args.runs, args.sizes, args.targets, args.window, args.cloud_hosts = 1, "1000,10000", "40", 4.0, 300
         args.days, args.read_hosts, args.read_days, args.k8s_clusters = 14, 200, 7, "1"
     sizes = [int(s) for s in args.sizes.split(",")]
     skip = set(filter(None, args.skip.split(",")))
     print(f"bench_scale{' --quick' if args.quick else ''}: load before: {load()}")
     if "collector" not in skip:
-        collector_section(args.targets, args.window, args.runs, args.cloud_hosts)
+        collector_section([int(t) for t in args.targets.split(",")], args.window, args.cloud_hosts)
     if "planner" not in skip:
         planner_section(sizes, args.days, args.runs)
     if "k8s" not in skip:
