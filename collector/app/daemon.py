@@ -532,7 +532,8 @@ class Daemon:
             from exporters.report import schedule_reports
         except ImportError:
             return
-        schedule_reports(self.scheduler, config or self.config, lambda: self.pipeline.snapshot, self.history)
+        guard = self.cluster.report_guard()  # cluster: sent once across planner fail-over (the planner Lease)
+        schedule_reports(self.scheduler, config or self.config, lambda: self.pipeline.snapshot, self.history, guard)
 
     def _start_reports(self) -> None:
         """Schedule reports at start; a send record that cannot be opened (full disk) is retried, never fatal."""

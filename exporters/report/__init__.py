@@ -24,19 +24,25 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from collector.estate import Snapshot
-    from exporters.report.service import ReportsConfig, ReportService
+    from exporters.report.service import ReportsConfig, ReportService, SendGuard
     from exporters.report.settings import ReportConfig
 
 
 def schedule_reports(
-    scheduler: Any, config: ReportsConfig, snapshot_provider: Callable[[], Snapshot], history: Any
+    scheduler: Any,
+    config: ReportsConfig,
+    snapshot_provider: Callable[[], Snapshot],
+    history: Any,
+    guard: SendGuard | None = None,
 ) -> ReportService | None:
     """(Re)schedule every configured report on the daemon's APScheduler; call at start and on reload.
 
+    `guard`: a send record shared with the processes that may take over (a planner's Lease); None: local only.
     Returns the service whose methods are the jobs (None when no report is configured)."""
+    from exporters.report.service import LOCAL_GUARD
     from exporters.report.service import schedule_reports as schedule
 
-    return schedule(scheduler, config, snapshot_provider, history)
+    return schedule(scheduler, config, snapshot_provider, history, guard or LOCAL_GUARD)
 
 
 def write_report(snapshot: Snapshot, history: Any, out_dir: Path, *, report: ReportConfig | None = None) -> Path:

@@ -10,6 +10,9 @@ Scheduling (APScheduler 3, the daemon's BackgroundScheduler):
 * each run works out its *period* (the scheduled time it belongs to) from the cron expression and
   asks the send record first: a period is sent at most once, whatever runs it (a misfire catch-up,
   a retry, `capacityd report --send`, a second daemon on the same state dir);
+* across processes that take over from one another (planners failing over through the planner Lease), a
+  `SendGuard` shared by them is asked too: it refuses a period another process claimed or sent, and a new
+  leader catches up the latest period (within `misfire_grace_time`) that the shared record does not hold;
 * a failed send is logged, counted (`capacityd_report_failures_total`) and retried by a one-off
   job `retry_interval` later, for up to `retry_for` after the scheduled time; a pending retry is kept
   in the same table, so a restart does not lose it.
@@ -103,6 +106,52 @@ class SendOutcome:
     message_id: str | None = None
 
 
+class GuardUnavailable(Exception):
+    """The shared send record could not be read or written (e.g. the API server is unreachable): retry later."""
+
+
+class SendGuard(Protocol):
+    """A send record shared by processes that take over from one another, asked beside the local SendStore.
+
+    The local store keeps one process (and its restarts) to one send per period; a planner's standby has its own
+    state dir, so only a record both can see (the planner Lease, collector/app/cluster/report_guard.py) keeps a
+    fail-over from sending the week again. `shared` False means the local store is the whole truth.
+    """
+
+    shared: bool
+
+    def claim(self, report: str, key: str) -> bool:
+        """Take the right to send (report, period key); False if another process claimed or sent it, or this one
+        may not send now (no longer the leader). Raises GuardUnavailable when the record cannot be reached."""
+        ...
+
+    def sent(self, report: str, key: str) -> None:
+        """Record that (report, key) went out; never raises (logged)."""
+        ...
+
+    def release(self, report: str, key: str) -> None:
+        """Give a failed send's claim back, so a retry (here or on a successor) may send; never raises."""
+        ...
+
+
+class LocalSendGuard:
+    """One process (role all): the local send record is the whole truth; every claim is granted."""
+
+    shared = False
+
+    def claim(self, report: str, key: str) -> bool:
+        return True
+
+    def sent(self, report: str, key: str) -> None:
+        return None
+
+    def release(self, report: str, key: str) -> None:
+        return None
+
+
+LOCAL_GUARD = LocalSendGuard()
+
+
 def send_report(
     report: ReportConfig,
     smtp: SmtpConfig,
@@ -112,6 +161,7 @@ def send_report(
     period: datetime,
     *,
     force: bool = False,
+    guard: SendGuard = LOCAL_GUARD,
 ) -> SendOutcome:
     """Build and send one period's report unless that period was already sent; never raises on failure."""
     from exporters.report.delivery import DeliveryError, send
@@ -121,6 +171,14 @@ def send_report(
     if not force and store.is_sent(report.name, period):
         log.info("report %s for %s was already sent; not sending it again", report.name, key)
         return SendOutcome("skipped", f"already sent for {key}")
+    if not force:
+        try:
+            granted = guard.claim(report.name, key)
+        except GuardUnavailable as error:  # counted and retried like a failed delivery
+            return _failed(report, store, period, f"the shared send record is unavailable: {error}")
+        if not granted:
+            log.info("report %s for %s was claimed or sent by another process; not sending it", report.name, key)
+            return SendOutcome("skipped", f"claimed or sent elsewhere for {key}")
     if not store.claim(report.name, period) and not force:
         log.info("report %s for %s is being sent by another run; skipping", report.name, key)
         return SendOutcome("skipped", f"another run is sending {key}")
@@ -129,10 +187,13 @@ def send_report(
         composed = compose_message(content, report, charts, sender=smtp.from_address, period_key=key)
         delivered = send(smtp, composed.message, report.recipients)
     except DeliveryError as error:
+        guard.release(report.name, key)
         return _failed(report, store, period, str(error))
     except Exception as error:  # a bug or bad data must not kill the scheduler thread
         log.exception("report %s for %s could not be built", report.name, key)
+        guard.release(report.name, key)
         return _failed(report, store, period, f"building the report failed: {type(error).__name__}: {error}")
+    guard.sent(report.name, key)
     store.mark_sent(
         report.name,
         period,
@@ -208,12 +269,14 @@ class ReportService:
         snapshot_provider: Callable[[], Snapshot],
         history: Any,
         store: SendStore,
+        guard: SendGuard = LOCAL_GUARD,
     ):
         self.scheduler = scheduler
         self.config = config
         self.snapshot_provider = snapshot_provider
         self.history = history
         self.store = store
+        self.guard = guard
 
     def _report(self, name: str) -> ReportConfig | None:
         return next((r for r in self.config.reports if r.name == name), None)
@@ -252,7 +315,9 @@ class ReportService:
         if smtp is None:  # the config validator prevents this; be explicit anyway
             log.error("report %s: no smtp section configured", report.name)
             return SendOutcome("failed", "no smtp section")
-        outcome = send_report(report, smtp, self.snapshot_provider(), self.history, self.store, period)
+        outcome = send_report(
+            report, smtp, self.snapshot_provider(), self.history, self.store, period, guard=self.guard
+        )
         if outcome.status == "failed":
             self._schedule_retry(report, period)
         return outcome
@@ -281,6 +346,18 @@ class ReportService:
         )
         log.info("report %s for %s: retrying at %s", report.name, period_key(period), when.isoformat())
 
+    def _catch_up(self, report: ReportConfig, now: datetime, next_run: datetime | None) -> datetime | None:
+        """A process that just took over (a new planner leader) runs the latest period at once if it is within
+        `misfire_grace_time` and not sent here: its predecessor may have died before sending it. The shared guard
+        decides at run time whether anyone did (then the run is skipped)."""
+        latest = latest_period(report, now)
+        if latest is None or now - latest > report.misfire_grace_time or self.store.is_sent(report.name, latest):
+            return next_run
+        if next_run is not None and next_run <= latest:
+            return next_run
+        log.info("report %s: catching up the period %s on taking over", report.name, period_key(latest))
+        return latest
+
     def schedule(self) -> None:
         """Add (or replace) every configured report's jobs, keeping stored run times of unchanged schedules."""
         names = {report.name for report in self.config.reports}
@@ -295,11 +372,14 @@ class ReportService:
             trigger = _trigger(report)
             job_id = JOB_PREFIX + report.name
             previous = stored.get(job_id)
+            next_run: datetime | None
             if previous is not None and previous[1] == _trigger_text(trigger) and previous[2] is not None:
                 # Unchanged schedule: keep the stored next run time, even if it passed while we were down.
                 next_run, kept = previous[2], True
             else:
                 next_run, kept = trigger.get_next_fire_time(None, now), False
+            if self.guard.shared:
+                next_run = self._catch_up(report, now, next_run)
             self.store.save_schedule(job_id, report.name, _trigger_text(trigger), next_run)
             self.scheduler.add_job(
                 self.run_scheduled,
@@ -337,7 +417,11 @@ def _remove_job(scheduler: Any, job_id: str) -> None:
 
 
 def schedule_reports(
-    scheduler: Any, config: ReportsConfig, snapshot_provider: Callable[[], Snapshot], history: Any
+    scheduler: Any,
+    config: ReportsConfig,
+    snapshot_provider: Callable[[], Snapshot],
+    history: Any,
+    guard: SendGuard = LOCAL_GUARD,
 ) -> ReportService | None:
     """(Re)schedule every configured report on the daemon's scheduler; call at start and on reload.
 
@@ -364,6 +448,6 @@ def schedule_reports(
     for report in config.reports:
         last = store.last_sent(report.name)
         metrics.seed(report.name, last.sent_at if last else None)
-    service = ReportService(scheduler, config, snapshot_provider, history, store)
+    service = ReportService(scheduler, config, snapshot_provider, history, store, guard)
     service.schedule()
     return service

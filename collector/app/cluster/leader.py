@@ -75,6 +75,7 @@ class LeaderElector:
                     previous=current,
                     transitions=current.transitions,
                     labels=self.labels,
+                    annotations=current.annotations,  # the reports' send record (report_guard.py) stays
                 )
             else:
                 if self._record is None or current.resource_version != self._record.resource_version:
@@ -89,6 +90,7 @@ class LeaderElector:
                     previous=current,
                     transitions=current.transitions + 1,
                     labels=self.labels,
+                    annotations=current.annotations,  # a successor inherits the send record
                 )
         except (LeaseConflict, LeaseError) as error:
             log.info("leader: %s", error)
@@ -142,8 +144,16 @@ class LeaderElector:
         self._check()
         if release and was_leading and self._record is not None:
             try:  # an expired record (duration 1 s, renewed long ago) hands over at the standby's next round
-                self.store.write(
-                    self.name, "", 1, previous=self._record, transitions=self._record.transitions, labels=self.labels
-                )
+                current = self.store.get(self.name) or self._record  # read again: the report guard may have written
+                if current.holder == self.me:
+                    self.store.write(
+                        self.name,
+                        "",
+                        1,
+                        previous=current,
+                        transitions=current.transitions,
+                        labels=self.labels,
+                        annotations=current.annotations,
+                    )
             except (LeaseConflict, LeaseError) as error:
                 log.info("leader: could not release: %s", error)

@@ -67,6 +67,7 @@ class Coordinator:
         )
         if needs_leases and store is None:
             store = LeaseStore(api_client(config.kubeconfig), config.namespace)
+        self.lease_store = store
         if self.polls:
             if config.membership == "lease":
                 assert store is not None
@@ -108,6 +109,14 @@ class Coordinator:
         if self.role == "collector":
             return False
         return self.elector is None or self.elector.is_leader()
+
+    def report_guard(self) -> Any:
+        """The reports' send record shared across planner fail-over (the planner Lease), or None: local only."""
+        if self.elector is None or self.lease_store is None:
+            return None
+        from collector.app.cluster.report_guard import LeaseSendGuard
+
+        return LeaseSendGuard(self.lease_store, self.elector)
 
     @property
     def me(self) -> str:
@@ -262,6 +271,11 @@ class _Families(Collector):
         yield from self.produce()
 
 
+SELF_FRAMES = ("history_stats", "remote_history_stats", "config_reload")
+"""Derived frames a collector serves beside its polled ones: its own history and remote-write health
+(`capacityd_history_*`, `capacityd_remote_storage_*`) and config reloads; never an analysis of its partial view."""
+
+
 class RoleExpositionCache(ExpositionCache):
     """The /metrics cache of a non-default role: serves only what the role may serve, plus cluster metrics.
 
@@ -283,7 +297,8 @@ class RoleExpositionCache(ExpositionCache):
 
     def _gate(self, snapshot: Snapshot) -> Snapshot:
         if self.coordinator.role == "collector":
-            return Snapshot(snapshot.taken_at, self.estate.snapshot().frames, snapshot.statuses)
+            own = {name: snapshot.frames[name] for name in SELF_FRAMES if name in snapshot.frames}
+            return Snapshot(snapshot.taken_at, {**self.estate.snapshot().frames, **own}, snapshot.statuses)
         if not self.coordinator.plans:
             return Snapshot(snapshot.taken_at, {}, snapshot.statuses)
         return snapshot
