@@ -391,7 +391,10 @@ class Daemon:
             try:
                 self.history.append(name, result.frames, when)
             except Exception:
-                log.exception("history: could not store the poll of %s", name)
+                if self._stop.is_set():  # a poll that finished after stop() closed the store: expected, no trace
+                    log.info("history: the poll of %s finished during shutdown and is not stored", name)
+                else:
+                    log.exception("history: could not store the poll of %s", name)
         elif self.history_unavailable.failing is not None:
             self.history_unavailable.dropped_rows(sum(len(frame) for frame in result.frames.values()))
         self.pipeline.request_refresh()

@@ -98,7 +98,9 @@ def test_the_planner_serves_what_one_process_serves(deployment: dict[str, object
         raise AssertionError(
             f"only planner: {sorted(ours - theirs)[:10]}\nonly single: {sorted(theirs - ours)[:10]}"
         ) from None
-    assert planner.samples("capacity_exhaustion_seconds")  # the planner runs forecasts too
+    # the planner runs forecasts too: its first pass starts on a background thread after its first complete
+    # pull, and takes seconds on a loaded machine
+    wait_for(lambda: planner.samples("capacity_exhaustion_seconds"), 90, "the planner's first forecast pass")
     for collector in collectors:
         text = collector.scrape()
         assert not {s for s in _families(text) if s[0].startswith(PLANNING_PREFIXES)}
