@@ -29,6 +29,7 @@ import contextlib
 import json
 import re
 import socket
+import sys
 import threading
 import time
 import uuid as uuidlib
@@ -201,6 +202,15 @@ class Fault:
     """Body bytes written so far (to see how much of a spoilt answer the client took before hanging up)."""
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hung up mid-answer (a timed-out poll, a `hang` fault) is expected here, not a traceback."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class StandinServer:
     """Serves a StandinCloud on 127.0.0.1: Placement under /placement, Nova under /compute/v2.1."""
 
@@ -214,7 +224,7 @@ class StandinServer:
         self._lock = threading.Lock()
         self._connections: set[Any] = set()
         handler = _make_handler(self)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd = _QuietServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self.base = f"http://127.0.0.1:{self.port}"
