@@ -16,8 +16,8 @@ Sections, each with a baseline measured in the same run (medians of --runs where
    its own process; every 20 s, 5 s up to 500 hosts), once: samples/s written and CPU per poll.
 2. Planner pass at `--sizes` hypervisors' worth of estate, each size in its own child process (peak RSS is
    the child's): headroom with N+1 (OpenStack frames of 5,000-host clouds with 20 VMs per host, 30 flavors:
-   the estate is split into clouds of 5,000 hosts because N+1 over 100k hosts in ONE cloud runs out of
-   memory, a known bug being fixed in collector/analyses/headroom/shapes.py) and the forecast pass over the
+   the estate is split into clouds of 5,000 hosts, as estates that size are run; one pool of 100k hosts
+   is bench_headroom.py's `--one-pool` case) and the forecast pass over the
    pool series such an estate gives: one pool per 20 hosts (a rack / aggregate) with 5 series (hypervisor CPU
    used; memory and disk allocated and used), i.e. 0.25 series per hypervisor, over the forecast's lookback
    (8 weeks hourly; 2 weeks with --quick). Baseline: the smallest size, so the ratio shows how it scales.
