@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,12 +46,9 @@ NOW = pd.Timestamp(datetime(2026, 11, 26, tzinfo=UTC)).as_unit("ns")
 GIB = 2.0**30
 
 
-def openstack_estate(hosts: int = 2000, flavors: int = 30, vms_per_host: int = 20, seed: int = 1) -> dict:
-    rng = np.random.default_rng(seed)
-    names = [f"cmp-{i:05d}" for i in range(hosts)]
-    pools = [f"az{i % 4}" for i in range(hosts)]
-    sizes = [(2 ** (i % 5), 2 ** (i % 5) * 2 * GIB * (1 + i % 3), 20 * GIB * (1 + i % 4)) for i in range(flavors)]
-    flavor_rows = [
+def _flavor_rows(sizes: Any) -> list[dict[str, Any]]:
+    """One public flavor per (vcpu, memory, disk) size; every tenth needs the CUSTOM_SSD trait."""
+    return [
         {
             "timestamp": NOW,
             "source": "os",
@@ -67,6 +65,14 @@ def openstack_estate(hosts: int = 2000, flavors: int = 30, vms_per_host: int = 2
         }
         for i, (v, m, d) in enumerate(sizes)
     ]
+
+
+def openstack_estate(hosts: int = 2000, flavors: int = 30, vms_per_host: int = 20, seed: int = 1) -> dict:
+    rng = np.random.default_rng(seed)
+    names = [f"cmp-{i:05d}" for i in range(hosts)]
+    pools = [f"az{i % 4}" for i in range(hosts)]
+    sizes = [(2 ** (i % 5), 2 ** (i % 5) * 2 * GIB * (1 + i % 3), 20 * GIB * (1 + i % 4)) for i in range(flavors)]
+    flavor_rows = _flavor_rows(sizes)
     consumers = []
     used = np.zeros((hosts, 3))
     for h in range(hosts):
@@ -224,23 +230,7 @@ def one_pool_estate(
     sizes = np.array(
         [(2 ** (i % 5), 2 ** (i % 5) * 2 * GIB * (1 + i % 3), 20 * GIB * (1 + i % 4)) for i in range(flavors)]
     )
-    flavor_rows = [
-        {
-            "timestamp": NOW,
-            "source": "os",
-            "cloud": "c1",
-            "flavor": f"f{i}",
-            "flavor_id": f"f{i}",
-            "resources": {"vcpu": float(v), "memory": m, "disk": d},
-            "required_traits": ["CUSTOM_SSD"] if i % 10 == 9 else [],
-            "forbidden_traits": [],
-            "member_of": [],
-            "zone": None,
-            "is_public": True,
-            "projects": [],
-        }
-        for i, (v, m, d) in enumerate(sizes)
-    ]
+    flavor_rows = _flavor_rows(sizes)
     n = hosts * vms_per_host
     host_of = np.repeat(np.arange(hosts), vms_per_host)
     flavor_of = rng.integers(0, flavors, n)
