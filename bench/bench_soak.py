@@ -17,7 +17,9 @@ counted that are not in history; must be 0), and memory: RSS at start, after war
 run: imports, first forecasts, caches filling) and at the end, the growth after warm-up in %, and the
 least-squares slope of RSS over the samples after warm-up in MiB/h. `MEMORY: FLAT` needs a slope under
 2 MiB/h and a growth under 2 %; otherwise `MEMORY: GROWING` and the exit code is 1. (A slope over a few
-minutes extrapolates noise: judge memory on the 60-minute run.)
+minutes extrapolates noise: judge memory on the 60-minute run.) The demo cloud boots one more server a minute, so
+the daemon's data, and its RSS with it, grow during the soak; `--constant-estate` boots none, so that what is left
+for the memory verdict is leaks.
 
     .venv/bin/python bench/bench_soak.py --minutes 60      # the full soak (CI may use --minutes 2)
 """
@@ -117,12 +119,12 @@ def memory_summary(samples: list[tuple[float, int]], duration: float) -> dict[st
 
 
 class Soak:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, growth_every: float = 60.0) -> None:
         self.workdir = workdir
         estate = build_estate()
         context: dict[str, Any] = {"estate": estate}
         self.libvirt = demo_libvirt.start(workdir, context)
-        self.cloud = from_demo_estate(estate, growth_every=60.0)
+        self.cloud = from_demo_estate(estate, growth_every=growth_every)
         self.openstack = StandinServer(self.cloud).start()
         clouds_yaml = self.openstack.write_clouds_yaml(workdir / "clouds.yaml", CLOUD, REGION)
         context["openstack"] = {"clouds_yaml": str(clouds_yaml), "cloud": CLOUD, "region": REGION}
@@ -321,9 +323,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="how long to soak (default %(default)s)")
     parser.add_argument("--rss-csv", type=Path, help="also write every RSS sample (seconds,bytes) to this file")
+    parser.add_argument(
+        "--constant-estate",
+        action="store_true",
+        help="boot no server during the soak (the demo cloud otherwise grows by one server a minute, so RSS "
+        "also grows with the data; a constant estate leaves only leaks to the memory verdict)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="capacityd-soak-") as tmp:
-        soak = Soak(Path(tmp))
+        soak = Soak(Path(tmp), growth_every=1e12 if args.constant_estate else 60.0)
         rss_log = open(args.rss_csv, "w") if args.rss_csv else None  # noqa: SIM115 - closed below
         try:
             result = soak.run(args.minutes, rss_log)
@@ -333,7 +341,8 @@ def main() -> int:
                 rss_log.close()
         latencies = sorted(result["latencies"]) or [float("nan")]
         p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-        print(f"soak: {args.minutes:g} min, faults in rotation: {', '.join(result['faults'])}")
+        estate = "constant estate" if args.constant_estate else "estate growing by one server a minute"
+        print(f"soak: {args.minutes:g} min, {estate}, faults in rotation: {', '.join(result['faults'])}")
         print(
             f"faults injected: {len(result['survived']) + len(result['died'])}, survived: {len(result['survived'])}"
             + (f", the daemon died after: {result['died']}" if result["died"] else "")
