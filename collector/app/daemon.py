@@ -528,6 +528,7 @@ class Daemon:
         """Planner: a round of collectors' snapshots is in the estate; the first one gets forecasts at once."""
         self.pipeline.request_refresh()
         if self.cluster.first_complete_pull(self.estate):
+            log.info("planner: first complete pull of every collector's sources; running forecasts now")
             threading.Thread(target=self._forecast_job, name="first-pull-forecast", daemon=True).start()
 
     def _schedule_reports(self, config: Config | None = None) -> None:  # cluster: config without reports unschedules

@@ -25,6 +25,7 @@ from collector.store.schema import (
     POOL_SERIES_COLUMNS,
     RAW_POOL_STEP,
     _as_list,
+    _end_epoch,
     _epoch,
     _floor,
     _to_utc,
@@ -91,7 +92,7 @@ class Reader(Database):
         Default step: 5 minutes when the range is all at full resolution, else `downsample_step`.
         """
         start_ts = _epoch(start, "start") if start is not None else None
-        end_ts = _epoch(end, "end") if end is not None else None
+        end_ts = _end_epoch(end) if end is not None else None
         filters = {"layer": _as_list(layer), "cloud": _as_list(cloud), "pool": _as_list(pool),
                    "resource": _as_list(resource)}  # fmt: skip
         with self._read() as con:
@@ -254,7 +255,7 @@ class Reader(Database):
         Raw rows have `samples` 1 and max = value; rolled-up rows hold means, maxima and their sample count.
         """
         lo = _epoch(start, "start") if start is not None else 0
-        hi = _epoch(end, "end") if end is not None else 2**62
+        hi = _end_epoch(end) if end is not None else 2**62
         filters = {"layer": _as_list(layer), "cloud": _as_list(cloud), "pool": _as_list(pool),
                    "host": _as_list(host), "resource": _as_list(resource)}  # fmt: skip
         rows = []
@@ -317,7 +318,7 @@ class Reader(Database):
         and the hourly rows as plain numbers, then joined here: a window of days is millions of rows.
         """
         lo = _floor(_epoch(start, "start"), CONSUMER_HOUR) if start is not None else 0
-        hi = _epoch(end, "end") if end is not None else 2**62
+        hi = _end_epoch(end) if end is not None else 2**62
         where, params = ["last_hour >= ?"], [lo]  # type: list[str], list[int | str]
         for column, values in (("layer", _as_list(layer)), ("cloud", _as_list(cloud))):
             if values is not None:
@@ -354,7 +355,7 @@ class Reader(Database):
     def consumer_counts(self, *, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
         """Consumers per (source, layer, cloud, pool, project, flavor, state): hourly, daily past raw_retention."""
         lo = _epoch(start, "start") if start is not None else 0
-        hi = _epoch(end, "end") if end is not None else 2**62
+        hi = _end_epoch(end) if end is not None else 2**62
         with self._read() as con:
             rows = con.execute(
                 "SELECT c.ts, k.source, k.layer, k.cloud, k.pool, k.project, k.flavor, k.state, c.count "

@@ -148,6 +148,17 @@ def _epoch(value: datetime | pd.Timestamp, what: str = "timestamp") -> int:
     return math.floor(value.timestamp())
 
 
+def _end_epoch(value: datetime | pd.Timestamp) -> int:
+    """The exclusive upper bound, in whole seconds, of a range ending at `value`.
+
+    Samples are stored at whole seconds (`_epoch` floors): one stored at second s was taken in [s, s+1), so a
+    range ending at 21.7 s must include second 21 — flooring the end to 21 dropped it, and a forecast run in
+    the same second as the poll it follows read no history at all.
+    """
+    _epoch(value, "end")  # the same checks (a datetime, timezone-aware)
+    return math.ceil(value.timestamp())
+
+
 def _floor(ts: int, step: int) -> int:
     return ts // step * step
 

@@ -54,6 +54,21 @@ def test_pool_sums_count_hosts_and_add_pool_scope_rows(history: History, t0: dat
     assert str(history.pool_series()["timestamp"].dtype) == "datetime64[ns, UTC]"
 
 
+def test_a_range_ending_within_the_second_of_a_poll_includes_it(history: History, t0: datetime) -> None:
+    """A poll at 21.04 s is stored at second 21; a read ending at 21.738 s (a forecast started right after the
+    poll, as a planner does after a pull) must see it — the floored end used to drop it, so the planner's
+    first forecast pass read no history and served no exhaustion dates."""
+    polled = t0 + timedelta(seconds=21.04)
+    history.append("src", {"capacity": capacity_frame(polled, pools=("az1",), hosts_per_pool=2)}, polled)
+    now = t0 + timedelta(seconds=21.738)
+    for step in (None, timedelta(hours=1)):
+        series = history.pool_series(start=now - timedelta(days=1), end=now, step=step).dropna(subset=["capacity"])
+        assert len(series) and set(series["pool"]) == {"az1"}, step
+    assert len(history.host_series(start=now - timedelta(hours=1), end=now).dropna(subset=["capacity"]))
+    # a whole-second end stays exclusive: the same poll is not in a range ending at second 21
+    assert not len(history.pool_series(start=t0, end=t0 + timedelta(seconds=21)).dropna(subset=["capacity"]))
+
+
 def test_sources_are_summed_with_bounded_carry_forward(history: History, t0: datetime) -> None:
     # s1: one host, polled every minute, silent from minute 10 to 19; s2: two hosts, every 2 minutes.
     for m in range(30):
