@@ -119,12 +119,12 @@ def memory_summary(samples: list[tuple[float, int]], duration: float) -> dict[st
 
 
 class Soak:
-    def __init__(self, workdir: Path, growth_every: float = 60.0) -> None:
+    def __init__(self, workdir: Path, growing: bool = True) -> None:
         self.workdir = workdir
         estate = build_estate()
         context: dict[str, Any] = {"estate": estate}
         self.libvirt = demo_libvirt.start(workdir, context)
-        self.cloud = from_demo_estate(estate, growth_every=growth_every)
+        self.cloud = from_demo_estate(estate, growth_every=60.0, growth_count=240 if growing else 0)
         self.openstack = StandinServer(self.cloud).start()
         clouds_yaml = self.openstack.write_clouds_yaml(workdir / "clouds.yaml", CLOUD, REGION)
         context["openstack"] = {"clouds_yaml": str(clouds_yaml), "cloud": CLOUD, "region": REGION}
@@ -331,7 +331,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="capacityd-soak-") as tmp:
-        soak = Soak(Path(tmp), growth_every=1e12 if args.constant_estate else 60.0)
+        soak = Soak(Path(tmp), growing=not args.constant_estate)
         rss_log = open(args.rss_csv, "w") if args.rss_csv else None  # noqa: SIM115 - closed below
         try:
             result = soak.run(args.minutes, rss_log)
