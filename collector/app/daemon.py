@@ -520,7 +520,10 @@ class Daemon:
         regate = getattr(self.cache, "regate", None)
         if regate is not None:
             regate()
-        self._schedule_reports(None if leading else self.config.model_copy(update={"reports": []}))
+        if leading:  # a send record that cannot be opened (full disk) is retried, as at start
+            self._start_reports()
+        else:
+            self._schedule_reports(self.config.model_copy(update={"reports": []}))
         if leading:
             threading.Thread(target=self._forecast_job, name="leader-forecast", daemon=True).start()
 

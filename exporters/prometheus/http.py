@@ -649,6 +649,46 @@ class _Server:
         self._wake()
 
 
+class _Fields(dict[str, str]):
+    """Request header fields by lower-case name (the first of repeated ones, as `email.message.Message`)."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(name.lower(), default)
+
+
+_SIMPLE_METHODS = {b"GET", b"HEAD"}
+_SIMPLE_VERSIONS = {b"HTTP/1.1", b"HTTP/1.0"}
+_MAX_FIELDS = 100  # http.client's limit: more goes to the stdlib parser, which answers 431
+
+
+def _simple_head(request_line: bytes, rest: bytes) -> tuple[list[bytes], _Fields] | None:
+    """(method, target, version) and the fields of a plain GET/HEAD head, or None to let the stdlib parse it.
+
+    A scrape's head is a request line and a few `Name: value` lines; the stdlib's parser (email.parser) costs
+    ~0.2 ms of a ~0.5 ms scrape on an idle process. Anything unusual (another method or version, folded or
+    malformed lines, `Expect`, a `//` path) is left to the stdlib, so errors are answered exactly as before.
+    """
+    parts = request_line.rstrip(b"\r\n").split(b" ")
+    if len(parts) != 3 or parts[0] not in _SIMPLE_METHODS or parts[2] not in _SIMPLE_VERSIONS:
+        return None
+    if not parts[1].startswith(b"/") or parts[1].startswith(b"//"):
+        return None
+    fields = _Fields()
+    lines = rest.split(b"\r\n")
+    if len(lines) > _MAX_FIELDS + 2:
+        return None
+    for line in lines:
+        if not line:
+            break
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
+            return None
+        fields.setdefault(name.decode("latin-1").lower(), value.strip(b" \t").decode("latin-1"))
+    if "expect" in fields:
+        return None
+    return parts, fields
+
+
 class _Handler(BaseHTTPRequestHandler):
     """One request whose head was read by the loop; the reply goes out in one write when it is small."""
 
@@ -656,6 +696,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = f"capacityd/{__version__}"
     sys_version = ""
     server: _Server  # type: ignore[assignment]
+    raw_requestline: bytes  # set by handle_one_request
 
     def __init__(self, conn: _Conn, head: bytes, server: _Server, inline: bool = False):
         self._head = head
@@ -668,6 +709,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection = self.request
         self.rfile = io.BytesIO(self._head)
         self.wfile = io.BytesIO()
+
+    def parse_request(self) -> bool:
+        """The common scrape parsed directly (`_simple_head`); anything else by the stdlib, unchanged."""
+        assert isinstance(self.rfile, io.BytesIO)
+        at = self.rfile.tell()
+        simple = _simple_head(self.raw_requestline, self.rfile.getvalue()[at:])
+        if simple is None:
+            return super().parse_request()
+        (method, target, version), self.headers = simple  # type: ignore[assignment]
+        self.command, self.path = method.decode("latin-1"), target.decode("latin-1")
+        self.request_version = version.decode("latin-1")
+        self.requestline = self.raw_requestline.rstrip(b"\r\n").decode("latin-1")
+        connection = self.headers.get("Connection", "").lower()
+        if self.request_version == "HTTP/1.1":
+            self.close_connection = connection == "close"
+        else:  # HTTP/1.0 keeps the connection only when asked to, as the stdlib does
+            self.close_connection = connection != "keep-alive"
+        return True
 
     def handle(self) -> None:
         self.close_connection = True
@@ -777,7 +836,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         # The request line and status only: never headers (Authorization), never at info level.
-        log.debug("%s %s", self.client_address[0], format % args)
+        if log.isEnabledFor(logging.DEBUG):  # formatted only when it is logged: a scrape is hot
+            log.debug("%s %s", self.client_address[0], format % args)
 
 
 class MetricsServer:
