@@ -31,6 +31,7 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import email.utils
 import functools
 import hashlib
 import hmac
@@ -318,6 +319,9 @@ class _Server:
     ):
         self.settings = settings
         self.cache = cache
+        # the scrape reply for one (exposition, settings, gzip): body pieces and the head after its Date
+        self._prepared: tuple[Any, _Settings, bool, tuple[bytes, ...], bytes] | None = None
+        self._date: tuple[int, str] = (0, "")  # (second, its Date header)
         self.limits = limits
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -574,19 +578,64 @@ class _Server:
         hand-off to a worker (one GIL acquisition fewer per scrape while a render runs). What the socket
         buffer does not take at once is sent by a worker, so the loop never blocks on a slow reader."""
         try:
-            handler = _Handler(conn, head, self, inline=True)
+            fast = self._scrape_reply(head)
+            if fast is not None:  # the common scrape: a prepared head, no request handler
+                pieces, keep = fast
+                unsent = _send_now(conn.sock, pieces)
+            else:
+                handler = _Handler(conn, head, self, inline=True)
+                keep, unsent = not handler.close_connection, handler.unsent
         except Exception:
             log.debug("error serving %s", conn.address[0], exc_info=True)
             self._finish(conn, keep=False)
             return
-        keep = not handler.close_connection
-        if handler.unsent:
-            self._pool.submit(self._send_rest, conn, handler.unsent, keep)
+        if unsent:
+            self._pool.submit(self._send_rest, conn, unsent, keep)
         elif keep and _head_end(conn.buffer) >= 0:  # pipelined: a worker takes it (no recursion here)
             conn.served = True
             self._dispatch_to_worker(conn)
         else:
             self._finish(conn, keep, read_now=False)
+
+    def _scrape_reply(self, head: bytes) -> tuple[list[bytes], bool] | None:
+        """The reply to a plain `GET|HEAD /metrics` (the request a scraper repeats), or None for any other.
+
+        The same bytes `_Handler` would send, from a head prepared once per exposition and encoding, with
+        the Date of the current second: on an idle process the request handler's generic path was most of a
+        scrape's ~0.4 ms (a real Prometheus scraping at 1 s always finds the process idle).
+        """
+        settings = self.settings
+        if settings.limiter is not None or log.isEnabledFor(logging.DEBUG):
+            return None
+        line_end = head.find(b"\r\n")
+        simple = _simple_head(head[: line_end + 2], head[line_end + 2 :]) if line_end > 0 else None
+        if simple is None:
+            return None
+        (method, target, version), fields = simple
+        if target != b"/metrics" or fields.get("transfer-encoding") or fields.get("content-length", "0") != "0":
+            return None
+        connection = fields.get("connection", "").lower()
+        keep = connection != "close" if version == b"HTTP/1.1" else connection == "keep-alive"
+        exposition = self.cache.current
+        gzipped = accepts_gzip(fields.get("accept-encoding"))
+        prepared = self._prepared
+        if prepared is None or prepared[0] is not exposition or prepared[1] is not settings or prepared[2] != gzipped:
+            body = tuple(exposition.gzipped_chunks if gzipped else exposition.chunks)
+            extra = {**settings.headers, "Vary": "Accept-Encoding", **({"Content-Encoding": "gzip"} if gzipped else {})}
+            fields_after_date = (
+                f"Content-Type: {CONTENT_TYPE}\r\nContent-Length: {sum(len(piece) for piece in body)}\r\n"
+                + "".join(f"{name}: {value}\r\n" for name, value in extra.items())
+                + "\r\n"
+            ).encode("latin-1", "strict")
+            prepared = self._prepared = (exposition, settings, gzipped, body, fields_after_date)
+        now = int(time.time())
+        if self._date[0] != now:
+            self._date = (now, email.utils.formatdate(now, usegmt=True))
+        reply_head = (
+            f"HTTP/1.1 200 OK\r\nServer: {_Handler.server_version}\r\nDate: {self._date[1]}\r\n".encode("latin-1")
+            + prepared[4]
+        )
+        return ([reply_head] if method == b"HEAD" else [reply_head, *prepared[3]]), keep
 
     def _dispatch_to_worker(self, conn: _Conn) -> None:
         end = _head_end(conn.buffer)
@@ -649,6 +698,22 @@ class _Server:
         self._wake()
 
 
+def _send_now(sock: socket.socket, pieces: list[bytes]) -> list[memoryview]:
+    """One write of as much as a non-blocking socket takes now; what is left, for a worker to send."""
+    try:
+        sent = sock.sendmsg(pieces)
+    except BlockingIOError:
+        sent = 0
+    unsent: list[memoryview] = []
+    for piece in pieces:
+        if sent >= len(piece):
+            sent -= len(piece)
+            continue
+        unsent.append(memoryview(piece)[sent:])
+        sent = 0
+    return unsent
+
+
 class _Fields(dict[str, str]):
     """Request header fields by lower-case name (the first of repeated ones, as `email.message.Message`)."""
 
@@ -698,6 +763,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server  # type: ignore[assignment]
     raw_requestline: bytes  # set by handle_one_request
 
+    def version_string(self) -> str:
+        return self.server_version
+
     def __init__(self, conn: _Conn, head: bytes, server: _Server, inline: bool = False):
         self._head = head
         self._body: tuple[bytes, ...] = ()
@@ -742,16 +810,7 @@ class _Handler(BaseHTTPRequestHandler):
         head = self.wfile.getvalue()
         pieces = [head, *self._body]
         if self._inline:
-            try:
-                sent = self.connection.sendmsg(pieces)  # one write, as much as the socket buffer takes
-            except BlockingIOError:
-                sent = 0
-            for piece in pieces:
-                if sent >= len(piece):
-                    sent -= len(piece)
-                    continue
-                self.unsent.append(memoryview(piece)[sent:])
-                sent = 0
+            self.unsent = _send_now(self.connection, pieces)  # one write, as much as the socket buffer takes
             return
         if sum(len(piece) for piece in pieces) <= 65536:
             self.connection.sendall(b"".join(pieces))

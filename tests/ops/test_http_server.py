@@ -117,3 +117,46 @@ def test_an_oversized_head_is_refused(server: MetricsServer) -> None:
         sock.sendall(b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 70_000)
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 431")
+
+
+def test_the_scrape_fast_path_sends_what_the_request_handler_sends(
+    cache: ExpositionCache, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plain GET/HEAD /metrics is answered from a prepared head; with debug logging on, the same request
+    goes through the request handler (it logs the request line): both replies are byte for byte the same
+    apart from the Date, for every encoding, method and extra header the web config adds."""
+    web_config = tmp_path / "web.yml"
+    web_config.write_text("http_server_config:\n  headers:\n    X-Frame-Options: deny\n")
+    running = start_server(cache, "127.0.0.1", 0, web_config)
+    try:
+        requests_ = [
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip;q=1, br\r\n\r\n",
+            b"GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        ]
+
+        def replies() -> list[tuple[bytes, bytes]]:
+            out = []
+            for request in requests_:
+                with socket.create_connection(("127.0.0.1", running.port)) as sock:
+                    sock.sendall(request)
+                    pending = bytearray()
+                    if request.startswith(b"HEAD"):
+                        while b"\r\n\r\n" not in pending:
+                            pending += sock.recv(65536)
+                        head, body = bytes(pending), b""
+                    else:
+                        head, body = read_response(sock, pending)
+                out.append((b"\r\n".join(line for line in head.split(b"\r\n") if not line.startswith(b"Date:")), body))
+            return out
+
+        fast = replies()
+        with caplog.at_level("DEBUG", logger="exporters.prometheus.http"):
+            handled = replies()
+        assert any("GET /metrics" in record.getMessage() for record in caplog.records)  # the handler's path ran
+        assert fast == handled
+        assert b"X-Frame-Options: deny" in fast[0][0] and b"Content-Encoding: gzip" in fast[0][0]
+        assert b"Content-Encoding" not in fast[1][0] and gzip.decompress(fast[0][1]) == fast[1][1]
+    finally:
+        running.shutdown()
