@@ -24,8 +24,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cramjam
+from bench_cluster import median_seconds
 
 from collector.store.history import History
 from collector.store.remote.client import RemoteWriter
@@ -36,15 +38,6 @@ from collector.store.settings import HistoryConfig, RemoteHistoryConfig
 from tests.history.frames import capacity_frame
 from tests.remote.prompb import WriteRequest
 from tests.remote.tsdb import flush, victoria_metrics
-
-
-def median_seconds(func, runs: int) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def reference_request(frame, when: datetime, source: str) -> bytes:  # type: ignore[no-untyped-def]

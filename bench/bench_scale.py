@@ -45,7 +45,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from bench_cluster import median_seconds  # noqa: E402
+
 RATE = 20  # target polls per second asked of a collector: 6,000 targets at a 5-minute interval
 HOSTS_PER_CLOUD = 5000
 HOSTS_PER_POOL = 20
@@ -67,15 +68,6 @@ SERIES_PER_POOL = (
     ("disk", "allocated"),
     ("disk", "used"),
 )
-
-
-def median_seconds(func: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def load() -> str:
