@@ -19,7 +19,9 @@ least-squares slope of RSS over the samples after warm-up in MiB/h. `MEMORY: FLA
 2 MiB/h and a growth under 2 %; otherwise `MEMORY: GROWING` and the exit code is 1. (A slope over a few
 minutes extrapolates noise: judge memory on the 60-minute run.) The demo cloud boots one more server a minute, so
 the daemon's data, and its RSS with it, grow during the soak; `--constant-estate` boots none, so that what is left
-for the memory verdict is leaks.
+for the memory verdict is leaks. Below the verdict, the daemon's own `capacityd_memory_bytes{part}` (read from
+each scrape) shows where a growth is: glibc's heap in use or free (fragmentation), SQLite's page caches (bounded;
+they fill as the history file grows), or outside malloc (Python's object arenas, stacks, mapped files).
 
     .venv/bin/python bench/bench_soak.py --minutes 60      # the full soak (CI may use --minutes 2)
 """
@@ -73,6 +75,16 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def memory_parts(body: bytes) -> dict[str, float]:
+    """capacityd_memory_bytes{part} from a scraped exposition: where the daemon says its memory is."""
+    parts: dict[str, float] = {}
+    for line in body.decode("utf-8", "replace").splitlines():
+        if line.startswith('capacityd_memory_bytes{part="'):
+            labels, _, value = line.rpartition(" ")
+            parts[labels.split('"')[1]] = float(value)
+    return parts
 
 
 def slope_per_hour(samples: list[tuple[float, int]]) -> float:
@@ -235,6 +247,7 @@ class Soak:
         rss_start = rss_bytes(self.daemon.pid)
         latencies: list[float] = []
         rss_samples: list[tuple[float, int]] = [(0.0, rss_start)]
+        part_samples: dict[str, list[tuple[float, int]]] = {}  # capacityd_memory_bytes{part}, at every scrape
         failed_scrapes = 0
         stop = threading.Event()
         run_started = time.monotonic()
@@ -245,8 +258,10 @@ class Soak:
                 started = time.perf_counter()
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
-                        response.read()
+                        body = response.read()
                     latencies.append(time.perf_counter() - started)
+                    for part, value in memory_parts(body).items():
+                        part_samples.setdefault(part, []).append((time.monotonic() - run_started, int(value)))
                 except OSError:
                     failed_scrapes += 1
                 with contextlib.suppress(OSError):  # the daemon's RSS, at every scrape
@@ -273,6 +288,7 @@ class Soak:
         stop.set()
         thread.join(10)
         memory = memory_summary(rss_samples, time.monotonic() - run_started)
+        parts = {part: memory_summary(values, time.monotonic() - run_started) for part, values in part_samples.items()}
         time.sleep(16)  # let every source complete a poll after the last fault
         text = self.daemon.scrape()
         rss_end = rss_bytes(self.daemon.pid)
@@ -304,6 +320,7 @@ class Soak:
             "rss_start": rss_start,
             "rss_end": rss_end,
             "memory": memory,
+            "memory_parts": parts,
             "lost": lost,
             "stored": stored,
             "integrity": integrity_problems(self.state_dir),
@@ -371,6 +388,14 @@ def main() -> int:
                 f"end {memory['end'] / 2**20:.1f} MiB, peak {memory['peak'] / 2**20:.1f} MiB; "
                 f"growth after warm-up {memory['growth_pct']:+.2f} %, slope {memory['slope_mib_h']:+.2f} MiB/h"
             )
+        for part, summary in result["memory_parts"].items():  # where the growth is (capacityd_memory_bytes)
+            if summary["verdict"] != "UNKNOWN":
+                change = (summary["end"] - summary["after_warmup"]) / 2**20
+                print(
+                    f"  {part:>14}: after warm-up {summary['after_warmup'] / 2**20:.1f} MiB, end "
+                    f"{summary['end'] / 2**20:.1f} MiB ({change:+.2f} MiB), "
+                    f"slope {summary['slope_mib_h']:+.2f} MiB/h"
+                )
         print(
             f"MEMORY: {memory['verdict']} (flat = slope < {FLAT_SLOPE_MIB_PER_HOUR:g} MiB/h "
             f"and growth < {FLAT_GROWTH_PERCENT:g} % after warm-up)"

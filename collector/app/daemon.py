@@ -249,8 +249,10 @@ class Pipeline:
         self._requested.set()
 
     def _health_frames(self, now: datetime) -> FrameSet:
-        """The daemon's own health as frames (`analyses`, `config_reload`), rendered by exporters like any other."""
+        """The daemon's own health as frames (`analyses`, `config_reload`, `process_memory`), rendered by exporters
+        like any other."""
         health: FrameSet = {"analyses": self._mark_history_stale(self.analysis_health.frame(now))}
+        health["process_memory"] = memory.frame()
         if self.reload_status is not None:
             health["config_reload"] = self.reload_status.frame(now)
         return health

@@ -18,6 +18,10 @@ import os
 import platform
 from functools import cache
 
+import pandas as pd
+
+from collector.contract.schema import FLOAT, STRING, Column, FrameSchema, register
+
 log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8
@@ -146,3 +150,36 @@ def trim(why: str = "periodic") -> int:
             (sqlite_bytes() or 0) / 2**20,
         )
     return max(0, before - after)
+
+
+PROCESS_MEMORY = register(
+    FrameSchema(
+        name="process_memory",
+        doc="Where the daemon's memory is, derived by the daemon at each refresh (exported as capacityd_memory_bytes).",
+        columns=(
+            Column("part", STRING, "resident, malloc_in_use, malloc_free, malloc_mmapped or sqlite (see memory.py)."),
+            Column("bytes", FLOAT, "Bytes in that part."),
+        ),
+    )
+)
+"""Why: RSS alone cannot tell a leak from a cache filling up. `sqlite` (the page caches of the history
+connections, bounded by their cache_size but growing with the file until then) is part of `malloc_in_use`;
+`malloc_free` is freed heap glibc still holds (fragmentation); what RSS holds beyond malloc is Python's own
+object arenas, thread stacks and mapped files."""
+
+
+def frame() -> pd.DataFrame:
+    """This process's memory by part, as a `process_memory` frame (parts glibc or SQLite cannot tell are left out)."""
+    parts: dict[str, int] = {"resident": rss_bytes()}
+    malloc = heap()
+    if malloc is not None:
+        parts["malloc_in_use"], parts["malloc_free"], parts["malloc_mmapped"] = malloc
+    sqlite = sqlite_bytes()
+    if sqlite is not None:
+        parts["sqlite"] = sqlite
+    return pd.DataFrame(
+        {
+            "part": pd.array(list(parts), dtype="string"),
+            "bytes": pd.array([float(value) for value in parts.values()], dtype="float64"),
+        }
+    )

@@ -78,3 +78,20 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
             )
             stamp.add_metric([], float(when[0]))
             yield stamp
+
+
+@family_builder
+def build_memory(snapshot: Snapshot) -> Iterator[Metric]:
+    """capacityd_memory_bytes{part}: RSS and what glibc and SQLite hold, to tell a leak from a cache filling."""
+    frame = snapshot.frames.get("process_memory")
+    if frame is None or frame.empty:
+        return
+    family = GaugeMetricFamily(
+        "capacityd_memory_bytes",
+        "The daemon's memory by part: resident (RSS), malloc_in_use / malloc_free / malloc_mmapped (glibc's "
+        "heap: free is fragmentation it still holds), sqlite (history page caches, part of malloc_in_use).",
+        labels=["part"],
+    )
+    for part, value in frame[["part", "bytes"]].itertuples(index=False):
+        family.add_metric([str(part)], float(value))
+    yield family

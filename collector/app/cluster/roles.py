@@ -271,9 +271,10 @@ class _Families(Collector):
         yield from self.produce()
 
 
-SELF_FRAMES = ("history_stats", "remote_history_stats", "config_reload")
+SELF_FRAMES = ("history_stats", "remote_history_stats", "config_reload", "process_memory")
 """Derived frames a collector serves beside its polled ones: its own history and remote-write health
-(`capacityd_history_*`, `capacityd_remote_storage_*`) and config reloads; never an analysis of its partial view."""
+(`capacityd_history_*`, `capacityd_remote_storage_*`), config reloads and its memory; never an analysis of
+its partial view."""
 
 
 class RoleExpositionCache(ExpositionCache):
