@@ -108,6 +108,23 @@ def rss_bytes() -> int:
         return 0
 
 
+def resident_split() -> tuple[int, int] | None:
+    """Resident bytes that are anonymous memory (heap, Python arenas, stacks) and that map files (code, the
+    history's shared-memory index); None where /proc/self/status has no RssAnon/RssFile (Linux < 4.5)."""
+    fields: dict[str, int] = {}
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                if name in ("RssAnon", "RssFile", "RssShmem"):
+                    fields[name] = int(value.split()[0]) * 1024  # "kB" in the kernel's sense: KiB
+    except (OSError, ValueError, IndexError):
+        return None
+    if "RssAnon" not in fields or "RssFile" not in fields:
+        return None
+    return fields["RssAnon"], fields["RssFile"] + fields.get("RssShmem", 0)
+
+
 def bound_arenas(limit: int = ARENA_MAX) -> int | None:
     """Limit glibc's malloc arenas to `limit`, unless MALLOC_ARENA_MAX is set; the limit applied, or None.
 
@@ -157,20 +174,29 @@ PROCESS_MEMORY = register(
         name="process_memory",
         doc="Where the daemon's memory is, derived by the daemon at each refresh (exported as capacityd_memory_bytes).",
         columns=(
-            Column("part", STRING, "resident, malloc_in_use, malloc_free, malloc_mmapped or sqlite (see memory.py)."),
+            Column(
+                "part",
+                STRING,
+                "resident, resident_anonymous, resident_file, malloc_in_use, malloc_free, malloc_mmapped or sqlite "
+                "(see memory.py).",
+            ),
             Column("bytes", FLOAT, "Bytes in that part."),
         ),
     )
 )
 """Why: RSS alone cannot tell a leak from a cache filling up. `sqlite` (the page caches of the history
 connections, bounded by their cache_size but growing with the file until then) is part of `malloc_in_use`;
-`malloc_free` is freed heap glibc still holds (fragmentation); what RSS holds beyond malloc is Python's own
-object arenas, thread stacks and mapped files."""
+`malloc_free` is freed heap glibc still holds (fragmentation); `resident_anonymous` minus the malloc parts
+is Python's own object arenas and thread stacks; `resident_file` is code and mapped files (it grows as code
+paths are first run, then stays)."""
 
 
 def frame() -> pd.DataFrame:
     """This process's memory by part, as a `process_memory` frame (parts glibc or SQLite cannot tell are left out)."""
     parts: dict[str, int] = {"resident": rss_bytes()}
+    split = resident_split()
+    if split is not None:
+        parts["resident_anonymous"], parts["resident_file"] = split
     malloc = heap()
     if malloc is not None:
         parts["malloc_in_use"], parts["malloc_free"], parts["malloc_mmapped"] = malloc

@@ -25,11 +25,16 @@ def test_memory_parts_are_exported_and_consistent(daemon: Daemon, estate: Estate
     wait_for(lambda: poll_times(estate.state_dir, "node5"), 60, "a first stored poll")
     wait_for(lambda: (daemon.metric("capacityd_memory_bytes", part="sqlite") or 0) > 0, 30, "SQLite memory > 0")
     text = daemon.scrape()
-    parts = {p: daemon.metric("capacityd_memory_bytes", part=p) for p in ("resident", "malloc_in_use", "sqlite")}
+    names = ("resident", "resident_anonymous", "resident_file", "malloc_in_use", "sqlite")
+    parts = {p: daemon.metric("capacityd_memory_bytes", part=p) for p in names}
     assert "# TYPE capacityd_memory_bytes gauge" in text
     resident, in_use, sqlite = parts["resident"], parts["malloc_in_use"], parts["sqlite"]
     assert resident is not None and in_use is not None and sqlite is not None, parts
     # RSS as the daemon saw it at its last refresh: same order as /proc now (not equal: time passed)
     assert 0.5 * _rss(daemon.pid) < resident < 2 * _rss(daemon.pid)
     assert 0 < sqlite < in_use < resident, parts  # SQLite allocates through malloc; malloc is part of RSS
+    anonymous, mapped = parts["resident_anonymous"], parts["resident_file"]
+    assert anonymous is not None and mapped is not None, parts
+    assert abs(anonymous + mapped - resident) < 0.05 * resident, parts  # two reads of /proc, microseconds apart
+    assert in_use < anonymous, parts  # the heap is anonymous memory
     assert daemon.stop() == 0
