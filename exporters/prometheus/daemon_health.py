@@ -88,8 +88,9 @@ def build_memory(snapshot: Snapshot) -> Iterator[Metric]:
         return
     family = GaugeMetricFamily(
         "capacityd_memory_bytes",
-        "The daemon's memory by part: resident (RSS; split into resident_anonymous and resident_file), malloc_in_use / malloc_free / malloc_mmapped (glibc's "
-        "heap: free is fragmentation it still holds), sqlite (history page caches, part of malloc_in_use).",
+        "The daemon's memory by part: resident (RSS; split into resident_anonymous and resident_file), "
+        "malloc_in_use / malloc_free / malloc_mmapped (glibc's heap: free is "
+        "fragmentation it still holds), sqlite (history page caches, part of malloc_in_use).",
         labels=["part"],
     )
     for part, value in frame[["part", "bytes"]].itertuples(index=False):
