@@ -160,3 +160,27 @@ def test_the_scrape_fast_path_sends_what_the_request_handler_sends(
         assert b"Content-Encoding" not in fast[1][0] and gzip.decompress(fast[0][1]) == fast[1][1]
     finally:
         running.shutdown()
+
+
+def test_closed_and_kept_alive_connections_interleave_as_descriptors_are_reused(server: MetricsServer) -> None:
+    """A kept-alive connection answered on the loop stays registered with the selector between requests; one
+    closed by either side must leave it, or the next accepted socket (same descriptor number) is refused."""
+    request = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n" + auth_header(server)
+    kept = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    try:
+        pending = bytearray()
+        for round_ in range(30):
+            kept.sendall(request + b"\r\n")
+            assert read_response(kept, pending)[0].startswith(b"HTTP/1.1 200")
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as once:
+                if round_ % 2:  # closed by the server after its answer
+                    once.sendall(request + b"Connection: close\r\n\r\n")
+                    assert read_response(once, bytearray())[0].startswith(b"HTTP/1.1 200")
+                    assert once.recv(1) == b""
+                else:  # closed by the client after one kept-alive answer
+                    once.sendall(request + b"\r\n")
+                    assert read_response(once, bytearray())[0].startswith(b"HTTP/1.1 200")
+    finally:
+        kept.close()
+    response = requests.get(f"http://127.0.0.1:{server.port}/-/healthy", timeout=10)
+    assert response.status_code in (200, 401)
