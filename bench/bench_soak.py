@@ -93,12 +93,8 @@ def rss_bytes(pid: int) -> int:
 
 def memory_parts(body: bytes) -> dict[str, float]:
     """capacityd_memory_bytes{part} from a scraped exposition: where the daemon says its memory is."""
-    parts: dict[str, float] = {}
-    for line in body.decode("utf-8", "replace").splitlines():
-        if line.startswith('capacityd_memory_bytes{part="'):
-            labels, _, value = line.rpartition(" ")
-            parts[labels.split('"')[1]] = float(value)
-    return parts
+    samples = parse_samples(body.decode("utf-8", "replace"))
+    return {labels["part"]: value for name, labels, value in samples if name == "capacityd_memory_bytes"}
 
 
 def slope_per_hour(samples: list[tuple[float, int]]) -> float:
@@ -422,7 +418,7 @@ def main() -> int:
         outside = result["memory_parts"].get(OUTSIDE_CACHES)
         sqlite = result["memory_parts"].get("sqlite")
         if outside is not None and sqlite is not None and outside["verdict"] != "UNKNOWN":
-            cap = (WRITER_CACHE_KIB * 1024 + READERS_BOUND * 2 * 2**20) / 2**20
+            cap = WRITER_CACHE_KIB / 1024 + READERS_BOUND * 2  # MiB
             bounded = sqlite["peak"] <= cap * 2**20
             verdict = outside["verdict"] if bounded else "GROWING"
             print(

@@ -108,21 +108,19 @@ def rss_bytes() -> int:
         return 0
 
 
-def resident_split() -> tuple[int, int] | None:
-    """Resident bytes that are anonymous memory (heap, Python arenas, stacks) and that map files (code, the
-    history's shared-memory index); None where /proc/self/status has no RssAnon/RssFile (Linux < 4.5)."""
+def _resident_fields() -> dict[str, int]:
+    """VmRSS and its split (RssAnon, RssFile, RssShmem) in bytes, from one read of /proc/self/status; empty
+    where it cannot be read (no /proc), without the split on Linux < 4.5."""
     fields: dict[str, int] = {}
     try:
         with open("/proc/self/status") as status:
             for line in status:
                 name, _, value = line.partition(":")
-                if name in ("RssAnon", "RssFile", "RssShmem"):
+                if name in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
                     fields[name] = int(value.split()[0]) * 1024  # "kB" in the kernel's sense: KiB
     except (OSError, ValueError, IndexError):
-        return None
-    if "RssAnon" not in fields or "RssFile" not in fields:
-        return None
-    return fields["RssAnon"], fields["RssFile"] + fields.get("RssShmem", 0)
+        return {}
+    return fields
 
 
 def bound_arenas(limit: int = ARENA_MAX) -> int | None:
@@ -193,10 +191,11 @@ paths are first run, then stays)."""
 
 def frame() -> pd.DataFrame:
     """This process's memory by part, as a `process_memory` frame (parts glibc or SQLite cannot tell are left out)."""
-    parts: dict[str, int] = {"resident": rss_bytes()}
-    split = resident_split()
-    if split is not None:
-        parts["resident_anonymous"], parts["resident_file"] = split
+    resident = _resident_fields()
+    parts: dict[str, int] = {"resident": resident.get("VmRSS", 0) or rss_bytes()}
+    if "RssAnon" in resident and "RssFile" in resident:  # anonymous: heap, arenas, stacks; file: code, mmaps
+        parts["resident_anonymous"] = resident["RssAnon"]
+        parts["resident_file"] = resident["RssFile"] + resident.get("RssShmem", 0)
     malloc = heap()
     if malloc is not None:
         parts["malloc_in_use"], parts["malloc_free"], parts["malloc_mmapped"] = malloc
