@@ -20,11 +20,14 @@ least-squares slope of RSS over the samples after warm-up in MiB/h. `MEMORY: FLA
 part), and those caches within their configured bound; otherwise `MEMORY: GROWING` and the exit code is 1.
 RSS alone is judged and printed too: the writer's cache fills for hours as history grows (it keeps the pages
 it wrote, up to 16 MiB), so within an hour RSS alone cannot tell a bounded cache from a leak. (A slope over a few
-minutes extrapolates noise: judge memory on the 60-minute run.) The demo cloud boots one more server a minute, so
-the daemon's data, and its RSS with it, grow during the soak; `--constant-estate` boots none, so that what is left
-for the memory verdict is leaks. Below the verdict, the daemon's own `capacityd_memory_bytes{part}` (read from
-each scrape) shows where a growth is: glibc's heap in use or free (fragmentation), SQLite's page caches (bounded;
-they fill as the history file grows), or outside malloc (Python's object arenas, stacks, mapped files).
+minutes extrapolates noise: judge memory on the 60-minute run.) The store is prefilled with the demo's past (eight
+weeks of pool totals, a few days of usage, as `scripts/demo` writes it) so that every window the analyses read is
+full from the first pass, as in a daemon that has run for weeks (`--empty-history` starts from nothing: the
+windows, and the memory holding them, then fill during the soak). The estate is constant, so what is left to the
+memory verdict is leaks; `--growing-estate` boots one more demo server a minute, and RSS grows with the data.
+Below the verdict, the daemon's own `capacityd_memory_bytes{part}` (read from each scrape) shows where a growth
+is: glibc's heap in use or free (fragmentation), SQLite's page caches (bounded; they fill as the history file grows),
+or outside malloc (Python's object arenas, stacks, mapped files).
 
     .venv/bin/python bench/bench_soak.py --minutes 60      # the full soak (CI may use --minutes 2)
 """
@@ -140,8 +143,27 @@ def memory_summary(samples: list[tuple[float, int]], duration: float) -> dict[st
     }
 
 
+def prefill_history(config: dict[str, Any], path: str, estate: Any) -> None:
+    """Write the demo's past into the soak's store before the daemon starts: eight weeks of pool totals and a few
+    days of per-VM and per-pod usage, as `scripts/demo` does. Every history window the analyses read (forecast
+    lookback, usage windows) is then full from the first pass, as in a daemon that has run for weeks; from an
+    empty store they fill during the soak, and so does the memory that holds them."""
+    from collector.app.config import parse_config
+    from collector.app.daemon import open_history
+    from collector.demo.run import backfill_history
+
+    parsed = parse_config(config, path)
+    history = open_history(parsed)
+    if history is None:
+        raise SystemExit(f"cannot open the soak's history under {parsed.state_dir} to prefill it")
+    try:
+        backfill_history(history, estate, parsed)
+    finally:
+        history.close()
+
+
 class Soak:
-    def __init__(self, workdir: Path, growing: bool = True) -> None:
+    def __init__(self, workdir: Path, growing: bool = False, prefill: bool = True) -> None:
         self.workdir = workdir
         estate = build_estate()
         context: dict[str, Any] = {"estate": estate}
@@ -179,11 +201,18 @@ class Soak:
         for source in sources:
             if source["kind"] != "openstack":
                 source["interval"] = "15s"
-        self.good_config = yaml.safe_dump(
-            {"listen": f"127.0.0.1:{self.port}", "state_dir": str(self.state_dir), "sources": sources}
-        )
+        config: dict[str, Any] = {
+            "listen": f"127.0.0.1:{self.port}",
+            "state_dir": str(self.state_dir),
+            "sources": sources,
+        }
+        if prefill:  # the demo's usage windows, which its backfilled usage covers (the defaults are 7d/14d)
+            config["headroom"] = {"idle_window": "2d", "reclaim_window": "3d"}
+        self.good_config = yaml.safe_dump(config)
         self.config_path = workdir / "capacityd.yaml"
         self.config_path.write_text(self.good_config)
+        if prefill:
+            prefill_history(config, str(self.config_path), estate)
         self.daemon = Daemon(self.config_path, self.port, workdir / "daemon.log")
         self.source_names = [source["name"] for source in sources]
 
@@ -252,6 +281,7 @@ class Soak:
             ("slow_clients", self.fault_slow_clients),
             ("kubelets_down", self.fault_kubelets_down),
         ]
+        started_at = time.time()  # polls before this are the prefilled past, not the daemon's
         self.daemon.start()
         time.sleep(20)  # first polls of every source
         rss_start = rss_bytes(self.daemon.pid)
@@ -321,7 +351,8 @@ class Soak:
         code = self.daemon.stop()
         # polls stored up to the moment the scraped snapshot was taken (a poll still running then is not counted yet)
         stored = {
-            source: len([t for t in poll_times(self.state_dir, source) if t <= snapshot_at]) for source in succeeded
+            source: len([t for t in poll_times(self.state_dir, source) if started_at <= t <= snapshot_at])
+            for source in succeeded
         }
         lost = {source: int(succeeded[source] - stored[source]) for source in succeeded}
         return {
@@ -355,14 +386,20 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=60.0, help="how long to soak (default %(default)s)")
     parser.add_argument("--rss-csv", type=Path, help="also write every RSS sample (seconds,bytes) to this file")
     parser.add_argument(
-        "--constant-estate",
+        "--growing-estate",
         action="store_true",
-        help="boot no server during the soak (the demo cloud otherwise grows by one server a minute, so RSS "
-        "also grows with the data; a constant estate leaves only leaks to the memory verdict)",
+        help="boot one more demo server a minute (RSS then also grows with the data; by default the estate is "
+        "constant, so what is left to the memory verdict is leaks)",
+    )
+    parser.add_argument(
+        "--empty-history",
+        action="store_true",
+        help="start from an empty store (by default it is prefilled with the demo's eight weeks of history, so the "
+        "analyses' windows are full from the start, as after weeks of running)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="capacityd-soak-") as tmp:
-        soak = Soak(Path(tmp), growing=not args.constant_estate)
+        soak = Soak(Path(tmp), growing=args.growing_estate, prefill=not args.empty_history)
         rss_log = open(args.rss_csv, "w") if args.rss_csv else None  # noqa: SIM115 - closed below
         try:
             result = soak.run(args.minutes, rss_log)
@@ -372,7 +409,8 @@ def main() -> int:
                 rss_log.close()
         latencies = sorted(result["latencies"]) or [float("nan")]
         p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-        estate = "constant estate" if args.constant_estate else "estate growing by one server a minute"
+        estate = "estate growing by one server a minute" if args.growing_estate else "constant estate"
+        estate += ", empty history at start" if args.empty_history else ", history prefilled with the demo's 8 weeks"
         print(f"soak: {args.minutes:g} min, {estate}, faults in rotation: {', '.join(result['faults'])}")
         print(
             f"faults injected: {len(result['survived']) + len(result['died'])}, survived: {len(result['survived'])}"
