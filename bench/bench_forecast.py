@@ -1,7 +1,7 @@
 """Forecast benchmark: throughput and memory by size, and rolling-origin accuracy on real pool traces.
 
     .venv/bin/python bench/bench_forecast.py [--sizes 1000,10000,20000,100000] [--runs 3] [--skip-throughput]
-                                             [--skip-accuracy] [--models] [--mstl-selection]
+                                             [--skip-accuracy] [--models] [--mstl-selection] [--peers]
 
 1. Throughput and memory: N synthetic pool series, 8 weeks at 5-minute steps, streamed block by block
    through the daemon's path (hourly averaging, per-series model selection by inner backtest, bands,
@@ -13,6 +13,8 @@
    never committed), at 5-minute and hourly steps. Per series: MASE ratio against the least-squares
    trend, 80 % coverage; targets judged on the real traces apart (synthetic series flatter a median).
    Then exhaustion dates on lines the held-out real data crosses, and on growing synthetic series.
+   `--peers` scores statsforecast's automatic local models (AutoETS, AutoTheta, AutoCES; AutoARIMA too with
+   `--peers arima`, ~15 minutes) in the same split, on the hourly sets: what well-known libraries reach here.
 
 Targets (issues 11 and 14): median MASE ratio <= 0.75, no series above 1.05; per-series 80 % coverage
 within 70-90 % on >= 80 % of series, pooled 75-85 %; actual crossing inside p10-p90 in >= 70 %, p50
@@ -32,9 +34,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,7 +48,7 @@ from collector.analyses.forecast import engine
 from collector.analyses.forecast.api import forecast_blocks
 from collector.analyses.forecast.backtest import exhaustion_positions, run_backtest, summarize
 from collector.analyses.forecast.engine import Bands, ForecastOptions, first_crossing, forecast_native
-from collector.analyses.forecast.models import MODELS, FitInput
+from collector.analyses.forecast.models import MODELS, FitInput, Model
 from collector.analyses.forecast.preprocess import DAY, Grid, block_mean, nan_max
 from collector.analyses.forecast.synthetic import benchmark_specs, clean_value, generate
 
@@ -53,6 +56,38 @@ START = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday
 FIVE_MINUTES = 300.0
 HOUR = 3600.0
 CHEAP_MODELS = [name for name, model in MODELS.items() if not model.expensive]
+
+
+def statsforecast_peer(make: Callable[[int], Any]) -> Callable[[FitInput, int], np.ndarray]:
+    """A statsforecast model fitted per series on the history the backtest gives it (season = a day)."""
+
+    def forecast(data: FitInput, h: int) -> np.ndarray:
+        out = np.full((data.n, h), np.nan)
+        for row in range(data.n):
+            series = data.filled[row, data.first[row] :].astype(float)
+            if len(series) < 2 * data.steps_per_day + 2:
+                out[row] = series[-1] if len(series) else np.nan  # too short for a season: its last value
+                continue
+            out[row] = make(data.steps_per_day).forecast(y=series, h=h)["mean"]
+        return out
+
+    return forecast
+
+
+def register_peers(arima: bool) -> list[str]:
+    """statsforecast's automatic models as bench-only candidates (never offered to the daemon's selection)."""
+    from statsforecast.models import AutoARIMA, AutoCES, AutoETS, AutoTheta
+
+    peers: dict[str, Callable[[int], Any]] = {
+        "sf AutoETS": lambda season: AutoETS(season_length=season),
+        "sf AutoTheta": lambda season: AutoTheta(season_length=season),
+        "sf AutoCES": lambda season: AutoCES(season_length=season),
+    }
+    if arima:
+        peers["sf AutoARIMA"] = lambda season: AutoARIMA(season_length=season)
+    for name, make in peers.items():
+        MODELS[name] = Model(name, statsforecast_peer(make))  # forced alone: no budget
+    return list(peers)
 
 
 # ----------------------------------------------------------------------------- throughput
@@ -287,7 +322,7 @@ def split_origins(results: list) -> tuple[list, list]:
     return results[:TUNING_ORIGINS], results[TUNING_ORIGINS:]
 
 
-def accuracy(mstl_selection: bool, models: bool) -> list[AccuracySet]:
+def accuracy(mstl_selection: bool, models: bool, peers: str | None = None) -> list[AccuracySet]:
     print(
         "\n== accuracy: rolling-origin backtest (7-day horizon; Alibaba 1 day), 4 origins half a horizon apart; "
         "every forecast fitted only on the data before its origin and scored on the held-out data after it; "
@@ -300,6 +335,11 @@ def accuracy(mstl_selection: bool, models: bool) -> list[AccuracySet]:
         variants.append(("mstl", ["mstl"], ForecastOptions(origins=0)))  # point accuracy only: 1 fit an origin
     if mstl_selection:
         variants.append(("capacityd+mstl", None, ForecastOptions(compute_budget_seconds=1e9)))
+    hourly_only = {"mstl"}
+    if peers is not None:
+        names = register_peers(arima=peers == "arima")
+        variants += [(name, [name], ForecastOptions()) for name in names]
+        hourly_only.update(names)
     table: dict[str, dict[str, list]] = {}
     per_series: list[tuple[str, object, object, dict[str, int]]] = []
     for label, candidates, options in variants:
@@ -317,8 +357,8 @@ def accuracy(mstl_selection: bool, models: bool) -> list[AccuracySet]:
             },
         )
         for set_label, values, grid, horizon, names in sets:
-            if label == "mstl" and "5m" in set_label:
-                continue  # MSTL runs on hourly aggregates either way; scored once, on the hourly sets
+            if label in hourly_only and "5m" in set_label:
+                continue  # these run on hourly aggregates either way; scored once, on the hourly sets
             started = time.perf_counter()
             results = run_backtest(values, grid, horizon=horizon, origins=4, options=options, candidates=candidates)
             rows["seconds"].append(time.perf_counter() - started)
@@ -551,6 +591,13 @@ def main() -> int:
         action="store_true",
         help="also score the selection with MSTL among the candidates (slow: minutes)",
     )
+    parser.add_argument(
+        "--peers",
+        nargs="?",
+        const="fast",
+        choices=["fast", "arima"],
+        help="also score statsforecast's AutoETS, AutoTheta, AutoCES (and AutoARIMA with 'arima': slow) alone",
+    )
     parser.add_argument("--child", nargs=2, metavar=("SERIES", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -559,7 +606,7 @@ def main() -> int:
     if not args.skip_throughput:
         throughput([int(n) for n in args.sizes.split(",")], args.runs)
     if not args.skip_accuracy:
-        sets = accuracy(args.mstl_selection, args.models)
+        sets = accuracy(args.mstl_selection, args.models, args.peers)
         real_exhaustion(sets)
         exhaustion()
     return 0
