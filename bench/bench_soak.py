@@ -22,8 +22,8 @@ RSS alone is judged and printed too: the writer's cache fills for hours as histo
 it wrote, up to 16 MiB), so within an hour RSS alone cannot tell a bounded cache from a leak. (A slope over a few
 minutes extrapolates noise: judge memory on the 60-minute run.) The store is prefilled with the demo's past (eight
 weeks of pool totals, a few days of usage, as `scripts/demo` writes it) so that every window the analyses read is
-full from the first pass, as in a daemon that has run for weeks (`--empty-history` starts from nothing: the
-windows, and the memory holding them, then fill during the soak). The estate is constant, so what is left to the
+full from the first pass, as in a daemon that has run for weeks (`--empty-history` starts from nothing, as a
+fresh install does; the windows then fill during the soak). The estate is constant, so what is left to the
 memory verdict is leaks; `--growing-estate` boots one more demo server a minute, and RSS grows with the data.
 Below the verdict, the daemon's own `capacityd_memory_bytes{part}` (read from each scrape) shows where a growth
 is: glibc's heap in use or free (fragmentation), SQLite's page caches (bounded; they fill as the history file grows),
@@ -146,8 +146,8 @@ def memory_summary(samples: list[tuple[float, int]], duration: float) -> dict[st
 def prefill_history(config: dict[str, Any], path: str, estate: Any) -> None:
     """Write the demo's past into the soak's store before the daemon starts: eight weeks of pool totals and a few
     days of per-VM and per-pod usage, as `scripts/demo` does. Every history window the analyses read (forecast
-    lookback, usage windows) is then full from the first pass, as in a daemon that has run for weeks; from an
-    empty store they fill during the soak, and so does the memory that holds them."""
+    lookback, usage windows) is then full from the first pass, as in a daemon that has run for weeks, not filling
+    during the soak as after a fresh install."""
     from collector.app.config import parse_config
     from collector.app.daemon import open_history
     from collector.demo.run import backfill_history
