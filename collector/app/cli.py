@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # APScheduler logs every job run at INFO; capacityd logs what matters about each poll itself.
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    if args.command in DAEMON_COMMANDS and argv is None:  # the process's entry point: it may re-exec itself
+        from collector.app import memory
+
+        memory.use_glibc_malloc_for_objects()  # flat RSS over weeks (collector/app/memory.py)
     if args.command not in DAEMON_COMMANDS and not args.verbose:
         # A one-off command prints its answer; the sources' connection chatter (libvirt's "connected to",
         # "closing connection", one pair per host) stays at debug level, shown with -v. Warnings still show.

@@ -68,6 +68,7 @@ def test_unit_has_the_required_hardening() -> None:
     }
     for key, value in expected.items():
         assert value in settings.get(key, []), f"{key}={value} missing from {UNIT}"
+    assert "PYTHONMALLOC=malloc" in settings["Environment"]  # no re-exec under systemd (collector/app/memory.py)
     assert "@system-service" in settings["SystemCallFilter"]
 
 
