@@ -1,7 +1,8 @@
-"""Memory stays flat (issue 12, soak): malloc arenas are bounded and freed heap goes back to the OS.
+"""Memory stays flat (issue 12, soak): malloc arenas are bounded, big blocks are mmapped, Python's objects live in
+glibc's heap, and freed heap goes back to the OS.
 
-The helpers run in a fresh interpreter each (arena limits are process-wide and must be set before threads allocate),
-and the real `capacityd run` process shows in its log that it applied both at start and after a forecast pass.
+The helpers run in a fresh interpreter each (allocator settings are process-wide and must be set before threads
+allocate), and the real `capacityd run` process shows in its log and environment that it applied them.
 """
 
 from __future__ import annotations
@@ -65,8 +66,26 @@ print(json.dumps({"before": before, "after": memory.rss_bytes(), "released": rel
 """
 
 
+# A 16 MiB block freed (glibc then raises its mmap threshold to 16 MiB), then a 1 MiB block: in an mmap of its own
+# (mallinfo2's hblkhd grows by it) only while the threshold stays pinned.
+_THRESHOLD = """
+import ctypes, json, sys
+from collector.app import memory
+pinned = memory.pin_thresholds() if sys.argv[1] == "pin" else None
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free(ctypes.c_void_p(libc.malloc(16 * 2**20)))
+before = memory.heap()[2]
+block = libc.malloc(2**20)
+print(json.dumps({"pinned": pinned, "mmapped_growth": memory.heap()[2] - before}))
+libc.free(ctypes.c_void_p(block))
+"""
+
+_ALLOCATOR_VARIABLES = ("MALLOC_ARENA_MAX", "PYTHONMALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+
 def run_python(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    base = {k: v for k, v in os.environ.items() if k not in _ALLOCATOR_VARIABLES}
     return subprocess.run(
         [sys.executable, "-c", code, *args],
         cwd=REPO,
@@ -104,6 +123,24 @@ def test_trim_gives_freed_heap_back_to_the_os() -> None:
     assert result["before"] - result["after"] > 100 * mib, result
 
 
+def test_pinned_thresholds_keep_big_blocks_in_mmaps() -> None:
+    default = json.loads(run_python(_THRESHOLD, "default").stdout)
+    pinned = json.loads(run_python(_THRESHOLD, "pin").stdout)
+    assert pinned == {"pinned": True, "mmapped_growth": pytest.approx(2**20, abs=8192)}
+    # glibc's own dynamic threshold, raised by the freed 16 MiB block, puts the 1 MiB block inside an arena
+    assert default["mmapped_growth"] == 0, default
+
+
+def test_operator_malloc_thresholds_are_kept() -> None:
+    done = run_python(_THRESHOLD, "pin", env={"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)})
+    assert json.loads(done.stdout) == {"pinned": False, "mmapped_growth": 0}
+
+
+def environment_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().partition("=")[::2] for item in raw if item)
+
+
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     port = free_port()
@@ -112,7 +149,7 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         config_text(port, tmp_path / "state", [libvirt_source("node5", f"test://{NODE5}", "2s")], "log_level: debug\n")
     )
     process = Daemon(config, port, tmp_path / "daemon.log")
-    process.env = {"MALLOC_ARENA_MAX": ""}  # not inherited from the test runner's environment
+    process.env = {"MALLOC_ARENA_MAX": "", "PYTHONMALLOC": ""}  # not inherited from the test runner's environment
     try:
         yield process
     finally:
@@ -126,6 +163,10 @@ def test_daemon_bounds_arenas_at_start_and_trims_after_the_forecast_pass(daemon:
     wait_for(lambda: "malloc_trim after forecast" in daemon.log(), 60, "a trim after the first forecast pass")
     log = daemon.log()
     assert "glibc malloc arenas bounded to 2" in log
+    assert "glibc malloc thresholds pinned: mmap 128 KiB, trim 128 KiB" in log
+    # the process that serves /metrics is the one started (same PID), re-executed with glibc malloc for objects
+    assert log.count("re-executing with PYTHONMALLOC=malloc") == 1, log[-2000:]
+    assert environment_of(daemon.pid)["PYTHONMALLOC"] == "malloc"
     assert re.search(r"malloc_trim after forecast: .*RSS [\d.]+ -> [\d.]+ MiB", log), log[-2000:]
     assert daemon.alive()
     assert daemon.stop() == 0
@@ -137,4 +178,16 @@ def test_daemon_keeps_the_operators_malloc_arena_max(daemon: Daemon) -> None:
     daemon.start()
     wait_for(lambda: "MALLOC_ARENA_MAX=4 set by the environment; kept" in daemon.log(), 30, "the kept setting logged")
     assert "arenas bounded to 2" not in daemon.log()
+    assert daemon.stop() == 0
+
+
+@pytest.mark.timeout(120)
+def test_daemon_keeps_the_operators_python_allocator(daemon: Daemon) -> None:
+    daemon.env = {"MALLOC_ARENA_MAX": "", "PYTHONMALLOC": "pymalloc"}
+    daemon.start()
+    wait_for(
+        lambda: "PYTHONMALLOC=pymalloc set by the environment; kept" in daemon.log(), 30, "the kept setting logged"
+    )
+    assert "re-executing" not in daemon.log()
+    assert environment_of(daemon.pid)["PYTHONMALLOC"] == "pymalloc"
     assert daemon.stop() == 0
