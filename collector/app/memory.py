@@ -249,8 +249,9 @@ PROCESS_MEMORY = register(
 )
 """Why: RSS alone cannot tell a leak from a cache filling up. `sqlite` (the page caches of the history
 connections, bounded by their cache_size but growing with the file until then) is part of `malloc_in_use`;
-`malloc_free` is freed heap glibc still holds (fragmentation); `resident_anonymous` minus the malloc parts
-is Python's own object arenas and thread stacks; `resident_file` is code and mapped files (it grows as code
+`malloc_free` is freed heap glibc still holds (fragmentation); Python's objects are in `malloc_in_use` under
+PYTHONMALLOC=malloc; `resident_anonymous` minus the malloc parts is thread stacks (and pymalloc's arenas where an
+operator chose it); `resident_file` is code and mapped files (it grows as code
 paths are first run, then stays)."""
 
 
