@@ -155,10 +155,16 @@ def use_glibc_malloc_for_objects(argv: list[str] | None = None) -> None:
             log.info("memory: PYTHONMALLOC=%s set by the environment; kept", os.environ["PYTHONMALLOC"])
         return
     command = argv if argv is not None else list(sys.orig_argv)
+    if not sys.executable or not command:  # an embedding interpreter: nothing to re-execute
+        log.warning("memory: cannot re-execute %r; Python's objects stay in pymalloc", sys.executable)
+        return
     log.info("memory: re-executing with PYTHONMALLOC=malloc (Python's objects in glibc's heap; see memory.py)")
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, command, {**os.environ, "PYTHONMALLOC": "malloc"})
+    try:
+        os.execve(sys.executable, command, {**os.environ, "PYTHONMALLOC": "malloc"})
+    except OSError as error:  # the interpreter's file replaced or gone since start: run on as we are
+        log.warning("memory: cannot re-execute %s (%s); Python's objects stay in pymalloc", sys.executable, error)
 
 
 def bound_arenas(limit: int = ARENA_MAX) -> int | None:
