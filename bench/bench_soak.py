@@ -27,7 +27,7 @@ fresh install does; the windows then fill during the soak). The estate is consta
 memory verdict is leaks; `--growing-estate` boots one more demo server a minute, and RSS grows with the data.
 Below the verdict, the daemon's own `capacityd_memory_bytes{part}` (read from each scrape) shows where a growth
 is: glibc's heap in use or free (fragmentation), SQLite's page caches (bounded; they fill as the history file grows),
-or outside malloc (Python's object arenas, stacks, mapped files).
+or outside malloc (thread stacks, mapped files; pymalloc's arenas if PYTHONMALLOC chose it).
 
     .venv/bin/python bench/bench_soak.py --minutes 60      # the full soak (CI may use --minutes 2)
 """
