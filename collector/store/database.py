@@ -2,6 +2,9 @@
 
 Writes go through one connection guarded by a lock (SQLite has one writer anyway); each read runs in
 one read transaction on a per-thread connection, so it sees a consistent snapshot while appends go on.
+`close()` waits for reads in progress before it closes their connections: closing a connection while another
+thread's query runs on it crashes the process (SIGSEGV in CPython's sqlite3 module), and a daemon stopped
+during a forecast pass did exactly that.
 
 The in-memory caches (label tuple -> key id, per-source layouts, consumer key hours) hold ids that are
 only valid once the transaction that created them has committed. Whatever way a transaction ends
@@ -36,6 +39,9 @@ WRITER_CACHE_KIB = 16384
 """The writer's page cache (KiB). Appends touch the right edge of each index and the key tables, a few MiB at
 fleet size; 16 MiB keeps them hot while bounding what the cache adds to RSS as the history file grows (each
 reader thread keeps SQLite's default 2 MiB). Seen as the `sqlite` part of capacityd_memory_bytes."""
+CLOSE_READS_WAIT = 10.0
+"""Seconds `close()` waits for reads in progress (a forecast pass loading its slice); after that their connections
+are left open (the process is ending; closing them under a running query would crash it)."""
 
 
 class Database:
@@ -52,6 +58,9 @@ class Database:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._reads = threading.Condition()
+        self._active_reads = 0
+        """Read transactions in progress (guarded by `_reads`): `close()` waits for them to end."""
         self._key_cache: dict[str, dict[int, int]] = {table: {} for table in _KEY_TABLES}
         self._ckey_hour: dict[int, int] = {}
         self._layouts: dict[tuple[str, str], _Layout] = {}
@@ -202,13 +211,24 @@ class Database:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        """One read transaction: every query inside sees the same snapshot, even while compact() runs."""
-        con = self._reader()
-        con.execute("BEGIN")
+        """One read transaction: every query inside sees the same snapshot, even while compact() runs.
+
+        Counted while it runs, so that `close()` never closes the connection under it."""
+        with self._reads:
+            if self._closed:
+                raise HistoryError(f"{self.path}: history is closed")
+            self._active_reads += 1
         try:
-            yield con
+            con = self._reader()
+            con.execute("BEGIN")
+            try:
+                yield con
+            finally:
+                con.execute("COMMIT")
         finally:
-            con.execute("COMMIT")
+            with self._reads:
+                self._active_reads -= 1
+                self._reads.notify_all()
 
     @staticmethod
     def _meta_int(con: sqlite3.Connection, key: str) -> int | None:
@@ -220,9 +240,21 @@ class Database:
         con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
 
     def _close_connections(self) -> None:
-        """Close readers and the writer (PRAGMA optimize first, when the disk lets us)."""
+        """Close readers (once no read is in progress) and the writer (PRAGMA optimize first, when the disk lets us).
+
+        Call with `_closed` already set: no new read starts, and the reads in progress get CLOSE_READS_WAIT seconds.
+        """
+        with self._reads:
+            idle = self._reads.wait_for(lambda: self._active_reads == 0, timeout=CLOSE_READS_WAIT)
+            running = self._active_reads
         with self._readers_lock:
-            for connection in self._readers:
+            if not idle:
+                log.warning(
+                    "history: %d reads still running after %.0f s at close; their connections are left open",
+                    running,
+                    CLOSE_READS_WAIT,
+                )
+            for connection in self._readers if idle else ():
                 try:
                     connection.close()
                 except sqlite3.Error as error:
