@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -280,6 +281,59 @@ def test_a_failing_analysis_is_visible_and_keeps_its_last_good_result(tmp_path, 
     assert sample(recovered, "capacityd_analysis_stale", analysis="headroom") == 0
     assert sample(recovered, "capacityd_analysis_last_success_timestamp_seconds", analysis="headroom") > stuck
     assert "injected fault: headroom analysis broken" in daemon.log_path.read_text()
+
+
+# -- stop --------------------------------------------------------------------------------------------------
+
+SLOW_READ_PRELUDE = textwrap.dedent('''\
+    """Run capacityd with the forecast pass starting by a ~2 s history read (a stop lands in the middle of it)."""
+    import os
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, os.getcwd())
+    from collector.analyses import registry
+
+    registry.load_builtin_analyses()
+    flag = Path(sys.argv[1])
+    real = registry.ANALYSES["forecast"]
+    SLOW = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 6000000) SELECT sum(x) FROM n"
+
+
+    def forecast_after_a_slow_read(context):
+        with context.history._read() as con:  # the path every history read takes
+            flag.touch()
+            con.execute(SLOW).fetchone()
+        return real.func(context)
+
+
+    registry.ANALYSES["forecast"] = registry.RegisteredAnalysis("forecast", forecast_after_a_slow_read, real.expensive)
+    from collector.app.cli import main
+
+    sys.exit(main(sys.argv[2:]))
+    ''')
+
+
+def test_a_stop_during_a_history_read_exits_cleanly(tmp_path, daemons):
+    """SIGTERM while the forecast pass reads history: the read ends before its connection closes, exit 0 (it was
+    SIGSEGV: the store closed the connection under the running query)."""
+    port = free_port()
+    reading = tmp_path / "reading"
+    daemon = daemons(
+        tmp_path,
+        node5_config(port, tmp_path / "state"),
+        port,
+        python_prelude=SLOW_READ_PRELUDE,
+        prelude_args=[str(reading)],
+    )
+    wait_for(reading.exists, timeout=60, what="the forecast pass reading history")
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(30) == 0, daemon.log_path.read_text()[-3000:]
+    log = daemon.log_path.read_text()
+    assert "Fatal Python error" not in log and "reads still running" not in log, log[-3000:]
+    con = sqlite3.connect(tmp_path / "state" / "history.sqlite")
+    assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    con.close()
 
 
 # -- clock -------------------------------------------------------------------------------------------------
