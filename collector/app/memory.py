@@ -146,25 +146,32 @@ def use_glibc_malloc_for_objects(argv: list[str] | None = None) -> None:
     The allocator is chosen when the interpreter starts, so only a re-exec can change it; call this first thing,
     before threads start, and only from a process's entry point (it replaces the running program). The systemd
     unit sets the variable itself, so there is no re-exec there. Off glibc, or with PYTHONMALLOC set to anything
-    (`pymalloc` to keep Python's own), nothing happens.
+    (`pymalloc` to keep Python's own), nothing happens. Silent but at debug level: the daemon says which allocator
+    it runs on once its config is loaded (`log_python_allocator`), so a broken config prints only its errors.
     """
-    if libc() is None:
-        return
-    if os.environ.get("PYTHONMALLOC"):
-        if os.environ["PYTHONMALLOC"] != "malloc":
-            log.info("memory: PYTHONMALLOC=%s set by the environment; kept", os.environ["PYTHONMALLOC"])
+    if libc() is None or os.environ.get("PYTHONMALLOC"):
         return
     command = argv if argv is not None else list(sys.orig_argv)
     if not sys.executable or not command:  # an embedding interpreter: nothing to re-execute
         log.warning("memory: cannot re-execute %r; Python's objects stay in pymalloc", sys.executable)
         return
-    log.info("memory: re-executing with PYTHONMALLOC=malloc (Python's objects in glibc's heap; see memory.py)")
+    log.debug("memory: re-executing with PYTHONMALLOC=malloc")
     sys.stdout.flush()
     sys.stderr.flush()
     try:
         os.execve(sys.executable, command, {**os.environ, "PYTHONMALLOC": "malloc"})
     except OSError as error:  # the interpreter's file replaced or gone since start: run on as we are
         log.warning("memory: cannot re-execute %s (%s); Python's objects stay in pymalloc", sys.executable, error)
+
+
+def log_python_allocator() -> str:
+    """Log which allocator holds Python's objects (glibc's heap under PYTHONMALLOC=malloc); its name."""
+    chosen = os.environ.get("PYTHONMALLOC") or "pymalloc"
+    if chosen == "malloc":
+        log.info("memory: Python's objects in glibc's heap (PYTHONMALLOC=malloc)")
+    else:
+        log.info("memory: PYTHONMALLOC=%s set by the environment; kept", chosen)
+    return chosen
 
 
 def bound_arenas(limit: int = ARENA_MAX) -> int | None:

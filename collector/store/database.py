@@ -55,18 +55,12 @@ class Database:
         self.rejected: Counter[str] = Counter()
         """Polls refused per source (older than full-resolution history); their rows are in `stats()`."""
         self._lock = threading.RLock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        self._reads = threading.Condition()
-        self._active_reads = 0
-        """Read transactions in progress (guarded by `_reads`): `close()` waits for them to end."""
+        self._init_reads()
         self._key_cache: dict[str, dict[int, int]] = {table: {} for table in _KEY_TABLES}
         self._ckey_hour: dict[int, int] = {}
         self._layouts: dict[tuple[str, str], _Layout] = {}
         self._accumulators: dict[str, _ConsumerAccumulator] = {}
         self._last_flush = time.monotonic()
-        self._closed = False
         self._writer: sqlite3.Connection | None = None
         try:
             self._writer = self._connect()
@@ -148,6 +142,38 @@ class Database:
                 log.info("history: %s migrated from schema version 1 to %d", self.path, SCHEMA_VERSION)
             elif version < SCHEMA_VERSION:
                 raise HistoryError(f"{self.path}: unknown history schema version {version}")
+
+    def _close_readers(self) -> None:
+        """Close every thread's reader once no read is in progress (at most CLOSE_READS_WAIT seconds).
+
+        Call with `_closed` already set: no new read starts, and the reads in progress get CLOSE_READS_WAIT seconds.
+        """
+        with self._reads:
+            idle = self._reads.wait_for(lambda: self._active_reads == 0, timeout=CLOSE_READS_WAIT)
+            running = self._active_reads
+        with self._readers_lock:
+            if not idle:
+                log.warning(
+                    "history: %d reads still running after %.0f s at close; their connections are left open",
+                    running,
+                    CLOSE_READS_WAIT,
+                )
+            for connection in self._readers if idle else ():
+                try:
+                    connection.close()
+                except sqlite3.Error as error:
+                    log.debug("history: closing a reader failed: %s", error)
+            self._readers.clear()
+
+    def _init_reads(self) -> None:
+        """The read side's state: a connection per thread, and the count of read transactions in progress
+        (guarded by `_reads`), which `close()` waits for."""
+        self._closed = False
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._reads = threading.Condition()
+        self._active_reads = 0
 
     def _reader(self) -> sqlite3.Connection:
         if self._closed:
@@ -240,26 +266,8 @@ class Database:
         con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
 
     def _close_connections(self) -> None:
-        """Close readers (once no read is in progress) and the writer (PRAGMA optimize first, when the disk lets us).
-
-        Call with `_closed` already set: no new read starts, and the reads in progress get CLOSE_READS_WAIT seconds.
-        """
-        with self._reads:
-            idle = self._reads.wait_for(lambda: self._active_reads == 0, timeout=CLOSE_READS_WAIT)
-            running = self._active_reads
-        with self._readers_lock:
-            if not idle:
-                log.warning(
-                    "history: %d reads still running after %.0f s at close; their connections are left open",
-                    running,
-                    CLOSE_READS_WAIT,
-                )
-            for connection in self._readers if idle else ():
-                try:
-                    connection.close()
-                except sqlite3.Error as error:
-                    log.debug("history: closing a reader failed: %s", error)
-            self._readers.clear()
+        """Close readers (once no read is in progress) and the writer (PRAGMA optimize first, when the disk lets us)."""
+        self._close_readers()
         if self._writer is not None:
             try:
                 self._writer.execute("PRAGMA optimize")

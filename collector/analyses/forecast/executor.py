@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import logging
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -91,10 +90,7 @@ def _read_only_reader_class() -> type:
             self.path = Path(path)
             self.config = config
             self.step = max(60, int(config.downsample_step.total_seconds()))
-            self._closed = False
-            self._local = threading.local()
-            self._readers: list[sqlite3.Connection] = []
-            self._readers_lock = threading.Lock()
+            self._init_reads()
 
         def _connect(self) -> sqlite3.Connection:
             if not self.path.exists():
@@ -106,11 +102,8 @@ def _read_only_reader_class() -> type:
             return connection
 
         def close(self) -> None:
-            with self._readers_lock:
-                for connection in self._readers:
-                    connection.close()
-                self._readers.clear()
             self._closed = True
+            self._close_readers()
 
     return _ReadOnly
 
