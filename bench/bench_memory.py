@@ -14,7 +14,13 @@ Every pass is followed by `malloc_trim(0)`, as in the daemon. Printed per varian
 the first pass, the growth from there to the last pass, the least-squares slope per pass, and the median pass time;
 then the ratio of each variant's growth and pass time to the daemon's.
 
+`--daemon-minutes M` runs the whole daemon instead (`Daemon.start()` in the child: polls every 15 s, history writes,
+/metrics renders, trims), its forecast pass every `--pass-every` seconds instead of 15 minutes, each variant on its
+own copy of the prefilled store, all variants at once: aging at 30x, to tell a heap that settles after some passes
+from one that grows with every pass (the hour's soak sees four passes). RSS is read after every pass.
+
     .venv/bin/python bench/bench_memory.py --passes 20 --runs 3
+    .venv/bin/python bench/bench_memory.py --daemon-minutes 30 --pass-every 30
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -70,6 +77,33 @@ def child(config_path: Path, passes: int, arenas: bool, pin: bool) -> None:
         print(json.dumps({"rss": memory.rss_bytes(), "seconds": seconds}), flush=True)
 
 
+def daemon_child(config_path: Path, minutes: float, pass_every: float, arenas: bool, pin: bool) -> None:
+    """In a fresh interpreter: the daemon itself, its forecast pass every `pass_every` s; one JSON line per pass."""
+    from datetime import timedelta
+
+    from collector.app import daemon as daemon_module
+    from collector.app import memory
+    from collector.app.config import load_config
+
+    if not arenas:  # the variants without the daemon's settings: keep glibc's
+        memory.bound_arenas = lambda *args, **kwargs: None
+    if not pin:
+        memory.pin_thresholds = lambda *args, **kwargs: False
+    daemon_module.FORECAST_INTERVAL = timedelta(seconds=pass_every)
+    daemon = daemon_module.Daemon(load_config(config_path), config_path=config_path)
+    job = daemon._forecast_job
+
+    def timed_pass() -> None:
+        started = time.perf_counter()
+        job()  # the daemon's own pass, then its trim
+        print(json.dumps({"rss": memory.rss_bytes(), "seconds": time.perf_counter() - started}), flush=True)
+
+    daemon._forecast_job = timed_pass  # type: ignore[method-assign]
+    daemon.start()
+    time.sleep(minutes * 60)
+    daemon.stop()
+
+
 def slope(values: list[float]) -> float:
     """Least-squares slope of `values` against their index (per pass)."""
     n = len(values)
@@ -78,35 +112,64 @@ def slope(values: list[float]) -> float:
     return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values)) / denominator if denominator else 0.0
 
 
-def run_variant(name: str, config_path: Path, passes: int) -> dict[str, float]:
+def start_variant(name: str, config_path: Path, child_args: list[str]) -> subprocess.Popen[str]:
     variant = VARIANTS[name]
     env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES} | variant["env"]
-    command = [sys.executable, __file__, "--child", str(config_path), "--passes", str(passes)]
+    command = [sys.executable, __file__, "--child", str(config_path), *child_args]
     command += ["--arenas"] if variant["arenas"] else []
     command += ["--pin"] if variant["pin"] else []
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800, cwd=REPO)
-    if done.returncode != 0:
-        raise SystemExit(f"variant {name} failed:\n{done.stderr[-3000:]}")
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def figures(name: str, process: subprocess.Popen[str]) -> dict[str, float]:
+    """Wait for a variant's child; its RSS after the first pass, growth to the last, slope per pass, pass time."""
+    stdout, stderr = process.communicate(timeout=7200)
+    if process.returncode != 0:
+        raise SystemExit(f"variant {name} failed:\n{stderr[-3000:]}")
+    rows = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    if len(rows) < 2:
+        raise SystemExit(f"variant {name}: fewer than two passes ran:\n{stderr[-3000:]}")
     rss = [row["rss"] / 2**20 for row in rows]
     return {
         "first": rss[0],
         "growth": rss[-1] - rss[0],
         "slope": slope(rss),
+        "late_growth": rss[-1] - rss[len(rss) // 2],  # the second half of the passes: after warm-up
+        "late_slope": slope(rss[len(rss) // 2 :]),
         "seconds": statistics.median(row["seconds"] for row in rows),
+        "passes": len(rows),
     }
+
+
+def copy_for(config_path: Path, workdir: Path) -> Path:
+    """The soak's config and prefilled store, copied under `workdir` with a port of its own."""
+    import yaml
+
+    from tests.faults.harness import free_port
+
+    config = yaml.safe_load(config_path.read_text())
+    shutil.copytree(config["state_dir"], workdir / "state")
+    config["state_dir"], config["listen"] = str(workdir / "state"), f"127.0.0.1:{free_port()}"
+    path = workdir / "capacityd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--passes", type=int, default=20, help="expensive passes per run (default %(default)s)")
     parser.add_argument("--runs", type=int, default=3, help="runs per variant; medians printed (default %(default)s)")
+    parser.add_argument("--daemon-minutes", type=float, help="run the whole daemon this long per variant (see above)")
+    parser.add_argument("--pass-every", type=float, default=30.0, help="with --daemon-minutes: seconds between passes")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--arenas", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pin", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        child(args.child, args.passes, args.arenas, args.pin)
+        if args.daemon_minutes:
+            daemon_child(args.child, args.daemon_minutes, args.pass_every, args.arenas, args.pin)
+        else:
+            child(args.child, args.passes, args.arenas, args.pin)
         return 0
 
     from bench_soak import Soak
@@ -115,13 +178,25 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="capacityd-memory-") as tmp:
         soak = Soak(Path(tmp))  # the soak's estate and prefilled store; its daemon is not started
         try:
-            for run in range(args.runs):
+            if args.daemon_minutes:  # every variant at once, each on its own copy of the store
+                children = {}
+                for name in VARIANTS:
+                    config = copy_for(soak.config_path, Path(tmp) / name)
+                    children[name] = start_variant(
+                        name,
+                        config,
+                        ["--daemon-minutes", str(args.daemon_minutes), "--pass-every", str(args.pass_every)],
+                    )
+                for name, process in children.items():
+                    results[name].append(figures(name, process))
+            for run in range(0 if args.daemon_minutes else args.runs):
                 for name in VARIANTS:  # interleaved, so that load drifting during the run hits every variant
-                    results[name].append(run_variant(name, soak.config_path, args.passes))
-                    figures = results[name][-1]
+                    process = start_variant(name, soak.config_path, ["--passes", str(args.passes)])
+                    results[name].append(figures(name, process))
+                    last = results[name][-1]
                     print(
-                        f"  run {run + 1} {name:<9}: RSS {figures['first']:.1f} MiB after pass 1, "
-                        f"{figures['growth']:+.1f} MiB by pass {args.passes}",
+                        f"  run {run + 1} {name:<9}: RSS {last['first']:.1f} MiB after pass 1, "
+                        f"{last['growth']:+.1f} MiB by pass {args.passes}",
                         file=sys.stderr,
                     )
         finally:
@@ -129,20 +204,30 @@ def main() -> int:
     medians = {
         name: {key: statistics.median(r[key] for r in runs) for key in runs[0]} for name, runs in results.items()
     }
-    print(f"{args.passes} expensive passes in a row on the demo estate (prefilled 8 weeks), median of {args.runs} runs")
-    print(f"{'variant':<10} {'RSS pass 1':>11} {'growth':>10} {'per pass':>10} {'pass s':>7}")
+    if args.daemon_minutes:
+        passes = int(min(r["passes"] for runs in results.values() for r in runs))
+        print(
+            f"the daemon for {args.daemon_minutes:g} min per variant (all at once), a forecast pass every "
+            f"{args.pass_every:g} s ({passes} passes), demo estate prefilled with 8 weeks"
+        )
+    else:
+        print(f"{args.passes} passes in a row on the demo estate (prefilled 8 weeks), median of {args.runs} runs")
+    print(f"{'':<10} {'RSS':>11} {'all passes':>21} {'second half of passes':>24}")
+    print(
+        f"{'variant':<10} {'pass 1':>11} {'growth':>10} {'per pass':>10} {'growth':>11} {'per pass':>12} {'pass s':>7}"
+    )
     for name, m in medians.items():
         print(
-            f"{name:<10} {m['first']:>7.1f} MiB {m['growth']:>+6.1f} MiB {m['slope']:>+6.2f} MiB {m['seconds']:>7.2f}"
+            f"{name:<10} {m['first']:>7.1f} MiB {m['growth']:>+6.1f} MiB {m['slope']:>+6.2f} MiB "
+            f"{m['late_growth']:>+7.1f} MiB {m['late_slope']:>+8.3f} MiB {m['seconds']:>7.2f}"
         )
     ours = medians["capacityd"]
     for name, m in medians.items():
         if name == "capacityd":
             continue
-        ratio = m["slope"] / ours["slope"] if ours["slope"] > 0 else float("inf")
         print(
-            f"{name} vs capacityd: growth per pass {m['slope']:+.2f} vs {ours['slope']:+.2f} MiB "
-            f"(x{ratio:.1f}), pass time x{m['seconds'] / ours['seconds']:.2f}"
+            f"{name} vs capacityd: growth per pass {m['slope']:+.2f} vs {ours['slope']:+.2f} MiB (second half "
+            f"{m['late_slope']:+.3f} vs {ours['late_slope']:+.3f}), pass time x{m['seconds'] / ours['seconds']:.2f}"
         )
     return 0
 
