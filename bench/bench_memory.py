@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -93,14 +94,18 @@ def daemon_child(config_path: Path, minutes: float, pass_every: float, arenas: b
     daemon = daemon_module.Daemon(load_config(config_path), config_path=config_path)
     job = daemon._forecast_job
 
+    stopping = threading.Event()
+
     def timed_pass() -> None:
         started = time.perf_counter()
         job()  # the daemon's own pass, then its trim
-        print(json.dumps({"rss": memory.rss_bytes(), "seconds": time.perf_counter() - started}), flush=True)
+        if not stopping.is_set():  # a pass cut short by the stop (history closed under it) is not a pass
+            print(json.dumps({"rss": memory.rss_bytes(), "seconds": time.perf_counter() - started}), flush=True)
 
     daemon._forecast_job = timed_pass  # type: ignore[method-assign]
     daemon.start()
     time.sleep(minutes * 60)
+    stopping.set()
     daemon.stop()
 
 
@@ -121,7 +126,7 @@ def start_variant(name: str, config_path: Path, child_args: list[str]) -> subpro
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
-def figures(name: str, process: subprocess.Popen[str]) -> dict[str, float]:
+def figures(name: str, process: subprocess.Popen[str]) -> dict[str, Any]:
     """Wait for a variant's child; its RSS after the first pass, growth to the last, slope per pass, pass time."""
     stdout, stderr = process.communicate(timeout=7200)
     if process.returncode != 0:
@@ -138,6 +143,7 @@ def figures(name: str, process: subprocess.Popen[str]) -> dict[str, float]:
         "late_slope": slope(rss[len(rss) // 2 :]),
         "seconds": statistics.median(row["seconds"] for row in rows),
         "passes": len(rows),
+        "trace": rss,
     }
 
 
@@ -174,7 +180,7 @@ def main() -> int:
 
     from bench_soak import Soak
 
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="capacityd-memory-") as tmp:
         soak = Soak(Path(tmp))  # the soak's estate and prefilled store; its daemon is not started
         try:
@@ -221,6 +227,12 @@ def main() -> int:
             f"{name:<10} {m['first']:>7.1f} MiB {m['growth']:>+6.1f} MiB {m['slope']:>+6.2f} MiB "
             f"{m['late_growth']:>+7.1f} MiB {m['late_slope']:>+8.3f} MiB {m['seconds']:>7.2f}"
         )
+    if args.daemon_minutes:  # the shape: settling or climbing
+        for name, runs in results.items():
+            trace = runs[0]["trace"]
+            step = max(1, len(trace) // 10)
+            marks = ", ".join(f"{i + 1}: {trace[i]:.1f}" for i in range(0, len(trace), step))
+            print(f"{name} RSS (MiB) after pass  {marks}")
     ours = medians["capacityd"]
     for name, m in medians.items():
         if name == "capacityd":
