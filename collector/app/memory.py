@@ -6,17 +6,19 @@ the forecast job); glibc gives every contending thread its own arena (up to 8 pe
 chunks inside each of them, so the heap fragments and is never returned. Two arenas and an explicit
 `malloc_trim(0)` after every forecast pass (and once a minute) keep it bounded.
 
-That was not enough: glibc raises its mmap threshold to the size of the largest mmapped block freed (up to
-32 MiB) and its trim threshold to twice that, so after the first pass the pass's big buffers land inside the
-arenas, and the top of the second arena (which `malloc_trim` does not shrink; only free() does, above the trim
-threshold) keeps several MiB resident, more or less after each pass: RSS stepped by ~5 MiB at passes. Pinning
-both thresholds at glibc's own starting values (128 KiB) keeps big buffers in mmaps, given back on free.
+That was not enough (an hour's soak still grew ~10 MiB/h, in steps of ~5 MiB at forecast passes), and two more
+settings cut it to ~4 MiB/h (bench/bench_memory.py, docs/operations.md "Memory"):
 
-Nor were both: Python's own small-object allocator (pymalloc) grew by one or two 1 MiB arenas per pass while the
-bytes in its blocks stayed flat (a pass's short-lived objects interleave with the kept results, and an arena is
-returned only when wholly empty). The daemon therefore runs with `PYTHONMALLOC=malloc`: small objects go to
-glibc's heap, whose free pages `malloc_trim` returns whatever lies around them. Measured on the demo estate,
-16 passes in a row: RSS +11 MiB with pymalloc, +1.6 MiB with glibc malloc, each pass as fast.
+* Python's small-object allocator (pymalloc) gained one or two 1 MiB arenas per pass while the bytes in its blocks
+  stayed flat: a pass's short-lived objects interleave with the results that are kept, and an arena goes back to
+  the OS only when wholly empty. Under `PYTHONMALLOC=malloc` Python's objects live in glibc's heap, whose free
+  pages `malloc_trim` returns whatever lies around them.
+* glibc raises its mmap threshold to the largest mmapped block freed (up to 32 MiB) and its trim threshold to
+  twice that; after the first pass the pass's big buffers land inside the arenas. Pinned at glibc's own starting
+  values (128 KiB), they stay in mmaps and are unmapped on free.
+
+Sixteen passes back to back: RSS +1.9 MiB with both, +10.3 MiB without (each pass ~25 % slower; one runs every
+15 minutes).
 
 Everything here is a no-op off glibc (musl, macOS): `libc()` is None there.
 """
@@ -140,7 +142,7 @@ def _resident_fields() -> dict[str, int]:
     return fields
 
 
-def use_glibc_malloc_for_objects(argv: list[str] | None = None) -> None:
+def use_glibc_malloc_for_objects() -> None:
     """Re-execute this very command (same PID) with `PYTHONMALLOC=malloc` unless the environment chose an allocator.
 
     The allocator is chosen when the interpreter starts, so only a re-exec can change it; call this first thing,
@@ -151,7 +153,7 @@ def use_glibc_malloc_for_objects(argv: list[str] | None = None) -> None:
     """
     if libc() is None or os.environ.get("PYTHONMALLOC"):
         return
-    command = argv if argv is not None else list(sys.orig_argv)
+    command = list(sys.orig_argv)  # the interpreter's own arguments: `-m collector run ...`, or the script's path
     if not sys.executable or not command:  # an embedding interpreter: nothing to re-execute
         log.warning("memory: cannot re-execute %r; Python's objects stay in pymalloc", sys.executable)
         return
@@ -198,7 +200,8 @@ def pin_thresholds(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = T
 
     With them pinned, blocks of `mmap_threshold` bytes or more are mmapped and unmapped on free, and free()
     shrinks an arena's top once it exceeds `trim_threshold`, so a forecast pass's buffers leave nothing behind.
-    The cost is a page fault per page of each big buffer (a forecast pass ~15 % slower; it runs every 15 min).
+    The cost is a page fault per page of each big buffer on every use (with PYTHONMALLOC=malloc, a forecast pass
+    ~25 % slower; it runs every 15 min).
     """
     lib = libc()
     if lib is None:
@@ -264,8 +267,7 @@ PROCESS_MEMORY = register(
 connections, bounded by their cache_size but growing with the file until then) is part of `malloc_in_use`;
 `malloc_free` is freed heap glibc still holds (fragmentation); Python's objects are in `malloc_in_use` under
 PYTHONMALLOC=malloc; `resident_anonymous` minus the malloc parts is thread stacks (and pymalloc's arenas where an
-operator chose it); `resident_file` is code and mapped files (it grows as code
-paths are first run, then stays)."""
+operator chose it); `resident_file` is code and mapped files (it grows as code paths are first run, then stays)."""
 
 
 def frame() -> pd.DataFrame:
