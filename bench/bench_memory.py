@@ -117,18 +117,25 @@ def slope(values: list[float]) -> float:
     return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values)) / denominator if denominator else 0.0
 
 
+def log_of(name: str, config_path: Path) -> Path:
+    return config_path.parent / f"memory-{name}.log"
+
+
 def start_variant(name: str, config_path: Path, child_args: list[str]) -> subprocess.Popen[str]:
+    """A variant's child; its log goes to a file beside its config (a pipe left unread would stall it)."""
     variant = VARIANTS[name]
     env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES} | variant["env"]
     command = [sys.executable, __file__, "--child", str(config_path), *child_args]
     command += ["--arenas"] if variant["arenas"] else []
     command += ["--pin"] if variant["pin"] else []
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    with open(log_of(name, config_path), "w") as log:
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
 
 
-def figures(name: str, process: subprocess.Popen[str]) -> dict[str, Any]:
+def figures(name: str, process: subprocess.Popen[str], log: Path) -> dict[str, Any]:
     """Wait for a variant's child; its RSS after the first pass, growth to the last, slope per pass, pass time."""
-    stdout, stderr = process.communicate(timeout=7200)
+    stdout, _ = process.communicate(timeout=7200)
+    stderr = log.read_text()
     if process.returncode != 0:
         raise SystemExit(f"variant {name} failed:\n{stderr[-3000:]}")
     rows = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
@@ -188,17 +195,14 @@ def main() -> int:
                 children = {}
                 for name in VARIANTS:
                     config = copy_for(soak.config_path, Path(tmp) / name)
-                    children[name] = start_variant(
-                        name,
-                        config,
-                        ["--daemon-minutes", str(args.daemon_minutes), "--pass-every", str(args.pass_every)],
-                    )
-                for name, process in children.items():
-                    results[name].append(figures(name, process))
+                    daemon_args = ["--daemon-minutes", str(args.daemon_minutes), "--pass-every", str(args.pass_every)]
+                    children[name] = (start_variant(name, config, daemon_args), log_of(name, config))
+                for name, (process, log) in children.items():
+                    results[name].append(figures(name, process, log))
             for run in range(0 if args.daemon_minutes else args.runs):
                 for name in VARIANTS:  # interleaved, so that load drifting during the run hits every variant
                     process = start_variant(name, soak.config_path, ["--passes", str(args.passes)])
-                    results[name].append(figures(name, process))
+                    results[name].append(figures(name, process, log_of(name, soak.config_path)))
                     last = results[name][-1]
                     print(
                         f"  run {run + 1} {name:<9}: RSS {last['first']:.1f} MiB after pass 1, "
