@@ -48,7 +48,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "capacityd": {"env": {"PYTHONMALLOC": "malloc"}, "arenas": True, "pin": True},
 }
 """Allocator settings compared; the environment is the only way to choose Python's allocator."""
-ALLOCATOR_VARIABLES = ("PYTHONMALLOC", "MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 def child(config_path: Path, passes: int, arenas: bool, pin: bool) -> None:
@@ -123,8 +122,10 @@ def log_of(name: str, config_path: Path) -> Path:
 
 def start_variant(name: str, config_path: Path, child_args: list[str]) -> subprocess.Popen[str]:
     """A variant's child; its log goes to a file beside its config (a pipe left unread would stall it)."""
+    from collector.app.memory import ALLOCATOR_ENVIRONMENT
+
     variant = VARIANTS[name]
-    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES} | variant["env"]
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENVIRONMENT} | variant["env"]
     command = [sys.executable, __file__, "--child", str(config_path), *child_args]
     command += ["--arenas"] if variant["arenas"] else []
     command += ["--pin"] if variant["pin"] else []

@@ -47,6 +47,8 @@ MMAP_THRESHOLD = TRIM_THRESHOLD = 128 * 1024
 """Bytes: glibc's starting values, pinned (setting them turns glibc's dynamic raising of both off)."""
 THRESHOLD_ENVIRONMENT = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 """Environment variables by which an operator sets the thresholds; `GLIBC_TUNABLES` with glibc.malloc.* too."""
+ALLOCATOR_ENVIRONMENT = ("PYTHONMALLOC", "MALLOC_ARENA_MAX", *THRESHOLD_ENVIRONMENT)
+"""Every variable by which the environment overrides the daemon's allocator settings (benches and tests clear them)."""
 TRIM_INTERVAL = 60.0
 """Seconds between two periodic trims (besides the one after each forecast pass)."""
 

@@ -176,8 +176,7 @@ class Database:
         self._active_reads = 0
 
     def _reader(self) -> sqlite3.Connection:
-        if self._closed:
-            raise HistoryError(f"{self.path}: history is closed")
+        """This thread's read connection (opened on first use); only `_read()` calls it, after checking `_closed`."""
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._connect()

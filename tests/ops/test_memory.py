@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.app.memory import ALLOCATOR_ENVIRONMENT
 from tests.faults.harness import NODE5, Daemon, config_text, free_port, libvirt_source, wait_for
 
 from .conftest import REPO
@@ -81,7 +82,7 @@ print(json.dumps({"pinned": pinned, "mmapped_growth": memory.heap()[2] - before}
 libc.free(ctypes.c_void_p(block))
 """
 
-_ALLOCATOR_VARIABLES = ("MALLOC_ARENA_MAX", "PYTHONMALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+_ALLOCATOR_VARIABLES = ALLOCATOR_ENVIRONMENT
 """Not inherited from the test runner: Dask's nanny, once imported by another test, sets MALLOC_TRIM_THRESHOLD_."""
 
 
