@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -142,6 +142,11 @@ class AnalysisHealth:
             state.success, state.duration_seconds, state.last_error = False, duration, error
             return dict(state.frames)
 
+    def last_good(self) -> dict[str, FrameSet]:
+        """The frames of each analysis' latest successful run (what a failed run falls back to)."""
+        with self._lock:
+            return {name: dict(state.frames) for name, state in self._states.items() if state.frames}
+
     def frame(self, now: datetime | None = None) -> pd.DataFrame:
         """The `analyses` frame: one row per analysis that ran at least once."""
         with self._lock:
@@ -170,17 +175,27 @@ class AnalysisHealth:
         )
 
 
-def run_analyses(
-    context: AnalysisContext, *, expensive: bool | None = None, health: AnalysisHealth | None = None
-) -> tuple[FrameSet, dict[str, str]]:
-    """Run analyses (all, or only cheap/expensive ones); returns (frames, errors by analysis name).
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    """One analysis' run: its frames, or the error that stopped it. Picklable: a pass may run in a worker process."""
 
-    One failing analysis is logged and reported; it never stops the others. Each analysis sees the frames
-    of those registered before it in this run (the report's figures read headroom and forecasts). With
-    `health`, each run is recorded there and a failed analysis contributes its last good frames instead of nothing.
+    name: str
+    frames: FrameSet
+    error: str | None
+    duration_seconds: float
+
+
+def compute_analyses(
+    context: AnalysisContext, *, expensive: bool | None = None, fallback: Mapping[str, FrameSet] | None = None
+) -> list[AnalysisOutcome]:
+    """Run analyses (all, or only cheap/expensive ones) in registration order; one failing never stops the others.
+
+    Each analysis sees the frames of those run before it (the report's figures read headroom and forecasts);
+    for one that failed, that is its `fallback` frames (its last good run), the frames the daemon goes on serving.
+    Records nothing: the caller does (`record_outcomes`), in this process or after a worker returned.
     """
     frames: FrameSet = {}
-    errors: dict[str, str] = {}
+    outcomes: list[AnalysisOutcome] = []
     for registered in ANALYSES.values():
         if expensive is not None and registered.expensive != expensive:
             continue
@@ -191,13 +206,44 @@ def run_analyses(
                 validate_frame(name, frame)
         except Exception as error:
             log.exception("analysis %s failed", registered.name)
-            errors[registered.name] = f"{type(error).__name__}: {error}"
-            if health is not None:
-                frames.update(
-                    health.record_failure(registered.name, errors[registered.name], time.monotonic() - started)
-                )
+            outcomes.append(
+                AnalysisOutcome(registered.name, {}, f"{type(error).__name__}: {error}", time.monotonic() - started)
+            )
+            frames.update((fallback or {}).get(registered.name, {}))
             continue
         frames.update(produced)
+        outcomes.append(AnalysisOutcome(registered.name, produced, None, time.monotonic() - started))
+    return outcomes
+
+
+def record_outcomes(
+    outcomes: list[AnalysisOutcome], health: AnalysisHealth | None, when: datetime
+) -> tuple[FrameSet, dict[str, str]]:
+    """Merge a pass' outcomes into (frames, errors by analysis name), recording each in `health` if given.
+
+    With `health`, a failed analysis contributes its last good frames (served on, marked stale) instead of nothing.
+    """
+    frames: FrameSet = {}
+    errors: dict[str, str] = {}
+    for outcome in outcomes:
+        if outcome.error is not None:
+            errors[outcome.name] = outcome.error
+            if health is not None:
+                frames.update(health.record_failure(outcome.name, outcome.error, outcome.duration_seconds))
+            continue
+        frames.update(outcome.frames)
         if health is not None:
-            health.record_success(registered.name, produced, time.monotonic() - started, context.now)
+            health.record_success(outcome.name, outcome.frames, outcome.duration_seconds, when)
     return frames, errors
+
+
+def run_analyses(
+    context: AnalysisContext, *, expensive: bool | None = None, health: AnalysisHealth | None = None
+) -> tuple[FrameSet, dict[str, str]]:
+    """Run analyses in this process and record them; returns (frames, errors by analysis name).
+
+    One failing analysis is logged and reported; it never stops the others. With `health`, each run is
+    recorded there and a failed analysis contributes its last good frames instead of nothing.
+    """
+    fallback = health.last_good() if health is not None else None
+    return record_outcomes(compute_analyses(context, expensive=expensive, fallback=fallback), health, context.now)

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from collector import __version__
+from collector.app.logs import LOG_FORMAT
 from collector.contract.plugins import PluginError, load_plugins
 
 DAEMON_COMMANDS = frozenset({"run", "demo"})
@@ -45,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
         stream=sys.stderr,
     )
     # APScheduler logs every job run at INFO; capacityd logs what matters about each poll itself.

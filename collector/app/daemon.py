@@ -29,11 +29,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from collector.analyses.registry import AnalysisContext, AnalysisHealth, load_builtin_analyses, run_analyses
+from collector.analyses.registry import (
+    AnalysisContext,
+    AnalysisHealth,
+    AnalysisOutcome,
+    compute_analyses,
+    load_builtin_analyses,
+    record_outcomes,
+    run_analyses,
+)
 from collector.app import memory
 from collector.app.cluster.roles import Coordinator, exposition_cache  # cluster (issue 13)
 from collector.app.config import Config, load_config
 from collector.app.scheduler import MonotonicScheduler, SourceRunner, make_scheduler, schedule_source
+from collector.app.worker import AnalysisWorker
 from collector.contract.schema import BOOL, TIMESTAMP, Column, FrameSchema, FrameSet, register
 from collector.contract.settings import ConfigError, SourceBase
 from collector.estate import Estate, Snapshot, wall_label
@@ -183,13 +192,22 @@ class HistoryUnavailable:
 class Pipeline:
     """Turns the estate (+ history) into a snapshot with derived frames, and renders the exposition."""
 
-    def __init__(self, config: Config, estate: Estate, history: Any | None, cache: ExpositionCache | None):
+    def __init__(
+        self,
+        config: Config,
+        estate: Estate,
+        history: Any | None,
+        cache: ExpositionCache | None,
+        worker: AnalysisWorker | None = None,
+    ):
         self.config = config
         self.estate = estate
         self.history = history
         self.cache = cache
         self._derived: FrameSet = {}
         self._expensive: FrameSet = {}
+        self.worker = worker
+        """Where the expensive pass runs: a worker process (the daemon), or this process (one-off commands)."""
         self.analysis_errors: dict[str, str] = {}
         self.analysis_health = AnalysisHealth()
         self.reload_status: ReloadStatus | None = None
@@ -253,6 +271,9 @@ class Pipeline:
         like any other."""
         health: FrameSet = {"analyses": self._mark_history_stale(self.analysis_health.frame(now))}
         health["process_memory"] = memory.frame()
+        worker = self.worker.frame() if self.worker is not None else None
+        if worker is not None:
+            health["analysis_worker"] = worker
         if self.reload_status is not None:
             health["config_reload"] = self.reload_status.frame(now)
         return health
@@ -276,7 +297,12 @@ class Pipeline:
         base = self.estate.snapshot()
         context = AnalysisContext(now=base.taken_at, frames=base.frames, history=self.history, config=self.config)
         if expensive:
-            frames, errors = run_analyses(context, expensive=True, health=self.analysis_health)
+            fallback = self.analysis_health.last_good()
+            if self.worker is not None:
+                outcomes: list[AnalysisOutcome] = self.worker.run(context, fallback)
+            else:
+                outcomes = compute_analyses(context, expensive=True, fallback=fallback)
+            frames, errors = record_outcomes(outcomes, self.analysis_health, context.now)
             self._expensive = frames
             self.analysis_errors.update(errors)
         frames, errors = run_analyses(
@@ -372,7 +398,8 @@ class Daemon:
         self.history = open_history(config, self.history_unavailable)
         self.cluster = Coordinator(config.cluster, listen=config.listen)  # cluster: roles and sharding (issue 13)
         self.cache: ExpositionCache = exposition_cache(self.cluster, self.estate)  # cluster: role-gated
-        self.pipeline = Pipeline(config, self.estate, self.history, self.cache)
+        self.worker = AnalysisWorker()  # the expensive pass runs in a fresh process (collector/app/worker.py)
+        self.pipeline = Pipeline(config, self.estate, self.history, self.cache, self.worker)
         self.pipeline.history_unavailable = self.history_unavailable
         self.reload_status = ReloadStatus()
         self.pipeline.reload_status = self.reload_status
@@ -445,7 +472,7 @@ class Daemon:
 
     def _forecast_job(self) -> None:
         self.pipeline.refresh(expensive=True)
-        memory.trim("forecast")  # a pass frees hundreds of MiB of buffers: give the pages back
+        memory.trim("forecast")  # the job's pickle and the results it replaced are freed: give the pages back
         self.first_forecast_done.set()
 
     def _compact_job(self) -> None:
@@ -663,6 +690,7 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+        self.worker.stop()  # a pass in progress ends now; its analyses keep their last good frames
         self.ticker.shutdown(wait=False)
         self.cluster.stop()  # cluster: leave the shard set / release the planner Lease
         if self.poll_pool is not None:  # cluster

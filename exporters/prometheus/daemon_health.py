@@ -6,6 +6,9 @@ renders frames like any other exporter and never reaches into the app that compu
 - `capacityd_analysis_success{analysis}`: 1 if the analysis' last run succeeded. A failed one keeps its
   last good frames exported, with `capacityd_analysis_stale{analysis}` 1 (the sources' convention).
 - `capacityd_analysis_duration_seconds{analysis}` and `capacityd_analysis_last_success_timestamp_seconds`.
+- `capacityd_analysis_worker_duration_seconds` and `capacityd_analysis_worker_peak_resident_bytes`: the last
+  pass of the expensive analyses, which runs in a worker process (its start and imports included; its memory
+  is not in `capacityd_memory_bytes`, which is the daemon's own).
 - `capacityd_config_last_reload_successful` and `capacityd_config_last_reload_success_timestamp_seconds`
   (the names Prometheus uses for its own reloads).
 """
@@ -60,6 +63,22 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
             if not np.isnan(when[row]):
                 last_success.add_metric([name], float(when[row]))
     yield from (success, stale, duration, last_success)
+
+    worker = snapshot.frames.get("analysis_worker")
+    if worker is not None and not worker.empty:
+        took = GaugeMetricFamily(
+            "capacityd_analysis_worker_duration_seconds",
+            "Wall time of the last pass of the expensive analyses in their worker process: its start, imports, "
+            "the analyses and the result's way back.",
+        )
+        took.add_metric([], float(worker["duration_seconds"].iat[0]))
+        peak = GaugeMetricFamily(
+            "capacityd_analysis_worker_peak_resident_bytes",
+            "Peak RSS of the last pass' worker process (0 if it gave no result): memory the daemon's "
+            "service needs beside its own for a moment every pass.",
+        )
+        peak.add_metric([], float(worker["peak_resident_bytes"].iat[0]))
+        yield from (took, peak)
 
     reload = snapshot.frames.get("config_reload")
     if reload is not None and not reload.empty:

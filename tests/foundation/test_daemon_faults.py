@@ -283,57 +283,154 @@ def test_a_failing_analysis_is_visible_and_keeps_its_last_good_result(tmp_path, 
     assert "injected fault: headroom analysis broken" in daemon.log_path.read_text()
 
 
-# -- stop --------------------------------------------------------------------------------------------------
+# -- the analysis worker ----------------------------------------------------------------------------------
 
-SLOW_READ_PRELUDE = textwrap.dedent('''\
-    """Run capacityd with the forecast pass starting by a ~2 s history read (a stop lands in the middle of it)."""
+
+def analysis_plugin(tmp_path: Path, module: str, source: str) -> dict[str, str]:
+    """Install a test analysis plugin (a real `capacityd.analyses` entry point, loaded after the built-in ones)
+    on a path of its own; returns the environment that puts it on the daemon's path, and so on its worker's."""
+    root = tmp_path / "plugins"
+    root.mkdir(exist_ok=True)
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    dist = root / f"{module}-0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text(f"[capacityd.analyses]\nzz_{module} = {module}\n")
+    return {"PYTHONPATH": str(root)}
+
+
+SLOW_READ_PLUGIN = """\
+    \"\"\"The forecast analysis starts by a ~2 s history read, after writing its process id (a stop lands in it).\"\"\"
     import os
-    import sys
     from pathlib import Path
 
-    sys.path.insert(0, os.getcwd())
     from collector.analyses import registry
 
-    registry.load_builtin_analyses()
-    flag = Path(sys.argv[1])
     real = registry.ANALYSES["forecast"]
     SLOW = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 6000000) SELECT sum(x) FROM n"
 
 
     def forecast_after_a_slow_read(context):
         with context.history._read() as con:  # the path every history read takes
-            flag.touch()
+            Path(os.environ["CAPACITYD_TEST_READING"]).write_text(str(os.getpid()))
             con.execute(SLOW).fetchone()
         return real.func(context)
 
 
-    registry.ANALYSES["forecast"] = registry.RegisteredAnalysis("forecast", forecast_after_a_slow_read, real.expensive)
-    from collector.app.cli import main
-
-    sys.exit(main(sys.argv[2:]))
-    ''')
+    registry.ANALYSES["forecast"] = registry.RegisteredAnalysis("forecast", forecast_after_a_slow_read, True)
+    """
 
 
-def test_a_stop_during_a_history_read_exits_cleanly(tmp_path, daemons):
-    """SIGTERM while the forecast pass reads history: the read ends before its connection closes, exit 0 (it was
-    SIGSEGV: the store closed the connection under the running query)."""
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_stop_during_the_forecast_pass_exits_cleanly_and_leaves_no_worker(tmp_path, daemons):
+    """SIGTERM while the pass' worker reads history: the daemon kills its worker, exits 0, history intact (in
+    the daemon's own process, the store once closed a connection under a running query: SIGSEGV)."""
     port = free_port()
     reading = tmp_path / "reading"
-    daemon = daemons(
-        tmp_path,
-        node5_config(port, tmp_path / "state"),
-        port,
-        python_prelude=SLOW_READ_PRELUDE,
-        prelude_args=[str(reading)],
-    )
-    wait_for(reading.exists, timeout=60, what="the forecast pass reading history")
+    env = analysis_plugin(tmp_path, "slow_read_fault", SLOW_READ_PLUGIN)
+    env["CAPACITYD_TEST_READING"] = str(reading)
+    daemon = daemons(tmp_path, node5_config(port, tmp_path / "state"), port, env=env)
+    wait_for(lambda: reading.exists() and reading.read_text(), timeout=60, what="the forecast pass reading history")
+    worker = int(reading.read_text())
+    assert worker != daemon.process.pid  # the pass runs in its own process
     daemon.process.send_signal(signal.SIGTERM)
     assert daemon.process.wait(30) == 0, daemon.log_path.read_text()[-3000:]
+    wait_for(lambda: _gone(worker), timeout=10, what=f"the worker (pid {worker}) gone with the daemon")
     log = daemon.log_path.read_text()
     assert "Fatal Python error" not in log and "reads still running" not in log, log[-3000:]
+    assert f"killing the analysis worker (pid {worker})" in log
+    assert "analysis worker:" not in log.split("killing the analysis worker")[1]  # a stop is not a failure
     con = sqlite3.connect(tmp_path / "state" / "history.sqlite")
     assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     con.close()
+
+
+FAULTY_WORKER_PLUGIN = """\
+    \"\"\"The forecast analysis does what a mode file says: run, hang, or die as the kernel's OOM killer does it.\"\"\"
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    from collector.analyses import registry
+
+    real = registry.ANALYSES["forecast"]
+    MODE = Path(os.environ["CAPACITYD_TEST_MODE"])
+
+
+    def forecast_with_faults(context):
+        mode = MODE.read_text().strip()
+        (MODE.parent / "passes").open("a").write(f"{os.getpid()} {mode}\\n")
+        if mode == "hang":
+            time.sleep(600)
+        if mode == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real.func(context)
+
+
+    registry.ANALYSES["forecast"] = registry.RegisteredAnalysis("forecast", forecast_with_faults, True)
+    """
+
+FAST_PASSES_PRELUDE = textwrap.dedent('''\
+    """Run capacityd with a forecast pass every 3 s and a worker deadline of 4 s (instead of 15 and 30 minutes)."""
+    import os
+    import sys
+    from datetime import timedelta
+
+    sys.path.insert(0, os.getcwd())
+    from collector.app import daemon, worker
+
+    daemon.FORECAST_INTERVAL = timedelta(seconds=3)
+    worker.WORKER_DEADLINE = 4.0
+    from collector.app.cli import main
+
+    sys.exit(main(sys.argv[1:]))
+    ''')
+
+
+def test_a_worker_that_hangs_or_is_killed_is_a_visible_failure_and_the_next_pass_recovers(tmp_path, daemons):
+    """The pass' worker hangs past its deadline, then is SIGKILLed mid-pass (the OOM killer's way): each time the
+    daemon lives on, the expensive analyses fail with the reason and keep their last good frames (stale); the
+    next good pass clears it."""
+    port = free_port()
+    mode = tmp_path / "mode"
+    mode.write_text("run")
+    env = analysis_plugin(tmp_path, "faulty_worker", FAULTY_WORKER_PLUGIN)
+    env["CAPACITYD_TEST_MODE"] = str(mode)
+    daemon = daemons(
+        tmp_path, node5_config(port, tmp_path / "state"), port, env=env, python_prelude=FAST_PASSES_PRELUDE
+    )
+    daemon.wait_value(lambda v: v == 1, "capacityd_analysis_success", "a good pass", timeout=60, analysis="forecast")
+    assert daemon.value("capacityd_analysis_worker_peak_resident_bytes") > 50 * 2**20
+    assert daemon.value("capacityd_analysis_worker_duration_seconds") > 0
+
+    for fault, reason in (("hang", "no result within 4 s; killed"), ("die", "killed by SIGKILL (out of memory?")):
+        mode.write_text(fault)
+        for name in ("forecast", "reclaimable", "report_history"):  # the whole pass failed
+            daemon.wait_value(lambda v: v == 0, "capacityd_analysis_success", f"{fault}: failed", analysis=name)
+        text = daemon.metrics()
+        assert sample(text, "capacityd_analysis_stale", analysis="forecast") == 1  # its last good frames served
+        assert sample(text, "capacityd_analysis_success", analysis="headroom") == 1  # cheap ones go on
+        assert sample(text, "capacityd_analysis_worker_peak_resident_bytes") == 0
+        assert f"analysis worker: {reason}" in daemon.log_path.read_text()
+        mode.write_text("run")
+        daemon.wait_value(
+            lambda v: v == 1, "capacityd_analysis_success", f"recovered from {fault}", analysis="forecast"
+        )
+        assert daemon.value("capacityd_analysis_stale", analysis="forecast") == 0
+
+    passes = [line.split() for line in (tmp_path / "passes").read_text().splitlines()]
+    assert {mode for _, mode in passes} == {"run", "hang", "die"}
+    assert len({pid for pid, _ in passes}) == len(passes)  # a fresh process each pass
+    assert all(_gone(int(pid)) for pid, _ in passes[:-1])  # none left behind (the hung one was killed)
+    assert daemon.process.poll() is None
 
 
 # -- clock -------------------------------------------------------------------------------------------------

@@ -80,38 +80,11 @@ def source_of(history: Any) -> HistorySource:
     return HistorySource(path=Path(path), history=history.config)
 
 
-def _read_only_reader_class() -> type:
-    from collector.store.reader import Reader
-
-    class _ReadOnly(Reader):
-        """collector.store Reader on a read-only connection: no writer, no schema change, no lock."""
-
-        def __init__(self, path: Path, config: Any):  # Database.__init__ would open a writer
-            self.path = Path(path)
-            self.config = config
-            self.step = max(60, int(config.downsample_step.total_seconds()))
-            self._init_reads()
-
-        def _connect(self) -> sqlite3.Connection:
-            if not self.path.exists():
-                raise FileNotFoundError(f"{self.path}: history file not found on this worker")
-            connection = sqlite3.connect(
-                f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False, timeout=30.0
-            )
-            connection.execute("PRAGMA busy_timeout = 30000")
-            return connection
-
-        def close(self) -> None:
-            self._closed = True
-            self._close_readers()
-
-    return _ReadOnly
-
-
 def ReadOnlyHistory(path: Path, config: Any) -> PoolReader:
     """A read-only reader of a History file (imported lazily: analyses do not import the store eagerly)."""
-    reader: PoolReader = _read_only_reader_class()(path, config)
-    return reader
+    from collector.store.readonly import ReadOnlyHistory as Reader
+
+    return cast(PoolReader, Reader(path, config))
 
 
 def list_keys(source: HistorySource, now: datetime, lookback: timedelta) -> list[Key]:
