@@ -27,7 +27,10 @@ fresh install does; the windows then fill during the soak). The estate is consta
 memory verdict is leaks; `--growing-estate` boots one more demo server a minute, and RSS grows with the data.
 Below the verdict, the daemon's own `capacityd_memory_bytes{part}` (read from each scrape) shows where a growth
 is: glibc's heap in use or free (fragmentation), SQLite's page caches (bounded; they fill as the history file grows),
-or outside malloc (thread stacks, mapped files; pymalloc's arenas if PYTHONMALLOC chose it).
+or outside malloc (thread stacks, mapped files; pymalloc's arenas if PYTHONMALLOC chose it). The expensive
+analyses run in a worker process each pass (collector/app/worker.py): its memory is not the daemon's RSS, so it is
+printed beside it (each pass' peak, from `capacityd_analysis_worker_peak_resident_bytes`, and the daemon plus its
+children at the scrapes), lest moving the pass out of the daemon flatter the verdict.
 
     .venv/bin/python bench/bench_soak.py --minutes 60      # the full soak (CI may use --minutes 2)
 """
@@ -92,6 +95,28 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """RSS of the daemon plus its children (the analysis worker while a pass runs): what the service holds."""
+    total = rss_bytes(pid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                total += rss_bytes(int(stat.parent.name))
+    return total
+
+
+def worker_passes(body: bytes) -> tuple[float, float] | None:
+    """(wall seconds, peak resident bytes) of the last expensive pass' worker, from a scraped exposition."""
+    found = {
+        name: value
+        for name, _, value in parse_samples(body.decode("utf-8", "replace"))
+        if name.startswith("capacityd_analysis_worker_")
+    }
+    if "capacityd_analysis_worker_duration_seconds" not in found:
+        return None
+    return found["capacityd_analysis_worker_duration_seconds"], found["capacityd_analysis_worker_peak_resident_bytes"]
 
 
 def memory_parts(body: bytes) -> dict[str, float]:
@@ -289,11 +314,13 @@ class Soak:
         rss_samples: list[tuple[float, int]] = [(0.0, rss_start)]
         part_samples: dict[str, list[tuple[float, int]]] = {}  # capacityd_memory_bytes{part}, at every scrape
         failed_scrapes = 0
+        passes: set[tuple[float, float]] = set()  # (duration, peak) of each worker pass seen by a scrape
+        tree_peak = rss_start  # the daemon and its worker together, at the scrapes
         stop = threading.Event()
         run_started = time.monotonic()
 
         def scraper() -> None:
-            nonlocal failed_scrapes
+            nonlocal failed_scrapes, tree_peak
             while not stop.wait(5.0):
                 started = time.perf_counter()
                 try:
@@ -303,6 +330,8 @@ class Soak:
                     at, parts_now = time.monotonic() - run_started, memory_parts(body)
                     for part, value in parts_now.items():
                         part_samples.setdefault(part, []).append((at, int(value)))
+                    if (last_pass := worker_passes(body)) is not None:
+                        passes.add(last_pass)
                     if "resident" in parts_now and "sqlite" in parts_now:  # what no bounded cache explains
                         outside = int(parts_now["resident"] - parts_now["sqlite"])
                         part_samples.setdefault(OUTSIDE_CACHES, []).append((at, outside))
@@ -310,6 +339,7 @@ class Soak:
                     failed_scrapes += 1
                 with contextlib.suppress(OSError):  # the daemon's RSS, at every scrape
                     rss_samples.append((time.monotonic() - run_started, rss_bytes(self.daemon.pid)))
+                    tree_peak = max(tree_peak, tree_rss_bytes(self.daemon.pid))
                     if rss_log is not None:
                         rss_log.write(f"{rss_samples[-1][0]:.1f},{rss_samples[-1][1]}\n")
                         rss_log.flush()
@@ -366,6 +396,8 @@ class Soak:
             "rss_end": rss_end,
             "memory": memory,
             "memory_parts": parts,
+            "worker_passes": sorted(passes),
+            "tree_peak": tree_peak,
             "lost": lost,
             "stored": stored,
             "integrity": integrity_problems(self.state_dir),
@@ -430,6 +462,16 @@ def main() -> int:
             f"{sum(max(v, 0) for v in result['lost'].values())} (per source: {result['lost']}); "
             f"integrity: {'ok' if not result['integrity'] else result['integrity']}; exit code {result['exit_code']}"
         )
+        worker = result["worker_passes"]
+        if worker:
+            peaks = [peak for _, peak in worker if peak > 0]
+            print(
+                f"analysis worker (the expensive pass, a fresh process each time): {len(worker)} passes seen, "
+                f"{len(worker) - len(peaks)} without a result; wall time median "
+                f"{statistics.median(t for t, _ in worker):.1f} s; peak RSS median "
+                f"{statistics.median(peaks or [0]) / 2**20:.0f} MiB, max {max(peaks or [0]) / 2**20:.0f} MiB; daemon + "
+                f"worker RSS at the scrapes: max {result['tree_peak'] / 2**20:.0f} MiB"
+            )
         memory = result["memory"]
         if memory["verdict"] == "UNKNOWN":
             print(f"memory: too few RSS samples ({memory['samples']}) to judge")
