@@ -8,11 +8,16 @@ start:
 
     defaults   pymalloc, glibc's dynamic mmap/trim thresholds, arenas unbounded (Python and glibc as shipped)
     arenas     pymalloc, two arenas, dynamic thresholds: the daemon's settings before PYTHONMALLOC=malloc
-    capacityd  PYTHONMALLOC=malloc, two arenas, thresholds pinned at 128 KiB (collector/app/memory.py)
+    inline     PYTHONMALLOC=malloc, two arenas, thresholds pinned at 128 KiB (collector/app/memory.py), the pass
+               in the daemon's own process: the daemon before its worker process
+    capacityd  inline's settings, each pass in a fresh worker process (collector/app/worker.py), as the daemon runs it
 
-Every pass is followed by `malloc_trim(0)`, as in the daemon. Printed per variant (median of --runs runs): RSS after
-the first pass, the growth from there to the last pass, the least-squares slope per pass, and the median pass time;
-then the ratio of each variant's growth and pass time to the daemon's.
+The first three run the pass in the measured process; `capacityd` measures the process that starts the worker and
+keeps the results, and prints the worker's peak RSS beside it. Every pass is followed by `malloc_trim(0)`, as in the
+daemon. Printed per variant (median of --runs runs): RSS after
+the first pass, the growth from there to the last pass, the least-squares slope per pass, and the median pass time
+(for `capacityd`, the worker's start and imports included); then the ratio of each variant's growth and pass time to
+the daemon's.
 
 `--daemon-minutes M` runs the whole daemon instead (`Daemon.start()` in the child: polls every 15 s, history writes,
 /metrics renders, trims), its forecast pass every `--pass-every` seconds instead of 15 minutes, each variant on its
@@ -45,18 +50,20 @@ sys.path.insert(0, str(REPO / "bench"))
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {"env": {"PYTHONMALLOC": "pymalloc"}, "arenas": False, "pin": False},
     "arenas": {"env": {"PYTHONMALLOC": "pymalloc"}, "arenas": True, "pin": False},
-    "capacityd": {"env": {"PYTHONMALLOC": "malloc"}, "arenas": True, "pin": True},
+    "inline": {"env": {"PYTHONMALLOC": "malloc"}, "arenas": True, "pin": True},
+    "capacityd": {"env": {"PYTHONMALLOC": "malloc"}, "arenas": True, "pin": True, "worker": True},
 }
 """Allocator settings compared; the environment is the only way to choose Python's allocator."""
 
 
-def child(config_path: Path, passes: int, arenas: bool, pin: bool) -> None:
-    """In a fresh interpreter: poll the estate once, then run the expensive analyses `passes` times; one JSON line
-    per pass (RSS after the pass and its trim, seconds)."""
-    from collector.analyses.registry import AnalysisContext, run_analyses
+def child(config_path: Path, passes: int, arenas: bool, pin: bool, worker: bool) -> None:
+    """In a fresh interpreter: poll the estate once, then run the expensive analyses `passes` times (here, or each
+    in a worker process); one JSON line per pass (RSS after the pass and its trim, seconds, the worker's peak)."""
+    from collector.analyses.registry import AnalysisContext, record_outcomes, run_analyses
     from collector.app import memory
     from collector.app.config import load_config
     from collector.app.daemon import collect_once, open_history
+    from collector.app.worker import AnalysisWorker
 
     if arenas:
         memory.bound_arenas()
@@ -65,19 +72,25 @@ def child(config_path: Path, passes: int, arenas: bool, pin: bool) -> None:
     config = load_config(config_path)
     history = open_history(config)
     snapshot = collect_once(config, history=history, analyses=False)
+    runner = AnalysisWorker() if worker else None
     for _ in range(passes):
         started = time.perf_counter()
         context = AnalysisContext(now=snapshot.taken_at, frames=snapshot.frames, history=history, config=config)
-        frames, errors = run_analyses(context, expensive=True)
+        if runner is not None:
+            frames, errors = record_outcomes(runner.run(context, {}), None, context.now)
+        else:
+            frames, errors = run_analyses(context, expensive=True)
         if errors:
             raise SystemExit(f"analyses failed: {errors}")
         del frames, context
         seconds = time.perf_counter() - started
         memory.trim("pass")
-        print(json.dumps({"rss": memory.rss_bytes(), "seconds": seconds}), flush=True)
+        peak = runner.frame() if runner is not None else None
+        worker_peak = float(peak["peak_resident_bytes"].iat[0]) if peak is not None else 0.0
+        print(json.dumps({"rss": memory.rss_bytes(), "seconds": seconds, "worker_peak": worker_peak}), flush=True)
 
 
-def daemon_child(config_path: Path, minutes: float, pass_every: float, arenas: bool, pin: bool) -> None:
+def daemon_child(config_path: Path, minutes: float, pass_every: float, arenas: bool, pin: bool, worker: bool) -> None:
     """In a fresh interpreter: the daemon itself, its forecast pass every `pass_every` s; one JSON line per pass."""
     from datetime import timedelta
 
@@ -91,6 +104,8 @@ def daemon_child(config_path: Path, minutes: float, pass_every: float, arenas: b
         memory.pin_thresholds = lambda *args, **kwargs: False
     daemon_module.FORECAST_INTERVAL = timedelta(seconds=pass_every)
     daemon = daemon_module.Daemon(load_config(config_path), config_path=config_path)
+    if not worker:  # the pass in the daemon's own process, as before the worker
+        daemon.pipeline.worker = None
     job = daemon._forecast_job
 
     stopping = threading.Event()
@@ -99,7 +114,10 @@ def daemon_child(config_path: Path, minutes: float, pass_every: float, arenas: b
         started = time.perf_counter()
         job()  # the daemon's own pass, then its trim
         if not stopping.is_set():  # a pass cut short by the stop (history closed under it) is not a pass
-            print(json.dumps({"rss": memory.rss_bytes(), "seconds": time.perf_counter() - started}), flush=True)
+            seconds = time.perf_counter() - started
+            peak = daemon.worker.frame() if worker else None
+            worker_peak = float(peak["peak_resident_bytes"].iat[0]) if peak is not None else 0.0
+            print(json.dumps({"rss": memory.rss_bytes(), "seconds": seconds, "worker_peak": worker_peak}), flush=True)
 
     daemon._forecast_job = timed_pass  # type: ignore[method-assign]
     daemon.start()
@@ -129,6 +147,7 @@ def start_variant(name: str, config_path: Path, child_args: list[str]) -> subpro
     command = [sys.executable, __file__, "--child", str(config_path), *child_args]
     command += ["--arenas"] if variant["arenas"] else []
     command += ["--pin"] if variant["pin"] else []
+    command += ["--worker"] if variant.get("worker") else []
     with open(log_of(name, config_path), "w") as log:
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
 
@@ -150,6 +169,7 @@ def figures(name: str, process: subprocess.Popen[str], log: Path) -> dict[str, A
         "late_growth": rss[-1] - rss[len(rss) // 2],  # the second half of the passes: after warm-up
         "late_slope": slope(rss[len(rss) // 2 :]),
         "seconds": statistics.median(row["seconds"] for row in rows),
+        "worker_peak": max(row.get("worker_peak", 0.0) for row in rows) / 2**20,
         "passes": len(rows),
         "trace": rss,
     }
@@ -178,12 +198,13 @@ def main() -> int:
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--arenas", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pin", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         if args.daemon_minutes:
-            daemon_child(args.child, args.daemon_minutes, args.pass_every, args.arenas, args.pin)
+            daemon_child(args.child, args.daemon_minutes, args.pass_every, args.arenas, args.pin, args.worker)
         else:
-            child(args.child, args.passes, args.arenas, args.pin)
+            child(args.child, args.passes, args.arenas, args.pin, args.worker)
         return 0
 
     from bench_soak import Soak
@@ -238,6 +259,11 @@ def main() -> int:
             step = max(1, len(trace) // 10)
             marks = ", ".join(f"{i + 1}: {trace[i]:.1f}" for i in range(0, len(trace), step))
             print(f"{name} RSS (MiB) after pass  {marks}")
+    if medians["capacityd"]["worker_peak"]:
+        print(
+            f"capacityd's worker: peak RSS {medians['capacityd']['worker_peak']:.1f} MiB (the largest of its passes, "
+            "median of runs), for a moment each pass, beside the process measured above"
+        )
     ours = medians["capacityd"]
     for name, m in medians.items():
         if name == "capacityd":

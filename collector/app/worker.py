@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 WORKER_DEADLINE = 30 * 60.0
 """Seconds a pass may take before its worker is killed and its analyses count as failed: twice the
-forecast interval, far above the ~4 minutes a pass takes at 150k pods (docs/scale.md)."""
+forecast interval, far above the ~1 minute the pass takes at 100,000 hypervisors (docs/scale-out.md)."""
 
 KILL_WAIT = 5.0
 """Seconds to wait for a killed worker to be reaped."""

@@ -1,0 +1,93 @@
+"""The analysis worker changes where the expensive pass runs, never what it computes (collector/app/worker.py)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from collector.analyses.registry import ANALYSES, AnalysisContext, compute_analyses, load_builtin_analyses
+from collector.app.worker import AnalysisWorker
+from collector.demo.backfill import backfill_rows
+from collector.demo.model import build_estate
+from collector.store.history import History
+from collector.store.settings import HistoryConfig
+from tests.foundation.test_daemon_faults import analysis_plugin
+
+
+@pytest.fixture(scope="module")
+def demo_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[History, object]]:
+    """Eight weeks of the demo estate's pool history in a real History store (the daemon's writer keeps it open)."""
+    load_builtin_analyses()
+    estate = build_estate()
+    history = History.open(Path(tmp_path_factory.mktemp("state")), HistoryConfig())
+    history.backfill(backfill_rows(estate))
+    yield history, estate
+    history.close()
+
+
+def test_the_worker_computes_exactly_what_the_daemon_would(demo_history) -> None:
+    history, estate = demo_history
+    context = AnalysisContext(now=estate.now, frames={}, history=history, config=None)
+    here = compute_analyses(context, expensive=True)
+    worker = AnalysisWorker()
+    there = worker.run(context, {})
+    assert [o.name for o in there] == [o.name for o in here] == [a.name for a in ANALYSES.values() if a.expensive]
+    assert [o.error for o in there] == [None] * len(here), [o.error for o in there]
+    for mine, theirs in zip(here, there, strict=True):
+        assert set(theirs.frames) == set(mine.frames)
+        for name, frame in mine.frames.items():
+            pd.testing.assert_frame_equal(theirs.frames[name], frame, check_exact=True, obj=f"{mine.name}: {name}")
+    assert len(there[0].frames["forecast"]) >= 9  # the demo's pools: not a comparison of empty frames
+    worker_frame = worker.frame()
+    assert worker_frame is not None
+    assert worker_frame["peak_resident_bytes"].iat[0] > 50 * 2**20  # another interpreter, with pandas loaded
+    assert worker_frame["duration_seconds"].iat[0] > 0
+
+
+NOISY_PLUGIN = """\
+    \"\"\"An expensive analysis whose library prints to stdout, the worker's channel back to the daemon.\"\"\"
+    import os
+    import sys
+
+    from collector.analyses.registry import analysis
+
+
+    @analysis("noisy", expensive=True)
+    def noisy(context):
+        print("a library's chatter " * 10_000)
+        os.write(1, b"and some bytes straight to fd 1\\n")
+        sys.stdout.flush()
+        return {}
+    """
+
+
+def test_what_an_analysis_prints_never_reaches_the_result(tmp_path, demo_history, monkeypatch, capfd) -> None:
+    history, estate = demo_history
+    monkeypatch.setenv("PYTHONPATH", analysis_plugin(tmp_path, "noisy_plugin", NOISY_PLUGIN)["PYTHONPATH"])
+    context = AnalysisContext(now=estate.now, frames={}, history=history, config=None)
+    outcomes = AnalysisWorker().run(context, {})
+    assert {o.name: o.error for o in outcomes}.get("noisy", "missing") is None, outcomes
+    assert all(o.error is None for o in outcomes), [o.error for o in outcomes]
+    assert "and some bytes straight to fd 1" in capfd.readouterr().err  # it went to stderr: the log
+
+
+def test_a_worker_that_cannot_start_fails_the_pass_with_the_reason(demo_history, monkeypatch) -> None:
+    history, estate = demo_history
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    context = AnalysisContext(now=estate.now, frames={}, history=history, config=None)
+    outcomes = AnalysisWorker().run(context, {})
+    assert [o.name for o in outcomes] == [a.name for a in ANALYSES.values() if a.expensive]
+    assert all(o.error is not None and "cannot start /nonexistent/python3" in o.error for o in outcomes), outcomes
+    assert all(not o.frames for o in outcomes)
+
+
+def test_a_stopped_worker_starts_no_pass(demo_history) -> None:
+    history, estate = demo_history
+    worker = AnalysisWorker()
+    worker.stop()
+    outcomes = worker.run(AnalysisContext(now=estate.now, frames={}, history=history, config=None), {})
+    assert all(o.error == "WorkerError: the daemon is stopping" for o in outcomes)
