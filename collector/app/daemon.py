@@ -212,16 +212,22 @@ class Pipeline:
         self.analysis_health = AnalysisHealth()
         self.reload_status: ReloadStatus | None = None
         self.history_unavailable: HistoryUnavailable | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the snapshot: one computation at a time
+        self._expensive_lock = threading.Lock()  # one expensive pass at a time
         self._pending = threading.Event()
         self._requested = threading.Event()
         self.snapshot: Snapshot = estate.snapshot()
 
     def refresh(self, *, expensive: bool = False) -> Snapshot:
-        """Recompute derived frames and re-render; concurrent callers coalesce into one extra pass."""
-        if expensive:  # always runs, after any pass in progress; polls arriving meanwhile stay pending
-            with self._lock:
-                self.snapshot = self._compute(expensive=True)
+        """Recompute derived frames and re-render; concurrent callers coalesce into one extra pass.
+
+        An expensive pass (forecasts, ...) runs one at a time and outside the lock of the cheap ones: polls,
+        headroom and /metrics go on refreshing while it runs (for up to the worker's deadline if it hangs),
+        and its frames join the snapshot when it ends.
+        """
+        if expensive:
+            with self._expensive_lock:
+                self._run_expensive()
         else:
             self._pending.set()
         while self._pending.is_set():
@@ -230,7 +236,7 @@ class Pipeline:
             try:
                 while self._pending.is_set():
                     self._pending.clear()
-                    self.snapshot = self._compute(expensive=False)
+                    self.snapshot = self._compute()
             finally:
                 self._lock.release()
         return self.snapshot
@@ -293,18 +299,26 @@ class Pipeline:
         analyses.loc[analyses["analysis"].isin(HISTORY_ANALYSES), "stale"] = True
         return analyses
 
-    def _compute(self, *, expensive: bool) -> Snapshot:
+    def _run_expensive(self) -> None:
+        """One pass of the expensive analyses, in the worker process (or here, for one-off commands); then the
+        snapshot is recomputed with its frames."""
         base = self.estate.snapshot()
         context = AnalysisContext(now=base.taken_at, frames=base.frames, history=self.history, config=self.config)
-        if expensive:
-            fallback = self.analysis_health.last_good()
-            if self.worker is not None:
-                outcomes: list[AnalysisOutcome] = self.worker.run(context, fallback)
-            else:
-                outcomes = compute_analyses(context, expensive=True, fallback=fallback)
+        fallback = self.analysis_health.last_good()
+        if self.worker is not None:
+            outcomes: list[AnalysisOutcome] = self.worker.run(context, fallback)
+        else:
+            outcomes = compute_analyses(context, expensive=True, fallback=fallback)
+        with self._lock:
             frames, errors = record_outcomes(outcomes, self.analysis_health, context.now)
             self._expensive = frames
             self.analysis_errors.update(errors)
+            self.snapshot = self._compute()
+
+    def _compute(self) -> Snapshot:
+        """The snapshot: the estate, the last expensive pass' frames, the cheap analyses run now, health frames."""
+        base = self.estate.snapshot()
+        context = AnalysisContext(now=base.taken_at, frames=base.frames, history=self.history, config=self.config)
         frames, errors = run_analyses(
             replace(context, frames={**base.frames, **self._expensive}), expensive=False, health=self.analysis_health
         )

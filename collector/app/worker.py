@@ -21,6 +21,7 @@ import logging
 import os
 import pickle
 import signal
+import site
 import subprocess
 import sys
 import threading
@@ -147,7 +148,10 @@ class AnalysisWorker:
         return result.outcomes
 
     def _run(self, job: WorkerJob) -> WorkerResult:
-        payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as error:  # a plugin's frame or setting that does not pickle
+            raise WorkerError(f"cannot hand the pass to a worker: {type(error).__name__}: {error}") from error
         started = time.monotonic()
         with self._lock:
             if self._stopping:
@@ -226,11 +230,14 @@ def _describe_exit(code: int) -> str:
 
 
 def _worker_environment() -> dict[str, str]:
-    """The daemon's environment, with this checkout's package first on the path (a daemon started from a
-    source tree finds the same code in its worker)."""
-    root = str(Path(__file__).resolve().parents[2])
+    """The daemon's environment; a daemon run from a source tree puts that tree first on its worker's path, so the
+    worker runs the same code (an installed package is found as usual: site-packages never goes ahead of the
+    standard library)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
+    root = Path(__file__).resolve().parents[2]
+    installed = {Path(path).resolve() for path in [*site.getsitepackages(), site.getusersitepackages()]}
+    if root not in installed:
+        env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
     return env
 
 

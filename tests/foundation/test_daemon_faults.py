@@ -379,7 +379,7 @@ FAULTY_WORKER_PLUGIN = """\
     """
 
 FAST_PASSES_PRELUDE = textwrap.dedent('''\
-    """Run capacityd with a forecast pass every 3 s and a worker deadline of 4 s (instead of 15 and 30 minutes)."""
+    """Run capacityd with a forecast pass every 3 s and a worker deadline of 10 s (instead of 15 and 30 minutes)."""
     import os
     import sys
     from datetime import timedelta
@@ -388,7 +388,7 @@ FAST_PASSES_PRELUDE = textwrap.dedent('''\
     from collector.app import daemon, worker
 
     daemon.FORECAST_INTERVAL = timedelta(seconds=3)
-    worker.WORKER_DEADLINE = 4.0
+    worker.WORKER_DEADLINE = 10.0
     from collector.app.cli import main
 
     sys.exit(main(sys.argv[1:]))
@@ -411,8 +411,16 @@ def test_a_worker_that_hangs_or_is_killed_is_a_visible_failure_and_the_next_pass
     assert daemon.value("capacityd_analysis_worker_peak_resident_bytes") > 50 * 2**20
     assert daemon.value("capacityd_analysis_worker_duration_seconds") > 0
 
-    for fault, reason in (("hang", "no result within 4 s; killed"), ("die", "killed by SIGKILL (out of memory?")):
+    passes = tmp_path / "passes"
+    for fault, reason in (("hang", "no result within 10 s; killed"), ("die", "killed by SIGKILL (out of memory?")):
         mode.write_text(fault)
+        if fault == "hang":  # while the worker hangs, polls and /metrics go on: nothing waits on the pass
+            wait_for(lambda: " hang" in passes.read_text(), timeout=30, what="a worker hanging")
+            polls = daemon.value("capacityd_source_polls_total", source="node5")
+            taken = daemon.value("capacityd_snapshot_timestamp_seconds")
+            daemon.wait_value(lambda v, p=polls: v >= p + 2, "capacityd_source_polls_total", "polls", source="node5")
+            assert daemon.value("capacityd_snapshot_timestamp_seconds") > taken
+            assert daemon.value("capacityd_analysis_success", analysis="forecast") == 1  # the hung pass not over
         for name in ("forecast", "reclaimable", "report_history"):  # the whole pass failed
             daemon.wait_value(lambda v: v == 0, "capacityd_analysis_success", f"{fault}: failed", analysis=name)
         text = daemon.metrics()
@@ -426,7 +434,7 @@ def test_a_worker_that_hangs_or_is_killed_is_a_visible_failure_and_the_next_pass
         )
         assert daemon.value("capacityd_analysis_stale", analysis="forecast") == 0
 
-    passes = [line.split() for line in (tmp_path / "passes").read_text().splitlines()]
+    passes = [line.split() for line in passes.read_text().splitlines()]
     assert {mode for _, mode in passes} == {"run", "hang", "die"}
     assert len({pid for pid, _ in passes}) == len(passes)  # a fresh process each pass
     assert all(_gone(int(pid)) for pid, _ in passes[:-1])  # none left behind (the hung one was killed)
