@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -91,3 +92,28 @@ def test_a_stopped_worker_starts_no_pass(demo_history) -> None:
     worker.stop()
     outcomes = worker.run(AnalysisContext(now=estate.now, frames={}, history=history, config=None), {})
     assert all(o.error == "WorkerError: the daemon is stopping" for o in outcomes)
+
+
+def test_forecasts_on_a_local_dask_cluster_run_from_the_worker(demo_history) -> None:
+    """`forecast.executor: dask` with a LocalCluster: the worker starts the cluster, the tasks read the file
+    read-only, and the forecasts match the local executor's in the daemon's process."""
+    pytest.importorskip("distributed")
+    from collector.analyses.forecast.api import SERIES_KEY
+    from collector.analyses.forecast.settings import ForecastConfig
+    from collector.app.config import Config
+
+    history, estate = demo_history
+    dask = Config(forecast=ForecastConfig(executor="dask", local_cluster_workers=2))
+    there = AnalysisWorker().run(AnalysisContext(now=estate.now, frames={}, history=history, config=dask), {})
+    assert all(o.error is None for o in there), [o.error for o in there]
+    local = Config(forecast=ForecastConfig())
+    here = compute_analyses(AnalysisContext(now=estate.now, frames={}, history=history, config=local), expensive=True)
+    theirs, mine = (
+        outcomes[0].frames["forecast"].sort_values(SERIES_KEY).reset_index(drop=True) for outcomes in (there, here)
+    )
+    assert len(mine) >= 9 and list(theirs.columns) == list(mine.columns) and len(theirs) == len(mine)
+    for column in mine.columns:
+        if pd.api.types.is_float_dtype(mine[column]):
+            np.testing.assert_allclose(theirs[column].to_numpy(float), mine[column].to_numpy(float), rtol=1e-9)
+        else:
+            assert theirs[column].astype(str).tolist() == mine[column].astype(str).tolist(), column
