@@ -17,6 +17,7 @@ loads the same analysis plugins, and logs to stderr like the daemon (the journal
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -130,6 +131,8 @@ class AnalysisWorker:
             result = self._run(job)
         except WorkerError as error:
             took = time.monotonic() - started
+            with self._lock:
+                self._last = (took, 0)
             if not self._stopping:
                 log.error("analysis worker: %s", error)
             names = [registered.name for registered in ANALYSES.values() if registered.expensive]
@@ -152,7 +155,6 @@ class AnalysisWorker:
             payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as error:  # a plugin's frame or setting that does not pickle
             raise WorkerError(f"cannot hand the pass to a worker: {type(error).__name__}: {error}") from error
-        started = time.monotonic()
         with self._lock:
             if self._stopping:
                 raise WorkerError("the daemon is stopping")
@@ -171,29 +173,22 @@ class AnalysisWorker:
                 out, _ = process.communicate(payload, timeout=self.deadline)
             except subprocess.TimeoutExpired:
                 process.kill()
-                process.communicate(timeout=KILL_WAIT)
-                self._record_failure(time.monotonic() - started)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.communicate(timeout=KILL_WAIT)
                 raise WorkerError(f"no result within {self.deadline:.0f} s; killed") from None
         finally:
             with self._lock:
                 self._process = None
         code = process.returncode
         if code != 0:
-            self._record_failure(time.monotonic() - started)
             raise WorkerError(_describe_exit(code))
         try:
             result = pickle.loads(out)
         except Exception as error:
-            self._record_failure(time.monotonic() - started)
             raise WorkerError(f"unreadable result ({len(out)} bytes): {type(error).__name__}: {error}") from error
         if not isinstance(result, WorkerResult):
-            self._record_failure(time.monotonic() - started)
             raise WorkerError(f"unexpected result: {type(result).__name__}")
         return result
-
-    def _record_failure(self, took: float) -> None:
-        with self._lock:
-            self._last = (took, 0)
 
     def stop(self) -> None:
         """Kill a pass in progress (its analyses keep their last good frames); no pass starts after this."""

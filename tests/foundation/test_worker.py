@@ -117,3 +117,13 @@ def test_forecasts_on_a_local_dask_cluster_run_from_the_worker(demo_history) -> 
             np.testing.assert_allclose(theirs[column].to_numpy(float), mine[column].to_numpy(float), rtol=1e-9)
         else:
             assert theirs[column].astype(str).tolist() == mine[column].astype(str).tolist(), column
+
+
+def test_a_pass_that_cannot_be_pickled_fails_with_the_reason(demo_history) -> None:
+    """A plugin's setting that does not pickle (here a lambda as the config) fails the pass, never the refresh."""
+    history, estate = demo_history
+    worker = AnalysisWorker()
+    outcomes = worker.run(AnalysisContext(now=estate.now, frames={}, history=history, config=lambda: None), {})
+    assert outcomes and all(o.error and "cannot hand the pass to a worker: " in o.error for o in outcomes), outcomes
+    worker_frame = worker.frame()
+    assert worker_frame is not None and worker_frame["peak_resident_bytes"].iat[0] == 0
