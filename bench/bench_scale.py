@@ -21,6 +21,8 @@ Sections, each with a baseline measured in the same run (medians of --runs where
    pool series such an estate gives: one pool per 20 hosts (a rack / aggregate) with 5 series (hypervisor CPU
    used; memory and disk allocated and used), i.e. 0.25 series per hypervisor, over the forecast's lookback
    (8 weeks hourly; 2 weeks with --quick). Baseline: the smallest size, so the ratio shows how it scales.
+   Also the cost of handing the estate's frames to the daemon's analysis worker (collector/app/worker.py):
+   their pickled size and the time to pickle and unpickle them, paid once per expensive pass.
 3. Remote-history read of a forecast pass: `PromReader.pool_series` (what the forecast calls) over a
    VictoriaMetrics holding `--read-hosts` hosts x 3 resources hourly for `--read-days` days, pools of 20
    hosts; baseline: the embedded store's `pool_series` on the same polls. Per host series, so it can be
@@ -39,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import resource
 import statistics
 import subprocess
@@ -339,6 +342,11 @@ def planner_child(hosts: int, days: int) -> None:
     frames = estate_frames(hosts)
     built = time.perf_counter() - started
     vms = len(frames["consumers"])
+    started = time.perf_counter()  # the daemon hands these frames to its analysis worker each pass, and back
+    job = pickle.dumps(frames, protocol=pickle.HIGHEST_PROTOCOL)
+    pickle.loads(job)
+    handoff_s, job_mib = time.perf_counter() - started, len(job) / 2**20
+    del job
     started = time.perf_counter()
     headroom = compute_headroom(frames, Config(), pd.Timestamp(now).as_unit("ns"))
     headroom_s = time.perf_counter() - started
@@ -357,7 +365,7 @@ def planner_child(hosts: int, days: int) -> None:
     print(json.dumps({
         "hosts": hosts, "clouds": max(1, -(-hosts // HOSTS_PER_CLOUD)), "build_s": built, "headroom_s": headroom_s,
         "no_failure_s": no_failure_s, "headroom_rows": rows, "vms": vms, "series": len(forecast),
-        "forecast_s": forecast_s,
+        "forecast_s": forecast_s, "handoff_s": handoff_s, "job_mib": job_mib,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }))  # fmt: skip
 
@@ -421,7 +429,8 @@ def planner_section(sizes: list[int], days: int, runs: int) -> dict[int, dict[st
         print(f"   {hosts:>7,} hypervisors ({m['clouds']:.0f} cloud(s), {m['vms']:,.0f} VMs, {m['series']:,.0f} pool "
               f"series): headroom+N+1 {m['headroom_s']:7.2f} s (without N+1 {m['no_failure_s']:.2f} s), "
               f"forecasts {m['forecast_s']:7.2f} s, pass "
-              f"{total:7.2f} s, peak RSS {m['peak_rss_gib']:.2f} GiB; vs {sizes[0]:,}: {total / base_total:6.1f}x "
+              f"{total:7.2f} s, peak RSS {m['peak_rss_gib']:.2f} GiB, frames to the worker {m['job_mib']:.0f} MiB "
+              f"pickled+unpickled in {m['handoff_s']:.2f} s; vs {sizes[0]:,}: {total / base_total:6.1f}x "
               f"time for {hosts / sizes[0]:.0f}x hosts ({len(measured)} run(s))")  # fmt: skip
     return results
 
