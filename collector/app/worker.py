@@ -52,9 +52,6 @@ WORKER_DEADLINE = 30 * 60.0
 """Seconds a pass may take before its worker is killed and its analyses count as failed: twice the
 forecast interval, far above the ~1 minute the pass takes at 100,000 hypervisors (docs/scale-out.md)."""
 
-KILL_WAIT = 5.0
-"""Seconds to wait for a killed worker to be reaped."""
-
 
 @dataclass(frozen=True)
 class HistoryLocation:
@@ -168,17 +165,30 @@ class AnalysisWorker:
             except OSError as error:
                 raise WorkerError(f"cannot start {sys.executable}: {error}") from error
             self._process = process
-        try:
-            try:
-                out, _ = process.communicate(payload, timeout=self.deadline)
-            except subprocess.TimeoutExpired:
+        # The deadline is a timer that kills the worker, not communicate()'s timeout, whose wait polls with
+        # time.sleep: the pass' thread blocks in read() and waitpid() until the worker exits, however it ends.
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            with contextlib.suppress(OSError):
                 process.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.communicate(timeout=KILL_WAIT)
-                raise WorkerError(f"no result within {self.deadline:.0f} s; killed") from None
+
+        timer = threading.Timer(self.deadline, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            out, _ = process.communicate(payload)
+        except OSError as error:
+            process.kill()
+            process.wait()
+            raise WorkerError(f"lost the worker: {type(error).__name__}: {error}") from error
         finally:
+            timer.cancel()
             with self._lock:
                 self._process = None
+        if expired.is_set():
+            raise WorkerError(f"no result within {self.deadline:.0f} s; killed")
         code = process.returncode
         if code != 0:
             raise WorkerError(_describe_exit(code))
