@@ -33,6 +33,30 @@ def _seconds(column: pd.Series) -> np.ndarray:
     return seconds
 
 
+WORKER_GAUGES = (
+    (
+        "capacityd_analysis_worker_duration_seconds",
+        "Wall time of the last pass of the expensive analyses in their worker process: its start, imports, "
+        "the analyses and the result's way back.",
+        "duration_seconds",
+    ),
+    (
+        "capacityd_analysis_worker_peak_resident_bytes",
+        "Peak RSS of the last pass' worker process (0 if it gave no result): memory the daemon's service needs "
+        "beside its own for a moment every pass.",
+        "peak_resident_bytes",
+    ),
+)
+"""(metric, help, column of the `analysis_worker` frame)."""
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    """A gauge without labels and its one value."""
+    family = GaugeMetricFamily(name, documentation)
+    family.add_metric([], value)
+    return family
+
+
 @family_builder
 def build(snapshot: Snapshot) -> Iterator[Metric]:
     labels = ["analysis"]
@@ -66,37 +90,24 @@ def build(snapshot: Snapshot) -> Iterator[Metric]:
 
     worker = snapshot.frames.get("analysis_worker")
     if worker is not None and not worker.empty:
-        took = GaugeMetricFamily(
-            "capacityd_analysis_worker_duration_seconds",
-            "Wall time of the last pass of the expensive analyses in their worker process: its start, imports, "
-            "the analyses and the result's way back.",
-        )
-        took.add_metric([], float(worker["duration_seconds"].iat[0]))
-        peak = GaugeMetricFamily(
-            "capacityd_analysis_worker_peak_resident_bytes",
-            "Peak RSS of the last pass' worker process (0 if it gave no result): memory the daemon's "
-            "service needs beside its own for a moment every pass.",
-        )
-        peak.add_metric([], float(worker["peak_resident_bytes"].iat[0]))
-        yield from (took, peak)
+        for name, documentation, column in WORKER_GAUGES:
+            yield _gauge(name, documentation, float(worker[column].iat[0]))
 
     reload = snapshot.frames.get("config_reload")
     if reload is not None and not reload.empty:
-        ok = GaugeMetricFamily(
+        yield _gauge(
             "capacityd_config_last_reload_successful",
             "1 if the last configuration load (start or SIGHUP) was applied; 0 if it was refused "
             "and the previous configuration is still running.",
+            1.0 if reload["successful"].iat[0] else 0.0,
         )
-        ok.add_metric([], 1.0 if reload["successful"].iat[0] else 0.0)
-        yield ok
         when = _seconds(reload["last_success"])
         if not np.isnan(when[0]):
-            stamp = GaugeMetricFamily(
+            yield _gauge(
                 "capacityd_config_last_reload_success_timestamp_seconds",
                 "Unix time the running configuration was loaded.",
+                float(when[0]),
             )
-            stamp.add_metric([], float(when[0]))
-            yield stamp
 
 
 @family_builder
