@@ -52,6 +52,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -296,7 +297,7 @@ class Soak:
 
     # -- the run --------------------------------------------------------------------------------------------
 
-    def run(self, minutes: float, rss_log: Any = None) -> dict[str, Any]:
+    def run(self, minutes: float, rss_log: Any = None, parts_log: Any = None) -> dict[str, Any]:
         faults: list[tuple[str, Callable[[], None]]] = [
             ("server_error", self.fault_server_error),
             ("malformed", self.fault_malformed),
@@ -332,6 +333,9 @@ class Soak:
                         part_samples.setdefault(part, []).append((at, int(value)))
                     if (last_pass := worker_passes(body)) is not None:
                         passes.add(last_pass)
+                    if parts_log is not None:  # every part at every scrape, for plotting where a growth is
+                        parts_log.write(orjson.dumps({"seconds": round(at, 1), **parts_now}).decode() + "\n")
+                        parts_log.flush()
                     if "resident" in parts_now and "sqlite" in parts_now:  # what no bounded cache explains
                         outside = int(parts_now["resident"] - parts_now["sqlite"])
                         part_samples.setdefault(OUTSIDE_CACHES, []).append((at, outside))
@@ -418,6 +422,11 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=60.0, help="how long to soak (default %(default)s)")
     parser.add_argument("--rss-csv", type=Path, help="also write every RSS sample (seconds,bytes) to this file")
     parser.add_argument(
+        "--parts-jsonl",
+        type=Path,
+        help="also write capacityd_memory_bytes{part} of every scrape (one JSON object per line) to this file",
+    )
+    parser.add_argument(
         "--growing-estate",
         action="store_true",
         help="boot one more demo server a minute (RSS then also grows with the data; by default the estate is "
@@ -433,12 +442,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="capacityd-soak-") as tmp:
         soak = Soak(Path(tmp), growing=args.growing_estate, prefill=not args.empty_history)
         rss_log = open(args.rss_csv, "w") if args.rss_csv else None  # noqa: SIM115 - closed below
+        parts_log = open(args.parts_jsonl, "w") if args.parts_jsonl else None  # noqa: SIM115 - closed below
         try:
-            result = soak.run(args.minutes, rss_log)
+            result = soak.run(args.minutes, rss_log, parts_log)
         finally:
             soak.close()
-            if rss_log is not None:
-                rss_log.close()
+            for log_file in (rss_log, parts_log):
+                if log_file is not None:
+                    log_file.close()
         latencies = sorted(result["latencies"]) or [float("nan")]
         p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
         estate = "estate growing by one server a minute" if args.growing_estate else "constant estate"
