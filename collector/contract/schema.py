@@ -71,8 +71,13 @@ class FrameSchema:
         return [column.name for column in self.columns]
 
     def empty(self) -> pd.DataFrame:
-        """A zero-row frame with the right columns and dtypes (a copy of one built once: building is slow)."""
-        return _empty_frame(self).copy()
+        """A zero-row frame with the right columns and dtypes, from zero-length arrays built once (building them
+        from dtype names is slow).
+
+        Not a `copy()` of one cached frame: pandas records every copy in the cached frame's copy-on-write
+        reference list and prunes the dead entries only every 500 copies, so a frame copied at every refresh held a
+        sawtooth of dead weakrefs (one of the daemon's slow memory cycles, docs/operations.md "Memory")."""
+        return pd.DataFrame({name: array.copy() for name, array in _empty_arrays(self).items()}, copy=False)
 
     def build(self, records: Iterable[Mapping[str, Any]] | Mapping[str, Iterable[Any]]) -> pd.DataFrame:
         """Build a conforming frame from records (list of dicts) or columns (dict of lists).
@@ -100,8 +105,8 @@ class FrameSchema:
 
 
 @functools.cache
-def _empty_frame(schema: FrameSchema) -> pd.DataFrame:
-    return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in schema.columns})
+def _empty_arrays(schema: FrameSchema) -> dict[str, Any]:
+    return {c.name: pd.Series(dtype=c.dtype).array for c in schema.columns}
 
 
 class SchemaError(ValueError):
