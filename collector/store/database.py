@@ -1,7 +1,10 @@
 """Connections, schema creation and migration, and the write transaction every change goes through.
 
 Writes go through one connection guarded by a lock (SQLite has one writer anyway); each read runs in
-one read transaction on a per-thread connection, so it sees a consistent snapshot while appends go on.
+one read transaction on a connection taken from a small pool of readers, so it sees a consistent snapshot while
+appends go on. The pool is shared by every thread: readers are as many as reads ever ran at once, not as many as
+threads ever read (a connection per thread grew with the scheduler's job threads and leaked with every
+short-lived thread that read once, each holding SQLite's lookaside, schema and page cache).
 `close()` waits for reads in progress before it closes their connections: closing a connection while another
 thread's query runs on it crashes the process (SIGSEGV in CPython's sqlite3 module), and a daemon stopped
 during a forecast pass did exactly that.
@@ -38,7 +41,10 @@ log = logging.getLogger("collector.store.history")
 WRITER_CACHE_KIB = 16384
 """The writer's page cache (KiB). Appends touch the right edge of each index and the key tables, a few MiB at
 fleet size; 16 MiB keeps them hot while bounding what the cache adds to RSS as the history file grows (each
-reader thread keeps SQLite's default 2 MiB). Seen as the `sqlite` part of capacityd_memory_bytes."""
+reader keeps SQLite's default 2 MiB). Seen as the `sqlite` part of capacityd_memory_bytes."""
+IDLE_READERS_KEPT = 4
+"""Idle read connections kept open for the next reads (the most recently used first: its cache is warm); a reader
+returned when this many are idle is closed. Reads at once: the refresher, a forecast pass, a report, a command."""
 CLOSE_READS_WAIT = 10.0
 """Seconds `close()` waits for reads in progress (a forecast pass loading its slice); after that their connections
 are left open (the process is ending; closing them under a running query would crash it)."""
@@ -164,27 +170,51 @@ class Database:
                 except sqlite3.Error as error:
                     log.debug("history: closing a reader failed: %s", error)
             self._readers.clear()
+            self._idle_readers.clear()
 
     def _init_reads(self) -> None:
-        """The read side's state: a connection per thread, and the count of read transactions in progress
-        (guarded by `_reads`), which `close()` waits for."""
+        """The read side's state: the pool of read connections (every one open, and the idle ones), and the count
+        of read transactions in progress (guarded by `_reads`), which `close()` waits for."""
         self._closed = False
-        self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+        self._idle_readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._reads = threading.Condition()
         self._active_reads = 0
 
-    def _reader(self) -> sqlite3.Connection:
-        """This thread's read connection (opened on first use); only `_read()` calls it, after checking `_closed`."""
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._connect()
+    def _take_reader(self) -> sqlite3.Connection:
+        """An idle read connection, or a new one; only `_read()` calls it, after checking `_closed`."""
+        with self._readers_lock:
+            if self._idle_readers:
+                return self._idle_readers.pop()
+        connection = self._connect()
+        try:
             connection.execute("PRAGMA query_only = 1")
-            self._local.connection = connection
-            with self._readers_lock:
-                self._readers.append(connection)
+        except sqlite3.Error:
+            connection.close()
+            raise
+        with self._readers_lock:
+            self._readers.append(connection)
         return connection
+
+    def _return_reader(self, connection: sqlite3.Connection) -> None:
+        """Back to the pool after a read; closed instead when enough are idle or when its read left it unusable."""
+        usable = True
+        if connection.in_transaction:  # a COMMIT that failed: never hand a half-open transaction to the next read
+            try:
+                connection.rollback()
+            except sqlite3.Error:
+                usable = False
+        with self._readers_lock:
+            if usable and len(self._idle_readers) < IDLE_READERS_KEPT:
+                self._idle_readers.append(connection)
+                return
+            if connection in self._readers:
+                self._readers.remove(connection)
+        try:
+            connection.close()
+        except sqlite3.Error as error:
+            log.debug("history: closing a reader failed: %s", error)
 
     @contextmanager
     def _write(self, what: str = "writing") -> Iterator[sqlite3.Connection]:
@@ -244,12 +274,15 @@ class Database:
                 raise HistoryError(f"{self.path}: history is closed")
             self._active_reads += 1
         try:
-            con = self._reader()
-            con.execute("BEGIN")
+            con = self._take_reader()
             try:
-                yield con
+                con.execute("BEGIN")
+                try:
+                    yield con
+                finally:
+                    con.execute("COMMIT")
             finally:
-                con.execute("COMMIT")
+                self._return_reader(con)
         finally:
             with self._reads:
                 self._active_reads -= 1
