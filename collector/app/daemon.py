@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -422,6 +422,11 @@ class Daemon:
         self.scheduler = make_scheduler(job_threads=4)  # wall-time jobs only (report crons)
         # polls, forecasts, compaction (cluster: bounded like the pool for a collector)
         self.ticker = MonotonicScheduler(job_threads=self.cluster.job_threads(source_count + 16))
+        self._pass_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="expensive-pass")
+        """Every expensive pass (scheduled, first, a new leader's) runs on this one thread: its allocations (the
+        job's pickle, the results, the refresh after them) stay in one thread's malloc arena and caches rather than
+        in whichever scheduler thread was free, and a pass held up to the worker's deadline ties up no scheduler
+        thread (docs/operations.md, "Memory")."""
         self.runners: dict[str, SourceRunner] = {}
         self.server: Any = None
         self._stop = threading.Event()
@@ -485,6 +490,15 @@ class Daemon:
     # -- analyses and housekeeping ---------------------------------------------------------------
 
     def _forecast_job(self) -> None:
+        """Hand one expensive pass to the pass thread and wait for it (errors reach the caller's log)."""
+        try:
+            future = self._pass_thread.submit(self._expensive_pass)
+        except RuntimeError:  # the daemon is stopping
+            return
+        with contextlib.suppress(CancelledError):  # stop() dropped it before it started
+            future.result()
+
+    def _expensive_pass(self) -> None:
         self.pipeline.refresh(expensive=True)
         memory.trim("forecast")  # the job's pickle and the results it replaced are freed: give the pages back
         self.first_forecast_done.set()
@@ -705,6 +719,7 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
         self.worker.stop()  # a pass in progress ends now; its analyses keep their last good frames
+        self._pass_thread.shutdown(wait=False, cancel_futures=True)
         self.ticker.shutdown(wait=False)
         self.cluster.stop()  # cluster: leave the shard set / release the planner Lease
         if self.poll_pool is not None:  # cluster
