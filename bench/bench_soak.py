@@ -77,8 +77,8 @@ FAULT_SECONDS = 20.0
 WARMUP_FRACTION = 0.25
 """The first quarter of the run is warm-up: RSS may rise while imports, first forecasts and caches settle."""
 READERS_BOUND = 16
-"""Reader connections the bound allows for: one per thread that reads history (analyses, report, HTTP
-workers for /snapshot); the daemon keeps about 10."""
+"""Reader connections the bound allows for: history's readers are pooled, as many as reads ran at once (the
+refresher, a forecast pass, a report, HTTP workers for /snapshot); the soak sees one or two."""
 FLAT_SLOPE_MIB_PER_HOUR = 2.0
 FLAT_GROWTH_PERCENT = 2.0
 """`MEMORY: FLAT` needs both: slope after warm-up under 2 MiB/h and growth after warm-up under 2 %."""
@@ -517,7 +517,7 @@ def main() -> int:
                 f"{outside['slope_mib_h']:+.2f} MiB/h, growth {outside['growth_pct']:+.2f} % after warm-up); the "
                 f"caches peaked at {sqlite['peak'] / 2**20:.1f} MiB of their {cap:.0f} MiB bound "
                 f"({'within' if bounded else 'OVER'}: writer {WRITER_CACHE_KIB // 1024} MiB + 2 MiB for each of "
-                f"up to {READERS_BOUND} reader threads)"
+                f"up to {READERS_BOUND} reader connections)"
             )
         ok = not result["died"] and not result["integrity"] and all(v <= 0 for v in result["lost"].values())
         print("VERDICT:", "survived" if ok else "FAILED")
