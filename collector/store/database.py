@@ -50,6 +50,14 @@ CLOSE_READS_WAIT = 10.0
 are left open (the process is ending; closing them under a running query would crash it)."""
 
 
+def _close_reader(connection: sqlite3.Connection) -> None:
+    """Close a read connection; one that cannot even close is dropped all the same."""
+    try:
+        connection.close()
+    except sqlite3.Error as error:
+        log.debug("history: closing a reader failed: %s", error)
+
+
 class Database:
     """The SQLite file of one History: connections, schema, transactions (the base of `History`)."""
 
@@ -150,7 +158,7 @@ class Database:
                 raise HistoryError(f"{self.path}: unknown history schema version {version}")
 
     def _close_readers(self) -> None:
-        """Close every thread's reader once no read is in progress (at most CLOSE_READS_WAIT seconds).
+        """Close every pooled reader once no read is in progress (at most CLOSE_READS_WAIT seconds).
 
         Call with `_closed` already set: no new read starts, and the reads in progress get CLOSE_READS_WAIT seconds.
         """
@@ -165,10 +173,7 @@ class Database:
                     CLOSE_READS_WAIT,
                 )
             for connection in self._readers if idle else ():
-                try:
-                    connection.close()
-                except sqlite3.Error as error:
-                    log.debug("history: closing a reader failed: %s", error)
+                _close_reader(connection)
             self._readers.clear()
             self._idle_readers.clear()
 
@@ -211,10 +216,7 @@ class Database:
                 return
             if connection in self._readers:
                 self._readers.remove(connection)
-        try:
-            connection.close()
-        except sqlite3.Error as error:
-            log.debug("history: closing a reader failed: %s", error)
+        _close_reader(connection)
 
     @contextmanager
     def _write(self, what: str = "writing") -> Iterator[sqlite3.Connection]:
