@@ -127,3 +127,33 @@ def test_a_pass_that_cannot_be_pickled_fails_with_the_reason(demo_history) -> No
     assert outcomes and all(o.error and "cannot hand the pass to a worker: " in o.error for o in outcomes), outcomes
     worker_frame = worker.frame()
     assert worker_frame is not None and worker_frame["peak_resident_bytes"].iat[0] == 0
+
+
+FAKE_WORKERS = {
+    # name: (what the fake worker does after reading its whole job, error the pass must fail with)
+    "truncated": ("out.write(pickle.dumps(list(range(1000)))[:-10])", "pickle data was truncated"),
+    "silent": ("pass", "unreadable result (0 bytes)"),
+    "garbage": ("out.write(b'\\xff' * 64)", "unreadable result (64 bytes)"),
+    "not_a_result": ("out.write(pickle.dumps('hello'))", "unexpected result: str"),
+    "dies_unread": (None, "exited with status 3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAKE_WORKERS))
+def test_a_worker_that_writes_a_bad_result_fails_the_pass_with_the_reason(demo_history, tmp_path, monkeypatch, case):
+    """A short, garbled or foreign answer, or a worker that exits before reading its job, fails the pass with what
+    was wrong, never an exception in the daemon."""
+    history, estate = demo_history
+    action, reason = FAKE_WORKERS[case]
+    body = (
+        "sys.exit(3)" if action is None else f"sys.stdin.buffer.read()\nout = sys.stdout.buffer\n{action}\nout.flush()"
+    )
+    fake = tmp_path / "python3"
+    fake.write_text(f"#!{sys.executable}\nimport pickle, sys\n{body}\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    frames = {"capacity": pd.DataFrame({"pad": np.zeros(200_000)})}  # a job bigger than a pipe's buffer
+    outcomes = AnalysisWorker(deadline=60).run(
+        AnalysisContext(now=estate.now, frames=frames, history=history, config=None), {}
+    )
+    assert outcomes and all(o.error is not None and reason in o.error for o in outcomes), outcomes
