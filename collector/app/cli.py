@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in DAEMON_COMMANDS and argv is None:  # the process's entry point: it may re-exec itself
         from collector.app import memory
 
-        memory.use_glibc_malloc_for_objects()  # flat RSS over weeks (collector/app/memory.py)
+        memory.reexec_with_allocator_settings()  # flat RSS over weeks (collector/app/memory.py)
     if args.command not in DAEMON_COMMANDS and not args.verbose:
         # A one-off command prints its answer; the sources' connection chatter (libvirt's "connected to",
         # "closing connection", one pair per host) stays at debug level, shown with -v. Warnings still show.

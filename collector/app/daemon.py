@@ -402,7 +402,7 @@ class Daemon:
     def __init__(self, config: Config, config_path: Path | None = None):
         memory.bound_arenas()  # before the daemon's threads allocate (collector/app/memory.py)
         memory.pin_thresholds()  # big buffers in mmaps, returned on free
-        memory.log_python_allocator()  # PYTHONMALLOC=malloc unless the operator chose (cli re-executes)
+        memory.log_allocator_settings()  # what the cli re-executed with, or the operator chose
         load_builtin_analyses()
         load_builtin_family_modules()
         self.config = config

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.app.memory import ALLOCATOR_ENVIRONMENT
+from collector.app.memory import ALLOCATOR_ENVIRONMENT, startup_environment
 from tests.faults.harness import NODE5, Daemon, config_text, free_port, libvirt_source, wait_for
 
 from .conftest import REPO
@@ -169,6 +169,8 @@ def test_daemon_bounds_arenas_at_start_and_trims_after_the_forecast_pass(daemon:
     # the process that serves /metrics is the one started (same PID), re-executed with glibc malloc for objects
     assert "Python's objects in glibc's heap (PYTHONMALLOC=malloc)" in log
     assert environment_of(daemon.pid)["PYTHONMALLOC"] == "malloc"
+    assert "glibc's per-thread caches off (GLIBC_TUNABLES=glibc.malloc.tcache_count=0)" in log
+    assert environment_of(daemon.pid)["GLIBC_TUNABLES"] == "glibc.malloc.tcache_count=0"
     assert re.search(r"malloc_trim after forecast: .*RSS [\d.]+ -> [\d.]+ MiB", log), log[-2000:]
     assert daemon.alive()
     assert daemon.stop() == 0
@@ -193,3 +195,32 @@ def test_daemon_keeps_the_operators_python_allocator(daemon: Daemon) -> None:
     assert "glibc's heap" not in daemon.log()
     assert environment_of(daemon.pid)["PYTHONMALLOC"] == "pymalloc"
     assert daemon.stop() == 0
+
+
+@pytest.mark.timeout(120)
+def test_daemon_keeps_the_operators_tcache_tunable(daemon: Daemon) -> None:
+    tunables = "glibc.malloc.tcache_count=3"
+    daemon.env = {**dict.fromkeys(_ALLOCATOR_VARIABLES, ""), "PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": tunables}
+    daemon.start()
+    wait_for(
+        lambda: "glibc.malloc.tcache_count set by the environment; kept" in daemon.log(), 30, "the kept setting logged"
+    )
+    assert "per-thread caches off" not in daemon.log()
+    assert environment_of(daemon.pid)["GLIBC_TUNABLES"] == tunables
+    assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("environ", "wanted"),
+    [
+        ({}, {"PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}),
+        ({"PYTHONMALLOC": "pymalloc"}, {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}),
+        (
+            {"PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": "glibc.malloc.check=0"},
+            {"GLIBC_TUNABLES": "glibc.malloc.check=0:glibc.malloc.tcache_count=0"},
+        ),
+        ({"PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": "glibc.malloc.tcache_count=7"}, {}),
+    ],
+)
+def test_startup_environment_adds_only_what_the_operator_did_not_choose(environ, wanted) -> None:
+    assert startup_environment(environ) == wanted

@@ -69,6 +69,7 @@ def test_unit_has_the_required_hardening() -> None:
     for key, value in expected.items():
         assert value in settings.get(key, []), f"{key}={value} missing from {UNIT}"
     assert "PYTHONMALLOC=malloc" in settings["Environment"]  # no re-exec under systemd (collector/app/memory.py)
+    assert "GLIBC_TUNABLES=glibc.malloc.tcache_count=0" in settings["Environment"]
     assert "@system-service" in settings["SystemCallFilter"]
 
 
