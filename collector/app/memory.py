@@ -20,12 +20,12 @@ settings cut it to ~4 MiB/h (bench/bench_memory.py, docs/operations.md "Memory")
 Sixteen passes back to back: RSS +1.9 MiB with both, +10.3 MiB without (each pass ~25 % slower; one runs every
 15 minutes).
 
-What was left (~2 MiB/h in the soak's hour after warm-up) was bytes counted in use that no live allocation
-held: glibc's per-thread caches (tcache) keep up to seven freed blocks of each small size per thread, and with
-Python's objects in glibc's heap every pool, HTTP and scheduler thread filled its own over the hours. The daemon
-turns them off (`GLIBC_TUNABLES=glibc.malloc.tcache_count=0`, read by glibc at start, hence set with
-PYTHONMALLOC in the same re-exec): in a daemon without passes, in-use bytes stayed at 118.5 MiB for 12 minutes
-instead of climbing 120.4 -> 121.0 MiB, and started 2 MiB lower.
+What was left after those: bytes glibc counts in use climbing while no live allocation grew. glibc's per-thread
+caches (tcache) keep up to seven freed blocks of each small size per thread, counted in use; with Python's
+objects in glibc's heap each thread (pollers, HTTP request threads, the scheduler's) fills its own. The daemon
+turns them off (`GLIBC_TUNABLES=glibc.malloc.tcache_count=0`, read by glibc at start, hence set with PYTHONMALLOC
+in the same re-exec): in a daemon without passes, in-use bytes stayed at 118.5 MiB for 12 minutes instead of
+climbing 120.4 -> 121.0 MiB, and started 2 MiB lower.
 
 Everything here is a no-op off glibc (musl, macOS): `libc()` is None there.
 """
