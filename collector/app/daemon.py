@@ -423,10 +423,9 @@ class Daemon:
         # polls, forecasts, compaction (cluster: bounded like the pool for a collector)
         self.ticker = MonotonicScheduler(job_threads=self.cluster.job_threads(source_count + 16))
         self._pass_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="expensive-pass")
-        """Every expensive pass (scheduled, first, a new leader's) runs on this one thread: its allocations (the
-        job's pickle, the results, the refresh after them) stay in one thread's malloc arena and caches rather than
-        in whichever scheduler thread was free, and a pass held up to the worker's deadline ties up no scheduler
-        thread (docs/operations.md, "Memory")."""
+        """Every expensive pass (scheduled, first, a new leader's) runs on this one thread, one at a time, so a pass
+        held up to the worker's deadline ties up no scheduler thread. (Keeping its allocations on one thread did not
+        change the daemon's memory measurably: docs/operations.md, "Memory".)"""
         self.runners: dict[str, SourceRunner] = {}
         self.server: Any = None
         self._stop = threading.Event()

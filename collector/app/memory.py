@@ -157,6 +157,12 @@ def _resident_fields() -> dict[str, int]:
     return fields
 
 
+def glibc_tunables(environ: Mapping[str, str]) -> dict[str, str]:
+    """`GLIBC_TUNABLES` as name -> value (`glibc.malloc.tcache_count=0:...`, glibc's own syntax)."""
+    pairs = (item.partition("=") for item in environ.get("GLIBC_TUNABLES", "").split(":") if item)
+    return {name: value for name, _, value in pairs}
+
+
 def startup_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The variables to add to `environ` so the interpreter starts with the daemon's allocator settings: Python's
     objects in glibc's heap (`PYTHONMALLOC=malloc`) and glibc's per-thread caches off
@@ -168,8 +174,8 @@ def startup_environment(environ: Mapping[str, str]) -> dict[str, str]:
     wanted: dict[str, str] = {}
     if not environ.get("PYTHONMALLOC"):
         wanted["PYTHONMALLOC"] = "malloc"
-    tunables = environ.get("GLIBC_TUNABLES", "")
-    if TCACHE_TUNABLE not in tunables:
+    if TCACHE_TUNABLE not in glibc_tunables(environ):
+        tunables = environ.get("GLIBC_TUNABLES", "")
         wanted["GLIBC_TUNABLES"] = f"{tunables}:{NO_TCACHE}" if tunables else NO_TCACHE
     return wanted
 
@@ -209,10 +215,10 @@ def log_allocator_settings() -> str:
         log.info("memory: Python's objects in glibc's heap (PYTHONMALLOC=malloc)")
     else:
         log.info("memory: PYTHONMALLOC=%s set by the environment; kept", chosen)
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if NO_TCACHE in tunables.split(":"):
+    tcache = glibc_tunables(os.environ).get(TCACHE_TUNABLE)
+    if tcache == "0":
         log.info("memory: glibc's per-thread caches off (GLIBC_TUNABLES=%s)", NO_TCACHE)
-    elif TCACHE_TUNABLE in tunables:
+    elif tcache is not None:
         log.info("memory: %s set by the environment; kept", TCACHE_TUNABLE)
     return chosen
 
@@ -247,7 +253,7 @@ def pin_thresholds(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = T
     lib = libc()
     if lib is None:
         return False
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    tunables = glibc_tunables(os.environ)
     chosen = [name for name in THRESHOLD_ENVIRONMENT if os.environ.get(name)]
     chosen += [name for name in ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold") if name in tunables]
     if chosen:
