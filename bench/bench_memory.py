@@ -10,7 +10,8 @@ start:
     arenas     pymalloc, two arenas, dynamic thresholds: the daemon's settings before PYTHONMALLOC=malloc
     inline     PYTHONMALLOC=malloc, two arenas, thresholds pinned at 128 KiB (collector/app/memory.py), the pass
                in the daemon's own process: the daemon before its worker process
-    capacityd  inline's settings, each pass in a fresh worker process (collector/app/worker.py), as the daemon runs it
+    capacityd  inline's settings and glibc's per-thread caches off (GLIBC_TUNABLES=glibc.malloc.tcache_count=0),
+               each pass in a fresh worker process (collector/app/worker.py), as the daemon runs it
 
 The first three run the pass in the measured process; `capacityd` measures the process that starts the worker and
 keeps the results, and prints the worker's peak RSS beside it. Every pass is followed by `malloc_trim(0)`, as in the
@@ -51,7 +52,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {"env": {"PYTHONMALLOC": "pymalloc"}, "arenas": False, "pin": False},
     "arenas": {"env": {"PYTHONMALLOC": "pymalloc"}, "arenas": True, "pin": False},
     "inline": {"env": {"PYTHONMALLOC": "malloc"}, "arenas": True, "pin": True},
-    "capacityd": {"env": {"PYTHONMALLOC": "malloc"}, "arenas": True, "pin": True, "worker": True},
+    "capacityd": {
+        "env": {"PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"},
+        "arenas": True,
+        "pin": True,
+        "worker": True,
+    },
 }
 """Allocator settings compared; the environment is the only way to choose Python's allocator."""
 
