@@ -44,20 +44,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from collector.app.memory import ALLOCATOR_ENVIRONMENT, startup_environment
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {"env": {"PYTHONMALLOC": "pymalloc"}, "arenas": False, "pin": False},
     "arenas": {"env": {"PYTHONMALLOC": "pymalloc"}, "arenas": True, "pin": False},
     "inline": {"env": {"PYTHONMALLOC": "malloc"}, "arenas": True, "pin": True},
-    "capacityd": {
-        "env": {"PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"},
-        "arenas": True,
-        "pin": True,
-        "worker": True,
-    },
+    "capacityd": {"env": startup_environment({}), "arenas": True, "pin": True, "worker": True},
 }
 """Allocator settings compared; the environment is the only way to choose Python's allocator."""
 
@@ -146,8 +144,6 @@ def log_of(name: str, config_path: Path) -> Path:
 
 def start_variant(name: str, config_path: Path, child_args: list[str]) -> subprocess.Popen[str]:
     """A variant's child; its log goes to a file beside its config (a pipe left unread would stall it)."""
-    from collector.app.memory import ALLOCATOR_ENVIRONMENT
-
     variant = VARIANTS[name]
     env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENVIRONMENT} | variant["env"]
     command = [sys.executable, __file__, "--child", str(config_path), *child_args]
